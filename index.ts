@@ -1,0 +1,69 @@
+import type { FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import fastifyWebsocket from '@fastify/websocket'
+import WebSocket from 'ws'
+import type fastifyReliableWsTypes = require('./types/index')
+import type { Context } from './lib/context'
+import { createErrorHandler } from './lib/error-handler'
+import { FST_RELIABLE_WS_ALREADY_REGISTERED } from './lib/errors'
+import { healthResponse } from './lib/health'
+import { onHeartbeatDue } from './lib/heartbeat'
+import { resolvePluginSettings } from './lib/options'
+import { createSocketClass } from './lib/reliable-socket'
+import type { ReliableSocket } from './lib/reliable-socket'
+import { createRouteDecorator } from './lib/route-decorator'
+import { Scheduler } from './lib/scheduler'
+import { createPreClose } from './lib/shutdown'
+import { StatsCollector } from './lib/stats'
+
+function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWsTypes.FastifyReliableWsOptions, done: (err?: Error) => void): void {
+  if (fastify.hasDecorator('websocketServer')) return done(new FST_RELIABLE_WS_ALREADY_REGISTERED())
+  let settings
+  try {
+    settings = resolvePluginSettings(options)
+  } catch (err) {
+    return done(err as Error)
+  }
+
+  const stats = new StatsCollector()
+  const ctx: Context = {
+    settings,
+    stats,
+    scheduler: new Scheduler<ReliableSocket>(onHeartbeatDue),
+    log: fastify.log
+  }
+
+  // Added before @fastify/websocket is registered, so it sees route handlers first.
+  fastify.addHook('onRoute', createRouteDecorator(ctx))
+  const { options: wsOptions, errorHandler, ...rest } = settings.websocket
+  fastify.register(fastifyWebsocket, {
+    ...rest,
+    options: { ...wsOptions, WebSocket: createSocketClass((wsOptions?.WebSocket as typeof WebSocket | undefined) ?? WebSocket) },
+    errorHandler: createErrorHandler(errorHandler),
+    preClose: createPreClose(ctx)
+  })
+
+  fastify.decorate('wsStats', {
+    getter (this: FastifyInstance) {
+      return stats.snapshot(this.websocketServer?.clients)
+    }
+  })
+
+  if (settings.healthPath !== null) {
+    fastify.get(settings.healthPath, function health (_request, reply) {
+      const { statusCode, body } = healthResponse(stats, this.websocketServer.clients)
+      reply.code(statusCode).send(body)
+    })
+  }
+
+  // preClose has already closed every socket; this covers close() before listen().
+  fastify.addHook('onClose', function stopScheduler (_instance, next) {
+    ctx.scheduler.stop()
+    next()
+  })
+  done()
+}
+
+const plugin = fp(fastifyReliableWs, { fastify: '5.x', name: 'fastify-reliable-ws' }) as unknown as typeof fastifyReliableWsTypes
+
+export = plugin

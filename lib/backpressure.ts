@@ -1,0 +1,45 @@
+import type { Route } from './context'
+import type { ReliableSocket } from './reliable-socket'
+import { FST_RELIABLE_WS_DROPPED } from './errors'
+import { kCause, kOverHighWater } from './symbols'
+
+const EMPTY = Buffer.alloc(0)
+const OPEN = 1
+
+/** A send refused because the peer reads too slowly: drop it, or close the peer with 1013. */
+export function refuse (socket: ReliableSocket, route: Route, buffered: number, cb: ((err?: Error) => void) | undefined): false {
+  const stats = route.ctx.stats
+  const { highWaterMark, onLimit } = route.backpressure
+  stats.dropped++
+  if (onLimit === 'close') {
+    stats.slowConsumersClosed++
+    socket[kCause] = 'backpressure'
+    // Queued behind the buffered data, so a consumer that reads again still gets it;
+    // ws's close timer (closeTimeout = shutdown.timeoutMs) ends one that never does.
+    socket.close(1013, 'Slow consumer')
+  }
+  if (cb !== undefined) process.nextTick(cb, new FST_RELIABLE_WS_DROPPED(buffered, highWaterMark))
+  return false
+}
+
+/** The buffered amount has just risen above highWaterMark: count it and watch for the drain. */
+export function crossHighWater (socket: ReliableSocket, route: Route): void {
+  socket[kOverHighWater] = true
+  route.ctx.stats.backpressureEvents++
+  awaitFlush(socket, route)
+}
+
+// ws has no outbound 'drain'. An empty write's callback runs once everything
+// written before it has been handed to the kernel, which is the earliest
+// moment the buffered amount can have fallen; it puts no bytes on the wire.
+function awaitFlush (socket: ReliableSocket, route: Route): void {
+  socket._socket.write(EMPTY, (err) => {
+    if (err != null || socket.readyState !== OPEN) return
+    if (socket.bufferedAmount < route.backpressure.lowWaterMark) {
+      socket[kOverHighWater] = false
+      socket.emit('drain')
+    } else {
+      awaitFlush(socket, route)
+    }
+  })
+}

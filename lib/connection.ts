@@ -1,0 +1,101 @@
+import { performance } from 'node:perf_hooks'
+import type { FastifyRequest } from 'fastify'
+import type { Route } from './context'
+import type { ReliableSocket } from './reliable-socket'
+import { onPeerPing, onPong, startHeartbeat } from './heartbeat'
+import { onJsonMessage } from './json-messages'
+import { kAwaitingPong, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kOpenedAt, kRoute } from './symbols'
+
+const OPEN = 1
+
+// ws's listener types expect its own class as `this`.
+type Listener = (...args: any[]) => void
+
+/** Makes a freshly upgraded socket reliable: counters, listeners, heartbeat. */
+export function openConnection (socket: ReliableSocket, route: Route): void {
+  const { ctx, counters } = route
+  const stats = ctx.stats
+  socket[kRoute] = route
+  socket[kOpenedAt] = performance.now()
+  // The handshake is already on the wire; stats count the bytes after it.
+  socket[kBytesReadAtOpen] = socket._socket.bytesRead
+  socket[kBytesWrittenAtOpen] = socket._socket.bytesWritten
+  stats.opened++
+  if (++stats.active > stats.peak) stats.peak = stats.active
+  counters.opened++
+  counters.active++
+  // Shared listeners (state comes from `this`): nothing is allocated per connection.
+  socket.on('message', (route.json ? onJsonMessage : onMessage) as Listener)
+  socket.on('close', onClose as Listener)
+  if (route.heartbeat !== false) {
+    socket.on('pong', onPong as Listener)
+    socket.on('ping', onPeerPing as Listener)
+    startHeartbeat(ctx, socket, route.heartbeat)
+  }
+}
+
+function onMessage (this: ReliableSocket): void {
+  this[kAwaitingPong] = false
+  this[kRoute]!.counters.messagesReceived++
+}
+
+function onClose (this: ReliableSocket, code: number, reason: Buffer): void {
+  const route = this[kRoute]!
+  const ctx = route.ctx
+  ctx.scheduler.remove(this)
+  route.counters.active--
+  ctx.stats.recordClose(this, code)
+  const onDisconnect = ctx.settings.onDisconnect
+  if (onDisconnect == null) return
+  const info = {
+    code,
+    reason: reason.toString(),
+    cause: this[kCause] ?? 'client',
+    durationMs: Math.round(performance.now() - this[kOpenedAt])
+  }
+  try {
+    const result = onDisconnect(this, info)
+    if (isThenable(result)) result.then(undefined, (err: unknown) => logHookError(this, err))
+  } catch (err) {
+    logHookError(this, err)
+  }
+}
+
+/**
+ * Runs onConnect before the route handler. While an async onConnect runs the
+ * socket is paused, so no message arrives before the handler listens for it.
+ * A hook that throws or rejects refuses the connection with 1008.
+ */
+export function connect (socket: ReliableSocket, request: FastifyRequest, handler: () => unknown): unknown {
+  const onConnect = socket[kRoute]!.ctx.settings.onConnect
+  if (onConnect == null) return handler()
+  let result
+  try {
+    result = onConnect(socket, request)
+  } catch (err) {
+    return refuseConnection(socket, err)
+  }
+  if (!isThenable(result)) return handler()
+  socket.pause()
+  return result.then(() => {
+    if (socket.readyState !== OPEN) return
+    try {
+      return handler()
+    } finally {
+      socket.resume()
+    }
+  }, (err: unknown) => refuseConnection(socket, err))
+}
+
+function refuseConnection (socket: ReliableSocket, err: unknown): void {
+  socket[kRoute]!.ctx.log.warn({ err, socketId: socket.id }, 'onConnect refused the websocket connection')
+  socket.close(1008, 'Connection refused')
+}
+
+function logHookError (socket: ReliableSocket, err: unknown): void {
+  socket[kRoute]!.ctx.log.error({ err, socketId: socket.id }, 'onDisconnect hook failed')
+}
+
+function isThenable (value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as PromiseLike<unknown> | null)?.then === 'function'
+}

@@ -1,0 +1,25 @@
+import createError from '@fastify/error'
+
+export const FST_RELIABLE_WS_INVALID_OPTION = createError(
+  'FST_RELIABLE_WS_INVALID_OPTION',
+  'Invalid option "%s": %s',
+  500,
+  TypeError
+)
+
+export const FST_RELIABLE_WS_ALREADY_REGISTERED = createError(
+  'FST_RELIABLE_WS_ALREADY_REGISTERED',
+  '@fastify/websocket is already registered: register fastify-reliable-ws alone and pass the @fastify/websocket options as its `websocket` option'
+)
+
+export const FST_RELIABLE_WS_DROPPED = createError(
+  'FST_RELIABLE_WS_DROPPED',
+  'Message dropped: %d bytes are buffered, above the highWaterMark of %d'
+)
+
+export const FST_RELIABLE_WS_NOT_JSON = createError(
+  'FST_RELIABLE_WS_NOT_JSON',
+  'sendJSON: the value has no JSON representation',
+  500,
+  TypeError
+)

@@ -1,0 +1,67 @@
+import { performance } from 'node:perf_hooks'
+import type { Context } from './context'
+import type { HeartbeatSettings } from './options'
+import type { ReliableSocket } from './reliable-socket'
+import { kAwaitingPong, kCause, kNextPingAt, kPingAt, kRoute } from './symbols'
+
+const OPEN = 1
+// A server ping with no payload is always these two bytes (FIN + opcode 0x9,
+// unmasked, length 0): writing them directly skips building a frame per ping.
+const PING_FRAME = Buffer.from([0x89, 0x00])
+
+/** Schedules a new socket's first ping at a random point of its interval, so a burst of connections does not ping in step. */
+export function startHeartbeat (ctx: Context, socket: ReliableSocket, heartbeat: HeartbeatSettings): void {
+  socket[kNextPingAt] = performance.now() + Math.random() * heartbeat.intervalMs
+  ctx.scheduler.add(socket, socket[kNextPingAt])
+}
+
+/**
+ * The scheduler's callback: a socket is due either for a ping or for the end
+ * of its pong deadline (when timeoutMs < intervalMs there are two visits per
+ * interval, otherwise one).
+ */
+export function onHeartbeatDue (socket: ReliableSocket, now: number): void {
+  if (socket.readyState !== OPEN) return
+  const route = socket[kRoute]!
+  const ctx = route.ctx
+  if (socket[kAwaitingPong]) {
+    socket.isAlive = false
+    ctx.stats.timeouts++
+    socket[kCause] = 'heartbeat'
+    socket.terminate()
+    return
+  }
+  const heartbeat = route.heartbeat as HeartbeatSettings
+  if (now < socket[kNextPingAt]) {
+    ctx.scheduler.add(socket, socket[kNextPingAt])
+    return
+  }
+  socket[kAwaitingPong] = true
+  socket[kPingAt] = now
+  socket._socket.write(PING_FRAME)
+  ctx.stats.pingsSent++
+  // Keep the phase picked at connect; after a stall, start again from now.
+  let next = socket[kNextPingAt] + heartbeat.intervalMs
+  if (next <= now) next = now + heartbeat.intervalMs
+  socket[kNextPingAt] = next
+  ctx.scheduler.add(socket, heartbeat.timeoutMs < heartbeat.intervalMs ? now + heartbeat.timeoutMs : next)
+}
+
+/** 'pong' listener: a sign of life, and the round trip of the last ping. */
+export function onPong (this: ReliableSocket): void {
+  this[kAwaitingPong] = false
+  const ctx = this[kRoute]!.ctx
+  ctx.stats.pongsReceived++
+  const pingAt = this[kPingAt]
+  if (pingAt !== 0) {
+    const rtt = performance.now() - pingAt
+    this.latencyMs = rtt
+    ctx.stats.recordLatency(rtt)
+    this[kPingAt] = 0
+  }
+}
+
+/** 'ping' listener: a peer that pings us is alive too. */
+export function onPeerPing (this: ReliableSocket): void {
+  this[kAwaitingPong] = false
+}

@@ -1,0 +1,190 @@
+import type { WebsocketPluginOptions } from '@fastify/websocket'
+import type fastifyReliableWs = require('../types/index')
+import { FST_RELIABLE_WS_INVALID_OPTION } from './errors'
+
+type Options = fastifyReliableWs.FastifyReliableWsOptions
+type RouteOptions = fastifyReliableWs.RouteReliableOptions
+
+export interface HeartbeatSettings { intervalMs: number, timeoutMs: number }
+export interface BackpressureSettings { highWaterMark: number, lowWaterMark: number, onLimit: 'drop' | 'close' }
+export interface ShutdownSettings { closeCode: number, reason: string, timeoutMs: number }
+
+export interface PluginSettings {
+  heartbeat: HeartbeatSettings | false
+  backpressure: BackpressureSettings
+  shutdown: ShutdownSettings
+  healthPath: string | null
+  websocket: WebsocketPluginOptions
+  onConnect: Options['onConnect'] | null
+  onDisconnect: Options['onDisconnect'] | null
+}
+
+export interface RouteSettings {
+  heartbeat: HeartbeatSettings | false
+  backpressure: BackpressureSettings
+  json: boolean
+  messageSchema: object | null
+}
+
+/** Every default in one place; the README's option tables mirror this object. */
+export const DEFAULTS = Object.freeze({
+  // timeoutMs: Infinity means "follow intervalMs" when merged (see mergeHeartbeat).
+  heartbeat: Object.freeze({ intervalMs: 30_000, timeoutMs: Infinity }),
+  backpressure: Object.freeze({ highWaterMark: 1_048_576, lowWaterMark: 262_144, onLimit: 'drop' as const }),
+  shutdown: Object.freeze({ closeCode: 1001, reason: 'Server shutting down', timeoutMs: 5_000 }),
+  healthPath: '/health/ws',
+  maxPayload: 1_048_576
+})
+
+const PLUGIN_KEYS = new Set(['heartbeat', 'backpressure', 'shutdown', 'health', 'websocket', 'onConnect', 'onDisconnect',
+  // consumed by fastify's register() itself
+  'prefix', 'logLevel', 'logSerializers'])
+const ROUTE_KEYS = new Set(['json', 'messageSchema', 'heartbeat', 'backpressure'])
+const HEARTBEAT_KEYS = new Set(['intervalMs', 'timeoutMs'])
+const BACKPRESSURE_KEYS = new Set(['highWaterMark', 'lowWaterMark', 'onLimit'])
+const SHUTDOWN_KEYS = new Set(['closeCode', 'reason', 'timeoutMs'])
+const HEALTH_KEYS = new Set(['path'])
+
+function invalid (name: string, why: string): Error {
+  return new FST_RELIABLE_WS_INVALID_OPTION(name, why)
+}
+
+function isPlainObject (value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+function checkObject (name: string, value: unknown, keys: Set<string>): Record<string, unknown> {
+  if (!isPlainObject(value)) throw invalid(name, 'must be an object')
+  for (const key of Object.keys(value)) {
+    if (!keys.has(key)) throw invalid(`${name}.${key}`, `unknown option (expected one of: ${[...keys].join(', ')})`)
+  }
+  return value
+}
+
+function checkNumber (name: string, value: unknown, min: number, minIncluded: boolean): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || (!minIncluded && value === min)) {
+    throw invalid(name, `must be a finite number ${minIncluded ? '>=' : '>'} ${min}, got ${describe(value)}`)
+  }
+  return value
+}
+
+function checkFunction (name: string, value: unknown): any {
+  if (value === undefined) return null
+  if (typeof value !== 'function') throw invalid(name, `must be a function, got ${describe(value)}`)
+  return value
+}
+
+function describe (value: unknown): string {
+  return typeof value === 'string' ? JSON.stringify(value) : String(value)
+}
+
+// The codes RFC 6455 lets an endpoint put in a close frame (ws rejects the rest).
+export function isValidCloseCode (code: number): boolean {
+  return Number.isInteger(code) &&
+    ((code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999))
+}
+
+function mergeHeartbeat (name: string, base: HeartbeatSettings, value: unknown): HeartbeatSettings {
+  const o = checkObject(name, value, HEARTBEAT_KEYS)
+  const intervalMs = o.intervalMs === undefined ? base.intervalMs : checkNumber(`${name}.intervalMs`, o.intervalMs, 1, true)
+  // A timeout left out keeps the base's, but never beyond this interval.
+  const timeoutMs = o.timeoutMs === undefined ? Math.min(base.timeoutMs, intervalMs) : checkNumber(`${name}.timeoutMs`, o.timeoutMs, 1, true)
+  if (timeoutMs > intervalMs) throw invalid(`${name}.timeoutMs`, `must not exceed intervalMs (${timeoutMs} > ${intervalMs})`)
+  return { intervalMs, timeoutMs }
+}
+
+function resolveHeartbeat (name: string, base: HeartbeatSettings | false, value: unknown): HeartbeatSettings | false {
+  if (value === undefined) return base
+  if (value === false) return false
+  return mergeHeartbeat(name, base === false ? DEFAULTS.heartbeat : base, value)
+}
+
+function mergeBackpressure (name: string, base: BackpressureSettings, value: unknown): BackpressureSettings {
+  if (value === undefined) return base
+  const o = checkObject(name, value, BACKPRESSURE_KEYS)
+  const highWaterMark = o.highWaterMark === undefined ? base.highWaterMark : checkNumber(`${name}.highWaterMark`, o.highWaterMark, 0, false)
+  const lowWaterMark = o.lowWaterMark === undefined ? base.lowWaterMark : checkNumber(`${name}.lowWaterMark`, o.lowWaterMark, 0, true)
+  const onLimit = o.onLimit === undefined ? base.onLimit : o.onLimit
+  if (onLimit !== 'drop' && onLimit !== 'close') throw invalid(`${name}.onLimit`, `must be 'drop' or 'close', got ${describe(onLimit)}`)
+  if (lowWaterMark >= highWaterMark) {
+    throw invalid(`${name}.lowWaterMark`, `must be below highWaterMark (${lowWaterMark} >= ${highWaterMark})`)
+  }
+  return { highWaterMark, lowWaterMark, onLimit }
+}
+
+function resolveShutdown (value: unknown): ShutdownSettings {
+  if (value === undefined) return DEFAULTS.shutdown
+  const o = checkObject('shutdown', value, SHUTDOWN_KEYS)
+  const closeCode = o.closeCode === undefined ? DEFAULTS.shutdown.closeCode : o.closeCode
+  if (typeof closeCode !== 'number' || !isValidCloseCode(closeCode)) {
+    throw invalid('shutdown.closeCode', `must be a close code a server may send (1000-1003, 1007-1014, 3000-4999), got ${describe(closeCode)}`)
+  }
+  const reason = o.reason === undefined ? DEFAULTS.shutdown.reason : o.reason
+  if (typeof reason !== 'string' || Buffer.byteLength(reason) > 123) {
+    throw invalid('shutdown.reason', 'must be a string of at most 123 bytes')
+  }
+  const timeoutMs = o.timeoutMs === undefined ? DEFAULTS.shutdown.timeoutMs : checkNumber('shutdown.timeoutMs', o.timeoutMs, 0, true)
+  return { closeCode, reason, timeoutMs }
+}
+
+function resolveHealthPath (value: unknown): string | null {
+  if (value === undefined || value === false) return null
+  if (value === true) return DEFAULTS.healthPath
+  const o = checkObject('health', value, HEALTH_KEYS)
+  const path = o.path === undefined ? DEFAULTS.healthPath : o.path
+  if (typeof path !== 'string' || !path.startsWith('/')) throw invalid('health.path', `must be a string starting with "/", got ${describe(path)}`)
+  return path
+}
+
+function resolveWebsocket (value: unknown, shutdown: ShutdownSettings): WebsocketPluginOptions {
+  const o = value === undefined ? {} : value
+  if (!isPlainObject(o)) throw invalid('websocket', 'must be an object')
+  if (o.preClose !== undefined) {
+    throw invalid('websocket.preClose', 'the plugin closes every client itself on app.close(); configure it with the `shutdown` option')
+  }
+  checkFunction('websocket.errorHandler', o.errorHandler)
+  const ws = o.options === undefined ? {} : o.options
+  if (!isPlainObject(ws)) throw invalid('websocket.options', 'must be an object')
+  if (ws.clientTracking === false) {
+    throw invalid('websocket.options.clientTracking', 'must not be false: shutdown and wsStats need to reach every client')
+  }
+  if (ws.maxPayload !== undefined) checkNumber('websocket.options.maxPayload', ws.maxPayload, 0, false)
+  return {
+    ...o,
+    options: {
+      maxPayload: DEFAULTS.maxPayload,
+      // ws's own close timer then bounds every closing handshake the plugin starts.
+      closeTimeout: shutdown.timeoutMs,
+      ...ws
+    } as WebsocketPluginOptions['options']
+  }
+}
+
+/** Validates the plugin's options once, at registration, and fills in every default. */
+export function resolvePluginSettings (options: Options | undefined): PluginSettings {
+  const o = checkObject('options', options ?? {}, PLUGIN_KEYS) as Options
+  const shutdown = resolveShutdown(o.shutdown)
+  return {
+    heartbeat: resolveHeartbeat('heartbeat', DEFAULTS.heartbeat, o.heartbeat === undefined ? {} : o.heartbeat),
+    backpressure: mergeBackpressure('backpressure', DEFAULTS.backpressure, o.backpressure),
+    shutdown,
+    healthPath: resolveHealthPath(o.health),
+    websocket: resolveWebsocket(o.websocket, shutdown),
+    onConnect: checkFunction('onConnect', o.onConnect),
+    onDisconnect: checkFunction('onDisconnect', o.onDisconnect)
+  }
+}
+
+/** Merges a route's `config.reliable` over the plugin's settings, field by field. */
+export function resolveRouteSettings (plugin: PluginSettings, value: RouteOptions | undefined, url: string): RouteSettings {
+  const name = `config.reliable of ${url}`
+  const o = checkObject(name, value ?? {}, ROUTE_KEYS)
+  if (o.json !== undefined && typeof o.json !== 'boolean') throw invalid(`${name}.json`, `must be a boolean, got ${describe(o.json)}`)
+  if (o.messageSchema !== undefined && !isPlainObject(o.messageSchema)) throw invalid(`${name}.messageSchema`, 'must be a JSON Schema object')
+  return {
+    heartbeat: resolveHeartbeat(`${name}.heartbeat`, plugin.heartbeat, o.heartbeat),
+    backpressure: mergeBackpressure(`${name}.backpressure`, plugin.backpressure, o.backpressure),
+    json: o.json === true || o.messageSchema !== undefined,
+    messageSchema: (o.messageSchema as object | undefined) ?? null
+  }
+}

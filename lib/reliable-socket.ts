@@ -1,0 +1,98 @@
+import { randomUUID } from 'node:crypto'
+import WebSocket from 'ws'
+import type fastifyReliableWs = require('../types/index')
+import type { Route } from './context'
+import { FST_RELIABLE_WS_NOT_JSON } from './errors'
+import { crossHighWater, refuse } from './backpressure'
+import {
+  kAwaitingPong, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
+  kRoute, kWheelPos, kWheelTick
+} from './symbols'
+
+type Cause = fastifyReliableWs.DisconnectInfo['cause']
+type SendCallback = (err?: Error) => void
+
+/** The server-side socket ws builds for every upgrade, as seen by the plugin. */
+export interface ReliableSocket extends WebSocket.WebSocket {
+  id: string
+  isAlive: boolean
+  latencyMs: number | null
+  _socket: import('node:net').Socket
+  _closeFrameReceived: boolean
+  [kRoute]: Route | undefined
+  [kCause]: Cause | undefined
+  [kOpenedAt]: number
+  [kBytesReadAtOpen]: number
+  [kBytesWrittenAtOpen]: number
+  [kAwaitingPong]: boolean
+  [kPingAt]: number
+  [kNextPingAt]: number
+  [kWheelTick]: number
+  [kWheelPos]: number
+  [kOverHighWater]: boolean
+}
+
+/**
+ * Subclasses the WebSocket class ws builds server sockets from (ws's
+ * `WebSocket` option), so every field exists from construction (one hidden
+ * class for all sockets) and `send` stays a prototype method. Sockets of
+ * routes that opted out keep ws's behaviour: their route is undefined.
+ */
+export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
+  class ReliableWebSocket extends (Base as any) {
+    id = randomUUID()
+    isAlive = true
+    latencyMs: number | null = null;
+    [kRoute]: Route | undefined = undefined;
+    [kCause]: Cause | undefined = undefined;
+    [kOpenedAt] = 0;
+    [kBytesReadAtOpen] = 0;
+    [kBytesWrittenAtOpen] = 0;
+    [kAwaitingPong] = false;
+    [kPingAt] = 0;
+    [kNextPingAt] = 0;
+    [kWheelTick] = -1;
+    [kWheelPos] = -1;
+    [kOverHighWater] = false
+
+    send (data: unknown, options?: object | SendCallback, cb?: SendCallback): boolean | undefined {
+      const route = this[kRoute]
+      if (route === undefined) return super.send(data, options, cb)
+      if (this.readyState !== WebSocket.OPEN) {
+        // ws reports the failure (to cb, or by throwing while CONNECTING).
+        super.send(data, options, cb)
+        return false
+      }
+      const highWaterMark = route.backpressure.highWaterMark
+      if (this[kOverHighWater]) {
+        const buffered: number = this.bufferedAmount
+        if (buffered > highWaterMark) {
+          return refuse(this as unknown as ReliableSocket, route, buffered, typeof options === 'function' ? options as SendCallback : cb)
+        }
+      }
+      super.send(data, options, cb)
+      route.counters.messagesSent++
+      // Below the mark the amount is only read after a send, once per message.
+      if (!this[kOverHighWater] && this.bufferedAmount > highWaterMark) crossHighWater(this as unknown as ReliableSocket, route)
+      return true
+    }
+
+    sendJSON (value: unknown, cb?: SendCallback): boolean | undefined {
+      const text = JSON.stringify(value)
+      if (text === undefined) throw new FST_RELIABLE_WS_NOT_JSON()
+      return this.send(text, cb)
+    }
+
+    close (code?: number, data?: string | Buffer): void {
+      // ws also calls close() to answer the peer's close frame: that one is the client's doing.
+      if (this[kCause] === undefined && !this._closeFrameReceived) this[kCause] = 'server'
+      super.close(code, data)
+    }
+
+    terminate (): void {
+      if (this[kCause] === undefined) this[kCause] = 'server'
+      super.terminate()
+    }
+  }
+  return ReliableWebSocket as unknown as typeof WebSocket
+}

@@ -1,0 +1,67 @@
+import type { RouteOptions } from 'fastify'
+import type Ajv from 'ajv'
+import type { Context, Route } from './context'
+import type { ReliableSocket } from './reliable-socket'
+import { connect, openConnection } from './connection'
+import { compileMessageSchema, createAjv } from './json-messages'
+import { resolveRouteSettings } from './options'
+
+type Handler = (this: unknown, socket: ReliableSocket, request: any) => unknown
+
+/**
+ * The onRoute hook. It runs before @fastify/websocket's own (which captures
+ * the handler), so it can wrap the route's websocket handler: the wrapper
+ * makes the socket reliable, then calls the application's handler unchanged.
+ */
+export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions) => void {
+  let ajv: Ajv | null = null
+  return function decorateRoute (routeOptions) {
+    if (routeOptions.websocket !== true && routeOptions.wsHandler === undefined) return
+    // @fastify/websocket answers HEAD (including the copy of a GET route) with 404.
+    const methods = Array.isArray(routeOptions.method) ? routeOptions.method : [routeOptions.method]
+    if (methods.every((method) => method === 'HEAD')) return
+    const config = (routeOptions.config as { reliable?: unknown } | undefined)?.reliable
+    if (config === false) return
+
+    const url = routeOptions.url
+    const settings = resolveRouteSettings(ctx.settings, config as any, url)
+    if (settings.heartbeat !== false) ctx.scheduler.usePeriod(Math.min(settings.heartbeat.intervalMs, settings.heartbeat.timeoutMs))
+    let validate = null
+    if (settings.messageSchema !== null) {
+      ajv ??= createAjv()
+      validate = compileMessageSchema(ajv, settings.messageSchema, url)
+    }
+    const route: Route = {
+      ctx,
+      url,
+      heartbeat: settings.heartbeat,
+      backpressure: settings.backpressure,
+      json: settings.json,
+      validate,
+      counters: ctx.stats.route(url)
+    }
+
+    if (routeOptions.websocket === true) {
+      routeOptions.handler = wrap(route, routeOptions.handler as unknown as Handler) as any
+    } else {
+      routeOptions.wsHandler = wrap(route, routeOptions.wsHandler as unknown as Handler) as any
+    }
+    routeOptions.onResponse = [...toArray(routeOptions.onResponse), function countRejected (request, _reply, done) {
+      // Runs only when an upgrade request was answered over HTTP instead of upgraded.
+      if ((request as { ws?: boolean }).ws === true) ctx.stats.rejected++
+      done()
+    }]
+  }
+}
+
+function wrap (route: Route, handler: Handler): Handler {
+  return function reliableHandler (socket, request) {
+    openConnection(socket, route)
+    return connect(socket, request, () => handler.call(this, socket, request))
+  }
+}
+
+function toArray<T> (value: T | T[] | undefined): T[] {
+  if (value === undefined) return []
+  return Array.isArray(value) ? value : [value]
+}

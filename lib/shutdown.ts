@@ -1,0 +1,59 @@
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import type { FastifyInstance } from 'fastify'
+import type { Context } from './context'
+import type { ReliableSocket } from './reliable-socket'
+import { healthResponse, isHealthRequest } from './health'
+import { kCause } from './symbols'
+
+type RequestListener = (this: Server, request: IncomingMessage, response: ServerResponse) => void
+
+/**
+ * The preClose handed to @fastify/websocket (which removes its upgrade
+ * listener just before). Every client gets a close frame with the configured
+ * code; close() waits for the closing handshakes, and terminates whatever is
+ * left after `shutdown.timeoutMs`.
+ */
+export function createPreClose (ctx: Context): (this: FastifyInstance, done: () => void) => void {
+  return function preClose (done) {
+    const { closeCode, reason, timeoutMs } = ctx.settings.shutdown
+    const wss = this.websocketServer
+    ctx.stats.draining = true
+    answerWhileDraining(this.server, ctx, wss.clients)
+    for (const socket of wss.clients as Set<ReliableSocket>) {
+      socket[kCause] ??= 'shutdown'
+      socket.close(closeCode, reason)
+    }
+    const timer = setTimeout(() => {
+      for (const socket of wss.clients) socket.terminate()
+    }, timeoutMs)
+    timer.unref()
+    // ws calls back once its last client has closed.
+    wss.close(() => {
+      clearTimeout(timer)
+      ctx.scheduler.stop()
+      done()
+    })
+  }
+}
+
+/**
+ * From here on Fastify answers every request with its own 503 before any
+ * route runs. The health route must still give its own body, so requests are
+ * looked at before Fastify's listener; upgrade attempts are counted as
+ * rejected (they reach 'request' now that the upgrade listener is gone).
+ */
+function answerWhileDraining (server: Server, ctx: Context, clients: Set<unknown>): void {
+  const listeners = server.listeners('request') as RequestListener[]
+  server.removeAllListeners('request')
+  server.on('request', function (this: Server, request: IncomingMessage, response: ServerResponse) {
+    const healthPath = ctx.settings.healthPath
+    if (healthPath !== null && isHealthRequest(request, healthPath)) {
+      const { statusCode, body } = healthResponse(ctx.stats, clients)
+      response.writeHead(statusCode, { 'content-type': 'application/json; charset=utf-8', connection: 'close' })
+      response.end(JSON.stringify(body))
+      return
+    }
+    if (request.headers.upgrade !== undefined) ctx.stats.rejected++
+    for (const listener of listeners) listener.call(this, request, response)
+  })
+}

@@ -1,0 +1,157 @@
+import { performance } from 'node:perf_hooks'
+import t from 'tap'
+import WebSocket from 'ws'
+import { OPCODE, RawPeer, closeEvent, connect, sleep, start, waitFor } from './helpers'
+
+const INTERVAL = 50
+// A bound, not a timing: the scheduler's tick plus a noisy 2-core machine.
+const MARGIN = 250
+
+function echoRoute (config: object = {}) {
+  return (app: import('fastify').FastifyInstance) => {
+    app.get('/ws', { websocket: true, config: { reliable: config } }, (socket) => {
+      socket.on('message', (data) => socket.send(data))
+    })
+  }
+}
+
+t.test('a peer that never answers pings is terminated within intervalMs + timeoutMs', async (t) => {
+  const disconnects: any[] = []
+  const { app, port } = await start({
+    heartbeat: { intervalMs: INTERVAL, timeoutMs: INTERVAL },
+    onDisconnect: (socket, info) => { disconnects.push({ socket, info }) }
+  }, echoRoute())
+  t.teardown(() => app.close())
+
+  const startedAt = performance.now()
+  const peer = await RawPeer.connect(port, '/ws')
+  await waitFor(() => peer.ended, 2000, 'termination')
+  const elapsed = performance.now() - startedAt
+  t.ok(elapsed < INTERVAL * 2 + MARGIN, `terminated after ${Math.round(elapsed)} ms`)
+  t.ok(peer.count(OPCODE.ping) >= 1, 'it was pinged first')
+  await waitFor(() => disconnects.length === 1)
+  t.equal(disconnects[0].info.cause, 'heartbeat')
+  t.equal(disconnects[0].info.code, 1006)
+  t.equal(disconnects[0].socket.isAlive, false)
+  const stats = app.wsStats
+  t.equal(stats.heartbeat.timeouts, 1)
+  t.equal(stats.connections.active, 0)
+  t.equal(stats.closeCodes['1006'], 1)
+})
+
+t.test('a shorter timeoutMs ends a silent peer before the next ping', async (t) => {
+  const { app, port } = await start({ heartbeat: { intervalMs: 400, timeoutMs: 40 } }, echoRoute())
+  t.teardown(() => app.close())
+  const startedAt = performance.now()
+  const peer = await RawPeer.connect(port, '/ws')
+  await waitFor(() => peer.ended, 3000, 'termination')
+  const elapsed = performance.now() - startedAt
+  t.ok(elapsed < 400 + 40 + MARGIN, `terminated after ${Math.round(elapsed)} ms`)
+  t.equal(peer.count(OPCODE.ping), 1, 'one ping, then the deadline')
+  t.equal(app.wsStats.heartbeat.timeouts, 1)
+})
+
+t.test('a live peer is never terminated, and its latency is measured', async (t) => {
+  const { app, url } = await start({ heartbeat: { intervalMs: 20 } }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => {
+      socket.on('message', () => socket.send(JSON.stringify({ latencyMs: socket.latencyMs, isAlive: socket.isAlive })))
+    })
+  })
+  t.teardown(() => app.close())
+  const ws = await connect(url('/ws'))
+  let pings = 0
+  ws.on('ping', () => pings++)
+  let closed = false
+  ws.on('close', () => { closed = true })
+  await sleep(20 * 15)
+  t.notOk(closed, 'still open after 15 intervals')
+  t.ok(pings >= 5, `pinged ${pings} times`)
+  ws.send('how am I?')
+  const [reply] = await new Promise<any[]>((resolve) => ws.once('message', (data) => resolve([JSON.parse(data.toString())])))
+  t.equal(reply.isAlive, true)
+  t.type(reply.latencyMs, 'number')
+  t.ok(reply.latencyMs >= 0 && reply.latencyMs < 1000)
+  const { heartbeat } = app.wsStats
+  t.ok(heartbeat.pingsSent >= 5)
+  t.ok(heartbeat.pongsReceived >= heartbeat.pingsSent - 1, 'pongs follow pings')
+  t.equal(heartbeat.timeouts, 0)
+  t.type(heartbeat.latencyMs.p50, 'number')
+  t.ok(heartbeat.latencyMs.p99! >= heartbeat.latencyMs.p50!)
+  ws.close()
+})
+
+t.test('latency is null before the first pong', async (t) => {
+  const { app, url } = await start({ heartbeat: { intervalMs: 60_000 } }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => {
+      socket.send(JSON.stringify({ latencyMs: socket.latencyMs }))
+    })
+  })
+  t.teardown(() => app.close())
+  const ws = new WebSocket(url('/ws'))
+  const [data] = await new Promise<any[]>((resolve) => ws.once('message', (d) => resolve([d])))
+  t.same(JSON.parse(data.toString()), { latencyMs: null })
+  t.same(app.wsStats.heartbeat.latencyMs, { p50: null, p99: null })
+  ws.close()
+})
+
+t.test('any frame from the peer is a sign of life', async (t) => {
+  const { app, port } = await start({ heartbeat: { intervalMs: INTERVAL } }, echoRoute())
+  t.teardown(() => app.close())
+  const talker = await RawPeer.connect(port, '/ws')
+  const pinger = await RawPeer.connect(port, '/ws')
+  const silent = await RawPeer.connect(port, '/ws')
+  const timer = setInterval(() => {
+    talker.send(OPCODE.text, 'still here')
+    pinger.send(OPCODE.ping)
+  }, 10)
+  await waitFor(() => silent.ended, 2000, 'the silent peer to be terminated')
+  await sleep(INTERVAL * 6)
+  clearInterval(timer)
+  t.notOk(talker.ended, 'a peer sending messages (and no pongs) stays')
+  t.notOk(pinger.ended, 'a peer sending pings (and no pongs) stays')
+  t.ok(talker.count(OPCODE.ping) >= 2, 'it was still pinged')
+  talker.destroy()
+  pinger.destroy()
+})
+
+t.test('pings are spread over the interval: 1,000 connections, 1 s', async (t) => {
+  const { app, url } = await start({ heartbeat: { intervalMs: 1000 } }, echoRoute())
+  t.teardown(() => app.close())
+  const clients = await Promise.all(Array.from({ length: 1000 }, () => connect(url('/ws'))))
+  const pingTimes: number[] = []
+  for (const ws of clients) ws.on('ping', () => pingTimes.push(performance.now()))
+  const from = performance.now()
+  await sleep(1000)
+  const window = pingTimes.filter((time) => time >= from && time < from + 1000)
+  t.ok(window.length >= 900, `${window.length} pings in one interval`)
+  let busiest = 0
+  for (let i = 0, j = 0; i < window.length; i++) {
+    while (window[j] < window[i] - 100) j++
+    busiest = Math.max(busiest, i - j + 1)
+  }
+  t.ok(busiest <= window.length * 0.2, `busiest 100 ms window carried ${busiest} of ${window.length} pings`)
+  for (const ws of clients) ws.terminate()
+})
+
+t.test('one timer serves every connection, and none keeps the process alive', async (t) => {
+  const { app, url } = await start({ heartbeat: { intervalMs: 1000 } }, echoRoute())
+  const timers = (): number => process.getActiveResourcesInfo().filter((name) => name === 'Timeout').length
+  const before = timers()
+  const clients = await Promise.all(Array.from({ length: 50 }, () => connect(url('/ws'))))
+  t.ok(timers() <= before + 1, `${timers() - before} timers for 50 connections`)
+  const closing = clients.map(closeEvent)
+  await app.close()
+  await Promise.all(closing)
+  t.equal(timers(), 0, 'no timer is left after close()')
+})
+
+t.test('heartbeat: false pings nobody', async (t) => {
+  const { app, port } = await start({ heartbeat: false }, echoRoute())
+  t.teardown(() => app.close())
+  const peer = await RawPeer.connect(port, '/ws')
+  await sleep(150)
+  t.equal(peer.count(OPCODE.ping), 0)
+  t.notOk(peer.ended)
+  t.equal(app.wsStats.heartbeat.pingsSent, 0)
+  peer.destroy()
+})

@@ -1,0 +1,141 @@
+import { randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import net from 'node:net'
+import Fastify from 'fastify'
+import type { FastifyInstance, FastifyServerOptions } from 'fastify'
+import WebSocket from 'ws'
+import reliableWs = require('../index')
+
+export type Options = Parameters<typeof reliableWs>[1]
+
+/** Registers the plugin, lets `routes` declare routes, listens on a random localhost port. */
+export async function start (
+  options: Options,
+  routes: (app: FastifyInstance) => void,
+  serverOptions: FastifyServerOptions = {}
+): Promise<{ app: FastifyInstance, url: (path: string) => string, port: number }> {
+  const app = Fastify(serverOptions)
+  await app.register(reliableWs, options)
+  routes(app)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const port = (app.server.address() as net.AddressInfo).port
+  return { app, port, url: (path) => `ws://127.0.0.1:${port}${path}` }
+}
+
+export async function connect (url: string, options?: WebSocket.ClientOptions): Promise<WebSocket> {
+  const ws = new WebSocket(url, options)
+  await once(ws, 'open')
+  return ws
+}
+
+/** Collects every text message a client receives, parsed as JSON when it can be. */
+export function collect (ws: WebSocket): unknown[] {
+  const messages: unknown[] = []
+  ws.on('message', (data, isBinary) => {
+    const text = isBinary ? data : data.toString()
+    try {
+      messages.push(JSON.parse(text as string))
+    } catch {
+      messages.push(text)
+    }
+  })
+  return messages
+}
+
+export function closeEvent (ws: WebSocket): Promise<{ code: number, reason: string }> {
+  return new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })))
+}
+
+export async function waitFor (condition: () => boolean, timeoutMs = 3000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await sleep(5)
+  }
+}
+
+export function sleep (ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+export interface Frame { opcode: number, payload: Buffer }
+
+/**
+ * A WebSocket peer written on a bare TCP socket: it never answers pings by
+ * itself, so a test decides exactly which frames the server sees.
+ */
+export class RawPeer {
+  readonly frames: Frame[] = []
+  private buffer = Buffer.alloc(0)
+  ended = false
+
+  private constructor (readonly socket: net.Socket) {}
+
+  static async connect (port: number, path: string): Promise<RawPeer> {
+    const socket = net.connect(port, '127.0.0.1')
+    await once(socket, 'connect')
+    const peer = new RawPeer(socket)
+    socket.write([
+      `GET ${path} HTTP/1.1`, `Host: 127.0.0.1:${port}`, 'Upgrade: websocket', 'Connection: Upgrade',
+      `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}`, 'Sec-WebSocket-Version: 13', '', ''
+    ].join('\r\n'))
+    let head = Buffer.alloc(0)
+    await new Promise<void>((resolve, reject) => {
+      const onData = (chunk: Buffer): void => {
+        head = Buffer.concat([head, chunk])
+        const end = head.indexOf('\r\n\r\n')
+        if (end === -1) return
+        socket.off('data', onData)
+        const status = head.subarray(0, head.indexOf('\r\n')).toString()
+        if (!status.includes(' 101 ')) return reject(new Error(`upgrade refused: ${status}`))
+        peer.onData(head.subarray(end + 4))
+        socket.on('data', (data: Buffer) => peer.onData(data))
+        resolve()
+      }
+      socket.on('data', onData)
+    })
+    socket.on('end', () => { peer.ended = true })
+    socket.on('close', () => { peer.ended = true })
+    socket.on('error', () => {})
+    return peer
+  }
+
+  /** Sends one masked frame, as a client must. */
+  send (opcode: number, payload: Buffer | string = Buffer.alloc(0)): void {
+    const data = typeof payload === 'string' ? Buffer.from(payload) : payload
+    const mask = randomBytes(4)
+    const header = data.length < 126 ? Buffer.from([0x80 | opcode, 0x80 | data.length]) : Buffer.from([0x80 | opcode, 0x80 | 126, data.length >> 8, data.length & 0xff])
+    const masked = Buffer.from(data.map((byte, i) => byte ^ mask[i % 4]))
+    this.socket.write(Buffer.concat([header, mask, masked]))
+  }
+
+  count (opcode: number): number {
+    return this.frames.filter((frame) => frame.opcode === opcode).length
+  }
+
+  destroy (): void {
+    this.socket.destroy()
+  }
+
+  private onData (data: Buffer): void {
+    this.buffer = Buffer.concat([this.buffer, data])
+    while (this.buffer.length >= 2) {
+      let length = this.buffer[1] & 0x7f
+      let offset = 2
+      if (length === 126) {
+        if (this.buffer.length < 4) return
+        length = this.buffer.readUInt16BE(2)
+        offset = 4
+      } else if (length === 127) {
+        if (this.buffer.length < 10) return
+        length = Number(this.buffer.readBigUInt64BE(2))
+        offset = 10
+      }
+      if (this.buffer.length < offset + length) return
+      this.frames.push({ opcode: this.buffer[0] & 0x0f, payload: this.buffer.subarray(offset, offset + length) })
+      this.buffer = this.buffer.subarray(offset + length)
+    }
+  }
+}
+
+export const OPCODE = { text: 0x1, binary: 0x2, close: 0x8, ping: 0x9, pong: 0xa } as const

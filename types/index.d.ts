@@ -1,0 +1,186 @@
+import type { FastifyPluginCallback, FastifyRequest } from 'fastify'
+import type { WebsocketPluginOptions } from '@fastify/websocket'
+import type { ErrorObject } from 'ajv'
+import type { IncomingMessage } from 'node:http'
+import type { RawData } from 'ws'
+
+// ws keeps its own alias private; this is the same union its send() accepts.
+type BufferLike = string | Buffer | DataView | number | ArrayBufferView | Uint8Array | ArrayBuffer | SharedArrayBuffer | Blob | readonly any[] | readonly number[] | { valueOf(): ArrayBuffer } | { valueOf(): SharedArrayBuffer } | { valueOf(): Uint8Array } | { valueOf(): readonly number[] } | { valueOf(): string } | { [Symbol.toPrimitive](hint: string): string }
+
+/** Why a reliable socket closed, as reported to `onDisconnect`. */
+type DisconnectCause = 'client' | 'server' | 'heartbeat' | 'backpressure' | 'shutdown' | 'error'
+
+declare module 'ws' {
+  // Merges into ws's WebSocket class, so `WebSocket.WebSocket` (the socket
+  // @fastify/websocket hands to handlers) carries the extensions too.
+  interface WebSocket {
+    /** Unique id of this connection (a random UUID). */
+    readonly id: string
+    /** True until the peer misses a heartbeat. */
+    readonly isAlive: boolean
+    /** Last ping→pong round trip in milliseconds, or `null` before the first pong. */
+    readonly latencyMs: number | null
+    /**
+     * Sends `data` through the backpressure policy.
+     * @returns `true` when the message was accepted, `false` when it was dropped
+     *   (the callback then receives an error with code `FST_RELIABLE_WS_DROPPED`).
+     */
+    send (data: BufferLike, cb?: (err?: Error) => void): boolean
+    send (data: BufferLike, options: { mask?: boolean; binary?: boolean; compress?: boolean; fin?: boolean }, cb?: (err?: Error) => void): boolean
+    /** `send(JSON.stringify(value))`, with the same return value and callback. */
+    sendJSON (value: unknown, cb?: (err?: Error) => void): boolean
+
+    // Declaring these here replaces the inherited overloads, so ws's server-side events are listed again.
+    on<E extends keyof fastifyReliableWs.SocketEvents> (event: E, listener: (this: WebSocket, ...args: fastifyReliableWs.SocketEvents[E]) => void): this
+    on (event: string | symbol, listener: (this: WebSocket, ...args: any[]) => void): this
+    once<E extends keyof fastifyReliableWs.SocketEvents> (event: E, listener: (this: WebSocket, ...args: fastifyReliableWs.SocketEvents[E]) => void): this
+    once (event: string | symbol, listener: (this: WebSocket, ...args: any[]) => void): this
+    off<E extends keyof fastifyReliableWs.SocketEvents> (event: E, listener: (this: WebSocket, ...args: fastifyReliableWs.SocketEvents[E]) => void): this
+    off (event: string | symbol, listener: (this: WebSocket, ...args: any[]) => void): this
+    addListener<E extends keyof fastifyReliableWs.SocketEvents> (event: E, listener: (...args: fastifyReliableWs.SocketEvents[E]) => void): this
+    addListener (event: string | symbol, listener: (...args: any[]) => void): this
+    removeListener<E extends keyof fastifyReliableWs.SocketEvents> (event: E, listener: (...args: fastifyReliableWs.SocketEvents[E]) => void): this
+    removeListener (event: string | symbol, listener: (...args: any[]) => void): this
+  }
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** A fresh, JSON-serialisable snapshot of every reliable connection's counters. */
+    readonly wsStats: fastifyReliableWs.WsStats
+  }
+  interface FastifyContextConfig {
+    /** Per-route settings of fastify-reliable-ws, or `false` for a plain @fastify/websocket route. */
+    reliable?: fastifyReliableWs.RouteReliableOptions | false
+  }
+}
+
+type FastifyReliableWs = FastifyPluginCallback<fastifyReliableWs.FastifyReliableWsOptions>
+
+declare namespace fastifyReliableWs {
+  export interface HeartbeatOptions {
+    /** Milliseconds between two pings to the same peer. Default `30000`. */
+    intervalMs?: number
+    /**
+     * Milliseconds a peer has to show a sign of life (a pong or any other frame) after a ping
+     * before it is terminated. Must not exceed `intervalMs`. Default: `intervalMs`.
+     */
+    timeoutMs?: number
+  }
+
+  export interface BackpressureOptions {
+    /** Above this many buffered bytes a new message is refused. Default `1048576` (1 MiB). */
+    highWaterMark?: number
+    /** `'drain'` is emitted once the buffered bytes fall below this. Default `262144` (256 KiB). */
+    lowWaterMark?: number
+    /** `'drop'` refuses the message; `'close'` closes the slow consumer with 1013. Default `'drop'`. */
+    onLimit?: 'drop' | 'close'
+  }
+
+  export interface ShutdownOptions {
+    /** Close code sent to every client on `app.close()`. Default `1001`. */
+    closeCode?: number
+    /** Close reason sent with it (at most 123 bytes). Default `'Server shutting down'`. */
+    reason?: string
+    /**
+     * Milliseconds to wait for closing handshakes and buffered data before the remaining
+     * sockets are terminated; also bounds how long a slow consumer closed with 1013 may take.
+     * Default `5000`.
+     */
+    timeoutMs?: number
+  }
+
+  export interface HealthOptions {
+    /** Path of the GET health route. Default `'/health/ws'`. */
+    path?: string
+  }
+
+  export interface DisconnectInfo {
+    code: number
+    reason: string
+    cause: DisconnectCause
+    durationMs: number
+  }
+
+  export interface FastifyReliableWsOptions {
+    /** Ping schedule, or `false` to turn heartbeats off. */
+    heartbeat?: HeartbeatOptions | false
+    /** Outbound buffer limits applied by `socket.send`. */
+    backpressure?: BackpressureOptions
+    /** Graceful shutdown on `app.close()`. */
+    shutdown?: ShutdownOptions
+    /** A GET route answering with `wsStats`, or `false` (the default) for none. */
+    health?: HealthOptions | false
+    /** Options handed to @fastify/websocket; `options.maxPayload` defaults to 1 MiB. */
+    websocket?: WebsocketPluginOptions
+    /** Called for each new reliable connection before the route handler; throwing closes it with 1008. */
+    onConnect?: (socket: import('ws').WebSocket, request: FastifyRequest) => void | Promise<void>
+    /** Called once when a reliable connection has closed. */
+    onDisconnect?: (socket: import('ws').WebSocket, info: DisconnectInfo) => void | Promise<void>
+  }
+
+  export interface RouteReliableOptions {
+    /** Parse text messages as JSON and emit them as `'json'` events. Default `false`. */
+    json?: boolean
+    /** JSON Schema each parsed message must satisfy (implies `json: true`). */
+    messageSchema?: object
+    /** Overrides the plugin's heartbeat field by field, or `false` for none on this route. */
+    heartbeat?: HeartbeatOptions | false
+    /** Overrides the plugin's backpressure settings field by field. */
+    backpressure?: BackpressureOptions
+  }
+
+  /** Events of a reliable socket: ws's server-side ones, plus 'json' and 'drain'. */
+  export interface SocketEvents {
+    close: [code: number, reason: Buffer]
+    error: [error: Error]
+    upgrade: [request: IncomingMessage]
+    message: [data: RawData, isBinary: boolean]
+    open: []
+    ping: [data: Buffer]
+    pong: [data: Buffer]
+    /** A text message parsed as JSON (and valid against `messageSchema`), on JSON routes. */
+    json: [message: any]
+    /** The buffered amount fell below lowWaterMark after having crossed highWaterMark. */
+    drain: []
+  }
+
+  export interface RouteStats {
+    active: number
+    opened: number
+    messagesReceived: number
+    messagesSent: number
+  }
+
+  export interface WsStats {
+    connections: { active: number; peak: number; opened: number; closed: number; rejected: number }
+    heartbeat: {
+      pingsSent: number
+      pongsReceived: number
+      timeouts: number
+      latencyMs: { p50: number | null; p99: number | null }
+    }
+    messages: { received: number; sent: number; dropped: number; invalid: number }
+    bytes: { received: number; sent: number }
+    backpressure: { events: number; bufferedBytes: number; slowConsumersClosed: number }
+    closeCodes: Record<string, number>
+    errors: number
+    draining: boolean
+    uptimeMs: number
+    routes: Record<string, RouteStats>
+  }
+
+  /** The error reply sent for an invalid message in JSON mode. */
+  export interface InvalidMessageReply {
+    type: 'error'
+    message: 'Invalid message'
+    errors?: ErrorObject[]
+  }
+
+  export const fastifyReliableWs: FastifyReliableWs
+  export { fastifyReliableWs as default }
+}
+
+declare function fastifyReliableWs (...params: Parameters<FastifyReliableWs>): ReturnType<FastifyReliableWs>
+
+export = fastifyReliableWs
