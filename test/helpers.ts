@@ -22,6 +22,18 @@ export async function start (
   return { app, port, url: (path) => `ws://127.0.0.1:${port}${path}` }
 }
 
+/** Registers the plugin and declares routes without listening: for errors raised at boot. */
+export async function bootWith (options: Options, routes: (app: FastifyInstance) => void = () => {}): Promise<void> {
+  const app = Fastify()
+  try {
+    await app.register(reliableWs, options)
+    routes(app)
+    await app.ready()
+  } finally {
+    await app.close().catch(() => {})
+  }
+}
+
 export async function connect (url: string, options?: WebSocket.ClientOptions): Promise<WebSocket> {
   const ws = new WebSocket(url, options)
   await once(ws, 'open')

@@ -1,0 +1,141 @@
+import { performance } from 'node:perf_hooks'
+import t from 'tap'
+import type WebSocket from 'ws'
+import { closeEvent, connect, sleep, start, waitFor } from './helpers'
+
+const HIGH = 256 * 1024
+const LOW = 64 * 1024
+const CHUNK = Buffer.alloc(64 * 1024, 7)
+// Far more than loopback's kernel buffers hold, so the server's own buffer must fill.
+const FLOOD = 400
+
+interface Flood { accepted: number, refused: number, errorCodes: string[], maxBuffered: number, drained: boolean }
+
+function floodRoute (flood: Flood) {
+  return (app: import('fastify').FastifyInstance) => {
+    app.get('/ws', { websocket: true }, (socket) => {
+      socket.on('drain', () => { flood.drained = true })
+      socket.on('message', () => {
+        for (let i = 0; i < FLOOD; i++) {
+          const accepted = socket.send(CHUNK, (err) => { if (err) flood.errorCodes.push((err as any).code) })
+          if (accepted) flood.accepted++
+          else flood.refused++
+          flood.maxBuffered = Math.max(flood.maxBuffered, socket.bufferedAmount)
+        }
+      })
+    })
+  }
+}
+
+function newFlood (): Flood {
+  return { accepted: 0, refused: 0, errorCodes: [], maxBuffered: 0, drained: false }
+}
+
+/** A client that asks for the flood, then stops reading its TCP socket. */
+async function stalledClient (url: string): Promise<{ ws: WebSocket, received: () => number }> {
+  const ws = await connect(url)
+  let received = 0
+  ws.on('message', () => received++)
+  ws.send('go')
+  ;(ws as any)._socket.pause()
+  return { ws, received: () => received }
+}
+
+t.test("onLimit 'drop': messages above highWaterMark are dropped, memory stays bounded, 'drain' follows", async (t) => {
+  const flood = newFlood()
+  const { app, url } = await start({ heartbeat: false, backpressure: { highWaterMark: HIGH, lowWaterMark: LOW } }, floodRoute(flood))
+  t.teardown(() => app.close())
+  const { ws, received } = await stalledClient(url('/ws'))
+  await waitFor(() => flood.accepted + flood.refused === FLOOD, 5000, 'the flood')
+
+  t.ok(flood.refused > 0, `${flood.refused} of ${FLOOD} messages refused`)
+  t.ok(flood.accepted > 0, `${flood.accepted} accepted`)
+  t.ok(flood.maxBuffered <= HIGH + CHUNK.length * 2, `server buffer peaked at ${flood.maxBuffered} bytes`)
+  await waitFor(() => flood.errorCodes.length === flood.refused, 1000, 'drop callbacks')
+  t.same([...new Set(flood.errorCodes)], ['FST_RELIABLE_WS_DROPPED'], 'each dropped send calls back with a coded error')
+  let stats = app.wsStats
+  t.equal(stats.messages.dropped, flood.refused)
+  t.equal(stats.messages.sent, flood.accepted)
+  t.equal(stats.backpressure.events, 1, 'one crossing of highWaterMark')
+  t.ok(stats.backpressure.bufferedBytes > HIGH && stats.backpressure.bufferedBytes <= HIGH + CHUNK.length * 2)
+  t.notOk(flood.drained, 'no drain while the peer is stalled')
+
+  ;(ws as any)._socket.resume()
+  await waitFor(() => flood.drained, 5000, "'drain'")
+  await waitFor(() => received() === flood.accepted, 5000, 'every accepted message')
+  stats = app.wsStats
+  t.equal(stats.backpressure.bufferedBytes, 0)
+  t.equal(stats.connections.active, 1, 'the connection stayed open')
+  ws.close()
+})
+
+t.test("onLimit 'close': the slow consumer gets 1013 after the data it was sent", async (t) => {
+  const flood = newFlood()
+  const disconnects: any[] = []
+  const { app, url } = await start({
+    heartbeat: false,
+    backpressure: { highWaterMark: HIGH, lowWaterMark: LOW, onLimit: 'close' },
+    shutdown: { timeoutMs: 3000 },
+    onDisconnect: (_socket, info) => { disconnects.push(info) }
+  }, floodRoute(flood))
+  t.teardown(() => app.close())
+  const { ws, received } = await stalledClient(url('/ws'))
+  const closed = closeEvent(ws)
+  await waitFor(() => flood.accepted + flood.refused === FLOOD, 5000, 'the flood')
+  t.ok(flood.refused > 0)
+  await sleep(50)
+  ;(ws as any)._socket.resume()
+  const { code, reason } = await closed
+  t.equal(code, 1013)
+  t.equal(reason, 'Slow consumer')
+  t.equal(received(), flood.accepted, 'every accepted message arrived before the close frame')
+  await waitFor(() => disconnects.length === 1)
+  t.equal(disconnects[0].cause, 'backpressure')
+  const stats = app.wsStats
+  t.equal(stats.backpressure.slowConsumersClosed, 1)
+  t.equal(stats.closeCodes['1013'], 1)
+})
+
+t.test("onLimit 'close': a consumer that never reads again is terminated after shutdown.timeoutMs", async (t) => {
+  const flood = newFlood()
+  const disconnects: any[] = []
+  const TIMEOUT = 200
+  const { app, url } = await start({
+    heartbeat: false,
+    backpressure: { highWaterMark: HIGH, lowWaterMark: LOW, onLimit: 'close' },
+    shutdown: { timeoutMs: TIMEOUT },
+    onDisconnect: (_socket, info) => { disconnects.push({ info, at: performance.now() }) }
+  }, floodRoute(flood))
+  t.teardown(() => app.close())
+  const { ws } = await stalledClient(url('/ws'))
+  await waitFor(() => flood.accepted + flood.refused === FLOOD, 5000, 'the flood')
+  const refusedAt = performance.now()
+  await waitFor(() => disconnects.length === 1, 3000, 'termination')
+  const elapsed = disconnects[0].at - refusedAt
+  t.ok(elapsed < TIMEOUT + 500, `terminated ${Math.round(elapsed)} ms after the close`)
+  t.equal(disconnects[0].info.cause, 'backpressure')
+  t.equal(disconnects[0].info.code, 1006)
+  t.equal(app.wsStats.connections.active, 0)
+  ws.terminate()
+})
+
+t.test('a route overrides backpressure field by field', async (t) => {
+  const flood = newFlood()
+  const { app, url } = await start({ heartbeat: false, backpressure: { lowWaterMark: LOW } }, (app) => {
+    app.get('/ws', { websocket: true, config: { reliable: { backpressure: { highWaterMark: HIGH } } } }, (socket) => {
+      socket.on('message', () => {
+        for (let i = 0; i < FLOOD; i++) {
+          if (socket.send(CHUNK)) flood.accepted++
+          else flood.refused++
+          flood.maxBuffered = Math.max(flood.maxBuffered, socket.bufferedAmount)
+        }
+      })
+    })
+  })
+  t.teardown(() => app.close())
+  const { ws } = await stalledClient(url('/ws'))
+  await waitFor(() => flood.accepted + flood.refused === FLOOD, 5000, 'the flood')
+  t.ok(flood.refused > 0)
+  t.ok(flood.maxBuffered <= HIGH + CHUNK.length * 2, 'the route limit applied, not the plugin default of 1 MiB')
+  ws.terminate()
+})

@@ -1,0 +1,85 @@
+import t from 'tap'
+import Fastify from 'fastify'
+import fastifyWebsocket from '@fastify/websocket'
+import reliableWs = require('../index')
+import { bootWith } from './helpers'
+
+const CODE = 'FST_RELIABLE_WS_INVALID_OPTION'
+
+const badPluginOptions: Array<[string, unknown, RegExp]> = [
+  ['negative interval', { heartbeat: { intervalMs: -1 } }, /"heartbeat\.intervalMs".*got -1/],
+  ['zero interval', { heartbeat: { intervalMs: 0 } }, /"heartbeat\.intervalMs"/],
+  ['non-numeric interval', { heartbeat: { intervalMs: '30s' } }, /"heartbeat\.intervalMs".*got "30s"/],
+  ['NaN interval', { heartbeat: { intervalMs: NaN } }, /"heartbeat\.intervalMs"/],
+  ['timeout above interval', { heartbeat: { intervalMs: 100, timeoutMs: 200 } }, /"heartbeat\.timeoutMs".*must not exceed intervalMs/],
+  ['heartbeat not an object', { heartbeat: true }, /"heartbeat": must be an object/],
+  ['misspelt heartbeat field', { heartbeat: { interval: 100 } }, /"heartbeat\.interval": unknown option/],
+  ['unknown onLimit', { backpressure: { onLimit: 'block' } }, /"backpressure\.onLimit".*'drop' or 'close'/],
+  ['lowWaterMark equal to highWaterMark', { backpressure: { highWaterMark: 100, lowWaterMark: 100 } }, /"backpressure\.lowWaterMark".*below highWaterMark/],
+  ['lowWaterMark above the default highWaterMark', { backpressure: { lowWaterMark: 2_000_000 } }, /"backpressure\.lowWaterMark"/],
+  ['negative highWaterMark', { backpressure: { highWaterMark: -5 } }, /"backpressure\.highWaterMark"/],
+  ['onConnect not a function', { onConnect: 'hello' }, /"onConnect": must be a function/],
+  ['onDisconnect not a function', { onDisconnect: 42 }, /"onDisconnect": must be a function/],
+  ['reserved close code', { shutdown: { closeCode: 1005 } }, /"shutdown\.closeCode"/],
+  ['close code out of range', { shutdown: { closeCode: 999 } }, /"shutdown\.closeCode"/],
+  ['close reason over 123 bytes', { shutdown: { reason: 'x'.repeat(124) } }, /"shutdown\.reason"/],
+  ['negative shutdown timeout', { shutdown: { timeoutMs: -1 } }, /"shutdown\.timeoutMs"/],
+  ['relative health path', { health: { path: 'health' } }, /"health\.path"/],
+  ['a preClose of its own', { websocket: { preClose: () => {} } }, /"websocket\.preClose"/],
+  ['client tracking off', { websocket: { options: { clientTracking: false } } }, /"websocket\.options\.clientTracking"/],
+  ['non-numeric maxPayload', { websocket: { options: { maxPayload: 'big' } } }, /"websocket\.options\.maxPayload"/],
+  ['errorHandler not a function', { websocket: { errorHandler: 'log' } }, /"websocket\.errorHandler"/],
+  ['unknown top-level option', { heartbeats: false }, /"options\.heartbeats": unknown option/]
+]
+
+for (const [name, options, message] of badPluginOptions) {
+  t.test(`register rejects: ${name}`, async (t) => {
+    await t.rejects(bootWith(options as any), { code: CODE, message })
+  })
+}
+
+const badRouteConfigs: Array<[string, unknown, RegExp]> = [
+  ['timeout above the route interval', { heartbeat: { intervalMs: 50, timeoutMs: 60 } }, /"config\.reliable of \/ws\.heartbeat\.timeoutMs"/],
+  ['unknown field', { jsonMode: true }, /"config\.reliable of \/ws\.jsonMode": unknown option/],
+  ['json not a boolean', { json: 'yes' }, /"config\.reliable of \/ws\.json"/],
+  ['schema not an object', { messageSchema: 'object' }, /"config\.reliable of \/ws\.messageSchema"/],
+  ['route highWaterMark under the plugin lowWaterMark', { backpressure: { highWaterMark: 1000 } }, /"config\.reliable of \/ws\.backpressure\.lowWaterMark"/],
+  ['reliable not an object', 'yes', /"config\.reliable of \/ws": must be an object/]
+]
+
+for (const [name, reliable, message] of badRouteConfigs) {
+  t.test(`a websocket route is rejected: ${name}`, async (t) => {
+    await t.rejects(bootWith({}, (app) => {
+      app.get('/ws', { websocket: true, config: { reliable: reliable as any } }, () => {})
+    }), { code: CODE, message })
+  })
+}
+
+t.test('registering next to @fastify/websocket fails with a coded error saying what to do', async (t) => {
+  const app = Fastify()
+  await app.register(fastifyWebsocket)
+  await t.rejects(async () => { await app.register(reliableWs) }, {
+    code: 'FST_RELIABLE_WS_ALREADY_REGISTERED',
+    message: /register fastify-reliable-ws alone and pass the @fastify\/websocket options as its `websocket` option/
+  })
+  await app.close()
+})
+
+t.test('good options register', async (t) => {
+  await t.resolves(bootWith({
+    heartbeat: { intervalMs: 1000, timeoutMs: 500 },
+    backpressure: { highWaterMark: 2048, lowWaterMark: 0, onLimit: 'close' },
+    shutdown: { closeCode: 4000, reason: 'bye', timeoutMs: 0 },
+    health: { path: '/status' },
+    websocket: { options: { maxPayload: 1024 } },
+    onConnect () {},
+    onDisconnect () {}
+  }))
+  await t.resolves(bootWith({ heartbeat: false, health: false }))
+})
+
+t.test('the plugin is exported as a function with default and named aliases', async (t) => {
+  t.type(reliableWs, 'function')
+  t.equal((reliableWs as any).default, reliableWs)
+  t.equal((reliableWs as any).fastifyReliableWs, reliableWs)
+})
