@@ -29,17 +29,27 @@ export function crossHighWater (socket: ReliableSocket, route: Route): void {
   awaitFlush(socket, route)
 }
 
-// ws has no outbound 'drain'. An empty write's callback runs once everything
-// written before it has been handed to the kernel, which is the earliest
-// moment the buffered amount can have fallen; it puts no bytes on the wire.
+// ws has no outbound 'drain'. While the TCP socket holds data, an empty
+// write's callback runs once everything written before it has reached the
+// kernel: the earliest moment the buffered amount can have fallen (it puts no
+// bytes on the wire). When the TCP buffer is already empty the rest sits in
+// ws's own queue (permessage-deflate at work); an empty write would then
+// complete at once, again and again, starving the compression it waits for,
+// so the check waits for the next turn of the event loop instead.
 function awaitFlush (socket: ReliableSocket, route: Route): void {
-  socket._socket.write(EMPTY, (err) => {
-    if (err != null || socket.readyState !== OPEN) return
-    if (socket.bufferedAmount < route.backpressure.lowWaterMark) {
-      socket[kOverHighWater] = false
-      socket.emit('drain')
-    } else {
-      awaitFlush(socket, route)
-    }
-  })
+  if (socket._socket.writableLength === 0) {
+    setImmediate(checkDrain, socket, route)
+  } else {
+    socket._socket.write(EMPTY, (err) => { if (err == null) checkDrain(socket, route) })
+  }
+}
+
+function checkDrain (socket: ReliableSocket, route: Route): void {
+  if (socket.readyState !== OPEN) return
+  if (socket.bufferedAmount < route.backpressure.lowWaterMark) {
+    socket[kOverHighWater] = false
+    socket.emit('drain')
+  } else {
+    awaitFlush(socket, route)
+  }
 }

@@ -2,9 +2,9 @@ import { performance } from 'node:perf_hooks'
 import type { FastifyRequest } from 'fastify'
 import type { Route } from './context'
 import type { ReliableSocket } from './reliable-socket'
-import { onPeerPing, onPong, startHeartbeat } from './heartbeat'
+import { ALIVE, onPeerPing, onPong, startHeartbeat } from './heartbeat'
 import { onJsonMessage } from './json-messages'
-import { kAwaitingPong, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kOpenedAt, kRoute } from './symbols'
+import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kOpenedAt, kRoute } from './symbols'
 
 const OPEN = 1
 
@@ -35,7 +35,7 @@ export function openConnection (socket: ReliableSocket, route: Route): void {
 }
 
 function onMessage (this: ReliableSocket): void {
-  this[kAwaitingPong] = false
+  this[kPongState] = ALIVE
   this[kRoute]!.counters.messagesReceived++
 }
 

@@ -11,6 +11,6 @@ export function healthResponse (stats: StatsCollector, clients: Iterable<unknown
 
 export function isHealthRequest (request: IncomingMessage, path: string): boolean {
   if (request.method !== 'GET') return false
-  const url = request.url ?? ''
+  const url = request.url as string // always set on a server's requests
   return url === path || (url.startsWith(path) && url.charCodeAt(path.length) === 63 /* ? */)
 }

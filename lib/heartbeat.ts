@@ -2,9 +2,16 @@ import { performance } from 'node:perf_hooks'
 import type { Context } from './context'
 import type { HeartbeatSettings } from './options'
 import type { ReliableSocket } from './reliable-socket'
-import { kAwaitingPong, kCause, kNextPingAt, kPingAt, kRoute } from './symbols'
+import { kPongState, kCause, kNextPingAt, kPingAt, kRoute } from './symbols'
 
 const OPEN = 1
+
+// Where a socket stands between a ping and its pong. Every frame from the peer
+// resets it to ALIVE; the scheduler moves it on.
+export const ALIVE = 0
+const AWAITING = 1
+const OVERDUE = 2
+export type PongState = typeof ALIVE | typeof AWAITING | typeof OVERDUE
 // A server ping with no payload is always these two bytes (FIN + opcode 0x9,
 // unmasked, length 0): writing them directly skips building a frame per ping.
 const PING_FRAME = Buffer.from([0x89, 0x00])
@@ -24,7 +31,15 @@ export function onHeartbeatDue (socket: ReliableSocket, now: number): void {
   if (socket.readyState !== OPEN) return
   const route = socket[kRoute]!
   const ctx = route.ctx
-  if (socket[kAwaitingPong]) {
+  const state = socket[kPongState]
+  if (state === AWAITING) {
+    // Timers run before I/O in each turn of the event loop: after a busy spell
+    // the pong may be sitting unread. Decide only after one more I/O phase.
+    socket[kPongState] = OVERDUE
+    ctx.scheduler.add(socket, now)
+    return
+  }
+  if (state === OVERDUE) {
     socket.isAlive = false
     ctx.stats.timeouts++
     socket[kCause] = 'heartbeat'
@@ -36,7 +51,7 @@ export function onHeartbeatDue (socket: ReliableSocket, now: number): void {
     ctx.scheduler.add(socket, socket[kNextPingAt])
     return
   }
-  socket[kAwaitingPong] = true
+  socket[kPongState] = AWAITING
   socket[kPingAt] = now
   socket._socket.write(PING_FRAME)
   ctx.stats.pingsSent++
@@ -49,7 +64,7 @@ export function onHeartbeatDue (socket: ReliableSocket, now: number): void {
 
 /** 'pong' listener: a sign of life, and the round trip of the last ping. */
 export function onPong (this: ReliableSocket): void {
-  this[kAwaitingPong] = false
+  this[kPongState] = ALIVE
   const ctx = this[kRoute]!.ctx
   ctx.stats.pongsReceived++
   const pingAt = this[kPingAt]
@@ -63,5 +78,5 @@ export function onPong (this: ReliableSocket): void {
 
 /** 'ping' listener: a peer that pings us is alive too. */
 export function onPeerPing (this: ReliableSocket): void {
-  this[kAwaitingPong] = false
+  this[kPongState] = ALIVE
 }

@@ -3,7 +3,8 @@ import type { ValidateFunction } from 'ajv'
 import type { ReliableSocket } from './reliable-socket'
 import { failConnection } from './error-handler'
 import { FST_RELIABLE_WS_INVALID_OPTION } from './errors'
-import { kAwaitingPong, kRoute } from './symbols'
+import { ALIVE } from './heartbeat'
+import { kPongState, kRoute } from './symbols'
 
 const INVALID_REPLY = '{"type":"error","message":"Invalid message"}'
 
@@ -26,7 +27,7 @@ export function compileMessageSchema (ajv: Ajv, schema: object, url: string): Va
 
 /** 'message' listener of JSON routes: parse, validate, then emit 'json'. */
 export function onJsonMessage (this: ReliableSocket, data: Buffer, isBinary: boolean): void {
-  this[kAwaitingPong] = false
+  this[kPongState] = ALIVE
   const route = this[kRoute]!
   route.counters.messagesReceived++
   if (isBinary) return reject(this, INVALID_REPLY)

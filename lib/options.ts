@@ -161,8 +161,8 @@ function resolveWebsocket (value: unknown, shutdown: ShutdownSettings): Websocke
 }
 
 /** Validates the plugin's options once, at registration, and fills in every default. */
-export function resolvePluginSettings (options: Options | undefined): PluginSettings {
-  const o = checkObject('options', options ?? {}, PLUGIN_KEYS) as Options
+export function resolvePluginSettings (options: Options): PluginSettings {
+  const o = checkObject('options', options, PLUGIN_KEYS) as Options
   const shutdown = resolveShutdown(o.shutdown)
   return {
     heartbeat: resolveHeartbeat('heartbeat', DEFAULTS.heartbeat, o.heartbeat === undefined ? {} : o.heartbeat),

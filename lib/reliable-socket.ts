@@ -4,8 +4,10 @@ import type fastifyReliableWs = require('../types/index')
 import type { Route } from './context'
 import { FST_RELIABLE_WS_NOT_JSON } from './errors'
 import { crossHighWater, refuse } from './backpressure'
+import { ALIVE } from './heartbeat'
+import type { PongState } from './heartbeat'
 import {
-  kAwaitingPong, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
+  kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
   kRoute, kWheelPos, kWheelTick
 } from './symbols'
 
@@ -24,7 +26,7 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   [kOpenedAt]: number
   [kBytesReadAtOpen]: number
   [kBytesWrittenAtOpen]: number
-  [kAwaitingPong]: boolean
+  [kPongState]: PongState
   [kPingAt]: number
   [kNextPingAt]: number
   [kWheelTick]: number
@@ -48,7 +50,7 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     [kOpenedAt] = 0;
     [kBytesReadAtOpen] = 0;
     [kBytesWrittenAtOpen] = 0;
-    [kAwaitingPong] = false;
+    [kPongState]: PongState = ALIVE;
     [kPingAt] = 0;
     [kNextPingAt] = 0;
     [kWheelTick] = -1;

@@ -1,4 +1,4 @@
-import type { RouteOptions } from 'fastify'
+import type { onResponseHookHandler, RouteOptions } from 'fastify'
 import type Ajv from 'ajv'
 import type { Context, Route } from './context'
 import type { ReliableSocket } from './reliable-socket'
@@ -46,11 +46,12 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
     } else {
       routeOptions.wsHandler = wrap(route, routeOptions.wsHandler as unknown as Handler) as any
     }
-    routeOptions.onResponse = [...toArray(routeOptions.onResponse), function countRejected (request, _reply, done) {
+    const countRejected: onResponseHookHandler = function (request, _reply, done) {
       // Runs only when an upgrade request was answered over HTTP instead of upgraded.
       if ((request as { ws?: boolean }).ws === true) ctx.stats.rejected++
       done()
-    }]
+    }
+    routeOptions.onResponse = [routeOptions.onResponse ?? [], countRejected].flat()
   }
 }
 
@@ -59,9 +60,4 @@ function wrap (route: Route, handler: Handler): Handler {
     openConnection(socket, route)
     return connect(socket, request, () => handler.call(this, socket, request))
   }
-}
-
-function toArray<T> (value: T | T[] | undefined): T[] {
-  if (value === undefined) return []
-  return Array.isArray(value) ? value : [value]
 }

@@ -34,9 +34,8 @@ export class Scheduler<T extends Entry> {
 
   constructor (private readonly onDue: (entry: T, now: number) => void) {}
 
-  /** Lets the shortest period in use set the tick, before anything is scheduled. */
+  /** Lets the shortest period in use set the tick; routes are all declared before the first socket is scheduled. */
   usePeriod (ms: number): void {
-    if (this.size !== 0) return
     const tickMs = Math.min(MAX_TICK_MS, Math.max(1, Math.floor(ms / TICKS_PER_PERIOD)))
     if (tickMs < this.tickMs) this.tickMs = tickMs
   }
@@ -67,13 +66,9 @@ export class Scheduler<T extends Entry> {
     if (--this.size === 0) this.disarm()
   }
 
+  /** Closed sockets have removed themselves by now; this only drops the timer. */
   stop (): void {
     this.disarm()
-    for (const slot of this.slots) {
-      for (const entry of slot) entry[kWheelTick] = -1
-      slot.length = 0
-    }
-    this.size = 0
   }
 
   private advance (): void {
@@ -92,18 +87,16 @@ export class Scheduler<T extends Entry> {
       // or appended by onDue (which are due in a later tick).
       for (let i = slot.length - 1; i >= 0; i--) {
         const entry = slot[i]
-        if (entry === undefined || entry[kWheelTick] > target) continue
+        if (entry[kWheelTick] > target) continue
         this.remove(entry)
         this.onDue(entry, now)
       }
     }
     if (this.size === 0) return
-    for (let tick = target + 1; tick <= target + SLOTS; tick++) {
-      if (this.slots[tick & MASK].length !== 0) {
-        if (tick < this.armedTick) this.arm(tick)
-        return
-      }
-    }
+    // Some slot holds an entry, so this ends within one revolution.
+    let next = target + 1
+    while (this.slots[next & MASK].length === 0) next++
+    if (next < this.armedTick) this.arm(next)
   }
 
   private arm (tick: number): void {

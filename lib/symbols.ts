@@ -3,7 +3,7 @@
 export const kRoute = Symbol('reliable-ws.route')
 export const kOpenedAt = Symbol('reliable-ws.openedAt')
 export const kCause = Symbol('reliable-ws.cause')
-export const kAwaitingPong = Symbol('reliable-ws.awaitingPong')
+export const kPongState = Symbol('reliable-ws.pongState')
 export const kPingAt = Symbol('reliable-ws.pingAt')
 export const kNextPingAt = Symbol('reliable-ws.nextPingAt')
 export const kWheelTick = Symbol('reliable-ws.wheelTick')

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import t from 'tap'
 import type WebSocket from 'ws'
@@ -138,4 +139,43 @@ t.test('a route overrides backpressure field by field', async (t) => {
   t.ok(flood.refused > 0)
   t.ok(flood.maxBuffered <= HIGH + CHUNK.length * 2, 'the route limit applied, not the plugin default of 1 MiB')
   ws.terminate()
+})
+
+t.test('with permessage-deflate the queue inside ws counts too, and waiting for the drain does not starve compression', async (t) => {
+  const flood = newFlood()
+  const random = randomBytes(64 * 1024)
+  const { app, url } = await start({
+    heartbeat: false,
+    backpressure: { highWaterMark: HIGH, lowWaterMark: LOW },
+    websocket: { options: { perMessageDeflate: true } }
+  }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => {
+      socket.on('drain', () => { flood.drained = true })
+      socket.on('message', () => {
+        for (let i = 0; i < 50; i++) {
+          if (socket.send(random)) flood.accepted++
+          else flood.refused++
+          flood.maxBuffered = Math.max(flood.maxBuffered, socket.bufferedAmount)
+        }
+      })
+    })
+  })
+  t.teardown(() => app.close())
+  const ws = await connect(url('/ws'), { perMessageDeflate: true })
+  let received = 0
+  ws.on('message', () => received++)
+  let ticks = 0
+  const ticker = setInterval(() => ticks++, 5)
+  t.teardown(() => clearInterval(ticker))
+  ws.send('go')
+  await waitFor(() => flood.accepted + flood.refused === 50, 5000, 'the flood')
+  t.ok(flood.refused > 0, `${flood.refused} refused while ws was still compressing`)
+  t.ok(flood.maxBuffered <= HIGH + random.length)
+  const ticksBefore = ticks
+  await waitFor(() => flood.drained, 5000, "'drain'")
+  await waitFor(() => received === flood.accepted, 5000, 'every accepted message')
+  await sleep(30)
+  t.ok(ticks > ticksBefore, 'timers kept running')
+  t.equal(app.wsStats.backpressure.bufferedBytes, 0)
+  ws.close()
 })

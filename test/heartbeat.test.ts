@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import { performance } from 'node:perf_hooks'
 import t from 'tap'
 import WebSocket from 'ws'
@@ -154,4 +156,51 @@ t.test('heartbeat: false pings nobody', async (t) => {
   t.notOk(peer.ended)
   t.equal(app.wsStats.heartbeat.pingsSent, 0)
   peer.destroy()
+})
+
+t.test('with timeoutMs < intervalMs a live peer is checked and kept, pinged once per interval', async (t) => {
+  const { app, url } = await start({ heartbeat: { intervalMs: 60, timeoutMs: 20 } }, echoRoute())
+  t.teardown(() => app.close())
+  const ws = await connect(url('/ws'))
+  let pings = 0
+  ws.on('ping', () => pings++)
+  let closed = false
+  ws.on('close', () => { closed = true })
+  await sleep(60 * 10)
+  t.notOk(closed, 'still open after 10 intervals')
+  t.ok(pings >= 6 && pings <= 11, `${pings} pings in 10 intervals`)
+  t.equal(app.wsStats.heartbeat.timeouts, 0)
+  ws.close()
+})
+
+t.test('a stalled event loop does not kill a peer whose pong is waiting to be read', async (t) => {
+  const sockets: any[] = []
+  const { app, url } = await start({ heartbeat: { intervalMs: 40 } }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => { sockets.push(socket) })
+  })
+  t.teardown(() => app.close())
+  // The peer lives in another process, so it answers while this one is blocked.
+  const peer = spawn(process.execPath, ['-e', `
+    new (require('ws'))(process.argv[1]).on('open', () => console.log('open'))
+  `, url('/ws')], { cwd: __dirname, stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => peer.kill())
+  await once(peer.stdout!, 'data')
+  await waitFor(() => sockets.length === 1)
+
+  // Block the loop right after the next ping leaves, for longer than the pong deadline.
+  const tcp = sockets[0]._socket
+  const write = tcp.write
+  let stalled = false
+  tcp.write = function (chunk: Buffer, ...rest: unknown[]) {
+    if (!stalled && chunk.length === 2 && chunk[0] === 0x89) {
+      stalled = true
+      setImmediate(() => { const until = Date.now() + 150; while (Date.now() < until); })
+    }
+    return write.call(this, chunk, ...rest)
+  }
+  await waitFor(() => stalled, 2000, 'a ping')
+  await sleep(100)
+  const stats = app.wsStats
+  t.equal(stats.heartbeat.timeouts, 0, 'the live peer was not terminated')
+  t.equal(stats.connections.active, 1)
 })

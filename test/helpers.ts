@@ -34,21 +34,28 @@ export async function bootWith (options: Options, routes: (app: FastifyInstance)
   }
 }
 
+/** Opens a client; what it receives is collected from the start (a server may send before 'open' is seen). */
 export async function connect (url: string, options?: WebSocket.ClientOptions): Promise<WebSocket> {
   const ws = new WebSocket(url, options)
+  collect(ws)
   await once(ws, 'open')
   return ws
 }
 
-/** Collects every text message a client receives, parsed as JSON when it can be. */
+const received = new WeakMap<WebSocket, unknown[]>()
+
+/** Every message a client receives, parsed as JSON when it can be. */
 export function collect (ws: WebSocket): unknown[] {
-  const messages: unknown[] = []
+  let messages = received.get(ws)
+  if (messages !== undefined) return messages
+  messages = []
+  received.set(ws, messages)
   ws.on('message', (data, isBinary) => {
     const text = isBinary ? data : data.toString()
     try {
-      messages.push(JSON.parse(text as string))
+      messages!.push(JSON.parse(text as string))
     } catch {
-      messages.push(text)
+      messages!.push(text)
     }
   })
   return messages

@@ -28,6 +28,8 @@ const badPluginOptions: Array<[string, unknown, RegExp]> = [
   ['a preClose of its own', { websocket: { preClose: () => {} } }, /"websocket\.preClose"/],
   ['client tracking off', { websocket: { options: { clientTracking: false } } }, /"websocket\.options\.clientTracking"/],
   ['non-numeric maxPayload', { websocket: { options: { maxPayload: 'big' } } }, /"websocket\.options\.maxPayload"/],
+  ['websocket not an object', { websocket: 'ws' }, /"websocket": must be an object/],
+  ['websocket.options not an object', { websocket: { options: [] } }, /"websocket\.options": must be an object/],
   ['errorHandler not a function', { websocket: { errorHandler: 'log' } }, /"websocket\.errorHandler"/],
   ['unknown top-level option', { heartbeats: false }, /"options\.heartbeats": unknown option/]
 ]
@@ -76,6 +78,17 @@ t.test('good options register', async (t) => {
     onDisconnect () {}
   }))
   await t.resolves(bootWith({ heartbeat: false, health: false }))
+})
+
+t.test('health: true and health: {} serve the default path', async (t) => {
+  for (const health of [true, {}]) {
+    const app = Fastify()
+    await app.register(reliableWs, { health: health as any })
+    const res = await app.inject('/health/ws')
+    t.equal(res.statusCode, 200)
+    t.equal(res.json().status, 'ok')
+    await app.close()
+  }
 })
 
 t.test('the plugin is exported as a function with default and named aliases', async (t) => {

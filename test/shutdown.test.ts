@@ -91,6 +91,11 @@ t.test('during shutdown new upgrades get 503 before the handshake, and health an
   t.equal(body.draining, true)
   t.equal(body.connections.active, 1, 'the body carries wsStats')
   t.equal(body.connections.rejected, 1, 'the refused upgrade is counted')
+  const withQuery = await fetch(`http://127.0.0.1:${port}/health/ws?probe=lb`)
+  t.equal((await withQuery.json()).status, 'draining', 'a query string is still the health route')
+  const post = await fetch(`http://127.0.0.1:${port}/health/ws`, { method: 'POST' })
+  t.equal(post.status, 503, "other requests get Fastify's own 503")
+  t.notOk((await post.json()).status)
 
   holder.destroy()
   await closing

@@ -1,0 +1,90 @@
+// A JSON chat room, an echo route and a health route, on one register() call.
+// Run it with `npm start` (which builds the plugin first); PORT and HOST are honoured.
+import fastify from 'fastify'
+import reliableWs from 'fastify-reliable-ws'
+
+const port = Number(process.env.PORT ?? 3000)
+const host = process.env.HOST ?? '127.0.0.1'
+
+const app = fastify({ logger: { level: process.env.LOG_LEVEL ?? 'info' } })
+
+await app.register(reliableWs, {
+  heartbeat: { intervalMs: 25_000, timeoutMs: 10_000 },
+  health: { path: '/health/ws' },
+  onConnect (socket, request) {
+    request.log.info({ socketId: socket.id, url: request.url }, 'websocket connected')
+  },
+  onDisconnect (socket, info) {
+    app.log.info({ socketId: socket.id, ...info }, 'websocket disconnected')
+  }
+})
+
+const room = new Set()
+
+app.get('/chat', {
+  websocket: true,
+  config: {
+    reliable: {
+      messageSchema: {
+        type: 'object',
+        properties: { name: { type: 'string', maxLength: 32 }, text: { type: 'string', minLength: 1, maxLength: 500 } },
+        required: ['name', 'text'],
+        additionalProperties: false
+      }
+    }
+  }
+}, (socket) => {
+  room.add(socket)
+  socket.on('close', () => room.delete(socket))
+  socket.on('json', ({ name, text }) => {
+    const message = { name, text, at: new Date().toISOString() }
+    // send() applies backpressure per client: a stalled reader misses messages instead of growing the heap.
+    for (const peer of room) peer.sendJSON(message)
+  })
+})
+
+app.get('/echo', { websocket: true, config: { reliable: { json: true } } }, (socket) => {
+  socket.on('json', (message) => socket.sendJSON({ echo: message }))
+})
+
+app.get('/', (_request, reply) => {
+  reply.type('text/html').send(PAGE)
+})
+
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => {
+    app.log.info(`${signal}: closing every websocket with 1001, then exiting`)
+    app.close().then(() => process.exit(0), () => process.exit(1))
+  })
+}
+
+await app.listen({ port, host })
+const base = `http://${host.includes(':') ? `[${host}]` : host}:${app.server.address().port}`
+console.log(`Chat page:  ${base}/`)
+console.log(`WebSockets: ${base.replace('http', 'ws')}/chat and ${base.replace('http', 'ws')}/echo`)
+console.log(`Health:     ${base}/health/ws`)
+
+const PAGE = `<!doctype html>
+<meta charset="utf-8">
+<title>fastify-reliable-ws chat</title>
+<style>body{font:16px system-ui;max-width:40em;margin:2em auto}#log{height:20em;overflow:auto;border:1px solid #ccc;padding:.5em}</style>
+<h1>Chat</h1>
+<div id="log"></div>
+<form id="form"><input id="name" value="guest" size="8"> <input id="text" size="40" autofocus> <button>Send</button></form>
+<script>
+const log = document.getElementById('log')
+const ws = new WebSocket(location.origin.replace('http', 'ws') + '/chat')
+const line = (text) => { const p = document.createElement('div'); p.textContent = text; log.append(p); log.scrollTop = log.scrollHeight }
+ws.onopen = () => line('connected')
+ws.onclose = (event) => line('closed: ' + event.code + ' ' + event.reason)
+ws.onmessage = (event) => {
+  const message = JSON.parse(event.data)
+  line(message.type === 'error' ? 'error: ' + message.message : message.name + ': ' + message.text)
+}
+document.getElementById('form').onsubmit = (event) => {
+  event.preventDefault()
+  ws.send(JSON.stringify({ name: document.getElementById('name').value, text: document.getElementById('text').value }))
+  document.getElementById('text').value = ''
+}
+</script>
+`

@@ -1,0 +1,46 @@
+// Needs the build (`npm test` runs it first): checks the published entry point
+// from CommonJS and from an ES module, the way an application loads it.
+import { execFile } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import t from 'tap'
+
+const root = join(__dirname, '..')
+const run = promisify(execFile)
+
+const app = (load: string): string => `
+${load}
+const fastify = require('fastify')
+const WebSocket = require('ws')
+async function main () {
+  const app = fastify()
+  await app.register(reliableWs, { health: { path: '/health/ws' } })
+  app.get('/chat', { websocket: true, config: { reliable: { json: true } } }, (socket) => {
+    socket.on('json', (msg) => socket.sendJSON({ echo: msg }))
+  })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const ws = new WebSocket('ws://127.0.0.1:' + app.server.address().port + '/chat')
+  ws.on('open', () => ws.send('{"hi":1}'))
+  const reply = await new Promise((resolve) => ws.on('message', (data) => resolve(data.toString())))
+  await app.close()
+  console.log(reply, typeof reliableWs.default, typeof reliableWs.fastifyReliableWs)
+}
+main()
+`
+
+t.test('the build exists', async (t) => {
+  t.ok(existsSync(join(root, 'dist/index.js')), 'run `npm run build` first (npm test does)')
+  t.ok(existsSync(join(root, 'dist/index.d.ts')), '.d.ts emitted')
+})
+
+t.test('require() loads the plugin', async (t) => {
+  const { stdout } = await run(process.execPath, ['-e', app("const reliableWs = require('fastify-reliable-ws')")], { cwd: root })
+  t.equal(stdout.trim(), '{"echo":{"hi":1}} function function')
+})
+
+t.test('import loads the plugin as the default export', async (t) => {
+  const source = app("import reliableWs from 'fastify-reliable-ws'\nimport { createRequire } from 'node:module'\nconst require = createRequire(import.meta.url)")
+  const { stdout } = await run(process.execPath, ['--input-type=module', '-e', source], { cwd: root })
+  t.equal(stdout.trim(), '{"echo":{"hi":1}} function function')
+})

@@ -1,0 +1,74 @@
+// Compiled by `npm run test:types`: a regression in a public type fails the suite.
+import fastify from 'fastify'
+import type { WebSocket } from 'ws'
+import reliableWs, { fastifyReliableWs } from '..'
+import type { DisconnectInfo, FastifyReliableWsOptions, InvalidMessageReply, RouteStats, WsStats } from '..'
+
+type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false
+function expectType<T> (_value: T): void {}
+function expectExact<A, B> (_proof: Equal<A, B>): void {}
+
+const app = fastify()
+
+app.register(reliableWs)
+app.register(fastifyReliableWs, { heartbeat: false, health: false })
+app.register(reliableWs, {
+  heartbeat: { intervalMs: 30_000, timeoutMs: 30_000 },
+  backpressure: { highWaterMark: 1_048_576, lowWaterMark: 262_144, onLimit: 'close' },
+  shutdown: { closeCode: 1001, reason: 'Server shutting down', timeoutMs: 5_000 },
+  health: { path: '/health/ws' },
+  websocket: { options: { maxPayload: 1_048_576 } },
+  onConnect (socket, request) {
+    expectExact<typeof socket, WebSocket>(true)
+    expectType<string>(request.url)
+  },
+  async onDisconnect (socket, info) {
+    expectType<string>(socket.id)
+    expectExact<typeof info, DisconnectInfo>(true)
+    expectExact<typeof info.cause, 'client' | 'server' | 'heartbeat' | 'backpressure' | 'shutdown' | 'error'>(true)
+  }
+})
+// @ts-expect-error onLimit is 'drop' or 'close'
+app.register(reliableWs, { backpressure: { onLimit: 'block' } })
+// @ts-expect-error intervalMs is a number
+app.register(reliableWs, { heartbeat: { intervalMs: '30s' } })
+
+const options: FastifyReliableWsOptions = { heartbeat: { intervalMs: 10 } }
+expectType<FastifyReliableWsOptions>(options)
+
+app.get('/chat', { websocket: true, config: { reliable: { json: true, heartbeat: { intervalMs: 100 } } } }, (socket, request) => {
+  expectType<string>(socket.id)
+  expectExact<typeof socket.isAlive, boolean>(true)
+  expectExact<typeof socket.latencyMs, number | null>(true)
+  expectExact<ReturnType<typeof socket.sendJSON>, boolean>(true)
+  expectType<boolean>(socket.send('text'))
+  expectType<boolean>(socket.send(Buffer.from('x'), { binary: true }, (err) => { expectType<Error | undefined>(err) }))
+  socket.on('json', (message) => { socket.sendJSON({ echo: message }) })
+  socket.on('drain', () => {})
+  socket.on('message', (data, isBinary) => {
+    expectType<boolean>(isBinary)
+    expectType<Buffer | ArrayBuffer | Buffer[]>(data)
+  })
+  socket.on('close', (code, reason) => {
+    expectType<number>(code)
+    expectType<Buffer>(reason)
+  })
+  socket.once('pong', (data) => { expectType<Buffer>(data) })
+  expectType<string>(request.url)
+})
+app.get('/plain', { websocket: true, config: { reliable: false } }, () => {})
+app.get('/schema', { websocket: true, config: { reliable: { messageSchema: { type: 'object' } } } }, () => {})
+// @ts-expect-error json is a boolean
+app.get('/bad', { websocket: true, config: { reliable: { json: 'yes' } } }, () => {})
+
+const stats = app.wsStats
+expectExact<typeof stats, WsStats>(true)
+expectType<number>(stats.connections.active)
+expectExact<typeof stats.heartbeat.latencyMs.p99, number | null>(true)
+expectExact<(typeof stats.routes)[string], RouteStats>(true)
+expectType<boolean>(stats.draining)
+// @ts-expect-error wsStats is read-only
+app.wsStats = stats
+
+const reply: InvalidMessageReply = { type: 'error', message: 'Invalid message' }
+expectType<InvalidMessageReply>(reply)
