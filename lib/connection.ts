@@ -66,21 +66,26 @@ function onClose (this: ReliableSocket, code: number, reason: Buffer): void {
  * socket is paused, so no message arrives before the handler listens for it.
  * A hook that throws or rejects refuses the connection with 1008.
  */
-export function connect (socket: ReliableSocket, request: FastifyRequest, handler: () => unknown): unknown {
+export function connect (
+  socket: ReliableSocket,
+  request: FastifyRequest,
+  handler: (this: unknown, socket: ReliableSocket, request: FastifyRequest) => unknown,
+  thisArg: unknown
+): unknown {
   const onConnect = socket[kRoute]!.ctx.settings.onConnect
-  if (onConnect == null) return handler()
+  if (onConnect == null) return handler.call(thisArg, socket, request)
   let result
   try {
     result = onConnect(socket, request)
   } catch (err) {
     return refuseConnection(socket, err)
   }
-  if (!isThenable(result)) return handler()
+  if (!isThenable(result)) return handler.call(thisArg, socket, request)
   socket.pause()
   return result.then(() => {
     if (socket.readyState !== OPEN) return
     try {
-      return handler()
+      return handler.call(thisArg, socket, request)
     } finally {
       socket.resume()
     }

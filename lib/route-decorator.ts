@@ -1,4 +1,4 @@
-import type { onResponseHookHandler, RouteOptions } from 'fastify'
+import type { FastifyRequest, onResponseHookHandler, RouteOptions } from 'fastify'
 import type Ajv from 'ajv'
 import type { Context, Route } from './context'
 import type { ReliableSocket } from './reliable-socket'
@@ -6,7 +6,7 @@ import { connect, openConnection } from './connection'
 import { compileMessageSchema, createAjv } from './json-messages'
 import { resolveRouteSettings } from './options'
 
-type Handler = (this: unknown, socket: ReliableSocket, request: any) => unknown
+type Handler = (this: unknown, socket: ReliableSocket, request: FastifyRequest) => unknown
 
 /**
  * The onRoute hook. It runs before @fastify/websocket's own (which captures
@@ -58,6 +58,6 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
 function wrap (route: Route, handler: Handler): Handler {
   return function reliableHandler (socket, request) {
     openConnection(socket, route)
-    return connect(socket, request, () => handler.call(this, socket, request))
+    return connect(socket, request, handler, this)
   }
 }

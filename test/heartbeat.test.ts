@@ -3,7 +3,7 @@ import { once } from 'node:events'
 import { performance } from 'node:perf_hooks'
 import t from 'tap'
 import WebSocket from 'ws'
-import { OPCODE, RawPeer, closeEvent, connect, sleep, start, waitFor } from './helpers'
+import { OPCODE, RawPeer, closeEvent, connect, sleep, start, waitFor, watch } from './helpers'
 
 const INTERVAL = 50
 // A bound, not a timing: the scheduler's tick plus a noisy 2-core machine.
@@ -61,13 +61,10 @@ t.test('a live peer is never terminated, and its latency is measured', async (t)
   })
   t.teardown(() => app.close())
   const ws = await connect(url('/ws'))
-  let pings = 0
-  ws.on('ping', () => pings++)
-  let closed = false
-  ws.on('close', () => { closed = true })
+  const seen = watch(ws)
   await sleep(20 * 15)
-  t.notOk(closed, 'still open after 15 intervals')
-  t.ok(pings >= 5, `pinged ${pings} times`)
+  t.notOk(seen.closed, 'still open after 15 intervals')
+  t.ok(seen.pings >= 5, `pinged ${seen.pings} times`)
   ws.send('how am I?')
   const [reply] = await new Promise<any[]>((resolve) => ws.once('message', (data) => resolve([JSON.parse(data.toString())])))
   t.equal(reply.isAlive, true)
@@ -162,13 +159,10 @@ t.test('with timeoutMs < intervalMs a live peer is checked and kept, pinged once
   const { app, url } = await start({ heartbeat: { intervalMs: 60, timeoutMs: 20 } }, echoRoute())
   t.teardown(() => app.close())
   const ws = await connect(url('/ws'))
-  let pings = 0
-  ws.on('ping', () => pings++)
-  let closed = false
-  ws.on('close', () => { closed = true })
+  const seen = watch(ws)
   await sleep(60 * 10)
-  t.notOk(closed, 'still open after 10 intervals')
-  t.ok(pings >= 6 && pings <= 11, `${pings} pings in 10 intervals`)
+  t.notOk(seen.closed, 'still open after 10 intervals')
+  t.ok(seen.pings >= 6 && seen.pings <= 11, `${seen.pings} pings in 10 intervals`)
   t.equal(app.wsStats.heartbeat.timeouts, 0)
   ws.close()
 })

@@ -61,6 +61,14 @@ export function collect (ws: WebSocket): unknown[] {
   return messages
 }
 
+/** Counts the pings a client receives (and answers) and notes whether it closed. */
+export function watch (ws: WebSocket): { pings: number, closed: boolean } {
+  const seen = { pings: 0, closed: false }
+  ws.on('ping', () => { seen.pings++ })
+  ws.on('close', () => { seen.closed = true })
+  return seen
+}
+
 export function closeEvent (ws: WebSocket): Promise<{ code: number, reason: string }> {
   return new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })))
 }
