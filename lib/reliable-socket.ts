@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import WebSocket from 'ws'
 import type fastifyReliableWs = require('../types/index')
 import type { Route } from './context'
@@ -42,7 +42,9 @@ export interface ReliableSocket extends WebSocket.WebSocket {
  */
 export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
   class ReliableWebSocket extends (Base as any) {
-    id = randomUUID()
+    // Hex of 128 random bits: a flat string (randomUUID() builds its result by
+    // concatenation, and that rope costs ~500 bytes per connection to keep).
+    id = randomBytes(16).toString('hex')
     isAlive = true
     latencyMs: number | null = null;
     [kRoute]: Route | undefined = undefined;

@@ -14,7 +14,7 @@ declare module 'ws' {
   // Merges into ws's WebSocket class, so `WebSocket.WebSocket` (the socket
   // @fastify/websocket hands to handlers) carries the extensions too.
   interface WebSocket {
-    /** Unique id of this connection (a random UUID). */
+    /** Unique id of this connection: 32 hex digits (128 random bits). */
     readonly id: string
     /** True until the peer misses a heartbeat. */
     readonly isAlive: boolean
