@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks'
 import type { Context } from './context'
 import type { HeartbeatSettings } from './options'
 import type { ReliableSocket } from './reliable-socket'
-import { kPongState, kCause, kNextPingAt, kPingAt, kRoute } from './symbols'
+import { kPongState, kCause, kLatency, kNextPingAt, kPingAt, kRoute } from './symbols'
 
 const OPEN = 1
 
@@ -70,7 +70,7 @@ export function onPong (this: ReliableSocket): void {
   const pingAt = this[kPingAt]
   if (pingAt !== 0) {
     const rtt = performance.now() - pingAt
-    this.latencyMs = rtt
+    this[kLatency] = rtt
     ctx.stats.recordLatency(rtt)
     this[kPingAt] = 0
   }

@@ -7,7 +7,7 @@ import { crossHighWater, refuse } from './backpressure'
 import { ALIVE } from './heartbeat'
 import type { PongState } from './heartbeat'
 import {
-  kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
+  kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
   kRoute, kWheelPos, kWheelTick
 } from './symbols'
 
@@ -18,7 +18,8 @@ type SendCallback = (err?: Error) => void
 export interface ReliableSocket extends WebSocket.WebSocket {
   id: string
   isAlive: boolean
-  latencyMs: number | null
+  readonly latencyMs: number | null
+  [kLatency]: number
   _socket: import('node:net').Socket
   _closeFrameReceived: boolean
   [kRoute]: Route | undefined
@@ -45,8 +46,10 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     // Hex of 128 random bits: a flat string (randomUUID() builds its result by
     // concatenation, and that rope costs ~500 bytes per connection to keep).
     id = randomBytes(16).toString('hex')
-    isAlive = true
-    latencyMs: number | null = null;
+    isAlive = true;
+    // -1 until the first pong. Kept numeric so V8 stores each new round trip in place;
+    // a field that also held null would box every one of them.
+    [kLatency] = -1;
     [kRoute]: Route | undefined = undefined;
     [kCause]: Cause | undefined = undefined;
     [kOpenedAt] = 0;
@@ -58,6 +61,11 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     [kWheelTick] = -1;
     [kWheelPos] = -1;
     [kOverHighWater] = false
+
+    get latencyMs (): number | null {
+      const latency = this[kLatency]
+      return latency < 0 ? null : latency
+    }
 
     send (data: unknown, options?: object | SendCallback, cb?: SendCallback): boolean | undefined {
       const route = this[kRoute]
