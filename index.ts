@@ -38,7 +38,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
   const { options: wsOptions, errorHandler, ...rest } = settings.websocket
   fastify.register(fastifyWebsocket, {
     ...rest,
-    options: { ...wsOptions, WebSocket: createSocketClass((wsOptions?.WebSocket as typeof WebSocket | undefined) ?? WebSocket) },
+    options: { ...wsOptions, WebSocket: createSocketClass((wsOptions!.WebSocket as typeof WebSocket | undefined) ?? WebSocket) },
     errorHandler: createErrorHandler(errorHandler),
     preClose: createPreClose(ctx)
   })
@@ -56,7 +56,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     })
   }
 
-  // preClose has already closed every socket; this covers close() before listen().
+  // Closed sockets leave the wheel themselves, which disarms it; this also covers a close() whose preClose never ran.
   fastify.addHook('onClose', function stopScheduler (_instance, next) {
     ctx.scheduler.stop()
     next()
