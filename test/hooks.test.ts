@@ -1,5 +1,5 @@
 import t from 'tap'
-import { closeEvent, collect, connect, sleep, start, waitFor } from './helpers'
+import { OPCODE, RawPeer, closeEvent, collect, connect, sleep, start, waitFor } from './helpers'
 
 t.test('onConnect runs before the handler and onDisconnect reports how the socket ended', async (t) => {
   const events: string[] = []
@@ -189,4 +189,39 @@ t.test('websocket.options reach ws: maxPayload closes an oversized message with 
   await waitFor(() => infos.length === 1)
   t.equal(infos[0].cause, 'error')
   t.equal(app.wsStats.errors, 1)
+})
+
+t.test('maxPayload defaults to 1 MiB', async (t) => {
+  const { app, url } = await start({ heartbeat: false }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => { socket.on('message', (d) => socket.send(`${d.length}`)) })
+  })
+  t.teardown(() => app.close())
+  const ws = await connect(url('/ws'))
+  ws.on('error', () => {})
+  ws.send(Buffer.alloc(1024 * 1024))
+  await waitFor(() => collect(ws).length === 1)
+  t.same(collect(ws), [1024 * 1024], 'exactly 1 MiB is accepted')
+  ws.send(Buffer.alloc(1024 * 1024 + 1))
+  t.equal((await closeEvent(ws)).code, 1009)
+})
+
+t.test('a protocol error from one peer closes it with 1002, counted, and others carry on', async (t) => {
+  const { app, url, port } = await start({ heartbeat: false }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => { socket.on('message', (d) => socket.send(d.toString())) })
+  }, { logger: { level: 'fatal' } })
+  t.teardown(() => app.close())
+  const good = await connect(url('/ws'))
+  const bad = await RawPeer.connect(port, '/ws')
+  // An unmasked client frame: RFC 6455 requires the server to fail the connection.
+  bad.socket.write(Buffer.from([0x81, 0x02, 0x68, 0x69]))
+  await waitFor(() => bad.ended, 2000, 'the bad peer to be closed')
+  const close = bad.frames.find((frame) => frame.opcode === OPCODE.close)
+  t.equal(close?.payload.readUInt16BE(0), 1002)
+  await waitFor(() => app.wsStats.connections.active === 1)
+  t.equal(app.wsStats.errors, 1)
+  t.same(app.wsStats.closeCodes, { 1006: 1 }, 'the peer answered no close frame: ws reports 1006')
+  good.send('still here')
+  await waitFor(() => collect(good).length === 1)
+  t.same(collect(good), ['still here'])
+  good.close()
 })
