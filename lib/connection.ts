@@ -83,10 +83,10 @@ export function connect (
   if (!isThenable(result)) return handler.call(thisArg, socket, request)
   socket.pause()
   return result.then(() => {
-    if (socket.readyState !== OPEN) return
     try {
-      return handler.call(thisArg, socket, request)
+      if (socket.readyState === OPEN) return handler.call(thisArg, socket, request)
     } finally {
+      // Also when the peer left meanwhile: a paused socket would never read its close frame.
       socket.resume()
     }
   }, (err: unknown) => refuseConnection(socket, err))
@@ -94,6 +94,8 @@ export function connect (
 
 function refuseConnection (socket: ReliableSocket, err: unknown): void {
   socket[kRoute]!.ctx.log.warn({ err, socketId: socket.id }, 'onConnect refused the websocket connection')
+  // Reading again lets the peer's answering close frame end the handshake at once.
+  socket.resume()
   socket.close(1008, 'Connection refused')
 }
 

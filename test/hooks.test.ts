@@ -49,6 +49,26 @@ t.test('a peer gone before an async onConnect settles never reaches the handler'
   t.notOk(handlerRan)
 })
 
+t.test('app.close() during an async onConnect completes the closing handshake once the hook settles', async (t) => {
+  let handlerRan = false
+  const { app, url } = await start({
+    heartbeat: false,
+    // The socket is paused while onConnect runs; left paused, it would wait out this timeout for the peer's close frame.
+    shutdown: { timeoutMs: 10_000 },
+    async onConnect () { await sleep(200) }
+  }, (app) => {
+    app.get('/ws', { websocket: true }, () => { handlerRan = true })
+  })
+  const ws = await connect(url('/ws'))
+  const closed = closeEvent(ws)
+  const startedAt = Date.now()
+  await app.close()
+  const elapsed = Date.now() - startedAt
+  t.equal((await closed).code, 1001)
+  t.ok(elapsed < 2000, `close() resolved in ${elapsed} ms`)
+  t.notOk(handlerRan, 'a socket already closing never reaches the handler')
+})
+
 t.test('an async onConnect holds messages until the handler listens', async (t) => {
   const received: string[] = []
   const { app, url } = await start({
@@ -73,16 +93,20 @@ for (const [name, onConnect] of [
 ] as const) {
   t.test(`an onConnect that ${name} refuses the connection with 1008`, async (t) => {
     let handlerRan = false
-    const { app, url } = await start({ heartbeat: false, onConnect }, (app) => {
+    // A socket left paused would not read the peer's answering close frame and would wait out this timeout.
+    const { app, url } = await start({ heartbeat: false, onConnect, shutdown: { timeoutMs: 10_000 } }, (app) => {
       app.get('/ws', { websocket: true }, () => { handlerRan = true })
     })
     t.teardown(() => app.close())
+    const startedAt = Date.now()
     const ws = await connect(url('/ws'))
     const { code, reason } = await closeEvent(ws)
     t.equal(code, 1008)
     t.equal(reason, 'Connection refused', 'the error message stays on the server')
     t.notOk(handlerRan)
-    await waitFor(() => app.wsStats.connections.active === 0)
+    await waitFor(() => app.wsStats.connections.active === 0, 9000)
+    const elapsed = Date.now() - startedAt
+    t.ok(elapsed < 2000, `the closing handshake completed at once (${elapsed} ms)`)
     t.equal(app.wsStats.closeCodes['1008'], 1)
   })
 }
@@ -193,7 +217,7 @@ t.test('websocket.options reach ws: maxPayload closes an oversized message with 
 
 t.test('maxPayload defaults to 1 MiB', async (t) => {
   const { app, url } = await start({ heartbeat: false }, (app) => {
-    app.get('/ws', { websocket: true }, (socket) => { socket.on('message', (d) => socket.send(`${d.length}`)) })
+    app.get('/ws', { websocket: true }, (socket) => { socket.on('message', (d) => socket.send(`${(d as Buffer).length}`)) })
   })
   t.teardown(() => app.close())
   const ws = await connect(url('/ws'))
