@@ -30,6 +30,7 @@ export class Scheduler<T extends Entry> {
   private size = 0
   private timer: NodeJS.Timeout | null = null
   private armedTick = Infinity
+  private sweeping = false
   private readonly run = (): void => this.advance()
 
   constructor (private readonly onDue: (entry: T, now: number) => void) {}
@@ -50,7 +51,8 @@ export class Scheduler<T extends Entry> {
     entry[kWheelPos] = slot.length
     slot.push(entry)
     this.size++
-    if (tick < this.armedTick) this.arm(tick)
+    // A sweep arms the timer once, when it is done.
+    if (tick < this.armedTick && !this.sweeping) this.arm(tick)
   }
 
   remove (entry: T): void {
@@ -81,6 +83,7 @@ export class Scheduler<T extends Entry> {
     const last = Math.min(target, this.cursor + SLOTS)
     // Moved first, so what onDue schedules lands after this tick.
     this.cursor = target
+    this.sweeping = true
     for (let tick = first; tick <= last; tick++) {
       const slot = this.slots[tick & MASK]
       // Backwards, so the swap-removal below only moves entries already visited
@@ -92,15 +95,18 @@ export class Scheduler<T extends Entry> {
         this.onDue(entry, now)
       }
     }
+    this.sweeping = false
     if (this.size === 0) return
     // Some slot holds an entry, so this ends within one revolution.
     let next = target + 1
     while (this.slots[next & MASK].length === 0) next++
-    if (next < this.armedTick) this.arm(next)
+    this.arm(next)
   }
 
   private arm (tick: number): void {
-    const delay = Math.max(0, this.origin + tick * this.tickMs - performance.now())
+    // Timers count whole milliseconds from the event loop's cached clock: rounding
+    // up keeps a wake-up from landing just before its tick, finding nothing due.
+    const delay = Math.max(0, Math.ceil(this.origin + tick * this.tickMs - performance.now()) + 1)
     if (this.timer !== null) clearTimeout(this.timer)
     this.timer = setTimeout(this.run, delay)
     this.timer.unref()
