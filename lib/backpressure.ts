@@ -1,5 +1,6 @@
 import type { Route } from './context'
 import type { ReliableSocket } from './reliable-socket'
+import { failConnection } from './error-handler'
 import { FST_RELIABLE_WS_DROPPED } from './errors'
 import { kCause, kOverHighWater } from './symbols'
 
@@ -46,9 +47,15 @@ function awaitFlush (socket: ReliableSocket, route: Route): void {
 
 function checkDrain (socket: ReliableSocket, route: Route): void {
   if (socket.readyState !== OPEN) return
-  if (socket.bufferedAmount < route.backpressure.lowWaterMark) {
+  // At or below, so a lowWaterMark of 0 means "once everything is flushed".
+  if (socket.bufferedAmount <= route.backpressure.lowWaterMark) {
     socket[kOverHighWater] = false
-    socket.emit('drain')
+    try {
+      socket.emit('drain')
+    } catch (err) {
+      // Thrown from a write callback or setImmediate, it would take the process down.
+      failConnection(socket, err)
+    }
   } else {
     awaitFlush(socket, route)
   }

@@ -17,6 +17,11 @@ export const FST_RELIABLE_WS_DROPPED = createError(
   'Message dropped: %d bytes are buffered, above the highWaterMark of %d'
 )
 
+export const FST_RELIABLE_WS_NOT_OPEN = createError(
+  'FST_RELIABLE_WS_NOT_OPEN',
+  'Message not sent: the websocket is no longer open (readyState %d)'
+)
+
 export const FST_RELIABLE_WS_NOT_JSON = createError(
   'FST_RELIABLE_WS_NOT_JSON',
   'sendJSON: the value has no JSON representation',

@@ -2,7 +2,7 @@ import { randomFillSync } from 'node:crypto'
 import WebSocket from 'ws'
 import type fastifyReliableWs = require('../types/index')
 import type { Route } from './context'
-import { FST_RELIABLE_WS_NOT_JSON } from './errors'
+import { FST_RELIABLE_WS_NOT_JSON, FST_RELIABLE_WS_NOT_OPEN } from './errors'
 import { crossHighWater, refuse } from './backpressure'
 import { ALIVE } from './heartbeat'
 import type { PongState } from './heartbeat'
@@ -22,6 +22,7 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   [kLatency]: number
   _socket: import('node:net').Socket
   _closeFrameReceived: boolean
+  _sender: { _firstFragment: boolean }
   [kRoute]: Route | undefined
   [kCause]: Cause | undefined
   [kOpenedAt]: number
@@ -66,20 +67,27 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
       return latency < 0 ? null : latency
     }
 
-    send (data: unknown, options?: object | SendCallback, cb?: SendCallback): boolean | undefined {
+    send (data: unknown, options?: object | SendCallback, cb?: SendCallback): boolean {
+      if (typeof options === 'function') {
+        cb = options as SendCallback
+        options = undefined
+      }
       const route = this[kRoute]
-      if (route === undefined) return super.send(data, options, cb)
-      if (this.readyState !== WebSocket.OPEN) {
-        // ws reports the failure (to cb, or by throwing while CONNECTING).
+      if (route === undefined) {
         super.send(data, options, cb)
+        return this.readyState === WebSocket.OPEN
+      }
+      if (this.readyState !== WebSocket.OPEN) {
+        // ws would count the bytes into bufferedAmount (and wsStats with it) although they are never sent.
+        if (cb !== undefined) process.nextTick(cb, new FST_RELIABLE_WS_NOT_OPEN(this.readyState))
         return false
       }
       const highWaterMark = route.backpressure.highWaterMark
-      if (this[kOverHighWater]) {
+      // A message sent in fragments (fin: false) is never cut short: dropping a
+      // later fragment would leave ws's sender mid-message.
+      if (this[kOverHighWater] && this._sender._firstFragment) {
         const buffered: number = this.bufferedAmount
-        if (buffered > highWaterMark) {
-          return refuse(this as unknown as ReliableSocket, route, buffered, typeof options === 'function' ? options as SendCallback : cb)
-        }
+        if (buffered > highWaterMark) return refuse(this as unknown as ReliableSocket, route, buffered, cb)
       }
       super.send(data, options, cb)
       route.counters.messagesSent++
@@ -88,7 +96,7 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
       return true
     }
 
-    sendJSON (value: unknown, cb?: SendCallback): boolean | undefined {
+    sendJSON (value: unknown, cb?: SendCallback): boolean {
       const text = JSON.stringify(value)
       if (text === undefined) throw new FST_RELIABLE_WS_NOT_JSON()
       return this.send(text, cb)

@@ -179,3 +179,95 @@ t.test('with permessage-deflate the queue inside ws counts too, and waiting for 
   t.equal(app.wsStats.backpressure.bufferedBytes, 0)
   ws.close()
 })
+
+t.test("lowWaterMark 0: 'drain' comes once everything is flushed", async (t) => {
+  const flood = newFlood()
+  let bufferedAtDrain = -1
+  const { app, url } = await start({ heartbeat: false, backpressure: { highWaterMark: HIGH, lowWaterMark: 0 } }, floodRoute(flood))
+  t.teardown(() => app.close())
+  const { ws } = await stalledClient(url('/ws'))
+  await waitFor(() => flood.accepted + flood.refused === FLOOD, 5000, 'the flood')
+  t.ok(flood.refused > 0)
+  const [socket] = app.websocketServer.clients
+  socket.once('drain', () => { bufferedAtDrain = socket.bufferedAmount })
+  ;(ws as any)._socket.resume()
+  await waitFor(() => flood.drained, 5000, "'drain'")
+  t.equal(bufferedAtDrain, 0)
+  ws.close()
+})
+
+t.test("a 'drain' listener that throws closes that socket with 1011; the process and other sockets carry on", async (t) => {
+  const { app, url } = await start({ heartbeat: false, backpressure: { highWaterMark: HIGH, lowWaterMark: LOW } }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => {
+      socket.on('drain', () => { throw new Error('bug in a drain listener') })
+      socket.on('message', (data) => {
+        if (data.toString() !== 'go') return socket.send(data)
+        for (let i = 0; i < FLOOD && socket.send(CHUNK); i++);
+      })
+    })
+  })
+  t.teardown(() => app.close())
+  const { ws } = await stalledClient(url('/ws'))
+  const other = await connect(url('/ws'))
+  await waitFor(() => app.wsStats.messages.dropped === 1, 5000, 'the flood')
+  const closed = closeEvent(ws)
+  ;(ws as any)._socket.resume()
+  t.equal((await closed).code, 1011)
+  t.equal(app.wsStats.errors, 1)
+  const echoed = new Promise((resolve) => other.once('message', (data) => resolve(data.toString())))
+  other.send('still here')
+  t.equal(await echoed, 'still here')
+  other.close()
+})
+
+t.test('a message sent in fragments is never cut by the policy, and the next one is refused', async (t) => {
+  const results: boolean[] = []
+  // Enough that the kernel's socket buffers cannot absorb it all.
+  const FRAGMENTS = 150
+  const { app, url } = await start({ heartbeat: false, backpressure: { highWaterMark: HIGH, lowWaterMark: LOW } }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => {
+      socket.on('message', (data) => {
+        if (data.toString() !== 'go') return socket.send(data)
+        for (let i = 0; i < FRAGMENTS; i++) results.push(socket.send(CHUNK, { fin: i === FRAGMENTS - 1 }))
+        results.push(socket.send('after'))
+      })
+    })
+  })
+  t.teardown(() => app.close())
+  const { ws } = await stalledClient(url('/ws'))
+  await waitFor(() => results.length === FRAGMENTS + 1, 5000, 'the sends')
+  t.ok(FRAGMENTS * CHUNK.length > HIGH * 2, 'the message is far above highWaterMark')
+  t.same(results, [...Array(FRAGMENTS).fill(true), false], 'every fragment accepted, the message after it refused')
+  const messages: Buffer[] = []
+  ws.on('message', (data) => messages.push(data as Buffer))
+  const closed = closeEvent(ws)
+  ;(ws as any)._socket.resume()
+  await waitFor(() => messages.length > 0, 5000, 'the whole message')
+  t.equal(messages.length, 1, 'the refused message never went out')
+  t.equal(messages[0].length, FRAGMENTS * CHUNK.length)
+  ws.send('again')
+  await waitFor(() => messages.length === 2, 5000, 'a message after it')
+  t.equal(messages[1].length, 5)
+  t.equal(app.wsStats.errors, 0)
+  ws.close()
+  t.equal((await closed).code, 1005, 'the stream stayed well-formed to the end')
+})
+
+t.test('send on a closing socket refuses at once: false, a coded error, nothing buffered', async (t) => {
+  let result: { accepted: boolean, buffered: number, code?: string } | null = null
+  const { app, url } = await start({ heartbeat: false }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => {
+      socket.close(1000)
+      const accepted = socket.send('too late', (err) => {
+        result = { accepted, buffered: socket.bufferedAmount, code: (err as any)?.code }
+      })
+    })
+  })
+  t.teardown(() => app.close())
+  const ws = await connect(url('/ws'))
+  await closeEvent(ws)
+  await waitFor(() => result !== null)
+  t.same(result, { accepted: false, buffered: 0, code: 'FST_RELIABLE_WS_NOT_OPEN' })
+  t.equal(app.wsStats.messages.sent, 0)
+  t.equal(app.wsStats.backpressure.bufferedBytes, 0)
+})

@@ -23,7 +23,8 @@ declare module 'ws' {
     /**
      * Sends `data` through the backpressure policy.
      * @returns `true` when the message was accepted, `false` when it was dropped
-     *   (the callback then receives an error with code `FST_RELIABLE_WS_DROPPED`).
+     *   (the callback then receives an error with code `FST_RELIABLE_WS_DROPPED`)
+     *   or the socket is no longer open (`FST_RELIABLE_WS_NOT_OPEN`).
      */
     send (data: BufferLike, cb?: (err?: Error) => void): boolean
     send (data: BufferLike, options: { mask?: boolean; binary?: boolean; compress?: boolean; fin?: boolean }, cb?: (err?: Error) => void): boolean
@@ -71,7 +72,7 @@ declare namespace fastifyReliableWs {
   export interface BackpressureOptions {
     /** Above this many buffered bytes a new message is refused. Default `1048576` (1 MiB). */
     highWaterMark?: number
-    /** `'drain'` is emitted once the buffered bytes fall below this. Default `262144` (256 KiB). */
+    /** `'drain'` is emitted once the buffered bytes fall to this or below. Default `262144` (256 KiB). */
     lowWaterMark?: number
     /** `'drop'` refuses the message; `'close'` closes the slow consumer with 1013. Default `'drop'`. */
     onLimit?: 'drop' | 'close'
@@ -109,8 +110,8 @@ declare namespace fastifyReliableWs {
     backpressure?: BackpressureOptions
     /** Graceful shutdown on `app.close()`. */
     shutdown?: ShutdownOptions
-    /** A GET route answering with `wsStats`, or `false` (the default) for none. */
-    health?: HealthOptions | false
+    /** A GET route answering with `wsStats` (`true`: at the default path), or `false` (the default) for none. */
+    health?: HealthOptions | boolean
     /** Options handed to @fastify/websocket; `options.maxPayload` defaults to 1 MiB. */
     websocket?: WebsocketPluginOptions
     /** Called for each new reliable connection before the route handler; throwing closes it with 1008. */
@@ -141,7 +142,7 @@ declare namespace fastifyReliableWs {
     pong: [data: Buffer]
     /** A text message parsed as JSON (and valid against `messageSchema`), on JSON routes. */
     json: [message: any]
-    /** The buffered amount fell below lowWaterMark after having crossed highWaterMark. */
+    /** The buffered amount fell to lowWaterMark or below after having crossed highWaterMark. */
     drain: []
   }
 
