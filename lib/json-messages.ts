@@ -9,7 +9,7 @@ import { kPongState, kRoute } from './symbols'
 const INVALID_REPLY = '{"type":"error","message":"Invalid message"}'
 
 /**
- * Ajv as the issue of message validation needs it: unlike Fastify's request
+ * Ajv set up for message validation: unlike Fastify's request
  * validator it never coerces types, fills defaults or removes properties, so
  * the handler sees exactly what the peer sent.
  */

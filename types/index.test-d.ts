@@ -12,6 +12,7 @@ const app = fastify()
 
 app.register(reliableWs)
 app.register(fastifyReliableWs, { heartbeat: false, health: false })
+app.register(fastifyReliableWs, { health: true })
 app.register(reliableWs, {
   heartbeat: { intervalMs: 30_000, timeoutMs: 30_000 },
   backpressure: { highWaterMark: 1_048_576, lowWaterMark: 262_144, onLimit: 'close' },
