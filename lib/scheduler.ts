@@ -17,17 +17,24 @@ const MASK = SLOTS - 1
 
 /**
  * One timer for every connection of a Fastify instance: a hashed timing wheel.
- * Each entry sits in the slot of the tick it is due on; the single timer is
- * armed only for the next non-empty slot, so the cost is proportional to the
- * work due, never to the number of idle connections, and a sweep never has
- * to walk all sockets at once.
+ * Each entry due within one revolution sits in the slot of its tick; the single
+ * timer is armed only for the next non-empty slot, so the cost is proportional
+ * to the work due, never to the number of idle connections, and a sweep never
+ * has to walk all sockets at once.
+ *
+ * Entries due further ahead (a 30 s route beside a 1 s one) wait in an
+ * overflow list that is looked at about once per revolution and moved into
+ * the wheel when they come within reach: in the wheel they would wake the
+ * timer every revolution for nothing.
  */
 export class Scheduler<T extends Entry> {
   private readonly slots: T[][] = Array.from({ length: SLOTS }, () => [])
+  private readonly overflow: T[] = []
   private readonly origin = performance.now()
   private tickMs = MAX_TICK_MS
   private cursor = 0
   private size = 0
+  private overflowCheck = Infinity
   private timer: NodeJS.Timeout | null = null
   private armedTick = Infinity
   private sweeping = false
@@ -46,23 +53,33 @@ export class Scheduler<T extends Entry> {
     // An empty wheel has nothing to catch up on.
     if (this.size === 0) this.cursor = Math.floor((performance.now() - this.origin) / this.tickMs)
     const tick = Math.max(Math.ceil((dueAt - this.origin) / this.tickMs), this.cursor + 1)
-    const slot = this.slots[tick & MASK]
     entry[kWheelTick] = tick
-    entry[kWheelPos] = slot.length
-    slot.push(entry)
     this.size++
+    let wake = tick
+    if (tick - this.cursor > SLOTS) {
+      // Negative positions mark the overflow list.
+      entry[kWheelPos] = ~this.overflow.length
+      this.overflow.push(entry)
+      if (tick - SLOTS < this.overflowCheck) this.overflowCheck = tick - SLOTS
+      wake = this.overflowCheck
+    } else {
+      const slot = this.slots[tick & MASK]
+      entry[kWheelPos] = slot.length
+      slot.push(entry)
+    }
     // A sweep arms the timer once, when it is done.
-    if (tick < this.armedTick && !this.sweeping) this.arm(tick)
+    if (wake < this.armedTick && !this.sweeping) this.arm(wake)
   }
 
   remove (entry: T): void {
     const tick = entry[kWheelTick]
     if (tick === -1) return
-    const slot = this.slots[tick & MASK]
-    const last = slot.pop() as T
-    if (last !== entry) {
-      slot[entry[kWheelPos]] = last
-      last[kWheelPos] = entry[kWheelPos]
+    const pos = entry[kWheelPos]
+    if (pos < 0) {
+      takeOut(this.overflow, entry, ~pos, pos)
+      if (this.overflow.length === 0) this.overflowCheck = Infinity
+    } else {
+      takeOut(this.slots[tick & MASK], entry, pos, pos)
     }
     entry[kWheelTick] = -1
     if (--this.size === 0) this.disarm()
@@ -78,6 +95,7 @@ export class Scheduler<T extends Entry> {
     this.armedTick = Infinity
     const now = performance.now()
     const target = Math.floor((now - this.origin) / this.tickMs)
+    if (target >= this.overflowCheck) this.bringIntoReach(target)
     // After a long stall every slot is visited once; each entry's own tick decides if it is due.
     const first = this.cursor + 1
     const last = Math.min(target, this.cursor + SLOTS)
@@ -97,10 +115,30 @@ export class Scheduler<T extends Entry> {
     }
     this.sweeping = false
     if (this.size === 0) return
-    // Some slot holds an entry, so this ends within one revolution.
     let next = target + 1
-    while (this.slots[next & MASK].length === 0) next++
+    const end = Math.min(target + SLOTS, this.overflowCheck)
+    while (next < end && this.slots[next & MASK].length === 0) next++
     this.arm(next)
+  }
+
+  /** Moves the overflow entries due within one revolution of `target` into the wheel. */
+  private bringIntoReach (target: number): void {
+    const overflow = this.overflow
+    let earliest = Infinity
+    for (let i = overflow.length - 1; i >= 0; i--) {
+      const entry = overflow[i]
+      const tick = entry[kWheelTick]
+      if (tick - target > SLOTS) {
+        if (tick < earliest) earliest = tick
+        continue
+      }
+      takeOut(overflow, entry, i, ~i)
+      const slot = this.slots[tick & MASK]
+      entry[kWheelPos] = slot.length
+      slot.push(entry)
+    }
+    // Never sooner than half a revolution on, so the list is walked about twice per revolution at most.
+    this.overflowCheck = overflow.length === 0 ? Infinity : Math.max(earliest - SLOTS, target + SLOTS / 2)
   }
 
   private arm (tick: number): void {
@@ -117,5 +155,14 @@ export class Scheduler<T extends Entry> {
     if (this.timer !== null) clearTimeout(this.timer)
     this.timer = null
     this.armedTick = Infinity
+  }
+}
+
+/** Swap-removes `entry` from index `index` of `list`; the entry moved into its place takes `pos` as its position. */
+function takeOut<T extends Entry> (list: T[], entry: T, index: number, pos: number): void {
+  const last = list.pop() as T
+  if (last !== entry) {
+    list[index] = last
+    last[kWheelPos] = pos
   }
 }

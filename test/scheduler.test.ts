@@ -1,0 +1,117 @@
+import { createHook } from 'node:async_hooks'
+import { performance } from 'node:perf_hooks'
+import t from 'tap'
+import { Scheduler } from '../lib/scheduler'
+import { kWheelPos, kWheelTick } from '../lib/symbols'
+import { sleep, waitFor } from './helpers'
+
+// The scheduler on its own: the heartbeat tests cover it with real sockets,
+// these pin down its timer use, which sockets cannot show.
+
+interface Item { [kWheelTick]: number, [kWheelPos]: number, name: string, dueAt: number, firedAt: number }
+
+function item (name: string, dueAt: number): Item {
+  return { [kWheelTick]: -1, [kWheelPos]: -1, name, dueAt, firedAt: -1 }
+}
+
+/** Counts the timers created while `fn` runs and for `ms` after. */
+async function timersCreatedDuring (ms: number, fn: () => void): Promise<number> {
+  let created = 0
+  const hook = createHook({ init (_id, type) { if (type === 'Timeout') created++ } })
+  hook.enable()
+  try {
+    fn()
+    await sleep(ms)
+  } finally {
+    hook.disable()
+  }
+  // sleep() itself creates one.
+  return created - 1
+}
+
+function newScheduler (periodMs: number): { scheduler: Scheduler<Item>, fired: Item[] } {
+  const fired: Item[] = []
+  const scheduler = new Scheduler<Item>((entry, now) => {
+    entry.firedAt = now
+    fired.push(entry)
+  })
+  scheduler.usePeriod(periodMs)
+  return { scheduler, fired }
+}
+
+t.test('entries run once each, never before they are due, in the order they are due', async (t) => {
+  // 100 ms → a 1 ms tick (the finest there is), 512 ms per revolution.
+  const { scheduler, fired } = newScheduler(100)
+  t.teardown(() => scheduler.stop())
+  const now = performance.now()
+  const items = [300, 20, 150, 60, 900, 40].map((ms) => item(`${ms}`, now + ms))
+  for (const entry of items) scheduler.add(entry, entry.dueAt)
+  await waitFor(() => fired.length === items.length, 3000, 'every entry')
+  t.same(fired.map((entry) => entry.name), ['20', '40', '60', '150', '300', '900'])
+  for (const entry of fired) {
+    const late = entry.firedAt - entry.dueAt
+    t.ok(late >= 0 && late < 200, `${entry.name} ms: ran ${late.toFixed(1)} ms after it was due`)
+  }
+  await sleep(50)
+  t.equal(fired.length, items.length, 'nothing runs twice')
+})
+
+t.test('a removed entry never runs, wherever it waited', async (t) => {
+  const { scheduler, fired } = newScheduler(100)
+  t.teardown(() => scheduler.stop())
+  const now = performance.now()
+  const near = [item('near-kept', now + 30), item('near-removed', now + 30), item('near-removed-2', now + 30)]
+  const far = [item('far-removed', now + 700), item('far-kept', now + 700), item('far-removed-2', now + 700)]
+  for (const entry of [...near, ...far]) scheduler.add(entry, entry.dueAt)
+  scheduler.remove(near[1])
+  scheduler.remove(far[0])
+  scheduler.remove(far[2])
+  scheduler.remove(near[2])
+  scheduler.remove(near[2])
+  await waitFor(() => fired.length === 2, 3000, 'the kept entries')
+  await sleep(50)
+  t.same(fired.map((entry) => entry.name), ['near-kept', 'far-kept'])
+})
+
+t.test('entries due beyond one revolution cost no wake-ups until they come within reach', async (t) => {
+  // A 20 ms heartbeat keeps the wheel turning, as a fast route does beside a slow one.
+  const PERIOD = 20
+  let fastRuns = 0
+  const fired: Item[] = []
+  const scheduler: Scheduler<Item> = new Scheduler<Item>((entry, now) => {
+    if (entry.name !== 'fast') return fired.push(entry)
+    fastRuns++
+    scheduler.add(entry, now + PERIOD)
+  })
+  scheduler.usePeriod(PERIOD)
+  t.teardown(() => scheduler.stop())
+  let items: Item[] = []
+  const fast = item('fast', 0)
+  // 1,000 entries spread over 60–90 s: in the wheel they would fill all 512 slots and wake the timer every tick.
+  const timers = await timersCreatedDuring(1200, () => {
+    const now = performance.now()
+    scheduler.add(fast, now + PERIOD)
+    items = Array.from({ length: 1000 }, (_, i) => item(`${i}`, now + 60_000 + i * 30))
+    for (const entry of items) scheduler.add(entry, entry.dueAt)
+  })
+  t.equal(fired.length, 0)
+  t.ok(fastRuns >= 30, `the fast entry ran ${fastRuns} times`)
+  t.ok(timers <= fastRuns + 6, `${timers} timers armed for ${fastRuns} runs, over more than two revolutions`)
+  for (const entry of items) scheduler.remove(entry)
+  scheduler.remove(fast)
+})
+
+t.test('an entry brought in from overflow runs on time, and the wheel empties its timer', async (t) => {
+  const { scheduler, fired } = newScheduler(100)
+  const now = performance.now()
+  const entries = [item('soon', now + 100), item('later', now + 1300), item('latest', now + 2100)]
+  for (const entry of entries) scheduler.add(entry, entry.dueAt)
+  await waitFor(() => fired.length === 3, 4000, 'every entry')
+  t.same(fired.map((entry) => entry.name), ['soon', 'later', 'latest'])
+  for (const entry of fired) {
+    const late = entry.firedAt - entry.dueAt
+    t.ok(late >= 0 && late < 200, `${entry.name}: ran ${late.toFixed(1)} ms after it was due`)
+  }
+  const timers = await timersCreatedDuring(100, () => {})
+  t.equal(timers, 0, 'an empty wheel arms nothing')
+})
