@@ -185,16 +185,24 @@ t.test('a stalled event loop does not kill a peer whose pong is waiting to be re
   const tcp = sockets[0]._socket
   const write = tcp.write
   let stalled = false
+  let pingsAfterStall = -1
   tcp.write = function (chunk: Buffer, ...rest: unknown[]) {
     if (!stalled && chunk.length === 2 && chunk[0] === 0x89) {
       stalled = true
-      setImmediate(() => { const until = Date.now() + 150; while (Date.now() < until); })
+      setImmediate(() => {
+        const until = Date.now() + 150
+        while (Date.now() < until);
+        pingsAfterStall = app.wsStats.heartbeat.pingsSent
+      })
     }
     return write.call(this, chunk, ...rest)
   }
-  await waitFor(() => stalled, 2000, 'a ping')
+  await waitFor(() => pingsAfterStall !== -1, 2000, 'a ping and the stall after it')
   await sleep(100)
   const stats = app.wsStats
   t.equal(stats.heartbeat.timeouts, 0, 'the live peer was not terminated')
   t.equal(stats.connections.active, 1)
+  const pings = stats.heartbeat.pingsSent - pingsAfterStall
+  // Pinging resumes from the end of the stall, instead of firing the pings it missed in a burst.
+  t.ok(pings >= 1 && pings <= 4, `${pings} pings in the 100 ms after the stall`)
 })
