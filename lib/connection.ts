@@ -20,7 +20,6 @@ export function openConnection (socket: ReliableSocket, route: Route): void {
   // The handshake is already on the wire; stats count the bytes after it.
   socket[kBytesReadAtOpen] = socket._socket.bytesRead
   socket[kBytesWrittenAtOpen] = socket._socket.bytesWritten
-  stats.opened++
   if (++stats.active > stats.peak) stats.peak = stats.active
   counters.opened++
   counters.active++

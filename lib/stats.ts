@@ -18,7 +18,6 @@ export class StatsCollector {
   readonly startedAt = performance.now()
   active = 0
   peak = 0
-  opened = 0
   rejected = 0
   pingsSent = 0
   pongsReceived = 0
@@ -59,10 +58,12 @@ export class StatsCollector {
   }
 
   snapshot (clients: Iterable<unknown> | undefined): WsStats {
+    let opened = 0
     let received = 0
     let sent = 0
     const routes: Record<string, RouteStats> = {}
     for (const [url, counters] of this.routes) {
+      opened += counters.opened
       received += counters.messagesReceived
       sent += counters.messagesSent
       routes[url] = { ...counters }
@@ -79,7 +80,7 @@ export class StatsCollector {
       }
     }
     return {
-      connections: { active: this.active, peak: this.peak, opened: this.opened, closed: this.opened - this.active, rejected: this.rejected },
+      connections: { active: this.active, peak: this.peak, opened, closed: opened - this.active, rejected: this.rejected },
       heartbeat: { pingsSent: this.pingsSent, pongsReceived: this.pongsReceived, timeouts: this.timeouts, latencyMs: this.latencyPercentiles() },
       messages: { received, sent, dropped: this.dropped, invalid: this.invalid },
       bytes: { received: bytesReceived, sent: bytesSent },
