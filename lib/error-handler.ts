@@ -7,7 +7,7 @@ import { kCause, kRoute } from './symbols'
 const OPEN = 1
 
 /**
- * An error in the application's code for this socket (its handler, a 'json'
+ * An error in the application's code for this socket (its handler, a 'json' or 'drain'
  * listener) or on the socket itself. A socket still open gets 1011; one that
  * ws is already closing (a protocol error: 1002, 1007, 1009) keeps ws's code.
  */
