@@ -1,13 +1,17 @@
+import { Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import fastifyWebsocket from '@fastify/websocket'
 import WebSocket from 'ws'
 import type fastifyReliableWsTypes = require('./types/index')
+import { ConnectionLimiter } from './lib/connection-limiter'
 import type { Context } from './lib/context'
+import { onSocketDue } from './lib/deadlines'
 import { createErrorHandler } from './lib/error-handler'
 import { FST_RELIABLE_WS_ALREADY_REGISTERED } from './lib/errors'
+import { HandshakeGuard } from './lib/handshake-guard'
+import type { PendingConnection } from './lib/handshake-guard'
 import { healthResponse } from './lib/health'
-import { onHeartbeatDue } from './lib/heartbeat'
 import { resolvePluginSettings } from './lib/options'
 import { createSocketClass } from './lib/reliable-socket'
 import type { ReliableSocket } from './lib/reliable-socket'
@@ -29,9 +33,14 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
   const ctx: Context = {
     settings,
     stats,
-    scheduler: new Scheduler<ReliableSocket>(onHeartbeatDue),
+    scheduler: new Scheduler<ReliableSocket | PendingConnection>((entry, now) => {
+      if (entry instanceof Socket) handshakes.onDue(entry)
+      else onSocketDue(entry, now)
+    }),
+    connections: new ConnectionLimiter(),
     log: fastify.log
   }
+  const handshakes = new HandshakeGuard(ctx, fastify.server)
 
   // Added before @fastify/websocket is registered, so it sees route handlers first.
   fastify.addHook('onRoute', createRouteDecorator(ctx))
@@ -40,7 +49,11 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     ...rest,
     options: { ...wsOptions, WebSocket: createSocketClass((wsOptions!.WebSocket as typeof WebSocket | undefined) ?? WebSocket) },
     errorHandler: createErrorHandler(errorHandler),
-    preClose: createPreClose(ctx)
+    preClose: createPreClose(ctx, handshakes)
+  })
+  fastify.addHook('onReady', function watchHandshakes (done) {
+    handshakes.watch(this.websocketServer)
+    done()
   })
 
   fastify.decorate('wsStats', {

@@ -2,35 +2,46 @@ import { performance } from 'node:perf_hooks'
 import type { FastifyRequest } from 'fastify'
 import type { Route } from './context'
 import type { ReliableSocket } from './reliable-socket'
-import { ALIVE, onPeerPing, onPong, startHeartbeat } from './heartbeat'
+import { startDeadlines } from './deadlines'
+import { socketLog } from './error-handler'
+import { ALIVE, onPeerPing, onPong } from './heartbeat'
 import { onJsonMessage } from './json-messages'
 import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kOpenedAt, kRoute } from './symbols'
 
 const OPEN = 1
+// The state of ws's frame parser between two frames.
+const GET_INFO = 0
 
 // ws's listener types expect its own class as `this`.
 type Listener = (...args: any[]) => void
 
-/** Makes a freshly upgraded socket reliable: counters, listeners, heartbeat. */
-export function openConnection (socket: ReliableSocket, route: Route): void {
+/** Makes a freshly upgraded socket reliable: counters, limits, listeners, heartbeat. */
+export function openConnection (socket: ReliableSocket, route: Route, ip: string): void {
   const { ctx, counters } = route
   const stats = ctx.stats
+  const now = performance.now()
   socket[kRoute] = route
-  socket[kOpenedAt] = performance.now()
+  socket[kOpenedAt] = now
   // The handshake is already on the wire; stats count the bytes after it.
   socket[kBytesReadAtOpen] = socket._socket.bytesRead
   socket[kBytesWrittenAtOpen] = socket._socket.bytesWritten
   if (++stats.active > stats.peak) stats.peak = stats.active
   counters.opened++
   counters.active++
+  ctx.connections.opened(socket, ip)
+  // ws checks its server-wide maxPayload in each socket's frame parser, against every frame's declared length
+  // and every inflated message: a route's lower limit in that same field costs nothing per message. Nothing has
+  // been parsed yet (ws reads from a later tick).
+  const maxPayload = route.limits.maxPayload
+  if (maxPayload < ctx.settings.limits.maxPayload) socket._receiver._maxPayload = maxPayload
   // Shared listeners (state comes from `this`): nothing is allocated per connection.
   socket.on('message', (route.json ? onJsonMessage : onMessage) as Listener)
   socket.on('close', onClose as Listener)
   if (route.heartbeat !== false) {
     socket.on('pong', onPong as Listener)
     socket.on('ping', onPeerPing as Listener)
-    startHeartbeat(ctx, socket, route.heartbeat)
   }
+  startDeadlines(socket, route, now)
 }
 
 function onMessage (this: ReliableSocket): void {
@@ -42,8 +53,10 @@ function onClose (this: ReliableSocket, code: number, reason: Buffer): void {
   const route = this[kRoute]!
   const ctx = route.ctx
   ctx.scheduler.remove(this)
+  ctx.connections.closed(this)
   route.counters.active--
   ctx.stats.recordClose(this, code)
+  if (endedMidFrame(this)) ctx.stats.limits.protocolErrors++
   const onDisconnect = ctx.settings.onDisconnect
   if (onDisconnect == null) return
   const info = {
@@ -91,15 +104,26 @@ export function connect (
   }, (err: unknown) => refuseConnection(socket, err))
 }
 
+/**
+ * The peer hung up inside a frame or a fragmented message: a truncated frame.
+ * (Frames ws refused were counted as errors already, and a close the server
+ * started is not the peer's doing.)
+ */
+function endedMidFrame (socket: ReliableSocket): boolean {
+  const receiver = socket._receiver
+  return socket[kCause] === undefined && !socket._closeFrameReceived && !receiver._errored &&
+    (receiver._state !== GET_INFO || receiver._bufferedBytes !== 0 || receiver._fragmented !== 0)
+}
+
 function refuseConnection (socket: ReliableSocket, err: unknown): void {
-  socket[kRoute]!.ctx.log.warn({ err, socketId: socket.id }, 'onConnect refused the websocket connection')
+  socketLog(socket).warn({ err }, 'onConnect refused the websocket connection')
   // Reading again lets the peer's answering close frame end the handshake at once.
   socket.resume()
   socket.close(1008, 'Connection refused')
 }
 
 function logHookError (socket: ReliableSocket, err: unknown): void {
-  socket[kRoute]!.ctx.log.error({ err, socketId: socket.id }, 'onDisconnect hook failed')
+  socketLog(socket).error({ err }, 'onDisconnect hook failed')
 }
 
 function isThenable (value: unknown): value is PromiseLike<unknown> {

@@ -1,7 +1,10 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { ValidateFunction } from 'ajv'
 import type fastifyReliableWs = require('../types/index')
-import type { BackpressureSettings, HeartbeatSettings, PluginSettings } from './options'
+import type { ConnectionLimiter } from './connection-limiter'
+import type { PendingConnection } from './handshake-guard'
+import type { BackpressureSettings, HeartbeatSettings, LimitSettings, PluginSettings } from './options'
+import type { MessageRate } from './rate-limiter'
 import type { Scheduler } from './scheduler'
 import type { StatsCollector } from './stats'
 import type { ReliableSocket } from './reliable-socket'
@@ -10,7 +13,9 @@ import type { ReliableSocket } from './reliable-socket'
 export interface Context {
   readonly settings: PluginSettings
   readonly stats: StatsCollector
-  readonly scheduler: Scheduler<ReliableSocket>
+  // Open sockets (heartbeat, idle timeout) and connections still sending their request (handshake timeout).
+  readonly scheduler: Scheduler<ReliableSocket | PendingConnection>
+  readonly connections: ConnectionLimiter
   readonly log: FastifyBaseLogger
 }
 
@@ -22,5 +27,9 @@ export interface Route {
   readonly backpressure: BackpressureSettings
   readonly json: boolean
   readonly validate: ValidateFunction | null
+  readonly limits: LimitSettings
+  readonly rate: MessageRate | null
+  // A rate limit or an idle timeout: each message must pass admitMessage first.
+  readonly gateMessages: boolean
   readonly counters: fastifyReliableWs.RouteStats
 }

@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { WebsocketPluginOptions } from '@fastify/websocket'
 import type { WebSocket } from 'ws'
 import type { ReliableSocket } from './reliable-socket'
@@ -12,20 +12,33 @@ const OPEN = 1
  * ws is already closing (a protocol error: 1002, 1007, 1009) keeps ws's code.
  */
 export function failConnection (socket: ReliableSocket, err: unknown): void {
-  const ctx = socket[kRoute]!.ctx
-  countError(socket)
+  const fromPeer = countError(socket, err)
   if (socket.readyState === OPEN) {
-    ctx.log.error({ err, socketId: socket.id }, 'websocket connection failed')
+    socketLog(socket).error({ err }, 'websocket connection failed')
     socket.close(1011, 'Internal server error')
   } else {
-    ctx.log.warn({ err, socketId: socket.id }, 'websocket connection error')
+    // Malformed input is the peer's fault, like a 4xx: not worth a warning each time.
+    socketLog(socket)[fromPeer ? 'info' : 'warn']({ err }, 'websocket connection error')
   }
 }
 
-function countError (socket: ReliableSocket): void {
-  socket[kRoute]!.ctx.stats.errors++
+/** Logs of one socket carry its id. Built when there is something to log, never per connection. */
+export function socketLog (socket: ReliableSocket): FastifyBaseLogger {
+  return socket[kRoute]!.ctx.log.child({ socketId: socket.id })
+}
+
+/** Counts an error; returns whether it was the peer's malformed input (a frame ws refused). */
+function countError (socket: ReliableSocket, err: unknown): boolean {
+  const stats = socket[kRoute]!.ctx.stats
+  stats.errors++
   // A close the plugin or the app started for another reason keeps that reason.
   if (socket[kCause] === undefined || socket[kCause] === 'server') socket[kCause] = 'error'
+  const code = (err as { code?: unknown } | null)?.code
+  if (typeof code !== 'string' || !code.startsWith('WS_ERR_')) return false
+  // ws closes these with 1009; every other WS_ERR_ is a protocol error (1002, 1007, 1008).
+  if (code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' || code === 'WS_ERR_UNSUPPORTED_DATA_PAYLOAD_LENGTH') stats.limits.payloadTooLarge++
+  else stats.limits.protocolErrors++
+  return true
 }
 
 /**
@@ -37,7 +50,7 @@ export function createErrorHandler (userHandler: WebsocketPluginOptions['errorHa
     const socket = ws as unknown as ReliableSocket
     const reliable = socket[kRoute] !== undefined
     if (userHandler !== undefined) {
-      if (reliable) countError(socket)
+      if (reliable) countError(socket, err)
       return userHandler.call(this, err, ws, request, reply)
     }
     if (reliable) return failConnection(socket, err)

@@ -1,10 +1,8 @@
 import { performance } from 'node:perf_hooks'
-import type { Context } from './context'
+import type { Route } from './context'
 import type { HeartbeatSettings } from './options'
 import type { ReliableSocket } from './reliable-socket'
 import { kPongState, kCause, kLatency, kNextPingAt, kPingAt, kRoute } from './symbols'
-
-const OPEN = 1
 
 // Where a socket stands between a ping and its pong. Every frame from the peer
 // resets it to ALIVE; the scheduler moves it on.
@@ -16,41 +14,34 @@ export type PongState = typeof ALIVE | typeof AWAITING | typeof OVERDUE
 // unmasked, length 0): writing them directly skips building a frame per ping.
 const PING_FRAME = Buffer.from([0x89, 0x00])
 
-/** Schedules a new socket's first ping at a random point of its interval, so a burst of connections does not ping in step. */
-export function startHeartbeat (ctx: Context, socket: ReliableSocket, heartbeat: HeartbeatSettings): void {
-  socket[kNextPingAt] = performance.now() + Math.random() * heartbeat.intervalMs
-  ctx.scheduler.add(socket, socket[kNextPingAt])
+/** A new socket's first ping falls at a random point of its interval, so a burst of connections does not ping in step. */
+export function firstPingAt (heartbeat: HeartbeatSettings, now: number): number {
+  return now + Math.random() * heartbeat.intervalMs
 }
 
 /**
- * The scheduler's callback: a socket is due either for a ping or for the end
- * of its pong deadline (when timeoutMs < intervalMs there are two visits per
- * interval, otherwise one).
+ * A socket's heartbeat is due: either for a ping or for the end of its pong
+ * deadline (when timeoutMs < intervalMs there are two visits per interval,
+ * otherwise one). Returns when it is next due, or -1 once the peer is terminated.
  */
-export function onHeartbeatDue (socket: ReliableSocket, now: number): void {
-  if (socket.readyState !== OPEN) return
-  const route = socket[kRoute]!
+export function heartbeatDue (socket: ReliableSocket, route: Route, now: number): number {
   const ctx = route.ctx
   const state = socket[kPongState]
   if (state === AWAITING) {
     // Timers run before I/O in each turn of the event loop: after a busy spell
     // the pong may be sitting unread. Decide only after one more I/O phase.
     socket[kPongState] = OVERDUE
-    ctx.scheduler.add(socket, now)
-    return
+    return now
   }
   if (state === OVERDUE) {
     socket.isAlive = false
     ctx.stats.timeouts++
     socket[kCause] = 'heartbeat'
     socket.terminate()
-    return
+    return -1
   }
   const heartbeat = route.heartbeat as HeartbeatSettings
-  if (now < socket[kNextPingAt]) {
-    ctx.scheduler.add(socket, socket[kNextPingAt])
-    return
-  }
+  if (now < socket[kNextPingAt]) return socket[kNextPingAt]
   socket[kPongState] = AWAITING
   socket[kPingAt] = now
   socket._socket.write(PING_FRAME)
@@ -59,7 +50,7 @@ export function onHeartbeatDue (socket: ReliableSocket, now: number): void {
   let next = socket[kNextPingAt] + heartbeat.intervalMs
   if (next <= now) next = now + heartbeat.intervalMs
   socket[kNextPingAt] = next
-  ctx.scheduler.add(socket, heartbeat.timeoutMs < heartbeat.intervalMs ? now + heartbeat.timeoutMs : next)
+  return heartbeat.timeoutMs < heartbeat.intervalMs ? now + heartbeat.timeoutMs : next
 }
 
 /** 'pong' listener: a sign of life, and the round trip of the last ping. */

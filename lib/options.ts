@@ -1,3 +1,4 @@
+import type { FastifyRequest } from 'fastify'
 import type { WebsocketPluginOptions } from '@fastify/websocket'
 import type fastifyReliableWs = require('../types/index')
 import { FST_RELIABLE_WS_INVALID_OPTION } from './errors'
@@ -8,6 +9,19 @@ type RouteOptions = fastifyReliableWs.RouteReliableOptions
 export interface HeartbeatSettings { intervalMs: number, timeoutMs: number }
 export interface BackpressureSettings { highWaterMark: number, lowWaterMark: number, onLimit: 'drop' | 'close' }
 export interface ShutdownSettings { closeCode: number, reason: string, timeoutMs: number }
+/** Who may open a socket from a browser: origins as browsers send them, or the application's own test. */
+export type OriginPolicy = ReadonlySet<string> | ((origin: string | undefined, request: FastifyRequest) => boolean)
+/** The limits one route applies; a count or rate of Infinity means no limit, a timeout of Infinity none. */
+export interface LimitSettings {
+  maxConnections: number
+  maxConnectionsPerIp: number
+  maxPayload: number
+  messagesPerSecond: number
+  // null: follow messagesPerSecond (one second's worth).
+  burst: number | null
+  onRateLimit: 'close' | 'drop'
+  idleTimeoutMs: number
+}
 
 export interface PluginSettings {
   heartbeat: HeartbeatSettings | false
@@ -17,6 +31,10 @@ export interface PluginSettings {
   websocket: WebsocketPluginOptions
   onConnect: Options['onConnect'] | null
   onDisconnect: Options['onDisconnect'] | null
+  allowedOrigins: OriginPolicy | null
+  limits: LimitSettings
+  // Server-wide: no route is known before a request has arrived.
+  handshakeTimeoutMs: number
 }
 
 export interface RouteSettings {
@@ -24,6 +42,8 @@ export interface RouteSettings {
   backpressure: BackpressureSettings
   json: boolean
   messageSchema: object | null
+  allowedOrigins: OriginPolicy | null
+  limits: LimitSettings
 }
 
 /** Every default in one place; the README's option tables mirror this object. */
@@ -33,13 +53,25 @@ export const DEFAULTS = Object.freeze({
   backpressure: Object.freeze({ highWaterMark: 1_048_576, lowWaterMark: 262_144, onLimit: 'drop' as const }),
   shutdown: Object.freeze({ closeCode: 1001, reason: 'Server shutting down', timeoutMs: 5_000 }),
   healthPath: '/health/ws',
-  maxPayload: 1_048_576
+  limits: Object.freeze({
+    maxConnections: Infinity,
+    maxConnectionsPerIp: Infinity,
+    maxPayload: 1_048_576,
+    messagesPerSecond: 1000,
+    burst: null,
+    onRateLimit: 'close' as const,
+    idleTimeoutMs: Infinity
+  }),
+  handshakeTimeoutMs: 10_000
 })
 
 const PLUGIN_KEYS = new Set(['heartbeat', 'backpressure', 'shutdown', 'health', 'websocket', 'onConnect', 'onDisconnect',
+  'allowedOrigins', 'limits',
   // consumed by fastify's register() itself
   'prefix', 'logLevel', 'logSerializers'])
-const ROUTE_KEYS = new Set(['json', 'messageSchema', 'heartbeat', 'backpressure'])
+const ROUTE_KEYS = new Set(['json', 'messageSchema', 'heartbeat', 'backpressure', 'allowedOrigins', 'limits'])
+const ROUTE_LIMIT_KEYS = new Set(['maxConnections', 'maxConnectionsPerIp', 'maxPayload', 'messagesPerSecond', 'burst', 'onRateLimit', 'idleTimeoutMs'])
+const PLUGIN_LIMIT_KEYS = new Set([...ROUTE_LIMIT_KEYS, 'handshakeTimeoutMs'])
 const HEARTBEAT_KEYS = new Set(['intervalMs', 'timeoutMs'])
 const BACKPRESSURE_KEYS = new Set(['highWaterMark', 'lowWaterMark', 'onLimit'])
 const SHUTDOWN_KEYS = new Set(['closeCode', 'reason', 'timeoutMs'])
@@ -112,6 +144,58 @@ function mergeBackpressure (name: string, base: BackpressureSettings, value: unk
   return { highWaterMark, lowWaterMark, onLimit }
 }
 
+// A limit is a positive number (an integer for counts), or Infinity for none.
+function checkLimit (name: string, value: unknown, integer: boolean): number {
+  if (value === Infinity) return value
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || (integer && !Number.isInteger(value))) {
+    throw invalid(name, `must be a positive ${integer ? 'integer' : 'number'} or Infinity (no limit), got ${describe(value)}`)
+  }
+  return value
+}
+
+// ws reads maxPayload as a 32-bit integer (`| 0`): 4 GiB would silently become 0, "no limit".
+const MAX_PAYLOAD_CEILING = 2 ** 31 - 1
+
+function checkPayload (name: string, value: unknown): number {
+  if (!Number.isInteger(value) || (value as number) < 1 || (value as number) > MAX_PAYLOAD_CEILING) {
+    throw invalid(name, `must be an integer from 1 to ${MAX_PAYLOAD_CEILING} bytes, got ${describe(value)}`)
+  }
+  return value as number
+}
+
+function resolveOrigins (name: string, base: OriginPolicy | null, value: unknown): OriginPolicy | null {
+  if (value === undefined) return base
+  if (typeof value === 'function') return value as OriginPolicy
+  if (!Array.isArray(value)) throw invalid(name, 'must be an array of origins or a function (origin, request) => boolean')
+  for (const origin of value) {
+    // What a browser sends: scheme, host and port, lowercase, nothing after; a trailing slash would never match.
+    if (typeof origin !== 'string' || origin === 'null' || !URL.canParse(origin) || new URL(origin).origin !== origin) {
+      throw invalid(name, `${describe(origin)} is not an origin such as "https://example.com" or "http://localhost:3000"`)
+    }
+  }
+  return new Set(value as string[])
+}
+
+function mergeLimits (name: string, base: LimitSettings, o: Record<string, unknown>, maxPayloadCeiling: number): LimitSettings {
+  const onRateLimit = o.onRateLimit === undefined ? base.onRateLimit : o.onRateLimit
+  if (onRateLimit !== 'drop' && onRateLimit !== 'close') throw invalid(`${name}.onRateLimit`, `must be 'drop' or 'close', got ${describe(onRateLimit)}`)
+  const maxPayload = o.maxPayload === undefined ? base.maxPayload : checkPayload(`${name}.maxPayload`, o.maxPayload)
+  if (maxPayload > maxPayloadCeiling) {
+    throw invalid(`${name}.maxPayload`, `a route may lower the plugin's maxPayload, not raise it (${maxPayload} > ${maxPayloadCeiling})`)
+  }
+  const limit = (key: keyof LimitSettings, integer: boolean): number =>
+    o[key] === undefined ? base[key] as number : checkLimit(`${name}.${key}`, o[key], integer)
+  return {
+    maxConnections: limit('maxConnections', true),
+    maxConnectionsPerIp: limit('maxConnectionsPerIp', true),
+    maxPayload,
+    messagesPerSecond: limit('messagesPerSecond', false),
+    burst: o.burst === undefined ? base.burst : checkLimit(`${name}.burst`, o.burst, true),
+    onRateLimit,
+    idleTimeoutMs: limit('idleTimeoutMs', false)
+  }
+}
+
 function resolveShutdown (value: unknown): ShutdownSettings {
   if (value === undefined) return DEFAULTS.shutdown
   const o = checkObject('shutdown', value, SHUTDOWN_KEYS)
@@ -136,7 +220,7 @@ function resolveHealthPath (value: unknown): string | null {
   return path
 }
 
-function resolveWebsocket (value: unknown, shutdown: ShutdownSettings): WebsocketPluginOptions {
+function resolveWebsocket (value: unknown, shutdown: ShutdownSettings, maxPayload: number): WebsocketPluginOptions {
   const o = value === undefined ? {} : value
   if (!isPlainObject(o)) throw invalid('websocket', 'must be an object')
   if (o.preClose !== undefined) {
@@ -148,15 +232,30 @@ function resolveWebsocket (value: unknown, shutdown: ShutdownSettings): Websocke
   if (ws.clientTracking === false) {
     throw invalid('websocket.options.clientTracking', 'must not be false: shutdown and wsStats need to reach every client')
   }
-  if (ws.maxPayload !== undefined) checkNumber('websocket.options.maxPayload', ws.maxPayload, 0, false)
   return {
     ...o,
     options: {
-      maxPayload: DEFAULTS.maxPayload,
       // ws's own close timer then bounds every closing handshake the plugin starts.
       closeTimeout: shutdown.timeoutMs,
-      ...ws
+      ...ws,
+      // ws enforces the plugin's limit for every socket; a route's lower one is set on its sockets.
+      maxPayload
     } as WebsocketPluginOptions['options']
+  }
+}
+
+/** The plugin's limits; `websocket.options.maxPayload`, the older spelling, still sets maxPayload. */
+function resolvePluginLimits (value: unknown, websocket: unknown): { limits: LimitSettings, handshakeTimeoutMs: number } {
+  const o = value === undefined ? {} : checkObject('limits', value, PLUGIN_LIMIT_KEYS)
+  const wsMaxPayload = isPlainObject(websocket) && isPlainObject(websocket.options) ? websocket.options.maxPayload : undefined
+  let base: LimitSettings = DEFAULTS.limits
+  if (wsMaxPayload !== undefined) {
+    if (o.maxPayload !== undefined) throw invalid('websocket.options.maxPayload', 'set the limit once, as limits.maxPayload')
+    base = { ...base, maxPayload: checkPayload('websocket.options.maxPayload', wsMaxPayload) }
+  }
+  return {
+    limits: mergeLimits('limits', base, o, Infinity),
+    handshakeTimeoutMs: o.handshakeTimeoutMs === undefined ? DEFAULTS.handshakeTimeoutMs : checkLimit('limits.handshakeTimeoutMs', o.handshakeTimeoutMs, false)
   }
 }
 
@@ -164,15 +263,27 @@ function resolveWebsocket (value: unknown, shutdown: ShutdownSettings): Websocke
 export function resolvePluginSettings (options: Options): PluginSettings {
   const o = checkObject('options', options, PLUGIN_KEYS) as Options
   const shutdown = resolveShutdown(o.shutdown)
+  const { limits, handshakeTimeoutMs } = resolvePluginLimits(o.limits, o.websocket)
   return {
     heartbeat: resolveHeartbeat('heartbeat', DEFAULTS.heartbeat, o.heartbeat === undefined ? {} : o.heartbeat),
     backpressure: mergeBackpressure('backpressure', DEFAULTS.backpressure, o.backpressure),
     shutdown,
     healthPath: resolveHealthPath(o.health),
-    websocket: resolveWebsocket(o.websocket, shutdown),
+    websocket: resolveWebsocket(o.websocket, shutdown, limits.maxPayload),
     onConnect: checkFunction('onConnect', o.onConnect),
-    onDisconnect: checkFunction('onDisconnect', o.onDisconnect)
+    onDisconnect: checkFunction('onDisconnect', o.onDisconnect),
+    allowedOrigins: resolveOrigins('allowedOrigins', null, o.allowedOrigins),
+    limits,
+    handshakeTimeoutMs
   }
+}
+
+function resolveRouteLimits (name: string, plugin: LimitSettings, value: unknown): LimitSettings {
+  if (value === undefined) return plugin
+  if (isPlainObject(value) && value.handshakeTimeoutMs !== undefined) {
+    throw invalid(`${name}.handshakeTimeoutMs`, "it applies before any route is known: set it in the plugin's limits")
+  }
+  return mergeLimits(name, plugin, checkObject(name, value, ROUTE_LIMIT_KEYS), plugin.maxPayload)
 }
 
 /** Merges a route's `config.reliable` over the plugin's settings, field by field. */
@@ -185,6 +296,8 @@ export function resolveRouteSettings (plugin: PluginSettings, value: RouteOption
     heartbeat: resolveHeartbeat(`${name}.heartbeat`, plugin.heartbeat, o.heartbeat),
     backpressure: mergeBackpressure(`${name}.backpressure`, plugin.backpressure, o.backpressure),
     json: o.json === true || o.messageSchema !== undefined,
-    messageSchema: (o.messageSchema as object | undefined) ?? null
+    messageSchema: (o.messageSchema as object | undefined) ?? null,
+    allowedOrigins: resolveOrigins(`${name}.allowedOrigins`, plugin.allowedOrigins, o.allowedOrigins),
+    limits: resolveRouteLimits(`${name}.limits`, plugin.limits, o.limits)
   }
 }

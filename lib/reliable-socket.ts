@@ -6,9 +6,10 @@ import { FST_RELIABLE_WS_NOT_JSON, FST_RELIABLE_WS_NOT_OPEN } from './errors'
 import { crossHighWater, refuse } from './backpressure'
 import { ALIVE } from './heartbeat'
 import type { PongState } from './heartbeat'
+import { admitMessage } from './rate-limiter'
 import {
   kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
-  kRoute, kWheelPos, kWheelTick
+  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp
 } from './symbols'
 
 type Cause = fastifyReliableWs.DisconnectInfo['cause']
@@ -23,6 +24,7 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   _socket: import('node:net').Socket
   _closeFrameReceived: boolean
   _sender: { _firstFragment: boolean }
+  _receiver: { _maxPayload: number, _errored: boolean, _state: number, _bufferedBytes: number, _fragmented: number }
   [kRoute]: Route | undefined
   [kCause]: Cause | undefined
   [kOpenedAt]: number
@@ -34,6 +36,11 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   [kWheelTick]: number
   [kWheelPos]: number
   [kOverHighWater]: boolean
+  [kHeartbeatDueAt]: number
+  [kLastMessageAt]: number
+  [kTat]: number
+  [kRateNoticeAt]: number
+  [kIp]: string | undefined
 }
 
 /**
@@ -60,7 +67,12 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     [kNextPingAt] = 0;
     [kWheelTick] = -1;
     [kWheelPos] = -1;
-    [kOverHighWater] = false
+    [kOverHighWater] = false;
+    [kHeartbeatDueAt] = Infinity;
+    [kLastMessageAt] = 0;
+    [kTat] = 0;
+    [kRateNoticeAt] = -Infinity;
+    [kIp]: string | undefined = undefined
 
     get latencyMs (): number | null {
       const latency = this[kLatency]
@@ -94,6 +106,15 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
       // Below the mark the amount is only read after a send, once per message.
       if (!this[kOverHighWater] && this.bufferedAmount > highWaterMark) crossHighWater(this as unknown as ReliableSocket, route)
       return true
+    }
+
+    // The one place a message can be stopped before every 'message' listener, the application's included.
+    emit (event: string | symbol, ...args: unknown[]): boolean {
+      if (event === 'message') {
+        const route = this[kRoute]
+        if (route !== undefined && route.gateMessages && !admitMessage(this as unknown as ReliableSocket, route)) return false
+      }
+      return super.emit(event, ...args)
     }
 
     sendJSON (value: unknown, cb?: SendCallback): boolean {

@@ -3,8 +3,11 @@ import type Ajv from 'ajv'
 import type { Context, Route } from './context'
 import type { ReliableSocket } from './reliable-socket'
 import { connect, openConnection } from './connection'
+import { createCapacityCheck } from './connection-limiter'
 import { compileMessageSchema, createAjv } from './json-messages'
 import { resolveRouteSettings } from './options'
+import { createOriginCheck } from './origin-policy'
+import { messageRate } from './rate-limiter'
 
 type Handler = (this: unknown, socket: ReliableSocket, request: FastifyRequest) => unknown
 
@@ -26,6 +29,9 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
     const url = routeOptions.url
     const settings = resolveRouteSettings(ctx.settings, config as any, url)
     if (settings.heartbeat !== false) ctx.scheduler.usePeriod(Math.min(settings.heartbeat.intervalMs, settings.heartbeat.timeoutMs))
+    const limits = settings.limits
+    if (limits.idleTimeoutMs !== Infinity) ctx.scheduler.usePeriod(limits.idleTimeoutMs)
+    const rate = messageRate(limits)
     let validate = null
     if (settings.messageSchema !== null) {
       ajv ??= createAjv()
@@ -38,8 +44,12 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
       backpressure: settings.backpressure,
       json: settings.json,
       validate,
+      limits,
+      rate,
+      gateMessages: rate !== null || limits.idleTimeoutMs !== Infinity,
       counters: ctx.stats.route(url)
     }
+    ctx.connections.useLimits(route)
 
     if (routeOptions.websocket === true) {
       routeOptions.handler = wrap(route, routeOptions.handler as unknown as Handler) as any
@@ -52,12 +62,19 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
       done()
     }
     routeOptions.onResponse = [routeOptions.onResponse ?? [], countRejected].flat()
+    // Checks cost nothing on routes without the limit they enforce.
+    if (settings.allowedOrigins !== null) {
+      routeOptions.onRequest = [routeOptions.onRequest ?? [], createOriginCheck(ctx, settings.allowedOrigins)].flat()
+    }
+    if (limits.maxConnections !== Infinity || limits.maxConnectionsPerIp !== Infinity) {
+      routeOptions.preHandler = [routeOptions.preHandler ?? [], createCapacityCheck(ctx, route)].flat()
+    }
   }
 }
 
 function wrap (route: Route, handler: Handler): Handler {
   return function reliableHandler (socket, request) {
-    openConnection(socket, route)
+    openConnection(socket, route, request.ip)
     return connect(socket, request, handler, this)
   }
 }

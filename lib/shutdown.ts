@@ -1,6 +1,7 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { FastifyInstance } from 'fastify'
 import type { Context } from './context'
+import type { HandshakeGuard } from './handshake-guard'
 import type { ReliableSocket } from './reliable-socket'
 import { healthResponse, isHealthRequest } from './health'
 import { kCause } from './symbols'
@@ -13,11 +14,12 @@ type RequestListener = (this: Server, request: IncomingMessage, response: Server
  * code; close() waits for the closing handshakes, and terminates whatever is
  * left after `shutdown.timeoutMs`.
  */
-export function createPreClose (ctx: Context): (this: FastifyInstance, done: () => void) => void {
+export function createPreClose (ctx: Context, handshakes: HandshakeGuard): (this: FastifyInstance, done: () => void) => void {
   return function preClose (done) {
     const { closeCode, reason, timeoutMs } = ctx.settings.shutdown
     const wss = this.websocketServer
     ctx.stats.draining = true
+    handshakes.detach()
     answerWhileDraining(this.server, ctx, wss.clients)
     for (const socket of wss.clients as Set<ReliableSocket>) {
       socket[kCause] ??= 'shutdown'

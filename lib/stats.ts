@@ -5,6 +5,7 @@ import { kBytesReadAtOpen, kBytesWrittenAtOpen, kRoute } from './symbols'
 
 type RouteStats = fastifyReliableWs.RouteStats
 type WsStats = fastifyReliableWs.WsStats
+type LimitStats = fastifyReliableWs.LimitStats
 
 // Enough recent round trips for a stable p99 without unbounded memory.
 const LATENCY_SAMPLES = 1024
@@ -31,7 +32,18 @@ export class StatsCollector {
   // Wire bytes of sockets already closed; open ones are read live.
   closedBytesReceived = 0
   closedBytesSent = 0
+  // Peers choose close codes, but ws accepts only valid ones: at most ~2,000 keys.
   readonly closeCodes: Record<number, number> = {}
+  readonly limits: LimitStats = {
+    originRejected: 0,
+    maxConnectionsRejected: 0,
+    perIpRejected: 0,
+    payloadTooLarge: 0,
+    rateLimited: 0,
+    handshakeTimeouts: 0,
+    idleTimeouts: 0,
+    protocolErrors: 0
+  }
   readonly routes = new Map<string, RouteStats>()
   private readonly latencies = new Float64Array(LATENCY_SAMPLES)
   private latencyCount = 0
@@ -86,6 +98,7 @@ export class StatsCollector {
       bytes: { received: bytesReceived, sent: bytesSent },
       backpressure: { events: this.backpressureEvents, bufferedBytes, slowConsumersClosed: this.slowConsumersClosed },
       closeCodes: { ...this.closeCodes },
+      limits: { ...this.limits },
       errors: this.errors,
       draining: this.draining,
       uptimeMs: Math.round(performance.now() - this.startedAt),

@@ -102,10 +102,7 @@ export class RawPeer {
     const socket = net.connect(port, '127.0.0.1')
     await once(socket, 'connect')
     const peer = new RawPeer(socket)
-    socket.write([
-      `GET ${path} HTTP/1.1`, `Host: 127.0.0.1:${port}`, 'Upgrade: websocket', 'Connection: Upgrade',
-      `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}`, 'Sec-WebSocket-Version: 13', '', ''
-    ].join('\r\n'))
+    socket.write(upgradeRequest(port, path))
     let head = Buffer.alloc(0)
     await new Promise<void>((resolve, reject) => {
       const onData = (chunk: Buffer): void => {
@@ -129,15 +126,17 @@ export class RawPeer {
 
   /** Sends one masked frame, as a client must. */
   send (opcode: number, payload: Buffer | string = Buffer.alloc(0)): void {
-    const data = typeof payload === 'string' ? Buffer.from(payload) : payload
-    const mask = randomBytes(4)
-    const header = data.length < 126 ? Buffer.from([0x80 | opcode, 0x80 | data.length]) : Buffer.from([0x80 | opcode, 0x80 | 126, data.length >> 8, data.length & 0xff])
-    const masked = Buffer.from(data.map((byte, i) => byte ^ mask[i % 4]))
-    this.socket.write(Buffer.concat([header, mask, masked]))
+    this.socket.write(buildFrame({ opcode, payload }))
   }
 
   count (opcode: number): number {
     return this.frames.filter((frame) => frame.opcode === opcode).length
+  }
+
+  /** The code of the first close frame the server sent, or null. */
+  closeCode (): number | null {
+    const close = this.frames.find((frame) => frame.opcode === OPCODE.close)
+    return close === undefined ? null : close.payload.readUInt16BE(0)
   }
 
   destroy (): void {
@@ -166,3 +165,59 @@ export class RawPeer {
 }
 
 export const OPCODE = { text: 0x1, binary: 0x2, close: 0x8, ping: 0x9, pong: 0xa } as const
+
+export interface FrameFields {
+  opcode: number
+  payload?: Buffer | string
+  fin?: boolean
+  /** The three RSV bits, as a number from 0 to 7. */
+  rsv?: number
+  mask?: boolean
+  /** The length the header declares, when it should not be the payload's. */
+  length?: number
+}
+
+/** A frame with every field a peer controls, so a test can send what no well-behaved client would. */
+export function buildFrame ({ opcode, payload = Buffer.alloc(0), fin = true, rsv = 0, mask = true, length }: FrameFields): Buffer {
+  const data = typeof payload === 'string' ? Buffer.from(payload) : payload
+  const declared = length ?? data.length
+  const first = (fin ? 0x80 : 0) | (rsv << 4) | opcode
+  const maskBit = mask ? 0x80 : 0
+  let header: Buffer
+  if (declared < 126) {
+    header = Buffer.from([first, maskBit | declared])
+  } else if (declared < 0x10000) {
+    header = Buffer.from([first, maskBit | 126, declared >> 8, declared & 0xff])
+  } else {
+    header = Buffer.alloc(10)
+    header[0] = first
+    header[1] = maskBit | 127
+    header.writeBigUInt64BE(BigInt(declared), 2)
+  }
+  if (!mask) return Buffer.concat([header, data])
+  const key = randomBytes(4)
+  return Buffer.concat([header, key, Buffer.from(data.map((byte, i) => byte ^ key[i % 4]))])
+}
+
+/**
+ * Writes `request` (anything: a handshake, half of one, garbage) on a bare
+ * TCP connection and resolves with everything the server sent back once it
+ * has closed the connection.
+ */
+export async function rawExchange (port: number, request: string | Buffer): Promise<string> {
+  const socket = net.connect(port, '127.0.0.1')
+  const chunks: Buffer[] = []
+  socket.on('data', (chunk: Buffer) => chunks.push(chunk))
+  socket.on('error', () => {})
+  socket.write(request)
+  await once(socket, 'close')
+  return Buffer.concat(chunks).toString()
+}
+
+/** An upgrade request as a browser would send it, with `extra` header lines. */
+export function upgradeRequest (port: number, path: string, extra: string[] = []): string {
+  return [
+    `GET ${path} HTTP/1.1`, `Host: 127.0.0.1:${port}`, 'Upgrade: websocket', 'Connection: Upgrade',
+    `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}`, 'Sec-WebSocket-Version: 13', ...extra, '', ''
+  ].join('\r\n')
+}

@@ -8,7 +8,7 @@ import type { RawData } from 'ws'
 type BufferLike = string | Buffer | DataView | number | ArrayBufferView | Uint8Array | ArrayBuffer | SharedArrayBuffer | Blob | readonly any[] | readonly number[] | { valueOf(): ArrayBuffer } | { valueOf(): SharedArrayBuffer } | { valueOf(): Uint8Array } | { valueOf(): readonly number[] } | { valueOf(): string } | { [Symbol.toPrimitive](hint: string): string }
 
 /** Why a reliable socket closed, as reported to `onDisconnect`. */
-type DisconnectCause = 'client' | 'server' | 'heartbeat' | 'backpressure' | 'shutdown' | 'error'
+type DisconnectCause = 'client' | 'server' | 'heartbeat' | 'backpressure' | 'shutdown' | 'error' | 'rateLimit' | 'idle'
 
 declare module 'ws' {
   // Merges into ws's WebSocket class, so `WebSocket.WebSocket` (the socket
@@ -96,6 +96,54 @@ declare namespace fastifyReliableWs {
     path?: string
   }
 
+  /**
+   * Limits on connections and messages. A count, rate or timeout of `Infinity` means no limit.
+   * In a route's `config.reliable.limits`, each field overrides the plugin's.
+   */
+  export interface LimitOptions {
+    /**
+     * An upgrade is answered 503 (with `Retry-After`) while this many reliable sockets are open, on all routes
+     * together. A route may set its own threshold (lower, to shed it first). Default `Infinity`.
+     */
+    maxConnections?: number
+    /**
+     * An upgrade is answered 429 (with `Retry-After`) while its client address (`request.ip`, so Fastify's
+     * `trustProxy` applies) has this many reliable sockets open, on all routes together. Default `Infinity`.
+     */
+    maxConnectionsPerIp?: number
+    /**
+     * Largest message in bytes (after decompression); a larger one closes the socket with 1009.
+     * A route may lower it, not raise it. Default `1048576` (1 MiB).
+     */
+    maxPayload?: number
+    /** Sustained messages a socket may send per second (a token bucket). Default `1000`. */
+    messagesPerSecond?: number
+    /** Messages a socket may send at once, on top of the sustained rate. Default: `messagesPerSecond`. */
+    burst?: number
+    /**
+     * `'close'`: a socket over its rate is closed with 1008. `'drop'`: the message is dropped, and the peer is
+     * sent `{"type":"error","message":"Rate limit exceeded"}` at most once a second. Default `'close'`.
+     */
+    onRateLimit?: 'close' | 'drop'
+    /** A socket that sends no message this long (pings and pongs do not count) is closed with 1000. Default `Infinity`. */
+    idleTimeoutMs?: number
+  }
+
+  export interface PluginLimitOptions extends LimitOptions {
+    /**
+     * A TCP connection whose request has not fully arrived this long after it connected is destroyed
+     * (slowloris). Applies to every connection of the server, before any route is known. Default `10000`.
+     */
+    handshakeTimeoutMs?: number
+  }
+
+  /**
+   * Origins allowed to open a socket from a browser, exactly as browsers send them
+   * (`'https://example.com'`, `'http://localhost:3000'`); an upgrade without an Origin header is not from a
+   * browser and is let through. Or a function deciding for each upgrade (`origin` is `undefined` when absent).
+   */
+  export type AllowedOrigins = string[] | ((origin: string | undefined, request: FastifyRequest) => boolean)
+
   export interface DisconnectInfo {
     code: number
     reason: string
@@ -112,12 +160,16 @@ declare namespace fastifyReliableWs {
     shutdown?: ShutdownOptions
     /** A GET route answering with `wsStats` (`true`: at the default path), or `false` (the default) for none. */
     health?: HealthOptions | boolean
-    /** Options handed to @fastify/websocket; `options.maxPayload` defaults to 1 MiB. */
+    /** Options handed to @fastify/websocket. Its `options.maxPayload` is another way to set `limits.maxPayload` (not both). */
     websocket?: WebsocketPluginOptions
     /** Called for each new reliable connection before the route handler; throwing closes it with 1008. */
     onConnect?: (socket: import('ws').WebSocket, request: FastifyRequest) => void | Promise<void>
     /** Called once when a reliable connection has closed. */
     onDisconnect?: (socket: import('ws').WebSocket, info: DisconnectInfo) => void | Promise<void>
+    /** Upgrades from any other browser origin are answered 403. Default: every origin. */
+    allowedOrigins?: AllowedOrigins
+    /** Connection, message and timeout limits. */
+    limits?: PluginLimitOptions
   }
 
   export interface RouteReliableOptions {
@@ -129,6 +181,10 @@ declare namespace fastifyReliableWs {
     heartbeat?: HeartbeatOptions | false
     /** Overrides the plugin's backpressure settings field by field. */
     backpressure?: BackpressureOptions
+    /** Replaces the plugin's allowedOrigins for this route. */
+    allowedOrigins?: AllowedOrigins
+    /** Overrides the plugin's limits field by field. */
+    limits?: LimitOptions
   }
 
   /** Events of a reliable socket: ws's server-side ones, plus 'json' and 'drain'. */
@@ -153,6 +209,25 @@ declare namespace fastifyReliableWs {
     messagesSent: number
   }
 
+  export interface LimitStats {
+    /** Upgrades answered 403 for their Origin. */
+    originRejected: number
+    /** Upgrades answered 503 for maxConnections. */
+    maxConnectionsRejected: number
+    /** Upgrades answered 429 for maxConnectionsPerIp. */
+    perIpRejected: number
+    /** Sockets closed with 1009 for a message above maxPayload. */
+    payloadTooLarge: number
+    /** Messages refused by the rate limit. */
+    rateLimited: number
+    /** Connections destroyed before their request had arrived. */
+    handshakeTimeouts: number
+    /** Sockets closed for sending nothing for idleTimeoutMs. */
+    idleTimeouts: number
+    /** Malformed input: frames ws refused, frames cut short, upgrade requests and HTTP that did not parse. */
+    protocolErrors: number
+  }
+
   export interface WsStats {
     connections: { active: number; peak: number; opened: number; closed: number; rejected: number }
     heartbeat: {
@@ -165,6 +240,7 @@ declare namespace fastifyReliableWs {
     bytes: { received: number; sent: number }
     backpressure: { events: number; bufferedBytes: number; slowConsumersClosed: number }
     closeCodes: Record<string, number>
+    limits: LimitStats
     errors: number
     draining: boolean
     uptimeMs: number

@@ -26,7 +26,7 @@ app.register(reliableWs, {
   async onDisconnect (socket, info) {
     expectType<string>(socket.id)
     expectExact<typeof info, DisconnectInfo>(true)
-    expectExact<typeof info.cause, 'client' | 'server' | 'heartbeat' | 'backpressure' | 'shutdown' | 'error'>(true)
+    expectExact<typeof info.cause, 'client' | 'server' | 'heartbeat' | 'backpressure' | 'shutdown' | 'error' | 'rateLimit' | 'idle'>(true)
   }
 })
 // @ts-expect-error onLimit is 'drop' or 'close'

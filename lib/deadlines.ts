@@ -1,0 +1,42 @@
+import type { Route } from './context'
+import type { ReliableSocket } from './reliable-socket'
+import { firstPingAt, heartbeatDue } from './heartbeat'
+import { kCause, kHeartbeatDueAt, kLastMessageAt, kNextPingAt, kRoute } from './symbols'
+
+const OPEN = 1
+
+/**
+ * A socket has one place on the scheduler for two deadlines, its heartbeat
+ * and its idle timeout: it is visited at the earlier one, and each visit
+ * settles whichever is due. The idle deadline moves with every message
+ * without touching the wheel; a visit that finds it moved just reschedules.
+ */
+export function startDeadlines (socket: ReliableSocket, route: Route, now: number): void {
+  socket[kLastMessageAt] = now
+  const heartbeat = route.heartbeat
+  if (heartbeat !== false) socket[kHeartbeatDueAt] = socket[kNextPingAt] = firstPingAt(heartbeat, now)
+  const due = Math.min(socket[kHeartbeatDueAt], now + route.limits.idleTimeoutMs)
+  if (due !== Infinity) route.ctx.scheduler.add(socket, due)
+}
+
+/** The scheduler's callback for a reliable socket. */
+export function onSocketDue (socket: ReliableSocket, now: number): void {
+  if (socket.readyState !== OPEN) return
+  const route = socket[kRoute]!
+  const idleAt = socket[kLastMessageAt] + route.limits.idleTimeoutMs
+  if (now >= idleAt) return closeIdle(socket, route)
+  let due = socket[kHeartbeatDueAt]
+  // Visited early for the idle deadline, the heartbeat waits for its own.
+  if (now >= due) {
+    due = heartbeatDue(socket, route, now)
+    if (due < 0) return
+    socket[kHeartbeatDueAt] = due
+  }
+  route.ctx.scheduler.add(socket, Math.min(due, idleAt))
+}
+
+function closeIdle (socket: ReliableSocket, route: Route): void {
+  route.ctx.stats.limits.idleTimeouts++
+  socket[kCause] = 'idle'
+  socket.close(1000, 'Idle timeout')
+}

@@ -1,0 +1,94 @@
+import type { IncomingMessage, Server } from 'node:http'
+import { performance } from 'node:perf_hooks'
+import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { Server as TlsServer } from 'node:tls'
+import type { WebSocketServer } from 'ws'
+import type { Context } from './context'
+import { kWheelPos, kWheelTick } from './symbols'
+
+/** A TCP connection whose first request has not fully arrived yet, waiting on the scheduler. */
+export interface PendingConnection extends Socket {
+  [kWheelTick]: number
+  [kWheelPos]: number
+}
+
+/**
+ * Guards what happens on the server before a socket is a websocket. Each
+ * new connection is put on the instance's scheduler, due handshakeTimeoutMs
+ * later, and taken off as soon as its first request's headers are in (an
+ * upgrade or any other request: until then nobody knows which it will be):
+ * a slowloris connection is destroyed when it comes due. Node's own
+ * headersTimeout would do the same, but is checked every 30 s at best.
+ * Malformed HTTP and malformed upgrade requests are counted here too.
+ */
+export class HandshakeGuard {
+  private readonly connectionEvent: string
+  private readonly onConnection: (socket: PendingConnection) => void
+  private readonly onRequest: (request: IncomingMessage) => void
+  private readonly onSocketClose: (this: PendingConnection) => void
+  private readonly onClientError: (err: NodeJS.ErrnoException) => void
+
+  constructor (private readonly ctx: Context, private readonly server: Server) {
+    // Behind TLS the request's socket is the TLS one, which only exists once the TLS handshake is done.
+    this.connectionEvent = server instanceof TlsServer ? 'secureConnection' : 'connection'
+    const scheduler = ctx.scheduler
+    const timeoutMs = ctx.settings.handshakeTimeoutMs
+    const settle = (socket: PendingConnection): void => {
+      // Only connections still waiting hold a tick; a kept-alive one's next request finds none.
+      if (socket[kWheelTick] > -1) scheduler.remove(socket)
+    }
+    this.onConnection = (socket) => {
+      scheduler.add(socket, performance.now() + timeoutMs)
+      socket.on('close', this.onSocketClose)
+    }
+    this.onRequest = (request) => settle(request.socket as PendingConnection)
+    this.onSocketClose = function () { settle(this) }
+    this.onClientError = (err) => {
+      // llhttp's parse errors: what came was not HTTP. Resets and timeouts are not the peer's malformed input.
+      if (err.code?.startsWith('HPE_') === true) ctx.stats.limits.protocolErrors++
+    }
+    if (timeoutMs !== Infinity) {
+      scheduler.usePeriod(timeoutMs)
+      server.on(this.connectionEvent, this.onConnection)
+      server.on('request', this.onRequest)
+      server.on('upgrade', this.onRequest)
+    }
+    server.on('clientError', this.onClientError)
+  }
+
+  /** The scheduler's callback for a connection that is still mid-request. */
+  onDue (socket: PendingConnection): void {
+    this.ctx.stats.limits.handshakeTimeouts++
+    socket.destroy()
+  }
+
+  /**
+   * ws hands an upgrade request it refuses (a bad Sec-WebSocket-Key or
+   * Sec-WebSocket-Version, say) to a 'wsClientError' listener when there is
+   * one; this one counts it and answers as ws would: 400, with ws's short
+   * description of the fault and nothing else.
+   */
+  watch (wss: WebSocketServer): void {
+    const stats = this.ctx.stats
+    wss.on('wsClientError', (err: Error, socket: Duplex) => {
+      stats.limits.protocolErrors++
+      stats.rejected++
+      const versionHint = err.message.includes('Sec-WebSocket-Version') ? 'Sec-WebSocket-Version: 13, 8\r\n' : ''
+      socket.once('finish', socket.destroy)
+      socket.end(
+        'HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\n' +
+        `Content-Length: ${Buffer.byteLength(err.message)}\r\n${versionHint}\r\n${err.message}`
+      )
+    })
+  }
+
+  /** From shutdown on, the server's upgrade requests must reach Fastify's 503, not a leftover listener. */
+  detach (): void {
+    const server = this.server
+    server.off(this.connectionEvent, this.onConnection)
+    server.off('request', this.onRequest)
+    server.off('upgrade', this.onRequest)
+    server.off('clientError', this.onClientError)
+  }
+}
