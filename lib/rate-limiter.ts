@@ -47,6 +47,7 @@ export function admitMessage (socket: ReliableSocket, route: Route): boolean {
 }
 
 function refuseMessage (socket: ReliableSocket, route: Route, now: number): false {
+  yieldReading(socket)
   // Whatever a closed flooder had in flight is discarded, not counted again.
   if (socket.readyState !== OPEN) return false
   route.ctx.stats.limits.rateLimited++
@@ -60,4 +61,21 @@ function refuseMessage (socket: ReliableSocket, route: Route, now: number): fals
     socket.send(RATE_LIMIT_REPLY)
   }
   return false
+}
+
+/**
+ * A flooder's frames are parsed even when its messages are dropped, and
+ * Node reads up to 32 chunks from one socket per turn of the event loop:
+ * while it is over its rate, it gets one chunk per turn, so every other
+ * socket is read in between. (A peer closed with 1008 keeps being read
+ * this way until its close frame arrives or ws's close timer ends it.)
+ */
+function yieldReading (socket: ReliableSocket): void {
+  if (socket.isPaused) return
+  socket.pause()
+  setImmediate(resumeReading, socket)
+}
+
+function resumeReading (socket: ReliableSocket): void {
+  socket.resume()
 }
