@@ -1,0 +1,174 @@
+import { once } from 'node:events'
+import { readFileSync } from 'node:fs'
+import net from 'node:net'
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import tls from 'node:tls'
+import t from 'tap'
+import Fastify from 'fastify'
+import type { FastifyInstance } from 'fastify'
+import WebSocket from 'ws'
+import reliableWs = require('../index')
+import { OPCODE, RawPeer, closeEvent, collect, connect, sleep, start, waitFor, watch } from './helpers'
+
+// Bounds, not timings: the scheduler's tick plus a noisy 2-core machine.
+const MARGIN = 250
+
+function silent (app: FastifyInstance): void {
+  app.get('/ws', { websocket: true }, (socket) => { socket.on('message', (data) => socket.send(data.toString())) })
+}
+
+/** A TCP connection that sends `partial` and then nothing; resolves with the time it was closed by the server. */
+async function stall (port: number, partial: string): Promise<{ socket: net.Socket, closed: Promise<number> }> {
+  const socket = net.connect(port, '127.0.0.1')
+  socket.on('error', () => {})
+  await once(socket, 'connect')
+  if (partial !== '') socket.write(partial)
+  return { socket, closed: once(socket, 'close').then(() => performance.now()) }
+}
+
+t.test('idleTimeoutMs: a socket that sends nothing is closed with 1000 "Idle timeout"', async (t) => {
+  const infos: any[] = []
+  const { app, port } = await start({
+    heartbeat: false,
+    limits: { idleTimeoutMs: 100 },
+    onDisconnect: (_socket, info) => { infos.push(info) }
+  }, silent)
+  t.teardown(() => app.close())
+  const startedAt = performance.now()
+  const peer = await RawPeer.connect(port, '/ws')
+  await waitFor(() => peer.closeCode() !== null, 2000, 'the close frame')
+  const elapsed = performance.now() - startedAt
+  t.ok(elapsed >= 100 && elapsed < 100 + MARGIN, `closed after ${Math.round(elapsed)} ms`)
+  const close = peer.frames.find((frame) => frame.opcode === OPCODE.close)!
+  t.equal(close.payload.readUInt16BE(0), 1000)
+  t.equal(close.payload.subarray(2).toString(), 'Idle timeout')
+  peer.send(OPCODE.close, close.payload)
+  await waitFor(() => infos.length === 1)
+  t.match(infos[0], { code: 1000, reason: 'Idle timeout', cause: 'idle' })
+  t.equal(app.wsStats.limits.idleTimeouts, 1)
+})
+
+t.test('every message moves the idle deadline; pings and pongs do not', async (t) => {
+  const { app, url, port } = await start({ heartbeat: { intervalMs: 30 }, limits: { idleTimeoutMs: 150 } }, silent)
+  t.teardown(() => app.close())
+  const talker = await connect(url('/ws'))
+  const talked = watch(talker)
+  // The ws client answers every heartbeat ping with a pong, and this peer pings the server too: neither is a message.
+  const ponger = await connect(url('/ws'))
+  const ponged = watch(ponger)
+  const pinger = await RawPeer.connect(port, '/ws')
+  const startedAt = performance.now()
+  const pinging = setInterval(() => { pinger.send(OPCODE.ping) }, 20)
+  t.teardown(() => clearInterval(pinging))
+  while (performance.now() - startedAt < 400) {
+    talker.send('still here')
+    await sleep(40)
+  }
+  t.notOk(talked.closed, 'a socket sending a message every 40 ms outlives three idle timeouts')
+  t.ok(ponged.closed, 'answering pings does not keep a socket open')
+  t.ok(ponged.pings >= 2, `the heartbeat kept pinging it (${ponged.pings} pings)`)
+  t.ok(pinger.closeCode() === 1000, 'pinging the server does not either')
+  const stoppedAt = performance.now()
+  const closed = closeEvent(talker)
+  t.equal((await closed).code, 1000)
+  const elapsed = performance.now() - stoppedAt
+  t.ok(elapsed < 150 + MARGIN, `closed ${Math.round(elapsed)} ms after its last message`)
+  t.equal(app.wsStats.limits.idleTimeouts, 3)
+  t.equal(app.wsStats.heartbeat.timeouts, 0)
+  pinger.destroy()
+})
+
+t.test('a route may set its own idle timeout; by default there is none', async (t) => {
+  const { app, url } = await start({ heartbeat: false }, (app) => {
+    silent(app)
+    app.get('/short', { websocket: true, config: { reliable: { limits: { idleTimeoutMs: 50 } } } }, () => {})
+  })
+  t.teardown(() => app.close())
+  const long = await connect(url('/ws'))
+  const short = await connect(url('/short'))
+  t.same(await closeEvent(short), { code: 1000, reason: 'Idle timeout' })
+  await sleep(100)
+  long.send('alive')
+  await waitFor(() => collect(long).length === 1)
+  t.same(collect(long), ['alive'])
+  long.close()
+})
+
+t.test('handshakeTimeoutMs: a connection stalled mid-request is destroyed and counted; one that says nothing too', async (t) => {
+  const { app, port, url } = await start({ heartbeat: false, limits: { handshakeTimeoutMs: 100 } }, silent)
+  t.teardown(() => app.close())
+  const good = await connect(url('/ws'))
+  const startedAt = performance.now()
+  const slowloris = await stall(port, 'GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websock')
+  const mute = await stall(port, '')
+  const [slowAt, muteAt] = await Promise.all([slowloris.closed, mute.closed])
+  for (const [name, at] of [['slowloris', slowAt], ['mute', muteAt]] as const) {
+    const elapsed = at - startedAt
+    t.ok(elapsed >= 90 && elapsed < 100 + MARGIN, `${name} destroyed after ${Math.round(elapsed)} ms`)
+  }
+  t.equal(app.wsStats.limits.handshakeTimeouts, 2)
+  await sleep(50)
+  good.send('the upgraded socket is not touched')
+  await waitFor(() => collect(good).length === 1)
+  t.equal(app.wsStats.connections.active, 1)
+  good.close()
+})
+
+t.test('handshakeTimeoutMs ends with the first request: kept-alive HTTP connections are left alone', async (t) => {
+  const { app, port } = await start({ heartbeat: false, limits: { handshakeTimeoutMs: 60 } }, (app) => {
+    silent(app)
+    app.get('/http', async () => ({ ok: true }))
+  })
+  t.teardown(() => app.close())
+  const socket = net.connect(port, '127.0.0.1')
+  let received = ''
+  socket.on('data', (chunk: Buffer) => { received += chunk.toString() })
+  await once(socket, 'connect')
+  socket.write('GET /http HTTP/1.1\r\nHost: x\r\n\r\n')
+  await waitFor(() => received.includes('{"ok":true}'))
+  await sleep(150)
+  t.notOk(socket.destroyed, 'still open after twice the timeout')
+  socket.write('GET /http HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+  await once(socket, 'close')
+  t.equal(received.match(/\{"ok":true\}/g)?.length, 2, 'both requests answered on one connection')
+  t.equal(app.wsStats.limits.handshakeTimeouts, 0)
+})
+
+t.test('handshakeTimeoutMs: Infinity turns it off', async (t) => {
+  const { app, port } = await start({ heartbeat: false, limits: { handshakeTimeoutMs: Infinity } }, silent)
+  t.teardown(() => app.close())
+  const { socket } = await stall(port, 'GET /ws HTTP/1.1\r\n')
+  await sleep(150)
+  t.notOk(socket.destroyed)
+  socket.destroy()
+  t.equal(app.wsStats.limits.handshakeTimeouts, 0)
+})
+
+t.test('behind TLS the timeout runs from the end of the TLS handshake', async (t) => {
+  const fixtures = join(__dirname, 'fixtures')
+  const key = readFileSync(join(fixtures, 'localhost-key.pem'))
+  const cert = readFileSync(join(fixtures, 'localhost-cert.pem'))
+  const app = Fastify({ https: { key, cert } })
+  await app.register(reliableWs, { heartbeat: false, limits: { handshakeTimeoutMs: 100 } })
+  silent(app)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => app.close())
+  const port = (app.server.address() as net.AddressInfo).port
+  const good = new WebSocket(`wss://127.0.0.1:${port}/ws`, { ca: cert })
+  collect(good)
+  await once(good, 'open')
+  const startedAt = performance.now()
+  const stalled = tls.connect({ port, host: '127.0.0.1', ca: cert })
+  stalled.on('error', () => {})
+  await once(stalled, 'secureConnect')
+  stalled.write('GET /ws HTTP/1.1\r\n')
+  await once(stalled, 'close')
+  const elapsed = performance.now() - startedAt
+  t.ok(elapsed < 100 + MARGIN, `destroyed after ${Math.round(elapsed)} ms`)
+  t.equal(app.wsStats.limits.handshakeTimeouts, 1)
+  good.send('over TLS')
+  await waitFor(() => collect(good).length === 1)
+  t.same(collect(good), ['over TLS'])
+  good.close()
+})
