@@ -31,7 +31,26 @@ const badPluginOptions: Array<[string, unknown, RegExp]> = [
   ['websocket not an object', { websocket: 'ws' }, /"websocket": must be an object/],
   ['websocket.options not an object', { websocket: { options: [] } }, /"websocket\.options": must be an object/],
   ['errorHandler not a function', { websocket: { errorHandler: 'log' } }, /"websocket\.errorHandler"/],
-  ['unknown top-level option', { heartbeats: false }, /"options\.heartbeats": unknown option/]
+  ['unknown top-level option', { heartbeats: false }, /"options\.heartbeats": unknown option/],
+  ['limits not an object', { limits: 5 }, /"limits": must be an object/],
+  ['misspelt limit', { limits: { maxConnection: 5 } }, /"limits\.maxConnection": unknown option/],
+  ['zero maxConnections', { limits: { maxConnections: 0 } }, /"limits\.maxConnections": must be a positive integer or Infinity/],
+  ['fractional maxConnectionsPerIp', { limits: { maxConnectionsPerIp: 1.5 } }, /"limits\.maxConnectionsPerIp".*got 1\.5/],
+  ['negative messagesPerSecond', { limits: { messagesPerSecond: -1 } }, /"limits\.messagesPerSecond": must be a positive number/],
+  ['NaN burst', { limits: { burst: NaN } }, /"limits\.burst"/],
+  ['unknown onRateLimit', { limits: { onRateLimit: 'block' } }, /"limits\.onRateLimit".*'drop' or 'close'/],
+  ['non-numeric idle timeout', { limits: { idleTimeoutMs: '1m' } }, /"limits\.idleTimeoutMs".*got "1m"/],
+  ['zero handshake timeout', { limits: { handshakeTimeoutMs: 0 } }, /"limits\.handshakeTimeoutMs"/],
+  ['maxPayload of Infinity', { limits: { maxPayload: Infinity } }, /"limits\.maxPayload": must be an integer from 1 to 2147483647/],
+  ['maxPayload past what ws can hold', { limits: { maxPayload: 2 ** 32 } }, /"limits\.maxPayload"/],
+  ['maxPayload set twice', { limits: { maxPayload: 1024 }, websocket: { options: { maxPayload: 1024 } } }, /"websocket\.options\.maxPayload": set the limit once, as limits\.maxPayload/],
+  ['allowedOrigins not a list', { allowedOrigins: 'https://example.com' }, /"allowedOrigins": must be an array of origins or a function/],
+  ['an origin with a trailing slash', { allowedOrigins: ['https://example.com/'] }, /"allowedOrigins": "https:\/\/example\.com\/" is not an origin/],
+  ['an origin in capitals', { allowedOrigins: ['https://Example.com'] }, /"allowedOrigins"/],
+  ['an origin with a path', { allowedOrigins: ['https://example.com/app'] }, /"allowedOrigins"/],
+  ['the null origin', { allowedOrigins: ['null'] }, /"allowedOrigins": "null" is not an origin/],
+  ['a host without a scheme', { allowedOrigins: ['example.com'] }, /"allowedOrigins"/],
+  ['an origin that is not a string', { allowedOrigins: [42] }, /"allowedOrigins": 42 is not an origin/]
 ]
 
 for (const [name, options, message] of badPluginOptions) {
@@ -46,7 +65,12 @@ const badRouteConfigs: Array<[string, unknown, RegExp]> = [
   ['json not a boolean', { json: 'yes' }, /"config\.reliable of \/ws\.json"/],
   ['schema not an object', { messageSchema: 'object' }, /"config\.reliable of \/ws\.messageSchema"/],
   ['route highWaterMark under the plugin lowWaterMark', { backpressure: { highWaterMark: 1000 } }, /"config\.reliable of \/ws\.backpressure\.lowWaterMark"/],
-  ['reliable not an object', 'yes', /"config\.reliable of \/ws": must be an object/]
+  ['reliable not an object', 'yes', /"config\.reliable of \/ws": must be an object/],
+  ['a handshake timeout per route', { limits: { handshakeTimeoutMs: 100 } }, /"config\.reliable of \/ws\.limits\.handshakeTimeoutMs": it applies before any route is known/],
+  ['a route maxPayload above the plugin one', { limits: { maxPayload: 2_000_000 } }, /"config\.reliable of \/ws\.limits\.maxPayload": a route may lower the plugin's maxPayload, not raise it \(2000000 > 1048576\)/],
+  ['an unknown route limit', { limits: { maxConections: 1 } }, /"config\.reliable of \/ws\.limits\.maxConections": unknown option/],
+  ['route limits not an object', { limits: [] }, /"config\.reliable of \/ws\.limits": must be an object/],
+  ['a bad route origin', { allowedOrigins: ['*'] }, /"config\.reliable of \/ws\.allowedOrigins": "\*" is not an origin/]
 ]
 
 for (const [name, reliable, message] of badRouteConfigs) {
@@ -75,8 +99,21 @@ t.test('good options register', async (t) => {
     health: { path: '/status' },
     websocket: { options: { maxPayload: 1024 } },
     onConnect () {},
-    onDisconnect () {}
+    onDisconnect () {},
+    allowedOrigins: ['https://example.com', 'http://localhost:3000'],
+    limits: {
+      maxConnections: 10_000,
+      maxConnectionsPerIp: Infinity,
+      messagesPerSecond: 0.5,
+      burst: 1,
+      onRateLimit: 'drop',
+      handshakeTimeoutMs: 5_000,
+      idleTimeoutMs: 60_000
+    }
   }))
+  await t.resolves(bootWith({ limits: { maxPayload: 64 * 1024 * 1024 } }, (app) => {
+    app.get('/ws', { websocket: true, config: { reliable: { allowedOrigins: () => true, limits: { maxPayload: 1024 } } } }, () => {})
+  }), 'the plugin may raise maxPayload; a route may lower it')
   await t.resolves(bootWith({ heartbeat: false, health: false }))
 })
 

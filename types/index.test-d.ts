@@ -2,7 +2,7 @@
 import fastify from 'fastify'
 import type { WebSocket } from 'ws'
 import reliableWs, { fastifyReliableWs } from '..'
-import type { DisconnectInfo, FastifyReliableWsOptions, InvalidMessageReply, RouteStats, WsStats } from '..'
+import type { AllowedOrigins, DisconnectInfo, FastifyReliableWsOptions, InvalidMessageReply, LimitOptions, LimitStats, PluginLimitOptions, RouteStats, WsStats } from '..'
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false
 function expectType<T> (_value: T): void {}
@@ -29,6 +29,35 @@ app.register(reliableWs, {
     expectExact<typeof info.cause, 'client' | 'server' | 'heartbeat' | 'backpressure' | 'shutdown' | 'error' | 'rateLimit' | 'idle'>(true)
   }
 })
+app.register(reliableWs, {
+  allowedOrigins: ['https://example.com'],
+  limits: {
+    maxConnections: 10_000,
+    maxConnectionsPerIp: Infinity,
+    maxPayload: 1_048_576,
+    messagesPerSecond: 1000,
+    burst: 1000,
+    onRateLimit: 'drop',
+    handshakeTimeoutMs: 10_000,
+    idleTimeoutMs: Infinity
+  }
+})
+app.register(reliableWs, {
+  allowedOrigins (origin, request) {
+    expectExact<typeof origin, string | undefined>(true)
+    expectType<string>(request.ip)
+    return origin === 'https://example.com'
+  }
+})
+// @ts-expect-error onRateLimit is 'drop' or 'close'
+app.register(reliableWs, { limits: { onRateLimit: 'block' } })
+// @ts-expect-error allowedOrigins is a list of strings or a function
+app.register(reliableWs, { allowedOrigins: 'https://example.com' })
+// @ts-expect-error the handshake timeout is server-wide: not a route limit
+const routeLimits: LimitOptions = { handshakeTimeoutMs: 100 }
+expectType<LimitOptions>(routeLimits)
+expectType<LimitOptions>({} as PluginLimitOptions)
+expectType<AllowedOrigins>(['https://example.com'])
 // @ts-expect-error onLimit is 'drop' or 'close'
 app.register(reliableWs, { backpressure: { onLimit: 'block' } })
 // @ts-expect-error intervalMs is a number
@@ -58,6 +87,10 @@ app.get('/chat', { websocket: true, config: { reliable: { json: true, heartbeat:
   expectType<string>(request.url)
 })
 app.get('/plain', { websocket: true, config: { reliable: false } }, () => {})
+app.get('/limited', {
+  websocket: true,
+  config: { reliable: { allowedOrigins: () => true, limits: { maxPayload: 1024, messagesPerSecond: 10, onRateLimit: 'close', idleTimeoutMs: 60_000 } } }
+}, () => {})
 app.get('/schema', { websocket: true, config: { reliable: { messageSchema: { type: 'object' } } } }, () => {})
 // @ts-expect-error json is a boolean
 app.get('/bad', { websocket: true, config: { reliable: { json: 'yes' } } }, () => {})
@@ -68,6 +101,8 @@ expectType<number>(stats.connections.active)
 expectExact<typeof stats.heartbeat.latencyMs.p99, number | null>(true)
 expectExact<(typeof stats.routes)[string], RouteStats>(true)
 expectType<boolean>(stats.draining)
+expectExact<typeof stats.limits, LimitStats>(true)
+expectExact<keyof LimitStats, 'originRejected' | 'maxConnectionsRejected' | 'perIpRejected' | 'payloadTooLarge' | 'rateLimited' | 'handshakeTimeouts' | 'idleTimeouts' | 'protocolErrors'>(true)
 // @ts-expect-error wsStats is read-only
 app.wsStats = stats
 
