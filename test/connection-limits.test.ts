@@ -50,6 +50,9 @@ t.test('over maxConnections an upgrade is answered 503 with Retry-After, before 
   t.equal(again.status, 101, 'a freed place is taken again')
   stats = app.wsStats
   t.equal(stats.connections.active, 2)
+  const plain = await app.inject('/ws')
+  t.equal(plain.statusCode, 404, 'a plain GET of a full websocket route is not an upgrade: not refused, not counted')
+  t.equal(app.wsStats.limits.maxConnectionsRejected, 1)
   b.ws!.terminate()
   again.ws!.terminate()
 })

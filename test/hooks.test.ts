@@ -249,3 +249,24 @@ t.test('a protocol error from one peer closes it with 1002, counted, and others 
   t.same(collect(good), ['still here'])
   good.close()
 })
+
+t.test('an error once the socket is closing is logged at warn; a frame ws refused, at info', async (t) => {
+  const logs: any[] = []
+  const { app, url, port } = await start({ heartbeat: false }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => {
+      socket.close(4000, 'done')
+      throw new Error('after close')
+    })
+    app.get('/echo', { websocket: true }, () => {})
+  }, { logger: { level: 'info', stream: { write: (line: string) => logs.push(JSON.parse(line)) } } })
+  t.teardown(() => app.close())
+  const ws = await connect(url('/ws'))
+  t.equal((await closeEvent(ws)).code, 4000, 'the close already started keeps its code')
+  const bad = await RawPeer.connect(port, '/echo')
+  bad.socket.write(Buffer.from([0x81, 0x02, 0x68, 0x69]))
+  await waitFor(() => bad.ended)
+  await waitFor(() => logs.filter((log) => log.msg === 'websocket connection error').length === 2)
+  const errors = logs.filter((log) => log.msg === 'websocket connection error')
+  t.same(errors.map((log) => [log.level, log.err.message]), [[40, 'after close'], [30, 'Invalid WebSocket frame: MASK must be set']])
+  t.ok(errors.every((log) => typeof log.socketId === 'string'))
+})

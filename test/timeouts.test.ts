@@ -50,7 +50,8 @@ t.test('idleTimeoutMs: a socket that sends nothing is closed with 1000 "Idle tim
 })
 
 t.test('every message moves the idle deadline; pings and pongs do not', async (t) => {
-  const { app, url, port } = await start({ heartbeat: { intervalMs: 30 }, limits: { idleTimeoutMs: 150 } }, silent)
+  // No rate limit: the idle deadline is tracked on its own.
+  const { app, url, port } = await start({ heartbeat: { intervalMs: 30 }, limits: { idleTimeoutMs: 150, messagesPerSecond: Infinity } }, silent)
   t.teardown(() => app.close())
   const talker = await connect(url('/ws'))
   const talked = watch(talker)
