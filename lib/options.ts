@@ -57,7 +57,8 @@ export const DEFAULTS = Object.freeze({
     maxConnections: Infinity,
     maxConnectionsPerIp: Infinity,
     maxPayload: 1_048_576,
-    messagesPerSecond: 1000,
+    // Off, as in ws and Socket.IO: a rate that suits one app closes another's legitimate clients.
+    messagesPerSecond: Infinity,
     burst: null,
     onRateLimit: 'close' as const,
     idleTimeoutMs: Infinity

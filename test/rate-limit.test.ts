@@ -88,19 +88,15 @@ t.test('a peer within its rate is never refused', async (t) => {
   ws.close()
 })
 
-t.test('the default limit is 1000 messages a second with a burst of 1000', async (t) => {
+t.test('there is no rate limit by default', async (t) => {
   const received: string[] = []
   const { app, port } = await server(t, {}, received)
   const peer = await RawPeer.connect(port, '/ws')
-  burst(peer, 1000)
-  await waitFor(() => received.length === 1000, 3000, 'the whole burst')
+  burst(peer, 5000)
+  await waitFor(() => received.length === 5000, 5000, 'the whole burst')
   t.notOk(peer.ended)
-  burst(peer, 500, 'x')
-  await waitFor(() => peer.closeCode() !== null, 3000, 'the close frame')
-  t.equal(peer.closeCode(), 1008)
+  t.equal(app.wsStats.limits.rateLimited, 0)
   peer.destroy()
-  t.ok(received.length < 1000 + 100, `a refill of a few ms at most (${received.length - 1000} more)`)
-  t.equal(app.wsStats.limits.rateLimited, 1)
 })
 
 t.test('a route may lift the rate limit, or set its own', async (t) => {
