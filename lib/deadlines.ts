@@ -14,7 +14,7 @@ const OPEN = 1
 export function startDeadlines (socket: ReliableSocket, route: Route, now: number): void {
   socket[kLastMessageAt] = now
   const heartbeat = route.heartbeat
-  if (heartbeat !== false) socket[kHeartbeatDueAt] = socket[kNextPingAt] = firstPingAt(heartbeat, now)
+  if (heartbeat !== false) socket[kHeartbeatDueAt] = socket[kNextPingAt] = firstPingAt(route.ctx, heartbeat, now)
   const due = Math.min(socket[kHeartbeatDueAt], now + route.limits.idleTimeoutMs)
   if (due !== Infinity) route.ctx.scheduler.add(socket, due)
 }

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks'
-import type { Route } from './context'
+import type { Context, Route } from './context'
 import type { HeartbeatSettings } from './options'
 import type { ReliableSocket } from './reliable-socket'
 import { kPongState, kCause, kLatency, kNextPingAt, kPingAt, kRoute } from './symbols'
@@ -14,9 +14,9 @@ export type PongState = typeof ALIVE | typeof AWAITING | typeof OVERDUE
 // unmasked, length 0): writing them directly skips building a frame per ping.
 const PING_FRAME = Buffer.from([0x89, 0x00])
 
-/** A new socket's first ping falls at a random point of its interval, so a burst of connections does not ping in step. */
-export function firstPingAt (heartbeat: HeartbeatSettings, now: number): number {
-  return now + Math.random() * heartbeat.intervalMs
+/** A new socket's first ping: about one interval on, in a batch the scheduler paces (see Scheduler.pace). */
+export function firstPingAt (ctx: Context, heartbeat: HeartbeatSettings, now: number): number {
+  return ctx.scheduler.pace(now, now + heartbeat.intervalMs)
 }
 
 /**

@@ -115,3 +115,20 @@ t.test('an entry brought in from overflow runs on time, and the wheel empties it
   const timers = await timersCreatedDuring(100, () => {})
   t.equal(timers, 0, 'an empty wheel arms nothing')
 })
+
+t.test('pace: a burst is cut into batches of 128 consecutive ticks, in arrival order; a later arrival keeps its own phase', async (t) => {
+  const { scheduler } = newScheduler(1000) // 5 ms ticks
+  const now = performance.now()
+  const times = Array.from({ length: 300 }, () => scheduler.pace(now, now + 1000))
+  const batches = [...new Set(times)]
+  t.same(batches.map((at) => times.filter((time) => time === at).length), [128, 128, 44], 'three batches')
+  t.ok(batches[0] >= now + 1000 && batches[0] < now + 1005, 'the first one interval on')
+  t.equal(batches[1] - batches[0], 5, 'the next tick')
+  t.equal(batches[2] - batches[1], 5)
+  t.ok(times.every((time, i) => i === 0 || time >= times[i - 1]), 'in arrival order')
+  // Due 0.4 s after the open batch: joins it (its first ping comes early, not late).
+  t.equal(scheduler.pace(now + 400, now + 1400), batches[2])
+  // Due 0.6 s after it, more than half an interval: a batch of its own, at its own time.
+  const own = scheduler.pace(now + 600, now + 1600)
+  t.ok(own >= now + 1600 && own < now + 1605, 'its own phase')
+})
