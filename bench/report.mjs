@@ -1,0 +1,154 @@
+// Turns run.mjs's results into BENCHMARKS.md: the targets and where each stands, then every figure.
+import { readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const BARE = 'fastify-websocket'
+const LABELS = {
+  plugin: 'fastify-reliable-ws (defaults, heartbeat on)',
+  'fastify-websocket': 'bare @fastify/websocket',
+  ws: 'raw ws',
+  timer: '@fastify/websocket + one setInterval per connection',
+  sweep: '@fastify/websocket + one sweep over wss.clients',
+  'socket.io': 'Socket.IO 4 (websocket transport only)'
+}
+// The one backpressure limit the slow-consumer check holds the plugin to (its default highWaterMark).
+export const HIGH_WATER_MARK = 1_048_576
+// Past the queued bytes, RSS also carries the strings the flood makes and GC has not reclaimed yet.
+export const SLOW_RSS_BOUND = 64 * 2 ** 20
+
+const COLUMNS = {
+  echo: [
+    ['serverCpuUsPerMessage', 'server CPU / msg (µs)', 2],
+    ['messagesPerSecond', 'msg/s', 0],
+    ['rttP50Ms', 'RTT p50 (ms)', 2],
+    ['rttP99Ms', 'RTT p99 (ms)', 2],
+    ['loadCpuUsPerMessage', 'load CPU / msg (µs)', 2]
+  ],
+  idle: [
+    ['rssPerConnection', 'RSS / conn (B)', 0],
+    ['heapPerConnection', 'heap / conn (B)', 0],
+    ['setupPerSecond', 'setup (conn/s)', 0],
+    ['connections', 'connections', 0]
+  ],
+  keepalive: [
+    ['serverCpuMsPerSecond', 'server CPU (ms/s)', 1],
+    ['loopDelayP99Ms', 'loop delay p99 (ms)', 2],
+    ['loopDelayMaxMs', 'loop delay max (ms)', 1],
+    ['loadCpuMsPerSecond', 'load CPU (ms/s)', 1],
+    ['connectionsLeft', 'connections left', 0]
+  ],
+  fanout: [
+    ['lastReceiptMs', 'last receipt (ms)', 2],
+    ['serverCpuMsPerBroadcast', 'server CPU / broadcast (ms)', 2]
+  ],
+  slow: [
+    ['peakRssGrowthBytes', 'peak RSS growth (MiB)', 1, 2 ** 20],
+    ['peakQueuedBytes', 'peak queued (KiB)', 0, 1024],
+    ['sent', 'messages sent', 0],
+    ['dropped', 'dropped', 0],
+    ['stoppedEarly', 'stopped at the RSS cap', null]
+  ]
+}
+
+function value (results, key, contender, metric) {
+  return results.scenarios[key]?.contenders[contender]?.median[metric] ?? null
+}
+
+function ratio (results, key, metric, contender, against) {
+  const a = value(results, key, contender, metric)
+  const b = value(results, key, against, metric)
+  return a === null || b === null || b === 0 ? null : a / b
+}
+
+/** Every target of the benchmark issue, each as { target, measured, met }. */
+export function evaluateTargets (results) {
+  const rows = []
+  const check = (target, measured, limit, atMost = true) => {
+    rows.push({ target, measured, met: measured === null ? null : atMost ? measured <= limit : measured >= limit })
+  }
+  for (const bytes of [64, 4096]) {
+    const key = `echo-${bytes}`
+    check(`echo ${bytes} B: server CPU / msg ≤ 1.05× bare`, ratio(results, key, 'serverCpuUsPerMessage', 'plugin', BARE), 1.05)
+    check(`echo ${bytes} B: msg/s ≥ 0.95× bare`, ratio(results, key, 'messagesPerSecond', 'plugin', BARE), 0.95, false)
+    check(`echo ${bytes} B: RTT p99 ≤ 1.1× bare`, ratio(results, key, 'rttP99Ms', 'plugin', BARE), 1.1)
+    check(`echo ${bytes} B: server CPU / msg ≤ 0.65× Socket.IO`, ratio(results, key, 'serverCpuUsPerMessage', 'plugin', 'socket.io'), 0.65)
+  }
+  const idle = Object.keys(results.scenarios).find((key) => key.startsWith('idle-') && !results.scenarios[key].skipped)
+  for (const [metric, label] of [['rssPerConnection', 'RSS'], ['heapPerConnection', 'heap']]) {
+    check(`idle: ${label} / connection ≤ 1.15× bare`, ratio(results, idle, metric, 'plugin', BARE), 1.15)
+    check(`idle: ${label} / connection ≤ 0.6× Socket.IO`, ratio(results, idle, metric, 'plugin', 'socket.io'), 0.6)
+  }
+  const keepalive = Object.keys(results.scenarios).find((key) => key.startsWith('keepalive-'))
+  check('keep-alive: server CPU ≤ 0.6× one timer per connection', ratio(results, keepalive, 'serverCpuMsPerSecond', 'plugin', 'timer'), 0.6)
+  check('keep-alive: loop delay p99 ≤ 1× one timer per connection', ratio(results, keepalive, 'loopDelayP99Ms', 'plugin', 'timer'), 1)
+  const fanout = Object.keys(results.scenarios).find((key) => key.startsWith('fanout-'))
+  check('fan-out: last receipt ≤ 1.1× raw ws', ratio(results, fanout, 'lastReceiptMs', 'plugin', 'ws'), 1.1)
+  return rows
+}
+
+/** The slow-consumer bound the plugin must hold; returns the reasons it does not (empty when it holds). */
+export function slowConsumerViolations (results) {
+  const runs = results.scenarios.slow?.contenders.plugin?.runs ?? []
+  const problems = []
+  for (const run of runs) {
+    // One message may cross the mark; it is sent, then everything is dropped until the buffer drains.
+    if (run.peakQueuedBytes > HIGH_WATER_MARK + results.scenarios.slow.bytes) problems.push(`queued ${run.peakQueuedBytes} B`)
+    if (run.peakRssGrowthBytes > SLOW_RSS_BOUND) problems.push(`RSS grew ${run.peakRssGrowthBytes} B`)
+    if (run.stoppedEarly) problems.push('hit the RSS cap')
+  }
+  return problems
+}
+
+function format (n, digits, scale = 1) {
+  if (n === null || n === undefined) return '—'
+  if (typeof n === 'boolean') return n ? 'yes' : 'no'
+  return (n / scale).toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
+}
+
+export function renderMarkdown (results) {
+  const lines = []
+  lines.push('# Benchmarks', '')
+  lines.push(`Generated by \`${results.command}\` on ${results.date.slice(0, 10)}: ${results.cores} × ${results.cpu}, ${results.memoryGiB} GiB, Node ${results.node}.`)
+  lines.push('Every server runs in its own process and samples its own CPU (`process.cpuUsage`), memory (`process.memoryUsage`, after GC) and event-loop delay (`monitorEventLoopDelay`); the load runs in another process and reports its own CPU. Contenders are alternated round by round; figures are medians over the rounds. On 2 cores the load costs about as much per message as the server, so server CPU per message is the figure to compare servers by; msg/s is a joint limit of both ends.', '')
+  lines.push('## Targets', '', '| target | measured | status |', '|---|---|---|')
+  for (const row of evaluateTargets(results)) {
+    lines.push(`| ${row.target} | ${row.measured === null ? '—' : row.measured.toFixed(2) + '×'} | ${row.met === null ? 'not measured' : row.met ? 'met' : '**missed**'} |`)
+  }
+  const violations = slowConsumerViolations(results)
+  if (results.scenarios.slow) {
+    lines.push(`| slow consumer: queued ≤ highWaterMark + one message, RSS growth ≤ ${SLOW_RSS_BOUND / 2 ** 20} MiB | ${violations.length === 0 ? 'held' : violations.join('; ')} | ${violations.length === 0 ? 'met' : '**missed**'} |`)
+  }
+  lines.push('')
+  for (const [key, scenario] of Object.entries(results.scenarios)) {
+    lines.push(`## ${describe(scenario)}`, '')
+    if (scenario.skipped) {
+      lines.push(`Not run: ${scenario.skipped}.`, '')
+      continue
+    }
+    const columns = COLUMNS[scenario.name]
+    const ratioColumn = scenario.name === 'fanout' ? 'ws' : scenario.name === 'keepalive' ? 'timer' : BARE
+    const [ratioMetric] = columns[0]
+    lines.push(`| contender | ${columns.map((c) => c[1]).join(' | ')} | ${columns[0][1]} vs ${LABELS[ratioColumn]} |`)
+    lines.push(`|---|${columns.map(() => '---:').join('|')}|---:|`)
+    for (const contender of Object.keys(scenario.contenders)) {
+      const cells = columns.map(([metric, , digits, scale]) => format(value(results, key, contender, metric), digits, scale))
+      const r = ratio(results, key, ratioMetric, contender, ratioColumn)
+      lines.push(`| ${LABELS[contender]} | ${cells.join(' | ')} | ${r === null ? '—' : r.toFixed(2) + '×'} |`)
+    }
+    lines.push('')
+  }
+  const notes = join(dirname(fileURLToPath(import.meta.url)), 'notes.md')
+  lines.push(readFileSync(notes, 'utf8'))
+  return lines.join('\n')
+}
+
+function describe (scenario) {
+  switch (scenario.name) {
+    case 'echo': return `Echo, ${scenario.bytes} B: ${scenario.connections} connections × ${scenario.inFlight} in flight, ${scenario.seconds} s × ${scenario.rounds} rounds`
+    case 'idle': return `Idle connections: ${scenario.connections.toLocaleString('en-US')}, memory after GC`
+    case 'keepalive': return `Keep-alive: ${scenario.connections.toLocaleString('en-US')} idle connections, ${scenario.heartbeatMs} ms heartbeat, ${scenario.seconds} s × ${scenario.rounds} rounds`
+    case 'fanout': return `Fan-out: one ${scenario.bytes} B message to ${scenario.connections.toLocaleString('en-US')} connections, ${scenario.broadcasts} broadcasts × ${scenario.rounds} rounds`
+    default: return `Slow consumer: a client that stops reading, ${scenario.bytes / 1024} KiB messages for ${scenario.seconds} s`
+  }
+}

@@ -1,0 +1,171 @@
+// `npm run bench [-- --quick | --smoke] [--out DIR] [--only SCENARIO,...] [--contenders NAME,...] [--rounds N]`
+// Each round starts every contender's server in a fresh process (A B A B …),
+// drives it from a separate load process, and keeps the medians.
+import { fork } from 'node:child_process'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { cpus, totalmem } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { renderMarkdown, slowConsumerViolations } from './report.mjs'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    smoke: { type: 'boolean', default: false },
+    out: { type: 'string' },
+    only: { type: 'string' },
+    rounds: { type: 'string' },
+    contenders: { type: 'string' }
+  }
+})
+const mode = args.smoke ? 'smoke' : args.quick ? 'quick' : 'full'
+const outDir = args.out ?? here
+
+const CONTENDERS = args.contenders?.split(',') ?? ['plugin', 'fastify-websocket', 'ws', 'timer', 'sweep', 'socket.io']
+
+const SLOW_STOP_AT_RSS = 1.5 * 2 ** 30
+// Sizes per mode: full is what BENCHMARKS.md reports; quick finishes in about a
+// minute; smoke runs every code path once so the harness cannot rot.
+const SIZES = {
+  full: { rounds: 5, echoSeconds: 3, idle: [10_000, 50_000], keepalive: 10_000, keepaliveSeconds: 10, heartbeatMs: 1000, fanout: 5_000, fanoutRounds: 20, slowSeconds: 3 },
+  quick: { rounds: 1, echoSeconds: 0.5, idle: [1_000], keepalive: 1_000, keepaliveSeconds: 1, heartbeatMs: 250, fanout: 500, fanoutRounds: 5, slowSeconds: 0.5 },
+  smoke: { rounds: 1, echoSeconds: 0.2, idle: [20], keepalive: 20, keepaliveSeconds: 0.3, heartbeatMs: 100, fanout: 20, fanoutRounds: 2, slowSeconds: 0.2 }
+}[mode]
+if (args.rounds !== undefined) SIZES.rounds = Number(args.rounds)
+
+function scenarios () {
+  const list = []
+  const smoke = mode === 'smoke'
+  for (const bytes of [64, 4096]) {
+    list.push({
+      key: `echo-${bytes}`,
+      name: 'echo',
+      connections: smoke ? 4 : 50,
+      inFlight: smoke ? 2 : 16,
+      bytes,
+      seconds: SIZES.echoSeconds,
+      warmupSeconds: { full: 1, quick: 0.3, smoke: 0.1 }[mode],
+      rounds: SIZES.rounds
+    })
+  }
+  for (const connections of SIZES.idle) {
+    const skipped = idleSkipReason(connections)
+    list.push({ key: `idle-${connections}`, name: 'idle', connections, settleSeconds: smoke ? 0.1 : 1, rounds: Math.min(SIZES.rounds, 3), skipped })
+  }
+  list.push({
+    key: `keepalive-${SIZES.keepalive}`,
+    name: 'keepalive',
+    connections: SIZES.keepalive,
+    seconds: SIZES.keepaliveSeconds,
+    // Past the first interval, so every contender is in its steady state.
+    settleSeconds: smoke ? 0.1 : 2 * SIZES.heartbeatMs / 1000,
+    heartbeatMs: SIZES.heartbeatMs,
+    rounds: Math.min(SIZES.rounds, 3)
+  })
+  list.push({ key: `fanout-${SIZES.fanout}`, name: 'fanout', connections: SIZES.fanout, rounds: Math.min(SIZES.rounds, 3), broadcasts: SIZES.fanoutRounds, bytes: 64 })
+  list.push({ key: 'slow', name: 'slow', seconds: SIZES.slowSeconds, bytes: 16_384, stopAtRss: SLOW_STOP_AT_RSS, rounds: Math.min(SIZES.rounds, 2) })
+  const only = args.only?.split(',')
+  return only ? list.filter((s) => only.includes(s.key) || only.includes(s.name)) : list
+}
+
+// Each process (server and load) holds one descriptor per connection.
+function idleSkipReason (connections) {
+  const limits = readFileSync('/proc/self/limits', 'utf8').match(/Max open files\s+(\d+|unlimited)/)
+  const max = limits === null || limits[1] === 'unlimited' ? Infinity : Number(limits[1])
+  return connections + 1_000 > max ? `needs ${connections + 1_000} file descriptors per process; the limit here is ${max}` : null
+}
+
+function once (child, predicate) {
+  return new Promise((resolve, reject) => {
+    const onMessage = (message) => {
+      if (!predicate(message)) return
+      child.off('message', onMessage)
+      child.off('exit', onExit)
+      resolve(message)
+    }
+    const onExit = (code) => reject(new Error(`${child.spawnargs.slice(-3).join(' ')} exited with ${code}`))
+    child.on('message', onMessage)
+    child.on('exit', onExit)
+  })
+}
+
+let runs = 0
+
+function exited (child) {
+  return child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((resolve) => child.once('exit', resolve))
+}
+
+async function runOnce (contender, scenario) {
+  const serverConfig = { heartbeatMs: scenario.heartbeatMs ?? null }
+  const server = fork(join(here, 'server.mjs'), [contender, JSON.stringify(serverConfig)], { execArgv: ['--expose-gc'], stdio: 'inherit' })
+  let load = null
+  try {
+    const { port } = await once(server, (m) => m.ready)
+    load = fork(join(here, 'load.mjs'), [contender, String(port), JSON.stringify(scenario), String(runs++)], { stdio: 'inherit' })
+    // The load process asks the server for samples and actions through us.
+    load.on('message', async (message) => {
+      if (message.done) return
+      server.send(message)
+      const reply = await once(server, (m) => m.id === message.id)
+      load.send(reply)
+    })
+    const { result } = await once(load, (m) => m.done)
+    return result
+  } finally {
+    load?.kill()
+    server.kill()
+    // The next run starts once the kernel has let go of this one's sockets and processes.
+    await Promise.all([load === null ? null : exited(load), exited(server)])
+  }
+}
+
+function median (values) {
+  const sorted = values.filter((v) => typeof v === 'number').sort((a, b) => a - b)
+  if (sorted.length === 0) return null
+  const mid = sorted.length >> 1
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+}
+
+const results = { mode, date: new Date().toISOString(), node: process.version, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGiB: Math.round(totalmem() / 2 ** 30), command: `npm run bench${mode === 'full' ? '' : ` -- --${mode}`}`, scenarios: {} }
+
+for (const scenario of scenarios()) {
+  const entry = { ...scenario, contenders: {} }
+  results.scenarios[scenario.key] = entry
+  if (scenario.skipped) {
+    console.log(`${scenario.key}: skipped (${scenario.skipped})`)
+    continue
+  }
+  const rounds = Object.fromEntries(CONTENDERS.map((c) => [c, []]))
+  for (let round = 0; round < scenario.rounds; round++) {
+    // Alternate the order too, so no contender always runs first in a round.
+    const order = round % 2 === 0 ? CONTENDERS : [...CONTENDERS].reverse()
+    for (const contender of order) {
+      rounds[contender].push(await runOnce(contender, scenario))
+      process.stdout.write('.')
+    }
+  }
+  for (const contender of CONTENDERS) {
+    const runs = rounds[contender]
+    const medians = {}
+    for (const metric of Object.keys(runs[0])) {
+      const values = runs.map((r) => r[metric])
+      medians[metric] = typeof values[0] === 'boolean' ? values.includes(true) : median(values)
+    }
+    entry.contenders[contender] = { median: medians, runs }
+  }
+  console.log(` ${scenario.key} done`)
+}
+
+mkdirSync(outDir, { recursive: true })
+writeFileSync(join(outDir, `results-${mode}.json`), JSON.stringify(results, null, 2) + '\n')
+const markdown = renderMarkdown(results)
+console.log('\n' + markdown)
+if (mode === 'full' && args.out === undefined) writeFileSync(join(here, '..', 'BENCHMARKS.md'), markdown)
+
+const violations = slowConsumerViolations(results)
+if (violations.length > 0) {
+  console.error(`slow consumer: the plugin did not hold its backpressure bound: ${violations.join('; ')}`)
+  process.exitCode = 1
+}

@@ -1,0 +1,168 @@
+// One contender's server, in its own process. The orchestrator (run.mjs) drives
+// it over IPC and every figure about the server is sampled here, inside it.
+import { createServer } from 'node:http'
+import { createRequire } from 'node:module'
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
+import Fastify from 'fastify'
+import fastifyWebsocket from '@fastify/websocket'
+import { WebSocketServer } from 'ws'
+
+const require = createRequire(import.meta.url)
+const [contender, configJson] = process.argv.slice(2)
+/** heartbeatMs: the interval for contenders that have one (null = each one's default); floodBytes: slow-consumer message size. */
+const config = JSON.parse(configJson)
+const DEFAULT_HEARTBEAT_MS = 30_000
+const heartbeatMs = config.heartbeatMs ?? DEFAULT_HEARTBEAT_MS
+
+function echo (socket) {
+  socket.on('message', (data, isBinary) => socket.send(data, { binary: isBinary }))
+}
+
+async function fastifyServer (register) {
+  const app = Fastify()
+  await register(app)
+  app.get('/ws', { websocket: true }, (socket) => {
+    echo(socket)
+    if (contender === 'timer') timerHeartbeat(socket)
+  })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  return { port: app.server.address().port, sockets: () => app.websocketServer.clients, stats: () => app.wsStats ?? null }
+}
+
+// The seed guide's pattern: one interval per connection.
+function timerHeartbeat (ws) {
+  let isAlive = true
+  ws.on('pong', () => { isAlive = true })
+  const heartbeat = setInterval(() => {
+    if (!isAlive) {
+      ws.terminate()
+      return
+    }
+    isAlive = false
+    ws.ping()
+  }, heartbeatMs)
+  ws.on('close', () => clearInterval(heartbeat))
+}
+
+// The ws README's pattern: one interval sweeping every client.
+function sweepHeartbeat (wss) {
+  wss.on('connection', (ws) => {
+    ws.isAlive = true
+    ws.on('pong', function () { this.isAlive = true })
+  })
+  const interval = setInterval(() => {
+    wss.clients.forEach((ws) => {
+      if (ws.isAlive === false) return ws.terminate()
+      ws.isAlive = false
+      ws.ping()
+    })
+  }, heartbeatMs)
+  wss.on('close', () => clearInterval(interval))
+}
+
+const contenders = {
+  plugin: () => fastifyServer((app) => app.register(require('../dist/index.js'), {
+    heartbeat: { intervalMs: heartbeatMs },
+    health: false
+  })),
+  'fastify-websocket': () => fastifyServer((app) => app.register(fastifyWebsocket)),
+  timer: () => fastifyServer((app) => app.register(fastifyWebsocket)),
+  sweep: () => fastifyServer(async (app) => {
+    await app.register(fastifyWebsocket)
+    app.addHook('onReady', async () => sweepHeartbeat(app.websocketServer))
+  }),
+  ws: async () => {
+    const server = createServer()
+    const wss = new WebSocketServer({ server })
+    wss.on('connection', echo)
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+    return { port: server.address().port, sockets: () => wss.clients, stats: () => null }
+  },
+  'socket.io': async () => {
+    const { Server: SocketIoServer } = await import('socket.io')
+    const server = createServer()
+    const io = new SocketIoServer(server, {
+      transports: ['websocket'],
+      serveClient: false,
+      ...(config.heartbeatMs ? { pingInterval: config.heartbeatMs, pingTimeout: config.heartbeatMs } : {})
+    })
+    io.on('connection', (socket) => {
+      socket.on('m', (payload) => socket.emit('m', payload))
+    })
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+    return { port: server.address().port, io, stats: () => null }
+  }
+}
+
+const server = await contenders[contender]()
+const loopDelay = monitorEventLoopDelay({ resolution: 1 })
+loopDelay.enable()
+
+function sample () {
+  global.gc()
+  const memory = process.memoryUsage()
+  const result = {
+    cpu: process.cpuUsage(),
+    rss: memory.rss,
+    heapUsed: memory.heapUsed,
+    external: memory.external,
+    loopP99Ms: loopDelay.percentile(99) / 1e6,
+    loopMaxMs: loopDelay.max / 1e6,
+    connections: server.io ? server.io.engine.clientsCount : server.sockets().size,
+    wsStats: server.stats()
+  }
+  loopDelay.reset()
+  return result
+}
+
+function broadcast (text) {
+  const start = performance.timeOrigin + performance.now()
+  if (server.io) server.io.emit('m', text)
+  else for (const socket of server.sockets()) socket.send(text)
+  return { start }
+}
+
+// Keeps sending fresh strings (as an app serialising its updates would) to
+// every client until `seconds` pass, yielding to the event loop between
+// batches so timers and I/O run; stops early past `stopAtRss` so a contender
+// with no limit cannot take the machine down.
+function flood ({ seconds, bytes, stopAtRss }) {
+  const base = 'x'.repeat(bytes - 12)
+  const baseline = process.memoryUsage()
+  const end = performance.now() + seconds * 1000
+  let sent = 0
+  let peakRss = baseline.rss
+  let peakQueued = 0
+  let stoppedEarly = false
+  return new Promise((resolve) => {
+    const step = () => {
+      for (let i = 0; i < 16; i++) {
+        const text = base + String(sent++).padStart(12, '0')
+        if (server.io) server.io.emit('m', text)
+        else for (const socket of server.sockets()) socket.send(text)
+      }
+      const rss = process.memoryUsage.rss()
+      if (rss > peakRss) peakRss = rss
+      if (!server.io) {
+        for (const socket of server.sockets()) if (socket.bufferedAmount > peakQueued) peakQueued = socket.bufferedAmount
+      }
+      if (rss > stopAtRss) stoppedEarly = true
+      if (stoppedEarly || performance.now() >= end) {
+        resolve({ sent, peakRssGrowth: peakRss - baseline.rss, peakQueued: server.io ? null : peakQueued, stoppedEarly, wsStats: server.stats() })
+      } else {
+        setImmediate(step)
+      }
+    }
+    step()
+  })
+}
+
+process.on('message', async (message) => {
+  let reply
+  if (message.cmd === 'sample') reply = sample()
+  else if (message.cmd === 'broadcast') reply = broadcast(message.text)
+  else if (message.cmd === 'flood') reply = await flood(message)
+  process.send({ id: message.id, ...reply })
+})
+process.on('disconnect', () => process.exit(0))
+process.send({ ready: true, port: server.port })
