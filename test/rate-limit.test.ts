@@ -99,6 +99,18 @@ t.test('there is no rate limit by default', async (t) => {
   peer.destroy()
 })
 
+t.test('burst left out follows messagesPerSecond: one second of messages at once', async (t) => {
+  const received: string[] = []
+  const { app, port } = await server(t, { limits: { messagesPerSecond: 200 } }, received)
+  const peer = await RawPeer.connect(port, '/ws')
+  burst(peer, 300)
+  await waitFor(() => peer.closeCode() !== null, 3000, 'the close frame')
+  t.equal(peer.closeCode(), 1008)
+  t.ok(received.length >= 200 && received.length < 210, `${received.length} admitted: the burst, and a refill of a few ms at most`)
+  t.equal(app.wsStats.limits.rateLimited, 1)
+  peer.destroy()
+})
+
 t.test('a route may lift the rate limit, or set its own', async (t) => {
   const received: string[] = []
   const { app, port } = await start({ heartbeat: false, limits: { messagesPerSecond: 5, burst: 5 } }, (app) => {
