@@ -12,6 +12,8 @@ import { FST_RELIABLE_WS_ALREADY_REGISTERED } from './lib/errors'
 import { HandshakeGuard } from './lib/handshake-guard'
 import type { PendingConnection } from './lib/handshake-guard'
 import { healthResponse } from './lib/health'
+import { createMetrics } from './lib/metrics'
+import { loadPromClient } from './lib/prom-client-loader'
 import { resolvePluginSettings } from './lib/options'
 import { createSocketClass } from './lib/reliable-socket'
 import type { ReliableSocket } from './lib/reliable-socket'
@@ -19,6 +21,7 @@ import { createRouteDecorator } from './lib/route-decorator'
 import { Scheduler } from './lib/scheduler'
 import { createPreClose } from './lib/shutdown'
 import { StatsCollector } from './lib/stats'
+import { Warnings } from './lib/warnings'
 
 function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWsTypes.FastifyReliableWsOptions, done: (err?: Error) => void): void {
   if (fastify.hasDecorator('websocketServer')) return done(new FST_RELIABLE_WS_ALREADY_REGISTERED())
@@ -30,6 +33,14 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
   }
 
   const stats = new StatsCollector()
+  let metrics = null
+  if (settings.metrics !== null) {
+    try {
+      metrics = createMetrics(loadPromClient(), settings.metrics, stats, () => fastify.websocketServer?.clients)
+    } catch (err) {
+      return done(err as Error)
+    }
+  }
   const ctx: Context = {
     settings,
     stats,
@@ -38,7 +49,9 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
       else onSocketDue(entry, now)
     }),
     connections: new ConnectionLimiter(),
-    log: fastify.log
+    log: fastify.log,
+    warnings: new Warnings(settings.logging.warningsPerSecond),
+    metrics
   }
   const handshakes = new HandshakeGuard(ctx, fastify.server)
 
@@ -72,6 +85,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
   // Closed sockets leave the wheel themselves, which disarms it; this also covers a close() whose preClose never ran.
   fastify.addHook('onClose', function stopScheduler (_instance, next) {
     ctx.scheduler.stop()
+    metrics?.unregister()
     next()
   })
   done()

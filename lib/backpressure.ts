@@ -11,10 +11,11 @@ const OPEN = 1
 export function refuse (socket: ReliableSocket, route: Route, buffered: number, cb: ((err?: Error) => void) | undefined): false {
   const stats = route.ctx.stats
   const { highWaterMark, onLimit } = route.backpressure
-  stats.dropped++
+  route.counters.dropped++
   if (onLimit === 'close') {
     stats.slowConsumersClosed++
     socket[kCause] = 'backpressure'
+    route.ctx.warnings.warn(socket, route, { bufferedBytes: buffered, highWaterMark }, 'websocket slow consumer: closing with 1013')
     // Queued behind the buffered data, so a consumer that reads again still gets it;
     // ws's close timer (closeTimeout = shutdown.timeoutMs) ends one that never does.
     socket.close(1013, 'Slow consumer')
@@ -27,6 +28,8 @@ export function refuse (socket: ReliableSocket, route: Route, buffered: number, 
 export function crossHighWater (socket: ReliableSocket, route: Route): void {
   socket[kOverHighWater] = true
   route.ctx.stats.backpressureEvents++
+  route.ctx.warnings.warn(socket, route, { bufferedBytes: socket.bufferedAmount, highWaterMark: route.backpressure.highWaterMark },
+    'websocket backpressure: buffered bytes above highWaterMark')
   awaitFlush(socket, route)
 }
 

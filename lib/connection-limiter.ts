@@ -21,15 +21,14 @@ export class ConnectionLimiter {
     if (route.limits.maxConnectionsPerIp !== Infinity) this.trackIps = true
   }
 
-  opened (socket: ReliableSocket, ip: string): void {
+  opened (ip: string): void {
     if (!this.trackIps) return
-    socket[kIp] = ip
     this.perIp.set(ip, (this.perIp.get(ip) ?? 0) + 1)
   }
 
   closed (socket: ReliableSocket): void {
-    const ip = socket[kIp]
-    if (ip === undefined) return
+    if (!this.trackIps) return
+    const ip = socket[kIp]!
     const count = this.perIp.get(ip)! - 1
     if (count === 0) this.perIp.delete(ip)
     else this.perIp.set(ip, count)

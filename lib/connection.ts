@@ -6,7 +6,8 @@ import { startDeadlines } from './deadlines'
 import { socketLog } from './error-handler'
 import { ALIVE, onPeerPing, onPong } from './heartbeat'
 import { onJsonMessage } from './json-messages'
-import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kOpenedAt, kRoute } from './symbols'
+import type { LogLevel } from './options'
+import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kIp, kLog, kOpenedAt, kRoute } from './symbols'
 
 const OPEN = 1
 // The state of ws's frame parser between two frames.
@@ -16,19 +17,26 @@ const GET_INFO = 0
 type Listener = (...args: any[]) => void
 
 /** Makes a freshly upgraded socket reliable: counters, limits, listeners, heartbeat. */
-export function openConnection (socket: ReliableSocket, route: Route, ip: string): void {
+export function openConnection (socket: ReliableSocket, route: Route, request: FastifyRequest): void {
   const { ctx, counters } = route
   const stats = ctx.stats
   const now = performance.now()
+  const ip = request.ip
   socket[kRoute] = route
   socket[kOpenedAt] = now
+  socket[kIp] = ip
   // The handshake is already on the wire; stats count the bytes after it.
   socket[kBytesReadAtOpen] = socket._socket.bytesRead
   socket[kBytesWrittenAtOpen] = socket._socket.bytesWritten
   if (++stats.active > stats.peak) stats.peak = stats.active
   counters.opened++
   counters.active++
-  ctx.connections.opened(socket, ip)
+  ctx.connections.opened(ip)
+  const level = ctx.settings.logging.connections
+  if (level !== false) {
+    socket[kLog] = request.log
+    request.log[level]({ socketId: socket.id, route: route.url, ip }, 'websocket opened')
+  }
   // ws checks its server-wide maxPayload in each socket's frame parser, against every frame's declared length
   // and every inflated message: a route's lower limit in that same field costs nothing per message. Nothing has
   // been parsed yet (ws reads from a later tick).
@@ -52,19 +60,23 @@ function onMessage (this: ReliableSocket): void {
 function onClose (this: ReliableSocket, code: number, reason: Buffer): void {
   const route = this[kRoute]!
   const ctx = route.ctx
+  const cause = this[kCause] ?? 'client'
   ctx.scheduler.remove(this)
   ctx.connections.closed(this)
-  route.counters.active--
-  ctx.stats.recordClose(this, code)
+  ctx.stats.recordClose(this, route.counters, code, cause)
   if (endedMidFrame(this)) ctx.stats.limits.protocolErrors++
+  const observers = route.observers
+  const log = this[kLog]
   const onDisconnect = ctx.settings.onDisconnect
-  if (onDisconnect == null) return
-  const info = {
-    code,
-    reason: reason.toString(),
-    cause: this[kCause] ?? 'client',
-    durationMs: Math.round(performance.now() - this[kOpenedAt])
+  if (observers === null && log === null && onDisconnect == null) return
+  const durationMs = performance.now() - this[kOpenedAt]
+  if (observers !== null) observers.duration.observe(durationMs / 1000)
+  if (log === null && onDisconnect == null) return
+  const info = { code, reason: reason.toString(), cause, durationMs: Math.round(durationMs) }
+  if (log !== null) {
+    log[ctx.settings.logging.connections as LogLevel]({ socketId: this.id, route: route.url, ip: this[kIp], ...info }, 'websocket closed')
   }
+  if (onDisconnect == null) return
   try {
     const result = onDisconnect(this, info)
     if (isThenable(result)) result.then(undefined, (err: unknown) => logHookError(this, err))

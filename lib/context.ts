@@ -1,13 +1,14 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { ValidateFunction } from 'ajv'
-import type fastifyReliableWs = require('../types/index')
 import type { ConnectionLimiter } from './connection-limiter'
+import type { Metrics, RouteObservers } from './metrics'
 import type { PendingConnection } from './handshake-guard'
 import type { BackpressureSettings, HeartbeatSettings, LimitSettings, PluginSettings } from './options'
 import type { MessageRate } from './rate-limiter'
 import type { Scheduler } from './scheduler'
-import type { StatsCollector } from './stats'
+import type { RouteCounters, StatsCollector } from './stats'
 import type { ReliableSocket } from './reliable-socket'
+import type { Warnings } from './warnings'
 
 /** Everything one Fastify instance's reliable sockets share. */
 export interface Context {
@@ -17,6 +18,9 @@ export interface Context {
   readonly scheduler: Scheduler<ReliableSocket | PendingConnection>
   readonly connections: ConnectionLimiter
   readonly log: FastifyBaseLogger
+  readonly warnings: Warnings
+  // null unless the `metrics` option is on.
+  readonly metrics: Metrics | null
 }
 
 /** A `websocket: true` route's resolved policy, shared by all of its sockets. */
@@ -31,5 +35,7 @@ export interface Route {
   readonly rate: MessageRate | null
   // A rate limit or an idle timeout: each message must pass admitMessage first.
   readonly gateMessages: boolean
-  readonly counters: fastifyReliableWs.RouteStats
+  readonly counters: RouteCounters
+  // Histograms to feed as pongs and closes happen; null unless metrics are on.
+  readonly observers: RouteObservers | null
 }

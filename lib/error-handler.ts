@@ -2,7 +2,7 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest }
 import type { WebsocketPluginOptions } from '@fastify/websocket'
 import type { WebSocket } from 'ws'
 import type { ReliableSocket } from './reliable-socket'
-import { kCause, kRoute } from './symbols'
+import { kCause, kLog, kRoute } from './symbols'
 
 const OPEN = 1
 
@@ -22,9 +22,12 @@ export function failConnection (socket: ReliableSocket, err: unknown): void {
   }
 }
 
-/** Logs of one socket carry its id. Built when there is something to log, never per connection. */
+/**
+ * Logs of one socket carry its id (and the request's reqId while connection lines are logged).
+ * Built when there is something to log, never per connection.
+ */
 export function socketLog (socket: ReliableSocket): FastifyBaseLogger {
-  return socket[kRoute]!.ctx.log.child({ socketId: socket.id })
+  return (socket[kLog] ?? socket[kRoute]!.ctx.log).child({ socketId: socket.id })
 }
 
 /** Counts an error; returns whether it was the peer's malformed input (a frame ws refused). */

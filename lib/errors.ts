@@ -28,3 +28,15 @@ export const FST_RELIABLE_WS_NOT_JSON = createError(
   500,
   TypeError
 )
+
+export const FST_RELIABLE_WS_PROM_CLIENT_MISSING = createError(
+  'FST_RELIABLE_WS_PROM_CLIENT_MISSING',
+  'The `metrics` option needs prom-client, an optional peer dependency: npm install prom-client',
+  500
+)
+
+export const FST_RELIABLE_WS_METRICS_CONFLICT = createError(
+  'FST_RELIABLE_WS_METRICS_CONFLICT',
+  'A metric named "%s" is already in the registry (another Fastify instance of this plugin?): give each instance its own `metrics.registry` or `metrics.prefix`',
+  500
+)

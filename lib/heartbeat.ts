@@ -35,8 +35,9 @@ export function heartbeatDue (socket: ReliableSocket, route: Route, now: number)
   }
   if (state === OVERDUE) {
     socket.isAlive = false
-    ctx.stats.timeouts++
+    route.counters.timeouts++
     socket[kCause] = 'heartbeat'
+    ctx.warnings.warn(socket, route, { timeoutMs: (route.heartbeat as HeartbeatSettings).timeoutMs }, 'websocket peer missed its heartbeat: terminated')
     socket.terminate()
     return -1
   }
@@ -56,13 +57,15 @@ export function heartbeatDue (socket: ReliableSocket, route: Route, now: number)
 /** 'pong' listener: a sign of life, and the round trip of the last ping. */
 export function onPong (this: ReliableSocket): void {
   this[kPongState] = ALIVE
-  const ctx = this[kRoute]!.ctx
-  ctx.stats.pongsReceived++
+  const route = this[kRoute]!
+  route.ctx.stats.pongsReceived++
   const pingAt = this[kPingAt]
   if (pingAt !== 0) {
     const rtt = performance.now() - pingAt
     this[kLatency] = rtt
-    ctx.stats.recordLatency(rtt)
+    route.ctx.stats.recordLatency(rtt)
+    const observers = route.observers
+    if (observers !== null) observers.rtt.observe(rtt / 1000)
     this[kPingAt] = 0
   }
 }

@@ -50,6 +50,6 @@ export function onJsonMessage (this: ReliableSocket, data: Buffer, isBinary: boo
 }
 
 function reject (socket: ReliableSocket, reply: string): void {
-  socket[kRoute]!.ctx.stats.invalid++
+  socket[kRoute]!.counters.invalid++
   socket.send(reply)
 }

@@ -23,6 +23,14 @@ export interface LimitSettings {
   idleTimeoutMs: number
 }
 
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'
+export interface MetricsSettings {
+  // null: prom-client's default registry, known only once prom-client is loaded.
+  registry: fastifyReliableWs.MetricsRegistry | null
+  prefix: string
+}
+export interface LoggingSettings { connections: LogLevel | false, warningsPerSecond: number }
+
 export interface PluginSettings {
   heartbeat: HeartbeatSettings | false
   backpressure: BackpressureSettings
@@ -35,6 +43,8 @@ export interface PluginSettings {
   limits: LimitSettings
   // Server-wide: no route is known before a request has arrived.
   handshakeTimeoutMs: number
+  metrics: MetricsSettings | null
+  logging: LoggingSettings
 }
 
 export interface RouteSettings {
@@ -63,11 +73,14 @@ export const DEFAULTS = Object.freeze({
     onRateLimit: 'close' as const,
     idleTimeoutMs: Infinity
   }),
-  handshakeTimeoutMs: 10_000
+  handshakeTimeoutMs: 10_000,
+  metrics: Object.freeze({ prefix: 'ws_' }),
+  // Connection lines at info, like Fastify's own request lines.
+  logging: Object.freeze({ connections: 'info' as const, warningsPerSecond: 10 })
 })
 
 const PLUGIN_KEYS = new Set(['heartbeat', 'backpressure', 'shutdown', 'health', 'websocket', 'onConnect', 'onDisconnect',
-  'allowedOrigins', 'limits',
+  'allowedOrigins', 'limits', 'metrics', 'logging',
   // consumed by fastify's register() itself
   'prefix', 'logLevel', 'logSerializers'])
 const ROUTE_KEYS = new Set(['json', 'messageSchema', 'heartbeat', 'backpressure', 'allowedOrigins', 'limits'])
@@ -77,6 +90,12 @@ const HEARTBEAT_KEYS = new Set(['intervalMs', 'timeoutMs'])
 const BACKPRESSURE_KEYS = new Set(['highWaterMark', 'lowWaterMark', 'onLimit'])
 const SHUTDOWN_KEYS = new Set(['closeCode', 'reason', 'timeoutMs'])
 const HEALTH_KEYS = new Set(['path'])
+const METRICS_KEYS = new Set(['registry', 'prefix'])
+const LOGGING_KEYS = new Set(['connections', 'warningsPerSecond'])
+const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
+// What Prometheus accepts at the start of a metric name.
+const REGISTRY_METHODS = ['registerMetric', 'getSingleMetric', 'removeSingleMetric']
+const METRIC_PREFIX = /^([a-zA-Z_:][a-zA-Z0-9_:]*)?$/
 
 function invalid (name: string, why: string): Error {
   return new FST_RELIABLE_WS_INVALID_OPTION(name, why)
@@ -221,6 +240,33 @@ function resolveHealthPath (value: unknown): string | null {
   return path
 }
 
+function resolveMetrics (value: unknown): MetricsSettings | null {
+  if (value === undefined || value === false) return null
+  const o = value === true ? {} : checkObject('metrics', value, METRICS_KEYS)
+  const registry = o.registry ?? null
+  if (registry !== null && !(isPlainObject(registry) && REGISTRY_METHODS.every((method) => typeof registry[method] === 'function'))) {
+    throw invalid('metrics.registry', "must be a prom-client Registry (such as prom-client's `register`)")
+  }
+  const prefix = o.prefix === undefined ? DEFAULTS.metrics.prefix : o.prefix
+  if (typeof prefix !== 'string' || !METRIC_PREFIX.test(prefix)) {
+    throw invalid('metrics.prefix', `must be the start of a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*), got ${describe(prefix)}`)
+  }
+  return { registry: registry as MetricsSettings['registry'], prefix }
+}
+
+function resolveLogging (value: unknown): LoggingSettings {
+  const o = value === undefined ? {} : checkObject('logging', value, LOGGING_KEYS)
+  const connections = o.connections === undefined ? DEFAULTS.logging.connections : o.connections
+  if (connections !== false && !LOG_LEVELS.has(connections as string)) {
+    throw invalid('logging.connections', `must be a log level (${[...LOG_LEVELS].join(', ')}) or false, got ${describe(connections)}`)
+  }
+  const warningsPerSecond = o.warningsPerSecond === undefined ? DEFAULTS.logging.warningsPerSecond : o.warningsPerSecond
+  if (!Number.isInteger(warningsPerSecond) || (warningsPerSecond as number) < 0) {
+    throw invalid('logging.warningsPerSecond', `must be an integer >= 0 (0: none), got ${describe(warningsPerSecond)}`)
+  }
+  return { connections: connections as LogLevel | false, warningsPerSecond: warningsPerSecond as number }
+}
+
 function resolveWebsocket (value: unknown, shutdown: ShutdownSettings, maxPayload: number): WebsocketPluginOptions {
   const o = value === undefined ? {} : value
   if (!isPlainObject(o)) throw invalid('websocket', 'must be an object')
@@ -275,7 +321,9 @@ export function resolvePluginSettings (options: Options): PluginSettings {
     onDisconnect: checkFunction('onDisconnect', o.onDisconnect),
     allowedOrigins: resolveOrigins('allowedOrigins', null, o.allowedOrigins),
     limits,
-    handshakeTimeoutMs
+    handshakeTimeoutMs,
+    metrics: resolveMetrics(o.metrics),
+    logging: resolveLogging(o.logging)
   }
 }
 

@@ -1,4 +1,5 @@
 import { randomFillSync } from 'node:crypto'
+import type { FastifyBaseLogger } from 'fastify'
 import WebSocket from 'ws'
 import type fastifyReliableWs = require('../types/index')
 import type { Route } from './context'
@@ -9,7 +10,7 @@ import type { PongState } from './heartbeat'
 import { admitMessage } from './rate-limiter'
 import {
   kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
-  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp
+  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog
 } from './symbols'
 
 type Cause = fastifyReliableWs.DisconnectInfo['cause']
@@ -41,6 +42,8 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   [kTat]: number
   [kRateNoticeAt]: number
   [kIp]: string | undefined
+  // The request's child logger (with its reqId), kept while connection lines are logged.
+  [kLog]: FastifyBaseLogger | null
 }
 
 /**
@@ -72,7 +75,8 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     [kLastMessageAt] = 0;
     [kTat] = 0;
     [kRateNoticeAt] = -Infinity;
-    [kIp]: string | undefined = undefined
+    [kIp]: string | undefined = undefined;
+    [kLog]: FastifyBaseLogger | null = null
 
     get latencyMs (): number | null {
       const latency = this[kLatency]

@@ -47,7 +47,8 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
       limits,
       rate,
       gateMessages: rate !== null || limits.idleTimeoutMs !== Infinity,
-      counters: ctx.stats.route(url)
+      counters: ctx.stats.route(url),
+      observers: ctx.metrics === null ? null : ctx.metrics.forRoute(url)
     }
     ctx.connections.useLimits(route)
 
@@ -74,7 +75,7 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
 
 function wrap (route: Route, handler: Handler): Handler {
   return function reliableHandler (socket, request) {
-    openConnection(socket, route, request.ip)
+    openConnection(socket, route, request)
     return connect(socket, request, handler, this)
   }
 }

@@ -6,6 +6,23 @@ import { kBytesReadAtOpen, kBytesWrittenAtOpen, kRoute } from './symbols'
 type RouteStats = fastifyReliableWs.RouteStats
 type WsStats = fastifyReliableWs.WsStats
 type LimitStats = fastifyReliableWs.LimitStats
+type Cause = fastifyReliableWs.DisconnectInfo['cause']
+
+/**
+ * One declared route's counters. Whatever a socket of the route does is
+ * counted here, so the instance's totals (wsStats) and the per-route series
+ * (metrics) are sums of the same numbers.
+ */
+export interface RouteCounters extends RouteStats {
+  dropped: number
+  invalid: number
+  timeouts: number
+  // Wire bytes of the route's sockets already closed; open ones are read live.
+  closedBytesReceived: number
+  closedBytesSent: number
+  // Closes by cause, then by code. Peers choose codes, but ws accepts only valid ones: at most ~2,000 keys per cause.
+  readonly closes: Partial<Record<Cause, Record<number, number>>>
+}
 
 // Enough recent round trips for a stable p99 without unbounded memory.
 const LATENCY_SAMPLES = 1024
@@ -22,18 +39,10 @@ export class StatsCollector {
   rejected = 0
   pingsSent = 0
   pongsReceived = 0
-  timeouts = 0
-  dropped = 0
-  invalid = 0
   backpressureEvents = 0
   slowConsumersClosed = 0
   errors = 0
   draining = false
-  // Wire bytes of sockets already closed; open ones are read live.
-  closedBytesReceived = 0
-  closedBytesSent = 0
-  // Peers choose close codes, but ws accepts only valid ones: at most ~2,000 keys.
-  readonly closeCodes: Record<number, number> = {}
   readonly limits: LimitStats = {
     originRejected: 0,
     maxConnectionsRejected: 0,
@@ -44,15 +53,26 @@ export class StatsCollector {
     idleTimeouts: 0,
     protocolErrors: 0
   }
-  readonly routes = new Map<string, RouteStats>()
+  readonly routes = new Map<string, RouteCounters>()
   private readonly latencies = new Float64Array(LATENCY_SAMPLES)
   private latencyCount = 0
 
   /** The counters of a declared route path; routes declared twice share them. */
-  route (url: string): RouteStats {
+  route (url: string): RouteCounters {
     let counters = this.routes.get(url)
     if (counters === undefined) {
-      counters = { active: 0, opened: 0, messagesReceived: 0, messagesSent: 0 }
+      counters = {
+        active: 0,
+        opened: 0,
+        messagesReceived: 0,
+        messagesSent: 0,
+        dropped: 0,
+        invalid: 0,
+        timeouts: 0,
+        closedBytesReceived: 0,
+        closedBytesSent: 0,
+        closes: {}
+      }
       this.routes.set(url, counters)
     }
     return counters
@@ -62,42 +82,58 @@ export class StatsCollector {
     this.latencies[this.latencyCount++ % LATENCY_SAMPLES] = ms
   }
 
-  recordClose (socket: ReliableSocket, code: number): void {
+  recordClose (socket: ReliableSocket, counters: RouteCounters, code: number, cause: Cause): void {
     this.active--
-    this.closeCodes[code] = (this.closeCodes[code] ?? 0) + 1
-    this.closedBytesReceived += socket._socket.bytesRead - socket[kBytesReadAtOpen]
-    this.closedBytesSent += socket._socket.bytesWritten - socket[kBytesWrittenAtOpen]
+    counters.active--
+    const codes = counters.closes[cause] ??= {}
+    codes[code] = (codes[code] ?? 0) + 1
+    counters.closedBytesReceived += bytesReceived(socket)
+    counters.closedBytesSent += bytesSent(socket)
   }
 
   snapshot (clients: Iterable<unknown> | undefined): WsStats {
     let opened = 0
     let received = 0
     let sent = 0
+    let dropped = 0
+    let invalid = 0
+    let timeouts = 0
+    let totalBytesReceived = 0
+    let totalBytesSent = 0
+    const closeCodes: Record<string, number> = {}
+    const closeCauses: Record<string, number> = {}
     const routes: Record<string, RouteStats> = {}
     for (const [url, counters] of this.routes) {
       opened += counters.opened
       received += counters.messagesReceived
       sent += counters.messagesSent
-      routes[url] = { ...counters }
-    }
-    let bytesReceived = this.closedBytesReceived
-    let bytesSent = this.closedBytesSent
-    let bufferedBytes = 0
-    if (clients !== undefined) {
-      for (const socket of clients as Iterable<ReliableSocket>) {
-        if (socket[kRoute] === undefined) continue
-        bytesReceived += socket._socket.bytesRead - socket[kBytesReadAtOpen]
-        bytesSent += socket._socket.bytesWritten - socket[kBytesWrittenAtOpen]
-        bufferedBytes += socket.bufferedAmount
+      dropped += counters.dropped
+      invalid += counters.invalid
+      timeouts += counters.timeouts
+      totalBytesReceived += counters.closedBytesReceived
+      totalBytesSent += counters.closedBytesSent
+      for (const [cause, codes] of Object.entries(counters.closes)) {
+        for (const [code, count] of Object.entries(codes)) {
+          closeCodes[code] = (closeCodes[code] ?? 0) + count
+          closeCauses[cause] = (closeCauses[cause] ?? 0) + count
+        }
       }
+      routes[url] = { active: counters.active, opened: counters.opened, messagesReceived: counters.messagesReceived, messagesSent: counters.messagesSent }
+    }
+    let bufferedBytes = 0
+    for (const socket of reliableSockets(clients)) {
+      totalBytesReceived += bytesReceived(socket)
+      totalBytesSent += bytesSent(socket)
+      bufferedBytes += socket.bufferedAmount
     }
     return {
       connections: { active: this.active, peak: this.peak, opened, closed: opened - this.active, rejected: this.rejected },
-      heartbeat: { pingsSent: this.pingsSent, pongsReceived: this.pongsReceived, timeouts: this.timeouts, latencyMs: this.latencyPercentiles() },
-      messages: { received, sent, dropped: this.dropped, invalid: this.invalid },
-      bytes: { received: bytesReceived, sent: bytesSent },
+      heartbeat: { pingsSent: this.pingsSent, pongsReceived: this.pongsReceived, timeouts, latencyMs: this.latencyPercentiles() },
+      messages: { received, sent, dropped, invalid },
+      bytes: { received: totalBytesReceived, sent: totalBytesSent },
       backpressure: { events: this.backpressureEvents, bufferedBytes, slowConsumersClosed: this.slowConsumersClosed },
-      closeCodes: { ...this.closeCodes },
+      closeCodes,
+      closeCauses,
       limits: { ...this.limits },
       errors: this.errors,
       draining: this.draining,
@@ -112,6 +148,23 @@ export class StatsCollector {
     const sorted = this.latencies.slice(0, n).sort()
     return { p50: round(sorted[Math.ceil(n * 0.5) - 1]), p99: round(sorted[Math.ceil(n * 0.99) - 1]) }
   }
+}
+
+/** The open sockets of reliable routes among ws's clients (opted-out routes' sockets have no route). */
+export function * reliableSockets (clients: Iterable<unknown> | undefined): Generator<ReliableSocket> {
+  if (clients === undefined) return
+  for (const socket of clients as Iterable<ReliableSocket>) {
+    if (socket[kRoute] !== undefined) yield socket
+  }
+}
+
+/** Wire bytes a socket has received since its handshake. */
+export function bytesReceived (socket: ReliableSocket): number {
+  return socket._socket.bytesRead - socket[kBytesReadAtOpen]
+}
+
+export function bytesSent (socket: ReliableSocket): number {
+  return socket._socket.bytesWritten - socket[kBytesWrittenAtOpen]
 }
 
 function round (ms: number): number {

@@ -50,7 +50,19 @@ const badPluginOptions: Array<[string, unknown, RegExp]> = [
   ['an origin with a path', { allowedOrigins: ['https://example.com/app'] }, /"allowedOrigins"/],
   ['the null origin', { allowedOrigins: ['null'] }, /"allowedOrigins": "null" is not an origin/],
   ['a host without a scheme', { allowedOrigins: ['example.com'] }, /"allowedOrigins"/],
-  ['an origin that is not a string', { allowedOrigins: [42] }, /"allowedOrigins": 42 is not an origin/]
+  ['an origin that is not a string', { allowedOrigins: [42] }, /"allowedOrigins": 42 is not an origin/],
+  ['metrics not an object', { metrics: 'prometheus' }, /"metrics": must be an object/],
+  ['misspelt metrics field', { metrics: { registery: {} } }, /"metrics\.registery": unknown option/],
+  ['a registry that is not one', { metrics: { registry: {} } }, /"metrics\.registry": must be a prom-client Registry/],
+  ['a registry that is not an object', { metrics: { registry: 'default' } }, /"metrics\.registry"/],
+  ['a prefix Prometheus refuses', { metrics: { prefix: 'ws-' } }, /"metrics\.prefix".*got "ws-"/],
+  ['a prefix that is not a string', { metrics: { prefix: 5 } }, /"metrics\.prefix"/],
+  ['logging not an object', { logging: 'info' }, /"logging": must be an object/],
+  ['misspelt logging field', { logging: { connection: 'info' } }, /"logging\.connection": unknown option/],
+  ['an unknown log level', { logging: { connections: 'verbose' } }, /"logging\.connections": must be a log level.*got "verbose"/],
+  ['connection logging turned on with true', { logging: { connections: true } }, /"logging\.connections"/],
+  ['a fractional warning rate', { logging: { warningsPerSecond: 0.5 } }, /"logging\.warningsPerSecond": must be an integer >= 0/],
+  ['a negative warning rate', { logging: { warningsPerSecond: -1 } }, /"logging\.warningsPerSecond"/]
 ]
 
 for (const [name, options, message] of badPluginOptions) {
@@ -115,6 +127,8 @@ t.test('good options register', async (t) => {
     app.get('/ws', { websocket: true, config: { reliable: { allowedOrigins: () => true, limits: { maxPayload: 1024 } } } }, () => {})
   }), 'the plugin may raise maxPayload; a route may lower it')
   await t.resolves(bootWith({ heartbeat: false, health: false }))
+  await t.resolves(bootWith({ metrics: false, logging: { connections: false, warningsPerSecond: 0 } }))
+  await t.resolves(bootWith({ metrics: { prefix: '' }, logging: { connections: 'debug', warningsPerSecond: 100 } }), 'an empty prefix is allowed')
 })
 
 t.test('health: true and health: {} serve the default path', async (t) => {

@@ -44,3 +44,27 @@ t.test('import loads the plugin as the default export', async (t) => {
   const { stdout } = await run(process.execPath, ['--input-type=module', '-e', source], { cwd: root })
   t.equal(stdout.trim(), '{"echo":{"hi":1}} function function')
 })
+
+// prom-client is an optional peer dependency: an app without it must still load, and asking for metrics must say what is missing.
+const withoutPromClient = (options: string): string => `
+const Module = require('node:module')
+const resolve = Module._resolveFilename
+Module._resolveFilename = function (request, ...rest) {
+  if (request === 'prom-client') throw Object.assign(new Error("Cannot find module 'prom-client'"), { code: 'MODULE_NOT_FOUND' })
+  return resolve.call(this, request, ...rest)
+}
+const reliableWs = require('fastify-reliable-ws')
+const app = require('fastify')()
+app.register(reliableWs, ${options})
+app.ready().then(() => console.log('ready'), (err) => console.log(err.code, err.message)).finally(() => app.close())
+`
+
+t.test('without prom-client installed, metrics: true fails registration with a coded error', async (t) => {
+  const { stdout } = await run(process.execPath, ['-e', withoutPromClient('{ metrics: true }')], { cwd: root })
+  t.match(stdout.trim(), /^FST_RELIABLE_WS_PROM_CLIENT_MISSING The `metrics` option needs prom-client, an optional peer dependency: npm install prom-client$/)
+})
+
+t.test('without prom-client installed, the plugin without metrics never loads it', async (t) => {
+  const { stdout } = await run(process.execPath, ['-e', withoutPromClient('{}')], { cwd: root })
+  t.equal(stdout.trim(), 'ready')
+})

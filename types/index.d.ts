@@ -151,6 +151,35 @@ declare namespace fastifyReliableWs {
     durationMs: number
   }
 
+  /** What the plugin needs of a prom-client `Registry` (prom-client's default `register` is one). */
+  export interface MetricsRegistry {
+    registerMetric (metric: any): void
+    getSingleMetric (name: string): unknown
+    removeSingleMetric (name: string): void
+  }
+
+  export interface MetricsOptions {
+    /** The registry the metrics join. Default: prom-client's default `register`. */
+    registry?: MetricsRegistry
+    /** Start of every metric name. Default `'ws_'`. */
+    prefix?: string
+  }
+
+  export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'
+
+  export interface LoggingOptions {
+    /**
+     * Level of the `websocket opened` and `websocket closed` lines, written by the request's child logger
+     * (so they carry its `reqId`), or `false` for none. Default `'info'`.
+     */
+    connections?: LogLevel | false
+    /**
+     * Most warnings (heartbeat timeouts, backpressure) logged per second by one Fastify instance; the next line
+     * logged after some were held back carries their count as `suppressed`. `0`: none. Default `10`.
+     */
+    warningsPerSecond?: number
+  }
+
   export interface FastifyReliableWsOptions {
     /** Ping schedule, or `false` to turn heartbeats off. */
     heartbeat?: HeartbeatOptions | false
@@ -170,6 +199,13 @@ declare namespace fastifyReliableWs {
     allowedOrigins?: AllowedOrigins
     /** Connection, message and timeout limits. */
     limits?: PluginLimitOptions
+    /**
+     * Prometheus metrics through prom-client (an optional peer dependency: install it), read from the same
+     * counters as `wsStats`. `true` is `{}`. Default `false`.
+     */
+    metrics?: MetricsOptions | boolean
+    /** Connection lines and rate-limited warnings in Fastify's logger. */
+    logging?: LoggingOptions
   }
 
   export interface RouteReliableOptions {
@@ -240,6 +276,8 @@ declare namespace fastifyReliableWs {
     bytes: { received: number; sent: number }
     backpressure: { events: number; bufferedBytes: number; slowConsumersClosed: number }
     closeCodes: Record<string, number>
+    /** `{ "<cause>": count }` of why reliable sockets closed, with the causes `onDisconnect` reports. */
+    closeCauses: Partial<Record<DisconnectCause, number>>
     limits: LimitStats
     errors: number
     draining: boolean

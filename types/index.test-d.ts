@@ -1,8 +1,9 @@
 // Compiled by `npm run test:types`: a regression in a public type fails the suite.
 import fastify from 'fastify'
+import { Registry, register } from 'prom-client'
 import type { WebSocket } from 'ws'
 import reliableWs, { fastifyReliableWs } from '..'
-import type { AllowedOrigins, DisconnectInfo, FastifyReliableWsOptions, InvalidMessageReply, LimitOptions, LimitStats, PluginLimitOptions, RouteStats, WsStats } from '..'
+import type { AllowedOrigins, DisconnectInfo, FastifyReliableWsOptions, InvalidMessageReply, LimitOptions, LimitStats, LoggingOptions, LogLevel, MetricsOptions, MetricsRegistry, PluginLimitOptions, RouteStats, WsStats } from '..'
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false
 function expectType<T> (_value: T): void {}
@@ -49,6 +50,17 @@ app.register(reliableWs, {
     return origin === 'https://example.com'
   }
 })
+app.register(reliableWs, { metrics: true, logging: { connections: 'debug', warningsPerSecond: 10 } })
+app.register(reliableWs, { metrics: { registry: new Registry(), prefix: 'ws_' }, logging: { connections: false } })
+app.register(reliableWs, { metrics: { registry: register } })
+expectType<MetricsRegistry>(register)
+expectType<MetricsOptions>({ prefix: 'chat_' })
+expectType<LoggingOptions>({ connections: 'info' })
+expectExact<LogLevel, 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'>(true)
+// @ts-expect-error connections is a level or false
+app.register(reliableWs, { logging: { connections: true } })
+// @ts-expect-error a registry is a prom-client Registry
+app.register(reliableWs, { metrics: { registry: 'default' } })
 // @ts-expect-error onRateLimit is 'drop' or 'close'
 app.register(reliableWs, { limits: { onRateLimit: 'block' } })
 // @ts-expect-error allowedOrigins is a list of strings or a function
@@ -101,6 +113,9 @@ expectType<number>(stats.connections.active)
 expectExact<typeof stats.heartbeat.latencyMs.p99, number | null>(true)
 expectExact<(typeof stats.routes)[string], RouteStats>(true)
 expectType<boolean>(stats.draining)
+expectType<number | undefined>(stats.closeCauses.heartbeat)
+// @ts-expect-error causes are those of onDisconnect
+expectType<number | undefined>(stats.closeCauses.timeout)
 expectExact<typeof stats.limits, LimitStats>(true)
 expectExact<keyof LimitStats, 'originRejected' | 'maxConnectionsRejected' | 'perIpRejected' | 'payloadTooLarge' | 'rateLimited' | 'handshakeTimeouts' | 'idleTimeouts' | 'protocolErrors'>(true)
 // @ts-expect-error wsStats is read-only
