@@ -78,7 +78,7 @@ export class Scheduler<T extends Entry> {
    * When a new periodic entry (a socket's first ping), due at `dueAt`, should
    * be scheduled instead. New entries are gathered into batches of up to
    * PACED_BATCH per tick: one joins the batch being filled unless that batch
-   * is due more than half-way from `now` to `dueAt` before it. Waking once
+   * is due more than half-way from `now` to `dueAt` before it (or after it). Waking once
    * per batch, and reading the replies of a batch together, costs far less
    * than waking for each entry; a batch is small enough not to hold up the
    * event loop; a burst of connections ends up spread over consecutive ticks
@@ -87,7 +87,13 @@ export class Scheduler<T extends Entry> {
    */
   pace (now: number, dueAt: number): number {
     const due = Math.ceil((dueAt - this.origin) / this.tickMs)
-    if (this.pacedCount === PACED_BATCH || (due - this.pacedTick) * this.tickMs > (dueAt - now) / 2) {
+    const halfway = (dueAt - now) / 2
+    // A batch due that long after this entry was opened by a route with a longer period: joining it would make
+    // this entry late by up to the other period (a burst spilling into later ticks is only a few ticks late).
+    if ((this.pacedTick - due) * this.tickMs > halfway) {
+      this.pacedTick = due
+      this.pacedCount = 0
+    } else if (this.pacedCount === PACED_BATCH || (due - this.pacedTick) * this.tickMs > halfway) {
       this.pacedTick = Math.max(due, this.pacedTick + 1)
       this.pacedCount = 0
     }

@@ -132,3 +132,13 @@ t.test('pace: a burst is cut into batches of 128 consecutive ticks, in arrival o
   const own = scheduler.pace(now + 600, now + 1600)
   t.ok(own >= now + 1600 && own < now + 1605, 'its own phase')
 })
+
+t.test('pace: a batch due after an entry (filled by a route with a longer interval) is never joined', async (t) => {
+  const { scheduler } = newScheduler(1000) // 5 ms ticks
+  const now = performance.now()
+  const slow = scheduler.pace(now, now + 25_000)
+  t.ok(slow >= now + 25_000, 'a 25 s route opens a batch 25 s on')
+  const fast = scheduler.pace(now + 10, now + 1010)
+  t.ok(fast >= now + 1010 && fast < now + 1015, `a 1 s route's first ping is one interval on, not with the later batch (${Math.round(fast - now)} ms)`)
+  t.equal(scheduler.pace(now + 20, now + 1020), fast, 'the next one joins the earlier batch')
+})
