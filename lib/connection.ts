@@ -6,6 +6,7 @@ import { startDeadlines } from './deadlines'
 import { socketLog } from './error-handler'
 import { ALIVE, onPeerPing, onPong } from './heartbeat'
 import { onJsonMessage } from './json-messages'
+import { bytesHandedOver } from './stats'
 import type { LogLevel } from './options'
 import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kIp, kLog, kOpenedAt, kRoute } from './symbols'
 
@@ -27,7 +28,7 @@ export function openConnection (socket: ReliableSocket, route: Route, request: F
   socket[kIp] = ip
   // The handshake is already on the wire; stats count the bytes after it.
   socket[kBytesReadAtOpen] = socket._socket.bytesRead
-  socket[kBytesWrittenAtOpen] = socket._socket.bytesWritten
+  socket[kBytesWrittenAtOpen] = bytesHandedOver(socket._socket)
   if (++stats.active > stats.peak) stats.peak = stats.active
   counters.opened++
   counters.active++

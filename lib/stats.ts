@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type fastifyReliableWs = require('../types/index')
 import type { ReliableSocket } from './reliable-socket'
@@ -163,8 +164,18 @@ export function bytesReceived (socket: ReliableSocket): number {
   return socket._socket.bytesRead - socket[kBytesReadAtOpen]
 }
 
+/** Wire bytes a socket has sent since its handshake. */
 export function bytesSent (socket: ReliableSocket): number {
-  return socket._socket.bytesWritten - socket[kBytesWrittenAtOpen]
+  return bytesHandedOver(socket._socket) - socket[kBytesWrittenAtOpen]
+}
+
+/**
+ * Bytes handed to the operating system. Node's bytesWritten also counts what
+ * still waits in the socket's own buffer, which is discarded if the peer goes
+ * away: a total built on it would go back when a slow reader dies.
+ */
+export function bytesHandedOver (tcp: Socket): number {
+  return tcp.bytesWritten - tcp.writableLength
 }
 
 function round (ms: number): number {

@@ -106,12 +106,15 @@ t.test('metrics agree with wsStats after a scripted scenario, heartbeat kills in
   // Counters never go back between scrapes, and move on as more happens.
   const before = await total(registry, 'ws_connections_closed_total')
   t.equal(await total(registry, 'ws_connections_closed_total'), before, 'a second scrape reads the same')
+  const sentBefore = await total(registry, 'ws_sent_bytes_total')
   const closing = [closeEvent(a), closeEvent(flooded)]
   a.close()
   flooded.terminate()
   await Promise.all(closing)
   await waitFor(() => app.wsStats.connections.active === 0)
   t.equal(await total(registry, 'ws_connections_closed_total'), before + 2)
+  const sentAfter = await total(registry, 'ws_sent_bytes_total')
+  t.ok(sentAfter >= sentBefore, `bytes sent never go back, not even when a reader dies with megabytes queued for it (${sentBefore} -> ${sentAfter})`)
   await checkAgreement()
   for (const peer of silent) peer.destroy()
 })
