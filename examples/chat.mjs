@@ -1,7 +1,10 @@
-// A JSON chat room, an echo route and a health route, on one register() call.
-// Run it with `npm start` (which builds the plugin first); PORT and HOST are honoured.
+// A JSON chat room, an echo route, a health route, Prometheus metrics and a live dashboard, on one register() call.
+// Run it with `npm start` (which builds the plugin first); PORT and HOST are honoured. `npm run load` gives the
+// dashboard something to show.
 import fastify from 'fastify'
+import { register } from 'prom-client'
 import reliableWs from 'fastify-reliable-ws'
+import { dashboard } from './dashboard.mjs'
 
 const port = Number(process.env.PORT ?? 3000)
 const host = process.env.HOST ?? '127.0.0.1'
@@ -11,12 +14,10 @@ const app = fastify({ logger: { level: process.env.LOG_LEVEL ?? 'info' } })
 await app.register(reliableWs, {
   heartbeat: { intervalMs: 25_000, timeoutMs: 10_000 },
   health: { path: '/health/ws' },
-  onConnect (socket, request) {
-    request.log.info({ socketId: socket.id, url: request.url }, 'websocket connected')
-  },
-  onDisconnect (socket, info) {
-    app.log.info({ socketId: socket.id, ...info }, 'websocket disconnected')
-  }
+  // prom-client's default registry, served at /metrics below.
+  metrics: true,
+  // Connection lines at debug: a load test would otherwise write two info lines per connection.
+  logging: { connections: 'debug' }
 })
 
 const room = new Set()
@@ -43,9 +44,18 @@ app.get('/chat', {
   })
 })
 
-app.get('/echo', { websocket: true, config: { reliable: { json: true } } }, (socket) => {
+// The route the load generator uses: a short heartbeat, so the dashboard shows round trips and finds vanished
+// peers within seconds, and a small send buffer, so a reader that stops reading shows up as drops.
+app.get('/echo', {
+  websocket: true,
+  config: { reliable: { json: true, heartbeat: { intervalMs: 2_000, timeoutMs: 1_000 }, backpressure: { highWaterMark: 256 * 1024, lowWaterMark: 64 * 1024 } } }
+}, (socket) => {
   socket.on('json', (message) => socket.sendJSON({ echo: message }))
 })
+
+app.get('/metrics', async (_request, reply) => reply.type(register.contentType).send(await register.metrics()))
+
+await app.register(dashboard)
 
 app.get('/', (_request, reply) => {
   reply.type('text/html').send(PAGE)
@@ -63,6 +73,8 @@ const base = `http://${host.includes(':') ? `[${host}]` : host}:${app.server.add
 console.log(`Chat page:  ${base}/`)
 console.log(`WebSockets: ${base.replace('http', 'ws')}/chat and ${base.replace('http', 'ws')}/echo`)
 console.log(`Health:     ${base}/health/ws`)
+console.log(`Metrics:    ${base}/metrics`)
+console.log(`Dashboard:  ${base}/dashboard`)
 
 const PAGE = `<!doctype html>
 <meta charset="utf-8">

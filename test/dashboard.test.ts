@@ -1,0 +1,87 @@
+// Needs the build (`npm test` runs it first): the example app runs as `npm start` runs it, in its own process.
+import { execFile, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import t from 'tap'
+import type { Test } from 'tap'
+import { launchChromium } from './browser'
+import { sleep, waitFor } from './helpers'
+
+const root = join(__dirname, '..')
+const SCREENSHOT = join(root, 'docs', 'dashboard.png')
+
+/** Starts examples/chat.mjs on a free port; resolves with its base URL once it listens. */
+async function startExample (t: Test): Promise<{ base: string, child: ChildProcess }> {
+  const child = spawn(process.execPath, ['examples/chat.mjs'], {
+    cwd: root,
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'pipe', 'inherit']
+  })
+  t.teardown(async () => {
+    if (child.exitCode !== null) return
+    child.kill('SIGTERM')
+    await once(child, 'exit')
+  })
+  let output = ''
+  child.stdout!.setEncoding('utf8')
+  child.stdout!.on('data', (chunk: string) => { output += chunk })
+  await waitFor(() => /Dashboard: +(\S+)\/dashboard/.test(output), 10_000, 'the example app to listen')
+  return { base: output.match(/Dashboard: +(\S+)\/dashboard/)![1], child }
+}
+
+async function stats (base: string): Promise<any> {
+  return (await fetch(`${base}/health/ws`)).json()
+}
+
+t.test('npm run load: the load generator drives the running example app, then stops', async (t) => {
+  const { base } = await startExample(t)
+  const { stdout } = await promisify(execFile)('npm', ['run', 'load', '--silent', '--', '--url', base, '--seconds', '2', '--clients', '5'], { cwd: root })
+  t.match(stdout, /^Load against http:\/\/127\.0\.0\.1:\d+ for 2 s with 5 clients/)
+  t.match(stdout, /Done: [1-9]\d* connections, [1-9]\d* messages/)
+  const after = await stats(base)
+  t.ok(after.connections.opened >= 5, `${after.connections.opened} connections opened`)
+  t.ok(after.messages.received > 0, 'messages arrived')
+  t.equal(after.connections.active, 0, 'every client closed at the end')
+})
+
+t.test('the dashboard renders wsStats live, its numbers move under load, and a screenshot is saved', async (t) => {
+  const { base } = await startExample(t)
+  const browser = await launchChromium()
+  t.teardown(() => browser.close())
+  const page = await browser.newPage({ viewport: { width: 1280, height: 960 } })
+  const errors: string[] = []
+  page.on('pageerror', (err) => errors.push(err.message))
+  await page.goto(`${base}/dashboard`)
+  const tile = async (name: string): Promise<string> => (await page.textContent(`#tile-${name}`))!.trim()
+  const number = async (name: string): Promise<number> => Number(await tile(name))
+
+  await page.waitForSelector('#status.live')
+  await page.waitForFunction(() => document.getElementById('tile-active')!.textContent !== '–')
+  t.equal(await page.locator('.uplot canvas').count(), 6, 'six charts drawn')
+  t.equal(await number('active'), 1, 'the dashboard itself is the one connection')
+  const closedBefore = await number('closed')
+
+  await page.click('#load')
+  await page.waitForFunction(() => Number(document.getElementById('tile-active')!.textContent) > 10, undefined, { timeout: 10_000 })
+  await page.waitForFunction(() => Number(document.getElementById('tile-in')!.textContent) > 0, undefined, { timeout: 10_000 })
+  t.ok(await page.isDisabled('#load'), 'the button waits while a load runs')
+  t.ok(await number('in') > 0, `${await tile('in')} messages in per second`)
+  await page.waitForFunction(() => document.getElementById('tile-p50')!.textContent !== '–', undefined, { timeout: 10_000 })
+  t.ok(await number('p50') >= 0, `ping p50 ${await tile('p50')} ms`)
+  await page.waitForFunction((before) => Number(document.getElementById('tile-closed')!.textContent) > before, closedBefore, { timeout: 10_000 })
+  await page.waitForFunction(() => Number(document.getElementById('tile-timeouts')!.textContent) > 0, undefined, { timeout: 10_000 })
+  await page.waitForFunction(() => Number(document.getElementById('tile-dropped')!.textContent) > 0, undefined, { timeout: 15_000 })
+  t.pass('closes, heartbeat timeouts and drops all counted on the page')
+  const server = await stats(base)
+  t.ok(server.connections.opened > 10, 'the page shows what the server counts')
+
+  // A few more seconds of history, so the charts have lines to show.
+  await sleep(4000)
+  mkdirSync(join(root, 'docs'), { recursive: true })
+  const png = await page.screenshot({ path: SCREENSHOT, fullPage: true })
+  t.ok(png.length > 20_000, `a ${png.length}-byte screenshot at docs/dashboard.png`)
+  t.same(errors, [], 'no script error on the page')
+})
