@@ -64,18 +64,21 @@ t.test('metrics agree with wsStats after a scripted scenario, heartbeat kills in
 
   const checkAgreement = async (): Promise<void> => {
     const stats = app.wsStats
-    t.equal(await total(registry, 'ws_connections_active'), stats.connections.active, 'active')
-    t.equal(await total(registry, 'ws_connections_opened_total'), stats.connections.opened, 'opened')
-    t.equal(await total(registry, 'ws_connections_closed_total'), stats.connections.closed, 'closed')
-    t.equal(await total(registry, 'ws_connections_rejected_total'), stats.connections.rejected, 'rejected')
-    t.equal(await total(registry, 'ws_heartbeat_timeouts_total'), stats.heartbeat.timeouts, 'heartbeat timeouts')
-    t.equal(await total(registry, 'ws_messages_received_total'), stats.messages.received, 'messages in')
-    t.equal(await total(registry, 'ws_messages_sent_total'), stats.messages.sent, 'messages out')
-    t.equal(await total(registry, 'ws_messages_dropped_total'), stats.messages.dropped, 'drops')
-    t.equal(await total(registry, 'ws_messages_invalid_total'), stats.messages.invalid, 'invalid')
-    t.equal(await total(registry, 'ws_received_bytes_total'), stats.bytes.received, 'bytes in')
-    t.equal(await total(registry, 'ws_sent_bytes_total'), stats.bytes.sent, 'bytes out')
-    t.equal(await total(registry, 'ws_buffered_bytes'), stats.backpressure.bufferedBytes, 'buffered bytes')
+    const totals: Array<[string, number]> = [
+      ['ws_connections_active', stats.connections.active],
+      ['ws_connections_opened_total', stats.connections.opened],
+      ['ws_connections_closed_total', stats.connections.closed],
+      ['ws_connections_rejected_total', stats.connections.rejected],
+      ['ws_heartbeat_timeouts_total', stats.heartbeat.timeouts],
+      ['ws_messages_received_total', stats.messages.received],
+      ['ws_messages_sent_total', stats.messages.sent],
+      ['ws_messages_dropped_total', stats.messages.dropped],
+      ['ws_messages_invalid_total', stats.messages.invalid],
+      ['ws_received_bytes_total', stats.bytes.received],
+      ['ws_sent_bytes_total', stats.bytes.sent],
+      ['ws_buffered_bytes', stats.backpressure.bufferedBytes]
+    ]
+    for (const [name, value] of totals) t.equal(await total(registry, name), value, name)
     for (const [route, counters] of Object.entries(stats.routes)) {
       t.equal(await total(registry, 'ws_connections_active', { route }), counters.active, `${route} active`)
       t.equal(await total(registry, 'ws_connections_opened_total', { route }), counters.opened, `${route} opened`)
