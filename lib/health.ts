@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http'
 import type { StatsCollector } from './stats'
 
 /** The health route's answer: 200 while serving, 503 from the moment shutdown starts. */
-export function healthResponse (stats: StatsCollector, clients: Iterable<unknown> | undefined): { statusCode: number, body: object } {
+export function healthResponse (stats: StatsCollector, clients: ReadonlySet<unknown> | undefined): { statusCode: number, body: object } {
   const snapshot = stats.snapshot(clients)
   return snapshot.draining
     ? { statusCode: 503, body: { status: 'draining', ...snapshot } }

@@ -3,7 +3,7 @@ import { FST_RELIABLE_WS_METRICS_CONFLICT } from './errors'
 import type { MetricsSettings } from './options'
 import type { PromClient } from './prom-client-loader'
 import type { RouteCounters, StatsCollector } from './stats'
-import { bytesReceived, bytesSent, reliableSockets } from './stats'
+import { bytesReceived, bytesSent, forEachReliableSocket } from './stats'
 import { kRoute } from './symbols'
 
 // Heartbeat round trips: a LAN answers in well under a millisecond, a mobile peer in seconds.
@@ -37,7 +37,7 @@ export function createMetrics (
   client: PromClient,
   settings: MetricsSettings,
   stats: StatsCollector,
-  clients: () => Iterable<unknown> | undefined
+  clients: () => ReadonlySet<unknown> | undefined
 ): Metrics {
   const registry = settings.registry ?? client.register
   const p = settings.prefix
@@ -54,14 +54,14 @@ export function createMetrics (
   // Live figures of open sockets, grouped by route: bytes and buffered amounts are read from the sockets themselves.
   function live (): Map<RouteCounters, Live> {
     const byRoute = new Map<RouteCounters, Live>()
-    for (const socket of reliableSockets(clients())) {
+    forEachReliableSocket(clients(), (socket) => {
       const counters = socket[kRoute]!.counters
       let sums = byRoute.get(counters)
       if (sums === undefined) byRoute.set(counters, sums = { received: 0, sent: 0, buffered: 0 })
       sums.received += bytesReceived(socket)
       sums.sent += bytesSent(socket)
       sums.buffered += socket.bufferedAmount
-    }
+    })
     return byRoute
   }
 

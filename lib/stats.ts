@@ -92,7 +92,7 @@ export class StatsCollector {
     counters.closedBytesSent += bytesSent(socket)
   }
 
-  snapshot (clients: Iterable<unknown> | undefined): WsStats {
+  snapshot (clients: ReadonlySet<unknown> | undefined): WsStats {
     let opened = 0
     let received = 0
     let sent = 0
@@ -122,11 +122,11 @@ export class StatsCollector {
       routes[url] = { active: counters.active, opened: counters.opened, messagesReceived: counters.messagesReceived, messagesSent: counters.messagesSent }
     }
     let bufferedBytes = 0
-    for (const socket of reliableSockets(clients)) {
+    forEachReliableSocket(clients, (socket) => {
       totalBytesReceived += bytesReceived(socket)
       totalBytesSent += bytesSent(socket)
       bufferedBytes += socket.bufferedAmount
-    }
+    })
     return {
       connections: { active: this.active, peak: this.peak, opened, closed: opened - this.active, rejected: this.rejected },
       heartbeat: { pingsSent: this.pingsSent, pongsReceived: this.pongsReceived, timeouts, latencyMs: this.latencyPercentiles() },
@@ -151,12 +151,14 @@ export class StatsCollector {
   }
 }
 
-/** The open sockets of reliable routes among ws's clients (opted-out routes' sockets have no route). */
-export function * reliableSockets (clients: Iterable<unknown> | undefined): Generator<ReliableSocket> {
-  if (clients === undefined) return
-  for (const socket of clients as Iterable<ReliableSocket>) {
-    if (socket[kRoute] !== undefined) yield socket
-  }
+/**
+ * Calls `fn` for each open socket of a reliable route among ws's clients (opted-out routes' sockets have no
+ * route). Before @fastify/websocket has loaded there are no clients at all.
+ */
+export function forEachReliableSocket (clients: ReadonlySet<unknown> | undefined, fn: (socket: ReliableSocket) => void): void {
+  (clients as ReadonlySet<ReliableSocket> | undefined)?.forEach((socket) => {
+    if (socket[kRoute] !== undefined) fn(socket)
+  })
 }
 
 /** Wire bytes a socket has received since its handshake. */
