@@ -192,7 +192,7 @@ t.test('an app of its own serves the metrics at /metrics', async (t) => {
   ws.close()
 })
 
-t.test("prom-client missing: registering with metrics fails with a coded error; without metrics it is never loaded", async (t) => {
+t.test("loadPromClient: a missing prom-client is a coded error; any other failure is passed on as it is", async (t) => {
   const missing = Object.assign(new Error("Cannot find module 'prom-client'"), { code: 'MODULE_NOT_FOUND' })
   t.throws(() => loadPromClient(() => { throw missing }), {
     code: 'FST_RELIABLE_WS_PROM_CLIENT_MISSING',
