@@ -19,6 +19,7 @@ import { createRouteDecorator } from './lib/route-decorator'
 import { Scheduler } from './lib/scheduler'
 import { createPreClose } from './lib/shutdown'
 import { StatsCollector } from './lib/stats'
+import { createProtocolHandler } from './lib/subprotocol'
 
 function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWsTypes.FastifyReliableWsOptions, done: (err?: Error) => void): void {
   if (fastify.hasDecorator('websocketServer')) return done(new FST_RELIABLE_WS_ALREADY_REGISTERED())
@@ -47,7 +48,11 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
   const { options: wsOptions, errorHandler, ...rest } = settings.websocket
   fastify.register(fastifyWebsocket, {
     ...rest,
-    options: { ...wsOptions, WebSocket: createSocketClass((wsOptions!.WebSocket as typeof WebSocket | undefined) ?? WebSocket) },
+    options: {
+      ...wsOptions,
+      WebSocket: createSocketClass((wsOptions!.WebSocket as typeof WebSocket | undefined) ?? WebSocket),
+      handleProtocols: createProtocolHandler(wsOptions!.handleProtocols)
+    },
     errorHandler: createErrorHandler(errorHandler),
     preClose: createPreClose(ctx, handshakes)
   })

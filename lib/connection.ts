@@ -6,7 +6,8 @@ import { startDeadlines } from './deadlines'
 import { socketLog } from './error-handler'
 import { ALIVE, onPeerPing, onPong } from './heartbeat'
 import { onJsonMessage } from './json-messages'
-import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kOpenedAt, kRoute } from './symbols'
+import { PROTOCOL, WELCOME_FRAME } from './protocol'
+import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kFramed, kOpenedAt, kRoute, kSendControl } from './symbols'
 
 const OPEN = 1
 // The state of ws's frame parser between two frames.
@@ -25,6 +26,7 @@ export function openConnection (socket: ReliableSocket, route: Route, ip: string
   // The handshake is already on the wire; stats count the bytes after it.
   socket[kBytesReadAtOpen] = socket._socket.bytesRead
   socket[kBytesWrittenAtOpen] = socket._socket.bytesWritten
+  socket[kFramed] = socket.protocol === PROTOCOL
   if (++stats.active > stats.peak) stats.peak = stats.active
   counters.opened++
   counters.active++
@@ -42,6 +44,7 @@ export function openConnection (socket: ReliableSocket, route: Route, ip: string
     socket.on('ping', onPeerPing as Listener)
   }
   startDeadlines(socket, route, now)
+  if (socket[kFramed]) socket[kSendControl](WELCOME_FRAME)
 }
 
 function onMessage (this: ReliableSocket): void {

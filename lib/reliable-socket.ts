@@ -5,11 +5,13 @@ import type { Route } from './context'
 import { FST_RELIABLE_WS_NOT_JSON, FST_RELIABLE_WS_NOT_OPEN } from './errors'
 import { crossHighWater, refuse } from './backpressure'
 import { ALIVE } from './heartbeat'
+import { CONTROL_MARK } from './protocol'
 import type { PongState } from './heartbeat'
 import { admitMessage } from './rate-limiter'
+import { escapeText, unframe } from './subprotocol'
 import {
   kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
-  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp
+  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kFramed, kSendControl
 } from './symbols'
 
 type Cause = fastifyReliableWs.DisconnectInfo['cause']
@@ -41,6 +43,8 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   [kTat]: number
   [kRateNoticeAt]: number
   [kIp]: string | undefined
+  [kFramed]: boolean
+  [kSendControl]: (frame: string) => void
 }
 
 /**
@@ -72,7 +76,8 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     [kLastMessageAt] = 0;
     [kTat] = 0;
     [kRateNoticeAt] = -Infinity;
-    [kIp]: string | undefined = undefined
+    [kIp]: string | undefined = undefined;
+    [kFramed] = false
 
     get latencyMs (): number | null {
       const latency = this[kLatency]
@@ -94,6 +99,7 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
         if (cb !== undefined) process.nextTick(cb, new FST_RELIABLE_WS_NOT_OPEN(this.readyState))
         return false
       }
+      if (this[kFramed]) data = escapeText(data, (options as { binary?: boolean } | undefined)?.binary)
       const highWaterMark = route.backpressure.highWaterMark
       // A message sent in fragments (fin: false) is never cut short: dropping a
       // later fragment would leave ws's sender mid-message.
@@ -112,9 +118,23 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     emit (event: string | symbol, ...args: unknown[]): boolean {
       if (event === 'message') {
         const route = this[kRoute]
-        if (route !== undefined && route.gateMessages && !admitMessage(this as unknown as ReliableSocket, route)) return false
+        if (route !== undefined) {
+          // Text messages arrive as Buffers whatever the binaryType.
+          if (this[kFramed] && args[1] === false && (args[0] as Buffer)[0] === CONTROL_MARK) {
+            const data = unframe(this as unknown as ReliableSocket, route, args[0] as Buffer)
+            if (data === null) return false
+            args[0] = data
+          }
+          if (route.gateMessages && !admitMessage(this as unknown as ReliableSocket, route)) return false
+        }
       }
       return super.emit(event, ...args)
+    }
+
+    // Control frames bypass the application's accounting and backpressure: they are a few bytes, and rare.
+    [kSendControl] (frame: string): void {
+      // A data frame must not land between the fragments of a message the application is sending.
+      if (this._sender._firstFragment) super.send(frame)
     }
 
     sendJSON (value: unknown, cb?: SendCallback): boolean {

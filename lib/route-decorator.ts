@@ -8,6 +8,7 @@ import { compileMessageSchema, createAjv } from './json-messages'
 import { resolveRouteSettings } from './options'
 import { createOriginCheck } from './origin-policy'
 import { messageRate } from './rate-limiter'
+import { offerProtocol } from './subprotocol'
 
 type Handler = (this: unknown, socket: ReliableSocket, request: FastifyRequest) => unknown
 
@@ -62,6 +63,7 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
       done()
     }
     routeOptions.onResponse = [routeOptions.onResponse ?? [], countRejected].flat()
+    routeOptions.preHandler = [routeOptions.preHandler ?? [], offerProtocol].flat()
     // Checks cost nothing on routes without the limit they enforce.
     if (settings.allowedOrigins !== null) {
       routeOptions.onRequest = [routeOptions.onRequest ?? [], createOriginCheck(ctx, settings.allowedOrigins)].flat()

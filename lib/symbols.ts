@@ -17,3 +17,8 @@ export const kLastMessageAt = Symbol('reliable-ws.lastMessageAt')
 export const kTat = Symbol('reliable-ws.tat')
 export const kRateNoticeAt = Symbol('reliable-ws.rateNoticeAt')
 export const kIp = Symbol('reliable-ws.ip')
+// The raw upgrade request of a reliable route: the subprotocol may be chosen.
+export const kOffersProtocol = Symbol('reliable-ws.offersProtocol')
+// The socket speaks the reliable subprotocol.
+export const kFramed = Symbol('reliable-ws.framed')
+export const kSendControl = Symbol('reliable-ws.sendControl')
