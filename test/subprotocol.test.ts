@@ -9,7 +9,7 @@ const WELCOME = '\u0000{"t":"welcome"}'
 const PING = '\u0000{"t":"ping"}'
 const PONG = '\u0000{"t":"pong"}'
 
-async function echoServer (t: Tap.Test, options = {}, route = {}): Promise<Awaited<ReturnType<typeof start>>> {
+async function echoServer (t: { teardown: (fn: () => unknown) => void }, options = {}, route = {}): Promise<Awaited<ReturnType<typeof start>>> {
   const server = await start(options, (app) => {
     app.get('/echo', { websocket: true, config: { reliable: route } }, (socket) => {
       socket.on('message', (data, isBinary) => socket.send(data, { binary: isBinary }))
@@ -83,18 +83,19 @@ t.test('text starting with U+0000 is escaped both ways; binary is never touched'
   ws.close()
 })
 
-t.test('the app sending a buffer as text is escaped too', async (t) => {
+t.test('what the app sends as text is escaped, strings and buffers alike', async (t) => {
   const { app, url } = await start({}, (app) => {
     app.get('/ws', { websocket: true }, (socket) => {
       socket.send(Buffer.from('\u0000a'), { binary: false })
       socket.send(Buffer.from('b'), { binary: false })
+      socket.send('\u0000c')
     })
   })
   t.teardown(() => app.close())
   const ws = new WebSocket(url('/ws'), PROTOCOL)
   const texts = rawTexts(ws)
-  await waitFor(() => texts.length === 3, 2000, 'messages')
-  t.same(texts, [WELCOME, '\u0000\u0000a', 'b'])
+  await waitFor(() => texts.length === 4, 2000, 'messages')
+  t.same(texts, [WELCOME, '\u0000\u0000a', 'b', '\u0000\u0000c'])
   ws.close()
 })
 
