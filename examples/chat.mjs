@@ -1,5 +1,7 @@
-// A JSON chat room, an echo route and a health route, on one register() call.
+// A JSON chat room, an echo route and a health route, on one register() call, and a page
+// whose client reconnects by itself (fastify-reliable-ws/client, bundled for browsers by the build).
 // Run it with `npm start` (which builds the plugin first); PORT and HOST are honoured.
+import { readFileSync } from 'node:fs'
 import fastify from 'fastify'
 import reliableWs from 'fastify-reliable-ws'
 
@@ -51,6 +53,12 @@ app.get('/', (_request, reply) => {
   reply.type('text/html').send(PAGE)
 })
 
+// An application with its own bundler imports 'fastify-reliable-ws/client' instead.
+const client = readFileSync(new URL('../dist/browser/client.mjs', import.meta.url))
+app.get('/client.mjs', (_request, reply) => {
+  reply.type('text/javascript').send(client)
+})
+
 for (const signal of ['SIGINT', 'SIGTERM']) {
   process.once(signal, () => {
     app.log.info(`${signal}: closing every websocket with 1001, then exiting`)
@@ -71,19 +79,25 @@ const PAGE = `<!doctype html>
 <h1>Chat</h1>
 <div id="log"></div>
 <form id="form"><input id="name" value="guest" size="8"> <input id="text" size="40" autofocus> <button>Send</button></form>
-<script>
+<script type="module">
+import { ReliableWebSocket } from '/client.mjs'
 const log = document.getElementById('log')
-const ws = new WebSocket(location.origin.replace('http', 'ws') + '/chat')
 const line = (text) => { const p = document.createElement('div'); p.textContent = text; log.append(p); log.scrollTop = log.scrollHeight }
+const ws = new ReliableWebSocket(location.origin.replace('http', 'ws') + '/chat', { backoff: { initialDelayMs: 500, maxDelayMs: 10_000 } })
 ws.onopen = () => line('connected')
-ws.onclose = (event) => line('closed: ' + event.code + ' ' + event.reason)
+ws.addEventListener('reconnecting', (event) => line('connection lost (' + event.code + '), retrying in ' + Math.round(event.delayMs) + ' ms'))
+ws.addEventListener('reconnected', () => line('reconnected'))
+ws.addEventListener('giveup', (event) => line('gave up (' + event.reason + ', ' + event.code + ')'))
+ws.addEventListener('drop', (event) => line('not sent: ' + event.data))
+ws.onclose = (event) => { if (!event.willReconnect) line('closed: ' + event.code + ' ' + event.reason) }
 ws.onmessage = (event) => {
   const message = JSON.parse(event.data)
   line(message.type === 'error' ? 'error: ' + message.message : message.name + ': ' + message.text)
 }
 document.getElementById('form').onsubmit = (event) => {
   event.preventDefault()
-  ws.send(JSON.stringify({ name: document.getElementById('name').value, text: document.getElementById('text').value }))
+  // Sent now, or queued while the connection is down and sent in order once it is back.
+  ws.sendJSON({ name: document.getElementById('name').value, text: document.getElementById('text').value })
   document.getElementById('text').value = ''
 }
 </script>
