@@ -18,6 +18,9 @@ import type { ReliableSocket } from './lib/reliable-socket'
 import { createRouteDecorator } from './lib/route-decorator'
 import { Scheduler } from './lib/scheduler'
 import { createPreClose } from './lib/shutdown'
+import { Session } from './lib/session'
+import { SessionRegistry } from './lib/session-registry'
+import { MemorySessionStore } from './lib/session-store'
 import { StatsCollector } from './lib/stats'
 import { createProtocolHandler } from './lib/subprotocol'
 
@@ -31,16 +34,13 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
   }
 
   const stats = new StatsCollector()
-  const ctx: Context = {
-    settings,
-    stats,
-    scheduler: new Scheduler<ReliableSocket | PendingConnection>((entry, now) => {
-      if (entry instanceof Socket) handshakes.onDue(entry)
-      else onSocketDue(entry, now)
-    }),
-    connections: new ConnectionLimiter(),
-    log: fastify.log
-  }
+  const scheduler = new Scheduler<ReliableSocket | PendingConnection | Session>((entry, now) => {
+    if (entry instanceof Socket) handshakes.onDue(entry)
+    else if (entry instanceof Session) sessions.expire(entry)
+    else onSocketDue(entry, now)
+  })
+  const sessions = new SessionRegistry(stats, scheduler, settings.sessionStore ?? new MemorySessionStore())
+  const ctx: Context = { settings, stats, scheduler, connections: new ConnectionLimiter(), sessions, log: fastify.log }
   const handshakes = new HandshakeGuard(ctx, fastify.server)
 
   // Added before @fastify/websocket is registered, so it sees route handlers first.
@@ -66,6 +66,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
       return stats.snapshot(this.websocketServer?.clients)
     }
   })
+  fastify.decorate('wsSessions', ctx.sessions)
 
   if (settings.healthPath !== null) {
     fastify.get(settings.healthPath, function health (_request, reply) {

@@ -2,12 +2,13 @@ import { performance } from 'node:perf_hooks'
 import type { FastifyRequest } from 'fastify'
 import type { Route } from './context'
 import type { ReliableSocket } from './reliable-socket'
+import type { SessionRoute } from './session-registry'
 import { startDeadlines } from './deadlines'
 import { socketLog } from './error-handler'
 import { ALIVE, onPeerPing, onPong } from './heartbeat'
 import { onJsonMessage } from './json-messages'
 import { PROTOCOL, WELCOME_FRAME } from './protocol'
-import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kFramed, kOpenedAt, kRoute, kSendControl } from './symbols'
+import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kFramed, kOpenedAt, kRoute, kSendControl, kSession } from './symbols'
 
 const OPEN = 1
 // The state of ws's frame parser between two frames.
@@ -17,7 +18,7 @@ const GET_INFO = 0
 type Listener = (...args: any[]) => void
 
 /** Makes a freshly upgraded socket reliable: counters, limits, listeners, heartbeat. */
-export function openConnection (socket: ReliableSocket, route: Route, ip: string): void {
+export function openConnection (socket: ReliableSocket, route: Route, request: FastifyRequest): void {
   const { ctx, counters } = route
   const stats = ctx.stats
   const now = performance.now()
@@ -30,7 +31,7 @@ export function openConnection (socket: ReliableSocket, route: Route, ip: string
   if (++stats.active > stats.peak) stats.peak = stats.active
   counters.opened++
   counters.active++
-  ctx.connections.opened(socket, ip)
+  ctx.connections.opened(socket, request.ip)
   // ws checks its server-wide maxPayload in each socket's frame parser, against every frame's declared length
   // and every inflated message: a route's lower limit in that same field costs nothing per message. Nothing has
   // been parsed yet (ws reads from a later tick).
@@ -44,7 +45,10 @@ export function openConnection (socket: ReliableSocket, route: Route, ip: string
     socket.on('ping', onPeerPing as Listener)
   }
   startDeadlines(socket, route, now)
-  if (socket[kFramed]) socket[kSendControl](WELCOME_FRAME)
+  if (socket[kFramed]) {
+    if (route.resume === false) socket[kSendControl](WELCOME_FRAME)
+    else ctx.sessions.open(socket, route as SessionRoute, request.raw)
+  }
 }
 
 function onMessage (this: ReliableSocket): void {
@@ -56,6 +60,8 @@ function onClose (this: ReliableSocket, code: number, reason: Buffer): void {
   const route = this[kRoute]!
   const ctx = route.ctx
   ctx.scheduler.remove(this)
+  const session = this[kSession]
+  if (session !== null) ctx.sessions.detach(session, performance.now())
   ctx.connections.closed(this)
   route.counters.active--
   ctx.stats.recordClose(this, code)

@@ -3,9 +3,11 @@ import type { ValidateFunction } from 'ajv'
 import type fastifyReliableWs = require('../types/index')
 import type { ConnectionLimiter } from './connection-limiter'
 import type { PendingConnection } from './handshake-guard'
-import type { BackpressureSettings, HeartbeatSettings, LimitSettings, PluginSettings } from './options'
+import type { BackpressureSettings, HeartbeatSettings, LimitSettings, PluginSettings, ResumeSettings } from './options'
 import type { MessageRate } from './rate-limiter'
 import type { Scheduler } from './scheduler'
+import type { Session } from './session'
+import type { SessionRegistry } from './session-registry'
 import type { StatsCollector } from './stats'
 import type { ReliableSocket } from './reliable-socket'
 
@@ -13,9 +15,11 @@ import type { ReliableSocket } from './reliable-socket'
 export interface Context {
   readonly settings: PluginSettings
   readonly stats: StatsCollector
-  // Open sockets (heartbeat, idle timeout) and connections still sending their request (handshake timeout).
-  readonly scheduler: Scheduler<ReliableSocket | PendingConnection>
+  // Open sockets (heartbeat, idle timeout), connections still sending their request (handshake timeout)
+  // and sessions waiting for their client to come back (ttlMs).
+  readonly scheduler: Scheduler<ReliableSocket | PendingConnection | Session>
   readonly connections: ConnectionLimiter
+  readonly sessions: SessionRegistry
   readonly log: FastifyBaseLogger
 }
 
@@ -31,5 +35,6 @@ export interface Route {
   readonly rate: MessageRate | null
   // A rate limit or an idle timeout: each message must pass admitMessage first.
   readonly gateMessages: boolean
+  readonly resume: ResumeSettings | false
   readonly counters: fastifyReliableWs.RouteStats
 }

@@ -2,12 +2,14 @@ import type { FastifyRequest } from 'fastify'
 import type { WebsocketPluginOptions } from '@fastify/websocket'
 import type fastifyReliableWs = require('../types/index')
 import { FST_RELIABLE_WS_INVALID_OPTION } from './errors'
+import type { SessionStore } from './session-store'
 
 type Options = fastifyReliableWs.FastifyReliableWsOptions
 type RouteOptions = fastifyReliableWs.RouteReliableOptions
 
 export interface HeartbeatSettings { intervalMs: number, timeoutMs: number }
 export interface BackpressureSettings { highWaterMark: number, lowWaterMark: number, onLimit: 'drop' | 'close' }
+export interface ResumeSettings { ttlMs: number, maxBufferedMessages: number, maxBufferedBytes: number }
 export interface ShutdownSettings { closeCode: number, reason: string, timeoutMs: number }
 /** Who may open a socket from a browser: origins as browsers send them, or the application's own test. */
 export type OriginPolicy = ReadonlySet<string> | ((origin: string | undefined, request: FastifyRequest) => boolean)
@@ -35,6 +37,8 @@ export interface PluginSettings {
   limits: LimitSettings
   // Server-wide: no route is known before a request has arrived.
   handshakeTimeoutMs: number
+  resume: ResumeSettings | false
+  sessionStore: SessionStore | null
 }
 
 export interface RouteSettings {
@@ -44,6 +48,7 @@ export interface RouteSettings {
   messageSchema: object | null
   allowedOrigins: OriginPolicy | null
   limits: LimitSettings
+  resume: ResumeSettings | false
 }
 
 /** Every default in one place; the README's option tables mirror this object. */
@@ -63,20 +68,23 @@ export const DEFAULTS = Object.freeze({
     onRateLimit: 'close' as const,
     idleTimeoutMs: Infinity
   }),
-  handshakeTimeoutMs: 10_000
+  handshakeTimeoutMs: 10_000,
+  // What `resume: true` means; sessions are off unless asked for.
+  resume: Object.freeze({ ttlMs: 120_000, maxBufferedMessages: 1000, maxBufferedBytes: 1_048_576 })
 })
 
 const PLUGIN_KEYS = new Set(['heartbeat', 'backpressure', 'shutdown', 'health', 'websocket', 'onConnect', 'onDisconnect',
-  'allowedOrigins', 'limits',
+  'allowedOrigins', 'limits', 'resume', 'sessionStore',
   // consumed by fastify's register() itself
   'prefix', 'logLevel', 'logSerializers'])
-const ROUTE_KEYS = new Set(['json', 'messageSchema', 'heartbeat', 'backpressure', 'allowedOrigins', 'limits'])
+const ROUTE_KEYS = new Set(['json', 'messageSchema', 'heartbeat', 'backpressure', 'allowedOrigins', 'limits', 'resume'])
 const ROUTE_LIMIT_KEYS = new Set(['maxConnections', 'maxConnectionsPerIp', 'maxPayload', 'messagesPerSecond', 'burst', 'onRateLimit', 'idleTimeoutMs'])
 const PLUGIN_LIMIT_KEYS = new Set([...ROUTE_LIMIT_KEYS, 'handshakeTimeoutMs'])
 const HEARTBEAT_KEYS = new Set(['intervalMs', 'timeoutMs'])
 const BACKPRESSURE_KEYS = new Set(['highWaterMark', 'lowWaterMark', 'onLimit'])
 const SHUTDOWN_KEYS = new Set(['closeCode', 'reason', 'timeoutMs'])
 const HEALTH_KEYS = new Set(['path'])
+const RESUME_KEYS = new Set(['ttlMs', 'maxBufferedMessages', 'maxBufferedBytes'])
 
 function invalid (name: string, why: string): Error {
   return new FST_RELIABLE_WS_INVALID_OPTION(name, why)
@@ -197,6 +205,29 @@ function mergeLimits (name: string, base: LimitSettings, o: Record<string, unkno
   }
 }
 
+function resolveResume (name: string, base: ResumeSettings | false, value: unknown): ResumeSettings | false {
+  if (value === undefined) return base
+  if (value === false) return false
+  const start = base === false ? DEFAULTS.resume : base
+  if (value === true) return start
+  const o = checkObject(name, value, RESUME_KEYS)
+  return {
+    ttlMs: o.ttlMs === undefined ? start.ttlMs : checkNumber(`${name}.ttlMs`, o.ttlMs, 1, true),
+    maxBufferedMessages: o.maxBufferedMessages === undefined ? start.maxBufferedMessages : checkLimit(`${name}.maxBufferedMessages`, o.maxBufferedMessages, true),
+    maxBufferedBytes: o.maxBufferedBytes === undefined ? start.maxBufferedBytes : checkLimit(`${name}.maxBufferedBytes`, o.maxBufferedBytes, true)
+  }
+}
+
+function resolveSessionStore (value: unknown): SessionStore | null {
+  if (value === undefined) return null
+  for (const method of ['get', 'set', 'delete']) {
+    if (typeof (value as Record<string, unknown> | null)?.[method] !== 'function') {
+      throw invalid('sessionStore', `must be an object with get, set and delete methods (${method} is missing)`)
+    }
+  }
+  return value as SessionStore
+}
+
 function resolveShutdown (value: unknown): ShutdownSettings {
   if (value === undefined) return DEFAULTS.shutdown
   const o = checkObject('shutdown', value, SHUTDOWN_KEYS)
@@ -275,7 +306,9 @@ export function resolvePluginSettings (options: Options): PluginSettings {
     onDisconnect: checkFunction('onDisconnect', o.onDisconnect),
     allowedOrigins: resolveOrigins('allowedOrigins', null, o.allowedOrigins),
     limits,
-    handshakeTimeoutMs
+    handshakeTimeoutMs,
+    resume: resolveResume('resume', false, o.resume),
+    sessionStore: resolveSessionStore(o.sessionStore)
   }
 }
 
@@ -299,6 +332,7 @@ export function resolveRouteSettings (plugin: PluginSettings, value: RouteOption
     json: o.json === true || o.messageSchema !== undefined,
     messageSchema: (o.messageSchema as object | undefined) ?? null,
     allowedOrigins: resolveOrigins(`${name}.allowedOrigins`, plugin.allowedOrigins, o.allowedOrigins),
-    limits: resolveRouteLimits(`${name}.limits`, plugin.limits, o.limits)
+    limits: resolveRouteLimits(`${name}.limits`, plugin.limits, o.limits),
+    resume: resolveResume(`${name}.resume`, plugin.resume, o.resume)
   }
 }

@@ -1,4 +1,3 @@
-import { randomFillSync } from 'node:crypto'
 import WebSocket from 'ws'
 import type fastifyReliableWs = require('../types/index')
 import type { Route } from './context'
@@ -7,12 +6,14 @@ import { crossHighWater, refuse } from './backpressure'
 import { ALIVE } from './heartbeat'
 import { CONTROL_MARK } from './protocol'
 import type { PongState } from './heartbeat'
+import { createIdGenerator } from './ids'
 import { admitMessage } from './rate-limiter'
 import { escapeText, unframe } from './subprotocol'
 import {
   kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
-  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kFramed, kSendControl
+  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kFramed, kSendControl, kSession, kTransmit
 } from './symbols'
+import type { Session } from './session'
 
 type Cause = fastifyReliableWs.DisconnectInfo['cause']
 type SendCallback = (err?: Error) => void
@@ -45,6 +46,8 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   [kIp]: string | undefined
   [kFramed]: boolean
   [kSendControl]: (frame: string) => void
+  [kSession]: Session | null
+  [kTransmit]: (data: unknown, binary: boolean, cb: SendCallback | undefined) => void
 }
 
 /**
@@ -77,11 +80,16 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     [kTat] = 0;
     [kRateNoticeAt] = -Infinity;
     [kIp]: string | undefined = undefined;
-    [kFramed] = false
+    [kFramed] = false;
+    [kSession]: Session | null = null
 
     get latencyMs (): number | null {
       const latency = this[kLatency]
       return latency < 0 ? null : latency
+    }
+
+    get session (): Session | null {
+      return this[kSession]
     }
 
     send (data: unknown, options?: object | SendCallback, cb?: SendCallback): boolean {
@@ -99,6 +107,9 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
         if (cb !== undefined) process.nextTick(cb, new FST_RELIABLE_WS_NOT_OPEN(this.readyState))
         return false
       }
+      // A session keeps each message until it is acknowledged, within its own limits: nothing is dropped.
+      const session = this[kSession]
+      if (session !== null) return session.send(data, options as { binary?: boolean } | undefined, cb)
       if (this[kFramed]) data = escapeText(data, (options as { binary?: boolean } | undefined)?.binary)
       const highWaterMark = route.backpressure.highWaterMark
       // A message sent in fragments (fin: false) is never cut short: dropping a
@@ -126,9 +137,17 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
             args[0] = data
           }
           if (route.gateMessages && !admitMessage(this as unknown as ReliableSocket, route)) return false
+          this[kSession]?.onMessage()
         }
       }
       return super.emit(event, ...args)
+    }
+
+    // A session's message going out, new or replayed: counted by the session, watched for backpressure, never refused.
+    [kTransmit] (data: unknown, binary: boolean, cb: SendCallback | undefined): void {
+      super.send(escapeText(data, binary), { binary }, cb)
+      const route = this[kRoute]!
+      if (!this[kOverHighWater] && this.bufferedAmount > route.backpressure.highWaterMark) crossHighWater(this as unknown as ReliableSocket, route)
     }
 
     // Control frames bypass the application's accounting and backpressure: they are a few bytes, and rare.
@@ -155,26 +174,4 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     }
   }
   return ReliableWebSocket as unknown as typeof WebSocket
-}
-
-const ID_BYTES = 16
-const IDS_PER_FILL = 256
-
-/**
- * Ids of 128 random bits as 32 hex digits. The entropy is drawn for 256 ids
- * at a time (one call to the system's generator costs ~10 µs), and hex from a
- * Buffer is a flat string: randomUUID() builds its result by concatenation,
- * and keeping that rope costs ~500 bytes per connection.
- */
-function createIdGenerator (): () => string {
-  const pool = Buffer.allocUnsafe(ID_BYTES * IDS_PER_FILL)
-  let offset = pool.length
-  return function nextId () {
-    if (offset === pool.length) {
-      randomFillSync(pool)
-      offset = 0
-    }
-    offset += ID_BYTES
-    return pool.toString('hex', offset - ID_BYTES, offset)
-  }
 }

@@ -32,6 +32,7 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
     if (settings.heartbeat !== false) ctx.scheduler.usePeriod(Math.min(settings.heartbeat.intervalMs, settings.heartbeat.timeoutMs))
     const limits = settings.limits
     if (limits.idleTimeoutMs !== Infinity) ctx.scheduler.usePeriod(limits.idleTimeoutMs)
+    if (settings.resume !== false) ctx.scheduler.usePeriod(settings.resume.ttlMs)
     const rate = messageRate(limits)
     let validate = null
     if (settings.messageSchema !== null) {
@@ -48,6 +49,7 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
       limits,
       rate,
       gateMessages: rate !== null || limits.idleTimeoutMs !== Infinity,
+      resume: settings.resume,
       counters: ctx.stats.route(url)
     }
     ctx.connections.useLimits(route)
@@ -76,7 +78,7 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
 
 function wrap (route: Route, handler: Handler): Handler {
   return function reliableHandler (socket, request) {
-    openConnection(socket, route, request.ip)
+    openConnection(socket, route, request)
     return connect(socket, request, handler, this)
   }
 }

@@ -6,6 +6,7 @@ import { kBytesReadAtOpen, kBytesWrittenAtOpen, kRoute } from './symbols'
 type RouteStats = fastifyReliableWs.RouteStats
 type WsStats = fastifyReliableWs.WsStats
 type LimitStats = fastifyReliableWs.LimitStats
+type SessionStats = fastifyReliableWs.SessionStats
 
 // Enough recent round trips for a stable p99 without unbounded memory.
 const LATENCY_SAMPLES = 1024
@@ -44,6 +45,7 @@ export class StatsCollector {
     idleTimeouts: 0,
     protocolErrors: 0
   }
+  readonly sessions: SessionStats = { active: 0, resumed: 0, expired: 0, overflowed: 0, replayed: 0 }
   readonly routes = new Map<string, RouteStats>()
   private readonly latencies = new Float64Array(LATENCY_SAMPLES)
   private latencyCount = 0
@@ -99,6 +101,7 @@ export class StatsCollector {
       backpressure: { events: this.backpressureEvents, bufferedBytes, slowConsumersClosed: this.slowConsumersClosed },
       closeCodes: { ...this.closeCodes },
       limits: { ...this.limits },
+      sessions: { ...this.sessions },
       errors: this.errors,
       draining: this.draining,
       uptimeMs: Math.round(performance.now() - this.startedAt),

@@ -3,9 +3,10 @@ import type { preHandlerHookHandler } from 'fastify'
 import type { Route } from './context'
 import type { ReliableSocket } from './reliable-socket'
 import { ALIVE } from './heartbeat'
-import { CONTROL_MARK, decodeControl, PONG_FRAME, PROTOCOL } from './protocol'
+import { CONTROL_MARK, countOf, decodeControl, isReservedProtocol, parseResumeToken, PONG_FRAME, PROTOCOL } from './protocol'
 import { withinRate } from './rate-limiter'
-import { kCause, kOffersProtocol, kPongState, kSendControl } from './symbols'
+import type { ResumeRequest } from './session-registry'
+import { kCause, kOffersProtocol, kPongState, kResume, kSendControl, kSession } from './symbols'
 
 type ProtocolHandler = (protocols: Set<string>, request: IncomingMessage) => string | false
 
@@ -17,9 +18,15 @@ type ProtocolHandler = (protocols: Set<string>, request: IncomingMessage) => str
  */
 export function createProtocolHandler (appHandler: ProtocolHandler | undefined): ProtocolHandler {
   return function handleProtocols (protocols, request) {
-    if (protocols.has(PROTOCOL)) {
-      if ((request as { [kOffersProtocol]?: true })[kOffersProtocol] === true) return PROTOCOL
-      protocols.delete(PROTOCOL)
+    if (protocols.has(PROTOCOL) && (request as { [kOffersProtocol]?: true })[kOffersProtocol] === true) {
+      for (const protocol of protocols) {
+        const resume = parseResumeToken(protocol)
+        if (resume !== null) (request as { [kResume]?: ResumeRequest })[kResume] = resume
+      }
+      return PROTOCOL
+    }
+    for (const protocol of protocols) {
+      if (isReservedProtocol(protocol)) protocols.delete(protocol)
     }
     if (appHandler !== undefined) return appHandler(protocols, request)
     return protocols.values().next().value ?? false
@@ -43,12 +50,15 @@ export function unframe (socket: ReliableSocket, route: Route, data: Buffer): Bu
   socket[kPongState] = ALIVE
   if (!withinRate(socket, route)) return null
   const control = decodeControl(data.toString('utf8', 1))
-  if (control === null) {
+  const session = socket[kSession]
+  const n = countOf(control?.n)
+  // Only a session numbers messages; acknowledging messages it never sent means the client speaks of another.
+  if (control === null || (session !== null && n !== undefined && !session.acknowledge(n))) {
     route.ctx.stats.limits.protocolErrors++
     socket[kCause] = 'error'
     socket.close(1002, 'Invalid control frame')
   } else if (control.t === 'ping') {
-    socket[kSendControl](PONG_FRAME)
+    socket[kSendControl](session === null ? PONG_FRAME : session.pong())
   }
   return null
 }

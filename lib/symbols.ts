@@ -22,3 +22,7 @@ export const kOffersProtocol = Symbol('reliable-ws.offersProtocol')
 // The socket speaks the reliable subprotocol.
 export const kFramed = Symbol('reliable-ws.framed')
 export const kSendControl = Symbol('reliable-ws.sendControl')
+// The session a socket of a route with sessions carries, and the one a raw upgrade request asked to resume.
+export const kSession = Symbol('reliable-ws.session')
+export const kResume = Symbol('reliable-ws.resume')
+export const kTransmit = Symbol('reliable-ws.transmit')

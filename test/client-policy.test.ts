@@ -4,7 +4,7 @@ import WebSocket from 'ws'
 import { CLIENT_DEFAULTS, InvalidOptionError, ReliableWebSocket, isRetryable } from '../lib/client'
 import { Backoff } from '../lib/client/backoff'
 import type { BackoffSettings } from '../lib/client/backoff'
-import { SendQueue, byteLength } from '../lib/client/send-queue'
+import { Outbox, byteLength } from '../lib/client/outbox'
 
 /** A seeded random source (mulberry32), so each run draws the same delays. */
 function seeded (seed: number): () => number {
@@ -96,17 +96,18 @@ t.test('the close-code table', async (t) => {
   for (const code of final) t.equal(isRetryable({ code, reason: '', wasClean: true }), false, `${code} is final`)
 })
 
-t.test('the send queue is bounded, ordered and weighs its messages in bytes', async (t) => {
-  const queue = new SendQueue(3)
-  t.ok(queue.push('a'))
-  t.ok(queue.push(new Uint8Array(10)))
-  t.ok(queue.push(new ArrayBuffer(5)))
-  t.notOk(queue.push('refused'), 'a fourth is refused, the first three kept')
-  t.equal(queue.bytes, 16)
-  t.equal(queue.shift(), 'a')
-  t.equal(queue.bytes, 15)
-  t.equal(queue.clear().length, 2)
-  t.equal(queue.bytes, 0)
+t.test('the outbox is bounded, ordered and weighs its messages in bytes', async (t) => {
+  const outbox = new Outbox(3)
+  t.ok(outbox.push('a'))
+  t.ok(outbox.push(new Uint8Array(10)))
+  t.ok(outbox.push(new ArrayBuffer(5)))
+  t.notOk(outbox.push('refused'), 'a fourth is refused, the first three kept')
+  t.equal(outbox.bytesFrom(0), 16)
+  t.equal(outbox.bytesFrom(1), 15)
+  t.same(outbox.take(1), ['a'])
+  t.equal(outbox.at(1).constructor, ArrayBuffer)
+  t.equal(outbox.clear().length, 2)
+  t.equal(outbox.length, 0)
   t.equal(byteLength('é€😀'), 2 + 3 + 4, 'text is counted in UTF-8')
   t.equal(byteLength('\ud800x'), 3 + 1, 'a lone surrogate is sent as U+FFFD')
   t.equal(byteLength(new Blob(['abc'])), 3)

@@ -181,10 +181,11 @@ t.test('gives up after maxRetries failed attempts in a row', async (t) => {
 })
 
 t.test('an attempt that never opens is abandoned after connectTimeoutMs', async (t) => {
-  const silent = net.createServer((socket) => socket.on('error', () => {}))
+  const accepted = new Set<net.Socket>()
+  const silent = net.createServer((socket) => { accepted.add(socket); socket.on('error', () => {}) })
   silent.listen(0, '127.0.0.1')
   await once(silent, 'listening')
-  t.teardown(() => { silent.closeAllConnections?.(); silent.close() })
+  t.teardown(() => { for (const socket of accepted) socket.destroy(); silent.close() })
   const started = Date.now()
   const { ws, log } = client(`ws://127.0.0.1:${(silent.address() as net.AddressInfo).port}/`, { connectTimeoutMs: 100 })
   await once(ws as any, 'reconnecting')

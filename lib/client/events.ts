@@ -1,4 +1,4 @@
-import type { Payload } from './send-queue'
+import type { Payload } from './outbox'
 
 /**
  * A connection closed. Fired for every connection that ends, like the close
@@ -45,5 +45,19 @@ export class GiveUpEvent extends Event {
 export class DropEvent extends Event {
   constructor (readonly data: Payload, readonly reason: 'queueFull' | 'closed') {
     super('drop')
+  }
+}
+
+/**
+ * The server no longer has the client's session: it expired (the client was
+ * away longer than the server's ttlMs), overflowed (close code 4800), or the
+ * server restarted. A new session has begun or is about to. `unconfirmed`
+ * holds the messages sent in the old session that the server never
+ * acknowledged: each may or may not have reached it. Messages the server
+ * sent and the client never received are lost with the session.
+ */
+export class SessionLostEvent extends Event {
+  constructor (readonly unconfirmed: Payload[]) {
+    super('sessionlost')
   }
 }

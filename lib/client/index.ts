@@ -1,7 +1,7 @@
 // fastify-reliable-ws/client: runs in browsers and in Node, so nothing here imports from Node.
 export { ReliableWebSocket } from './reliable-websocket'
 export type { ReliableWebSocketEventMap } from './reliable-websocket'
-export { DropEvent, GiveUpEvent, ReconnectingEvent, ReliableCloseEvent } from './events'
+export { DropEvent, GiveUpEvent, ReconnectingEvent, ReliableCloseEvent, SessionLostEvent } from './events'
 export { isRetryable } from './close-codes'
 export type { CloseInfo } from './close-codes'
 export { CLIENT_DEFAULTS, InvalidOptionError } from './options'

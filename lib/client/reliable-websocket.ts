@@ -1,10 +1,10 @@
-import { CONTROL_MARK, decodeControl, PING_FRAME, PROTOCOL } from '../protocol'
+import { ACK_EVERY, CONTROL_MARK, countOf, decodeControl, encodeControl, PING_FRAME, PROTOCOL, resumeToken, SESSION_OVERFLOW_CODE } from '../protocol'
 import { Backoff } from './backoff'
-import { DropEvent, GiveUpEvent, ReconnectingEvent, ReliableCloseEvent } from './events'
+import { DropEvent, GiveUpEvent, ReconnectingEvent, ReliableCloseEvent, SessionLostEvent } from './events'
 import { resolveClientOptions } from './options'
 import type { ClientSettings, ReliableWebSocketOptions, WebSocketLike } from './options'
-import { SendQueue } from './send-queue'
-import type { Payload } from './send-queue'
+import { Outbox } from './outbox'
+import type { Payload } from './outbox'
 
 const CONNECTING = 0
 const OPEN = 1
@@ -23,6 +23,7 @@ export interface ReliableWebSocketEventMap {
   reconnected: Event
   giveup: GiveUpEvent
   drop: DropEvent
+  sessionlost: SessionLostEvent
 }
 
 type Handler<K extends keyof ReliableWebSocketEventMap> = ((event: ReliableWebSocketEventMap[K]) => void) | null
@@ -38,7 +39,9 @@ interface PageGlobals {
  * A WebSocket that reconnects. It has the browser WebSocket's API, and keeps
  * it across connections: messages sent while disconnected are queued and sent
  * in order on the next connection; on the reliable subprotocol it sends
- * heartbeats a browser could not, and so finds a dead or half-open server.
+ * heartbeats a browser could not, and so finds a dead or half-open server;
+ * on a route with sessions it resumes the session, so that every message
+ * either side sends is delivered once, in order (docs/protocol.md).
  *
  * One timer at most, whose meaning follows the state: the connect (or close)
  * timeout, the heartbeat, or the wait before the next attempt. Its deadlines
@@ -64,8 +67,7 @@ export class ReliableWebSocket extends EventTarget {
 
   private readonly settings: ClientSettings
   private readonly backoff: Backoff
-  private readonly queue: SendQueue
-  private readonly offered: string[]
+  private readonly outbox: Outbox
   private state: State = CONNECTING
   private socket: WebSocketLike | null = null
   private binary: string | undefined
@@ -74,6 +76,18 @@ export class ReliableWebSocket extends EventTarget {
   // The server said welcome: it speaks the subprotocol, and heartbeats run.
   private framed = false
   private opened = false
+  // The session, when the server keeps one: its id, the data messages received in it, how many of
+  // those the server was last told of, and how many of the client's it has acknowledged.
+  private sessionId: string | null = null
+  private received = 0
+  private receivedAcked = 0
+  // Outbox entries written on the current connection; in a session, entries written on any connection
+  // (the ones whose fate is unknown if the session is lost).
+  private written = 0
+  private everWritten = 0
+  private acked = 0
+  // The server's hint (a restart) or Retry-After (a 503 or 429): the delay before the next attempt.
+  private retryHintMs = -1
   private openedAt = 0
   private lastReceivedAt = 0
   private pingSentAt = 0
@@ -87,9 +101,7 @@ export class ReliableWebSocket extends EventTarget {
     this.settings = resolveClientOptions(options)
     this.url = String(url)
     this.backoff = new Backoff(this.settings.backoff)
-    this.queue = new SendQueue(this.settings.maxQueuedMessages)
-    const { protocols, subprotocol } = this.settings
-    this.offered = subprotocol ? [PROTOCOL, ...protocols] : protocols
+    this.outbox = new Outbox(this.settings.maxQueuedMessages)
     this.watchPage(true)
     this.connect()
   }
@@ -98,9 +110,14 @@ export class ReliableWebSocket extends EventTarget {
     return this.state === WAITING ? CONNECTING : this.state
   }
 
-  /** Bytes the current socket has not yet sent, plus every queued message. */
+  /** Bytes the current socket has not yet sent, plus every message waiting to be written. */
   get bufferedAmount (): number {
-    return (this.socket?.bufferedAmount ?? 0) + this.queue.bytes
+    return (this.socket?.bufferedAmount ?? 0) + this.outbox.bytesFrom(this.written)
+  }
+
+  /** The session's id while the server keeps one for this client, else null. */
+  get session (): string | null {
+    return this.sessionId
   }
 
   get protocol (): string {
@@ -127,12 +144,15 @@ export class ReliableWebSocket extends EventTarget {
    * be sent: the queue is full, or the client was closed or gave up.
    */
   send (data: Payload): boolean {
-    if (this.state === OPEN && this.socket!.readyState === OPEN) {
+    if (this.state === CLOSING || this.state === CLOSED) return this.drop(data, 'closed')
+    const writable = this.state === OPEN && this.socket!.readyState === OPEN
+    // Without a session a message is done with once written: it skips the outbox.
+    if (writable && this.sessionId === null) {
       this.socket!.send(this.escape(data))
       return true
     }
-    if (this.state === CLOSING || this.state === CLOSED) return this.drop(data, 'closed')
-    if (!this.queue.push(data)) return this.drop(data, 'queueFull')
+    if (!this.outbox.push(data)) return this.drop(data, 'queueFull')
+    if (writable) this.flush()
     return true
   }
 
@@ -174,28 +194,53 @@ export class ReliableWebSocket extends EventTarget {
 
   private connect (): void {
     this.state = CONNECTING
-    const socket = new this.settings.WebSocket(this.url, this.offered)
+    const { protocols, subprotocol } = this.settings
+    const offered = !subprotocol
+      ? protocols
+      : this.sessionId === null ? [PROTOCOL, ...protocols] : [PROTOCOL, resumeToken(this.sessionId, this.received), ...protocols]
+    const socket = new this.settings.WebSocket(this.url, offered)
     if (this.binary !== undefined) socket.binaryType = this.binary
     socket.onopen = () => this.onSocketOpen(socket)
     socket.onmessage = (event) => this.onSocketMessage(event.data)
     socket.onclose = (event) => this.onSocketClose(event.code, event.reason, event.wasClean)
     socket.onerror = () => this.emit(new Event('error'))
+    // ws (Node) shows the refused upgrade's response; a browser shows nothing of it.
+    ;(socket as { on?: (event: string, listener: (...args: any[]) => void) => void }).on?.('unexpected-response', (_request: unknown, response: { statusCode: number, headers: Record<string, string | undefined> }) => {
+      this.retryHintMs = retryAfterMs(response.statusCode, response.headers['retry-after'])
+      socket.terminate!()
+    })
     this.socket = socket
     this.arm(Date.now() + this.settings.connectTimeoutMs)
   }
 
   private onSocketOpen (socket: WebSocketLike): void {
-    this.state = OPEN
-    this.openedAt = this.lastReceivedAt = Date.now()
-    this.pingSentAt = 0
+    this.lastReceivedAt = Date.now()
     this.escaping = socket.protocol === PROTOCOL
-    // The heartbeat starts with the server's welcome; until then only the connect timeout is off.
+    // On the subprotocol the connection is ready once the server's welcome has said where the session stands;
+    // the connect timeout keeps running until then.
+    if (!this.escaping) this.ready()
+  }
+
+  /** The connection is ready for the application: flush what waited for it, then tell the application. */
+  private ready (): void {
+    this.state = OPEN
+    this.openedAt = Date.now()
+    this.pingSentAt = 0
     this.clearTimer()
-    while (this.queue.length > 0 && socket.readyState === OPEN) socket.send(this.escape(this.queue.shift()))
+    if (this.framed && this.settings.heartbeat !== false) this.arm(this.lastReceivedAt + this.settings.heartbeat.intervalMs)
+    this.flush()
     const reconnected = this.opened
     this.opened = true
     this.emit(new Event('open'))
     if (reconnected) this.emit(new Event('reconnected'))
+  }
+
+  /** Writes the outbox from where this connection stands; without a session, what is written is done with. */
+  private flush (): void {
+    const socket = this.socket!
+    while (this.written < this.outbox.length && socket.readyState === OPEN) socket.send(this.escape(this.outbox.at(this.written++)))
+    if (this.sessionId === null) this.written -= this.outbox.take(this.written).length
+    else if (this.written > this.everWritten) this.everWritten = this.written
   }
 
   private onSocketMessage (data: unknown): void {
@@ -204,16 +249,64 @@ export class ReliableWebSocket extends EventTarget {
       if (data.charCodeAt(1) !== CONTROL_MARK) return this.onControl(data)
       data = data.slice(1)
     }
+    if (this.sessionId !== null && ++this.received - this.receivedAcked >= ACK_EVERY) this.sendControl('ack')
     this.emit(new MessageEvent('message', { data }))
   }
 
   // Frames that do not parse, and types this version does not know, are ignored: a newer server may send them.
   private onControl (text: string): void {
     const control = decodeControl(text.slice(1))
-    if (control?.t === 'welcome' && !this.framed) {
+    if (control === null) return
+    const n = countOf(control.n)
+    if (control.t === 'welcome') {
+      if (this.framed) return
       this.framed = true
-      if (this.settings.heartbeat !== false) this.arm(this.lastReceivedAt + this.settings.heartbeat.intervalMs)
+      this.join(typeof control.session === 'string' ? control.session : null, control.resumed === true, n ?? 0)
+      // A 'sessionlost' listener may have closed the client.
+      if (this.state === CONNECTING) this.ready()
+    } else if (control.t === 'retry') {
+      this.retryHintMs = countOf(control.ms) ?? -1
+    } else if (n !== undefined && this.sessionId !== null) {
+      // An ack, or a pong carrying one.
+      this.acknowledge(n)
     }
+  }
+
+  /**
+   * The welcome named a session (or none). If it is not the one this client
+   * had, the old one is lost. In a resumed session, what the server has
+   * acknowledged leaves the outbox and the rest is written again.
+   */
+  private join (id: string | null, resumed: boolean, acknowledged: number): void {
+    if (this.sessionId !== null && (id !== this.sessionId || !resumed || !this.acknowledge(acknowledged))) this.loseSession()
+    this.sessionId = id
+    this.receivedAcked = this.received
+    this.written = 0
+  }
+
+  /** The server has received `n` of this session's messages: those leave the outbox. */
+  private acknowledge (n: number): boolean {
+    const count = n - this.acked
+    // An acknowledgement overtaken by a later one (a pong behind an ack) says nothing new.
+    if (count < 0) return true
+    if (count > this.everWritten) return false
+    this.outbox.take(count)
+    this.acked = n
+    this.written = Math.max(0, this.written - count)
+    this.everWritten -= count
+    return true
+  }
+
+  private loseSession (): void {
+    const unconfirmed = this.outbox.take(this.everWritten)
+    this.sessionId = null
+    this.received = this.receivedAcked = this.acked = this.written = this.everWritten = 0
+    this.emit(new SessionLostEvent(unconfirmed))
+  }
+
+  private sendControl (type: 'ack' | 'ping'): void {
+    this.receivedAcked = this.received
+    this.socket!.send(this.sessionId === null ? PING_FRAME : encodeControl({ t: type, n: this.received }))
   }
 
   private onSocketClose (code: number, reason: string, wasClean: boolean): void {
@@ -231,6 +324,7 @@ export class ReliableWebSocket extends EventTarget {
 
   private detach (): WebSocketLike {
     const socket = this.socket!
+    this.written = 0
     socket.onopen = socket.onmessage = socket.onclose = null
     // ws reports a handshake it aborts as an error: nobody listens any more, but it must not go unheard.
     socket.onerror = ignore
@@ -248,9 +342,13 @@ export class ReliableWebSocket extends EventTarget {
       return
     }
     if (this.state === OPEN) this.backoff.connectionEnded(Date.now() - this.openedAt)
+    if (code === SESSION_OVERFLOW_CODE && this.sessionId !== null) this.loseSession()
     const retry = this.settings.shouldReconnect({ code, reason, wasClean })
     if (!retry || this.backoff.exhausted) return this.giveUp(code, reason, wasClean, retry ? 'maxRetries' : 'closeCode')
-    const delayMs = this.backoff.next()
+    // A hint from the server replaces the backoff's delay, and still counts as an attempt.
+    const backoffMs = this.backoff.next()
+    const delayMs = this.retryHintMs >= 0 ? this.retryHintMs : backoffMs
+    this.retryHintMs = -1
     this.state = WAITING
     this.emit(new ReliableCloseEvent(code, reason, wasClean, true))
     // A listener may have called close().
@@ -274,6 +372,11 @@ export class ReliableWebSocket extends EventTarget {
     if (now < this.deadline) return this.arm(this.deadline)
     if (this.state === WAITING) return this.connect()
     if (this.state === OPEN) return this.heartbeat(now)
+    // Open, but no welcome: the server echoed the subprotocol's name without speaking it.
+    if (this.state === CONNECTING && this.socket!.readyState === OPEN) {
+      this.escaping = false
+      return this.ready()
+    }
     this.abandon(this.state === CLOSING ? 'Close timeout' : 'Connect timeout')
   }
 
@@ -293,7 +396,7 @@ export class ReliableWebSocket extends EventTarget {
     }
     const pingAt = this.lastReceivedAt + intervalMs
     if (now < pingAt) return this.arm(pingAt)
-    this.socket!.send(PING_FRAME)
+    this.sendControl('ping')
     this.pingSentAt = now
     this.arm(now + timeoutMs)
   }
@@ -341,7 +444,8 @@ export class ReliableWebSocket extends EventTarget {
   }
 
   private dropQueued (): void {
-    for (const data of this.queue.clear()) this.drop(data, 'closed')
+    this.written = this.everWritten = 0
+    for (const data of this.outbox.clear()) this.drop(data, 'closed')
   }
 
   // The on<event> property runs first, then the listeners: the order browsers give a handler set before them.
@@ -353,3 +457,12 @@ export class ReliableWebSocket extends EventTarget {
 }
 
 function ignore (): void {}
+
+/** How long a refused upgrade asks the client to wait: Retry-After on a 503 or 429, in seconds or as a date. */
+function retryAfterMs (status: number, header: string | undefined): number {
+  if ((status !== 503 && status !== 429) || header === undefined) return -1
+  const seconds = Number(header)
+  if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000
+  const at = Date.parse(header)
+  return Number.isNaN(at) ? -1 : Math.max(0, at - Date.now())
+}

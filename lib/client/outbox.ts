@@ -1,10 +1,12 @@
 export type Payload = string | ArrayBufferLike | Blob | ArrayBufferView
 
-/** Messages sent while disconnected, in order, bounded by count. */
-export class SendQueue {
+/**
+ * The client's messages that are not done with: queued while disconnected,
+ * and, in a session, sent but not yet acknowledged by the server. Bounded by
+ * count; kept in the order they were sent.
+ */
+export class Outbox {
   private items: Payload[] = []
-  /** What the queued messages weigh, for bufferedAmount. */
-  bytes = 0
 
   constructor (private readonly maxMessages: number) {}
 
@@ -12,26 +14,31 @@ export class SendQueue {
     return this.items.length
   }
 
-  /** False when the queue is full: the message is refused, never one already queued. */
+  /** False when the outbox is full: the message is refused, never one already in it. */
   push (data: Payload): boolean {
     if (this.items.length >= this.maxMessages) return false
     this.items.push(data)
-    this.bytes += byteLength(data)
     return true
   }
 
-  shift (): Payload {
-    const data = this.items.shift()!
-    this.bytes -= byteLength(data)
-    return data
+  at (index: number): Payload {
+    return this.items[index]
   }
 
-  /** Empties the queue, returning what it held. */
+  /** Removes and returns the first `count` messages. */
+  take (count: number): Payload[] {
+    return this.items.splice(0, count)
+  }
+
   clear (): Payload[] {
-    const items = this.items
-    this.items = []
-    this.bytes = 0
-    return items
+    return this.take(this.items.length)
+  }
+
+  /** What the messages from `start` on weigh, as bufferedAmount counts them. */
+  bytesFrom (start: number): number {
+    let bytes = 0
+    for (let i = start; i < this.items.length; i++) bytes += byteLength(this.items[i])
+    return bytes
   }
 }
 
