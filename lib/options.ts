@@ -10,7 +10,7 @@ type RouteOptions = fastifyReliableWs.RouteReliableOptions
 export interface HeartbeatSettings { intervalMs: number, timeoutMs: number }
 export interface BackpressureSettings { highWaterMark: number, lowWaterMark: number, onLimit: 'drop' | 'close' }
 export interface ResumeSettings { ttlMs: number, maxBufferedMessages: number, maxBufferedBytes: number }
-export interface ShutdownSettings { closeCode: number, reason: string, timeoutMs: number }
+export interface ShutdownSettings { closeCode: number, reason: string, timeoutMs: number, reconnectWindowMs: number }
 /** Who may open a socket from a browser: origins as browsers send them, or the application's own test. */
 export type OriginPolicy = ReadonlySet<string> | ((origin: string | undefined, request: FastifyRequest) => boolean)
 /** The limits one route applies; a count or rate of Infinity means no limit, a timeout of Infinity none. */
@@ -56,7 +56,7 @@ export const DEFAULTS = Object.freeze({
   // timeoutMs: Infinity means "follow intervalMs" when merged (see mergeHeartbeat).
   heartbeat: Object.freeze({ intervalMs: 30_000, timeoutMs: Infinity }),
   backpressure: Object.freeze({ highWaterMark: 1_048_576, lowWaterMark: 262_144, onLimit: 'drop' as const }),
-  shutdown: Object.freeze({ closeCode: 1001, reason: 'Server shutting down', timeoutMs: 5_000 }),
+  shutdown: Object.freeze({ closeCode: 1001, reason: 'Server shutting down', timeoutMs: 5_000, reconnectWindowMs: 5_000 }),
   healthPath: '/health/ws',
   limits: Object.freeze({
     maxConnections: Infinity,
@@ -82,7 +82,7 @@ const ROUTE_LIMIT_KEYS = new Set(['maxConnections', 'maxConnectionsPerIp', 'maxP
 const PLUGIN_LIMIT_KEYS = new Set([...ROUTE_LIMIT_KEYS, 'handshakeTimeoutMs'])
 const HEARTBEAT_KEYS = new Set(['intervalMs', 'timeoutMs'])
 const BACKPRESSURE_KEYS = new Set(['highWaterMark', 'lowWaterMark', 'onLimit'])
-const SHUTDOWN_KEYS = new Set(['closeCode', 'reason', 'timeoutMs'])
+const SHUTDOWN_KEYS = new Set(['closeCode', 'reason', 'timeoutMs', 'reconnectWindowMs'])
 const HEALTH_KEYS = new Set(['path'])
 const RESUME_KEYS = new Set(['ttlMs', 'maxBufferedMessages', 'maxBufferedBytes'])
 
@@ -240,7 +240,10 @@ function resolveShutdown (value: unknown): ShutdownSettings {
     throw invalid('shutdown.reason', 'must be a string of at most 123 bytes')
   }
   const timeoutMs = o.timeoutMs === undefined ? DEFAULTS.shutdown.timeoutMs : checkNumber('shutdown.timeoutMs', o.timeoutMs, 0, true)
-  return { closeCode, reason, timeoutMs }
+  const reconnectWindowMs = o.reconnectWindowMs === undefined
+    ? DEFAULTS.shutdown.reconnectWindowMs
+    : checkNumber('shutdown.reconnectWindowMs', o.reconnectWindowMs, 0, true)
+  return { closeCode, reason, timeoutMs, reconnectWindowMs }
 }
 
 function resolveHealthPath (value: unknown): string | null {

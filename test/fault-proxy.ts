@@ -32,13 +32,15 @@ export class FaultProxy {
     return `ws://127.0.0.1:${this.port}${path}`
   }
 
-  /** Resets every connection now. */
-  cut (): void {
+  /** Resets every connection now; returns how many there were. */
+  cut (): number {
+    const count = this.pairs.size
     for (const { client, upstream } of this.pairs) {
       client.resetAndDestroy()
       upstream.resetAndDestroy()
     }
     this.pairs.clear()
+    return count
   }
 
   /** Stops forwarding in both directions; nothing is closed. */

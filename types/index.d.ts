@@ -96,6 +96,12 @@ declare namespace fastifyReliableWs {
      * Default `5000`.
      */
     timeoutMs?: number
+    /**
+     * Clients speaking the reliable subprotocol are each told when to reconnect, spread evenly over this many
+     * milliseconds, so that a restart does not bring every client back at once. `0`: no hints (clients fall back
+     * on their own backoff). Default `5000`.
+     */
+    reconnectWindowMs?: number
   }
 
   export interface HealthOptions {
