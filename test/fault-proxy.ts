@@ -2,7 +2,7 @@ import { once } from 'node:events'
 import net from 'node:net'
 
 /**
- * A TCP proxy on localhost that breaks connections on demand: `cut()` resets
+ * A TCP proxy on localhost (a load balancer, as far as clients can tell) that breaks connections on demand: `cut()` resets
  * every connection through it, `freeze()` stops forwarding while keeping
  * both TCP connections open (a half-open path, as a dead NAT or a crashed
  * host would leave), `refuse` turns new connections away.
@@ -14,7 +14,12 @@ export class FaultProxy {
   connections = 0
   private server!: net.Server
 
-  private constructor (private readonly target: number) {}
+  /** The port new connections are forwarded to: a load balancer moving to a new server. */
+  target: number
+
+  private constructor (target: number) {
+    this.target = target
+  }
 
   static async start (target: number): Promise<FaultProxy> {
     const proxy = new FaultProxy(target)
