@@ -65,14 +65,14 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
       done()
     }
     routeOptions.onResponse = [routeOptions.onResponse ?? [], countRejected].flat()
-    routeOptions.preHandler = [routeOptions.preHandler ?? [], offerProtocol].flat()
     // Checks cost nothing on routes without the limit they enforce.
     if (settings.allowedOrigins !== null) {
       routeOptions.onRequest = [routeOptions.onRequest ?? [], createOriginCheck(ctx, settings.allowedOrigins)].flat()
     }
-    if (limits.maxConnections !== Infinity || limits.maxConnectionsPerIp !== Infinity) {
-      routeOptions.preHandler = [routeOptions.preHandler ?? [], createCapacityCheck(ctx, route)].flat()
-    }
+    // The capacity check comes last, so concurrent upgrades cannot overshoot the limit.
+    const preHandlers = [offerProtocol]
+    if (limits.maxConnections !== Infinity || limits.maxConnectionsPerIp !== Infinity) preHandlers.push(createCapacityCheck(ctx, route))
+    routeOptions.preHandler = [routeOptions.preHandler ?? [], preHandlers].flat()
   }
 }
 

@@ -218,7 +218,8 @@ t.test('a client that falls too far behind ends its session with 4800, and begin
   ws.addEventListener('close', (event) => codes.push(event.code))
   await once(ws as any, 'open')
   const session = app.wsSessions.get(ws.session!)!
-  for (let i = 0; i < 5; i++) t.ok(session.send(`m${i}`))
+  for (let i = 0; i < 4; i++) t.ok(session.send(`m${i}`))
+  t.ok(session.sendJSON({ m: 4 }))
   t.notOk(session.send('one too many'), 'the sixth unacknowledged message ends the session')
   t.equal(session.ended, true)
   t.notOk(session.send('after'), 'an ended session sends nothing')
@@ -286,5 +287,69 @@ t.test('the server acknowledges every 64 messages and answers pings with its cou
   ws.send('\u0000{"t":"ping"}')
   await waitFor(() => controls.length === 4, 2000, 'acks and pong')
   t.same(controls.slice(1).map((text) => JSON.parse(text)), [{ t: 'ack', n: 64 }, { t: 'ack', n: 128 }, { t: 'pong', n: 130 }])
+  ws.close()
+})
+
+t.test("a session's messages are watched for backpressure but never dropped", async (t) => {
+  const { app, port } = await sessionServer(t, { maxBufferedBytes: 16 << 20 }, { backpressure: { highWaterMark: 1024, lowWaterMark: 0 } })
+  const reader = new WebSocket(`ws://127.0.0.1:${port}/s`, PROTOCOL)
+  const [welcome] = await once(reader, 'message')
+  reader.pause() // a reader that stops reading: the kernel's buffers fill, then ws's
+  const session = app.wsSessions.get(JSON.parse(welcome.toString().slice(1)).session)!
+  const big = 'x'.repeat(64 * 1024)
+  let accepted = 0
+  for (let i = 0; i < 128; i++) accepted += session.send(big) ? 1 : 0
+  t.equal(accepted, 128, '8 MiB accepted, far above highWaterMark, within the session limit')
+  await waitFor(() => app.wsStats.backpressure.events >= 1, 2000, 'the crossing')
+  t.equal(app.wsStats.messages.dropped, 0)
+  let count = 0
+  reader.on('message', () => { count++ })
+  reader.resume()
+  await waitFor(() => count === 128, 5000, 'every message once the reader reads again')
+  reader.close()
+})
+
+t.test('the client ignores control frames it cannot use, and resumes from what the server acknowledged', async (t) => {
+  const { WebSocketServer } = await import('ws')
+  const server = new WebSocketServer({ port: 0, host: '127.0.0.1', handleProtocols: () => PROTOCOL })
+  await once(server, 'listening')
+  t.teardown(() => new Promise((resolve) => { for (const c of server.clients) c.terminate(); server.close(resolve) }))
+  const id = 'a'.repeat(32)
+  const offers: string[] = []
+  const got: string[][] = []
+  server.on('connection', (socket, request) => {
+    offers.push(String(request.headers['sec-websocket-protocol']))
+    const messages: string[] = []
+    got.push(messages)
+    const resumed = got.length > 1
+    socket.send(`\u0000{"t":"welcome","session":"${id}","resumed":${resumed},"n":${resumed ? 2 : 0}}`)
+    if (!resumed) {
+      socket.send('\u0000{bad')
+      socket.send(`\u0000{"t":"welcome","session":"${'b'.repeat(32)}","resumed":false,"n":0}`)
+      socket.send('\u0000{"t":"ack","n":5}')
+    }
+    socket.on('message', (data) => {
+      messages.push(data.toString())
+      if (messages.length === 3) {
+        socket.send('\u0000{"t":"ack","n":2}')
+        socket.send('\u0000{"t":"pong","n":1}')
+        socket.send('\u0000{"t":"retry","ms":"soon"}')
+        socket.close(1012)
+      }
+    })
+  })
+  const url = `ws://127.0.0.1:${(server.address() as any).port}/`
+  const { ws, lost } = client(url)
+  const delays: number[] = []
+  ws.addEventListener('reconnecting', (event) => delays.push(event.delayMs))
+  await once(ws as any, 'open')
+  t.equal(ws.session, id, 'a second welcome changes nothing')
+  for (const text of ['m1', 'm2', 'm3']) ws.send(text)
+  await once(ws as any, 'reconnected')
+  await waitFor(() => got.length === 2 && got[1].length === 1, 2000, 'the resend')
+  t.same(got, [['m1', 'm2', 'm3'], ['m3']], 'only what the server had not acknowledged was sent again')
+  t.same(offers[1].split(/, */), [PROTOCOL, resumeToken(id, 0)], 'the resume request named the session and the count received')
+  t.ok(delays[0] < 20, 'a retry hint that is not a count leaves the backoff in charge')
+  t.same(lost, [])
   ws.close()
 })
