@@ -20,7 +20,11 @@ import type { ReliableSocket } from './lib/reliable-socket'
 import { createRouteDecorator } from './lib/route-decorator'
 import { Scheduler } from './lib/scheduler'
 import { createPreClose } from './lib/shutdown'
+import { Session } from './lib/session'
+import { SessionRegistry } from './lib/session-registry'
+import { MemorySessionStore } from './lib/session-store'
 import { StatsCollector } from './lib/stats'
+import { createProtocolHandler } from './lib/subprotocol'
 import { Warnings } from './lib/warnings'
 
 function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWsTypes.FastifyReliableWsOptions, done: (err?: Error) => void): void {
@@ -41,14 +45,18 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
       return done(err as Error)
     }
   }
+  const scheduler = new Scheduler<ReliableSocket | PendingConnection | Session>((entry, now) => {
+    if (entry instanceof Socket) handshakes.onDue(entry)
+    else if (entry instanceof Session) sessions.expire(entry)
+    else onSocketDue(entry, now)
+  })
+  const sessions = new SessionRegistry(stats, scheduler, settings.sessionStore ?? new MemorySessionStore())
   const ctx: Context = {
     settings,
     stats,
-    scheduler: new Scheduler<ReliableSocket | PendingConnection>((entry, now) => {
-      if (entry instanceof Socket) handshakes.onDue(entry)
-      else onSocketDue(entry, now)
-    }),
+    scheduler,
     connections: new ConnectionLimiter(),
+    sessions,
     log: fastify.log,
     warnings: new Warnings(settings.logging.warningsPerSecond),
     metrics
@@ -60,7 +68,11 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
   const { options: wsOptions, errorHandler, ...rest } = settings.websocket
   fastify.register(fastifyWebsocket, {
     ...rest,
-    options: { ...wsOptions, WebSocket: createSocketClass((wsOptions!.WebSocket as typeof WebSocket | undefined) ?? WebSocket) },
+    options: {
+      ...wsOptions,
+      WebSocket: createSocketClass((wsOptions!.WebSocket as typeof WebSocket | undefined) ?? WebSocket),
+      handleProtocols: createProtocolHandler(wsOptions!.handleProtocols)
+    },
     errorHandler: createErrorHandler(errorHandler),
     preClose: createPreClose(ctx, handshakes)
   })
@@ -74,6 +86,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
       return stats.snapshot(this.websocketServer?.clients)
     }
   })
+  fastify.decorate('wsSessions', ctx.sessions)
 
   if (settings.healthPath !== null) {
     fastify.get(settings.healthPath, function health (_request, reply) {

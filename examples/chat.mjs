@@ -1,6 +1,8 @@
-// A JSON chat room, an echo route, a health route, Prometheus metrics and a live dashboard, on one register() call.
-// Run it with `npm start` (which builds the plugin first); PORT and HOST are honoured. `npm run load` gives the
-// dashboard something to show.
+// A JSON chat room, an echo route, a health route, Prometheus metrics and a live dashboard, on one register() call,
+// and a chat page whose client reconnects and resumes its session (fastify-reliable-ws/client, bundled for browsers
+// by the build). Run it with `npm start` (which builds the plugin first); PORT and HOST are honoured. `npm run load`
+// gives the dashboard something to show.
+import { readFileSync } from 'node:fs'
 import fastify from 'fastify'
 import { register } from 'prom-client'
 import reliableWs from 'fastify-reliable-ws'
@@ -26,6 +28,8 @@ app.get('/chat', {
   websocket: true,
   config: {
     reliable: {
+      // Clients speaking the reliable subprotocol (the page below) get a session that survives a dropped connection.
+      resume: true,
       messageSchema: {
         type: 'object',
         properties: { name: { type: 'string', maxLength: 32 }, text: { type: 'string', minLength: 1, maxLength: 500 } },
@@ -35,12 +39,19 @@ app.get('/chat', {
     }
   }
 }, (socket) => {
-  room.add(socket)
-  socket.on('close', () => room.delete(socket))
+  // A session outlives its connections: it stays in the room while its client is away, and gets what it missed
+  // when the client is back. A plain WebSocket client is in the room while it is connected.
+  const member = socket.session ?? socket
+  room.add(member)
+  if (member === socket) socket.on('close', () => room.delete(socket))
   socket.on('json', ({ name, text }) => {
     const message = { name, text, at: new Date().toISOString() }
-    // send() applies backpressure per client: a stalled reader misses messages instead of growing the heap.
-    for (const peer of room) peer.sendJSON(message)
+    // Backpressure per member: a stalled plain client misses messages, a session that falls too far behind ends
+    // (its client is told, and starts afresh); neither grows the heap.
+    for (const peer of room) {
+      if (peer.ended) room.delete(peer)
+      else peer.sendJSON(message)
+    }
   })
 })
 
@@ -59,6 +70,12 @@ await app.register(dashboard)
 
 app.get('/', (_request, reply) => {
   reply.type('text/html').send(PAGE)
+})
+
+// An application with its own bundler imports 'fastify-reliable-ws/client' instead.
+const client = readFileSync(new URL('../dist/browser/client.mjs', import.meta.url))
+app.get('/client.mjs', (_request, reply) => {
+  reply.type('text/javascript').send(client)
 })
 
 for (const signal of ['SIGINT', 'SIGTERM']) {
@@ -83,19 +100,26 @@ const PAGE = `<!doctype html>
 <h1>Chat</h1>
 <div id="log"></div>
 <form id="form"><input id="name" value="guest" size="8"> <input id="text" size="40" autofocus> <button>Send</button></form>
-<script>
+<script type="module">
+import { ReliableWebSocket } from '/client.mjs'
 const log = document.getElementById('log')
-const ws = new WebSocket(location.origin.replace('http', 'ws') + '/chat')
 const line = (text) => { const p = document.createElement('div'); p.textContent = text; log.append(p); log.scrollTop = log.scrollHeight }
+const ws = new ReliableWebSocket(location.origin.replace('http', 'ws') + '/chat', { backoff: { initialDelayMs: 500, maxDelayMs: 10_000 } })
 ws.onopen = () => line('connected')
-ws.onclose = (event) => line('closed: ' + event.code + ' ' + event.reason)
+ws.addEventListener('reconnecting', (event) => line('connection lost (' + event.code + '), retrying in ' + Math.round(event.delayMs) + ' ms'))
+ws.addEventListener('reconnected', () => line('reconnected'))
+ws.addEventListener('giveup', (event) => line('gave up (' + event.reason + ', ' + event.code + ')'))
+ws.addEventListener('drop', (event) => line('not sent: ' + event.data))
+ws.addEventListener('sessionlost', (event) => line('session lost; ' + event.unconfirmed.length + ' message(s) may not have arrived'))
+ws.onclose = (event) => { if (!event.willReconnect) line('closed: ' + event.code + ' ' + event.reason) }
 ws.onmessage = (event) => {
   const message = JSON.parse(event.data)
   line(message.type === 'error' ? 'error: ' + message.message : message.name + ': ' + message.text)
 }
 document.getElementById('form').onsubmit = (event) => {
   event.preventDefault()
-  ws.send(JSON.stringify({ name: document.getElementById('name').value, text: document.getElementById('text').value }))
+  // Sent now, or kept while the connection is down and sent in order once it is back: once, whatever the drops.
+  ws.sendJSON({ name: document.getElementById('name').value, text: document.getElementById('text').value })
   document.getElementById('text').value = ''
 }
 </script>

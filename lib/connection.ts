@@ -2,13 +2,15 @@ import { performance } from 'node:perf_hooks'
 import type { FastifyRequest } from 'fastify'
 import type { Route } from './context'
 import type { ReliableSocket } from './reliable-socket'
+import type { SessionRoute } from './session-registry'
 import { startDeadlines } from './deadlines'
 import { socketLog } from './error-handler'
 import { ALIVE, onPeerPing, onPong } from './heartbeat'
 import { onJsonMessage } from './json-messages'
 import { bytesHandedOver } from './stats'
 import type { LogLevel } from './options'
-import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kIp, kLog, kOpenedAt, kRoute } from './symbols'
+import { PROTOCOL, WELCOME_FRAME } from './protocol'
+import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kFramed, kIp, kLog, kOpenedAt, kRoute, kSendControl, kSession } from './symbols'
 
 const OPEN = 1
 // The state of ws's frame parser between two frames.
@@ -29,6 +31,7 @@ export function openConnection (socket: ReliableSocket, route: Route, request: F
   // The handshake is already on the wire; stats count the bytes after it.
   socket[kBytesReadAtOpen] = socket._socket.bytesRead
   socket[kBytesWrittenAtOpen] = bytesHandedOver(socket._socket)
+  socket[kFramed] = socket.protocol === PROTOCOL
   if (++stats.active > stats.peak) stats.peak = stats.active
   counters.opened++
   counters.active++
@@ -51,6 +54,10 @@ export function openConnection (socket: ReliableSocket, route: Route, request: F
     socket.on('ping', onPeerPing as Listener)
   }
   startDeadlines(socket, route, now)
+  if (socket[kFramed]) {
+    if (route.resume === false) socket[kSendControl](WELCOME_FRAME)
+    else ctx.sessions.open(socket, route as SessionRoute, request.raw)
+  }
 }
 
 function onMessage (this: ReliableSocket): void {
@@ -63,6 +70,8 @@ function onClose (this: ReliableSocket, code: number, reason: Buffer): void {
   const ctx = route.ctx
   const cause = this[kCause] ?? 'client'
   ctx.scheduler.remove(this)
+  const session = this[kSession]
+  if (session !== null) ctx.sessions.detach(session, performance.now())
   ctx.connections.closed(this)
   ctx.stats.recordClose(this, route.counters, code, cause)
   if (endedMidFrame(this)) ctx.stats.limits.protocolErrors++

@@ -3,10 +3,12 @@ import type { ValidateFunction } from 'ajv'
 import type { ConnectionLimiter } from './connection-limiter'
 import type { Metrics, RouteObservers } from './metrics'
 import type { PendingConnection } from './handshake-guard'
-import type { BackpressureSettings, HeartbeatSettings, LimitSettings, PluginSettings } from './options'
+import type { BackpressureSettings, HeartbeatSettings, LimitSettings, PluginSettings, ResumeSettings } from './options'
 import type { MessageRate } from './rate-limiter'
 import type { Scheduler } from './scheduler'
 import type { RouteCounters, StatsCollector } from './stats'
+import type { Session } from './session'
+import type { SessionRegistry } from './session-registry'
 import type { ReliableSocket } from './reliable-socket'
 import type { Warnings } from './warnings'
 
@@ -14,9 +16,11 @@ import type { Warnings } from './warnings'
 export interface Context {
   readonly settings: PluginSettings
   readonly stats: StatsCollector
-  // Open sockets (heartbeat, idle timeout) and connections still sending their request (handshake timeout).
-  readonly scheduler: Scheduler<ReliableSocket | PendingConnection>
+  // Open sockets (heartbeat, idle timeout), connections still sending their request (handshake timeout)
+  // and sessions waiting for their client to come back (ttlMs).
+  readonly scheduler: Scheduler<ReliableSocket | PendingConnection | Session>
   readonly connections: ConnectionLimiter
+  readonly sessions: SessionRegistry
   readonly log: FastifyBaseLogger
   readonly warnings: Warnings
   // null unless the `metrics` option is on.
@@ -38,4 +42,5 @@ export interface Route {
   readonly counters: RouteCounters
   // Histograms to feed as pongs and closes happen; null unless metrics are on.
   readonly observers: RouteObservers | null
+  readonly resume: ResumeSettings | false
 }

@@ -2,13 +2,15 @@ import type { FastifyRequest } from 'fastify'
 import type { WebsocketPluginOptions } from '@fastify/websocket'
 import type fastifyReliableWs = require('../types/index')
 import { FST_RELIABLE_WS_INVALID_OPTION } from './errors'
+import type { SessionStore } from './session-store'
 
 type Options = fastifyReliableWs.FastifyReliableWsOptions
 type RouteOptions = fastifyReliableWs.RouteReliableOptions
 
 export interface HeartbeatSettings { intervalMs: number, timeoutMs: number }
 export interface BackpressureSettings { highWaterMark: number, lowWaterMark: number, onLimit: 'drop' | 'close' }
-export interface ShutdownSettings { closeCode: number, reason: string, timeoutMs: number }
+export interface ResumeSettings { ttlMs: number, maxBufferedMessages: number, maxBufferedBytes: number }
+export interface ShutdownSettings { closeCode: number, reason: string, timeoutMs: number, reconnectWindowMs: number }
 /** Who may open a socket from a browser: origins as browsers send them, or the application's own test. */
 export type OriginPolicy = ReadonlySet<string> | ((origin: string | undefined, request: FastifyRequest) => boolean)
 /** The limits one route applies; a count or rate of Infinity means no limit, a timeout of Infinity none. */
@@ -45,6 +47,8 @@ export interface PluginSettings {
   handshakeTimeoutMs: number
   metrics: MetricsSettings | null
   logging: LoggingSettings
+  resume: ResumeSettings | false
+  sessionStore: SessionStore | null
 }
 
 export interface RouteSettings {
@@ -54,6 +58,7 @@ export interface RouteSettings {
   messageSchema: object | null
   allowedOrigins: OriginPolicy | null
   limits: LimitSettings
+  resume: ResumeSettings | false
 }
 
 /** Every default in one place; the README's option tables mirror this object. */
@@ -61,7 +66,7 @@ export const DEFAULTS = Object.freeze({
   // timeoutMs: Infinity means "follow intervalMs" when merged (see mergeHeartbeat).
   heartbeat: Object.freeze({ intervalMs: 30_000, timeoutMs: Infinity }),
   backpressure: Object.freeze({ highWaterMark: 1_048_576, lowWaterMark: 262_144, onLimit: 'drop' as const }),
-  shutdown: Object.freeze({ closeCode: 1001, reason: 'Server shutting down', timeoutMs: 5_000 }),
+  shutdown: Object.freeze({ closeCode: 1001, reason: 'Server shutting down', timeoutMs: 5_000, reconnectWindowMs: 5_000 }),
   healthPath: '/health/ws',
   limits: Object.freeze({
     maxConnections: Infinity,
@@ -76,19 +81,21 @@ export const DEFAULTS = Object.freeze({
   handshakeTimeoutMs: 10_000,
   metrics: Object.freeze({ prefix: 'ws_' }),
   // Connection lines at info, like Fastify's own request lines.
-  logging: Object.freeze({ connections: 'info' as const, warningsPerSecond: 10 })
+  logging: Object.freeze({ connections: 'info' as const, warningsPerSecond: 10 }),
+  // What `resume: true` means; sessions are off unless asked for.
+  resume: Object.freeze({ ttlMs: 120_000, maxBufferedMessages: 1000, maxBufferedBytes: 1_048_576 })
 })
 
 const PLUGIN_KEYS = new Set(['heartbeat', 'backpressure', 'shutdown', 'health', 'websocket', 'onConnect', 'onDisconnect',
-  'allowedOrigins', 'limits', 'metrics', 'logging',
+  'allowedOrigins', 'limits', 'metrics', 'logging', 'resume', 'sessionStore',
   // consumed by fastify's register() itself
   'prefix', 'logLevel', 'logSerializers'])
-const ROUTE_KEYS = new Set(['json', 'messageSchema', 'heartbeat', 'backpressure', 'allowedOrigins', 'limits'])
+const ROUTE_KEYS = new Set(['json', 'messageSchema', 'heartbeat', 'backpressure', 'allowedOrigins', 'limits', 'resume'])
 const ROUTE_LIMIT_KEYS = new Set(['maxConnections', 'maxConnectionsPerIp', 'maxPayload', 'messagesPerSecond', 'burst', 'onRateLimit', 'idleTimeoutMs'])
 const PLUGIN_LIMIT_KEYS = new Set([...ROUTE_LIMIT_KEYS, 'handshakeTimeoutMs'])
 const HEARTBEAT_KEYS = new Set(['intervalMs', 'timeoutMs'])
 const BACKPRESSURE_KEYS = new Set(['highWaterMark', 'lowWaterMark', 'onLimit'])
-const SHUTDOWN_KEYS = new Set(['closeCode', 'reason', 'timeoutMs'])
+const SHUTDOWN_KEYS = new Set(['closeCode', 'reason', 'timeoutMs', 'reconnectWindowMs'])
 const HEALTH_KEYS = new Set(['path'])
 const METRICS_KEYS = new Set(['registry', 'prefix'])
 const LOGGING_KEYS = new Set(['connections', 'warningsPerSecond'])
@@ -96,6 +103,7 @@ const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
 // What Prometheus accepts at the start of a metric name.
 const REGISTRY_METHODS = ['registerMetric', 'getSingleMetric', 'removeSingleMetric']
 const METRIC_PREFIX = /^([a-zA-Z_:][a-zA-Z0-9_:]*)?$/
+const RESUME_KEYS = new Set(['ttlMs', 'maxBufferedMessages', 'maxBufferedBytes'])
 
 function invalid (name: string, why: string): Error {
   return new FST_RELIABLE_WS_INVALID_OPTION(name, why)
@@ -216,6 +224,29 @@ function mergeLimits (name: string, base: LimitSettings, o: Record<string, unkno
   }
 }
 
+function resolveResume (name: string, base: ResumeSettings | false, value: unknown): ResumeSettings | false {
+  if (value === undefined) return base
+  if (value === false) return false
+  const start = base === false ? DEFAULTS.resume : base
+  if (value === true) return start
+  const o = checkObject(name, value, RESUME_KEYS)
+  return {
+    ttlMs: o.ttlMs === undefined ? start.ttlMs : checkNumber(`${name}.ttlMs`, o.ttlMs, 1, true),
+    maxBufferedMessages: o.maxBufferedMessages === undefined ? start.maxBufferedMessages : checkLimit(`${name}.maxBufferedMessages`, o.maxBufferedMessages, true),
+    maxBufferedBytes: o.maxBufferedBytes === undefined ? start.maxBufferedBytes : checkLimit(`${name}.maxBufferedBytes`, o.maxBufferedBytes, true)
+  }
+}
+
+function resolveSessionStore (value: unknown): SessionStore | null {
+  if (value === undefined) return null
+  for (const method of ['get', 'set', 'delete']) {
+    if (typeof (value as Record<string, unknown> | null)?.[method] !== 'function') {
+      throw invalid('sessionStore', `must be an object with get, set and delete methods (${method} is missing)`)
+    }
+  }
+  return value as SessionStore
+}
+
 function resolveShutdown (value: unknown): ShutdownSettings {
   if (value === undefined) return DEFAULTS.shutdown
   const o = checkObject('shutdown', value, SHUTDOWN_KEYS)
@@ -228,7 +259,10 @@ function resolveShutdown (value: unknown): ShutdownSettings {
     throw invalid('shutdown.reason', 'must be a string of at most 123 bytes')
   }
   const timeoutMs = o.timeoutMs === undefined ? DEFAULTS.shutdown.timeoutMs : checkNumber('shutdown.timeoutMs', o.timeoutMs, 0, true)
-  return { closeCode, reason, timeoutMs }
+  const reconnectWindowMs = o.reconnectWindowMs === undefined
+    ? DEFAULTS.shutdown.reconnectWindowMs
+    : checkNumber('shutdown.reconnectWindowMs', o.reconnectWindowMs, 0, true)
+  return { closeCode, reason, timeoutMs, reconnectWindowMs }
 }
 
 function resolveHealthPath (value: unknown): string | null {
@@ -323,7 +357,9 @@ export function resolvePluginSettings (options: Options): PluginSettings {
     limits,
     handshakeTimeoutMs,
     metrics: resolveMetrics(o.metrics),
-    logging: resolveLogging(o.logging)
+    logging: resolveLogging(o.logging),
+    resume: resolveResume('resume', false, o.resume),
+    sessionStore: resolveSessionStore(o.sessionStore)
   }
 }
 
@@ -347,6 +383,7 @@ export function resolveRouteSettings (plugin: PluginSettings, value: RouteOption
     json: o.json === true || o.messageSchema !== undefined,
     messageSchema: (o.messageSchema as object | undefined) ?? null,
     allowedOrigins: resolveOrigins(`${name}.allowedOrigins`, plugin.allowedOrigins, o.allowedOrigins),
-    limits: resolveRouteLimits(`${name}.limits`, plugin.limits, o.limits)
+    limits: resolveRouteLimits(`${name}.limits`, plugin.limits, o.limits),
+    resume: resolveResume(`${name}.resume`, plugin.resume, o.resume)
   }
 }

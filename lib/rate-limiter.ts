@@ -36,6 +36,11 @@ export function messageRate (limits: LimitSettings): MessageRate | null {
 export function admitMessage (socket: ReliableSocket, route: Route): boolean {
   const now = performance.now()
   socket[kLastMessageAt] = now
+  return withinRate(socket, route, now)
+}
+
+/** The rate check alone, for frames that count against the rate but are not activity (control frames). */
+export function withinRate (socket: ReliableSocket, route: Route, now = performance.now()): boolean {
   const rate = route.rate
   if (rate === null) return true
   const tat = socket[kTat] > now ? socket[kTat] : now

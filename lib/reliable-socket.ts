@@ -1,4 +1,3 @@
-import { randomFillSync } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import WebSocket from 'ws'
 import type fastifyReliableWs = require('../types/index')
@@ -6,12 +5,16 @@ import type { Route } from './context'
 import { FST_RELIABLE_WS_NOT_JSON, FST_RELIABLE_WS_NOT_OPEN } from './errors'
 import { crossHighWater, refuse } from './backpressure'
 import { ALIVE } from './heartbeat'
+import { CONTROL_MARK } from './protocol'
 import type { PongState } from './heartbeat'
+import { createIdGenerator } from './ids'
 import { admitMessage } from './rate-limiter'
+import { escapeText, unframe } from './subprotocol'
 import {
   kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
-  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog
+  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit
 } from './symbols'
+import type { Session } from './session'
 
 type Cause = fastifyReliableWs.DisconnectInfo['cause']
 type SendCallback = (err?: Error) => void
@@ -44,6 +47,10 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   [kIp]: string | undefined
   // The request's child logger (with its reqId), kept while connection lines are logged.
   [kLog]: FastifyBaseLogger | null
+  [kFramed]: boolean
+  [kSendControl]: (frame: string) => void
+  [kSession]: Session | null
+  [kTransmit]: (data: unknown, binary: boolean, cb: SendCallback | undefined) => void
 }
 
 /**
@@ -76,11 +83,17 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     [kTat] = 0;
     [kRateNoticeAt] = -Infinity;
     [kIp]: string | undefined = undefined;
-    [kLog]: FastifyBaseLogger | null = null
+    [kLog]: FastifyBaseLogger | null = null;
+    [kFramed] = false;
+    [kSession]: Session | null = null
 
     get latencyMs (): number | null {
       const latency = this[kLatency]
       return latency < 0 ? null : latency
+    }
+
+    get session (): Session | null {
+      return this[kSession]
     }
 
     send (data: unknown, options?: object | SendCallback, cb?: SendCallback): boolean {
@@ -98,6 +111,10 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
         if (cb !== undefined) process.nextTick(cb, new FST_RELIABLE_WS_NOT_OPEN(this.readyState))
         return false
       }
+      // A session keeps each message until it is acknowledged, within its own limits: nothing is dropped.
+      const session = this[kSession]
+      if (session !== null) return session.send(data, options as { binary?: boolean } | undefined, cb)
+      if (this[kFramed]) data = escapeText(data, (options as { binary?: boolean } | undefined)?.binary)
       const highWaterMark = route.backpressure.highWaterMark
       // A message sent in fragments (fin: false) is never cut short: dropping a
       // later fragment would leave ws's sender mid-message.
@@ -116,9 +133,31 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     emit (event: string | symbol, ...args: unknown[]): boolean {
       if (event === 'message') {
         const route = this[kRoute]
-        if (route !== undefined && route.gateMessages && !admitMessage(this as unknown as ReliableSocket, route)) return false
+        if (route !== undefined) {
+          // Text messages arrive as Buffers whatever the binaryType.
+          if (this[kFramed] && args[1] === false && (args[0] as Buffer)[0] === CONTROL_MARK) {
+            const data = unframe(this as unknown as ReliableSocket, route, args[0] as Buffer)
+            if (data === null) return false
+            args[0] = data
+          }
+          if (route.gateMessages && !admitMessage(this as unknown as ReliableSocket, route)) return false
+          this[kSession]?.onMessage()
+        }
       }
       return super.emit(event, ...args)
+    }
+
+    // A session's message going out, new or replayed: counted by the session, watched for backpressure, never refused.
+    [kTransmit] (data: unknown, binary: boolean, cb: SendCallback | undefined): void {
+      super.send(escapeText(data, binary), { binary }, cb)
+      const route = this[kRoute]!
+      if (!this[kOverHighWater] && this.bufferedAmount > route.backpressure.highWaterMark) crossHighWater(this as unknown as ReliableSocket, route)
+    }
+
+    // Control frames bypass the application's accounting and backpressure: they are a few bytes, and rare.
+    [kSendControl] (frame: string): void {
+      // A data frame must not land between the fragments of a message the application is sending.
+      if (this._sender._firstFragment) super.send(frame)
     }
 
     sendJSON (value: unknown, cb?: SendCallback): boolean {
@@ -139,26 +178,4 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     }
   }
   return ReliableWebSocket as unknown as typeof WebSocket
-}
-
-const ID_BYTES = 16
-const IDS_PER_FILL = 256
-
-/**
- * Ids of 128 random bits as 32 hex digits. The entropy is drawn for 256 ids
- * at a time (one call to the system's generator costs ~10 µs), and hex from a
- * Buffer is a flat string: randomUUID() builds its result by concatenation,
- * and keeping that rope costs ~500 bytes per connection.
- */
-function createIdGenerator (): () => string {
-  const pool = Buffer.allocUnsafe(ID_BYTES * IDS_PER_FILL)
-  let offset = pool.length
-  return function nextId () {
-    if (offset === pool.length) {
-      randomFillSync(pool)
-      offset = 0
-    }
-    offset += ID_BYTES
-    return pool.toString('hex', offset - ID_BYTES, offset)
-  }
 }

@@ -8,6 +8,7 @@ import { compileMessageSchema, createAjv } from './json-messages'
 import { resolveRouteSettings } from './options'
 import { createOriginCheck } from './origin-policy'
 import { messageRate } from './rate-limiter'
+import { offerProtocol } from './subprotocol'
 
 type Handler = (this: unknown, socket: ReliableSocket, request: FastifyRequest) => unknown
 
@@ -31,6 +32,7 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
     if (settings.heartbeat !== false) ctx.scheduler.usePeriod(Math.min(settings.heartbeat.intervalMs, settings.heartbeat.timeoutMs))
     const limits = settings.limits
     if (limits.idleTimeoutMs !== Infinity) ctx.scheduler.usePeriod(limits.idleTimeoutMs)
+    if (settings.resume !== false) ctx.scheduler.usePeriod(settings.resume.ttlMs)
     const rate = messageRate(limits)
     let validate = null
     if (settings.messageSchema !== null) {
@@ -47,6 +49,7 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
       limits,
       rate,
       gateMessages: rate !== null || limits.idleTimeoutMs !== Infinity,
+      resume: settings.resume,
       counters: ctx.stats.route(url),
       observers: ctx.metrics === null ? null : ctx.metrics.forRoute(url)
     }
@@ -67,9 +70,10 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
     if (settings.allowedOrigins !== null) {
       routeOptions.onRequest = [routeOptions.onRequest ?? [], createOriginCheck(ctx, settings.allowedOrigins)].flat()
     }
-    if (limits.maxConnections !== Infinity || limits.maxConnectionsPerIp !== Infinity) {
-      routeOptions.preHandler = [routeOptions.preHandler ?? [], createCapacityCheck(ctx, route)].flat()
-    }
+    // The capacity check comes last, so concurrent upgrades cannot overshoot the limit.
+    const preHandlers = [offerProtocol]
+    if (limits.maxConnections !== Infinity || limits.maxConnectionsPerIp !== Infinity) preHandlers.push(createCapacityCheck(ctx, route))
+    routeOptions.preHandler = [routeOptions.preHandler ?? [], preHandlers].flat()
   }
 }
 

@@ -4,7 +4,8 @@ import type { Context } from './context'
 import type { HandshakeGuard } from './handshake-guard'
 import type { ReliableSocket } from './reliable-socket'
 import { healthResponse, isHealthRequest } from './health'
-import { kCause } from './symbols'
+import { encodeControl } from './protocol'
+import { kCause, kFramed, kSendControl } from './symbols'
 
 type RequestListener = (this: Server, request: IncomingMessage, response: ServerResponse) => void
 
@@ -16,13 +17,15 @@ type RequestListener = (this: Server, request: IncomingMessage, response: Server
  */
 export function createPreClose (ctx: Context, handshakes: HandshakeGuard): (this: FastifyInstance, done: () => void) => void {
   return function preClose (done) {
-    const { closeCode, reason, timeoutMs } = ctx.settings.shutdown
+    const { closeCode, reason, timeoutMs, reconnectWindowMs } = ctx.settings.shutdown
     const wss = this.websocketServer
     ctx.stats.draining = true
     handshakes.detach()
     answerWhileDraining(this.server, ctx, wss.clients)
+    const hints = new RetryHints(reconnectWindowMs, wss.clients.size)
     for (const socket of wss.clients as Set<ReliableSocket>) {
       socket[kCause] ??= 'shutdown'
+      if (socket[kFramed] && reconnectWindowMs > 0) socket[kSendControl](encodeControl({ t: 'retry', ms: hints.next() }))
       socket.close(closeCode, reason)
     }
     const timer = setTimeout(() => {
@@ -58,4 +61,20 @@ function answerWhileDraining (server: Server, ctx: Context, clients: Set<unknown
     if (request.headers.upgrade !== undefined) ctx.stats.rejected++
     for (const listener of listeners) listener.call(this, request, response)
   })
+}
+
+/**
+ * Spreads the clients' reconnections over the window so that a restart
+ * does not become a reconnect storm: the window is cut into one slot per
+ * client and each gets a random moment in its own slot, so that no part of
+ * the window gets more than its share (random moments alone would bunch).
+ */
+class RetryHints {
+  private slot = 0
+
+  constructor (private readonly windowMs: number, private readonly clients: number) {}
+
+  next (): number {
+    return Math.floor((this.slot++ + Math.random()) * this.windowMs / this.clients)
+  }
 }

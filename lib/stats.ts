@@ -24,6 +24,7 @@ export interface RouteCounters extends RouteStats {
   // Closes by cause, then by code. Peers choose codes, but ws accepts only valid ones: at most ~2,000 keys per cause.
   readonly closes: Partial<Record<Cause, Record<number, number>>>
 }
+type SessionStats = fastifyReliableWs.SessionStats
 
 // Enough recent round trips for a stable p99 without unbounded memory.
 const LATENCY_SAMPLES = 1024
@@ -55,6 +56,7 @@ export class StatsCollector {
     protocolErrors: 0
   }
   readonly routes = new Map<string, RouteCounters>()
+  readonly sessions: SessionStats = { active: 0, resumed: 0, expired: 0, overflowed: 0, replayed: 0 }
   private readonly latencies = new Float64Array(LATENCY_SAMPLES)
   private latencyCount = 0
 
@@ -136,6 +138,7 @@ export class StatsCollector {
       closeCodes,
       closeCauses,
       limits: { ...this.limits },
+      sessions: { ...this.sessions },
       errors: this.errors,
       draining: this.draining,
       uptimeMs: Math.round(performance.now() - this.startedAt),

@@ -18,3 +18,12 @@ export const kTat = Symbol('reliable-ws.tat')
 export const kRateNoticeAt = Symbol('reliable-ws.rateNoticeAt')
 export const kIp = Symbol('reliable-ws.ip')
 export const kLog = Symbol('reliable-ws.log')
+// The raw upgrade request of a reliable route: the subprotocol may be chosen.
+export const kOffersProtocol = Symbol('reliable-ws.offersProtocol')
+// The socket speaks the reliable subprotocol.
+export const kFramed = Symbol('reliable-ws.framed')
+export const kSendControl = Symbol('reliable-ws.sendControl')
+// The session a socket of a route with sessions carries, and the one a raw upgrade request asked to resume.
+export const kSession = Symbol('reliable-ws.session')
+export const kResume = Symbol('reliable-ws.resume')
+export const kTransmit = Symbol('reliable-ws.transmit')

@@ -62,7 +62,15 @@ const badPluginOptions: Array<[string, unknown, RegExp]> = [
   ['an unknown log level', { logging: { connections: 'verbose' } }, /"logging\.connections": must be a log level.*got "verbose"/],
   ['connection logging turned on with true', { logging: { connections: true } }, /"logging\.connections"/],
   ['a fractional warning rate', { logging: { warningsPerSecond: 0.5 } }, /"logging\.warningsPerSecond": must be an integer >= 0/],
-  ['a negative warning rate', { logging: { warningsPerSecond: -1 } }, /"logging\.warningsPerSecond"/]
+  ['a negative warning rate', { logging: { warningsPerSecond: -1 } }, /"logging\.warningsPerSecond"/],
+  ['negative reconnect window', { shutdown: { reconnectWindowMs: -1 } }, /"shutdown\.reconnectWindowMs"/],
+  ['resume not an object', { resume: 'yes' }, /"resume": must be an object/],
+  ['misspelt resume field', { resume: { ttl: 5 } }, /"resume\.ttl": unknown option/],
+  ['zero session ttl', { resume: { ttlMs: 0 } }, /"resume\.ttlMs"/],
+  ['fractional session buffer', { resume: { maxBufferedMessages: 1.5 } }, /"resume\.maxBufferedMessages"/],
+  ['zero session bytes', { resume: { maxBufferedBytes: 0 } }, /"resume\.maxBufferedBytes"/],
+  ['a session store without delete', { sessionStore: { get () {}, set () {} } }, /"sessionStore".*delete is missing/],
+  ['a session store that is not an object', { sessionStore: null }, /"sessionStore".*get is missing/]
 ]
 
 for (const [name, options, message] of badPluginOptions) {
@@ -107,7 +115,9 @@ t.test('good options register', async (t) => {
   await t.resolves(bootWith({
     heartbeat: { intervalMs: 1000, timeoutMs: 500 },
     backpressure: { highWaterMark: 2048, lowWaterMark: 0, onLimit: 'close' },
-    shutdown: { closeCode: 4000, reason: 'bye', timeoutMs: 0 },
+    shutdown: { closeCode: 4000, reason: 'bye', timeoutMs: 0, reconnectWindowMs: 0 },
+    resume: { ttlMs: 1000, maxBufferedMessages: Infinity, maxBufferedBytes: 1024 },
+    sessionStore: new Map() as any,
     health: { path: '/status' },
     websocket: { options: { maxPayload: 1024 } },
     onConnect () {},
@@ -129,6 +139,11 @@ t.test('good options register', async (t) => {
   await t.resolves(bootWith({ heartbeat: false, health: false }))
   await t.resolves(bootWith({ metrics: false, logging: { connections: false, warningsPerSecond: 0 } }))
   await t.resolves(bootWith({ metrics: { prefix: '' }, logging: { connections: 'debug', warningsPerSecond: 100 } }), 'an empty prefix is allowed')
+  await t.resolves(bootWith({ resume: true }, (app) => {
+    app.get('/a', { websocket: true, config: { reliable: { resume: false } } }, () => {})
+    app.get('/b', { websocket: true, config: { reliable: { resume: { ttlMs: 5 } } } }, () => {})
+    app.get('/c', { websocket: true, config: { reliable: { resume: true } } }, () => {})
+  }), 'routes may turn sessions off, tune them, or take the plugin\'s')
 })
 
 t.test('health: true and health: {} serve the default path', async (t) => {

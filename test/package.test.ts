@@ -68,3 +68,22 @@ t.test('without prom-client installed, the plugin without metrics never loads it
   const { stdout } = await run(process.execPath, ['-e', withoutPromClient('{}')], { cwd: root })
   t.equal(stdout.trim(), 'ready')
 })
+
+const clientScript = (load: string): string => `
+${load}
+const ws = new ReliableWebSocket('ws://127.0.0.1:9/', { WebSocket: WS, backoff: { maxRetries: 0 } })
+ws.addEventListener('giveup', (event) => console.log(PROTOCOL, event.reason))
+`
+
+t.test('the client loads from fastify-reliable-ws/client, with require() and import', async (t) => {
+  const required = await run(process.execPath, ['-e', clientScript("const { ReliableWebSocket, PROTOCOL } = require('fastify-reliable-ws/client')\nconst WS = require('ws')")], { cwd: root })
+  t.equal(required.stdout.trim(), 'reliable-ws.v1 maxRetries')
+  const imported = await run(process.execPath, ['--input-type=module', '-e', clientScript("import { ReliableWebSocket, PROTOCOL } from 'fastify-reliable-ws/client'\nimport WS from 'ws'")], { cwd: root })
+  t.equal(imported.stdout.trim(), 'reliable-ws.v1 maxRetries')
+})
+
+t.test('the browser build of the client is one self-contained module', async (t) => {
+  const source = `import { ReliableWebSocket } from '${join(root, 'dist/browser/client.mjs')}'\nconsole.log(typeof ReliableWebSocket)`
+  const { stdout } = await run(process.execPath, ['--input-type=module', '-e', source], { cwd: root })
+  t.equal(stdout.trim(), 'function')
+})

@@ -8,7 +8,7 @@ import type { RawData } from 'ws'
 type BufferLike = string | Buffer | DataView | number | ArrayBufferView | Uint8Array | ArrayBuffer | SharedArrayBuffer | Blob | readonly any[] | readonly number[] | { valueOf(): ArrayBuffer } | { valueOf(): SharedArrayBuffer } | { valueOf(): Uint8Array } | { valueOf(): readonly number[] } | { valueOf(): string } | { [Symbol.toPrimitive](hint: string): string }
 
 /** Why a reliable socket closed, as reported to `onDisconnect`. */
-type DisconnectCause = 'client' | 'server' | 'heartbeat' | 'backpressure' | 'shutdown' | 'error' | 'rateLimit' | 'idle'
+type DisconnectCause = 'client' | 'server' | 'heartbeat' | 'backpressure' | 'shutdown' | 'error' | 'rateLimit' | 'idle' | 'replaced' | 'session'
 
 declare module 'ws' {
   // Merges into ws's WebSocket class, so `WebSocket.WebSocket` (the socket
@@ -20,6 +20,11 @@ declare module 'ws' {
     readonly isAlive: boolean
     /** Last ping→pong round trip in milliseconds, or `null` before the first pong. */
     readonly latencyMs: number | null
+    /**
+     * The session this connection carries, on a route with `resume` and a client speaking the reliable
+     * subprotocol; otherwise `null`. Sends go through it: numbered, kept until acknowledged, replayed on resume.
+     */
+    readonly session: fastifyReliableWs.Session | null
     /**
      * Sends `data` through the backpressure policy.
      * @returns `true` when the message was accepted, `false` when it was dropped
@@ -49,6 +54,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** A fresh, JSON-serialisable snapshot of every reliable connection's counters. */
     readonly wsStats: fastifyReliableWs.WsStats
+    /** The sessions of routes with `resume`, by id: `app.wsSessions.get(id)?.send(...)` reaches a client that is away. */
+    readonly wsSessions: fastifyReliableWs.Sessions
   }
   interface FastifyContextConfig {
     /** Per-route settings of fastify-reliable-ws, or `false` for a plain @fastify/websocket route. */
@@ -89,6 +96,12 @@ declare namespace fastifyReliableWs {
      * Default `5000`.
      */
     timeoutMs?: number
+    /**
+     * Clients speaking the reliable subprotocol are each told when to reconnect, spread evenly over this many
+     * milliseconds, so that a restart does not bring every client back at once. `0`: no hints (clients fall back
+     * on their own backoff). Default `5000`.
+     */
+    reconnectWindowMs?: number
   }
 
   export interface HealthOptions {
@@ -116,7 +129,7 @@ declare namespace fastifyReliableWs {
      * A route may lower it, not raise it. Default `1048576` (1 MiB).
      */
     maxPayload?: number
-    /** Sustained messages a socket may send per second (a token bucket). Default `1000`. */
+    /** Sustained messages a socket may send per second (a token bucket). Default `Infinity` (no limit). */
     messagesPerSecond?: number
     /** Messages a socket may send at once, on top of the sustained rate. Default: `messagesPerSecond`. */
     burst?: number
@@ -143,6 +156,47 @@ declare namespace fastifyReliableWs {
    * browser and is let through. Or a function deciding for each upgrade (`origin` is `undefined` when absent).
    */
   export type AllowedOrigins = string[] | ((origin: string | undefined, request: FastifyRequest) => boolean)
+
+  /** Sessions that survive a dropped connection (clients speaking the reliable subprotocol only). */
+  export interface ResumeOptions {
+    /** Milliseconds a session waits for its client after a disconnect. Default `120000`. */
+    ttlMs?: number
+    /** Messages kept until the client acknowledges them; one more ends the session (close code 4800). Default `1000`. */
+    maxBufferedMessages?: number
+    /** Bytes of those messages; more ends the session (close code 4800). Default `1048576` (1 MiB). */
+    maxBufferedBytes?: number
+  }
+
+  /** One client's conversation across its connections. */
+  export interface Session {
+    /** 32 hex digits; a secret, like a session cookie: whoever holds it can resume the session. */
+    readonly id: string
+    /** True once a client has resumed it at least once. */
+    readonly resumed: boolean
+    /** Whether the client is connected right now. */
+    readonly connected: boolean
+    /** True once the session has expired or overflowed: send() then returns false. */
+    readonly ended: boolean
+    /** Messages sent that the client has not acknowledged yet. */
+    readonly unacknowledged: number
+    /** Sends now, or on resume if the client is away. False when the session has ended, or when this message ends it. */
+    send (data: BufferLike, options?: { binary?: boolean }): boolean
+    sendJSON (value: unknown): boolean
+  }
+
+  export interface Sessions {
+    get (id: string): Session | undefined
+  }
+
+  /**
+   * Where sessions are kept between connections; in memory by default. Expiry is the plugin's: it calls
+   * `delete` when a session ends.
+   */
+  export interface SessionStore {
+    get (id: string): Session | undefined
+    set (id: string, session: Session): void
+    delete (id: string): void
+  }
 
   export interface DisconnectInfo {
     code: number
@@ -206,6 +260,10 @@ declare namespace fastifyReliableWs {
     metrics?: MetricsOptions | boolean
     /** Connection lines and rate-limited warnings in Fastify's logger. */
     logging?: LoggingOptions
+    /** Sessions for every reliable route (`true`: the defaults); routes may override. Default `false`. */
+    resume?: ResumeOptions | boolean
+    /** Where sessions are kept. Default: in this process's memory. */
+    sessionStore?: SessionStore
   }
 
   export interface RouteReliableOptions {
@@ -221,6 +279,8 @@ declare namespace fastifyReliableWs {
     allowedOrigins?: AllowedOrigins
     /** Overrides the plugin's limits field by field. */
     limits?: LimitOptions
+    /** Sessions on this route (`true`: the plugin's settings, or the defaults), or `false` for none. */
+    resume?: ResumeOptions | boolean
   }
 
   /** Events of a reliable socket: ws's server-side ones, plus 'json' and 'drain'. */
@@ -264,6 +324,19 @@ declare namespace fastifyReliableWs {
     protocolErrors: number
   }
 
+  export interface SessionStats {
+    /** Sessions alive: connected, or waiting for their client. */
+    active: number
+    /** Times a client resumed its session. */
+    resumed: number
+    /** Sessions whose client did not come back within ttlMs. */
+    expired: number
+    /** Sessions ended because the client fell behind maxBufferedMessages or maxBufferedBytes. */
+    overflowed: number
+    /** Messages sent again on resume. */
+    replayed: number
+  }
+
   export interface WsStats {
     connections: { active: number; peak: number; opened: number; closed: number; rejected: number }
     heartbeat: {
@@ -279,6 +352,7 @@ declare namespace fastifyReliableWs {
     /** `{ "<cause>": count }` of why reliable sockets closed, with the causes `onDisconnect` reports. */
     closeCauses: Partial<Record<DisconnectCause, number>>
     limits: LimitStats
+    sessions: SessionStats
     errors: number
     draining: boolean
     uptimeMs: number

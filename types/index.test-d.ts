@@ -3,7 +3,10 @@ import fastify from 'fastify'
 import { Registry, register } from 'prom-client'
 import type { WebSocket } from 'ws'
 import reliableWs, { fastifyReliableWs } from '..'
-import type { AllowedOrigins, DisconnectInfo, FastifyReliableWsOptions, InvalidMessageReply, LimitOptions, LimitStats, LoggingOptions, LogLevel, MetricsOptions, MetricsRegistry, PluginLimitOptions, RouteStats, WsStats } from '..'
+import type {
+  AllowedOrigins, DisconnectInfo, FastifyReliableWsOptions, InvalidMessageReply, LimitOptions, LimitStats, LoggingOptions, LogLevel,
+  MetricsOptions, MetricsRegistry, PluginLimitOptions, RouteStats, Session, SessionStats, SessionStore, WsStats
+} from '..'
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false
 function expectType<T> (_value: T): void {}
@@ -27,7 +30,7 @@ app.register(reliableWs, {
   async onDisconnect (socket, info) {
     expectType<string>(socket.id)
     expectExact<typeof info, DisconnectInfo>(true)
-    expectExact<typeof info.cause, 'client' | 'server' | 'heartbeat' | 'backpressure' | 'shutdown' | 'error' | 'rateLimit' | 'idle'>(true)
+    expectExact<typeof info.cause, 'client' | 'server' | 'heartbeat' | 'backpressure' | 'shutdown' | 'error' | 'rateLimit' | 'idle' | 'replaced' | 'session'>(true)
   }
 })
 app.register(reliableWs, {
@@ -103,6 +106,25 @@ app.get('/limited', {
   websocket: true,
   config: { reliable: { allowedOrigins: () => true, limits: { maxPayload: 1024, messagesPerSecond: 10, onRateLimit: 'close', idleTimeoutMs: 60_000 } } }
 }, () => {})
+const store: SessionStore = { get: (id) => sessions.get(id), set: (id, session) => { sessions.set(id, session) }, delete: (id) => { sessions.delete(id) } }
+const sessions = new Map<string, Session>()
+app.register(reliableWs, { resume: true, sessionStore: store })
+app.register(reliableWs, { resume: { ttlMs: 60_000, maxBufferedMessages: 100, maxBufferedBytes: 65_536 } })
+// @ts-expect-error ttlMs is a number
+app.register(reliableWs, { resume: { ttlMs: '2m' } })
+app.get('/resumable', { websocket: true, config: { reliable: { resume: { ttlMs: 30_000 } } } }, (socket) => {
+  const session = socket.session
+  expectExact<typeof session, Session | null>(true)
+  if (session !== null) {
+    expectType<string>(session.id)
+    expectType<boolean>(session.resumed)
+    expectType<boolean>(session.connected)
+    expectType<boolean>(session.send('hi'))
+    expectType<boolean>(session.sendJSON({ hi: 1 }))
+  }
+})
+app.wsSessions.get('0123')?.send(Buffer.from('x'), { binary: true })
+expectExact<typeof app.wsStats.sessions, SessionStats>(true)
 app.get('/schema', { websocket: true, config: { reliable: { messageSchema: { type: 'object' } } } }, () => {})
 // @ts-expect-error json is a boolean
 app.get('/bad', { websocket: true, config: { reliable: { json: 'yes' } } }, () => {})

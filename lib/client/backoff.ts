@@ -1,0 +1,54 @@
+/** How long to wait between reconnection attempts. */
+export interface BackoffSettings {
+  /** The ceiling of the first delay. */
+  initialDelayMs: number
+  /** No delay ever exceeds this. */
+  maxDelayMs: number
+  /** The ceiling grows by this factor with each attempt. */
+  factor: number
+  /**
+   * `'full'`: a delay anywhere from 0 to the ceiling; `'equal'`: from half the
+   * ceiling to the ceiling; `'none'`: the ceiling itself (every client that
+   * lost the same server then comes back at the same moment).
+   */
+  jitter: 'full' | 'equal' | 'none'
+  /** Attempts in a row before giving up. */
+  maxRetries: number
+  /** A connection that stayed up this long resets the attempt count. */
+  minUptimeMs: number
+  /** The random source, [0, 1): `Math.random` unless a test seeds one. */
+  random: () => number
+}
+
+/**
+ * Exponential backoff with jitter applied after the cap: with full jitter a
+ * delay is `random(0, min(maxDelayMs, initialDelayMs × factor^attempt))`, so
+ * clients that failed together spread evenly under the cap instead of
+ * piling up at it (as when jitter is added first and the sum clamped).
+ */
+export class Backoff {
+  /** Attempts since the last connection that stayed up `minUptimeMs`. */
+  attempt = 0
+
+  constructor (private readonly settings: BackoffSettings) {}
+
+  get exhausted (): boolean {
+    return this.attempt >= this.settings.maxRetries
+  }
+
+  /** The delay before the next attempt, which it counts. */
+  next (): number {
+    const { initialDelayMs, maxDelayMs, factor, jitter, random } = this.settings
+    // factor^attempt reaches Infinity after enough attempts; min() keeps the cap.
+    const ceiling = Math.min(maxDelayMs, initialDelayMs * factor ** this.attempt)
+    this.attempt++
+    if (jitter === 'none') return ceiling
+    if (jitter === 'equal') return ceiling / 2 + random() * ceiling / 2
+    return random() * ceiling
+  }
+
+  /** Called when a connection ends: one that lasted `minUptimeMs` starts the count again. */
+  connectionEnded (uptimeMs: number): void {
+    if (uptimeMs >= this.settings.minUptimeMs) this.attempt = 0
+  }
+}

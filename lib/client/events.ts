@@ -1,0 +1,63 @@
+import type { Payload } from './outbox'
+
+/**
+ * A connection closed. Fired for every connection that ends, like the close
+ * event of the WebSocket it wraps; `willReconnect` tells whether another
+ * attempt follows.
+ */
+export class ReliableCloseEvent extends Event {
+  readonly code: number
+  readonly reason: string
+  readonly wasClean: boolean
+  readonly willReconnect: boolean
+
+  constructor (code: number, reason: string, wasClean: boolean, willReconnect: boolean) {
+    super('close')
+    this.code = code
+    this.reason = reason
+    this.wasClean = wasClean
+    this.willReconnect = willReconnect
+  }
+}
+
+/** The next attempt is scheduled: `attempt` counts from 1, `code` is what ended the last connection. */
+export class ReconnectingEvent extends Event {
+  constructor (readonly attempt: number, readonly delayMs: number, readonly code: number) {
+    super('reconnecting')
+  }
+}
+
+/**
+ * No more attempts: the close code was final (see isRetryable), the retries
+ * ran out, or the server's answer said not to come back.
+ */
+export class GiveUpEvent extends Event {
+  constructor (readonly reason: 'closeCode' | 'maxRetries', readonly code: number) {
+    super('giveup')
+  }
+}
+
+/**
+ * A message that will never be sent: the queue was full when it was sent
+ * (`'queueFull'`), or the client closed or gave up with it still queued or
+ * after (`'closed'`).
+ */
+export class DropEvent extends Event {
+  constructor (readonly data: Payload, readonly reason: 'queueFull' | 'closed') {
+    super('drop')
+  }
+}
+
+/**
+ * The server no longer has the client's session: it expired (the client was
+ * away longer than the server's ttlMs), overflowed (close code 4800), or the
+ * server restarted. A new session has begun or is about to. `unconfirmed`
+ * holds the messages sent in the old session that the server never
+ * acknowledged: each may or may not have reached it. Messages the server
+ * sent and the client never received are lost with the session.
+ */
+export class SessionLostEvent extends Event {
+  constructor (readonly unconfirmed: Payload[]) {
+    super('sessionlost')
+  }
+}

@@ -1,0 +1,10 @@
+// fastify-reliable-ws/client: runs in browsers and in Node, so nothing here imports from Node.
+export { ReliableWebSocket } from './reliable-websocket'
+export type { ReliableWebSocketEventMap } from './reliable-websocket'
+export { DropEvent, GiveUpEvent, ReconnectingEvent, ReliableCloseEvent, SessionLostEvent } from './events'
+export { isRetryable } from './close-codes'
+export type { CloseInfo } from './close-codes'
+export { CLIENT_DEFAULTS, InvalidOptionError } from './options'
+export type { HeartbeatSettings, ReliableWebSocketOptions, WebSocketConstructor, WebSocketLike } from './options'
+export type { BackoffSettings } from './backoff'
+export { PROTOCOL } from '../protocol'

@@ -1,0 +1,30 @@
+import type { Session } from './session'
+
+/**
+ * Where sessions are kept between a client's connections. The plugin asks
+ * for a session only when a client resumes, and tells the store when one
+ * begins and ends; expiry is the plugin's. The default keeps them in this
+ * process; a store shared by several instances would implement the same
+ * three methods.
+ */
+export interface SessionStore {
+  get (id: string): Session | undefined
+  set (id: string, session: Session): void
+  delete (id: string): void
+}
+
+export class MemorySessionStore implements SessionStore {
+  private readonly sessions = new Map<string, Session>()
+
+  get (id: string): Session | undefined {
+    return this.sessions.get(id)
+  }
+
+  set (id: string, session: Session): void {
+    this.sessions.set(id, session)
+  }
+
+  delete (id: string): void {
+    this.sessions.delete(id)
+  }
+}

@@ -1,0 +1,140 @@
+import type { Route } from './context'
+import type { ResumeSettings } from './options'
+import { ACK_EVERY, encodeControl } from './protocol'
+import type { ReliableSocket } from './reliable-socket'
+import type { SessionRegistry } from './session-registry'
+import { kSendControl, kSession, kTransmit, kWheelPos, kWheelTick } from './symbols'
+
+type SendCallback = (err?: Error) => void
+
+interface Outgoing {
+  readonly data: unknown
+  readonly binary: boolean
+  readonly bytes: number
+}
+
+// Sent messages the client has acknowledged leave the front of the outbox; it is compacted once they are most of it.
+const COMPACT_AFTER = 1024
+
+/**
+ * One client's conversation across its connections. Messages are numbered
+ * by position: the n-th data message either side sends in the session is
+ * message n, so a count is all an acknowledgement needs. Sent messages stay
+ * in the outbox until the client acknowledges them, and are sent again, in
+ * order, when it resumes; the count of messages received tells the client
+ * where to resume its own.
+ */
+export class Session {
+  [kWheelTick] = -1;
+  [kWheelPos] = -1
+  socket: ReliableSocket | null = null
+  resumed = false
+  ended = false
+  /** Bytes of the messages the client has not acknowledged. */
+  bufferedBytes = 0
+  /** Data messages received from the client in this session. */
+  received = 0
+  // Messages the client has acknowledged; outbox[head + i] is message acked + 1 + i.
+  private acked = 0
+  private readonly outbox: Array<Outgoing | undefined> = []
+  private head = 0
+  private receivedAcked = 0
+
+  constructor (
+    readonly id: string,
+    readonly route: Route & { readonly resume: ResumeSettings },
+    private readonly registry: SessionRegistry
+  ) {}
+
+  get connected (): boolean {
+    return this.socket !== null
+  }
+
+  /** Messages sent and not yet acknowledged. */
+  get unacknowledged (): number {
+    return this.outbox.length - this.head
+  }
+
+  /**
+   * Sends now if the client is connected, and keeps the message until it is
+   * acknowledged. False once the session has ended, or when this message
+   * would take it past its limits, which ends it.
+   */
+  send (data: unknown, options?: { binary?: boolean }, cb?: SendCallback): boolean {
+    if (this.ended) return false
+    const binary = options?.binary ?? typeof data !== 'string'
+    const bytes = Buffer.byteLength(data as string | Uint8Array)
+    const { maxBufferedMessages, maxBufferedBytes } = this.route.resume
+    if (this.unacknowledged >= maxBufferedMessages || this.bufferedBytes + bytes > maxBufferedBytes) {
+      this.registry.overflow(this)
+      return false
+    }
+    this.outbox.push({ data, binary, bytes })
+    this.bufferedBytes += bytes
+    this.route.counters.messagesSent++
+    if (this.socket !== null) this.socket[kTransmit](data, binary, cb)
+    return true
+  }
+
+  sendJSON (value: unknown): boolean {
+    return this.send(JSON.stringify(value))
+  }
+
+  /**
+   * The client has received `n` messages. False when it claims more than
+   * were sent: it is not speaking of this session.
+   */
+  acknowledge (n: number): boolean {
+    const count = n - this.acked
+    // An older acknowledgement overtaken by a newer one says nothing new.
+    if (count <= 0) return true
+    if (count > this.unacknowledged) return false
+    for (let i = this.head; i < this.head + count; i++) {
+      this.bufferedBytes -= this.outbox[i]!.bytes
+      this.outbox[i] = undefined
+    }
+    this.head += count
+    this.acked = n
+    if (this.head >= COMPACT_AFTER && this.head * 2 >= this.outbox.length) {
+      this.outbox.splice(0, this.head)
+      this.head = 0
+    }
+    return true
+  }
+
+  /** A data message from the client reached the application. */
+  onMessage (): void {
+    if (++this.received - this.receivedAcked >= ACK_EVERY) this.sendAck()
+  }
+
+  /** The count of messages received, for a ping's answer; it acknowledges them too. */
+  pong (): string {
+    this.receivedAcked = this.received
+    return encodeControl({ t: 'pong', n: this.received })
+  }
+
+  /**
+   * Makes `socket` the session's connection, given how many messages the
+   * client has received: says welcome (with how many of the client's the
+   * session has), then sends again every message the client has not had.
+   * False when the client's count does not fit this session.
+   */
+  attach (socket: ReliableSocket, clientReceived: number): boolean {
+    if (!this.acknowledge(clientReceived)) return false
+    this.socket = socket
+    socket[kSession] = this
+    this.receivedAcked = this.received
+    socket[kSendControl](encodeControl({ t: 'welcome', session: this.id, resumed: this.resumed, n: this.received }))
+    for (let i = this.head; i < this.outbox.length; i++) {
+      const message = this.outbox[i]!
+      socket[kTransmit](message.data, message.binary, undefined)
+    }
+    this.registry.replayed(this.unacknowledged)
+    return true
+  }
+
+  private sendAck (): void {
+    this.receivedAcked = this.received
+    this.socket![kSendControl](encodeControl({ t: 'ack', n: this.received }))
+  }
+}

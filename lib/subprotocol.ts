@@ -1,0 +1,74 @@
+import type { IncomingMessage } from 'node:http'
+import type { preHandlerHookHandler } from 'fastify'
+import type { Route } from './context'
+import type { ReliableSocket } from './reliable-socket'
+import { ALIVE } from './heartbeat'
+import { CONTROL_MARK, countOf, decodeControl, isReservedProtocol, parseResumeToken, PONG_FRAME, PROTOCOL } from './protocol'
+import { withinRate } from './rate-limiter'
+import type { ResumeRequest } from './session-registry'
+import { kCause, kOffersProtocol, kPongState, kResume, kSendControl, kSession } from './symbols'
+
+type ProtocolHandler = (protocols: Set<string>, request: IncomingMessage) => string | false
+
+/**
+ * ws's `handleProtocols`. The reliable subprotocol is chosen whenever a
+ * client offers it on a reliable route, and never on a route that opted out
+ * (where nothing would read its control frames). Every other choice is left
+ * to the application's own handler, or to ws's default: the first offered.
+ */
+export function createProtocolHandler (appHandler: ProtocolHandler | undefined): ProtocolHandler {
+  return function handleProtocols (protocols, request) {
+    if (protocols.has(PROTOCOL) && (request as { [kOffersProtocol]?: true })[kOffersProtocol] === true) {
+      for (const protocol of protocols) {
+        const resume = parseResumeToken(protocol)
+        if (resume !== null) (request as { [kResume]?: ResumeRequest })[kResume] = resume
+      }
+      return PROTOCOL
+    }
+    for (const protocol of protocols) {
+      if (isReservedProtocol(protocol)) protocols.delete(protocol)
+    }
+    if (appHandler !== undefined) return appHandler(protocols, request)
+    return protocols.values().next().value ?? false
+  }
+}
+
+/** A reliable route's last preHandler: its upgrade may negotiate the subprotocol. */
+export const offerProtocol: preHandlerHookHandler = function offerProtocol (request, _reply, done) {
+  (request.raw as { [kOffersProtocol]?: true })[kOffersProtocol] = true
+  done()
+}
+
+/**
+ * A text message on the subprotocol that starts with U+0000: either a data
+ * message escaped by the peer (returned without its mark, for the listeners)
+ * or a control frame, handled here and returned as null.
+ */
+export function unframe (socket: ReliableSocket, route: Route, data: Buffer): Buffer | null {
+  if (data[1] === CONTROL_MARK) return data.subarray(1)
+  // A sign of life, but not activity: like pongs, control frames leave the idle timeout running.
+  socket[kPongState] = ALIVE
+  if (!withinRate(socket, route)) return null
+  const control = decodeControl(data.toString('utf8', 1))
+  const session = socket[kSession]
+  const n = countOf(control?.n)
+  // Only a session numbers messages; acknowledging messages it never sent means the client speaks of another.
+  if (control === null || (session !== null && n !== undefined && !session.acknowledge(n))) {
+    route.ctx.stats.limits.protocolErrors++
+    socket[kCause] = 'error'
+    socket.close(1002, 'Invalid control frame')
+  } else if (control.t === 'ping') {
+    socket[kSendControl](session === null ? PONG_FRAME : session.pong())
+  }
+  return null
+}
+
+/** Text the application sends on the subprotocol, escaped when it starts with the control mark. */
+export function escapeText (data: unknown, binary: boolean | undefined): unknown {
+  if (typeof data === 'string') return data.charCodeAt(0) === CONTROL_MARK ? '\u0000' + data : data
+  // A buffer is sent as text only when asked to be.
+  if (binary === false && (data as Uint8Array)[0] === CONTROL_MARK) return Buffer.concat([ZERO, data as Uint8Array])
+  return data
+}
+
+const ZERO = Buffer.alloc(1)

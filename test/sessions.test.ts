@@ -1,0 +1,356 @@
+// Resumable sessions end to end: the plugin with `resume`, the client, and a proxy that cuts the connection.
+import t from 'tap'
+import { once } from 'node:events'
+import WebSocket from 'ws'
+import type { FastifyInstance } from 'fastify'
+import { ReliableWebSocket, SessionLostEvent } from '../lib/client'
+import type { ReliableWebSocketOptions } from '../lib/client'
+import { PROTOCOL, resumeToken } from '../lib/protocol'
+import { FaultProxy } from './fault-proxy'
+import { closeEvent, sleep, start, waitFor } from './helpers'
+
+type Teardown = { teardown: (fn: () => unknown) => void }
+interface Handled { id: string, resumed: boolean }
+
+/** A route with sessions that records what its handler saw and every message its app received. */
+async function sessionServer (t: Teardown, resume: object | true = true, options = {}): Promise<{ app: FastifyInstance, port: number, handled: Array<Handled | null>, received: unknown[] }> {
+  const handled: Array<Handled | null> = []
+  const received: unknown[] = []
+  const server = await start(options, (app) => {
+    app.get('/s', { websocket: true, config: { reliable: { resume } } }, (socket) => {
+      const session = socket.session
+      handled.push(session === null ? null : { id: session.id, resumed: session.resumed })
+      socket.on('message', (data: Buffer, isBinary: boolean) => {
+        received.push(isBinary ? [...data] : data.toString())
+        const text = data.toString()
+        if (text.startsWith('echo:')) socket.send(text.slice(5))
+      })
+    })
+    app.get('/other', { websocket: true, config: { reliable: { resume } } }, () => {})
+  })
+  t.teardown(() => server.app.close())
+  return { app: server.app, port: server.port, handled, received }
+}
+
+function client (url: string, options: ReliableWebSocketOptions = {}): { ws: ReliableWebSocket, received: unknown[], lost: SessionLostEvent[] } {
+  const ws = new ReliableWebSocket(url, { WebSocket: WebSocket as any, ...options, backoff: { initialDelayMs: 5, maxDelayMs: 20, ...options.backoff } })
+  const received: unknown[] = []
+  const lost: SessionLostEvent[] = []
+  ws.addEventListener('message', (event) => received.push(typeof event.data === 'string' ? event.data : [...new Uint8Array(event.data)]))
+  ws.addEventListener('sessionlost', (event) => lost.push(event))
+  return { ws, received, lost }
+}
+
+async function proxied (t: Teardown, port: number): Promise<FaultProxy> {
+  const proxy = await FaultProxy.start(port)
+  t.teardown(() => proxy.close())
+  return proxy
+}
+
+t.test('a session begins with the connection; the handler and the client both see it', async (t) => {
+  const { app, port, handled } = await sessionServer(t)
+  const { ws } = client(`ws://127.0.0.1:${port}/s`)
+  await once(ws as any, 'open')
+  t.equal(handled.length, 1)
+  t.match(handled[0], { id: /^[0-9a-f]{32}$/, resumed: false })
+  t.equal(ws.session, handled[0]!.id)
+  t.equal(app.wsStats.sessions.active, 1)
+  t.equal(app.wsSessions.get(handled[0]!.id)?.connected, true)
+  ws.close()
+  await once(ws as any, 'close')
+})
+
+t.test('a plain client on a route with sessions has none, and works as before', async (t) => {
+  const { app, port, handled } = await sessionServer(t)
+  const plain = new WebSocket(`ws://127.0.0.1:${port}/s`)
+  const seen: string[] = []
+  plain.on('message', (data) => seen.push(data.toString()))
+  await once(plain, 'open')
+  plain.send('echo:plain')
+  await waitFor(() => seen.length === 1, 2000, 'echo')
+  t.same(handled, [null], 'socket.session is null')
+  t.same(seen, ['plain'], 'no welcome, no control frames')
+  t.equal(app.wsStats.sessions.active, 0)
+  plain.close()
+})
+
+t.test('after a cut the client resumes: what either side sent meanwhile arrives once, in order', async (t) => {
+  const { app, port, handled, received } = await sessionServer(t)
+  const proxy = await proxied(t, port)
+  const { ws, received: got, lost } = client(proxy.url('/s'))
+  await once(ws as any, 'open')
+  ws.send('echo:a')
+  await waitFor(() => got.length === 1, 2000, 'first echo')
+  const id = ws.session!
+
+  proxy.refuse = true
+  proxy.cut()
+  await once(ws as any, 'close')
+  await waitFor(() => app.wsSessions.get(id)?.connected === false, 2000, 'the server to notice')
+  const session = app.wsSessions.get(id)!
+  t.ok(session.send('while away 1'), 'the app sends to a session whose client is away')
+  t.ok(session.send(Buffer.from([1, 2, 3])))
+  t.ok(session.send(Buffer.from('a buffer sent as text'), { binary: false }))
+  t.ok(ws.send('queued 1'))
+  ws.send(new Uint8Array([9]))
+  proxy.refuse = false
+
+  await once(ws as any, 'reconnected')
+  t.equal(ws.session, id, 'same session')
+  await waitFor(() => got.length === 4 && received.length === 3, 2000, 'replay and resend')
+  t.same(got, ['a', 'while away 1', [1, 2, 3], 'a buffer sent as text'], 'the replay kept text as text and binary as binary')
+  t.same(received, ['echo:a', 'queued 1', [9]])
+  t.same(handled.map((h) => h!.resumed), [false, true], 'the handler ran again, told it is a resumption')
+  t.same(lost, [])
+  const stats = app.wsStats.sessions
+  t.equal(stats.resumed, 1)
+  t.equal(stats.replayed, 3)
+  t.equal(stats.active, 1)
+  ws.close()
+  await once(ws as any, 'close')
+})
+
+t.test('10,000 messages each way through 20 random cuts: each delivered exactly once, in order', async (t) => {
+  const TOTAL = 10_000
+  const seed = Number(process.env.FUZZ_SEED ?? Date.now() % 100_000)
+  t.comment(`FUZZ_SEED=${seed}`)
+  let state = seed
+  const random = (): number => { state = (state * 1103515245 + 12345) % 2147483648; return state / 2147483648 }
+
+  const fromClient: string[] = []
+  let serverSession: any = null
+  const server = await start({}, (app) => {
+    app.get('/s', { websocket: true, config: { reliable: { resume: { maxBufferedMessages: 5000, maxBufferedBytes: 1 << 24 } } } }, (socket) => {
+      serverSession = socket.session
+      socket.on('message', (data: Buffer) => fromClient.push(data.toString()))
+    })
+  })
+  t.teardown(() => server.app.close())
+  const proxy = await proxied(t, server.port)
+  const { ws, received: fromServer, lost } = client(proxy.url('/s'), { queue: { maxMessages: 5000 } })
+  await once(ws as any, 'open')
+
+  // Both sides keep sending, cuts or not, each within its window.
+  let clientSent = 0
+  let serverSent = 0
+  const pump = setInterval(() => {
+    for (let i = 0; i < 25 && clientSent < TOTAL; i++) {
+      if (!ws.send(`c${clientSent}`)) break
+      clientSent++
+    }
+    for (let i = 0; i < 25 && serverSent < TOTAL && serverSession.unacknowledged < 4000; i++) {
+      if (!serverSession.send(`s${serverSent}`)) throw new Error('server session refused a message')
+      serverSent++
+    }
+  }, 2)
+  t.teardown(() => clearInterval(pump))
+  // Only cuts of a live connection in the middle of the transfer count.
+  let cuts = 0
+  const deadline = Date.now() + 30_000
+  while ((fromClient.length < TOTAL || fromServer.length < TOTAL) && Date.now() < deadline) {
+    await sleep(5 + random() * 25)
+    if (fromClient.length < TOTAL || fromServer.length < TOTAL) cuts += proxy.cut() > 0 ? 1 : 0
+  }
+  clearInterval(pump)
+  await waitFor(() => fromClient.length >= TOTAL && fromServer.length >= TOTAL, 10_000, 'everything')
+  t.ok(cuts >= 20, `${cuts} cuts`)
+  const expected = (prefix: string): string[] => Array.from({ length: TOTAL }, (_, i) => `${prefix}${i}`)
+  t.equal(fromClient.length, TOTAL, 'the server app received 10,000 messages')
+  t.ok(fromClient.every((text, i) => text === `c${i}`), 'client to server: each once, in order')
+  t.equal(fromServer.length, TOTAL, 'the client app received 10,000 messages')
+  t.ok(fromServer.every((text, i) => text === `s${i}`), 'server to client: each once, in order')
+  if (fromClient.some((text, i) => text !== `c${i}`)) t.same(fromClient, expected('c'))
+  t.same(lost, [], 'the session was never lost')
+  // A cut during a handshake ends no session connection: count the connections resumed.
+  t.ok(server.app.wsStats.sessions.resumed >= 20, `${server.app.wsStats.sessions.resumed} connections cut and resumed`)
+  ws.close()
+  await once(ws as any, 'close')
+})
+
+t.test('a client that resumes before the server noticed the drop takes its session over', async (t) => {
+  const { app, port, handled, received } = await sessionServer(t)
+  const proxy = await proxied(t, port)
+  const disconnects: string[] = []
+  app.websocketServer.on('connection', (socket: any) => socket.on('close', () => disconnects.push(socket.session === null ? 'detached' : 'attached')))
+  const { ws, received: got } = client(proxy.url('/s'), { heartbeat: { intervalMs: 50, timeoutMs: 50 } })
+  await once(ws as any, 'open')
+  proxy.freeze() // the old path goes silent both ways; the server sees nothing
+  ws.send('sent into the void')
+  await once(ws as any, 'close')
+  proxy.frozen = false
+  await once(ws as any, 'reconnected')
+  ws.send('echo:after')
+  await waitFor(() => got.length === 1, 2000, 'echo')
+  t.same(received, ['sent into the void', 'echo:after'], 'the message lost with the old path was resent, once')
+  t.same(handled.map((h) => h!.resumed), [false, true])
+  await waitFor(() => disconnects.length === 1, 2000, 'the old socket to end')
+  t.same(disconnects, ['detached'], 'the old socket was cut loose from the session, then ended')
+  t.equal(app.wsStats.sessions.active, 1)
+  ws.close()
+  await once(ws as any, 'close')
+})
+
+t.test('a session whose client stays away past ttlMs expires; the client is told and starts afresh', async (t) => {
+  const { app, port, handled } = await sessionServer(t, { ttlMs: 100 })
+  const proxy = await proxied(t, port)
+  const { ws, lost } = client(proxy.url('/s'), { backoff: { initialDelayMs: 300, maxDelayMs: 300, jitter: 'none' } })
+  await once(ws as any, 'open')
+  const first = ws.session
+  ws.send('echo:x') // written, maybe not acknowledged: its fate is reported
+  await sleep(20)
+  proxy.cut()
+  await waitFor(() => app.wsStats.sessions.expired === 1, 3000, 'expiry')
+  t.equal(app.wsSessions.get(first!), undefined)
+  await once(ws as any, 'reconnected')
+  t.not(ws.session, first, 'a new session')
+  t.equal(lost.length, 1, "'sessionlost' fired once")
+  t.type(lost[0], SessionLostEvent)
+  t.same(lost[0].unconfirmed, ['echo:x'], 'with the message the server had not acknowledged')
+  t.same(handled.map((h) => h!.resumed), [false, false])
+  t.equal(app.wsStats.sessions.active, 1)
+  ws.close()
+  await once(ws as any, 'close')
+})
+
+t.test('a client that falls too far behind ends its session with 4800, and begins a new one', async (t) => {
+  const { app, port } = await sessionServer(t, { maxBufferedMessages: 5 })
+  const { ws, lost } = client(`ws://127.0.0.1:${port}/s`)
+  const codes: number[] = []
+  ws.addEventListener('close', (event) => codes.push(event.code))
+  await once(ws as any, 'open')
+  const session = app.wsSessions.get(ws.session!)!
+  for (let i = 0; i < 4; i++) t.ok(session.send(`m${i}`))
+  t.ok(session.sendJSON({ m: 4 }))
+  t.notOk(session.send('one too many'), 'the sixth unacknowledged message ends the session')
+  t.equal(session.ended, true)
+  t.notOk(session.send('after'), 'an ended session sends nothing')
+  await once(ws as any, 'reconnected')
+  t.same(codes, [4800])
+  t.equal(lost.length, 1)
+  t.equal(app.wsStats.sessions.overflowed, 1)
+  t.equal(app.wsStats.sessions.active, 1, 'the new one')
+
+  ws.close()
+  await once(ws as any, 'close')
+
+  // A session overflowing while its client is away ends too; the client finds out when it comes back.
+  const raw = new WebSocket(`ws://127.0.0.1:${port}/s`, PROTOCOL)
+  const [welcome] = await once(raw, 'message')
+  const away = app.wsSessions.get(JSON.parse(welcome.toString().slice(1)).session)!
+  raw.terminate()
+  await waitFor(() => !away.connected, 2000, 'the server to notice')
+  for (let i = 0; i < 5; i++) t.ok(away.send(`queued ${i}`))
+  t.notOk(away.send('one too many'))
+  t.equal(away.ended, true)
+  t.equal(app.wsStats.sessions.overflowed, 2)
+})
+
+t.test('resume requests that do not fit get a fresh session', async (t) => {
+  const { app, port, handled } = await sessionServer(t)
+  const welcome = async (path: string, token?: string): Promise<any> => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`, token === undefined ? PROTOCOL : [PROTOCOL, token])
+    const [data] = await once(ws, 'message')
+    ws.close()
+    return JSON.parse(data.toString().slice(1))
+  }
+  const first = await welcome('/s')
+  t.match(first, { t: 'welcome', session: /^[0-9a-f]{32}$/, resumed: false, n: 0 })
+  await waitFor(() => app.wsSessions.get(first.session)?.connected === false, 2000, 'detached')
+  const unknown = await welcome('/s', resumeToken('f'.repeat(32), 0))
+  t.equal(unknown.resumed, false, 'an unknown session')
+  t.not(unknown.session, 'f'.repeat(32))
+  const elsewhere = await welcome('/other', resumeToken(first.session, 0))
+  t.equal(elsewhere.resumed, false, "another route's session")
+  const greedy = await welcome('/s', resumeToken(first.session, 5))
+  t.equal(greedy.resumed, false, 'a client claiming messages never sent')
+  t.equal(app.wsSessions.get(first.session), undefined, 'that session is ended, not left for the next claimant')
+  const malformed = await welcome('/s', 'reliable-ws.resume.xyz.1')
+  t.equal(malformed.resumed, false, 'a malformed token is no resume request')
+  t.equal(handled.filter((h) => h!.resumed).length, 0)
+})
+
+t.test('acknowledging messages never sent is a protocol error', async (t) => {
+  const { app, port } = await sessionServer(t)
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/s`, PROTOCOL)
+  await once(ws, 'message')
+  ws.send('\u0000{"t":"ack","n":3}')
+  t.equal((await closeEvent(ws)).code, 1002)
+  t.equal(app.wsStats.limits.protocolErrors, 1)
+})
+
+t.test('the server acknowledges every 64 messages and answers pings with its count', async (t) => {
+  const { port } = await sessionServer(t)
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/s`, PROTOCOL)
+  const controls: string[] = []
+  ws.on('message', (data) => { const text = data.toString(); if (text.charCodeAt(0) === 0) controls.push(text.slice(1)) })
+  await once(ws, 'open')
+  for (let i = 0; i < 130; i++) ws.send(`m${i}`)
+  ws.send('\u0000{"t":"ping"}')
+  await waitFor(() => controls.length === 4, 2000, 'acks and pong')
+  t.same(controls.slice(1).map((text) => JSON.parse(text)), [{ t: 'ack', n: 64 }, { t: 'ack', n: 128 }, { t: 'pong', n: 130 }])
+  ws.close()
+})
+
+t.test("a session's messages are watched for backpressure but never dropped", async (t) => {
+  const { app, port } = await sessionServer(t, { maxBufferedBytes: 16 << 20 }, { backpressure: { highWaterMark: 1024, lowWaterMark: 0 } })
+  const reader = new WebSocket(`ws://127.0.0.1:${port}/s`, PROTOCOL)
+  const [welcome] = await once(reader, 'message')
+  reader.pause() // a reader that stops reading: the kernel's buffers fill, then ws's
+  const session = app.wsSessions.get(JSON.parse(welcome.toString().slice(1)).session)!
+  const big = 'x'.repeat(64 * 1024)
+  let accepted = 0
+  for (let i = 0; i < 128; i++) accepted += session.send(big) ? 1 : 0
+  t.equal(accepted, 128, '8 MiB accepted, far above highWaterMark, within the session limit')
+  await waitFor(() => app.wsStats.backpressure.events >= 1, 2000, 'the crossing')
+  t.equal(app.wsStats.messages.dropped, 0)
+  let count = 0
+  reader.on('message', () => { count++ })
+  reader.resume()
+  await waitFor(() => count === 128, 5000, 'every message once the reader reads again')
+  reader.close()
+})
+
+t.test('the client ignores control frames it cannot use, and resumes from what the server acknowledged', async (t) => {
+  const { WebSocketServer } = await import('ws')
+  const server = new WebSocketServer({ port: 0, host: '127.0.0.1', handleProtocols: () => PROTOCOL })
+  await once(server, 'listening')
+  t.teardown(() => new Promise((resolve) => { for (const c of server.clients) c.terminate(); server.close(resolve) }))
+  const id = 'a'.repeat(32)
+  const offers: string[] = []
+  const got: string[][] = []
+  server.on('connection', (socket, request) => {
+    offers.push(String(request.headers['sec-websocket-protocol']))
+    const messages: string[] = []
+    got.push(messages)
+    const resumed = got.length > 1
+    socket.send(`\u0000{"t":"welcome","session":"${id}","resumed":${resumed},"n":${resumed ? 2 : 0}}`)
+    if (!resumed) {
+      socket.send('\u0000{bad')
+      socket.send(`\u0000{"t":"welcome","session":"${'b'.repeat(32)}","resumed":false,"n":0}`)
+      socket.send('\u0000{"t":"ack","n":5}')
+    }
+    socket.on('message', (data) => {
+      messages.push(data.toString())
+      if (messages.length === 3) {
+        socket.send('\u0000{"t":"ack","n":2}')
+        socket.send('\u0000{"t":"pong","n":1}')
+        socket.send('\u0000{"t":"retry","ms":"soon"}')
+        socket.close(1012)
+      }
+    })
+  })
+  const url = `ws://127.0.0.1:${(server.address() as any).port}/`
+  const { ws, lost } = client(url)
+  const delays: number[] = []
+  ws.addEventListener('reconnecting', (event) => delays.push(event.delayMs))
+  await once(ws as any, 'open')
+  t.equal(ws.session, id, 'a second welcome changes nothing')
+  for (const text of ['m1', 'm2', 'm3']) ws.send(text)
+  await once(ws as any, 'reconnected')
+  await waitFor(() => got.length === 2 && got[1].length === 1, 2000, 'the resend')
+  t.same(got, [['m1', 'm2', 'm3'], ['m3']], 'only what the server had not acknowledged was sent again')
+  t.same(offers[1].split(/, */), [PROTOCOL, resumeToken(id, 0)], 'the resume request named the session and the count received')
+  t.ok(delays[0] < 20, 'a retry hint that is not a count leaves the backoff in charge')
+  t.same(lost, [])
+  ws.close()
+})
