@@ -30,8 +30,8 @@ interface Live { received: number, sent: number, buffered: number }
  * Prometheus metrics read from the instance's StatsCollector at scrape time
  * (prom-client's `collect`), so they agree with wsStats by construction and
  * cost nothing on the hot paths; only the two histograms are observed as
- * things happen. Every series but rejections is labelled by the declared
- * route path, bounded by the app's routes.
+ * things happen. Every series but rejections and sessions is labelled by
+ * the declared route path, bounded by the app's routes.
  */
 export function createMetrics (
   client: PromClient,
@@ -44,7 +44,8 @@ export function createMetrics (
   const names = ['connections_active', 'buffered_bytes', 'connections_opened_total', 'connections_closed_total',
     'connections_rejected_total', 'heartbeat_timeouts_total', 'messages_received_total', 'messages_sent_total',
     'received_bytes_total', 'sent_bytes_total', 'messages_dropped_total', 'messages_invalid_total',
-    'ping_rtt_seconds', 'connection_duration_seconds'].map((name) => p + name)
+    'ping_rtt_seconds', 'connection_duration_seconds', 'sessions_active', 'sessions_resumed_total',
+    'sessions_expired_total', 'sessions_overflowed_total', 'sessions_replayed_messages_total'].map((name) => p + name)
   for (const name of names) {
     if (registry.getSingleMetric(name) !== undefined) throw new FST_RELIABLE_WS_METRICS_CONFLICT(name)
   }
@@ -114,15 +115,19 @@ export function createMetrics (
       }
     }
   })
-  new client.Counter({
-    name: names[4],
-    help: 'Upgrade requests answered over HTTP instead of upgraded',
-    registers,
-    collect (this: Counter) {
-      this.reset()
-      this.inc(stats.rejected)
-    }
-  })
+  // Figures of the whole instance: rejections (some have no route) and sessions.
+  function instanceCounter (name: string, help: string, read: () => number): void {
+    new client.Counter({
+      name,
+      help,
+      registers,
+      collect (this: Counter) {
+        this.reset()
+        this.inc(read())
+      }
+    })
+  }
+  instanceCounter(names[4], 'Upgrade requests answered over HTTP instead of upgraded', () => stats.rejected)
   perRouteCounter(names[5], 'Peers terminated for missing a heartbeat', (c) => c.timeouts)
   perRouteCounter(names[6], 'Messages received from peers', (c) => c.messagesReceived)
   perRouteCounter(names[7], 'Messages accepted by send', (c) => c.messagesSent)
@@ -132,6 +137,19 @@ export function createMetrics (
   perRouteCounter(names[11], 'Messages answered with an Invalid message error', (c) => c.invalid)
   const rtt: Histogram = new client.Histogram({ name: names[12], help: 'Heartbeat ping to pong round trip', labelNames: route, buckets: RTT_BUCKETS, registers })
   const duration: Histogram = new client.Histogram({ name: names[13], help: 'How long reliable websockets stayed open', labelNames: route, buckets: DURATION_BUCKETS, registers })
+  const sessions = stats.sessions
+  new client.Gauge({
+    name: names[14],
+    help: 'Sessions alive: connected, or waiting for their client',
+    registers,
+    collect (this: Gauge) {
+      this.set(sessions.active)
+    }
+  })
+  instanceCounter(names[15], 'Times a client resumed its session', () => sessions.resumed)
+  instanceCounter(names[16], 'Sessions whose client did not come back within ttlMs', () => sessions.expired)
+  instanceCounter(names[17], 'Sessions ended because their client fell too far behind', () => sessions.overflowed)
+  instanceCounter(names[18], 'Messages sent again on resume', () => sessions.replayed)
 
   return {
     forRoute (url) {

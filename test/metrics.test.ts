@@ -3,7 +3,10 @@ import Fastify from 'fastify'
 import fastifyMetrics from 'fastify-metrics'
 import { Registry, register } from 'prom-client'
 import reliableWs = require('../index')
+import { once } from 'node:events'
+import WebSocket from 'ws'
 import { loadPromClient } from '../lib/prom-client-loader'
+import { PROTOCOL, resumeToken } from '../lib/protocol'
 import { closeEvent, connect, RawPeer, rawExchange, start, upgradeRequest, waitFor } from './helpers'
 
 interface Sample { labels: Record<string, string | number>, value: number, metricName?: string }
@@ -217,4 +220,39 @@ t.test('fastify-metrics serves the default registry: the metrics appear at its /
   t.match(text, 'ws_connections_active{route="/ws"} 1\n')
   t.match(text, 'ws_connections_opened_total{route="/ws"} 1\n')
   ws.close()
+})
+
+t.test('session metrics agree with wsStats.sessions', async (t) => {
+  const registry = new Registry()
+  const { app, port } = await start({ metrics: { registry } }, (app) => {
+    app.get('/s', { websocket: true, config: { reliable: { resume: { ttlMs: 50, maxBufferedMessages: 2 } } } }, () => {})
+  })
+  t.teardown(() => app.close())
+  const open = async (token?: string): Promise<{ ws: WebSocket, id: string }> => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/s`, token === undefined ? PROTOCOL : [PROTOCOL, token])
+    const [welcome] = await once(ws, 'message')
+    return { ws, id: JSON.parse(welcome.toString().slice(1)).session }
+  }
+  const first = await open()
+  app.wsSessions.get(first.id)!.send('one') // unacknowledged, replayed on resume
+  first.ws.terminate()
+  await waitFor(() => app.wsSessions.get(first.id)?.connected === false, 2000, 'detached')
+  const again = await open(resumeToken(first.id, 0))
+  const session = app.wsSessions.get(again.id)!
+  session.send('two')
+  session.send('three') // one over maxBufferedMessages: overflow
+  const other = await open()
+  other.ws.terminate()
+  await waitFor(() => app.wsStats.sessions.expired === 1, 2000, 'expiry')
+  const stats = app.wsStats.sessions
+  t.match(stats, { active: 0, resumed: 1, expired: 1, overflowed: 1, replayed: 1 })
+  const pairs: Array<[string, number]> = [
+    ['ws_sessions_active', stats.active],
+    ['ws_sessions_resumed_total', stats.resumed],
+    ['ws_sessions_expired_total', stats.expired],
+    ['ws_sessions_overflowed_total', stats.overflowed],
+    ['ws_sessions_replayed_messages_total', stats.replayed]
+  ]
+  for (const [name, value] of pairs) t.equal(await total(registry, name), value, name)
+  again.ws.terminate()
 })
