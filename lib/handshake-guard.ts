@@ -36,7 +36,10 @@ export class HandshakeGuard {
     const timeoutMs = ctx.settings.handshakeTimeoutMs
     const settle = (socket: PendingConnection): void => {
       // Only connections still waiting hold a tick; a kept-alive one's next request finds none.
-      if (socket[kWheelTick] > -1) scheduler.remove(socket)
+      if (socket[kWheelTick] === -1) return
+      scheduler.remove(socket)
+      // Kept for the connection's life, the listener would turn the socket's one 'close' listener into a list.
+      socket.removeListener('close', this.onSocketClose)
     }
     this.onConnection = (socket) => {
       scheduler.add(socket, performance.now() + timeoutMs)
