@@ -3,8 +3,8 @@
 'use strict'
 
 const HISTORY_S = 300
-const CAUSES = ['client', 'server', 'heartbeat', 'backpressure', 'shutdown', 'error', 'rateLimit', 'idle']
-const COLORS = ['#2563eb', '#16a34a', '#dc2626', '#d97706', '#7c3aed', '#0891b2', '#db2777', '#64748b']
+const CAUSES = ['client', 'server', 'heartbeat', 'backpressure', 'shutdown', 'error', 'rateLimit', 'idle', 'replaced', 'session']
+const COLORS = ['#2563eb', '#16a34a', '#dc2626', '#d97706', '#7c3aed', '#0891b2', '#db2777', '#64748b', '#854d0e', '#0f766e']
 
 const time = []
 const columns = {
