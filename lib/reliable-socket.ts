@@ -106,14 +106,15 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
         super.send(data, options, cb)
         return this.readyState === WebSocket.OPEN
       }
+      // A session outlives its sockets and keeps each message until it is acknowledged, within its own limits:
+      // nothing is dropped, and a socket that has closed still reaches its client through it.
+      const session = this[kSession]
+      if (session !== null) return session.send(data, options as { binary?: boolean } | undefined, cb)
       if (this.readyState !== WebSocket.OPEN) {
         // ws would count the bytes into bufferedAmount (and wsStats with it) although they are never sent.
         if (cb !== undefined) process.nextTick(cb, new FST_RELIABLE_WS_NOT_OPEN(this.readyState))
         return false
       }
-      // A session keeps each message until it is acknowledged, within its own limits: nothing is dropped.
-      const session = this[kSession]
-      if (session !== null) return session.send(data, options as { binary?: boolean } | undefined, cb)
       if (this[kFramed]) data = escapeText(data, (options as { binary?: boolean } | undefined)?.binary)
       const highWaterMark = route.backpressure.highWaterMark
       // A message sent in fragments (fin: false) is never cut short: dropping a
@@ -140,8 +141,9 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
             if (data === null) return false
             args[0] = data
           }
-          if (route.gateMessages && !admitMessage(this as unknown as ReliableSocket, route)) return false
+          // Counted before the gate: a message the rate limit drops still has its number in the session.
           this[kSession]?.onMessage()
+          if (route.gateMessages && !admitMessage(this as unknown as ReliableSocket, route)) return false
         }
       }
       return super.emit(event, ...args)
@@ -149,6 +151,11 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
 
     // A session's message going out, new or replayed: counted by the session, watched for backpressure, never refused.
     [kTransmit] (data: unknown, binary: boolean, cb: SendCallback | undefined): void {
+      // Closing, it would count the bytes in bufferedAmount; the session sends the message again on resume.
+      if (this.readyState !== WebSocket.OPEN) {
+        if (cb !== undefined) process.nextTick(cb)
+        return
+      }
       super.send(escapeText(data, binary), { binary }, cb)
       const route = this[kRoute]!
       if (!this[kOverHighWater] && this.bufferedAmount > route.backpressure.highWaterMark) crossHighWater(this as unknown as ReliableSocket, route)

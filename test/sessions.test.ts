@@ -354,3 +354,61 @@ t.test('the client ignores control frames it cannot use, and resumes from what t
   t.same(lost, [])
   ws.close()
 })
+
+t.test('closing a client in a session drops what it never sent, and lets go of what it sent', async (t) => {
+  const { port, received } = await sessionServer(t)
+  const proxy = await proxied(t, port)
+  const { ws } = client(proxy.url('/s'))
+  const dropped: unknown[] = []
+  ws.addEventListener('drop', (event) => dropped.push(event.data))
+  await once(ws as any, 'open')
+  ws.send('sent 1')
+  ws.send('sent 2')
+  await waitFor(() => received.length === 2, 2000, 'both received')
+  proxy.refuse = true
+  proxy.cut()
+  await once(ws as any, 'close')
+  ws.send('never sent')
+  ws.close()
+  t.same(dropped, ['never sent'], 'only the message that was never written is reported dropped')
+  t.same(received, ['sent 1', 'sent 2'])
+})
+
+t.test('messages the rate limit drops keep their numbers: a resume neither resends nor loses count', async (t) => {
+  const { port, received } = await sessionServer(t, true, { limits: { messagesPerSecond: 1, burst: 3, onRateLimit: 'drop' } })
+  const first = new WebSocket(`ws://127.0.0.1:${port}/s`, PROTOCOL)
+  const [welcome] = await once(first, 'message')
+  const id = JSON.parse(welcome.toString().slice(1)).session
+  for (let i = 1; i <= 5; i++) first.send(`m${i}`)
+  await waitFor(() => received.length === 3, 2000, 'the admitted three')
+  await sleep(50)
+  first.terminate()
+  await sleep(50)
+  const again = new WebSocket(`ws://127.0.0.1:${port}/s`, [PROTOCOL, resumeToken(id, 0)])
+  const [resumed] = await once(again, 'message')
+  t.match(JSON.parse(resumed.toString().slice(1)), { t: 'welcome', session: id, resumed: true, n: 5 },
+    'all five counted: the client will not send the dropped two again as later messages')
+  t.same(received, ['m1', 'm2', 'm3'])
+  again.close()
+})
+
+t.test('a session message sent while its socket is closing waits for the resume', async (t) => {
+  const { app, port } = await sessionServer(t)
+  const proxy = await proxied(t, port)
+  const { ws, received } = client(proxy.url('/s'))
+  await once(ws as any, 'open')
+  const session = app.wsSessions.get(ws.session!)!
+  const socket = [...app.websocketServer.clients][0] as any
+  socket.close(1012, 'restart')
+  let called = false
+  t.ok(session.send('during the close', undefined), 'accepted by the session')
+  t.ok(socket.send('through the socket', () => { called = true }), 'the socket passes it to its session')
+  t.equal(socket.bufferedAmount, 0, 'nothing counted against the closing socket')
+  await once(ws as any, 'reconnected')
+  await waitFor(() => received.length === 2, 2000, 'replay')
+  t.same(received, ['during the close', 'through the socket'])
+  t.ok(called, 'the callback ran')
+  t.ok(socket.send('through the closed socket'), 'a closed socket still reaches its client through the session')
+  await waitFor(() => received.length === 3, 2000, 'the third')
+  ws.close()
+})

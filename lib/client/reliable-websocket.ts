@@ -443,7 +443,9 @@ export class ReliableWebSocket extends EventTarget {
     return false
   }
 
+  /** The client is done: what it never sent is dropped; what it sent and the server has not acknowledged is let go. */
   private dropQueued (): void {
+    this.outbox.take(this.everWritten)
     this.written = this.everWritten = 0
     for (const data of this.outbox.clear()) this.drop(data, 'closed')
   }
