@@ -2,28 +2,14 @@
 // The example app's chat page, whose client is the browser build of fastify-reliable-ws/client,
 // in headless Chromium behind a proxy that cuts the connection.
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { join } from 'node:path'
 import WebSocket from 'ws'
 import { launchChromium } from './browser'
+import { startExample } from './example-app'
 import { FaultProxy } from './fault-proxy'
-import { waitFor } from './helpers'
-
-async function startExample (t: { teardown: (fn: () => unknown) => void }): Promise<number> {
-  const child = spawn(process.execPath, [join(__dirname, '../examples/chat.mjs')], {
-    env: { ...process.env, PORT: '0', LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'inherit']
-  })
-  t.teardown(() => { child.kill() })
-  let output = ''
-  child.stdout.on('data', (chunk: Buffer) => { output += chunk })
-  await waitFor(() => /Chat page: +http:\/\/[^:]+:\d+/.test(output), 10_000, 'the example app')
-  return Number(/Chat page: +http:\/\/[^:]+:(\d+)/.exec(output)![1])
-}
 
 t.test('the page reconnects after the connection drops, and every message appears once', async (t) => {
-  const port = await startExample(t)
+  const { port } = await startExample(t)
   const proxy = await FaultProxy.start(port)
   t.teardown(() => proxy.close())
   const browser = await launchChromium()

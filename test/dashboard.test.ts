@@ -1,36 +1,15 @@
 // Needs the build (`npm test` runs it first): the example app runs as `npm start` runs it, in its own process.
-import { execFile, spawn } from 'node:child_process'
-import type { ChildProcess } from 'node:child_process'
-import { once } from 'node:events'
+import { execFile } from 'node:child_process'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
-import type { Test } from 'tap'
 import { launchChromium } from './browser'
-import { sleep, waitFor } from './helpers'
+import { startExample } from './example-app'
+import { sleep } from './helpers'
 
 const root = join(__dirname, '..')
 const SCREENSHOT = join(root, 'docs', 'dashboard.png')
-
-/** Starts examples/chat.mjs on a free port; resolves with its base URL once it listens. */
-async function startExample (t: Test): Promise<{ base: string, child: ChildProcess }> {
-  const child = spawn(process.execPath, ['examples/chat.mjs'], {
-    cwd: root,
-    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'inherit']
-  })
-  t.teardown(async () => {
-    if (child.exitCode !== null) return
-    child.kill('SIGTERM')
-    await once(child, 'exit')
-  })
-  let output = ''
-  child.stdout!.setEncoding('utf8')
-  child.stdout!.on('data', (chunk: string) => { output += chunk })
-  await waitFor(() => /Dashboard: +(\S+)\/dashboard/.test(output), 10_000, 'the example app to listen')
-  return { base: output.match(/Dashboard: +(\S+)\/dashboard/)![1], child }
-}
 
 async function stats (base: string): Promise<any> {
   return (await fetch(`${base}/health/ws`)).json()
