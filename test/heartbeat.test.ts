@@ -114,7 +114,7 @@ t.test('any frame from the peer is a sign of life', async (t) => {
   pinger.destroy()
 })
 
-t.test('a burst of 1,000 connections is pinged in batches of at most 128, one interval after connecting', async (t) => {
+t.test('a burst of 1,000 connections is pinged in batches of at most 32, one interval after connecting', async (t) => {
   const sockets: any[] = []
   // Long enough for the whole burst to connect within one interval on a loaded machine: a socket pinged already would
   // show its next deadline, which may share a tick with a later batch's first.
@@ -131,8 +131,8 @@ t.test('a burst of 1,000 connections is pinged in batches of at most 128, one in
   const batches = new Map<number, number>()
   for (const socket of sockets) batches.set(socket[kHeartbeatDueAt], (batches.get(socket[kHeartbeatDueAt]) ?? 0) + 1)
   const sizes = [...batches.values()]
-  t.ok(Math.max(...sizes) <= 128, `largest batch ${Math.max(...sizes)}`)
-  t.ok(sizes.length >= 8, `${sizes.length} batches`)
+  t.ok(Math.max(...sizes) <= 32, `largest batch ${Math.max(...sizes)}`)
+  t.ok(sizes.length >= 32, `${sizes.length} batches`)
   const firstPingAt: number[] = []
   for (const socket of sockets) {
     const raw = socket._socket
