@@ -24,8 +24,13 @@ export function refuse (socket: ReliableSocket, route: Route, buffered: number, 
   return false
 }
 
+/** After a send: below the mark the buffered amount is read only here, once per message. */
+export function watchHighWater (socket: ReliableSocket, route: Route): void {
+  if (!socket[kOverHighWater] && socket.bufferedAmount > route.backpressure.highWaterMark) crossHighWater(socket, route)
+}
+
 /** The buffered amount has just risen above highWaterMark: count it and watch for the drain. */
-export function crossHighWater (socket: ReliableSocket, route: Route): void {
+function crossHighWater (socket: ReliableSocket, route: Route): void {
   socket[kOverHighWater] = true
   route.ctx.stats.backpressureEvents++
   route.ctx.warnings.warn(socket, route, { bufferedBytes: socket.bufferedAmount, highWaterMark: route.backpressure.highWaterMark },

@@ -3,7 +3,7 @@ import WebSocket from 'ws'
 import type fastifyReliableWs = require('../types/index')
 import type { Route } from './context'
 import { FST_RELIABLE_WS_NOT_JSON, FST_RELIABLE_WS_NOT_OPEN } from './errors'
-import { crossHighWater, refuse } from './backpressure'
+import { refuse, watchHighWater } from './backpressure'
 import { ALIVE } from './heartbeat'
 import { CONTROL_MARK } from './protocol'
 import type { PongState } from './heartbeat'
@@ -125,8 +125,7 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
       }
       super.send(data, options, cb)
       route.counters.messagesSent++
-      // Below the mark the amount is only read after a send, once per message.
-      if (!this[kOverHighWater] && this.bufferedAmount > highWaterMark) crossHighWater(this as unknown as ReliableSocket, route)
+      watchHighWater(this as unknown as ReliableSocket, route)
       return true
     }
 
@@ -157,8 +156,7 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
         return
       }
       super.send(escapeText(data, binary), { binary }, cb)
-      const route = this[kRoute]!
-      if (!this[kOverHighWater] && this.bufferedAmount > route.backpressure.highWaterMark) crossHighWater(this as unknown as ReliableSocket, route)
+      watchHighWater(this as unknown as ReliableSocket, this[kRoute]!)
     }
 
     // Control frames bypass the application's accounting and backpressure: they are a few bytes, and rare.
