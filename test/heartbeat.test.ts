@@ -221,3 +221,18 @@ t.test('a stalled event loop does not kill a peer whose pong is waiting to be re
   // Pinging resumes from the end of the stall, instead of firing the pings it missed in a burst.
   t.ok(pings >= 1 && pings <= 4, `${pings} pings in the 100 ms after the stall`)
 })
+
+t.test('a socket the server is closing is neither pinged nor timed out while the peer owes its close frame', async (t) => {
+  const { app, port } = await start({ heartbeat: { intervalMs: INTERVAL } }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => { socket.close(1000, 'bye') })
+  })
+  t.teardown(() => app.close())
+  // A raw peer never answers the close frame: the socket stays closing until ws's close timer (5 s) ends it.
+  const peer = await RawPeer.connect(port, '/ws')
+  t.teardown(() => peer.destroy())
+  await waitFor(() => peer.closeCode() === 1000, 2000, 'the close frame')
+  await sleep(INTERVAL * 6)
+  t.equal(peer.count(OPCODE.ping), 0, 'no ping after the close frame')
+  t.equal(app.wsStats.heartbeat.timeouts, 0, 'not terminated as a dead peer')
+  t.equal(peer.ended, false, 'still waiting for the close frame')
+})
