@@ -2,7 +2,7 @@ import Ajv from 'ajv'
 import type { ValidateFunction } from 'ajv'
 import type { ReliableSocket } from './reliable-socket'
 import { failConnection } from './error-handler'
-import { FST_RELIABLE_WS_INVALID_OPTION } from './errors'
+import { FST_RELIABLE_WS_INVALID_OPTION, FST_RELIABLE_WS_NOT_JSON } from './errors'
 import { ALIVE } from './heartbeat'
 import { kPongState, kRoute } from './symbols'
 
@@ -47,6 +47,13 @@ export function onJsonMessage (this: ReliableSocket, data: Buffer, isBinary: boo
     // A throwing listener would otherwise escape through ws's parser and take the process down.
     failConnection(this, err)
   }
+}
+
+/** A value's JSON text, for sendJSON; a value with no JSON form (undefined, a function) throws. */
+export function toJSONText (value: unknown): string {
+  const text = JSON.stringify(value)
+  if (text === undefined) throw new FST_RELIABLE_WS_NOT_JSON()
+  return text
 }
 
 function reject (socket: ReliableSocket, reply: string): void {

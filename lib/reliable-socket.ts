@@ -2,7 +2,8 @@ import type { FastifyBaseLogger } from 'fastify'
 import WebSocket from 'ws'
 import type fastifyReliableWs = require('../types/index')
 import type { Route } from './context'
-import { FST_RELIABLE_WS_NOT_JSON, FST_RELIABLE_WS_NOT_OPEN } from './errors'
+import { FST_RELIABLE_WS_NOT_OPEN } from './errors'
+import { toJSONText } from './json-messages'
 import { refuse, watchHighWater } from './backpressure'
 import { ALIVE } from './heartbeat'
 import { CONTROL_MARK } from './protocol'
@@ -166,9 +167,7 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     }
 
     sendJSON (value: unknown, cb?: SendCallback): boolean {
-      const text = JSON.stringify(value)
-      if (text === undefined) throw new FST_RELIABLE_WS_NOT_JSON()
-      return this.send(text, cb)
+      return this.send(toJSONText(value), cb)
     }
 
     close (code?: number, data?: string | Buffer): void {

@@ -1,4 +1,5 @@
 import type { Route } from './context'
+import { toJSONText } from './json-messages'
 import type { ResumeSettings } from './options'
 import { ACK_EVERY, encodeControl } from './protocol'
 import type { ReliableSocket } from './reliable-socket'
@@ -77,7 +78,7 @@ export class Session {
   }
 
   sendJSON (value: unknown): boolean {
-    return this.send(JSON.stringify(value))
+    return this.send(toJSONText(value))
   }
 
   /**

@@ -221,6 +221,7 @@ t.test('a client that falls too far behind ends its session with 4800, and begin
   const session = app.wsSessions.get(ws.session!)!
   for (let i = 0; i < 4; i++) t.ok(session.send(`m${i}`))
   t.ok(session.sendJSON({ m: 4 }))
+  t.throws(() => session.sendJSON(undefined), { code: 'FST_RELIABLE_WS_NOT_JSON' }, 'a value with no JSON form throws, as on a socket')
   t.notOk(session.send('one too many'), 'the sixth unacknowledged message ends the session')
   t.equal(session.ended, true)
   t.notOk(session.send('after'), 'an ended session sends nothing')
