@@ -4,7 +4,7 @@ import type { Route } from './context'
 import type { ReliableSocket } from './reliable-socket'
 import type { SessionRoute } from './session-registry'
 import { startDeadlines } from './deadlines'
-import { socketLog } from './error-handler'
+import { failConnection, socketLog } from './error-handler'
 import { ALIVE, onPeerPing, onPong } from './heartbeat'
 import { onJsonMessage } from './json-messages'
 import { bytesHandedOver } from './stats'
@@ -54,10 +54,33 @@ export function openConnection (socket: ReliableSocket, route: Route, request: F
     socket.on('ping', onPeerPing as Listener)
   }
   startDeadlines(socket, route, now)
+  releaseExchange(socket, ctx.settings.websocket.errorHandler === undefined)
   if (socket[kFramed]) {
     if (route.resume === false) socket[kSendControl](WELCOME_FRAME)
     else ctx.sessions.open(socket, route as SessionRoute, request.raw)
   }
+}
+
+/**
+ * Once upgraded, nothing needs the HTTP exchange, yet two references kept it
+ * (request, reply, their raw objects and headers: nearly half of a socket's heap)
+ * alive for the socket's whole life: the TCP socket's `_httpMessage`, set when
+ * @fastify/websocket gave it a response object to route the upgrade with, and
+ * @fastify/websocket's 'error' listener, a closure over request and reply,
+ * added just before the route's handler runs (so it is the last one). Without
+ * an application errorHandler (which is passed both) that listener is swapped
+ * for a shared one that does what the plugin's errorHandler would.
+ */
+function releaseExchange (socket: ReliableSocket, swapErrorListener: boolean): void {
+  (socket._socket as { _httpMessage?: unknown })._httpMessage = null
+  if (!swapErrorListener) return
+  const listeners = socket.listeners('error')
+  socket.removeListener('error', listeners[listeners.length - 1] as Listener)
+  socket.on('error', onError as Listener)
+}
+
+function onError (this: ReliableSocket, err: Error): void {
+  failConnection(this, err)
 }
 
 function onMessage (this: ReliableSocket): void {
