@@ -10,7 +10,8 @@ const LABELS = {
   ws: 'raw ws',
   timer: '@fastify/websocket + one setInterval per connection',
   sweep: '@fastify/websocket + one sweep over wss.clients',
-  'socket.io': 'Socket.IO 4 (websocket transport only)'
+  'socket.io': 'Socket.IO 4 (websocket transport only)',
+  floor: 'floor: raw ws, each ping\'s 2 bytes written straight, pongs ignored'
 }
 // The one backpressure limit the slow-consumer check holds the plugin to (its default highWaterMark).
 export const HIGH_WATER_MARK = 1_048_576

@@ -24,6 +24,8 @@ const mode = args.smoke ? 'smoke' : args.quick ? 'quick' : 'full'
 const outDir = args.out ?? here
 
 const CONTENDERS = args.contenders?.split(',') ?? ['plugin', 'fastify-websocket', 'ws', 'timer', 'sweep', 'socket.io']
+// A reference rather than a contender: the least any heartbeat can cost (server.mjs, pingFloor). Keep-alive only.
+const KEEPALIVE_CONTENDERS = args.contenders === undefined ? [...CONTENDERS, 'floor'] : CONTENDERS
 
 const SLOW_STOP_AT_RSS = 1.5 * 2 ** 30
 // Sizes per mode: full is what BENCHMARKS.md reports; quick finishes in about a
@@ -62,7 +64,8 @@ function scenarios () {
     // Past the first interval, so every contender is in its steady state.
     settleSeconds: smoke ? 0.1 : 2 * SIZES.heartbeatMs / 1000,
     heartbeatMs: SIZES.heartbeatMs,
-    rounds: Math.min(SIZES.rounds, 3)
+    rounds: Math.min(SIZES.rounds, 3),
+    contenders: KEEPALIVE_CONTENDERS
   })
   list.push({ key: `fanout-${SIZES.fanout}`, name: 'fanout', connections: SIZES.fanout, rounds: Math.min(SIZES.rounds, 3), broadcasts: SIZES.fanoutRounds, bytes: 64 })
   list.push({ key: 'slow', name: 'slow', seconds: SIZES.slowSeconds, bytes: 16_384, stopAtRss: SLOW_STOP_AT_RSS, rounds: Math.min(SIZES.rounds, 2) })
@@ -137,16 +140,17 @@ for (const scenario of scenarios()) {
     console.log(`${scenario.key}: skipped (${scenario.skipped})`)
     continue
   }
-  const rounds = Object.fromEntries(CONTENDERS.map((c) => [c, []]))
+  const contenders = scenario.contenders ?? CONTENDERS
+  const rounds = Object.fromEntries(contenders.map((c) => [c, []]))
   for (let round = 0; round < scenario.rounds; round++) {
     // Alternate the order too, so no contender always runs first in a round.
-    const order = round % 2 === 0 ? CONTENDERS : [...CONTENDERS].reverse()
+    const order = round % 2 === 0 ? contenders : [...contenders].reverse()
     for (const contender of order) {
       rounds[contender].push(await runOnce(contender, scenario))
       process.stdout.write('.')
     }
   }
-  for (const contender of CONTENDERS) {
+  for (const contender of contenders) {
     const runs = rounds[contender]
     const medians = {}
     for (const metric of Object.keys(runs[0])) {

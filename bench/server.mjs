@@ -60,6 +60,41 @@ function sweepHeartbeat (wss) {
   wss.on('close', () => clearInterval(interval))
 }
 
+// Not a design anyone would ship: the least a server on Node and ws can do to ping every socket once an interval.
+// Each ping's two bytes go straight to the TCP socket, a slice of the sockets every few ms so the pace stays even,
+// and the pongs are parsed by ws and ignored: no bookkeeping, no timeout. It is the floor under every heartbeat
+// design, so the keep-alive table shows how much of a contender's cost is the ping and pong I/O itself.
+function pingFloor (wss) {
+  const PING = Buffer.from([0x89, 0x00])
+  let sockets = []
+  let cursor = 0
+  let credit = 0
+  let last = performance.now()
+  setInterval(() => {
+    const now = performance.now()
+    credit += (now - last) / heartbeatMs * wss.clients.size
+    last = now
+    for (; credit >= 1; credit--) {
+      if (cursor === sockets.length) {
+        sockets = [...wss.clients]
+        cursor = 0
+        if (sockets.length === 0) break
+      }
+      const ws = sockets[cursor++]
+      if (ws.readyState === 1) ws._socket.write(PING)
+    }
+  }, 5)
+}
+
+async function rawWsServer (setUp = () => {}) {
+  const server = createServer()
+  const wss = new WebSocketServer({ server })
+  wss.on('connection', echo)
+  setUp(wss)
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return { port: server.address().port, sockets: () => wss.clients, stats: () => null }
+}
+
 const contenders = {
   plugin: () => fastifyServer((app) => app.register(require('../dist/index.js'), {
     heartbeat: { intervalMs: heartbeatMs },
@@ -71,13 +106,8 @@ const contenders = {
     await app.register(fastifyWebsocket)
     app.addHook('onReady', async () => sweepHeartbeat(app.websocketServer))
   }),
-  ws: async () => {
-    const server = createServer()
-    const wss = new WebSocketServer({ server })
-    wss.on('connection', echo)
-    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-    return { port: server.address().port, sockets: () => wss.clients, stats: () => null }
-  },
+  ws: () => rawWsServer(),
+  floor: () => rawWsServer(pingFloor),
   'socket.io': async () => {
     const { Server: SocketIoServer } = await import('socket.io')
     const server = createServer()
