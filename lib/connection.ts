@@ -7,7 +7,7 @@ import { startDeadlines } from './deadlines'
 import { failConnection, socketLog } from './error-handler'
 import { ALIVE, onPeerPing, onPong } from './heartbeat'
 import { onJsonMessage } from './json-messages'
-import { bytesHandedOver } from './stats'
+import { bytesHandedOver, bytesRead } from './stats'
 import type { LogLevel } from './options'
 import { PROTOCOL, WELCOME_FRAME } from './protocol'
 import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kFramed, kIp, kLog, kOpenedAt, kRoute, kSendControl, kSession } from './symbols'
@@ -29,7 +29,7 @@ export function openConnection (socket: ReliableSocket, route: Route, request: F
   socket[kOpenedAt] = now
   socket[kIp] = ip
   // The handshake is already on the wire; stats count the bytes after it.
-  socket[kBytesReadAtOpen] = socket._socket.bytesRead
+  socket[kBytesReadAtOpen] = bytesRead(socket._socket)
   socket[kBytesWrittenAtOpen] = bytesHandedOver(socket._socket)
   socket[kFramed] = socket.protocol === PROTOCOL
   if (++stats.active > stats.peak) stats.peak = stats.active

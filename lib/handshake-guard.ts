@@ -45,7 +45,10 @@ export class HandshakeGuard {
       scheduler.add(socket, performance.now() + timeoutMs)
       socket.on('close', this.onSocketClose)
     }
-    this.onRequest = (request) => settle(request.socket as PendingConnection)
+    this.onRequest = (request) => {
+      // @fastify/websocket's injectWS emits an upgrade request with no socket: no connection to guard.
+      if (request.socket !== undefined) settle(request.socket as PendingConnection)
+    }
     this.onSocketClose = function () { settle(this) }
     this.onClientError = (err) => {
       // llhttp's parse errors: what came was not HTTP. Resets and timeouts are not the peer's malformed input.

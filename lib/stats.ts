@@ -166,7 +166,7 @@ export function forEachReliableSocket (clients: ReadonlySet<unknown> | undefined
 
 /** Wire bytes a socket has received since its handshake. */
 export function bytesReceived (socket: ReliableSocket): number {
-  return socket._socket.bytesRead - socket[kBytesReadAtOpen]
+  return bytesRead(socket._socket) - socket[kBytesReadAtOpen]
 }
 
 /** Wire bytes a socket has sent since its handshake. */
@@ -180,7 +180,13 @@ export function bytesSent (socket: ReliableSocket): number {
  * away: a total built on it would go back when a slow reader dies.
  */
 export function bytesHandedOver (tcp: Socket): number {
-  return tcp.bytesWritten - tcp.writableLength
+  return tcp.bytesWritten === undefined ? 0 : tcp.bytesWritten - tcp.writableLength
+}
+
+// A stream that is not a TCP socket (@fastify/websocket's injectWS) counts no bytes: 0 for it, rather than NaN in
+// every total it is added to.
+export function bytesRead (tcp: Socket): number {
+  return tcp.bytesRead ?? 0
 }
 
 function round (ms: number): number {
