@@ -34,9 +34,10 @@ export class HandshakeGuard {
     this.connectionEvent = server instanceof TlsServer ? 'secureConnection' : 'connection'
     const scheduler = ctx.scheduler
     const timeoutMs = ctx.settings.handshakeTimeoutMs
-    const settle = (socket: PendingConnection): void => {
-      // Only connections still waiting hold a tick; a kept-alive one's next request finds none.
-      if (socket[kWheelTick] === -1) return
+    const settle = (socket: PendingConnection | undefined): void => {
+      // Only connections still waiting hold a tick: a kept-alive one's next request finds -1. An upgrade request
+      // made up by @fastify/websocket's injectWS has no socket, or one of the test's own that was never guarded.
+      if (socket === undefined || socket[kWheelTick] === undefined || socket[kWheelTick] === -1) return
       scheduler.remove(socket)
       // Kept for the connection's life, the listener would turn the socket's one 'close' listener into a list.
       socket.removeListener('close', this.onSocketClose)
@@ -45,10 +46,7 @@ export class HandshakeGuard {
       scheduler.add(socket, performance.now() + timeoutMs)
       socket.on('close', this.onSocketClose)
     }
-    this.onRequest = (request) => {
-      // @fastify/websocket's injectWS emits an upgrade request with no socket: no connection to guard.
-      if (request.socket !== undefined) settle(request.socket as PendingConnection)
-    }
+    this.onRequest = (request) => settle(request.socket as PendingConnection | undefined)
     this.onSocketClose = function () { settle(this) }
     this.onClientError = (err) => {
       // llhttp's parse errors: what came was not HTTP. Resets and timeouts are not the peer's malformed input.

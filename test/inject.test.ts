@@ -1,3 +1,4 @@
+import net from 'node:net'
 import Fastify from 'fastify'
 import type { FastifyInstance } from 'fastify'
 import t from 'tap'
@@ -45,4 +46,23 @@ t.test("the heartbeat pings an injectWS client; as injectWS's client does not an
   t.ok(answering.app.wsStats.heartbeat.pongsReceived >= 2, `${answering.app.wsStats.heartbeat.pongsReceived} pongs`)
   t.equal(answering.app.wsStats.heartbeat.timeouts, 0)
   answering.ws.terminate()
+})
+
+t.test('an injectWS upgrade that brings its own socket object (for request.ip) leaves the handshake guard alone', async (t) => {
+  const app = Fastify()
+  await app.register(reliableWs, { heartbeat: false, limits: { handshakeTimeoutMs: 100 } })
+  const ips: string[] = []
+  app.get('/ws', { websocket: true }, (_socket, request) => { ips.push(request.ip) })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => app.close())
+  // A real connection that never sends a request: the guard must still destroy it on time.
+  const silent = net.connect((app.server.address() as net.AddressInfo).port, '127.0.0.1')
+  silent.on('error', () => {})
+  const closed = new Promise((resolve) => silent.once('close', resolve))
+  const ws = await app.injectWS('/ws', { socket: { remoteAddress: '10.0.0.1' } } as any)
+  t.same(ips, ['10.0.0.1'])
+  await closed
+  t.equal(app.wsStats.limits.handshakeTimeouts, 1, 'the silent connection timed out')
+  for (const socket of app.websocketServer.clients) socket.terminate()
+  ws.terminate()
 })
