@@ -1,3 +1,4 @@
+import type { Server } from 'node:http'
 import { Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
@@ -61,11 +62,13 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     warnings: new Warnings(settings.logging.warningsPerSecond),
     metrics
   }
-  const handshakes = new HandshakeGuard(ctx, fastify.server)
+  const { options: wsOptions, errorHandler, ...rest } = settings.websocket
+  // The server @fastify/websocket takes upgrades from: its `server` option moves them off Fastify's own, whose
+  // upgrade requests must then stay plain HTTP requests (an 'upgrade' listener there would leave them unanswered).
+  const handshakes = new HandshakeGuard(ctx, (wsOptions!.server as Server | undefined) ?? fastify.server)
 
   // Added before @fastify/websocket is registered, so it sees route handlers first.
   fastify.addHook('onRoute', createRouteDecorator(ctx))
-  const { options: wsOptions, errorHandler, ...rest } = settings.websocket
   fastify.register(fastifyWebsocket, {
     ...rest,
     options: {

@@ -1,7 +1,10 @@
+import { once } from 'node:events'
+import http from 'node:http'
+import net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import t from 'tap'
 import type { WebSocket } from 'ws'
-import { OPCODE, RawPeer, collect, connect, sleep, start, waitFor } from './helpers'
+import { OPCODE, RawPeer, collect, connect, sleep, start, upgradeRequest, waitFor } from './helpers'
 
 t.test('a route heartbeat override merges over the plugin: a timeout left out follows the route interval', async (t) => {
   // The plugin's 30 s timeout would exceed the route's 60 ms interval, so the route's timeout becomes 60 ms.
@@ -178,4 +181,32 @@ t.test('routes with very different intervals share the one scheduler', async (t)
   t.equal(app.wsStats.heartbeat.timeouts, 0)
   t.equal(app.wsStats.connections.active, 11)
   for (const ws of [fast, ...slows]) ws.close()
+})
+
+t.test('websocket.options.server: upgrades come from that server, guarded there; Fastify\'s own answers them as HTTP', async (t) => {
+  const other = http.createServer((_req, res) => res.end('other'))
+  await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { other.closeAllConnections(); other.close() })
+  const otherPort = (other.address() as net.AddressInfo).port
+  const { app, port } = await start({ heartbeat: false, limits: { handshakeTimeoutMs: 100 }, websocket: { options: { server: other } } }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => { socket.on('message', (d) => socket.send(`echo:${String(d)}`)) })
+    app.get('/plain', async () => 'plain')
+  })
+  t.teardown(() => app.close())
+  const ws = await connect(`ws://127.0.0.1:${otherPort}/ws`)
+  ws.send('a')
+  await waitFor(() => collect(ws).length === 1)
+  t.same(collect(ws), ['echo:a'])
+  ws.close()
+  // Without an 'upgrade' listener on Fastify's server, Node hands an upgrade request to Fastify like any request.
+  const raw = net.connect(port, '127.0.0.1')
+  raw.write(upgradeRequest(port, '/plain'))
+  const [head] = await once(raw, 'data') as [Buffer]
+  t.match(head.toString(), /^HTTP\/1\.1 200 OK/)
+  raw.destroy()
+  // The handshake timeout watches the server the upgrades come to.
+  const silent = net.connect(otherPort, '127.0.0.1')
+  silent.on('error', () => {})
+  await once(silent, 'close')
+  t.equal(app.wsStats.limits.handshakeTimeouts, 1)
 })
