@@ -23,8 +23,13 @@ export function startDeadlines (socket: ReliableSocket, route: Route, now: numbe
 export function onSocketDue (socket: ReliableSocket, now: number): void {
   if (socket.readyState !== OPEN) return
   const route = socket[kRoute]!
-  const idleAt = socket[kLastMessageAt] + route.limits.idleTimeoutMs
-  if (now >= idleAt) return closeIdle(socket, route)
+  let idleAt = socket[kLastMessageAt] + route.limits.idleTimeoutMs
+  if (now >= idleAt) {
+    if (!socket.isPaused) return closeIdle(socket, route)
+    // Paused by the app, it may have messages waiting unread: its idle time counts from now.
+    socket[kLastMessageAt] = now
+    idleAt = now + route.limits.idleTimeoutMs
+  }
   let due = socket[kHeartbeatDueAt]
   // Visited early for the idle deadline, the heartbeat waits for its own.
   if (now >= due) {

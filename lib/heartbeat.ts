@@ -27,6 +27,12 @@ export function firstPingAt (ctx: Context, heartbeat: HeartbeatSettings, now: nu
 export function heartbeatDue (socket: ReliableSocket, route: Route, now: number): number {
   const ctx = route.ctx
   const state = socket[kPongState]
+  if (state !== ALIVE && socket.isPaused) {
+    // The app stopped reading (pause(), or a stream's flow control): the pong may be waiting unread. Once it
+    // reads again the peer gets the full pong deadline, as after a ping just sent.
+    socket[kPongState] = AWAITING
+    return now + (route.heartbeat as HeartbeatSettings).timeoutMs
+  }
   if (state === AWAITING) {
     // Timers run before I/O in each turn of the event loop: after a busy spell
     // the pong may be sitting unread. Decide only after one more I/O phase.

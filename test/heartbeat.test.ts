@@ -236,3 +236,27 @@ t.test('a socket the server is closing is neither pinged nor timed out while the
   t.equal(app.wsStats.heartbeat.timeouts, 0, 'not terminated as a dead peer')
   t.equal(peer.ended, false, 'still waiting for the close frame')
 })
+
+t.test('a socket the app has paused is not timed out while its pong may be waiting unread; once resumed it is judged again', async (t) => {
+  const sockets: WebSocket[] = []
+  const { app, port } = await start({ heartbeat: { intervalMs: INTERVAL, timeoutMs: INTERVAL } }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => {
+      sockets.push(socket)
+      socket.pause()
+    })
+  })
+  t.teardown(() => app.close())
+  // A peer that never answers pings: only the pause keeps it.
+  const peer = await RawPeer.connect(port, '/ws')
+  await sleep(INTERVAL * 6)
+  t.equal(peer.ended, false, 'kept while paused')
+  t.ok(peer.count(OPCODE.ping) >= 1, 'pinged')
+  t.equal(app.wsStats.heartbeat.timeouts, 0)
+  const resumedAt = performance.now()
+  sockets[0].resume()
+  await waitFor(() => peer.ended, 2000, 'termination')
+  const elapsed = performance.now() - resumedAt
+  t.ok(elapsed < INTERVAL * 2 + MARGIN, `terminated ${Math.round(elapsed)} ms after resume()`)
+  t.equal(app.wsStats.heartbeat.timeouts, 1)
+  t.same(app.wsStats.closeCauses, { heartbeat: 1 })
+})

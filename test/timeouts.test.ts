@@ -173,3 +173,28 @@ t.test('behind TLS the timeout runs from the end of the TLS handshake', async (t
   t.same(collect(good), ['over TLS'])
   good.close()
 })
+
+t.test('idleTimeoutMs: a socket the app has paused is not closed idle while messages may be waiting unread', async (t) => {
+  const sockets: WebSocket[] = []
+  const received: string[] = []
+  const { app, url } = await start({ heartbeat: false, limits: { idleTimeoutMs: 60 } }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => {
+      sockets.push(socket)
+      socket.pause()
+      socket.on('message', (data) => received.push(data.toString()))
+    })
+  })
+  t.teardown(() => app.close())
+  const ws = await connect(url('/ws'))
+  ws.send('waiting')
+  await sleep(300)
+  t.equal(ws.readyState, WebSocket.OPEN, 'kept while paused')
+  t.equal(app.wsStats.limits.idleTimeouts, 0)
+  const resumedAt = performance.now()
+  sockets[0].resume()
+  const close = await closeEvent(ws)
+  t.same(received, ['waiting'], 'the message read once resumed')
+  t.same(close, { code: 1000, reason: 'Idle timeout' }, 'then idle again: closed')
+  t.ok(performance.now() - resumedAt < 60 + MARGIN, 'within the idle timeout of the resume and a tick')
+  t.equal(app.wsStats.limits.idleTimeouts, 1)
+})
