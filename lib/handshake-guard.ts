@@ -1,3 +1,4 @@
+import { STATUS_CODES } from 'node:http'
 import type { IncomingMessage, Server } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import type { Socket } from 'node:net'
@@ -68,22 +69,18 @@ export class HandshakeGuard {
   }
 
   /**
-   * ws hands an upgrade request it refuses (a bad Sec-WebSocket-Key or
-   * Sec-WebSocket-Version, say) to a 'wsClientError' listener when there is
-   * one; this one counts it and answers as ws would: 400, with ws's short
-   * description of the fault and nothing else.
+   * ws hands an upgrade request it refuses (a bad method, Sec-WebSocket-Key
+   * or Sec-WebSocket-Version, say) to its 'wsClientError' listeners when there
+   * are any, and then answers nothing itself. This one counts the request and,
+   * unless the application listens too (its listener answers), answers exactly
+   * as ws would have.
    */
   watch (wss: WebSocketServer): void {
     const stats = this.ctx.stats
-    wss.on('wsClientError', (err: Error, socket: Duplex) => {
+    wss.on('wsClientError', function (this: WebSocketServer, err: Error, socket: Duplex) {
       stats.limits.protocolErrors++
       stats.rejected++
-      const versionHint = err.message.includes('Sec-WebSocket-Version') ? 'Sec-WebSocket-Version: 13, 8\r\n' : ''
-      socket.once('finish', socket.destroy)
-      socket.end(
-        'HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\n' +
-        `Content-Length: ${Buffer.byteLength(err.message)}\r\n${versionHint}\r\n${err.message}`
-      )
+      if (this.listenerCount('wsClientError') === 1) answerAsWs(socket, err.message)
     })
   }
 
@@ -95,4 +92,15 @@ export class HandshakeGuard {
     server.off('upgrade', this.onRequest)
     server.off('clientError', this.onClientError)
   }
+}
+
+/** ws's own answer to an upgrade request it refuses (abortHandshake in ws's websocket-server.js): 405 or 400, its short description. */
+function answerAsWs (socket: Duplex, message: string): void {
+  const code = message === 'Invalid HTTP method' ? 405 : 400
+  const versions = message.includes('Sec-WebSocket-Version') ? 'Sec-WebSocket-Version: 13, 8\r\n' : ''
+  socket.once('finish', socket.destroy)
+  socket.end(
+    `HTTP/1.1 ${code} ${STATUS_CODES[code]!}\r\nConnection: close\r\nContent-Type: text/html\r\n` +
+    `Content-Length: ${Buffer.byteLength(message)}\r\n${versions}\r\n${message}`
+  )
 }

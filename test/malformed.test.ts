@@ -8,6 +8,7 @@ import type { FrameFields } from './helpers'
 // is still echoed.
 
 function echo (app: FastifyInstance): void {
+  app.post('/form', async () => 'posted')
   app.get('/ws', { websocket: true, config: { reliable: { limits: { maxPayload: 1024 } } } }, (socket) => {
     socket.on('message', (data) => socket.send(data.toString()))
   })
@@ -155,6 +156,8 @@ t.test('garbage instead of a handshake gets 400 and is counted; so do a bad Sec-
   t.match(badKey, /\r\n\r\nMissing or invalid Sec-WebSocket-Key header$/, 'ws\'s description of the fault, nothing else')
   t.notMatch(badKey, /at |node_modules|\.js/, 'no stack trace or path')
 
+  t.match(badKey, /\r\nContent-Type: text\/html\r\n/, 'as ws answers it')
+
   const badVersion = await rawExchange(port, upgradeRequest(port, '/ws').replace('Sec-WebSocket-Version: 13', 'Sec-WebSocket-Version: 12'))
   t.match(badVersion, /^HTTP\/1\.1 400 Bad Request\r\n/)
   t.match(badVersion, /\r\nSec-WebSocket-Version: 13, 8\r\n/, 'the versions the server speaks')
@@ -181,4 +184,27 @@ t.test('a connection reset in the middle of a request is not malformed input', a
   socket.resetAndDestroy()
   await new Promise((resolve) => setTimeout(resolve, 50))
   t.equal(app.wsStats.limits.protocolErrors, 0)
+})
+
+t.test('an upgrade request with another method than GET gets ws\'s 405, counted', async (t) => {
+  const { app, port, good } = await server(t)
+  const post = await rawExchange(port, upgradeRequest(port, '/form').replace(/^GET /, 'POST '))
+  t.match(post, /^HTTP\/1\.1 405 Method Not Allowed\r\n/)
+  t.match(post, /\r\n\r\nInvalid HTTP method$/)
+  t.equal(app.wsStats.limits.protocolErrors, 1)
+  t.equal(app.wsStats.connections.rejected, 1)
+  await stillServed(t, good, 'after a POST upgrade')
+})
+
+t.test('an app that listens for wsClientError answers refused upgrades itself; the plugin only counts them', async (t) => {
+  const { app, port } = await start({ heartbeat: false }, echo)
+  t.teardown(() => app.close())
+  // Added after the plugin's own listener (which is added when the app is ready).
+  app.websocketServer.on('wsClientError', (err, socket) => {
+    socket.end(`HTTP/1.1 418 I'm a Teapot\r\nConnection: close\r\nContent-Length: ${err.message.length}\r\n\r\n${err.message}`)
+  })
+  const badKey = await rawExchange(port, upgradeRequest(port, '/ws').replace(/Sec-WebSocket-Key: .*\r\n/, 'Sec-WebSocket-Key: not-a-key\r\n'))
+  t.equal(badKey, "HTTP/1.1 418 I'm a Teapot\r\nConnection: close\r\nContent-Length: 43\r\n\r\nMissing or invalid Sec-WebSocket-Key header", 'one answer, the app\'s')
+  t.equal(app.wsStats.limits.protocolErrors, 1)
+  t.equal(app.wsStats.connections.rejected, 1)
 })
