@@ -24,6 +24,10 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
     // @fastify/websocket answers HEAD (including the copy of a GET route) with 404.
     const methods = Array.isArray(routeOptions.method) ? routeOptions.method : [routeOptions.method]
     if (methods.every((method) => method === 'HEAD')) return
+    // Left as they are for @fastify/websocket to refuse when the route is declared.
+    if (methods.some((method) => method !== 'GET' && method !== 'HEAD')) return
+    const handler = routeOptions.websocket === true ? routeOptions.handler : routeOptions.wsHandler
+    if (typeof handler !== 'function') return
     const config = (routeOptions.config as { reliable?: unknown } | undefined)?.reliable
     if (config === false) return
 
@@ -56,9 +60,9 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
     ctx.connections.useLimits(route)
 
     if (routeOptions.websocket === true) {
-      routeOptions.handler = wrap(route, routeOptions.handler as unknown as Handler) as any
+      routeOptions.handler = wrap(route, handler as unknown as Handler) as any
     } else {
-      routeOptions.wsHandler = wrap(route, routeOptions.wsHandler as unknown as Handler) as any
+      routeOptions.wsHandler = wrap(route, handler as unknown as Handler) as any
     }
     const countRejected: onResponseHookHandler = function (request, _reply, done) {
       // Runs only when an upgrade request was answered over HTTP instead of upgraded.

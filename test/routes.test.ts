@@ -210,3 +210,13 @@ t.test('websocket.options.server: upgrades come from that server, guarded there;
   await once(silent, 'close')
   t.equal(app.wsStats.limits.handshakeTimeouts, 1)
 })
+
+t.test('a route @fastify/websocket refuses is refused as it would be, and never counted in wsStats', async (t) => {
+  const { app } = await start({}, (app) => {
+    t.throws(() => app.get('/not-a-function', { websocket: true }, 'nope' as any), /invalid wsHandler function/)
+    t.throws(() => app.route({ method: 'POST', url: '/post', handler: async () => 'x', wsHandler: () => {} }), /websocket handler can only be declared in GET method/)
+    app.get('/ws', { websocket: true }, () => {})
+  })
+  t.teardown(() => app.close())
+  t.same(Object.keys(app.wsStats.routes), ['/ws'])
+})
