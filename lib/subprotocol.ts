@@ -8,7 +8,7 @@ import { withinRate } from './rate-limiter'
 import type { ResumeRequest } from './session-registry'
 import { kCause, kOffersProtocol, kPongState, kResume, kSendControl, kSession } from './symbols'
 
-type ProtocolHandler = (protocols: Set<string>, request: IncomingMessage) => string | false
+type ProtocolHandler = (this: unknown, protocols: Set<string>, request: IncomingMessage) => string | false
 
 /**
  * ws's `handleProtocols`. The reliable subprotocol is chosen whenever a
@@ -17,6 +17,7 @@ type ProtocolHandler = (protocols: Set<string>, request: IncomingMessage) => str
  * to the application's own handler, or to ws's default: the first offered.
  */
 export function createProtocolHandler (appHandler: ProtocolHandler | undefined): ProtocolHandler {
+  // ws calls it as a method of its options: the application's handler gets the same `this`.
   return function handleProtocols (protocols, request) {
     if (protocols.has(PROTOCOL) && (request as { [kOffersProtocol]?: true })[kOffersProtocol] === true) {
       for (const protocol of protocols) {
@@ -28,7 +29,7 @@ export function createProtocolHandler (appHandler: ProtocolHandler | undefined):
     for (const protocol of protocols) {
       if (isReservedProtocol(protocol)) protocols.delete(protocol)
     }
-    if (appHandler !== undefined) return appHandler(protocols, request)
+    if (appHandler !== undefined) return appHandler.call(this, protocols, request)
     return protocols.values().next().value ?? false
   }
 }

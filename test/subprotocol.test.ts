@@ -165,7 +165,9 @@ t.test("the app's own handleProtocols still decides everything else", async (t) 
   const { app, url } = await start({
     websocket: {
       options: {
-        handleProtocols (protocols: Set<string>) {
+        handleProtocols (this: unknown, protocols: Set<string>) {
+          // As ws calls it: a method of its options.
+          if ((this as { handleProtocols?: unknown } | undefined)?.handleProtocols === undefined) throw new Error('this is not ws\'s options')
           offered.push([...protocols])
           return protocols.has('v2') ? 'v2' : false
         }
