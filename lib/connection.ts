@@ -10,7 +10,7 @@ import { onJsonMessage } from './json-messages'
 import { bytesHandedOver, bytesRead } from './stats'
 import type { LogLevel } from './options'
 import { PROTOCOL, WELCOME_FRAME } from './protocol'
-import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kFramed, kIp, kLog, kOpenedAt, kRoute, kSendControl, kSession } from './symbols'
+import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kFramed, kIp, kLog, kOnConnectPending, kOpenedAt, kRoute, kSendControl, kSession } from './symbols'
 
 const OPEN = 1
 // The state of ws's frame parser between two frames.
@@ -138,15 +138,25 @@ export function connect (
     return refuseConnection(socket, err)
   }
   if (!isThenable(result)) return handler.call(thisArg, socket, request)
+  socket[kOnConnectPending] = true
   socket.pause()
   return result.then(() => {
     try {
       if (socket.readyState === OPEN) return handler.call(thisArg, socket, request)
     } finally {
       // Also when the peer left meanwhile: a paused socket would never read its close frame.
-      socket.resume()
+      readAgain(socket)
     }
-  }, (err: unknown) => refuseConnection(socket, err))
+  }, (err: unknown) => {
+    // Reading again lets the peer's answering close frame end the handshake at once.
+    readAgain(socket)
+    refuseConnection(socket, err)
+  })
+}
+
+function readAgain (socket: ReliableSocket): void {
+  socket[kOnConnectPending] = false
+  socket.resume()
 }
 
 /**
@@ -162,8 +172,6 @@ function endedMidFrame (socket: ReliableSocket): boolean {
 
 function refuseConnection (socket: ReliableSocket, err: unknown): void {
   socketLog(socket).warn({ err }, 'onConnect refused the websocket connection')
-  // Reading again lets the peer's answering close frame end the handshake at once.
-  socket.resume()
   socket.close(1008, 'Connection refused')
 }
 

@@ -1,6 +1,6 @@
 import type { Route } from './context'
 import type { ReliableSocket } from './reliable-socket'
-import { firstPingAt, heartbeatDue } from './heartbeat'
+import { firstPingAt, heartbeatDue, readingPaused } from './heartbeat'
 import { kCause, kHeartbeatDueAt, kLastMessageAt, kNextPingAt, kRoute } from './symbols'
 
 const OPEN = 1
@@ -25,7 +25,7 @@ export function onSocketDue (socket: ReliableSocket, now: number): void {
   const route = socket[kRoute]!
   let idleAt = socket[kLastMessageAt] + route.limits.idleTimeoutMs
   if (now >= idleAt) {
-    if (!socket.isPaused) return closeIdle(socket, route)
+    if (!readingPaused(socket)) return closeIdle(socket, route)
     // Paused by the app, it may have messages waiting unread: its idle time counts from now.
     socket[kLastMessageAt] = now
     idleAt = now + route.limits.idleTimeoutMs

@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks'
 import type { Context, Route } from './context'
 import type { HeartbeatSettings } from './options'
 import type { ReliableSocket } from './reliable-socket'
-import { kPongState, kCause, kLatency, kNextPingAt, kPingAt, kRoute } from './symbols'
+import { kPongState, kCause, kLatency, kNextPingAt, kOnConnectPending, kPingAt, kRoute } from './symbols'
 
 // Where a socket stands between a ping and its pong. Every frame from the peer
 // resets it to ALIVE; the scheduler moves it on.
@@ -27,10 +27,11 @@ export function firstPingAt (ctx: Context, heartbeat: HeartbeatSettings, now: nu
 export function heartbeatDue (socket: ReliableSocket, route: Route, now: number): number {
   const ctx = route.ctx
   const state = socket[kPongState]
-  if (state !== ALIVE && socket.isPaused) {
-    // The app stopped reading (pause(), or a stream's flow control): the pong may be waiting unread. Once it
-    // reads again the peer gets the full pong deadline, as after a ping just sent.
+  if (state !== ALIVE && readingPaused(socket)) {
+    // The pong may be waiting unread: the peer is judged once the app reads again. The round trip, stretched by
+    // the pause, is not measured.
     socket[kPongState] = AWAITING
+    socket[kPingAt] = 0
     return now + (route.heartbeat as HeartbeatSettings).timeoutMs
   }
   if (state === AWAITING) {
@@ -58,6 +59,15 @@ export function heartbeatDue (socket: ReliableSocket, route: Route, now: number)
   if (next <= now) next = now + heartbeat.intervalMs
   socket[kNextPingAt] = next
   return heartbeat.timeoutMs < heartbeat.intervalMs ? now + heartbeat.timeoutMs : next
+}
+
+/**
+ * The app has stopped reading the socket (pause(), or a stream's flow control), so what the peer sent may be
+ * waiting unread. The plugin's own pause while an async onConnect runs does not count: a dead peer must still be
+ * found then, whatever the hook waits for.
+ */
+export function readingPaused (socket: ReliableSocket): boolean {
+  return socket.isPaused && !socket[kOnConnectPending]
 }
 
 /** 'pong' listener: a sign of life, and the round trip of the last ping. */

@@ -13,7 +13,7 @@ import { admitMessage } from './rate-limiter'
 import { escapeText, unframe } from './subprotocol'
 import {
   kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
-  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit
+  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kOnConnectPending
 } from './symbols'
 import type { Session } from './session'
 
@@ -51,6 +51,8 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   [kFramed]: boolean
   [kSendControl]: (frame: string) => void
   [kSession]: Session | null
+  // Paused by the plugin itself while an async onConnect runs.
+  [kOnConnectPending]: boolean
   [kTransmit]: (data: unknown, binary: boolean, cb: SendCallback | undefined) => void
 }
 
@@ -86,7 +88,8 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     [kIp]: string | undefined = undefined;
     [kLog]: FastifyBaseLogger | null = null;
     [kFramed] = false;
-    [kSession]: Session | null = null
+    [kSession]: Session | null = null;
+    [kOnConnectPending] = false
 
     get latencyMs (): number | null {
       const latency = this[kLatency]

@@ -260,3 +260,23 @@ t.test('a socket the app has paused is not timed out while its pong may be waiti
   t.equal(app.wsStats.heartbeat.timeouts, 1)
   t.same(app.wsStats.closeCauses, { heartbeat: 1 })
 })
+
+t.test('a pause by the app is not measured as round-trip time', async (t) => {
+  const sockets: WebSocket[] = []
+  const { app, url } = await start({ heartbeat: { intervalMs: INTERVAL, timeoutMs: INTERVAL } }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => {
+      sockets.push(socket)
+      socket.pause()
+    })
+  })
+  t.teardown(() => app.close())
+  const ws = await connect(url('/ws'))
+  await sleep(INTERVAL * 6)
+  sockets[0].resume()
+  await waitFor(() => app.wsStats.heartbeat.latencyMs.p99 !== null, 2000, 'a round trip measured after the pause')
+  await sleep(INTERVAL * 3)
+  const { p99 } = app.wsStats.heartbeat.latencyMs
+  t.ok(p99! < INTERVAL * 3, `p99 ${p99} ms, not the ${INTERVAL * 6} ms pause`)
+  t.equal(app.wsStats.heartbeat.timeouts, 0)
+  ws.close()
+})

@@ -69,6 +69,23 @@ t.test('app.close() during an async onConnect completes the closing handshake on
   t.notOk(handlerRan, 'a socket already closing never reaches the handler')
 })
 
+t.test('while an async onConnect is pending, a peer that stops answering is still found by the heartbeat and idle timeout', async (t) => {
+  for (const [options, cause] of [[{ heartbeat: { intervalMs: 50, timeoutMs: 50 } }, 'heartbeat'], [{ heartbeat: false, limits: { idleTimeoutMs: 100 } }, 'idle']] as const) {
+    const infos: any[] = []
+    const { app, port } = await start({
+      ...options,
+      onConnect: () => new Promise(() => {}),
+      onDisconnect: (_socket, info) => { infos.push(info) }
+    }, (app) => { app.get('/ws', { websocket: true }, () => {}) })
+    t.teardown(() => app.close())
+    // A raw peer answers no ping and sends nothing: dead, as far as the server can tell.
+    const peer = await RawPeer.connect(port, '/ws')
+    if (cause === 'idle') await waitFor(() => peer.closeCode() !== null, 2000, 'the idle close').then(() => peer.socket.destroy())
+    await waitFor(() => infos.length === 1, 2000, `the ${cause} close`)
+    t.equal(infos[0].cause, cause)
+  }
+})
+
 t.test('an async onConnect holds messages until the handler listens', async (t) => {
   const received: string[] = []
   const { app, url } = await start({
