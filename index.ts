@@ -65,7 +65,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
   const { options: wsOptions, errorHandler, ...rest } = settings.websocket
   // The server @fastify/websocket takes upgrades from: its `server` option moves them off Fastify's own, whose
   // upgrade requests must then stay plain HTTP requests (an 'upgrade' listener there would leave them unanswered).
-  const handshakes = new HandshakeGuard(ctx, (wsOptions!.server as Server | undefined) ?? fastify.server)
+  const handshakes = new HandshakeGuard(ctx, (wsOptions!.server as Server | undefined) || fastify.server)
 
   // Added before @fastify/websocket is registered, so it sees route handlers first.
   fastify.addHook('onRoute', createRouteDecorator(ctx))

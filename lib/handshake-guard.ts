@@ -28,7 +28,7 @@ export class HandshakeGuard {
   private readonly onConnection: (socket: PendingConnection) => void
   private readonly onRequest: (request: IncomingMessage) => void
   private readonly onSocketClose: (this: PendingConnection) => void
-  private readonly onClientError: (err: NodeJS.ErrnoException) => void
+  private readonly onClientError: (this: Server, err: NodeJS.ErrnoException, socket: Duplex) => void
 
   constructor (private readonly ctx: Context, private readonly server: Server) {
     // Behind TLS the request's socket is the TLS one, which only exists once the TLS handshake is done.
@@ -49,9 +49,12 @@ export class HandshakeGuard {
     }
     this.onRequest = (request) => settle(request.socket as PendingConnection | undefined)
     this.onSocketClose = function () { settle(this) }
-    this.onClientError = (err) => {
+    this.onClientError = function (err, socket) {
       // llhttp's parse errors: what came was not HTTP. Resets and timeouts are not the peer's malformed input.
       if (err.code?.startsWith('HPE_') === true) ctx.stats.limits.protocolErrors++
+      // Fastify's server has its own listener, which answers; a server of the app's (websocket.options.server)
+      // may have none, and any listener stops Node from answering.
+      if (this.listenerCount('clientError') === 1) answerAsNode(err, socket)
     }
     if (timeoutMs !== Infinity) {
       scheduler.usePeriod(timeoutMs)
@@ -103,4 +106,18 @@ function answerAsWs (socket: Duplex, message: string): void {
     `HTTP/1.1 ${code} ${STATUS_CODES[code]!}\r\nConnection: close\r\nContent-Type: text/html\r\n` +
     `Content-Length: ${Buffer.byteLength(message)}\r\n${versions}\r\n${message}`
   )
+}
+
+// Node's own answer to what it could not parse (socketOnError in its _http_server.js), which any 'clientError'
+// listener replaces.
+const NODE_ERROR_STATUS: Record<string, number> = { HPE_HEADER_OVERFLOW: 431, HPE_CHUNK_EXTENSIONS_OVERFLOW: 413, ERR_HTTP_REQUEST_TIMEOUT: 408 }
+
+function answerAsNode (err: NodeJS.ErrnoException, socket: Duplex & { _httpMessage?: { _headerSent: boolean } | null }): void {
+  // Never in the middle of a response already on its way. (A socket that can no longer be written to fails
+  // quietly: Node gives it an 'error' listener before it asks for an answer.)
+  if (socket._httpMessage?._headerSent !== true) {
+    const code = NODE_ERROR_STATUS[String(err.code)] ?? 400
+    socket.write(`HTTP/1.1 ${code} ${STATUS_CODES[code]!}\r\nConnection: close\r\n\r\n`)
+  }
+  socket.destroy(err)
 }

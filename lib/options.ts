@@ -307,8 +307,8 @@ function resolveWebsocket (value: unknown, shutdown: ShutdownSettings, maxPayloa
   if (o.preClose !== undefined) {
     throw invalid('websocket.preClose', 'the plugin closes every client itself on app.close(); configure it with the `shutdown` option')
   }
-  // As for @fastify/websocket, null means none.
-  const errorHandler = o.errorHandler === null ? undefined : checkFunction('websocket.errorHandler', o.errorHandler) ?? undefined
+  // As for @fastify/websocket, null or false means none.
+  const errorHandler = o.errorHandler === null || o.errorHandler === false ? undefined : checkFunction('websocket.errorHandler', o.errorHandler) ?? undefined
   const ws = o.options === undefined ? {} : o.options
   if (!isPlainObject(ws)) throw invalid('websocket.options', 'must be an object')
   if (ws.clientTracking === false) {

@@ -212,14 +212,16 @@ t.test("the app's own websocket.errorHandler still sees errors, and they are cou
   t.equal(app.wsStats.errors, 1)
 })
 
-t.test('websocket.errorHandler: null means none, as for @fastify/websocket: a throwing handler gets 1011', async (t) => {
-  const { app, url } = await start({ heartbeat: false, websocket: { errorHandler: null as any } }, (app) => {
-    app.get('/ws', { websocket: true }, () => { throw new Error('boom') })
-  }, { logger: { level: 'fatal' } })
-  t.teardown(() => app.close())
-  const ws = await connect(url('/ws'))
-  t.same(await closeEvent(ws), { code: 1011, reason: 'Internal server error' })
-  t.equal(app.wsStats.errors, 1)
+t.test('websocket.errorHandler: null or false means none, as for @fastify/websocket: a throwing handler gets 1011', async (t) => {
+  for (const errorHandler of [null, false]) {
+    const { app, url } = await start({ heartbeat: false, websocket: { errorHandler: errorHandler as any } }, (app) => {
+      app.get('/ws', { websocket: true }, () => { throw new Error('boom') })
+    }, { logger: { level: 'fatal' } })
+    t.teardown(() => app.close())
+    const ws = await connect(url('/ws'))
+    t.same(await closeEvent(ws), { code: 1011, reason: 'Internal server error' }, String(errorHandler))
+    t.equal(app.wsStats.errors, 1)
+  }
 })
 
 t.test('websocket.options reach ws: maxPayload closes an oversized message with 1009', async (t) => {

@@ -4,7 +4,7 @@ import net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import t from 'tap'
 import type { WebSocket } from 'ws'
-import { OPCODE, RawPeer, collect, connect, sleep, start, upgradeRequest, waitFor } from './helpers'
+import { OPCODE, RawPeer, collect, connect, rawExchange, sleep, start, upgradeRequest, waitFor } from './helpers'
 
 t.test('a route heartbeat override merges over the plugin: a timeout left out follows the route interval', async (t) => {
   // The plugin's 30 s timeout would exceed the route's 60 ms interval, so the route's timeout becomes 60 ms.
@@ -184,7 +184,11 @@ t.test('routes with very different intervals share the one scheduler', async (t)
 })
 
 t.test('websocket.options.server: upgrades come from that server, guarded there; Fastify\'s own answers them as HTTP', async (t) => {
-  const other = http.createServer((_req, res) => res.end('other'))
+  const other = http.createServer((req, res) => {
+    if (req.url !== '/slow') return res.end('other')
+    res.flushHeaders()
+    setTimeout(() => res.end('late'), 100)
+  })
   await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve))
   t.teardown(() => { other.closeAllConnections(); other.close() })
   const otherPort = (other.address() as net.AddressInfo).port
@@ -204,6 +208,14 @@ t.test('websocket.options.server: upgrades come from that server, guarded there;
   const [head] = await once(raw, 'data') as [Buffer]
   t.match(head.toString(), /^HTTP\/1\.1 200 OK/)
   raw.destroy()
+  // Malformed HTTP there gets Node's own answers, as it would without the plugin, and is counted.
+  t.match(await rawExchange(otherPort, 'NOT HTTP AT ALL\r\n\r\n'), /^HTTP\/1\.1 400 Bad Request\r\nConnection: close\r\n\r\n$/)
+  t.match(await rawExchange(otherPort, `GET /ws HTTP/1.1\r\nX-Big: ${'x'.repeat(20_000)}\r\n\r\n`), /^HTTP\/1\.1 431 /)
+  // Not in the middle of a response already on its way: its head is all the peer gets.
+  const cut = await rawExchange(otherPort, 'GET /slow HTTP/1.1\r\nHost: x\r\n\r\nNOT HTTP\r\n\r\n')
+  t.match(cut, /^HTTP\/1\.1 200 OK\r\n/)
+  t.notMatch(cut, /400|late/)
+  t.equal(app.wsStats.limits.protocolErrors, 3)
   // The handshake timeout watches the server the upgrades come to.
   const silent = net.connect(otherPort, '127.0.0.1')
   silent.on('error', () => {})
