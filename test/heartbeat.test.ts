@@ -237,15 +237,21 @@ t.test('a socket the server is closing is neither pinged nor timed out while the
   t.equal(peer.ended, false, 'still waiting for the close frame')
 })
 
-t.test('a socket the app has paused is not timed out while its pong may be waiting unread; once resumed it is judged again', async (t) => {
+/** A server whose handler pauses every socket; `sockets` holds them, to resume. */
+async function pausingServer (t: { teardown: (fn: () => unknown) => void }) {
   const sockets: WebSocket[] = []
-  const { app, port } = await start({ heartbeat: { intervalMs: INTERVAL, timeoutMs: INTERVAL } }, (app) => {
+  const started = await start({ heartbeat: { intervalMs: INTERVAL, timeoutMs: INTERVAL } }, (app) => {
     app.get('/ws', { websocket: true }, (socket) => {
       sockets.push(socket)
       socket.pause()
     })
   })
-  t.teardown(() => app.close())
+  t.teardown(() => started.app.close())
+  return { ...started, sockets }
+}
+
+t.test('a socket the app has paused is not timed out while its pong may be waiting unread; once resumed it is judged again', async (t) => {
+  const { app, port, sockets } = await pausingServer(t)
   // A peer that never answers pings: only the pause keeps it.
   const peer = await RawPeer.connect(port, '/ws')
   await sleep(INTERVAL * 6)
@@ -262,14 +268,7 @@ t.test('a socket the app has paused is not timed out while its pong may be waiti
 })
 
 t.test('a pause by the app is not measured as round-trip time', async (t) => {
-  const sockets: WebSocket[] = []
-  const { app, url } = await start({ heartbeat: { intervalMs: INTERVAL, timeoutMs: INTERVAL } }, (app) => {
-    app.get('/ws', { websocket: true }, (socket) => {
-      sockets.push(socket)
-      socket.pause()
-    })
-  })
-  t.teardown(() => app.close())
+  const { app, url, sockets } = await pausingServer(t)
   const ws = await connect(url('/ws'))
   await sleep(INTERVAL * 6)
   sockets[0].resume()
