@@ -51,7 +51,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     else if (entry instanceof Session) sessions.expire(entry)
     else onSocketDue(entry, now)
   })
-  const sessions = new SessionRegistry(stats, scheduler, settings.sessionStore ?? new MemorySessionStore())
+  const sessions = new SessionRegistry(stats, scheduler, settings.sessionStore ?? new MemorySessionStore(), settings.sessionLimits)
   const ctx: Context = {
     settings,
     stats,
@@ -101,6 +101,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
   // Closed sockets leave the wheel themselves, which disarms it; this also covers a close() whose preClose never ran.
   fastify.addHook('onClose', function stopScheduler (_instance, next) {
     ctx.scheduler.stop()
+    sessions.endAll()
     metrics?.unregister()
     next()
   })

@@ -55,10 +55,6 @@ export function openConnection (socket: ReliableSocket, route: Route, request: F
   }
   startDeadlines(socket, route, now)
   releaseExchange(socket, ctx.settings.websocket.errorHandler === undefined)
-  if (socket[kFramed]) {
-    if (route.resume === false) socket[kSendControl](WELCOME_FRAME)
-    else ctx.sessions.open(socket, route as SessionRoute, request.raw)
-  }
 }
 
 /**
@@ -118,40 +114,89 @@ function onClose (this: ReliableSocket, code: number, reason: Buffer): void {
   }
 }
 
+type Handler = (this: unknown, socket: ReliableSocket, request: FastifyRequest) => unknown
+
 /**
  * Runs onConnect before the route handler. While an async onConnect runs the
  * socket is paused, so no message arrives before the handler listens for it.
  * A hook that throws or rejects refuses the connection with 1008.
  */
-export function connect (
-  socket: ReliableSocket,
-  request: FastifyRequest,
-  handler: (this: unknown, socket: ReliableSocket, request: FastifyRequest) => unknown,
-  thisArg: unknown
-): unknown {
+export function connect (socket: ReliableSocket, request: FastifyRequest, handler: Handler, thisArg: unknown): unknown {
   const onConnect = socket[kRoute]!.ctx.settings.onConnect
-  if (onConnect == null) return handler.call(thisArg, socket, request)
+  if (onConnect == null) return admit(socket, request, handler, thisArg, false)
   let result
   try {
     result = onConnect(socket, request)
   } catch (err) {
     return refuseConnection(socket, err)
   }
-  if (!isThenable(result)) return handler.call(thisArg, socket, request)
-  socket[kOnConnectPending] = true
-  socket.pause()
-  return result.then(() => {
-    try {
-      if (socket.readyState === OPEN) return handler.call(thisArg, socket, request)
-    } finally {
-      // Also when the peer left meanwhile: a paused socket would never read its close frame.
-      readAgain(socket)
-    }
-  }, (err: unknown) => {
+  if (!isThenable(result)) return admit(socket, request, handler, thisArg, false)
+  pauseReading(socket)
+  return result.then(() => admit(socket, request, handler, thisArg, true), (err: unknown) => {
     // Reading again lets the peer's answering close frame end the handshake at once.
     readAgain(socket)
     refuseConnection(socket, err)
   })
+}
+
+/**
+ * Everything that can refuse the connection has accepted it: only now does
+ * a client on the reliable subprotocol get its welcome, and its session (so
+ * a refused client never sees one, nor touches the one it asked to resume).
+ * `paused`: reading was paused on the way here and must go on once the
+ * handler has been called (also when the peer left meanwhile: a paused socket
+ * would never read its close frame).
+ */
+function admit (socket: ReliableSocket, request: FastifyRequest, handler: Handler, thisArg: unknown, paused: boolean): unknown {
+  const route = socket[kRoute]!
+  if (socket.readyState !== OPEN || !socket[kFramed]) return callHandler(socket, request, handler, thisArg, paused)
+  if (route.resume === false) {
+    socket[kSendControl](WELCOME_FRAME)
+    return callHandler(socket, request, handler, thisArg, paused)
+  }
+  const ownerOf = route.resume.owner
+  if (ownerOf === null) return openSession(socket, request, null, handler, thisArg, paused)
+  let owner
+  try {
+    owner = ownerOf(request)
+    if (!isThenable(owner)) checkOwner(owner)
+  } catch (err) {
+    if (paused) readAgain(socket)
+    return refuseConnection(socket, err)
+  }
+  if (!isThenable(owner)) return openSession(socket, request, owner, handler, thisArg, paused)
+  if (!paused) pauseReading(socket)
+  return Promise.resolve(owner).then(checkOwner).then((resolved) => openSession(socket, request, resolved, handler, thisArg, true), (err: unknown) => {
+    readAgain(socket)
+    refuseConnection(socket, err)
+  })
+}
+
+function checkOwner (owner: unknown): string {
+  if (typeof owner !== 'string') throw new TypeError(`resume.owner must return a string, got ${typeof owner}`)
+  return owner
+}
+
+function openSession (socket: ReliableSocket, request: FastifyRequest, owner: string | null, handler: Handler, thisArg: unknown, paused: boolean): unknown {
+  const route = socket[kRoute] as SessionRoute
+  if (socket.readyState === OPEN && !route.ctx.sessions.open(socket, route, request, owner)) {
+    if (paused) readAgain(socket)
+    return
+  }
+  return callHandler(socket, request, handler, thisArg, paused)
+}
+
+function callHandler (socket: ReliableSocket, request: FastifyRequest, handler: Handler, thisArg: unknown, paused: boolean): unknown {
+  try {
+    if (socket.readyState === OPEN) return handler.call(thisArg, socket, request)
+  } finally {
+    if (paused) readAgain(socket)
+  }
+}
+
+function pauseReading (socket: ReliableSocket): void {
+  socket[kOnConnectPending] = true
+  socket.pause()
 }
 
 function readAgain (socket: ReliableSocket): void {

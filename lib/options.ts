@@ -9,7 +9,15 @@ type RouteOptions = fastifyReliableWs.RouteReliableOptions
 
 export interface HeartbeatSettings { intervalMs: number, timeoutMs: number }
 export interface BackpressureSettings { highWaterMark: number, lowWaterMark: number, onLimit: 'drop' | 'close' }
-export interface ResumeSettings { ttlMs: number, maxBufferedMessages: number, maxBufferedBytes: number }
+export interface ResumeSettings {
+  ttlMs: number
+  maxBufferedMessages: number
+  maxBufferedBytes: number
+  // Who the request is, for a session to be resumed only by whoever began it; null: the secret alone.
+  owner: ((request: FastifyRequest) => string | PromiseLike<string>) | null
+}
+/** Bounds on all sessions of the instance together, whatever routes they belong to. */
+export interface SessionLimitSettings { maxSessions: number, maxSessionsPerIp: number, sessionBufferBytes: number }
 export interface ShutdownSettings { closeCode: number, reason: string, timeoutMs: number, reconnectWindowMs: number }
 /** Who may open a socket from a browser: origins as browsers send them, or the application's own test. */
 export type OriginPolicy = ReadonlySet<string> | ((origin: string | undefined, request: FastifyRequest) => boolean)
@@ -45,6 +53,7 @@ export interface PluginSettings {
   limits: LimitSettings
   // Server-wide: no route is known before a request has arrived.
   handshakeTimeoutMs: number
+  sessionLimits: SessionLimitSettings
   metrics: MetricsSettings | null
   logging: LoggingSettings
   resume: ResumeSettings | false
@@ -79,11 +88,13 @@ export const DEFAULTS = Object.freeze({
     idleTimeoutMs: Infinity
   }),
   handshakeTimeoutMs: 10_000,
+  // Sessions outlive their sockets, so connection limits do not bound them: these do, whatever clients send.
+  sessionLimits: Object.freeze({ maxSessions: 10_000, maxSessionsPerIp: 100, sessionBufferBytes: 64 * 1_048_576 }),
   metrics: Object.freeze({ prefix: 'ws_' }),
   // Connection lines at info, like Fastify's own request lines.
   logging: Object.freeze({ connections: 'info' as const, warningsPerSecond: 10 }),
   // What `resume: true` means; sessions are off unless asked for.
-  resume: Object.freeze({ ttlMs: 120_000, maxBufferedMessages: 1000, maxBufferedBytes: 1_048_576 })
+  resume: Object.freeze({ ttlMs: 120_000, maxBufferedMessages: 1000, maxBufferedBytes: 1_048_576, owner: null })
 })
 
 const PLUGIN_KEYS = new Set(['heartbeat', 'backpressure', 'shutdown', 'health', 'websocket', 'onConnect', 'onDisconnect',
@@ -92,7 +103,8 @@ const PLUGIN_KEYS = new Set(['heartbeat', 'backpressure', 'shutdown', 'health', 
   'prefix', 'logLevel', 'logSerializers'])
 const ROUTE_KEYS = new Set(['json', 'messageSchema', 'heartbeat', 'backpressure', 'allowedOrigins', 'limits', 'resume'])
 const ROUTE_LIMIT_KEYS = new Set(['maxConnections', 'maxConnectionsPerIp', 'maxPayload', 'messagesPerSecond', 'burst', 'onRateLimit', 'idleTimeoutMs'])
-const PLUGIN_LIMIT_KEYS = new Set([...ROUTE_LIMIT_KEYS, 'handshakeTimeoutMs'])
+const SESSION_LIMIT_KEYS = ['maxSessions', 'maxSessionsPerIp', 'sessionBufferBytes'] as const
+const PLUGIN_LIMIT_KEYS = new Set([...ROUTE_LIMIT_KEYS, 'handshakeTimeoutMs', ...SESSION_LIMIT_KEYS])
 const HEARTBEAT_KEYS = new Set(['intervalMs', 'timeoutMs'])
 const BACKPRESSURE_KEYS = new Set(['highWaterMark', 'lowWaterMark', 'onLimit'])
 const SHUTDOWN_KEYS = new Set(['closeCode', 'reason', 'timeoutMs', 'reconnectWindowMs'])
@@ -103,7 +115,7 @@ const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
 // What Prometheus accepts at the start of a metric name.
 const REGISTRY_METHODS = ['registerMetric', 'getSingleMetric', 'removeSingleMetric']
 const METRIC_PREFIX = /^([a-zA-Z_:][a-zA-Z0-9_:]*)?$/
-const RESUME_KEYS = new Set(['ttlMs', 'maxBufferedMessages', 'maxBufferedBytes'])
+const RESUME_KEYS = new Set(['ttlMs', 'maxBufferedMessages', 'maxBufferedBytes', 'owner'])
 
 function invalid (name: string, why: string): Error {
   return new FST_RELIABLE_WS_INVALID_OPTION(name, why)
@@ -233,7 +245,8 @@ function resolveResume (name: string, base: ResumeSettings | false, value: unkno
   return {
     ttlMs: o.ttlMs === undefined ? start.ttlMs : checkNumber(`${name}.ttlMs`, o.ttlMs, 1, true),
     maxBufferedMessages: o.maxBufferedMessages === undefined ? start.maxBufferedMessages : checkLimit(`${name}.maxBufferedMessages`, o.maxBufferedMessages, true),
-    maxBufferedBytes: o.maxBufferedBytes === undefined ? start.maxBufferedBytes : checkLimit(`${name}.maxBufferedBytes`, o.maxBufferedBytes, true)
+    maxBufferedBytes: o.maxBufferedBytes === undefined ? start.maxBufferedBytes : checkLimit(`${name}.maxBufferedBytes`, o.maxBufferedBytes, true),
+    owner: o.owner === undefined ? start.owner : checkFunction(`${name}.owner`, o.owner)
   }
 }
 
@@ -328,7 +341,7 @@ function resolveWebsocket (value: unknown, shutdown: ShutdownSettings, maxPayloa
 }
 
 /** The plugin's limits; `websocket.options.maxPayload`, the older spelling, still sets maxPayload. */
-function resolvePluginLimits (value: unknown, websocket: unknown): { limits: LimitSettings, handshakeTimeoutMs: number } {
+function resolvePluginLimits (value: unknown, websocket: unknown): { limits: LimitSettings, handshakeTimeoutMs: number, sessionLimits: SessionLimitSettings } {
   const o = value === undefined ? {} : checkObject('limits', value, PLUGIN_LIMIT_KEYS)
   const wsMaxPayload = isPlainObject(websocket) && isPlainObject(websocket.options) ? websocket.options.maxPayload : undefined
   let base: LimitSettings = DEFAULTS.limits
@@ -336,9 +349,12 @@ function resolvePluginLimits (value: unknown, websocket: unknown): { limits: Lim
     if (o.maxPayload !== undefined) throw invalid('websocket.options.maxPayload', 'set the limit once, as limits.maxPayload')
     base = { ...base, maxPayload: checkPayload('websocket.options.maxPayload', wsMaxPayload) }
   }
+  const sessionLimit = (key: typeof SESSION_LIMIT_KEYS[number]): number =>
+    o[key] === undefined ? DEFAULTS.sessionLimits[key] : checkLimit(`limits.${key}`, o[key], true)
   return {
     limits: mergeLimits('limits', base, o, Infinity),
-    handshakeTimeoutMs: o.handshakeTimeoutMs === undefined ? DEFAULTS.handshakeTimeoutMs : checkLimit('limits.handshakeTimeoutMs', o.handshakeTimeoutMs, false)
+    handshakeTimeoutMs: o.handshakeTimeoutMs === undefined ? DEFAULTS.handshakeTimeoutMs : checkLimit('limits.handshakeTimeoutMs', o.handshakeTimeoutMs, false),
+    sessionLimits: { maxSessions: sessionLimit('maxSessions'), maxSessionsPerIp: sessionLimit('maxSessionsPerIp'), sessionBufferBytes: sessionLimit('sessionBufferBytes') }
   }
 }
 
@@ -346,7 +362,7 @@ function resolvePluginLimits (value: unknown, websocket: unknown): { limits: Lim
 export function resolvePluginSettings (options: Options): PluginSettings {
   const o = checkObject('options', options, PLUGIN_KEYS) as Options
   const shutdown = resolveShutdown(o.shutdown)
-  const { limits, handshakeTimeoutMs } = resolvePluginLimits(o.limits, o.websocket)
+  const { limits, handshakeTimeoutMs, sessionLimits } = resolvePluginLimits(o.limits, o.websocket)
   return {
     heartbeat: resolveHeartbeat('heartbeat', DEFAULTS.heartbeat, o.heartbeat === undefined ? {} : o.heartbeat),
     backpressure: mergeBackpressure('backpressure', DEFAULTS.backpressure, o.backpressure),
@@ -358,6 +374,7 @@ export function resolvePluginSettings (options: Options): PluginSettings {
     allowedOrigins: resolveOrigins('allowedOrigins', null, o.allowedOrigins),
     limits,
     handshakeTimeoutMs,
+    sessionLimits,
     metrics: resolveMetrics(o.metrics),
     logging: resolveLogging(o.logging),
     resume: resolveResume('resume', false, o.resume),
@@ -369,6 +386,9 @@ function resolveRouteLimits (name: string, plugin: LimitSettings, value: unknown
   if (value === undefined) return plugin
   if (isPlainObject(value) && value.handshakeTimeoutMs !== undefined) {
     throw invalid(`${name}.handshakeTimeoutMs`, "it applies before any route is known: set it in the plugin's limits")
+  }
+  for (const key of SESSION_LIMIT_KEYS) {
+    if (isPlainObject(value) && value[key] !== undefined) throw invalid(`${name}.${key}`, "it bounds the sessions of every route together: set it in the plugin's limits")
   }
   return mergeLimits(name, plugin, checkObject(name, value, ROUTE_LIMIT_KEYS), plugin.maxPayload)
 }

@@ -24,8 +24,9 @@ export const CONTROL_MARK = 0
 export type Control =
   // The server's first frame: proof that it speaks the subprotocol, not just that it echoed the name back
   // (ws, for one, picks the first protocol a client offers unless told otherwise). On a route with sessions
-  // it names the session, says whether it was resumed, and how many of the client's messages it has.
-  | { t: 'welcome', session?: string, resumed?: boolean, n?: number }
+  // it names the session, gives the secret for the next resume (a new one each time), says whether it was
+  // resumed, and how many of the client's messages it has. Sent only once the connection has been accepted.
+  | { t: 'welcome', session?: string, token?: string, resumed?: boolean, n?: number }
   | { t: 'ping', n?: number }
   | { t: 'pong', n?: number }
   | { t: 'ack', n: number }
@@ -38,21 +39,30 @@ export const ACK_EVERY = 64
 /** The server ended the session because the messages the client had not acknowledged outgrew its limits. */
 export const SESSION_OVERFLOW_CODE = 4800
 
+/** Control frames are a few dozen bytes: a larger one is refused before it is parsed (close code 1009). */
+export const MAX_CONTROL_BYTES = 256
+
 const RESUME_PREFIX = 'reliable-ws.resume.'
 
 /**
  * A client resumes by offering, beside PROTOCOL, a second protocol that names
- * its session and how many messages it has received: the application's own
- * handlers never see it, and browsers can set no header but this one.
+ * its session, the secret its last welcome gave it, and how many messages it
+ * has received: the application's own handlers never see it, and browsers can
+ * set no header but this one.
  */
-export function resumeToken (session: string, received: number): string {
-  return `${RESUME_PREFIX}${session}.${received}`
+export function resumeToken (session: string, secret: string, received: number): string {
+  return `${RESUME_PREFIX}${session}.${secret}.${received}`
 }
 
-export function parseResumeToken (protocol: string): { session: string, received: number } | null {
+/** A session id or resume secret as the server makes them: 128 random bits in lowercase hex. */
+export function isSessionKey (value: unknown): value is string {
+  return typeof value === 'string' && /^[0-9a-f]{32}$/.test(value)
+}
+
+export function parseResumeToken (protocol: string): { session: string, secret: string, received: number } | null {
   if (!protocol.startsWith(RESUME_PREFIX)) return null
-  const match = /^([0-9a-f]{32})\.(0|[1-9][0-9]{0,15})$/.exec(protocol.slice(RESUME_PREFIX.length))
-  return match === null ? null : { session: match[1], received: Number(match[2]) }
+  const match = /^([0-9a-f]{32})\.([0-9a-f]{32})\.(0|[1-9][0-9]{0,15})$/.exec(protocol.slice(RESUME_PREFIX.length))
+  return match === null ? null : { session: match[1], secret: match[2], received: Number(match[3]) }
 }
 
 export function isReservedProtocol (protocol: string): boolean {

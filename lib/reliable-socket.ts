@@ -13,7 +13,7 @@ import { admitMessage } from './rate-limiter'
 import { escapeText, unframe } from './subprotocol'
 import {
   kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
-  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kOnConnectPending
+  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kOnConnectPending, kPendingPongs, kPongSent
 } from './symbols'
 import type { Session } from './session'
 
@@ -49,7 +49,9 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   // The request's child logger (with its reqId), kept while connection lines are logged.
   [kLog]: FastifyBaseLogger | null
   [kFramed]: boolean
-  [kSendControl]: (frame: string) => void
+  [kSendControl]: (frame: string, cb?: SendCallback) => boolean
+  [kPendingPongs]: number
+  [kPongSent]: (() => void) | null
   [kSession]: Session | null
   // Paused by the plugin itself while an async onConnect runs.
   [kOnConnectPending]: boolean
@@ -89,7 +91,9 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     [kLog]: FastifyBaseLogger | null = null;
     [kFramed] = false;
     [kSession]: Session | null = null;
-    [kOnConnectPending] = false
+    [kOnConnectPending] = false;
+    [kPendingPongs] = 0;
+    [kPongSent]: (() => void) | null = null
 
     get latencyMs (): number | null {
       const latency = this[kLatency]
@@ -163,10 +167,13 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
       watchHighWater(this as unknown as ReliableSocket, this[kRoute]!)
     }
 
-    // Control frames bypass the application's accounting and backpressure: they are a few bytes, and rare.
-    [kSendControl] (frame: string): void {
+    // Control frames bypass the application's accounting and backpressure: they are a few bytes, and rare
+    // (a peer's pings are answered only while few pongs are pending: see answerPing).
+    [kSendControl] (frame: string, cb?: SendCallback): boolean {
       // A data frame must not land between the fragments of a message the application is sending.
-      if (this._sender._firstFragment) super.send(frame)
+      if (!this._sender._firstFragment) return false
+      super.send(frame, cb)
+      return true
     }
 
     sendJSON (value: unknown, cb?: SendCallback): boolean {

@@ -1,3 +1,4 @@
+import { timingSafeEqual } from 'node:crypto'
 import type { Route } from './context'
 import { toJSONText } from './json-messages'
 import type { ResumeSettings } from './options'
@@ -24,6 +25,10 @@ const COMPACT_AFTER = 1024
  * in the outbox until the client acknowledges them, and are sent again, in
  * order, when it resumes; the count of messages received tells the client
  * where to resume its own.
+ *
+ * A session belongs to the concrete URL it began on and to its owner (when
+ * the route names owners), and is resumed only with the secret its last
+ * welcome gave: a new one each time.
  */
 export class Session {
   [kWheelTick] = -1;
@@ -40,11 +45,19 @@ export class Session {
   private readonly outbox: Array<Outgoing | undefined> = []
   private head = 0
   private receivedAcked = 0
+  // The secret of the last welcome, and the one the client is known to hold: the welcome may be lost with its
+  // connection, so the one it resumed with stays good until the client has been heard on the new connection.
+  private secret = ''
+  private heldSecret = ''
 
   constructor (
     readonly id: string,
     readonly route: Route & { readonly resume: ResumeSettings },
-    private readonly registry: SessionRegistry
+    private readonly registry: SessionRegistry,
+    readonly url: string,
+    readonly owner: string | null,
+    /** The address of its latest connection, for the per-address cap. */
+    public ip: string
   ) {}
 
   get connected (): boolean {
@@ -66,7 +79,7 @@ export class Session {
     const binary = options?.binary ?? typeof data !== 'string'
     const bytes = Buffer.byteLength(data as string | Uint8Array)
     const { maxBufferedMessages, maxBufferedBytes } = this.route.resume
-    if (this.unacknowledged >= maxBufferedMessages || this.bufferedBytes + bytes > maxBufferedBytes) {
+    if (this.unacknowledged >= maxBufferedMessages || this.bufferedBytes + bytes > maxBufferedBytes || !this.registry.reserve(this, bytes)) {
       this.registry.overflow(this)
       return false
     }
@@ -90,10 +103,13 @@ export class Session {
     // An older acknowledgement overtaken by a newer one says nothing new.
     if (count <= 0) return true
     if (count > this.unacknowledged) return false
+    let bytes = 0
     for (let i = this.head; i < this.head + count; i++) {
-      this.bufferedBytes -= this.outbox[i]!.bytes
+      bytes += this.outbox[i]!.bytes
       this.outbox[i] = undefined
     }
+    this.bufferedBytes -= bytes
+    this.registry.release(bytes, count)
     this.head += count
     this.acked = n
     if (this.head >= COMPACT_AFTER && this.head * 2 >= this.outbox.length) {
@@ -103,9 +119,28 @@ export class Session {
     return true
   }
 
+  /**
+   * Whether a resume request may take this session: same route, same URL,
+   * same owner, the secret of its last welcome, and a count of messages
+   * received that this session could have sent. Looks, changes nothing.
+   */
+  mayResume (route: Route, url: string, owner: string | null, secret: string, received: number): boolean {
+    return !this.ended && this.route === route && this.url === url && this.owner === owner &&
+      (sameSecret(this.secret, secret) || sameSecret(this.heldSecret, secret)) && received - this.acked <= this.unacknowledged
+  }
+
   /** A data message from the client reached the application. */
   onMessage (): void {
+    this.heard()
     if (++this.received - this.receivedAcked >= ACK_EVERY) this.sendAck()
+  }
+
+  /**
+   * A frame from the client on its current connection: it has had the
+   * welcome (a client sends nothing before it), so only its secret is good now.
+   */
+  heard (): void {
+    this.heldSecret = this.secret
   }
 
   /** The count of messages received, for a ping's answer; it acknowledges them too. */
@@ -116,26 +151,38 @@ export class Session {
 
   /**
    * Makes `socket` the session's connection, given how many messages the
-   * client has received: says welcome (with how many of the client's the
-   * session has), then sends again every message the client has not had.
-   * False when the client's count does not fit this session.
+   * client has received (checked by mayResume) and the secret it resumed with
+   * (empty for a new session): says welcome (with the secret for the next
+   * resume and how many of the client's messages the session has), then
+   * sends again every message the client has not had.
    */
-  attach (socket: ReliableSocket, clientReceived: number): boolean {
-    if (!this.acknowledge(clientReceived)) return false
+  attach (socket: ReliableSocket, clientReceived: number, secret: string, heldSecret: string): void {
+    this.acknowledge(clientReceived)
+    this.secret = secret
+    this.heldSecret = heldSecret
     this.socket = socket
     socket[kSession] = this
     this.receivedAcked = this.received
-    socket[kSendControl](encodeControl({ t: 'welcome', session: this.id, resumed: this.resumed, n: this.received }))
+    socket[kSendControl](encodeControl({ t: 'welcome', session: this.id, token: secret, resumed: this.resumed, n: this.received }))
     for (let i = this.head; i < this.outbox.length; i++) {
       const message = this.outbox[i]!
       socket[kTransmit](message.data, message.binary, undefined)
     }
-    this.registry.replayed(this.unacknowledged)
-    return true
+  }
+
+  /** Lets go of every message it holds; returns their bytes and count, for the instance's budget. */
+  clear (): { bytes: number, count: number } {
+    const freed = { bytes: this.bufferedBytes, count: this.unacknowledged }
+    this.outbox.length = this.head = this.bufferedBytes = 0
+    return freed
   }
 
   private sendAck (): void {
     this.receivedAcked = this.received
     this.socket![kSendControl](encodeControl({ t: 'ack', n: this.received }))
   }
+}
+
+function sameSecret (held: string, offered: string): boolean {
+  return held.length === offered.length && timingSafeEqual(Buffer.from(held), Buffer.from(offered))
 }

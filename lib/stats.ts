@@ -53,10 +53,11 @@ export class StatsCollector {
     rateLimited: 0,
     handshakeTimeouts: 0,
     idleTimeouts: 0,
-    protocolErrors: 0
+    protocolErrors: 0,
+    pingFloods: 0
   }
   readonly routes = new Map<string, RouteCounters>()
-  readonly sessions: SessionStats = { active: 0, resumed: 0, expired: 0, overflowed: 0, replayed: 0 }
+  readonly sessions: SessionStats = { active: 0, resumed: 0, resumeRefused: 0, expired: 0, overflowed: 0, evicted: 0, rejected: 0, replayed: 0, bufferedBytes: 0 }
   private readonly latencies = new Float64Array(LATENCY_SAMPLES)
   private latencyCount = 0
 

@@ -3,10 +3,13 @@ import type { preHandlerHookHandler } from 'fastify'
 import type { Route } from './context'
 import type { ReliableSocket } from './reliable-socket'
 import { ALIVE } from './heartbeat'
-import { CONTROL_MARK, countOf, decodeControl, isReservedProtocol, parseResumeToken, PONG_FRAME, PROTOCOL } from './protocol'
+import { CONTROL_MARK, countOf, decodeControl, isReservedProtocol, MAX_CONTROL_BYTES, parseResumeToken, PONG_FRAME, PROTOCOL } from './protocol'
 import { withinRate } from './rate-limiter'
 import type { ResumeRequest } from './session-registry'
-import { kCause, kOffersProtocol, kPongState, kResume, kSendControl, kSession } from './symbols'
+import { kCause, kOffersProtocol, kPendingPongs, kPongSent, kPongState, kResume, kSendControl, kSession } from './symbols'
+
+// Pongs handed to ws but not yet to the operating system; an honest client has at most one or two.
+const MAX_PENDING_PONGS = 16
 
 type ProtocolHandler = (this: unknown, protocols: Set<string>, request: IncomingMessage) => string | false
 
@@ -49,9 +52,17 @@ export function unframe (socket: ReliableSocket, route: Route, data: Buffer): Bu
   if (data[1] === CONTROL_MARK) return data.subarray(1)
   // A sign of life, but not activity: like pongs, control frames leave the idle timeout running.
   socket[kPongState] = ALIVE
+  // Checked before parsing: JSON.parse of a deeply nested megabyte holds the event loop for ~100 ms.
+  if (data.length > MAX_CONTROL_BYTES) {
+    route.ctx.stats.limits.payloadTooLarge++
+    socket[kCause] = 'error'
+    socket.close(1009, 'Control frame too large')
+    return null
+  }
   if (!withinRate(socket, route)) return null
   const control = decodeControl(data.toString('utf8', 1))
   const session = socket[kSession]
+  session?.heard()
   const n = countOf(control?.n)
   // Only a session numbers messages; acknowledging messages it never sent means the client speaks of another.
   if (control === null || (session !== null && n !== undefined && !session.acknowledge(n))) {
@@ -59,9 +70,24 @@ export function unframe (socket: ReliableSocket, route: Route, data: Buffer): Bu
     socket[kCause] = 'error'
     socket.close(1002, 'Invalid control frame')
   } else if (control.t === 'ping') {
-    socket[kSendControl](session === null ? PONG_FRAME : session.pong())
+    answerPing(socket, route, session === null ? PONG_FRAME : session.pong())
   }
   return null
+}
+
+/**
+ * A peer that pings and never reads would have its pongs pile up in memory
+ * (they bypass backpressure): like ws for protocol-level pings, after a few
+ * unsent pongs it is terminated.
+ */
+function answerPing (socket: ReliableSocket, route: Route, pong: string): void {
+  if (socket[kPendingPongs] >= MAX_PENDING_PONGS) {
+    route.ctx.stats.limits.pingFloods++
+    socket[kCause] = 'error'
+    socket.terminate()
+    return
+  }
+  if (socket[kSendControl](pong, socket[kPongSent] ??= () => { socket[kPendingPongs]-- })) socket[kPendingPongs]++
 }
 
 /** Text the application sends on the subprotocol, escaped when it starts with the control mark. */

@@ -23,6 +23,9 @@ export const kOffersProtocol = Symbol('reliable-ws.offersProtocol')
 // The socket speaks the reliable subprotocol.
 export const kFramed = Symbol('reliable-ws.framed')
 export const kSendControl = Symbol('reliable-ws.sendControl')
+// Control pongs not yet handed to the operating system, and the socket's one callback that counts them out.
+export const kPendingPongs = Symbol('reliable-ws.pendingPongs')
+export const kPongSent = Symbol('reliable-ws.pongSent')
 // The session a socket of a route with sessions carries, and the one a raw upgrade request asked to resume.
 export const kSession = Symbol('reliable-ws.session')
 export const kResume = Symbol('reliable-ws.resume')

@@ -228,16 +228,17 @@ t.test('session metrics agree with wsStats.sessions', async (t) => {
     app.get('/s', { websocket: true, config: { reliable: { resume: { ttlMs: 50, maxBufferedMessages: 2 } } } }, () => {})
   })
   t.teardown(() => app.close())
-  const open = async (token?: string): Promise<{ ws: WebSocket, id: string }> => {
+  const open = async (token?: string): Promise<{ ws: WebSocket, id: string, secret: string }> => {
     const ws = new WebSocket(`ws://127.0.0.1:${port}/s`, token === undefined ? PROTOCOL : [PROTOCOL, token])
     const [welcome] = await once(ws, 'message')
-    return { ws, id: JSON.parse(welcome.toString().slice(1)).session }
+    const { session, token: secret } = JSON.parse(welcome.toString().slice(1))
+    return { ws, id: session, secret }
   }
   const first = await open()
   app.wsSessions.get(first.id)!.send('one') // unacknowledged, replayed on resume
   first.ws.terminate()
   await waitFor(() => app.wsSessions.get(first.id)?.connected === false, 2000, 'detached')
-  const again = await open(resumeToken(first.id, 0))
+  const again = await open(resumeToken(first.id, first.secret, 0))
   const session = app.wsSessions.get(again.id)!
   session.send('two')
   session.send('three') // one over maxBufferedMessages: overflow

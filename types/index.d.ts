@@ -148,6 +148,20 @@ declare namespace fastifyReliableWs {
      * (slowloris). Applies to every connection of the server, before any route is known. Default `10000`.
      */
     handshakeTimeoutMs?: number
+    /**
+     * Sessions alive at once, connected or away, on all routes together. A new session beyond it ends the session
+     * whose client has been away longest; when every one is connected the new connection is closed with 1013
+     * `Too many sessions`. Default `10000`.
+     */
+    maxSessions?: number
+    /** The same, per client address (`request.ip`): a session counts at the address of its latest connection. Default `100`. */
+    maxSessionsPerIp?: number
+    /**
+     * Bytes all sessions together may keep unacknowledged (each message counts 64 bytes more than its size). A
+     * message beyond it ends the sessions away longest to make room, else the session sending it (4800).
+     * Default `67108864` (64 MiB).
+     */
+    sessionBufferBytes?: number
   }
 
   /**
@@ -165,11 +179,20 @@ declare namespace fastifyReliableWs {
     maxBufferedMessages?: number
     /** Bytes of those messages; more ends the session (close code 4800). Default `1048576` (1 MiB). */
     maxBufferedBytes?: number
+    /**
+     * Who the client is (a user id from your authentication, say), asked once the connection has been accepted.
+     * A session is resumed only by a request with the same owner; any other begins a new session. Throwing or
+     * rejecting refuses the connection with 1008. Default: none (the resume secret alone decides).
+     */
+    owner?: (request: FastifyRequest) => string | Promise<string>
   }
 
   /** One client's conversation across its connections. */
   export interface Session {
-    /** 32 hex digits; a secret, like a session cookie: whoever holds it can resume the session. */
+    /**
+     * 32 hex digits; an identifier, not a credential (resuming takes the secret of the session's last welcome,
+     * which only its client sees), so it may be logged and used as a key.
+     */
     readonly id: string
     /** True once a client has resumed it at least once. */
     readonly resumed: boolean
@@ -322,6 +345,8 @@ declare namespace fastifyReliableWs {
     idleTimeouts: number
     /** Malformed input: frames ws refused, frames cut short, upgrade requests and HTTP that did not parse. */
     protocolErrors: number
+    /** Peers terminated for flooding pings (protocol-level or the subprotocol's) whose pongs they never read. */
+    pingFloods: number
   }
 
   export interface SessionStats {
@@ -329,12 +354,23 @@ declare namespace fastifyReliableWs {
     active: number
     /** Times a client resumed its session. */
     resumed: number
+    /**
+     * Resume requests that began a new session instead: an unknown, ended or stale secret, another owner, route
+     * or URL, or a count of messages the session never sent. The session asked for is left as it was.
+     */
+    resumeRefused: number
     /** Sessions whose client did not come back within ttlMs. */
     expired: number
-    /** Sessions ended because the client fell behind maxBufferedMessages or maxBufferedBytes. */
+    /** Sessions ended because the client fell behind maxBufferedMessages or maxBufferedBytes, or past sessionBufferBytes. */
     overflowed: number
+    /** Away sessions ended to make room under maxSessions, maxSessionsPerIp or sessionBufferBytes. */
+    evicted: number
+    /** Connections closed with 1013 because every session at a cap was connected. */
+    rejected: number
     /** Messages sent again on resume. */
     replayed: number
+    /** Bytes all sessions keep unacknowledged now, as counted against sessionBufferBytes. */
+    bufferedBytes: number
   }
 
   export interface WsStats {

@@ -1,4 +1,4 @@
-import { ACK_EVERY, CONTROL_MARK, countOf, decodeControl, encodeControl, PING_FRAME, PROTOCOL, resumeToken, SESSION_OVERFLOW_CODE } from '../protocol'
+import { ACK_EVERY, CONTROL_MARK, countOf, decodeControl, encodeControl, isSessionKey, PING_FRAME, PROTOCOL, resumeToken, SESSION_OVERFLOW_CODE } from '../protocol'
 import { Backoff } from './backoff'
 import { DropEvent, GiveUpEvent, ReconnectingEvent, ReliableCloseEvent, SessionLostEvent } from './events'
 import { resolveClientOptions } from './options'
@@ -76,9 +76,11 @@ export class ReliableWebSocket extends EventTarget {
   // The server said welcome: it speaks the subprotocol, and heartbeats run.
   private framed = false
   private opened = false
-  // The session, when the server keeps one: its id, the data messages received in it, how many of
-  // those the server was last told of, and how many of the client's it has acknowledged.
+  // The session, when the server keeps one: its id, the secret for the next resume (each welcome gives a new one),
+  // the data messages received in it, how many of those the server was last told of, and how many of the client's
+  // it has acknowledged.
   private sessionId: string | null = null
+  private secret: string | null = null
   private received = 0
   private receivedAcked = 0
   // Outbox entries written on the current connection; in a session, entries written on any connection
@@ -197,7 +199,7 @@ export class ReliableWebSocket extends EventTarget {
     const { protocols, subprotocol } = this.settings
     const offered = !subprotocol
       ? protocols
-      : this.sessionId === null ? [PROTOCOL, ...protocols] : [PROTOCOL, resumeToken(this.sessionId, this.received), ...protocols]
+      : this.secret === null ? [PROTOCOL, ...protocols] : [PROTOCOL, resumeToken(this.sessionId!, this.secret, this.received), ...protocols]
     const socket = new this.settings.WebSocket(this.url, offered)
     if (this.binary !== undefined) socket.binaryType = this.binary
     socket.onopen = () => this.onSocketOpen(socket)
@@ -261,7 +263,8 @@ export class ReliableWebSocket extends EventTarget {
     if (control.t === 'welcome') {
       if (this.framed) return
       this.framed = true
-      this.join(typeof control.session === 'string' ? control.session : null, control.resumed === true, n ?? 0)
+      this.join(isSessionKey(control.session) ? control.session : null, control.resumed === true, n ?? 0)
+      this.secret = this.sessionId !== null && isSessionKey(control.token) ? control.token : null
       // A 'sessionlost' listener may have closed the client.
       if (this.state === CONNECTING) this.ready()
     } else if (control.t === 'retry') {
@@ -299,7 +302,7 @@ export class ReliableWebSocket extends EventTarget {
 
   private loseSession (): void {
     const unconfirmed = this.outbox.take(this.everWritten)
-    this.sessionId = null
+    this.sessionId = this.secret = null
     this.received = this.receivedAcked = this.acked = this.written = this.everWritten = 0
     this.emit(new SessionLostEvent(unconfirmed))
   }
