@@ -46,7 +46,8 @@ export class Session {
   private head = 0
   private receivedAcked = 0
   // The secret of the last welcome, and the one the client is known to hold: the welcome may be lost with its
-  // connection, so the one it resumed with stays good until the client has been heard on the new connection.
+  // connection, so the one it resumed with stays good until the client has been heard on the new connection, but
+  // only while the session is away: two resumes with one secret cannot both win.
   private secret = ''
   private heldSecret = ''
 
@@ -126,7 +127,8 @@ export class Session {
    */
   mayResume (route: Route, url: string, owner: string | null, secret: string, received: number): boolean {
     return !this.ended && this.route === route && this.url === url && this.owner === owner &&
-      (sameSecret(this.secret, secret) || sameSecret(this.heldSecret, secret)) && received - this.acked <= this.unacknowledged
+      (sameSecret(this.secret, secret) || (this.socket === null && sameSecret(this.heldSecret, secret))) &&
+      received - this.acked <= this.unacknowledged
   }
 
   /** A data message from the client reached the application. */

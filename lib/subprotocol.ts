@@ -8,6 +8,7 @@ import { withinRate } from './rate-limiter'
 import type { ResumeRequest } from './session-registry'
 import { kCause, kOffersProtocol, kPendingPongs, kPongSent, kPongState, kResume, kSendControl, kSession } from './symbols'
 
+const OPEN = 1
 // Pongs handed to ws but not yet to the operating system; an honest client has at most one or two.
 const MAX_PENDING_PONGS = 16
 
@@ -81,6 +82,8 @@ export function unframe (socket: ReliableSocket, route: Route, data: Buffer): Bu
  * unsent pongs it is terminated.
  */
 function answerPing (socket: ReliableSocket, route: Route, pong: string): void {
+  // What a terminated flooder had already sent is still parsed.
+  if (socket.readyState !== OPEN) return
   if (socket[kPendingPongs] >= MAX_PENDING_PONGS) {
     route.ctx.stats.limits.pingFloods++
     socket[kCause] = 'error'

@@ -98,11 +98,11 @@ export class RawPeer {
 
   private constructor (readonly socket: net.Socket) {}
 
-  static async connect (port: number, path: string): Promise<RawPeer> {
+  static async connect (port: number, path: string, extra: string[] = []): Promise<RawPeer> {
     const socket = net.connect(port, '127.0.0.1')
     await once(socket, 'connect')
     const peer = new RawPeer(socket)
-    socket.write(upgradeRequest(port, path))
+    socket.write(upgradeRequest(port, path, extra))
     let head = Buffer.alloc(0)
     await new Promise<void>((resolve, reject) => {
       const onData = (chunk: Buffer): void => {

@@ -202,6 +202,10 @@ declare namespace fastifyReliableWs {
     readonly ended: boolean
     /** Messages sent that the client has not acknowledged yet. */
     readonly unacknowledged: number
+    /** Data messages received from the client in this session, across its connections. */
+    readonly received: number
+    /** What `resume.owner` returned when the session began, or `null` without one. */
+    readonly owner: string | null
     /** Sends now, or on resume if the client is away. False when the session has ended, or when this message ends it. */
     send (data: BufferLike, options?: { binary?: boolean }): boolean
     sendJSON (value: unknown): boolean

@@ -265,6 +265,8 @@ export class ReliableWebSocket extends EventTarget {
       this.framed = true
       this.join(isSessionKey(control.session) ? control.session : null, control.resumed === true, n ?? 0)
       this.secret = this.sessionId !== null && isSessionKey(control.token) ? control.token : null
+      // Heard on this connection, the server lets go of the secret it came with.
+      if (this.secret !== null) this.sendControl('ack')
       // A 'sessionlost' listener may have closed the client.
       if (this.state === CONNECTING) this.ready()
     } else if (control.t === 'retry') {
