@@ -29,7 +29,9 @@ app.get('/chat', {
   config: {
     reliable: {
       // Clients speaking the reliable subprotocol (the page below) get a session that survives a dropped connection.
-      resume: true,
+      // A member away keeps at most the last 100 messages (64 KiB) for a minute; the plugin's limits bound all
+      // sessions together (maxSessions, maxSessionsPerIp, sessionBufferBytes).
+      resume: { ttlMs: 60_000, maxBufferedMessages: 100, maxBufferedBytes: 64 * 1024 },
       messageSchema: {
         type: 'object',
         properties: { name: { type: 'string', maxLength: 32 }, text: { type: 'string', minLength: 1, maxLength: 500 } },

@@ -45,7 +45,8 @@ export function createMetrics (
     'connections_rejected_total', 'heartbeat_timeouts_total', 'messages_received_total', 'messages_sent_total',
     'received_bytes_total', 'sent_bytes_total', 'messages_dropped_total', 'messages_invalid_total',
     'ping_rtt_seconds', 'connection_duration_seconds', 'sessions_active', 'sessions_resumed_total',
-    'sessions_expired_total', 'sessions_overflowed_total', 'sessions_replayed_messages_total'].map((name) => p + name)
+    'sessions_expired_total', 'sessions_overflowed_total', 'sessions_replayed_messages_total',
+    'sessions_resume_refused_total', 'sessions_evicted_total', 'sessions_rejected_total', 'sessions_buffered_bytes'].map((name) => p + name)
   for (const name of names) {
     if (registry.getSingleMetric(name) !== undefined) throw new FST_RELIABLE_WS_METRICS_CONFLICT(name)
   }
@@ -150,6 +151,17 @@ export function createMetrics (
   instanceCounter(names[16], 'Sessions whose client did not come back within ttlMs', () => sessions.expired)
   instanceCounter(names[17], 'Sessions ended because their client fell too far behind', () => sessions.overflowed)
   instanceCounter(names[18], 'Messages sent again on resume', () => sessions.replayed)
+  instanceCounter(names[19], 'Resume requests that began a new session instead', () => sessions.resumeRefused)
+  instanceCounter(names[20], 'Away sessions ended to make room under the session limits', () => sessions.evicted)
+  instanceCounter(names[21], 'Connections closed with 1013 because every session at a cap was connected', () => sessions.rejected)
+  new client.Gauge({
+    name: names[22],
+    help: 'Bytes all sessions keep unacknowledged, as counted against sessionBufferBytes',
+    registers,
+    collect (this: Gauge) {
+      this.set(sessions.bufferedBytes)
+    }
+  })
 
   return {
     forRoute (url) {

@@ -242,17 +242,21 @@ t.test('session metrics agree with wsStats.sessions', async (t) => {
   const session = app.wsSessions.get(again.id)!
   session.send('two')
   session.send('three') // one over maxBufferedMessages: overflow
-  const other = await open()
+  const other = await open(resumeToken(first.id, 'f'.repeat(32), 0)) // a wrong secret: a new session
   other.ws.terminate()
   await waitFor(() => app.wsStats.sessions.expired === 1, 2000, 'expiry')
   const stats = app.wsStats.sessions
-  t.match(stats, { active: 0, resumed: 1, expired: 1, overflowed: 1, replayed: 1 })
+  t.match(stats, { active: 0, resumed: 1, resumeRefused: 1, expired: 1, overflowed: 1, replayed: 1, bufferedBytes: 0 })
   const pairs: Array<[string, number]> = [
     ['ws_sessions_active', stats.active],
     ['ws_sessions_resumed_total', stats.resumed],
     ['ws_sessions_expired_total', stats.expired],
     ['ws_sessions_overflowed_total', stats.overflowed],
-    ['ws_sessions_replayed_messages_total', stats.replayed]
+    ['ws_sessions_replayed_messages_total', stats.replayed],
+    ['ws_sessions_resume_refused_total', stats.resumeRefused],
+    ['ws_sessions_evicted_total', stats.evicted],
+    ['ws_sessions_rejected_total', stats.rejected],
+    ['ws_sessions_buffered_bytes', stats.bufferedBytes]
   ]
   for (const [name, value] of pairs) t.equal(await total(registry, name), value, name)
   again.ws.terminate()
