@@ -13,7 +13,8 @@ import { admitMessage } from './rate-limiter'
 import { escapeText, unframe } from './subprotocol'
 import {
   kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
-  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kOnConnectPending
+  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kOnConnectPending,
+  kCloseCodeSent
 } from './symbols'
 import type { Session } from './session'
 
@@ -54,6 +55,7 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   // Paused by the plugin itself while an async onConnect runs.
   [kOnConnectPending]: boolean
   [kTransmit]: (data: unknown, binary: boolean, cb: SendCallback | undefined) => void
+  [kCloseCodeSent]: number
 }
 
 /**
@@ -89,7 +91,8 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     [kLog]: FastifyBaseLogger | null = null;
     [kFramed] = false;
     [kSession]: Session | null = null;
-    [kOnConnectPending] = false
+    [kOnConnectPending] = false;
+    [kCloseCodeSent] = 1006
 
     get latencyMs (): number | null {
       const latency = this[kLatency]
@@ -176,7 +179,10 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     close (code?: number, data?: string | Buffer): void {
       // ws also calls close() to answer the peer's close frame: that one is the client's doing.
       if (this[kCause] === undefined && !this._closeFrameReceived) this[kCause] = 'server'
+      const open = this.readyState === WebSocket.OPEN
       super.close(code, data)
+      // Only the first close() sends a frame (a later one finds the socket closing); no code means 1005.
+      if (open) this[kCloseCodeSent] = code ?? 1005
     }
 
     terminate (): void {
