@@ -9,6 +9,7 @@ import { ALIVE } from './heartbeat'
 import { CONTROL_MARK } from './protocol'
 import type { PongState } from './heartbeat'
 import { createIdGenerator } from './ids'
+import { pingFlood } from './ping-flood'
 import { admitMessage } from './rate-limiter'
 import { escapeText, unframe } from './subprotocol'
 import {
@@ -30,7 +31,9 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   _socket: import('node:net').Socket
   _closeFrameReceived: boolean
   _sender: { _firstFragment: boolean }
-  _receiver: { _maxPayload: number, _errored: boolean, _state: number, _bufferedBytes: number, _fragmented: number }
+  _receiver: { _maxPayload: number, _errored: boolean, _state: number, _bufferedBytes: number, _fragmented: number, _opcode: number }
+  _pendingAutoPongs: number
+  _maxPendingAutoPongs: number
   [kRoute]: Route | undefined
   [kCause]: Cause | undefined
   [kOpenedAt]: number
@@ -186,7 +189,8 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     }
 
     terminate (): void {
-      if (this[kCause] === undefined) this[kCause] = 'server'
+      // ws terminates a peer that floods pings itself: that is the peer's doing, not the app's.
+      if (this[kCause] === undefined) this[kCause] = pingFlood(this as unknown as ReliableSocket) ? 'error' : 'server'
       super.terminate()
     }
   }

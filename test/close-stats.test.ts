@@ -5,6 +5,9 @@ import { OPCODE, RawPeer, buildFrame, closeEvent, connect, start, waitFor } from
 
 // What wsStats and the metrics record for sockets ws itself fails: the code the server sent, and the right cause.
 
+// @types/ws does not list ws's maxPendingAutoPongs yet.
+const FEW_PENDING_PONGS = { maxPendingAutoPongs: 4 } as {}
+
 interface Sample { labels: Record<string, string | number>, value: number }
 
 async function total (registry: Registry, name: string, where: Record<string, string>): Promise<number> {
@@ -47,6 +50,7 @@ t.test('a message over maxPayload is recorded as the 1009 ws sent, not the 1006 
   t.same(infos.map((info) => [info.code, info.cause]), [[1009, 'error']], 'onDisconnect is told the same code')
   t.equal(await total(registry, 'ws_connections_closed_total', { route: '/ws', code: '1009', cause: 'error' }), 1, 'the metrics label')
   t.equal(await total(registry, 'ws_connections_closed_total', { code: '1006' }), 0)
+  t.equal(await total(registry, 'ws_limits_total', { limit: 'payloadTooLarge' }), 1)
 })
 
 t.test('protocol errors are recorded as the 1002 and 1007 ws sent', async (t) => {
@@ -71,5 +75,52 @@ t.test('a socket closed by the server for another reason and never answered stay
   await waitFor(() => infos.length === 1, 3000, 'the close timeout')
   t.equal(peer.closeCode(), 4000)
   t.same(infos.map((info) => [info.code, info.cause]), [[1006, 'server']])
+  peer.destroy()
+})
+
+t.test("a peer that floods pings and never reads the pongs: terminated by ws, cause 'error', counted in pingFloods", async (t) => {
+  const { app, port, registry, infos } = await server(t, { websocket: { options: FEW_PENDING_PONGS } })
+  const good = await connect(`ws://127.0.0.1:${port}/ws`)
+  const peer = await RawPeer.connect(port, '/ws')
+  // Stop reading: the pongs pile up in the server's buffers until ws gives up.
+  peer.socket.pause()
+  const ping = buildFrame({ opcode: OPCODE.ping, payload: Buffer.alloc(125) })
+  const batch = Buffer.concat(Array.from({ length: 1000 }, () => ping))
+  for (let i = 0; i < 200 && infos.length === 0; i++) {
+    if (!peer.socket.write(batch)) await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+  await waitFor(() => infos.length === 1, 5000, 'the flooder to be terminated')
+  t.same(infos.map((info) => [info.code, info.cause]), [[1006, 'error']], 'no close frame: ws terminates it')
+  t.equal(app.wsStats.limits.pingFloods, 1)
+  t.same(app.wsStats.closeCauses, { error: 1 })
+  t.equal(await total(registry, 'ws_limits_total', { limit: 'pingFloods' }), 1, 'exported with the other limits')
+  t.equal(await total(registry, 'ws_connections_closed_total', { code: '1006', cause: 'error' }), 1)
+  // An app that terminates a socket itself is still the server's doing.
+  const [socket] = [...app.websocketServer.clients]
+  socket.terminate()
+  await waitFor(() => infos.length === 2, 3000, 'the app\'s terminate')
+  t.equal(infos[1].cause, 'server')
+  t.equal(app.wsStats.limits.pingFloods, 1)
+  peer.destroy()
+  good.terminate()
+})
+
+t.test('a route that opted out keeps ws\'s behaviour and is counted nowhere', async (t) => {
+  const started = await start({ heartbeat: false, websocket: { options: FEW_PENDING_PONGS } }, (app) => {
+    app.get('/plain', { websocket: true, config: { reliable: false } }, () => {})
+  }, { logger: { level: 'fatal' } })
+  t.teardown(() => started.app.close())
+  const peer = await RawPeer.connect(started.port, '/plain')
+  peer.socket.pause()
+  const ping = buildFrame({ opcode: OPCODE.ping, payload: Buffer.alloc(125) })
+  const batch = Buffer.concat(Array.from({ length: 1000 }, () => ping))
+  const closed = new Promise((resolve) => [...started.app.websocketServer.clients][0].once('close', resolve))
+  let done = false
+  closed.then(() => { done = true }, () => {})
+  for (let i = 0; i < 200 && !done; i++) {
+    if (!peer.socket.write(batch)) await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+  await closed
+  t.equal(started.app.wsStats.limits.pingFloods, 0)
   peer.destroy()
 })

@@ -322,6 +322,8 @@ declare namespace fastifyReliableWs {
     idleTimeouts: number
     /** Malformed input: frames ws refused, frames cut short, upgrade requests and HTTP that did not parse. */
     protocolErrors: number
+    /** Peers closed for flooding pings whose pongs they never read. */
+    pingFloods: number
   }
 
   export interface SessionStats {
