@@ -23,6 +23,7 @@ export interface LimitSettings {
   burst: number | null
   onRateLimit: 'close' | 'drop'
   idleTimeoutMs: number
+  fragmentTimeoutMs: number
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'
@@ -76,7 +77,10 @@ export const DEFAULTS = Object.freeze({
     messagesPerSecond: Infinity,
     burst: null,
     onRateLimit: 'close' as const,
-    idleTimeoutMs: Infinity
+    idleTimeoutMs: Infinity,
+    // Long enough for a maxPayload message at ~100 KiB/s; short enough that a peer pinning a half-sent message
+    // (up to maxPayload of memory) must keep sending to keep it.
+    fragmentTimeoutMs: 10_000
   }),
   handshakeTimeoutMs: 10_000,
   metrics: Object.freeze({ prefix: 'ws_' }),
@@ -91,7 +95,7 @@ const PLUGIN_KEYS = new Set(['heartbeat', 'backpressure', 'shutdown', 'health', 
   // consumed by fastify's register() itself
   'prefix', 'logLevel', 'logSerializers'])
 const ROUTE_KEYS = new Set(['json', 'messageSchema', 'heartbeat', 'backpressure', 'allowedOrigins', 'limits', 'resume'])
-const ROUTE_LIMIT_KEYS = new Set(['maxConnections', 'maxConnectionsPerIp', 'maxPayload', 'messagesPerSecond', 'burst', 'onRateLimit', 'idleTimeoutMs'])
+const ROUTE_LIMIT_KEYS = new Set(['maxConnections', 'maxConnectionsPerIp', 'maxPayload', 'messagesPerSecond', 'burst', 'onRateLimit', 'idleTimeoutMs', 'fragmentTimeoutMs'])
 const PLUGIN_LIMIT_KEYS = new Set([...ROUTE_LIMIT_KEYS, 'handshakeTimeoutMs'])
 const HEARTBEAT_KEYS = new Set(['intervalMs', 'timeoutMs'])
 const BACKPRESSURE_KEYS = new Set(['highWaterMark', 'lowWaterMark', 'onLimit'])
@@ -220,7 +224,8 @@ function mergeLimits (name: string, base: LimitSettings, o: Record<string, unkno
     messagesPerSecond: limit('messagesPerSecond', false),
     burst: o.burst === undefined ? base.burst : checkLimit(`${name}.burst`, o.burst, true),
     onRateLimit,
-    idleTimeoutMs: limit('idleTimeoutMs', false)
+    idleTimeoutMs: limit('idleTimeoutMs', false),
+    fragmentTimeoutMs: limit('fragmentTimeoutMs', false)
   }
 }
 

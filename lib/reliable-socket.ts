@@ -15,7 +15,7 @@ import { escapeText, unframe } from './subprotocol'
 import {
   kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
   kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kOnConnectPending,
-  kCloseCodeSent
+  kCloseCodeSent, kMessageStartedAt
 } from './symbols'
 import type { Session } from './session'
 
@@ -59,6 +59,7 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   [kOnConnectPending]: boolean
   [kTransmit]: (data: unknown, binary: boolean, cb: SendCallback | undefined) => void
   [kCloseCodeSent]: number
+  [kMessageStartedAt]: number
 }
 
 /**
@@ -95,7 +96,8 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     [kFramed] = false;
     [kSession]: Session | null = null;
     [kOnConnectPending] = false;
-    [kCloseCodeSent] = 1006
+    [kCloseCodeSent] = 1006;
+    [kMessageStartedAt] = -1
 
     get latencyMs (): number | null {
       const latency = this[kLatency]
@@ -144,6 +146,8 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
       if (event === 'message') {
         const route = this[kRoute]
         if (route !== undefined) {
+          // A message arrived whole: the fragment timeout measures the next one from scratch (see messageDue).
+          this[kMessageStartedAt] = -1
           // Text messages arrive as Buffers whatever the binaryType.
           if (this[kFramed] && args[1] === false && (args[0] as Buffer)[0] === CONTROL_MARK) {
             const data = unframe(this as unknown as ReliableSocket, route, args[0] as Buffer)
