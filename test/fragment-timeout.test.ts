@@ -119,8 +119,11 @@ t.test('a socket the app has paused is not closed while the rest may be waiting 
 })
 
 t.test('a route may turn it off (Infinity)', async (t) => {
-  const { app, port } = await server(t)
+  // With a heartbeat, so the socket is visited all the same.
+  const { app, port } = await server(t, { heartbeat: { intervalMs: 50 } })
   const patient = await RawPeer.connect(port, '/patient')
+  const pongs = setInterval(() => { if (!patient.ended) patient.send(OPCODE.pong) }, 20)
+  t.teardown(() => clearInterval(pongs))
   patient.socket.write(first('a'))
   await sleep(3 * TIMEOUT)
   t.equal(patient.closeCode(), null)
@@ -128,5 +131,6 @@ t.test('a route may turn it off (Infinity)', async (t) => {
   await waitFor(() => patient.count(OPCODE.text) === 1, 2000, 'the echo')
   t.equal(patient.frames.find((frame) => frame.opcode === OPCODE.text)!.payload.toString(), 'ab')
   t.equal(app.wsStats.limits.fragmentTimeouts, 0)
+  t.ok(patient.count(OPCODE.ping) > 0, 'visited by the heartbeat meanwhile')
   patient.destroy()
 })
