@@ -10,7 +10,7 @@ import { onJsonMessage } from './json-messages'
 import { bytesHandedOver, bytesRead } from './stats'
 import type { LogLevel } from './options'
 import { PROTOCOL, WELCOME_FRAME } from './protocol'
-import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kFramed, kIp, kLog, kOnConnectPending, kOpenedAt, kRoute, kSendControl, kSession } from './symbols'
+import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kCloseCodeSent, kFramed, kIp, kLog, kOnConnectPending, kOpenedAt, kRoute, kSendControl, kSession } from './symbols'
 
 const OPEN = 1
 // The state of ws's frame parser between two frames.
@@ -84,7 +84,8 @@ function onMessage (this: ReliableSocket): void {
   this[kRoute]!.counters.messagesReceived++
 }
 
-function onClose (this: ReliableSocket, code: number, reason: Buffer): void {
+function onClose (this: ReliableSocket, reportedCode: number, reason: Buffer): void {
+  const code = closeCode(this, reportedCode)
   const route = this[kRoute]!
   const ctx = route.ctx
   const cause = this[kCause] ?? 'client'
@@ -202,6 +203,16 @@ function pauseReading (socket: ReliableSocket): void {
 function readAgain (socket: ReliableSocket): void {
   socket[kOnConnectPending] = false
   socket.resume()
+}
+
+/**
+ * Once its parser has refused a frame, ws sends its close frame (1002, 1007,
+ * 1008, 1009) and reads nothing more from the peer, so the answer is never
+ * seen and ws reports 1006 whatever the peer did: the code the server sent is
+ * what happened.
+ */
+function closeCode (socket: ReliableSocket, reported: number): number {
+  return socket._receiver._errored ? socket[kCloseCodeSent] : reported
 }
 
 /**

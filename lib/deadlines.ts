@@ -1,21 +1,24 @@
 import type { Route } from './context'
 import type { ReliableSocket } from './reliable-socket'
 import { firstPingAt, heartbeatDue, readingPaused } from './heartbeat'
+import { messageDue } from './message-deadline'
 import { kCause, kHeartbeatDueAt, kLastMessageAt, kNextPingAt, kRoute } from './symbols'
 
 const OPEN = 1
 
 /**
- * A socket has one place on the scheduler for two deadlines, its heartbeat
- * and its idle timeout: it is visited at the earlier one, and each visit
- * settles whichever is due. The idle deadline moves with every message
- * without touching the wheel; a visit that finds it moved just reschedules.
+ * A socket has one place on the scheduler for three deadlines, its heartbeat,
+ * its idle timeout and the fragment timeout of a message arriving: it is
+ * visited at the earliest one, and each visit settles whichever is due. The
+ * idle deadline moves with every message without touching the wheel; a visit
+ * that finds it moved just reschedules.
  */
 export function startDeadlines (socket: ReliableSocket, route: Route, now: number): void {
   socket[kLastMessageAt] = now
   const heartbeat = route.heartbeat
   if (heartbeat !== false) socket[kHeartbeatDueAt] = socket[kNextPingAt] = firstPingAt(route.ctx, heartbeat, now)
-  const due = Math.min(socket[kHeartbeatDueAt], now + route.limits.idleTimeoutMs)
+  const limits = route.limits
+  const due = Math.min(socket[kHeartbeatDueAt], now + limits.idleTimeoutMs, now + limits.fragmentTimeoutMs)
   if (due !== Infinity) route.ctx.scheduler.add(socket, due)
 }
 
@@ -30,6 +33,8 @@ export function onSocketDue (socket: ReliableSocket, now: number): void {
     socket[kLastMessageAt] = now
     idleAt = now + route.limits.idleTimeoutMs
   }
+  const messageAt = messageDue(socket, route, now)
+  if (messageAt < 0) return
   let due = socket[kHeartbeatDueAt]
   // Visited early for the idle deadline, the heartbeat waits for its own.
   if (now >= due) {
@@ -37,7 +42,7 @@ export function onSocketDue (socket: ReliableSocket, now: number): void {
     if (due < 0) return
     socket[kHeartbeatDueAt] = due
   }
-  route.ctx.scheduler.add(socket, Math.min(due, idleAt))
+  route.ctx.scheduler.add(socket, Math.min(due, idleAt, messageAt))
 }
 
 function closeIdle (socket: ReliableSocket, route: Route): void {

@@ -30,7 +30,7 @@ interface Live { received: number, sent: number, buffered: number }
  * Prometheus metrics read from the instance's StatsCollector at scrape time
  * (prom-client's `collect`), so they agree with wsStats by construction and
  * cost nothing on the hot paths; only the two histograms are observed as
- * things happen. Every series but rejections and sessions is labelled by
+ * things happen. Every series but rejections, sessions and limits is labelled by
  * the declared route path, bounded by the app's routes.
  */
 export function createMetrics (
@@ -45,7 +45,7 @@ export function createMetrics (
     'connections_rejected_total', 'heartbeat_timeouts_total', 'messages_received_total', 'messages_sent_total',
     'received_bytes_total', 'sent_bytes_total', 'messages_dropped_total', 'messages_invalid_total',
     'ping_rtt_seconds', 'connection_duration_seconds', 'sessions_active', 'sessions_resumed_total',
-    'sessions_expired_total', 'sessions_overflowed_total', 'sessions_replayed_messages_total',
+    'sessions_expired_total', 'sessions_overflowed_total', 'sessions_replayed_messages_total', 'limits_total',
     'sessions_resume_refused_total', 'sessions_evicted_total', 'sessions_rejected_total', 'sessions_buffered_bytes'].map((name) => p + name)
   for (const name of names) {
     if (registry.getSingleMetric(name) !== undefined) throw new FST_RELIABLE_WS_METRICS_CONFLICT(name)
@@ -151,11 +151,23 @@ export function createMetrics (
   instanceCounter(names[16], 'Sessions whose client did not come back within ttlMs', () => sessions.expired)
   instanceCounter(names[17], 'Sessions ended because their client fell too far behind', () => sessions.overflowed)
   instanceCounter(names[18], 'Messages sent again on resume', () => sessions.replayed)
-  instanceCounter(names[19], 'Resume requests that began a new session instead', () => sessions.resumeRefused)
-  instanceCounter(names[20], 'Away sessions ended to make room under the session limits', () => sessions.evicted)
-  instanceCounter(names[21], 'Connections closed with 1013 because every session at a cap was connected', () => sessions.rejected)
+  // One series per field of wsStats.limits: the label values are the plugin's own, a fixed set.
+  const limits = stats.limits
+  new client.Counter({
+    name: names[19],
+    help: 'Upgrades refused, connections and sockets closed, messages refused by the limits, by limit (the fields of wsStats.limits)',
+    labelNames: ['limit'],
+    registers,
+    collect (this: Counter) {
+      this.reset()
+      for (const [limit, count] of Object.entries(limits)) this.inc({ limit }, count)
+    }
+  })
+  instanceCounter(names[20], 'Resume requests that began a new session instead', () => sessions.resumeRefused)
+  instanceCounter(names[21], 'Away sessions ended to make room under the session limits', () => sessions.evicted)
+  instanceCounter(names[22], 'Connections closed with 1013 because every session at a cap was connected', () => sessions.rejected)
   new client.Gauge({
-    name: names[22],
+    name: names[23],
     help: 'Bytes all sessions keep unacknowledged, as counted against sessionBufferBytes',
     registers,
     collect (this: Gauge) {

@@ -31,6 +31,7 @@ export interface LimitSettings {
   burst: number | null
   onRateLimit: 'close' | 'drop'
   idleTimeoutMs: number
+  fragmentTimeoutMs: number
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'
@@ -85,7 +86,10 @@ export const DEFAULTS = Object.freeze({
     messagesPerSecond: Infinity,
     burst: null,
     onRateLimit: 'close' as const,
-    idleTimeoutMs: Infinity
+    idleTimeoutMs: Infinity,
+    // Long enough for a maxPayload message at ~100 KiB/s; short enough that a peer pinning a half-sent message
+    // (up to maxPayload of memory) must keep sending to keep it.
+    fragmentTimeoutMs: 10_000
   }),
   handshakeTimeoutMs: 10_000,
   // Sessions outlive their sockets, so connection limits do not bound them: these do, whatever clients send.
@@ -102,7 +106,7 @@ const PLUGIN_KEYS = new Set(['heartbeat', 'backpressure', 'shutdown', 'health', 
   // consumed by fastify's register() itself
   'prefix', 'logLevel', 'logSerializers'])
 const ROUTE_KEYS = new Set(['json', 'messageSchema', 'heartbeat', 'backpressure', 'allowedOrigins', 'limits', 'resume'])
-const ROUTE_LIMIT_KEYS = new Set(['maxConnections', 'maxConnectionsPerIp', 'maxPayload', 'messagesPerSecond', 'burst', 'onRateLimit', 'idleTimeoutMs'])
+const ROUTE_LIMIT_KEYS = new Set(['maxConnections', 'maxConnectionsPerIp', 'maxPayload', 'messagesPerSecond', 'burst', 'onRateLimit', 'idleTimeoutMs', 'fragmentTimeoutMs'])
 const SESSION_LIMIT_KEYS = ['maxSessions', 'maxSessionsPerIp', 'sessionBufferBytes'] as const
 const PLUGIN_LIMIT_KEYS = new Set([...ROUTE_LIMIT_KEYS, 'handshakeTimeoutMs', ...SESSION_LIMIT_KEYS])
 const HEARTBEAT_KEYS = new Set(['intervalMs', 'timeoutMs'])
@@ -232,7 +236,8 @@ function mergeLimits (name: string, base: LimitSettings, o: Record<string, unkno
     messagesPerSecond: limit('messagesPerSecond', false),
     burst: o.burst === undefined ? base.burst : checkLimit(`${name}.burst`, o.burst, true),
     onRateLimit,
-    idleTimeoutMs: limit('idleTimeoutMs', false)
+    idleTimeoutMs: limit('idleTimeoutMs', false),
+    fragmentTimeoutMs: limit('fragmentTimeoutMs', false)
   }
 }
 

@@ -9,11 +9,13 @@ import { ALIVE } from './heartbeat'
 import { CONTROL_MARK } from './protocol'
 import type { PongState } from './heartbeat'
 import { createIdGenerator } from './ids'
+import { pingFlood } from './ping-flood'
 import { admitMessage } from './rate-limiter'
 import { escapeText, unframe } from './subprotocol'
 import {
   kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
-  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kOnConnectPending, kPendingPongs, kPongSent
+  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kOnConnectPending,
+  kCloseCodeSent, kMessageStartedAt, kPendingPongs, kPongSent
 } from './symbols'
 import type { Session } from './session'
 
@@ -29,7 +31,9 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   _socket: import('node:net').Socket
   _closeFrameReceived: boolean
   _sender: { _firstFragment: boolean }
-  _receiver: { _maxPayload: number, _errored: boolean, _state: number, _bufferedBytes: number, _fragmented: number }
+  _receiver: { _maxPayload: number, _errored: boolean, _state: number, _bufferedBytes: number, _fragmented: number, _opcode: number }
+  _pendingAutoPongs: number
+  _maxPendingAutoPongs: number
   [kRoute]: Route | undefined
   [kCause]: Cause | undefined
   [kOpenedAt]: number
@@ -56,6 +60,8 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   // Paused by the plugin itself while an async onConnect runs.
   [kOnConnectPending]: boolean
   [kTransmit]: (data: unknown, binary: boolean, cb: SendCallback | undefined) => void
+  [kCloseCodeSent]: number
+  [kMessageStartedAt]: number
 }
 
 /**
@@ -92,6 +98,8 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     [kFramed] = false;
     [kSession]: Session | null = null;
     [kOnConnectPending] = false;
+    [kCloseCodeSent] = 1006;
+    [kMessageStartedAt] = -1;
     [kPendingPongs] = 0;
     [kPongSent]: (() => void) | null = null
 
@@ -142,6 +150,8 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
       if (event === 'message') {
         const route = this[kRoute]
         if (route !== undefined) {
+          // A message arrived whole: the fragment timeout measures the next one from scratch (see messageDue).
+          this[kMessageStartedAt] = -1
           // Text messages arrive as Buffers whatever the binaryType.
           if (this[kFramed] && args[1] === false && (args[0] as Buffer)[0] === CONTROL_MARK) {
             const data = unframe(this as unknown as ReliableSocket, route, args[0] as Buffer)
@@ -183,11 +193,15 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     close (code?: number, data?: string | Buffer): void {
       // ws also calls close() to answer the peer's close frame: that one is the client's doing.
       if (this[kCause] === undefined && !this._closeFrameReceived) this[kCause] = 'server'
+      const open = this.readyState === WebSocket.OPEN
       super.close(code, data)
+      // Only the first close() sends a frame (a later one finds the socket closing); no code means 1005.
+      if (open) this[kCloseCodeSent] = code ?? 1005
     }
 
     terminate (): void {
-      if (this[kCause] === undefined) this[kCause] = 'server'
+      // ws terminates a peer that floods pings itself: that is the peer's doing, not the app's.
+      if (this[kCause] === undefined) this[kCause] = pingFlood(this as unknown as ReliableSocket) ? 'error' : 'server'
       super.terminate()
     }
   }

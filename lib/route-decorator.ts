@@ -36,6 +36,7 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
     if (settings.heartbeat !== false) ctx.scheduler.usePeriod(Math.min(settings.heartbeat.intervalMs, settings.heartbeat.timeoutMs))
     const limits = settings.limits
     if (limits.idleTimeoutMs !== Infinity) ctx.scheduler.usePeriod(limits.idleTimeoutMs)
+    if (limits.fragmentTimeoutMs !== Infinity) ctx.scheduler.usePeriod(limits.fragmentTimeoutMs)
     if (settings.resume !== false) ctx.scheduler.usePeriod(settings.resume.ttlMs)
     const rate = messageRate(limits)
     let validate = null

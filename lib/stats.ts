@@ -54,7 +54,8 @@ export class StatsCollector {
     handshakeTimeouts: 0,
     idleTimeouts: 0,
     protocolErrors: 0,
-    pingFloods: 0
+    pingFloods: 0,
+    fragmentTimeouts: 0
   }
   readonly routes = new Map<string, RouteCounters>()
   readonly sessions: SessionStats = { active: 0, resumed: 0, resumeRefused: 0, expired: 0, overflowed: 0, evicted: 0, rejected: 0, replayed: 0, bufferedBytes: 0 }

@@ -31,3 +31,7 @@ export const kSession = Symbol('reliable-ws.session')
 export const kResume = Symbol('reliable-ws.resume')
 export const kTransmit = Symbol('reliable-ws.transmit')
 export const kOnConnectPending = Symbol('reliable-ws.onConnectPending')
+// The code of the close frame the server sent (1006 while none), for a peer ws stopped reading before it could answer.
+export const kCloseCodeSent = Symbol('reliable-ws.closeCodeSent')
+// When a deadline visit first found the message now arriving unfinished (-1: none, or one completed since).
+export const kMessageStartedAt = Symbol('reliable-ws.messageStartedAt')

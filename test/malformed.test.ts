@@ -66,6 +66,7 @@ for (const [name, frames, code] of protocolErrors) {
     t.equal(stats.limits.protocolErrors, 1)
     t.equal(stats.limits.payloadTooLarge, 0)
     t.equal(stats.errors, 1)
+    t.same(stats.closeCodes, { [code]: 1 }, 'recorded with the code ws sent')
     await stillServed(t, good, name)
   })
 }

@@ -92,6 +92,9 @@ t.test('metrics agree with wsStats after a scripted scenario, heartbeat kills in
     for (const [cause, count] of Object.entries(stats.closeCauses)) {
       t.equal(await total(registry, 'ws_connections_closed_total', { cause }), count, `closed by ${cause}`)
     }
+    for (const [limit, count] of Object.entries(stats.limits)) {
+      t.equal(await total(registry, 'ws_limits_total', { limit }), count, `limit ${limit}`)
+    }
   }
   await checkAgreement()
   t.ok(app.wsStats.backpressure.bufferedBytes > 0, 'the stalled reader still holds buffered bytes')
@@ -139,12 +142,14 @@ t.test("the text exposition: names, types and labels as the README lists them", 
     ['chat_connections_closed_total', 'counter'], ['chat_connections_rejected_total', 'counter'],
     ['chat_heartbeat_timeouts_total', 'counter'], ['chat_messages_received_total', 'counter'], ['chat_messages_sent_total', 'counter'],
     ['chat_received_bytes_total', 'counter'], ['chat_sent_bytes_total', 'counter'], ['chat_messages_dropped_total', 'counter'],
-    ['chat_messages_invalid_total', 'counter'], ['chat_ping_rtt_seconds', 'histogram'], ['chat_connection_duration_seconds', 'histogram']
+    ['chat_messages_invalid_total', 'counter'], ['chat_ping_rtt_seconds', 'histogram'], ['chat_connection_duration_seconds', 'histogram'],
+    ['chat_limits_total', 'counter']
   ]) {
     t.match(text, `# TYPE ${name} ${type}\n`, `${name} is a ${type}`)
   }
   t.match(text, 'chat_connections_active{route="/ws"} 1\n')
   t.match(text, 'chat_connections_rejected_total 0\n')
+  t.match(text, 'chat_limits_total{limit="pingFloods"} 0\n')
   ws.close()
 })
 

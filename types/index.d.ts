@@ -140,6 +140,11 @@ declare namespace fastifyReliableWs {
     onRateLimit?: 'close' | 'drop'
     /** A socket that sends no message this long (pings and pongs do not count) is closed with 1000. Default `Infinity`. */
     idleTimeoutMs?: number
+    /**
+     * A message (all its frames) that has begun to arrive and is still unfinished this long is closed with 1008.
+     * Checked at the socket's deadline visits: closed between once and twice this after it began. Default `10000`.
+     */
+    fragmentTimeoutMs?: number
   }
 
   export interface PluginLimitOptions extends LimitOptions {
@@ -351,6 +356,8 @@ declare namespace fastifyReliableWs {
     protocolErrors: number
     /** Peers terminated for flooding pings (protocol-level or the subprotocol's) whose pongs they never read. */
     pingFloods: number
+    /** Sockets closed with 1008 for a message still unfinished after fragmentTimeoutMs. */
+    fragmentTimeouts: number
   }
 
   export interface SessionStats {

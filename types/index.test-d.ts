@@ -139,7 +139,7 @@ expectType<number | undefined>(stats.closeCauses.heartbeat)
 // @ts-expect-error causes are those of onDisconnect
 expectType<number | undefined>(stats.closeCauses.timeout)
 expectExact<typeof stats.limits, LimitStats>(true)
-expectExact<keyof LimitStats, 'originRejected' | 'maxConnectionsRejected' | 'perIpRejected' | 'payloadTooLarge' | 'rateLimited' | 'handshakeTimeouts' | 'idleTimeouts' | 'protocolErrors' | 'pingFloods'>(true)
+expectExact<keyof LimitStats, 'originRejected' | 'maxConnectionsRejected' | 'perIpRejected' | 'payloadTooLarge' | 'rateLimited' | 'handshakeTimeouts' | 'idleTimeouts' | 'protocolErrors' | 'pingFloods' | 'fragmentTimeouts'>(true)
 // @ts-expect-error wsStats is read-only
 app.wsStats = stats
 
