@@ -360,3 +360,37 @@ t.test('acknowledged and ended sessions give their bytes back; nothing is left i
   t.match(app.wsStats.sessions, { active: 0, bufferedBytes: 0 })
   t.equal(app.wsSessions.get(client.session ?? session.id), undefined)
 })
+
+t.test('an async owner without onConnect: the socket is paused meanwhile, nothing is lost', async (t) => {
+  const received: string[] = []
+  const server = await start({ heartbeat: false }, (app) => {
+    app.get('/s', { websocket: true, config: { reliable: { resume: { owner: async () => { await sleep(30); return 'alice' } } } } }, (socket) => {
+      socket.on('message', (data: Buffer) => received.push(data.toString()))
+    })
+  })
+  t.teardown(() => server.app.close())
+  const peer = new Peer(server.url('/s'))
+  // Sent before the welcome, while the owner is being looked up: read only once the handler listens.
+  peer.ws.on('open', () => peer.ws.send('early'))
+  t.match(await peer.welcome(), { resumed: false })
+  await waitFor(() => received.length === 1, 2000, 'the early message')
+  t.same(received, ['early'])
+  peer.ws.close()
+})
+
+t.test('a client that comes back from another address resumes, and its session counts there', async (t) => {
+  const { app, url } = await roomServer(t, {}, { limits: { maxSessionsPerIp: 1 } })
+  const first = new Peer(url('/rooms/a'), undefined, { 'x-user': 'alice' })
+  const welcome = await first.welcome()
+  first.ws.terminate()
+  await waitFor(() => app.wsSessions.get(welcome.session)?.connected === false, 2000, 'away')
+  const moved = new WebSocket(url('/rooms/a'), [PROTOCOL, resumeToken(welcome.session, welcome.token, 0)], { headers: { 'x-user': 'alice' }, localAddress: '127.0.0.2' })
+  const [data] = await once(moved, 'message')
+  t.match(JSON.parse(data.toString().slice(1)), { session: welcome.session, resumed: true })
+  // The first address holds no session now: a new one there needs no room made.
+  const again = new Peer(url('/rooms/a'), undefined, { 'x-user': 'alice' })
+  await again.welcome()
+  t.match(app.wsStats.sessions, { active: 2, evicted: 0, rejected: 0 })
+  moved.close()
+  again.ws.close()
+})
