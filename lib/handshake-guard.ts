@@ -3,12 +3,11 @@ import type { IncomingMessage, Server } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import { Server as TlsServer } from 'node:tls'
 import type { WebSocketServer } from 'ws'
 import type { Context } from './context'
 import { kWheelPos, kWheelTick } from './symbols'
 
-/** A TCP connection whose first request has not fully arrived yet, waiting on the scheduler. */
+/** A TCP connection whose first request has not fully arrived yet (on a TLS server: the TCP connection under the TLS one), waiting on the scheduler. */
 export interface PendingConnection extends Socket {
   [kWheelTick]: number
   [kWheelPos]: number
@@ -21,18 +20,17 @@ export interface PendingConnection extends Socket {
  * upgrade or any other request: until then nobody knows which it will be):
  * a slowloris connection is destroyed when it comes due. Node's own
  * headersTimeout would do the same, but is checked every 30 s at best.
+ * Behind TLS the deadline runs from TCP accept too, so that it covers the TLS
+ * handshake as well: one that never finishes gets no request either.
  * Malformed HTTP and malformed upgrade requests are counted here too.
  */
 export class HandshakeGuard {
-  private readonly connectionEvent: string
   private readonly onConnection: (socket: PendingConnection) => void
   private readonly onRequest: (request: IncomingMessage) => void
   private readonly onSocketClose: (this: PendingConnection) => void
   private readonly onClientError: (this: Server, err: NodeJS.ErrnoException, socket: Duplex) => void
 
   constructor (private readonly ctx: Context, private readonly server: Server) {
-    // Behind TLS the request's socket is the TLS one, which only exists once the TLS handshake is done.
-    this.connectionEvent = server instanceof TlsServer ? 'secureConnection' : 'connection'
     const scheduler = ctx.scheduler
     const timeoutMs = ctx.settings.handshakeTimeoutMs
     const settle = (socket: PendingConnection | undefined): void => {
@@ -47,7 +45,11 @@ export class HandshakeGuard {
       scheduler.add(socket, performance.now() + timeoutMs)
       socket.on('close', this.onSocketClose)
     }
-    this.onRequest = (request) => settle(request.socket as PendingConnection | undefined)
+    this.onRequest = (request) => {
+      // Behind TLS the request comes on the TLS socket; the TCP connection under it (_parent) is the one guarded.
+      const socket = request.socket as (Socket & { _parent?: Socket | null }) | undefined
+      settle((socket?._parent ?? socket) as PendingConnection | undefined)
+    }
     this.onSocketClose = function () { settle(this) }
     this.onClientError = function (err, socket) {
       // llhttp's parse errors: what came was not HTTP. Resets and timeouts are not the peer's malformed input.
@@ -58,7 +60,8 @@ export class HandshakeGuard {
     }
     if (timeoutMs !== Infinity) {
       scheduler.usePeriod(timeoutMs)
-      server.on(this.connectionEvent, this.onConnection)
+      // On a TLS server 'connection' is the TCP connection, before the TLS handshake ('secureConnection' after it).
+      server.on('connection', this.onConnection)
       server.on('request', this.onRequest)
       server.on('upgrade', this.onRequest)
     }
@@ -90,7 +93,7 @@ export class HandshakeGuard {
   /** From shutdown on, the server's upgrade requests must reach Fastify's 503, not a leftover listener. */
   detach (): void {
     const server = this.server
-    server.off(this.connectionEvent, this.onConnection)
+    server.off('connection', this.onConnection)
     server.off('request', this.onRequest)
     server.off('upgrade', this.onRequest)
     server.off('clientError', this.onClientError)
