@@ -20,7 +20,7 @@ import { createSocketClass } from './lib/reliable-socket'
 import type { ReliableSocket } from './lib/reliable-socket'
 import { createRouteDecorator } from './lib/route-decorator'
 import { Scheduler } from './lib/scheduler'
-import { createPreClose } from './lib/shutdown'
+import { createShutdown } from './lib/shutdown'
 import { Session } from './lib/session'
 import { SessionRegistry } from './lib/session-registry'
 import { MemorySessionStore } from './lib/session-store'
@@ -66,6 +66,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
   // The server @fastify/websocket takes upgrades from: its `server` option moves them off Fastify's own, whose
   // upgrade requests must then stay plain HTTP requests (an 'upgrade' listener there would leave them unanswered).
   const handshakes = new HandshakeGuard(ctx, (wsOptions!.server as Server | undefined) || fastify.server)
+  const shutdown = createShutdown(ctx, handshakes)
 
   // Added before @fastify/websocket is registered, so it sees route handlers first.
   fastify.addHook('onRoute', createRouteDecorator(ctx))
@@ -77,7 +78,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
       handleProtocols: createProtocolHandler(wsOptions!.handleProtocols)
     },
     errorHandler: createErrorHandler(errorHandler),
-    preClose: createPreClose(ctx, handshakes)
+    preClose: shutdown.preClose
   })
   fastify.addHook('onReady', function watchHandshakes (done) {
     handshakes.watch(this.websocketServer)
@@ -98,8 +99,10 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     })
   }
 
-  // Closed sockets leave the wheel themselves, which disarms it; this also covers a close() whose preClose never ran.
+  // Runs once Fastify's server has closed. Closed sockets leave the wheel themselves, which disarms it; this also
+  // covers a close() whose preClose never ran.
   fastify.addHook('onClose', function stopScheduler (_instance, next) {
+    shutdown.finish()
     ctx.scheduler.stop()
     sessions.endAll()
     metrics?.unregister()

@@ -3,12 +3,11 @@ import type { IncomingMessage, Server } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import { Server as TlsServer } from 'node:tls'
 import type { WebSocketServer } from 'ws'
 import type { Context } from './context'
 import { kWheelPos, kWheelTick } from './symbols'
 
-/** A TCP connection whose first request has not fully arrived yet, waiting on the scheduler. */
+/** A TCP connection whose first request has not fully arrived yet (on a TLS server: the TCP connection under the TLS one). */
 export interface PendingConnection extends Socket {
   [kWheelTick]: number
   [kWheelPos]: number
@@ -16,39 +15,48 @@ export interface PendingConnection extends Socket {
 
 /**
  * Guards what happens on the server before a socket is a websocket. Each
- * new connection is put on the instance's scheduler, due handshakeTimeoutMs
+ * new TCP connection is put on the instance's scheduler, due handshakeTimeoutMs
  * later, and taken off as soon as its first request's headers are in (an
  * upgrade or any other request: until then nobody knows which it will be):
  * a slowloris connection is destroyed when it comes due. Node's own
  * headersTimeout would do the same, but is checked every 30 s at best.
+ * Behind TLS the deadline runs from TCP accept too, so that it covers the TLS
+ * handshake as well: one that never finishes gets no request either.
  * Malformed HTTP and malformed upgrade requests are counted here too.
+ *
+ * The connections still waiting are also kept in a set (with or without a
+ * timeout) for shutdown: Node stops its own header timeout once the server is
+ * closing, and a TLS handshake in progress is nowhere in Node's list of HTTP
+ * connections, so nothing else could end them.
  */
 export class HandshakeGuard {
-  private readonly connectionEvent: string
+  private readonly pending = new Set<PendingConnection>()
+  private readonly timed: boolean
   private readonly onConnection: (socket: PendingConnection) => void
   private readonly onRequest: (request: IncomingMessage) => void
   private readonly onSocketClose: (this: PendingConnection) => void
   private readonly onClientError: (this: Server, err: NodeJS.ErrnoException, socket: Duplex) => void
 
-  constructor (private readonly ctx: Context, private readonly server: Server) {
-    // Behind TLS the request's socket is the TLS one, which only exists once the TLS handshake is done.
-    this.connectionEvent = server instanceof TlsServer ? 'secureConnection' : 'connection'
+  constructor (private readonly ctx: Context, readonly server: Server) {
     const scheduler = ctx.scheduler
     const timeoutMs = ctx.settings.handshakeTimeoutMs
-    const settle = (socket: PendingConnection | undefined): void => {
-      // Only connections still waiting hold a tick: a kept-alive one's next request finds -1. An upgrade request
+    const timed = this.timed = timeoutMs !== Infinity
+    const pending = this.pending
+    const guard = this
+    this.onRequest = (request) => {
+      // Behind TLS the request comes on the TLS socket; the TCP connection under it (_parent) is the one
+      // guarded since accept. A kept-alive connection's next request finds it settled already. An upgrade request
       // made up by @fastify/websocket's injectWS has no socket, or one of the test's own that was never guarded.
-      if (socket === undefined || socket[kWheelTick] === undefined || socket[kWheelTick] === -1) return
-      scheduler.remove(socket)
-      // Kept for the connection's life, the listener would turn the socket's one 'close' listener into a list.
-      socket.removeListener('close', this.onSocketClose)
+      const socket = request.socket as (Socket & { _parent?: Socket | null }) | undefined
+      const connection = (socket?._parent ?? socket) as PendingConnection | undefined
+      if (connection !== undefined) this.release(connection)
     }
     this.onConnection = (socket) => {
-      scheduler.add(socket, performance.now() + timeoutMs)
+      pending.add(socket)
+      if (timed) scheduler.add(socket, performance.now() + timeoutMs)
       socket.on('close', this.onSocketClose)
     }
-    this.onRequest = (request) => settle(request.socket as PendingConnection | undefined)
-    this.onSocketClose = function () { settle(this) }
+    this.onSocketClose = function () { guard.release(this) }
     this.onClientError = function (err, socket) {
       // llhttp's parse errors: what came was not HTTP. Resets and timeouts are not the peer's malformed input.
       if (err.code?.startsWith('HPE_') === true) ctx.stats.limits.protocolErrors++
@@ -56,13 +64,21 @@ export class HandshakeGuard {
       // may have none, and any listener stops Node from answering.
       if (this.listenerCount('clientError') === 1) answerAsNode(err, socket)
     }
-    if (timeoutMs !== Infinity) {
-      scheduler.usePeriod(timeoutMs)
-      server.on(this.connectionEvent, this.onConnection)
-      server.on('request', this.onRequest)
-      server.on('upgrade', this.onRequest)
-    }
+    if (timed) scheduler.usePeriod(timeoutMs)
+    // On a TLS server 'connection' is the TCP connection, before the TLS handshake ('secureConnection' after it).
+    server.on('connection', this.onConnection)
+    server.on('request', this.onRequest)
+    server.on('upgrade', this.onRequest)
     server.on('clientError', this.onClientError)
+  }
+
+  /** Takes a connection that got its first request, or closed, off the scheduler and out of the set. */
+  private release (socket: PendingConnection): void {
+    if (!this.pending.delete(socket)) return
+    // (One the wheel found due is off it already: remove() knows.)
+    if (this.timed) this.ctx.scheduler.remove(socket)
+    // Kept for the connection's life, the listener would turn the socket's one 'close' listener into a list.
+    socket.removeListener('close', this.onSocketClose)
   }
 
   /** The scheduler's callback for a connection that is still mid-request. */
@@ -88,9 +104,23 @@ export class HandshakeGuard {
   }
 
   /** From shutdown on, the server's upgrade requests must reach Fastify's 503, not a leftover listener. */
+  drain (): void {
+    this.server.off('upgrade', this.onRequest)
+  }
+
+  /**
+   * When shutdown.timeoutMs is up: destroys every connection still short of
+   * its first request, TLS handshakes included. Not counted as handshake
+   * timeouts: shutdown cut them short.
+   */
+  destroyPending (): void {
+    for (const socket of this.pending) socket.destroy()
+  }
+
+  /** Once the instance is closed: the plugin no longer guards (or counts) anything on this server. */
   detach (): void {
     const server = this.server
-    server.off(this.connectionEvent, this.onConnection)
+    server.off('connection', this.onConnection)
     server.off('request', this.onRequest)
     server.off('upgrade', this.onRequest)
     server.off('clientError', this.onClientError)

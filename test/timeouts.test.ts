@@ -19,11 +19,11 @@ function silent (app: FastifyInstance): void {
 }
 
 /** A TCP connection that sends `partial` and then nothing; resolves with the time it was closed by the server. */
-async function stall (port: number, partial: string): Promise<{ socket: net.Socket, closed: Promise<number> }> {
+async function stall (port: number, partial: string | Buffer): Promise<{ socket: net.Socket, closed: Promise<number> }> {
   const socket = net.connect(port, '127.0.0.1')
   socket.on('error', () => {})
   await once(socket, 'connect')
-  if (partial !== '') socket.write(partial)
+  if (partial.length > 0) socket.write(partial)
   return { socket, closed: once(socket, 'close').then(() => performance.now()) }
 }
 
@@ -146,16 +146,30 @@ t.test('handshakeTimeoutMs: Infinity turns it off', async (t) => {
   t.equal(app.wsStats.limits.handshakeTimeouts, 0)
 })
 
-t.test('behind TLS the timeout runs from the end of the TLS handshake', async (t) => {
-  const fixtures = join(__dirname, 'fixtures')
-  const key = readFileSync(join(fixtures, 'localhost-key.pem'))
-  const cert = readFileSync(join(fixtures, 'localhost-cert.pem'))
+const key = readFileSync(join(__dirname, 'fixtures', 'localhost-key.pem'))
+const cert = readFileSync(join(__dirname, 'fixtures', 'localhost-cert.pem'))
+
+async function startTls (handshakeTimeoutMs: number): Promise<{ app: FastifyInstance, port: number }> {
   const app = Fastify({ https: { key, cert } })
-  await app.register(reliableWs, { heartbeat: false, limits: { handshakeTimeoutMs: 100 } })
+  await app.register(reliableWs, { heartbeat: false, limits: { handshakeTimeoutMs } })
   silent(app)
+  app.get('/http', async () => ({ ok: true }))
   await app.listen({ port: 0, host: '127.0.0.1' })
+  return { app, port: (app.server.address() as net.AddressInfo).port }
+}
+
+/** `promise`'s value, or `fallback` if it has not settled within `ms`: a missing fix fails the test instead of hanging it. */
+async function within<T> (promise: Promise<T>, ms: number, fallback: T): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<T>((resolve) => { timer = setTimeout(resolve, ms, fallback) })
+  const value = await Promise.race([promise, late])
+  clearTimeout(timer)
+  return value
+}
+
+t.test('behind TLS the deadline covers the TLS handshake and the request head', async (t) => {
+  const { app, port } = await startTls(100)
   t.teardown(() => app.close())
-  const port = (app.server.address() as net.AddressInfo).port
   const good = new WebSocket(`wss://127.0.0.1:${port}/ws`, { ca: cert })
   collect(good)
   await once(good, 'open')
@@ -172,6 +186,35 @@ t.test('behind TLS the timeout runs from the end of the TLS handshake', async (t
   await waitFor(() => collect(good).length === 1)
   t.same(collect(good), ['over TLS'])
   good.close()
+})
+
+t.test('behind TLS the deadline runs from TCP accept: a TLS handshake that never finishes is destroyed and counted', async (t) => {
+  const { app, port } = await startTls(100)
+  t.teardown(() => app.close())
+  const startedAt = performance.now()
+  // The first bytes of a ClientHello (a handshake record announcing 512 bytes), and a connection that says nothing.
+  const partialHello = await stall(port, Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]))
+  const mute = await stall(port, '')
+  t.teardown(() => { partialHello.socket.destroy(); mute.socket.destroy() })
+  // A TLS connection whose first request came in time stays open for more: its TCP connection was released.
+  const keptAlive = tls.connect({ port, host: '127.0.0.1', ca: cert })
+  keptAlive.on('error', () => {})
+  await once(keptAlive, 'secureConnect')
+  let received = ''
+  keptAlive.on('data', (chunk: Buffer) => { received += chunk.toString() })
+  keptAlive.write('GET /http HTTP/1.1\r\nHost: x\r\n\r\n')
+  for (const [name, { closed }] of [['partial ClientHello', partialHello], ['mute', mute]] as const) {
+    const at = await within(closed, 1000, Infinity)
+    const elapsed = at - startedAt
+    t.ok(elapsed >= 90 && elapsed < 100 + MARGIN, `${name} destroyed after ${Math.round(elapsed)} ms`)
+  }
+  t.equal(app.wsStats.limits.handshakeTimeouts, 2)
+  await sleep(150)
+  t.notOk(keptAlive.destroyed, 'the kept-alive TLS connection is still open after twice the timeout')
+  keptAlive.write('GET /http HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+  await within(once(keptAlive, 'close'), 1000, null)
+  t.equal(received.match(/\{"ok":true\}/g)?.length, 2, 'both requests answered on one connection')
+  t.equal(app.wsStats.limits.handshakeTimeouts, 2)
 })
 
 t.test('idleTimeoutMs: a socket the app has paused is not closed idle while messages may be waiting unread', async (t) => {
