@@ -1,6 +1,8 @@
 // The load generator, in its own process: opens the clients, drives one
 // scenario and reports its own CPU beside the server's samples (taken by the
 // server itself and relayed by the orchestrator), so a saturated client shows.
+import { randomBytes } from 'node:crypto'
+import { connect as tcpConnect } from 'node:net'
 import { createHistogram, performance } from 'node:perf_hooks'
 import WebSocket from 'ws'
 
@@ -217,6 +219,246 @@ const scenarios = {
     }
   }
 }
+
+// Raw TCP for the attacks, each from 127.0.0.1 (no source address of their own: they must all be one client's).
+// No localAddress either, so the kernel picks ports by the whole 4-tuple and TIME_WAIT from earlier runs is no matter.
+function rawConnection () {
+  return new Promise((resolve, reject) => {
+    const socket = tcpConnect(Number(port), '127.0.0.1')
+    socket.once('connect', () => {
+      socket.off('error', reject)
+      socket.on('error', () => {})
+      resolve(socket)
+    })
+    socket.once('error', reject)
+  })
+}
+
+/** A raw websocket: the upgrade written by hand, resolved with the socket and whatever followed the 101's head. */
+async function rawWebSocket (path, protocol) {
+  const socket = await rawConnection()
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+    `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\n` +
+    (protocol ? `Sec-WebSocket-Protocol: ${protocol}\r\n` : '') + '\r\n')
+  let head = Buffer.alloc(0)
+  const rest = await new Promise((resolve, reject) => {
+    const onData = (chunk) => {
+      head = Buffer.concat([head, chunk])
+      const end = head.indexOf('\r\n\r\n')
+      if (end === -1) return
+      socket.off('data', onData)
+      socket.off('close', onClose)
+      const status = head.subarray(0, head.indexOf('\r\n')).toString()
+      if (!status.includes(' 101 ')) reject(new Error(`upgrade refused: ${status}`))
+      else resolve(head.subarray(end + 4))
+    }
+    const onClose = () => reject(new Error('closed during the upgrade'))
+    socket.on('data', onData)
+    socket.once('close', onClose)
+  })
+  return { socket, rest }
+}
+
+/** A client's frame: masked, as RFC 6455 requires (one key per frame built; the attack may reuse the frame). */
+function maskedFrame (opcode, payload, fin = true) {
+  const data = typeof payload === 'string' ? Buffer.from(payload) : payload
+  const length = data.length
+  const header = length < 126 ? Buffer.from([0, 0x80 | length]) : length < 0x10000 ? Buffer.from([0, 0x80 | 126, length >> 8, length & 0xff]) : Buffer.alloc(10)
+  if (length >= 0x10000) {
+    header[1] = 0x80 | 127
+    header.writeBigUInt64BE(BigInt(length), 2)
+  }
+  header[0] = (fin ? 0x80 : 0) | opcode
+  const key = randomBytes(4)
+  const masked = Buffer.allocUnsafe(length)
+  for (let i = 0; i < length; i++) masked[i] = data[i] ^ key[i & 3]
+  return Buffer.concat([header, key, masked])
+}
+
+/** Calls `onFrame(opcode, payload)` for each (unmasked) frame the server sends on `socket`, starting with `rest`. */
+function readFrames (socket, rest, onFrame) {
+  let buffer = rest
+  const parse = () => {
+    while (buffer.length >= 2) {
+      let length = buffer[1] & 0x7f
+      let offset = 2
+      if (length === 126) {
+        if (buffer.length < 4) return
+        length = buffer.readUInt16BE(2)
+        offset = 4
+      } else if (length === 127) {
+        if (buffer.length < 10) return
+        length = Number(buffer.readBigUInt64BE(2))
+        offset = 10
+      }
+      if (buffer.length < offset + length) return
+      onFrame(buffer[0] & 0x0f, buffer.subarray(offset, offset + length))
+      buffer = buffer.subarray(offset + length)
+    }
+  }
+  socket.on('data', (chunk) => {
+    buffer = buffer.length === 0 ? chunk : Buffer.concat([buffer, chunk])
+    parse()
+  })
+  parse()
+}
+
+async function waitUntil (condition, maxMs, everyMs = 50) {
+  const end = performance.now() + maxMs
+  while (!(await condition())) {
+    if (performance.now() >= end) return false
+    await sleep(everyMs)
+  }
+  return true
+}
+
+function growth (baseline, after) {
+  return { rssGrowthBytes: after.rss - baseline.rss, heapGrowthBytes: after.heapUsed - baseline.heapUsed, peakRssGrowthBytes: after.peakRss - baseline.rss, baselineRssBytes: baseline.rss }
+}
+
+const attacks = {
+  // Subprotocol pings from a peer that never reads the pongs.
+  async pingFlood ({ maxUploadBytes, maxSeconds }) {
+    const baseline = await server('sample')
+    const { socket } = await rawWebSocket('/ws', 'reliable-ws.v1')
+    socket.pause()
+    const batch = Buffer.concat(Array.from({ length: 10_000 }, () => maskedFrame(0x1, '\u0000{"t":"ping"}')))
+    let uploaded = 0
+    let closed = false
+    socket.once('close', () => { closed = true })
+    const started = performance.now()
+    const end = started + maxSeconds * 1000
+    while (!closed && !socket.destroyed && uploaded < maxUploadBytes && performance.now() < end) {
+      const flushed = socket.write(batch)
+      uploaded += batch.length
+      if (!flushed) await Promise.race([new Promise((resolve) => socket.once('drain', resolve)), sleep(50)])
+    }
+    const terminated = await waitUntil(async () => (await server('peek')).connections === 0, 5000)
+    socket.destroy()
+    const after = await server('sample')
+    return {
+      ...growth(baseline, after),
+      uploadedBytes: uploaded,
+      terminated,
+      pingFloods: after.wsStats.limits.pingFloods,
+      seconds: (performance.now() - started) / 1000
+    }
+  },
+
+  // Sessions opened and left, one after another, from one address: each stays away for ttlMs.
+  async sessions ({ connections, concurrency, maxSeconds }) {
+    const baseline = await server('sample')
+    const started = performance.now()
+    const end = started + maxSeconds * 1000
+    let opened = 0
+    let failed = 0
+    const one = () => new Promise((resolve) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/session`, 'reliable-ws.v1', { perMessageDeflate: false })
+      ws.once('message', (data, isBinary) => {
+        if (!isBinary && data[0] === 0) ws.close()
+      })
+      ws.once('error', () => { failed++ })
+      ws.once('close', resolve)
+    })
+    await Promise.all(Array.from({ length: concurrency }, async () => {
+      while (opened < connections && performance.now() < end) {
+        opened++
+        await one()
+      }
+    }))
+    const seconds = (performance.now() - started) / 1000
+    await waitUntil(async () => (await server('peek')).connections === 0, 5000)
+    const after = await server('sample')
+    const sessions = after.wsStats.sessions
+    return {
+      ...growth(baseline, after),
+      opened,
+      failed,
+      sessionsActive: sessions.active,
+      sessionsEvicted: sessions.evicted,
+      sessionsRejected: sessions.rejected,
+      sessionBufferedBytes: sessions.bufferedBytes,
+      seconds
+    }
+  },
+
+  // Connections that send half a request line's headers and then nothing.
+  async halfSent ({ connections, settleSeconds, handshakeTimeoutMs, graceSeconds }) {
+    const baseline = await server('sample')
+    const sockets = []
+    let open = 0
+    const firstAt = performance.now()
+    for (let i = 0; i < connections; i += 250) {
+      const batch = await Promise.all(Array.from({ length: Math.min(250, connections - i) }, () => rawConnection()))
+      for (const socket of batch) {
+        open++
+        socket.once('close', () => { open-- })
+        socket.write('GET / HTTP/1.1\r\nHost: x\r\n')
+        sockets.push(socket)
+      }
+    }
+    const lastAt = performance.now()
+    await sleep(settleSeconds * 1000)
+    const held = await server('sample')
+    const openWhileHeld = open
+    // Every connection is due handshakeTimeoutMs after it was accepted.
+    await sleep(Math.max(0, lastAt + handshakeTimeoutMs + graceSeconds * 1000 - performance.now()))
+    const openAfterTimeout = open
+    const after = await server('sample')
+    for (const socket of sockets) socket.destroy()
+    return {
+      ...growth(baseline, held),
+      openWhileHeld,
+      openAfterTimeout,
+      handshakeTimeouts: after.wsStats.limits.handshakeTimeouts,
+      rssGrowthAfterTimeoutBytes: after.rss - baseline.rss,
+      seconds: (lastAt - firstAt) / 1000
+    }
+  },
+
+  // Websockets that each send the first fragment of a text message and never the rest; they answer pings.
+  async fragments ({ connections, bytes, holdSeconds, maxSeconds }) {
+    const baseline = await server('sample')
+    const fragment = maskedFrame(0x1, Buffer.alloc(bytes, 'x'), false)
+    const peers = []
+    let open = 0
+    let pongs = 0
+    for (let i = 0; i < connections; i += 50) {
+      peers.push(...await Promise.all(Array.from({ length: Math.min(50, connections - i) }, async () => {
+        const { socket, rest } = await rawWebSocket('/ws')
+        open++
+        socket.once('close', () => { open-- })
+        readFrames(socket, rest, (opcode, payload) => {
+          if (opcode !== 0x9) return
+          pongs++
+          socket.write(maskedFrame(0xa, payload))
+        })
+        socket.write(fragment)
+        return socket
+      })))
+    }
+    // Held once the server's parsers have every fragment (or whatever they will have).
+    const expected = connections * bytes
+    const received = await waitUntil(async () => (await server('peek')).fragmentBytes >= expected, maxSeconds * 1000)
+    const held = await server('sample')
+    const openWhileHeld = open
+    await sleep(holdSeconds * 1000)
+    const later = await server('peek')
+    const result = {
+      ...growth(baseline, held),
+      allReceived: received,
+      openWhileHeld,
+      openAfterHold: open,
+      fragmentBytesHeld: later.fragmentBytes,
+      pongs,
+      seconds: holdSeconds
+    }
+    for (const socket of peers) socket.destroy()
+    return result
+  }
+}
+
+scenarios.attacks = (scenario) => attacks[scenario.attack](scenario)
 
 const result = await scenarios[scenario.name](scenario)
 process.send({ done: true, result }, () => process.exit(0))

@@ -121,7 +121,14 @@ export function renderMarkdown (results) {
     lines.push(`| slow consumer: queued ≤ highWaterMark + one message, RSS growth ≤ ${SLOW_RSS_BOUND / 2 ** 20} MiB | ${violations.length === 0 ? 'held' : violations.join('; ')} | ${violations.length === 0 ? 'met' : '**missed**'} |`)
   }
   lines.push('')
+  let attacksRendered = false
   for (const [key, scenario] of Object.entries(results.scenarios)) {
+    if (scenario.name === 'attacks') {
+      // The attacks are one scenario each (each its own server process) and one section together.
+      if (!attacksRendered) lines.push(...renderAttacks(results))
+      attacksRendered = true
+      continue
+    }
     lines.push(`## ${describe(scenario)}`, '')
     if (scenario.skipped) {
       lines.push(`Not run: ${scenario.skipped}.`, '')
@@ -142,6 +149,75 @@ export function renderMarkdown (results) {
   const notes = join(dirname(fileURLToPath(import.meta.url)), 'notes.md')
   lines.push(readFileSync(notes, 'utf8'))
   return lines.join('\n')
+}
+
+const ATTACK_NAMES = {
+  pingFlood: 'subprotocol ping flood from a peer that never reads',
+  sessions: 'session flood',
+  halfSent: 'half-sent HTTP requests',
+  fragments: 'unfinished fragmented messages'
+}
+
+function count (n) {
+  return n === null || n === undefined ? '—' : Math.round(n).toLocaleString('en-US')
+}
+
+function mb (bytes) {
+  return format(bytes, 1, 1e6)
+}
+
+/** What the attacker did and what the server did about it, in words, from one attack's medians. */
+function attackStory (scenario, m) {
+  switch (scenario.attack) {
+    case 'pingFlood':
+      return [
+        `\`\\u0000{"t":"ping"}\` frames, reading nothing, up to ${mb(scenario.maxUploadBytes)} MB`,
+        m.terminated ? `terminated it after ${mb(m.uploadedBytes)} MB uploaded (pingFloods ${count(m.pingFloods)})` : `did not terminate it: ${mb(m.uploadedBytes)} MB uploaded`
+      ]
+    case 'sessions':
+      return [
+        `${count(m.opened)} connections to a route with \`resume: true\` (64 KiB sent to each), each closed after its welcome`,
+        `kept ${count(m.sessionsActive)} sessions (${mb(m.sessionBufferedBytes)} MB unacknowledged), evicted ${count(m.sessionsEvicted)}, rejected ${count(m.sessionsRejected)}`
+      ]
+    case 'halfSent':
+      return [
+        `${count(scenario.connections)} TCP connections sending \`GET / HTTP/1.1\\r\\nHost: x\\r\\n\` and nothing more`,
+        `held ${count(m.openWhileHeld)}; ${count(m.openAfterTimeout)} still open ${scenario.graceSeconds} s past handshakeTimeoutMs (${count(m.handshakeTimeouts)} handshake timeouts), RSS then ${mb(m.rssGrowthAfterTimeoutBytes)} MB over the baseline`
+      ]
+    case 'fragments':
+      return [
+        `${count(scenario.connections)} websockets each sending a first text fragment (FIN=0) of ${count(scenario.bytes)} B, then only answering pings`,
+        `held ${m.allReceived ? 'every' : '**not every**'} fragment (${mb(m.fragmentBytesHeld)} MB); ${count(m.openAfterHold)} of ${count(m.openWhileHeld)} sockets still open ${scenario.holdSeconds} s later, having answered ${count(m.pongs)} pings`
+      ]
+    default:
+      return [scenario.attack, '—']
+  }
+}
+
+/** The attacks' section: one row per attack, growth over each server's own idle baseline (after GC). */
+export function renderAttacks (results) {
+  const attacks = Object.values(results.scenarios).filter((s) => s.name === 'attacks')
+  if (attacks.length === 0) return []
+  const rounds = attacks[0].rounds
+  const lines = [
+    '## Attacks from one address, default options', '',
+    `The plugin registered with no options at all, every attack from 127.0.0.1 against a server process of its own; ` +
+    `growth is the server's memory after GC while the attack is held (the ping flood: once it is over) less its idle baseline just before, ` +
+    `peak RSS the highest seen every 10 ms (no GC). MB = 10⁶ B; medians over ${rounds} round${rounds === 1 ? '' : 's'}.`, '',
+    '| attack | what the server did | idle baseline RSS (MB) | RSS growth (MB) | heap growth (MB) | peak RSS growth (MB) |',
+    '|---|---|---:|---:|---:|---:|'
+  ]
+  for (const scenario of attacks) {
+    const m = scenario.contenders.plugin?.median
+    if (m === undefined) {
+      lines.push(`| ${ATTACK_NAMES[scenario.attack]} | not run (the plugin was not among the contenders) | — | — | — | — |`)
+      continue
+    }
+    const [what, did] = attackStory(scenario, m)
+    lines.push(`| ${ATTACK_NAMES[scenario.attack]}: ${what} | ${did} | ${mb(m.baselineRssBytes)} | ${mb(m.rssGrowthBytes)} | ${mb(m.heapGrowthBytes)} | ${mb(m.peakRssGrowthBytes)} |`)
+  }
+  lines.push('')
+  return lines
 }
 
 function describe (scenario) {

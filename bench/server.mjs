@@ -9,7 +9,10 @@ import { WebSocketServer } from 'ws'
 
 const require = createRequire(import.meta.url)
 const [contender, configJson] = process.argv.slice(2)
-/** heartbeatMs: the interval for contenders that have one (null = each one's default); floodBytes: slow-consumer message size. */
+/**
+ * heartbeatMs: the interval for contenders that have one (null = each one's default); floodBytes: slow-consumer
+ * message size; attacks: the plugin at its default options, with the routes the attack scenarios aim at.
+ */
 const config = JSON.parse(configJson)
 const DEFAULT_HEARTBEAT_MS = 30_000
 const heartbeatMs = config.heartbeatMs ?? DEFAULT_HEARTBEAT_MS
@@ -95,8 +98,22 @@ async function rawWsServer (setUp = () => {}) {
   return { port: server.address().port, sockets: () => wss.clients, stats: () => null }
 }
 
+// The attack scenarios' server: the plugin registered with no options at all, an echo route, and a route with
+// sessions whose handler sends each new socket 64 KiB of fresh text (kept by the session until acknowledged).
+async function attackServer () {
+  const { randomBytes } = await import('node:crypto')
+  const app = Fastify()
+  await app.register(require('../dist/index.js'))
+  app.get('/ws', { websocket: true }, (socket) => echo(socket))
+  app.get('/session', { websocket: true, config: { reliable: { resume: true } } }, (socket) => {
+    socket.send(randomBytes(49_152).toString('base64'))
+  })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  return { port: app.server.address().port, sockets: () => app.websocketServer.clients, stats: () => app.wsStats }
+}
+
 const contenders = {
-  plugin: () => fastifyServer((app) => app.register(require('../dist/index.js'), {
+  plugin: () => config.attacks ? attackServer() : fastifyServer((app) => app.register(require('../dist/index.js'), {
     heartbeat: { intervalMs: heartbeatMs },
     health: false
   })),
@@ -127,6 +144,9 @@ const contenders = {
 const server = await contenders[contender]()
 const loopDelay = monitorEventLoopDelay({ resolution: 1 })
 loopDelay.enable()
+// Under attack the RSS between two samples matters too: the highest seen (without GC) since the last sample.
+let peakRss = 0
+if (config.attacks) setInterval(() => { peakRss = Math.max(peakRss, process.memoryUsage.rss()) }, 10).unref()
 
 function sample () {
   global.gc()
@@ -139,10 +159,22 @@ function sample () {
     loopP99Ms: loopDelay.percentile(99) / 1e6,
     loopMaxMs: loopDelay.max / 1e6,
     connections: server.io ? server.io.engine.clientsCount : server.sockets().size,
-    wsStats: server.stats()
+    wsStats: server.stats(),
+    peakRss: Math.max(peakRss, memory.rss)
   }
   loopDelay.reset()
+  peakRss = 0
   return result
+}
+
+// A cheap look, without GC, for a load process polling for a condition: the bytes of unfinished messages that
+// ws holds (the fragments each socket's parser has received so far) and the counters.
+function peek () {
+  let fragmentBytes = 0
+  for (const socket of server.sockets?.() ?? []) {
+    for (const fragment of socket._receiver?._fragments ?? []) fragmentBytes += fragment.length
+  }
+  return { rss: process.memoryUsage.rss(), connections: server.io ? server.io.engine.clientsCount : server.sockets().size, fragmentBytes, wsStats: server.stats() }
 }
 
 function broadcast (text) {
@@ -190,6 +222,7 @@ function flood ({ seconds, bytes, stopAtRss }) {
 process.on('message', async (message) => {
   let reply
   if (message.cmd === 'sample') reply = sample()
+  else if (message.cmd === 'peek') reply = peek()
   else if (message.cmd === 'broadcast') reply = broadcast(message.text)
   else if (message.cmd === 'flood') reply = await flood(message)
   process.send({ id: message.id, ...reply })

@@ -8,7 +8,8 @@ import t from 'tap'
 // path runs once against every contender, so the harness cannot rot. It checks
 // that numbers came out, never what they are: timings belong to the benchmark.
 
-// Six contenders × six scenarios (and the floor in keep-alive), a server and a load process each.
+// Six contenders × six scenarios (and the floor in keep-alive), then the plugin under four attacks (one waits out
+// the 10 s handshake timeout), a server and a load process each.
 t.setTimeout(240_000)
 
 const CONTENDERS = ['plugin', 'fastify-websocket', 'ws', 'timer', 'sweep', 'socket.io']
@@ -18,7 +19,8 @@ const PRIMARY: Record<string, string[]> = {
   idle: ['rssPerConnection', 'heapPerConnection', 'setupPerSecond', 'connections'],
   keepalive: ['serverCpuMsPerSecond', 'loopDelayP99Ms', 'loadCpuMsPerSecond', 'connectionsLeft'],
   fanout: ['lastReceiptMs', 'serverCpuMsPerBroadcast'],
-  slow: ['peakRssGrowthBytes', 'sent']
+  slow: ['peakRssGrowthBytes', 'sent'],
+  attacks: ['baselineRssBytes', 'rssGrowthBytes', 'heapGrowthBytes', 'peakRssGrowthBytes']
 }
 
 t.test('npm run bench -- --smoke: a number for every scenario, contender and figure', async (t) => {
@@ -32,11 +34,13 @@ t.test('npm run bench -- --smoke: a number for every scenario, contender and fig
   })
   const results = JSON.parse(readFileSync(join(out, 'results-smoke.json'), 'utf8'))
   const scenarios = Object.values(results.scenarios) as any[]
-  t.same(scenarios.map((s) => s.name), ['echo', 'echo', 'idle', 'keepalive', 'fanout', 'slow'])
+  t.same(scenarios.map((s) => s.name), ['echo', 'echo', 'idle', 'keepalive', 'fanout', 'slow', 'attacks', 'attacks', 'attacks', 'attacks'])
   for (const scenario of scenarios) {
     const contenders = Object.entries(scenario.contenders) as Array<[string, any]>
     // Keep-alive also measures the floor under every heartbeat: the ping's bytes written straight, nothing else.
-    t.same(contenders.map(([name]) => name).sort(), [...CONTENDERS, ...(scenario.name === 'keepalive' ? ['floor'] : [])].sort(), `${scenario.key}: every contender ran`)
+    // The attacks are aimed at the plugin alone.
+    const expected = scenario.name === 'attacks' ? ['plugin'] : [...CONTENDERS, ...(scenario.name === 'keepalive' ? ['floor'] : [])]
+    t.same(contenders.map(([name]) => name).sort(), expected.sort(), `${scenario.key}: every contender ran`)
     for (const [contender, { median }] of contenders) {
       const missing = PRIMARY[scenario.name].filter((metric) => !Number.isFinite(median[metric]))
       t.same(missing, [], `${scenario.key}, ${contender}: every figure is a number`)
@@ -44,5 +48,7 @@ t.test('npm run bench -- --smoke: a number for every scenario, contender and fig
   }
   t.equal(results.scenarios.slow.contenders.plugin.median.peakQueuedBytes <= 1_048_576 + 16_384, true, 'the slow-consumer bound is checked on real figures')
   t.match(stdout, /^# Benchmarks$/m, 'the markdown report is rendered')
+  t.match(stdout, /^## Attacks from one address, default options$/m, 'the attacks have their section')
+  t.equal(results.scenarios['attack-ping-flood'].contenders.plugin.median.terminated, true, 'the ping flooder was terminated')
   t.match(stdout, /\| keep-alive: server CPU ≤ 0\.6× one timer per connection \| \d+\.\d+× \|/, 'targets are evaluated from the figures')
 })
