@@ -394,3 +394,19 @@ t.test('a client that comes back from another address resumes, and its session c
   moved.close()
   again.ws.close()
 })
+
+t.test('maxSessionsPerIp with every session of the address connected: the next connection is closed with 1013', async (t) => {
+  const { app, url } = await roomServer(t, {}, { limits: { maxSessionsPerIp: 1 } })
+  const first = new Peer(url('/rooms/a'), undefined, { 'x-user': 'alice' })
+  await first.welcome()
+  const second = new Peer(url('/rooms/a'), undefined, { 'x-user': 'alice' })
+  t.match(await second.closed, { code: 1013, reason: 'Too many sessions' })
+  t.same(second.frames, [])
+  // Another address is not held back by this one.
+  const elsewhere = new WebSocket(url('/rooms/a'), PROTOCOL, { headers: { 'x-user': 'alice' }, localAddress: '127.0.0.3' })
+  const [data] = await once(elsewhere, 'message')
+  t.match(JSON.parse(data.toString().slice(1)), { t: 'welcome', resumed: false })
+  t.match(app.wsStats.sessions, { active: 2, rejected: 1, evicted: 0 })
+  first.ws.close()
+  elsewhere.close()
+})
