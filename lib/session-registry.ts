@@ -139,9 +139,7 @@ export class SessionRegistry {
     this.stats.sessions.active--
     this.scheduler.remove(session)
     this.away.delete(session)
-    const sessions = this.perIp.get(session.ip)!
-    sessions.delete(session)
-    if (sessions.size === 0) this.perIp.delete(session.ip)
+    this.leaveIp(session)
     const { bytes, count } = session.clear()
     this.release(bytes, count)
     if (session.socket !== null) session.socket[kSession] = null
@@ -178,11 +176,15 @@ export class SessionRegistry {
   /** A client may come back from another address (a phone changing networks): its session counts there from now on. */
   private moveTo (session: Session, ip: string): void {
     if (session.ip === ip) return
+    this.leaveIp(session)
+    session.ip = ip
+    this.ipSessions(ip).add(session)
+  }
+
+  private leaveIp (session: Session): void {
     const sessions = this.perIp.get(session.ip)!
     sessions.delete(session)
     if (sessions.size === 0) this.perIp.delete(session.ip)
-    session.ip = ip
-    this.ipSessions(ip).add(session)
   }
 
   /**
