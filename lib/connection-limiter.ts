@@ -28,7 +28,7 @@ export class ConnectionLimiter {
 
   closed (socket: ReliableSocket): void {
     if (!this.trackIps) return
-    const ip = socket[kIp]!
+    const ip = socket[kIp]
     const count = this.perIp.get(ip)! - 1
     if (count === 0) this.perIp.delete(ip)
     else this.perIp.set(ip, count)

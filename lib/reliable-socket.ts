@@ -49,7 +49,7 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   [kLastMessageAt]: number
   [kTat]: number
   [kRateNoticeAt]: number
-  [kIp]: string | undefined
+  [kIp]: string
   // The request's child logger (with its reqId), kept while connection lines are logged.
   [kLog]: FastifyBaseLogger | null
   [kFramed]: boolean
@@ -93,7 +93,7 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     [kLastMessageAt] = 0;
     [kTat] = 0;
     [kRateNoticeAt] = -Infinity;
-    [kIp]: string | undefined = undefined;
+    [kIp]: string = '';
     [kLog]: FastifyBaseLogger | null = null;
     [kFramed] = false;
     [kSession]: Session | null = null;

@@ -9,7 +9,7 @@ import { SESSION_OVERFLOW_CODE } from './protocol'
 import type { ReliableSocket } from './reliable-socket'
 import { Session } from './session'
 import type { SessionStore } from './session-store'
-import { kCause, kResume, kSession } from './symbols'
+import { kCause, kIp, kResume, kSession } from './symbols'
 
 export type SessionRoute = Route & { readonly resume: ResumeSettings }
 export interface ResumeRequest { session: string, secret: string, received: number }
@@ -52,7 +52,8 @@ export class SessionRegistry {
    * new session: the socket is then closed with 1013.
    */
   open (socket: ReliableSocket, route: SessionRoute, request: FastifyRequest, owner: string | null): boolean {
-    const ip = request.ip ?? ''
+    // Read once at the upgrade, while the TCP socket surely still has a peer address.
+    const ip = socket[kIp]
     const resume = (request.raw as { [kResume]?: ResumeRequest })[kResume]
     if (resume !== undefined) {
       const session = this.store.get(resume.session)
