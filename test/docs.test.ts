@@ -21,7 +21,7 @@ const FRAGMENT_PRELUDE = "import type { FastifyInstance } from 'fastify'\nimport
 interface Block { doc: string, line: number, lang: string, fragment: boolean, code: string }
 
 /** The fenced blocks of one Markdown file; indented fences (inside a list item) lose their indent. */
-export function extractBlocks (doc: string, text: string): Block[] {
+function extractBlocks (doc: string, text: string): Block[] {
   const blocks: Block[] = []
   const lines = text.split('\n')
   for (let i = 0; i < lines.length; i++) {
@@ -47,6 +47,9 @@ const WRONG: Block[] = [
   { doc: 'wrong', line: 2, lang: 'ts', fragment: true, code: "app.get('/', { websocket: true }, (socket) => { socket.sendJson({}) })\n" },
   { doc: 'wrong', line: 3, lang: 'js', fragment: false, code: "import { ReliableWebSocket } from 'fastify-reliable-ws/client'\nconst ws = new ReliableWebSocket('ws://127.0.0.1/', { backof: {} })\nws.addEventListener('giveup', (event) => event.reasn)\n" }
 ]
+
+// What each must be rejected for: the misspelt name, not some unrelated failure (an import that does not resolve).
+const WRONG_BECAUSE = new Map([[1, /'intervalMS' does not exist in type 'HeartbeatOptions'/], [2, /'sendJson' does not exist/], [3, /'backof' does not exist[\s\S]*'reasn' does not exist/]])
 
 // What the tables must cover: the public types, walked through the compiler.
 const SHAPES = `import type { FastifyReliableWsOptions, RouteReliableOptions, WsStats } from 'fastify-reliable-ws'
@@ -123,7 +126,7 @@ t.test("the docs' ts and js blocks compile against the package's types", async (
 
 t.test('a block written wrong fails the check', async (t) => {
   for (const { block, name } of checked) {
-    if (block.doc === 'wrong') t.ok(errorsOf(name, block).length > 0, block.code.split('\n').at(-2)!)
+    if (block.doc === 'wrong') t.match(errorsOf(name, block).join('\n'), WRONG_BECAUSE.get(block.line)!, block.code.split('\n').at(-2)!)
   }
 })
 

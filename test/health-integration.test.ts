@@ -1,4 +1,4 @@
-// The two health examples of the README, run as written.
+// The two health examples of docs/operations.md, run as written.
 import t from 'tap'
 import Fastify from 'fastify'
 import underPressure from '@fastify/under-pressure'
