@@ -8,6 +8,9 @@ import { join } from 'node:path'
 import t from 'tap'
 import ts from 'typescript'
 
+// One compiler program over fastify's types takes ~10 s alone, and much longer beside the rest of the suite on 2 cores.
+t.setTimeout(120_000)
+
 const root = join(__dirname, '..')
 const virtualDir = join(root, '__docs__')
 
