@@ -128,7 +128,7 @@ t.test('metrics agree with wsStats after a scripted scenario, heartbeat kills in
   for (const peer of silent) peer.destroy()
 })
 
-t.test("the text exposition: names, types and labels as the README lists them", async (t) => {
+t.test("the text exposition: names, types and labels as docs/operations.md lists them", async (t) => {
   const registry = new Registry()
   // Connection lines off: closes with only the metrics to feed.
   const { app, url } = await start({ heartbeat: false, metrics: { registry, prefix: 'chat_' }, logging: { connections: false } }, (app) => {
