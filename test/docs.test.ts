@@ -242,3 +242,14 @@ t.test('every link between README.md and docs/ reaches a file, and a heading the
     }
   }
 })
+
+t.test('every coded error and every source file is named in the docs', async (t) => {
+  const errors = readFileSync(join(root, 'lib/errors.ts'), 'utf8').match(/'FST_RELIABLE_WS_[A-Z_]+'/g)!.map((code) => code.slice(1, -1))
+  t.ok(errors.length >= 5, `${errors.length} error codes in lib/errors.ts`)
+  const table = documentedNames(readFileSync(join(root, 'docs/socket-and-stats.md'), 'utf8'))
+  t.same(errors.filter((code) => !table.has(code)), [], 'docs/socket-and-stats.md has a row for every error code')
+  const layout = readFileSync(join(root, 'docs/development.md'), 'utf8')
+  const files = [...readdirSync(join(root, 'lib')), ...readdirSync(join(root, 'lib/client'))].filter((name) => name.endsWith('.ts'))
+  t.same(files.filter((name) => !layout.includes(`\`${name}\``)), [], 'docs/development.md names every file of lib/')
+})
+
