@@ -74,7 +74,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
 
   const SocketClass = createSocketClass((wsOptions!.WebSocket as typeof WebSocket | undefined) ?? WebSocket)
   try {
-    checkInternals(SocketClass, wsVersion)
+    checkInternals(SocketClass, wsVersion, handshakes.server)
   } catch (err) {
     return done(err as Error)
   }

@@ -1,7 +1,8 @@
-import { ServerResponse } from 'node:http'
-import type { IncomingMessage, Server } from 'node:http'
-import type { Socket } from 'node:net'
+import { IncomingMessage, ServerResponse } from 'node:http'
+import type { Server } from 'node:http'
+import { Socket } from 'node:net'
 import { PassThrough } from 'node:stream'
+import { Server as TlsServer, TLSSocket } from 'node:tls'
 import type WebSocket from 'ws'
 import { FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY } from './errors'
 import { kErrorListeners } from './symbols'
@@ -165,10 +166,8 @@ type RequestListener = (this: Server, request: IncomingMessage, response: Server
  * dropped before this returns. Throws FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY naming
  * the first field missing and ws's installed version.
  */
-export function checkInternals (SocketClass: typeof WebSocket, version: string): void {
-  if (typeof ServerResponse.prototype.detachSocket !== 'function') {
-    throw new FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY('Node', process.version, 'ServerResponse#detachSocket')
-  }
+export function checkInternals (SocketClass: typeof WebSocket, version: string, server: Server): void {
+  checkNodeInternals(server)
   const maxPayload = 1234
   const probe = new SocketClass(null as unknown as string, undefined, { autoPong: true, maxPendingAutoPongs: 3 } as WebSocket.ClientOptions)
   const fields = ws(probe)
@@ -192,6 +191,37 @@ export function checkInternals (SocketClass: typeof WebSocket, version: string):
     stream.removeAllListeners()
     stream.destroy()
   }
+}
+
+/**
+ * The same for Node's fields read above, on objects of its own that never see
+ * the network: a response assigned to a socket and detached again, and, for a
+ * TLS server only (where the guard needs it), a TLS socket over a TCP one.
+ */
+function checkNodeInternals (server: Server): void {
+  const tcp = new Socket()
+  try {
+    const response = new ServerResponse(new IncomingMessage(tcp))
+    response.assignSocket(tcp)
+    const message = (tcp as { _httpMessage?: { _headerSent?: unknown } | null })._httpMessage
+    if (message !== response) failNode('Socket#_httpMessage')
+    if (message._headerSent !== false) failNode('ServerResponse#_headerSent')
+    if (typeof response.detachSocket !== 'function') failNode('ServerResponse#detachSocket')
+    response.detachSocket(tcp)
+    if ((tcp as { _httpMessage?: unknown })._httpMessage !== null) failNode('ServerResponse#detachSocket')
+    if (server instanceof TlsServer) {
+      const tls = new TLSSocket(tcp, { isServer: true })
+      const parent = (tls as { _parent?: unknown })._parent
+      tls.destroy()
+      if (parent !== tcp) failNode('TLSSocket#_parent')
+    }
+  } finally {
+    tcp.destroy()
+  }
+}
+
+function failNode (field: string): never {
+  throw new FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY('Node', process.version, field)
 }
 
 function fail (version: string, field: string): never {

@@ -1,7 +1,12 @@
 import { once } from 'node:events'
+import { readFileSync } from 'node:fs'
 import { ServerResponse } from 'node:http'
+import { join } from 'node:path'
+import { TLSSocket } from 'node:tls'
+import Fastify from 'fastify'
 import t from 'tap'
 import WebSocket from 'ws'
+import reliableWs = require('../index')
 import { bootWith, connect, start } from './helpers'
 
 const { version: wsVersion } = require('ws/package.json') as { version: string }
@@ -45,14 +50,52 @@ t.test('registration fails with a coded error naming ws, its version and the fie
   await t.resolves(bootWith({ websocket: { options: { WebSocket: wsWhere(() => {}) } } }))
 })
 
-t.test("registration fails with a coded error naming Node's version when ServerResponse#detachSocket is gone", async (t) => {
+const nodeMessage = (field: string): string =>
+  `Node ${process.version} is not supported: ${field} is missing or has changed. Install a version within the ranges in fastify-reliable-ws's package.json`
+
+t.test("registration fails with a coded error naming Node's version when ServerResponse#detachSocket no longer detaches", async (t) => {
   const detachSocket = ServerResponse.prototype.detachSocket
   t.teardown(() => { ServerResponse.prototype.detachSocket = detachSocket })
+  ServerResponse.prototype.detachSocket = function () {}
+  await t.rejects(bootWith({}), { code: 'FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY', message: nodeMessage('ServerResponse#detachSocket') })
   ;(ServerResponse.prototype as any).detachSocket = undefined
-  await t.rejects(bootWith({}), {
-    code: 'FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY',
-    message: `Node ${process.version} is not supported: ServerResponse#detachSocket is missing or has changed. Install a version within the ranges in fastify-reliable-ws's package.json`
-  })
+  await t.rejects(bootWith({}), { code: 'FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY', message: nodeMessage('ServerResponse#detachSocket') })
+})
+
+t.test("registration fails with a coded error naming Node's version when a response no longer links its socket", async (t) => {
+  const assignSocket = ServerResponse.prototype.assignSocket
+  t.teardown(() => { ServerResponse.prototype.assignSocket = assignSocket })
+  ServerResponse.prototype.assignSocket = function (this: ServerResponse, socket) {
+    assignSocket.call(this, socket)
+    delete (socket as any)._httpMessage
+  }
+  await t.rejects(bootWith({}), { code: 'FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY', message: nodeMessage('Socket#_httpMessage') })
+  ServerResponse.prototype.assignSocket = function (this: ServerResponse, socket) {
+    assignSocket.call(this, socket)
+    ;(this as any)._headerSent = undefined
+  }
+  await t.rejects(bootWith({}), { code: 'FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY', message: nodeMessage('ServerResponse#_headerSent') })
+})
+
+t.test("on a TLS server, registration fails with a coded error naming Node's version when a TLS socket no longer links the TCP one", async (t) => {
+  const key = readFileSync(join(__dirname, 'fixtures', 'localhost-key.pem'))
+  const cert = readFileSync(join(__dirname, 'fixtures', 'localhost-cert.pem'))
+  const boot = async (): Promise<void> => {
+    const app = Fastify({ https: { key, cert } })
+    try {
+      await app.register(reliableWs, {})
+      await app.ready()
+    } finally {
+      await app.close().catch(() => {})
+    }
+  }
+  await t.resolves(boot())
+  // Assignments of _parent land in this setter and are lost, as if Node had renamed the field.
+  Object.defineProperty(TLSSocket.prototype, '_parent', { configurable: true, get () { return undefined }, set () {} })
+  t.teardown(() => { delete (TLSSocket.prototype as any)._parent })
+  await t.rejects(boot(), { code: 'FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY', message: nodeMessage('TLSSocket#_parent') })
+  // A plain HTTP server has no use for it.
+  await t.resolves(bootWith({}))
 })
 
 t.test("an 'error' listener an application adds in its own 'connection' listener is never taken for @fastify/websocket's", async (t) => {
