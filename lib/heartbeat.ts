@@ -49,6 +49,8 @@ export function heartbeatDue (socket: ReliableSocket, route: Route, now: number)
   if (now < socket[kNextPingAt]) return socket[kNextPingAt]
   socket[kPongState] = AWAITING
   socket[kPingAt] = now
+  // ws's own ping, through its sender: none after the close frame, nothing read from ws's private fields. Writing
+  // the frame's two bytes to the TCP socket instead saved 0.3-0.8 µs of a ~11 µs send (bench notes, 2026-12-02).
   socket.ping()
   ctx.stats.pingsSent++
   // Keep the phase picked at connect; after a stall, start again from now.
