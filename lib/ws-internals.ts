@@ -11,7 +11,7 @@ import { kErrorListeners } from './symbols'
  * Everything the plugin reads or writes of ws, @fastify/websocket, Fastify and
  * Node beyond their documented APIs, and nowhere else. Each use names the
  * versions its source was read in (ws 8.23.0, @fastify/websocket 11.3.7,
- * fastify 5.0.0 to 5.12.8, Node 20 and 22).
+ * fastify 5.0.0 to 5.12.8, Node 20.20).
  * The fields are checked once, at registration, on a socket built from the
  * class ws will build every socket from (checkInternals): a ws release that
  * renames one fails registration with a coded error instead of switching a
@@ -90,7 +90,7 @@ export function pingBacklogFull (socket: WebSocket): boolean {
 
 /**
  * Behind TLS, a request's socket is the TLS socket; the TCP connection under
- * it is its `_parent` (lib/_tls_wrap.js, Node 20 and 22). Node documents no
+ * it is its `_parent` (lib/_tls_wrap.js, Node 20.20). Node documents no
  * link between the two.
  */
 export function tcpUnder (socket: Socket): Socket {
@@ -99,7 +99,7 @@ export function tcpUnder (socket: Socket): Socket {
 
 /**
  * Whether a response on this connection has started to go out (socketOnError
- * in Node's lib/_http_server.js reads the same fields, Node 20 and 22): an
+ * in Node's lib/_http_server.js reads the same fields, Node 20.20): an
  * error answer must not be written into the middle of it.
  */
 export function responseUnderway (socket: Socket): boolean {
@@ -133,7 +133,7 @@ export function fastifyWebsocketErrorListener (socket: WebSocket & { [kErrorList
  * assigns the TCP socket to (onUpgrade in its index.js, 11.3.7), which keeps
  * the response (and through it the request, reply and headers) alive as long
  * as the socket. ServerResponse#detachSocket, the counterpart of assignSocket
- * (lib/_http_server.js, Node 20 and 22), drops both links. Node's
+ * (lib/_http_server.js, Node 20.20), drops both links. Node's
  * documentation has neither; checked at registration.
  */
 export function detachResponse (response: ServerResponse): void {
