@@ -27,6 +27,10 @@ import { MemorySessionStore } from './lib/session-store'
 import { StatsCollector } from './lib/stats'
 import { createProtocolHandler } from './lib/subprotocol'
 import { Warnings } from './lib/warnings'
+import { checkInternals, noteErrorListeners } from './lib/ws-internals'
+
+// Named in the error that a ws release without the internals the plugin relies on gets.
+const { version: wsVersion } = require('ws/package.json') as { version: string }
 
 function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWsTypes.FastifyReliableWsOptions, done: (err?: Error) => void): void {
   if (fastify.hasDecorator('websocketServer')) return done(new FST_RELIABLE_WS_ALREADY_REGISTERED())
@@ -68,13 +72,20 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
   const handshakes = new HandshakeGuard(ctx, (wsOptions!.server as Server | undefined) || fastify.server)
   const shutdown = createShutdown(ctx, handshakes)
 
+  const SocketClass = createSocketClass((wsOptions!.WebSocket as typeof WebSocket | undefined) ?? WebSocket)
+  try {
+    checkInternals(SocketClass, wsVersion, handshakes.server)
+  } catch (err) {
+    return done(err as Error)
+  }
+
   // Added before @fastify/websocket is registered, so it sees route handlers first.
   fastify.addHook('onRoute', createRouteDecorator(ctx))
   fastify.register(fastifyWebsocket, {
     ...rest,
     options: {
       ...wsOptions,
-      WebSocket: createSocketClass((wsOptions!.WebSocket as typeof WebSocket | undefined) ?? WebSocket),
+      WebSocket: SocketClass,
       handleProtocols: createProtocolHandler(wsOptions!.handleProtocols)
     },
     errorHandler: createErrorHandler(errorHandler),
@@ -82,6 +93,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
   })
   fastify.addHook('onReady', function watchHandshakes (done) {
     handshakes.watch(this.websocketServer)
+    this.websocketServer.on('connection', noteErrorListeners)
     done()
   })
 

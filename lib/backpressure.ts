@@ -2,7 +2,7 @@ import type { Route } from './context'
 import type { ReliableSocket } from './reliable-socket'
 import { failConnection } from './error-handler'
 import { FST_RELIABLE_WS_DROPPED } from './errors'
-import { kCause, kOverHighWater } from './symbols'
+import { kCause, kOverHighWater, kTcp } from './symbols'
 
 const EMPTY = Buffer.alloc(0)
 const OPEN = 1
@@ -45,11 +45,13 @@ function crossHighWater (socket: ReliableSocket, route: Route): void {
 // ws's own queue (permessage-deflate at work); an empty write would then
 // complete at once, again and again, starving the compression it waits for,
 // so the check waits for the next turn of the event loop instead.
+// Without a TCP connection (injectWS) there is no buffer to wait on either.
 function awaitFlush (socket: ReliableSocket, route: Route): void {
-  if (socket._socket.writableLength === 0) {
+  const tcp = socket[kTcp]
+  if (tcp === null || !(tcp.writableLength > 0)) {
     setImmediate(checkDrain, socket, route)
   } else {
-    socket._socket.write(EMPTY, (err) => { if (err == null) checkDrain(socket, route) })
+    tcp.write(EMPTY, (err) => { if (err == null) checkDrain(socket, route) })
   }
 }
 

@@ -1,5 +1,7 @@
 import { performance } from 'node:perf_hooks'
-import type { FastifyRequest } from 'fastify'
+import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import type { FastifyRequest, preHandlerHookHandler } from 'fastify'
 import type { Route } from './context'
 import type { ReliableSocket } from './reliable-socket'
 import type { SessionRoute } from './session-registry'
@@ -10,11 +12,10 @@ import { onJsonMessage } from './json-messages'
 import { bytesHandedOver, bytesRead } from './stats'
 import type { LogLevel } from './options'
 import { PROTOCOL, WELCOME_FRAME } from './protocol'
-import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kCloseCodeSent, kFramed, kIp, kLog, kOnConnectPending, kOpenedAt, kRoute, kSendControl, kSession } from './symbols'
+import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kCloseCodeSent, kFramed, kIp, kLog, kOnConnectPending, kOpenedAt, kRoute, kSendControl, kSession, kTcp, kUpgradeResponse } from './symbols'
+import { closeFrameReceived, detachResponse, fastifyWebsocketErrorListener, midMessage, parserErrored, setMaxPayload } from './ws-internals'
 
 const OPEN = 1
-// The state of ws's frame parser between two frames.
-const GET_INFO = 0
 
 // ws's listener types expect its own class as `this`.
 type Listener = (...args: any[]) => void
@@ -29,8 +30,10 @@ export function openConnection (socket: ReliableSocket, route: Route, request: F
   socket[kOpenedAt] = now
   socket[kIp] = ip
   // The handshake is already on the wire; stats count the bytes after it.
-  socket[kBytesReadAtOpen] = bytesRead(socket._socket)
-  socket[kBytesWrittenAtOpen] = bytesHandedOver(socket._socket)
+  // The connection ws took over (none behind @fastify/websocket's injectWS).
+  const tcp = socket[kTcp] = (request.raw.socket as Socket | undefined) ?? null
+  socket[kBytesReadAtOpen] = bytesRead(tcp)
+  socket[kBytesWrittenAtOpen] = bytesHandedOver(tcp)
   socket[kFramed] = socket.protocol === PROTOCOL
   if (++stats.active > stats.peak) stats.peak = stats.active
   counters.opened++
@@ -45,7 +48,7 @@ export function openConnection (socket: ReliableSocket, route: Route, request: F
   // and every inflated message: a route's lower limit in that same field costs nothing per message. Nothing has
   // been parsed yet (ws reads from a later tick).
   const maxPayload = route.limits.maxPayload
-  if (maxPayload < ctx.settings.limits.maxPayload) socket._receiver._maxPayload = maxPayload
+  if (maxPayload < ctx.settings.limits.maxPayload) setMaxPayload(socket, maxPayload)
   // Shared listeners (state comes from `this`): nothing is allocated per connection.
   socket.on('message', (route.json ? onJsonMessage : onMessage) as Listener)
   socket.on('close', onClose as Listener)
@@ -54,25 +57,33 @@ export function openConnection (socket: ReliableSocket, route: Route, request: F
     socket.on('ping', onPeerPing as Listener)
   }
   startDeadlines(socket, route, now)
-  releaseExchange(socket, ctx.settings.websocket.errorHandler === undefined)
+  releaseExchange(socket, request, ctx.settings.websocket.errorHandler === undefined)
 }
 
 /**
  * Once upgraded, nothing needs the HTTP exchange, yet two references kept it
  * (request, reply, their raw objects and headers: nearly half of a socket's heap)
- * alive for the socket's whole life: the TCP socket's `_httpMessage`, set when
- * @fastify/websocket gave it a response object to route the upgrade with, and
- * @fastify/websocket's 'error' listener, a closure over request and reply,
- * added just before the route's handler runs (so it is the last one). Without
- * an application errorHandler (which is passed both) that listener is swapped
- * for a shared one that does what the plugin's errorHandler would.
+ * alive for the socket's whole life: the TCP socket's link to the response
+ * object @fastify/websocket routed the upgrade with, and @fastify/websocket's
+ * 'error' listener, a closure over request and reply. Without an application
+ * errorHandler (which is passed both) that listener is swapped for a shared one
+ * that does what the plugin's errorHandler would.
  */
-function releaseExchange (socket: ReliableSocket, swapErrorListener: boolean): void {
-  (socket._socket as { _httpMessage?: unknown })._httpMessage = null
+function releaseExchange (socket: ReliableSocket, request: FastifyRequest, swapErrorListener: boolean): void {
+  const raw = request.raw as { [kUpgradeResponse]?: ServerResponse | undefined }
+  detachResponse(raw[kUpgradeResponse]!)
+  raw[kUpgradeResponse] = undefined
   if (!swapErrorListener) return
-  const listeners = socket.listeners('error')
-  socket.removeListener('error', listeners[listeners.length - 1] as Listener)
+  const listener = fastifyWebsocketErrorListener(socket)
+  if (listener === null) return
+  socket.removeListener('error', listener)
   socket.on('error', onError as Listener)
+}
+
+/** A preHandler of every reliable route: keeps the response an upgrade was routed with, for releaseExchange. */
+export const keepUpgradeResponse: preHandlerHookHandler = function keepUpgradeResponse (request, reply, done) {
+  (request.raw as { [kUpgradeResponse]?: ServerResponse })[kUpgradeResponse] = reply.raw
+  done()
 }
 
 function onError (this: ReliableSocket, err: Error): void {
@@ -212,7 +223,7 @@ function readAgain (socket: ReliableSocket): void {
  * what happened.
  */
 function closeCode (socket: ReliableSocket, reported: number): number {
-  return socket._receiver._errored ? socket[kCloseCodeSent] : reported
+  return parserErrored(socket) ? socket[kCloseCodeSent] : reported
 }
 
 /**
@@ -221,9 +232,7 @@ function closeCode (socket: ReliableSocket, reported: number): number {
  * started is not the peer's doing.)
  */
 function endedMidFrame (socket: ReliableSocket): boolean {
-  const receiver = socket._receiver
-  return socket[kCause] === undefined && !socket._closeFrameReceived && !receiver._errored &&
-    (receiver._state !== GET_INFO || receiver._bufferedBytes !== 0 || receiver._fragmented !== 0)
+  return socket[kCause] === undefined && !closeFrameReceived(socket) && !parserErrored(socket) && midMessage(socket)
 }
 
 function refuseConnection (socket: ReliableSocket, err: unknown): void {

@@ -40,3 +40,9 @@ export const FST_RELIABLE_WS_METRICS_CONFLICT = createError(
   'A metric named "%s" is already in the registry (another Fastify instance of this plugin?): give each instance its own `metrics.registry` or `metrics.prefix`',
   500
 )
+
+export const FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY = createError(
+  'FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY',
+  '%s %s is not supported: %s is missing or has changed. Install a version within the ranges in fastify-reliable-ws\'s package.json',
+  500
+)

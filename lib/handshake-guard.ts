@@ -6,6 +6,7 @@ import type { Duplex } from 'node:stream'
 import type { WebSocketServer } from 'ws'
 import type { Context } from './context'
 import { kWheelPos, kWheelTick } from './symbols'
+import { responseUnderway, tcpUnder } from './ws-internals'
 
 /** A TCP connection whose first request has not fully arrived yet (on a TLS server: the TCP connection under the TLS one). */
 export interface PendingConnection extends Socket {
@@ -44,12 +45,11 @@ export class HandshakeGuard {
     const pending = this.pending
     const guard = this
     this.onRequest = (request) => {
-      // Behind TLS the request comes on the TLS socket; the TCP connection under it (_parent) is the one
+      // Behind TLS the request comes on the TLS socket; the TCP connection under it is the one
       // guarded since accept. A kept-alive connection's next request finds it settled already. An upgrade request
       // made up by @fastify/websocket's injectWS has no socket, or one of the test's own that was never guarded.
-      const socket = request.socket as (Socket & { _parent?: Socket | null }) | undefined
-      const connection = (socket?._parent ?? socket) as PendingConnection | undefined
-      if (connection !== undefined) this.release(connection)
+      const socket = request.socket as Socket | undefined
+      if (socket !== undefined) this.release(tcpUnder(socket) as PendingConnection)
     }
     this.onConnection = (socket) => {
       pending.add(socket)
@@ -142,10 +142,10 @@ function answerAsWs (socket: Duplex, message: string): void {
 // listener replaces.
 const NODE_ERROR_STATUS: Record<string, number> = { HPE_HEADER_OVERFLOW: 431, HPE_CHUNK_EXTENSIONS_OVERFLOW: 413, ERR_HTTP_REQUEST_TIMEOUT: 408 }
 
-function answerAsNode (err: NodeJS.ErrnoException, socket: Duplex & { _httpMessage?: { _headerSent: boolean } | null }): void {
+function answerAsNode (err: NodeJS.ErrnoException, socket: Duplex): void {
   // Never in the middle of a response already on its way. (A socket that can no longer be written to fails
   // quietly: Node gives it an 'error' listener before it asks for an answer.)
-  if (socket._httpMessage?._headerSent !== true) {
+  if (!responseUnderway(socket as Socket)) {
     const code = NODE_ERROR_STATUS[String(err.code)] ?? 400
     socket.write(`HTTP/1.1 ${code} ${STATUS_CODES[code]!}\r\nConnection: close\r\n\r\n`)
   }

@@ -10,9 +10,6 @@ export const ALIVE = 0
 const AWAITING = 1
 const OVERDUE = 2
 export type PongState = typeof ALIVE | typeof AWAITING | typeof OVERDUE
-// A server ping with no payload is always these two bytes (FIN + opcode 0x9,
-// unmasked, length 0): writing them directly skips building a frame per ping.
-const PING_FRAME = Buffer.from([0x89, 0x00])
 
 /** A new socket's first ping: about one interval on, in a batch the scheduler paces (see Scheduler.pace). */
 export function firstPingAt (ctx: Context, heartbeat: HeartbeatSettings, now: number): number {
@@ -52,7 +49,9 @@ export function heartbeatDue (socket: ReliableSocket, route: Route, now: number)
   if (now < socket[kNextPingAt]) return socket[kNextPingAt]
   socket[kPongState] = AWAITING
   socket[kPingAt] = now
-  socket._socket.write(PING_FRAME)
+  // ws's own ping, through its sender: none after the close frame, nothing read from ws's private fields. Writing
+  // the frame's two bytes to the TCP socket instead saved 0.3-0.8 µs of a ~11 µs send (bench notes, 2026-12-02).
+  socket.ping()
   ctx.stats.pingsSent++
   // Keep the phase picked at connect; after a stall, start again from now.
   let next = socket[kNextPingAt] + heartbeat.intervalMs

@@ -1,9 +1,8 @@
 import type { Route } from './context'
 import type { ReliableSocket } from './reliable-socket'
 import { kCause, kMessageStartedAt } from './symbols'
+import { midMessage } from './ws-internals'
 
-// The state of ws's frame parser between two frames.
-const GET_INFO = 0
 const NONE = -1
 
 /**
@@ -38,9 +37,4 @@ export function messageDue (socket: ReliableSocket, route: Route, now: number): 
   socket[kCause] = 'error'
   socket.close(1008, 'Message timeout')
   return -1
-}
-
-function midMessage (socket: ReliableSocket): boolean {
-  const receiver = socket._receiver
-  return receiver._state !== GET_INFO || receiver._bufferedBytes !== 0 || receiver._fragmented !== 0
 }

@@ -1,8 +1,8 @@
 import type { ReliableSocket } from './reliable-socket'
 import { kRoute } from './symbols'
+import { pingBacklogFull } from './ws-internals'
 
 const OPEN = 1
-const PING = 0x9
 
 /**
  * ws answers every ping with a pong, and terminates a peer that keeps pinging
@@ -14,9 +14,7 @@ const PING = 0x9
  * ping) and counts it. Returns whether terminate() is ws's, for a ping flood.
  */
 export function pingFlood (socket: ReliableSocket): boolean {
-  // In ws's own order; both fields are undefined when autoPong is off, and the comparisons are then false.
-  const flood = socket._maxPendingAutoPongs > 0 && socket._pendingAutoPongs >= socket._maxPendingAutoPongs &&
-    socket._receiver._opcode === PING && socket.readyState === OPEN && socket[kRoute] !== undefined
+  const flood = pingBacklogFull(socket) && socket.readyState === OPEN && socket[kRoute] !== undefined
   if (flood) socket[kRoute]!.ctx.stats.limits.pingFloods++
   return flood
 }

@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net'
 import type { FastifyBaseLogger } from 'fastify'
 import WebSocket from 'ws'
 import type fastifyReliableWs = require('../types/index')
@@ -15,8 +16,9 @@ import { escapeText, unframe } from './subprotocol'
 import {
   kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
   kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kOnConnectPending,
-  kCloseCodeSent, kMessageStartedAt, kPendingPongs, kPongSent
+  kCloseCodeSent, kMessageStartedAt, kPendingPongs, kPongSent, kTcp, kErrorListeners, kMidMessage
 } from './symbols'
+import { closeFrameReceived } from './ws-internals'
 import type { Session } from './session'
 
 type Cause = fastifyReliableWs.DisconnectInfo['cause']
@@ -28,12 +30,9 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   isAlive: boolean
   readonly latencyMs: number | null
   [kLatency]: number
-  _socket: import('node:net').Socket
-  _closeFrameReceived: boolean
-  _sender: { _firstFragment: boolean }
-  _receiver: { _maxPayload: number, _errored: boolean, _state: number, _bufferedBytes: number, _fragmented: number, _opcode: number }
-  _pendingAutoPongs: number
-  _maxPendingAutoPongs: number
+  [kTcp]: Socket | null
+  [kErrorListeners]: number
+  [kMidMessage]: boolean
   [kRoute]: Route | undefined
   [kCause]: Cause | undefined
   [kOpenedAt]: number
@@ -101,7 +100,10 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     [kCloseCodeSent] = 1006;
     [kMessageStartedAt] = -1;
     [kPendingPongs] = 0;
-    [kPongSent]: (() => void) | null = null
+    [kPongSent]: (() => void) | null = null;
+    [kTcp]: Socket | null = null;
+    [kErrorListeners] = 0;
+    [kMidMessage] = false
 
     get latencyMs (): number | null {
       const latency = this[kLatency]
@@ -135,10 +137,12 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
       const highWaterMark = route.backpressure.highWaterMark
       // A message sent in fragments (fin: false) is never cut short: dropping a
       // later fragment would leave ws's sender mid-message.
-      if (this[kOverHighWater] && this._sender._firstFragment) {
+      if (this[kOverHighWater] && !this[kMidMessage]) {
         const buffered: number = this.bufferedAmount
         if (buffered > highWaterMark) return refuse(this as unknown as ReliableSocket, route, buffered, cb)
       }
+      // ws takes a missing `fin` for true and any other falsy one for false (its defaults are spread under the options).
+      this[kMidMessage] = typeof options === 'object' && options !== null && 'fin' in options && !(options as { fin?: boolean }).fin
       super.send(data, options, cb)
       route.counters.messagesSent++
       watchHighWater(this as unknown as ReliableSocket, route)
@@ -181,7 +185,7 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     // (a peer's pings are answered only while few pongs are pending: see answerPing).
     [kSendControl] (frame: string, cb?: SendCallback): boolean {
       // A data frame must not land between the fragments of a message the application is sending.
-      if (!this._sender._firstFragment) return false
+      if (this[kMidMessage]) return false
       super.send(frame, cb)
       return true
     }
@@ -192,7 +196,7 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
 
     close (code?: number, data?: string | Buffer): void {
       // ws also calls close() to answer the peer's close frame: that one is the client's doing.
-      if (this[kCause] === undefined && !this._closeFrameReceived) this[kCause] = 'server'
+      if (this[kCause] === undefined && !closeFrameReceived(this as unknown as WebSocket)) this[kCause] = 'server'
       const open = this.readyState === WebSocket.OPEN
       super.close(code, data)
       // Only the first close() sends a frame (a later one finds the socket closing); no code means 1005.

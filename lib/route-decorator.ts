@@ -2,7 +2,7 @@ import type { FastifyRequest, onResponseHookHandler, RouteOptions } from 'fastif
 import type Ajv from 'ajv'
 import type { Context, Route } from './context'
 import type { ReliableSocket } from './reliable-socket'
-import { connect, openConnection } from './connection'
+import { connect, keepUpgradeResponse, openConnection } from './connection'
 import { createCapacityCheck } from './connection-limiter'
 import { compileMessageSchema, createAjv } from './json-messages'
 import { resolveRouteSettings } from './options'
@@ -76,7 +76,7 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
       routeOptions.onRequest = [routeOptions.onRequest ?? [], createOriginCheck(ctx, settings.allowedOrigins)].flat()
     }
     // The capacity check comes last, so concurrent upgrades cannot overshoot the limit.
-    const preHandlers = [offerProtocol]
+    const preHandlers = [offerProtocol, keepUpgradeResponse]
     if (limits.maxConnections !== Infinity || limits.maxConnectionsPerIp !== Infinity) preHandlers.push(createCapacityCheck(ctx, route))
     routeOptions.preHandler = [routeOptions.preHandler ?? [], preHandlers].flat()
   }

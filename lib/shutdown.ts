@@ -1,4 +1,4 @@
-import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import type { Server } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import type { WebSocketServer } from 'ws'
@@ -8,8 +8,7 @@ import type { ReliableSocket } from './reliable-socket'
 import { healthResponse, isHealthRequest } from './health'
 import { encodeControl } from './protocol'
 import { kCause, kFramed, kSendControl } from './symbols'
-
-type RequestListener = (this: Server, request: IncomingMessage, response: ServerResponse) => void
+import { interceptRequests } from './ws-internals'
 
 export interface Shutdown {
   /** The preClose handed to @fastify/websocket. */
@@ -83,9 +82,7 @@ function refuse (socket: Socket): void {
  * rejected (they reach 'request' now that the upgrade listener is gone).
  */
 function answerWhileDraining (server: Server, ctx: Context, clients: Set<unknown>): void {
-  const listeners = server.listeners('request') as RequestListener[]
-  server.removeAllListeners('request')
-  server.on('request', function (this: Server, request: IncomingMessage, response: ServerResponse) {
+  interceptRequests(server, (request, response, next) => {
     const healthPath = ctx.settings.healthPath
     if (healthPath !== null && isHealthRequest(request, healthPath)) {
       const { statusCode, body } = healthResponse(ctx.stats, clients)
@@ -94,7 +91,7 @@ function answerWhileDraining (server: Server, ctx: Context, clients: Set<unknown
       return
     }
     if (request.headers.upgrade !== undefined) ctx.stats.rejected++
-    for (const listener of listeners) listener.call(this, request, response)
+    next()
   })
 }
 

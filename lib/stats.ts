@@ -2,7 +2,7 @@ import type { Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type fastifyReliableWs = require('../types/index')
 import type { ReliableSocket } from './reliable-socket'
-import { kBytesReadAtOpen, kBytesWrittenAtOpen, kRoute } from './symbols'
+import { kBytesReadAtOpen, kBytesWrittenAtOpen, kRoute, kTcp } from './symbols'
 
 type RouteStats = fastifyReliableWs.RouteStats
 type WsStats = fastifyReliableWs.WsStats
@@ -168,12 +168,12 @@ export function forEachReliableSocket (clients: ReadonlySet<unknown> | undefined
 
 /** Wire bytes a socket has received since its handshake. */
 export function bytesReceived (socket: ReliableSocket): number {
-  return bytesRead(socket._socket) - socket[kBytesReadAtOpen]
+  return bytesRead(socket[kTcp]) - socket[kBytesReadAtOpen]
 }
 
 /** Wire bytes a socket has sent since its handshake. */
 export function bytesSent (socket: ReliableSocket): number {
-  return bytesHandedOver(socket._socket) - socket[kBytesWrittenAtOpen]
+  return bytesHandedOver(socket[kTcp]) - socket[kBytesWrittenAtOpen]
 }
 
 /**
@@ -181,14 +181,14 @@ export function bytesSent (socket: ReliableSocket): number {
  * still waits in the socket's own buffer, which is discarded if the peer goes
  * away: a total built on it would go back when a slow reader dies.
  */
-export function bytesHandedOver (tcp: Socket): number {
-  return tcp.bytesWritten === undefined ? 0 : tcp.bytesWritten - tcp.writableLength
+export function bytesHandedOver (tcp: Socket | null): number {
+  return tcp?.bytesWritten === undefined ? 0 : tcp.bytesWritten - tcp.writableLength
 }
 
-// A stream that is not a TCP socket (@fastify/websocket's injectWS) counts no bytes: 0 for it, rather than NaN in
-// every total it is added to.
-export function bytesRead (tcp: Socket): number {
-  return tcp.bytesRead ?? 0
+// No connection, or an object that is not a TCP socket (an injectWS upgrade context may bring one), counts no
+// bytes: 0 for it, rather than NaN in every total it is added to.
+export function bytesRead (tcp: Socket | null): number {
+  return tcp?.bytesRead ?? 0
 }
 
 function round (ms: number): number {

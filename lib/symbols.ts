@@ -35,3 +35,11 @@ export const kOnConnectPending = Symbol('reliable-ws.onConnectPending')
 export const kCloseCodeSent = Symbol('reliable-ws.closeCodeSent')
 // When a deadline visit first found the message now arriving unfinished (-1: none, or one completed since).
 export const kMessageStartedAt = Symbol('reliable-ws.messageStartedAt')
+// How many 'error' listeners a socket had when ws's server emitted 'connection' (see fastifyWebsocketErrorListener).
+export const kErrorListeners = Symbol('reliable-ws.errorListeners')
+// The ServerResponse @fastify/websocket routed an upgrade request with, until the socket is open.
+export const kUpgradeResponse = Symbol('reliable-ws.upgradeResponse')
+// The connection ws took over at the upgrade (the request's socket), null behind @fastify/websocket's injectWS.
+export const kTcp = Symbol('reliable-ws.tcp')
+// The application's last send had `fin: false`: a fragmented message is under way and must not be interrupted.
+export const kMidMessage = Symbol('reliable-ws.midMessage')

@@ -1,0 +1,229 @@
+import { IncomingMessage, ServerResponse } from 'node:http'
+import type { Server } from 'node:http'
+import { Socket } from 'node:net'
+import { PassThrough } from 'node:stream'
+import { Server as TlsServer, TLSSocket } from 'node:tls'
+import type WebSocket from 'ws'
+import { FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY } from './errors'
+import { kErrorListeners } from './symbols'
+
+/*
+ * Everything the plugin reads or writes of ws, @fastify/websocket, Fastify and
+ * Node beyond their documented APIs, and nowhere else. Each use names the
+ * versions its source was read in (ws 8.23.0, @fastify/websocket 11.3.7,
+ * fastify 5.0.0 to 5.12.8, Node 20.20).
+ * The fields are checked once, at registration, on a socket built from the
+ * class ws will build every socket from (checkInternals): a ws release that
+ * renames one fails registration with a coded error instead of switching a
+ * limit off, or miscounting closes, without a word.
+ */
+
+/** ws's parser state between two frames (GET_INFO in lib/receiver.js, ws 8.23.0). */
+const GET_INFO = 0
+const PING = 0x9
+
+/** The frame parser's fields read here (lib/receiver.js, ws 8.23.0). */
+interface Receiver {
+  // The limit every frame's declared length and every inflated message are checked against; 0 means none.
+  _maxPayload: number
+  // Set once the parser has refused a frame; it reads nothing more.
+  _errored: boolean
+  _state: number
+  _bufferedBytes: number
+  // The opcode of a fragmented message begun, 0 when none.
+  _fragmented: number
+  // The opcode of the frame being handled.
+  _opcode: number
+}
+
+/** The socket's fields read here (lib/websocket.js, ws 8.23.0). */
+interface WsFields {
+  _receiver: Receiver
+  _closeFrameReceived: boolean
+  // Both only exist when autoPong is on (ws's default).
+  _pendingAutoPongs?: number
+  _maxPendingAutoPongs?: number
+  setSocket: (socket: PassThrough, head: Buffer, options: { maxPayload: number }) => void
+}
+
+function ws (socket: WebSocket): WsFields {
+  return socket as unknown as WsFields
+}
+
+/**
+ * A route's maxPayload, lower than the server's: set in the socket's parser,
+ * which checks it against every frame's declared length and every inflated
+ * message at no cost per message. ws has a per-server limit only. Called
+ * before the parser has read anything (ws reads from a later tick).
+ */
+export function setMaxPayload (socket: WebSocket, maxPayload: number): void {
+  ws(socket)._receiver._maxPayload = maxPayload
+}
+
+/** The peer's close frame has arrived (ws then calls close() itself, to answer it). */
+export function closeFrameReceived (socket: WebSocket): boolean {
+  return ws(socket)._closeFrameReceived
+}
+
+/** ws's parser refused a frame (it sent its close frame, 1002/1007/1008/1009, and reads nothing more). */
+export function parserErrored (socket: WebSocket): boolean {
+  return ws(socket)._receiver._errored
+}
+
+/** The parser is inside a message: a frame's header or payload partly read, or a fragmented message begun. */
+export function midMessage (socket: WebSocket): boolean {
+  const receiver = ws(socket)._receiver
+  return receiver._state !== GET_INFO || receiver._bufferedBytes !== 0 || receiver._fragmented !== 0
+}
+
+/**
+ * ws is handling a peer's ping while `maxPendingAutoPongs` of its automatic
+ * pongs are still unsent, the condition under which receiverOnPing (lib/websocket.js,
+ * ws 8.23.0) terminates the peer. With autoPong off the fields are undefined
+ * and the comparisons false.
+ */
+export function pingBacklogFull (socket: WebSocket): boolean {
+  const fields = ws(socket)
+  return (fields._maxPendingAutoPongs as number) > 0 && (fields._pendingAutoPongs as number) >= (fields._maxPendingAutoPongs as number) &&
+    fields._receiver._opcode === PING
+}
+
+/**
+ * Behind TLS, a request's socket is the TLS socket; the TCP connection under
+ * it is its `_parent` (lib/_tls_wrap.js, Node 20.20). Node documents no
+ * link between the two.
+ */
+export function tcpUnder (socket: Socket): Socket {
+  return (socket as Socket & { _parent?: Socket | null })._parent ?? socket
+}
+
+/**
+ * Whether a response on this connection has started to go out (socketOnError
+ * in Node's lib/_http_server.js reads the same fields, Node 20.20): an
+ * error answer must not be written into the middle of it.
+ */
+export function responseUnderway (socket: Socket): boolean {
+  return (socket as Socket & { _httpMessage?: { _headerSent: boolean } | null })._httpMessage?._headerSent === true
+}
+
+type Listener = (...args: any[]) => void
+
+/**
+ * A 'connection' listener on ws's server: notes how many 'error' listeners
+ * the socket has when @fastify/websocket emits 'connection', just before it
+ * adds its own (handleUpgrade's callback in its index.js, 11.3.7).
+ */
+export function noteErrorListeners (socket: WebSocket & { [kErrorListeners]: number }): void {
+  socket[kErrorListeners] = socket.listenerCount('error')
+}
+
+/**
+ * The 'error' listener @fastify/websocket added between 'connection' and the
+ * route's handler (a closure over request and reply that hands socket errors
+ * to its errorHandler), or null when that is not exactly one listener: an
+ * application's own listener is never taken for it.
+ */
+export function fastifyWebsocketErrorListener (socket: WebSocket & { [kErrorListeners]: number }): Listener | null {
+  const listeners = socket.listeners('error')
+  return listeners.length === socket[kErrorListeners] + 1 ? listeners[listeners.length - 1] as Listener : null
+}
+
+/**
+ * @fastify/websocket routes an upgrade request with a ServerResponse it
+ * assigns the TCP socket to (onUpgrade in its index.js, 11.3.7), which keeps
+ * the response (and through it the request, reply and headers) alive as long
+ * as the socket. ServerResponse#detachSocket, the counterpart of assignSocket
+ * (lib/_http_server.js, Node 20.20), drops both links. Node's
+ * documentation has neither; checked at registration.
+ */
+export function detachResponse (response: ServerResponse): void {
+  response.detachSocket(response.socket!)
+}
+
+/**
+ * Fastify answers every request with its own 503 once close() has begun, from
+ * its one 'request' listener on its server (fastify 5.x). Puts `listener` in
+ * front of those present now: it receives each request with a function that
+ * hands it on to them.
+ */
+export function interceptRequests (server: Server, listener: (request: IncomingMessage, response: ServerResponse, next: () => void) => void): void {
+  const previous = server.listeners('request') as RequestListener[]
+  for (const fn of previous) server.removeListener('request', fn)
+  server.on('request', function (this: Server, request: IncomingMessage, response: ServerResponse) {
+    listener(request, response, () => {
+      for (const fn of previous) fn.call(this, request, response)
+    })
+  })
+}
+
+type RequestListener = (this: Server, request: IncomingMessage, response: ServerResponse) => void
+
+/**
+ * Checks, on a socket built from `SocketClass` as ws's server builds one
+ * (`new WebSocket(null, undefined, options)` then `setSocket`, lib/websocket-server.js),
+ * that every field read above is there with the value a fresh socket has.
+ * The socket reads from a stream of its own that is never written to, and is
+ * dropped before this returns. Throws FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY naming
+ * the first field missing and ws's installed version.
+ */
+export function checkInternals (SocketClass: typeof WebSocket, version: string, server: Server): void {
+  checkNodeInternals(server)
+  const maxPayload = 1234
+  const probe = new SocketClass(null as unknown as string, undefined, { autoPong: true, maxPendingAutoPongs: 3 } as WebSocket.ClientOptions)
+  const fields = ws(probe)
+  const stream = new PassThrough()
+  try {
+    if (typeof fields.setSocket !== 'function') fail(version, 'WebSocket#setSocket')
+    fields.setSocket(stream, Buffer.alloc(0), { maxPayload })
+    if (fields._closeFrameReceived !== false) fail(version, 'WebSocket#_closeFrameReceived')
+    if (fields._pendingAutoPongs !== 0) fail(version, 'WebSocket#_pendingAutoPongs')
+    if (fields._maxPendingAutoPongs !== 3) fail(version, 'WebSocket#_maxPendingAutoPongs')
+    const receiver = fields._receiver as Partial<Receiver> | null | undefined
+    if (receiver == null) fail(version, 'WebSocket#_receiver')
+    if (receiver._maxPayload !== maxPayload) fail(version, 'Receiver#_maxPayload')
+    if (receiver._errored !== false) fail(version, 'Receiver#_errored')
+    if (receiver._state !== GET_INFO) fail(version, 'Receiver#_state')
+    if (receiver._bufferedBytes !== 0) fail(version, 'Receiver#_bufferedBytes')
+    if (receiver._fragmented !== 0) fail(version, 'Receiver#_fragmented')
+    if (typeof receiver._opcode !== 'number') fail(version, 'Receiver#_opcode')
+  } finally {
+    // Without ws's listeners: its close handling would read the very fields that may be missing.
+    stream.removeAllListeners()
+    stream.destroy()
+  }
+}
+
+/**
+ * The same for Node's fields read above, on objects of its own that never see
+ * the network: a response assigned to a socket and detached again, and, for a
+ * TLS server only (where the guard needs it), a TLS socket over a TCP one.
+ */
+function checkNodeInternals (server: Server): void {
+  const tcp = new Socket()
+  try {
+    const response = new ServerResponse(new IncomingMessage(tcp))
+    response.assignSocket(tcp)
+    const message = (tcp as { _httpMessage?: { _headerSent?: unknown } | null })._httpMessage
+    if (message !== response) failNode('Socket#_httpMessage')
+    if (message._headerSent !== false) failNode('ServerResponse#_headerSent')
+    if (typeof response.detachSocket !== 'function') failNode('ServerResponse#detachSocket')
+    response.detachSocket(tcp)
+    if ((tcp as { _httpMessage?: unknown })._httpMessage !== null) failNode('ServerResponse#detachSocket')
+    if (server instanceof TlsServer) {
+      const tls = new TLSSocket(tcp, { isServer: true })
+      const parent = (tls as { _parent?: unknown })._parent
+      tls.destroy()
+      if (parent !== tcp) failNode('TLSSocket#_parent')
+    }
+  } finally {
+    tcp.destroy()
+  }
+}
+
+function failNode (field: string): never {
+  throw new FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY('Node', process.version, field)
+}
+
+function fail (version: string, field: string): never {
+  throw new FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY('ws', version, field)
+}
