@@ -64,7 +64,7 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   [kMessageStartedAt]: number
 }
 
-/** What the subclass below uses of ws's WebSocket. */
+/** What the subclass below uses of ws's WebSocket (which the compiler checks ws's class has). */
 interface WsSocket {
   readonly readyState: number
   readonly bufferedAmount: number
@@ -84,7 +84,7 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
   const nextId = createIdGenerator()
   // ws's class as typed by 'ws' already claims the extensions (the public types merge them into it): seen as the
   // part of ws this class builds on, `implements` checks that the class itself provides each one.
-  const WsBase = Base as unknown as new () => WsSocket
+  const WsBase: new (...args: any[]) => WsSocket = Base
   class ReliableWebSocket extends WsBase implements fastifyReliableWs.SocketExtensions, Pick<WebSocket.WebSocket, 'send'> {
     // ws's own fields, not in its types.
     declare readonly _sender: ReliableSocket['_sender']
