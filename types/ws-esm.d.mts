@@ -2,7 +2,7 @@
 // an application compiled as an ES module imports ws's types from there, while @fastify/websocket hands out
 // sockets typed by the CommonJS one. Each class's events name the class itself, so both must carry the same members
 // for a socket to be assignable to the `WebSocket` an application imports.
-import type fastifyReliableWs from './index.js'
+import type * as fastifyReliableWs from './index.js'
 
 declare module 'ws' {
   interface WebSocket extends fastifyReliableWs.SocketExtensions {
