@@ -126,3 +126,8 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
 const plugin = fp(fastifyReliableWs, { fastify: '5.x', name: 'fastify-reliable-ws' }) as unknown as typeof fastifyReliableWsTypes
 
 export = plugin
+// For `import { fastifyReliableWs } from 'fastify-reliable-ws'`: Node offers an ES module the names it reads in
+// assignments to module.exports, not properties set at run time (fastify-plugin sets both on the plugin). TypeScript
+// emits `module.exports = plugin` after these lines, so they name the properties without setting them.
+module.exports.default = plugin
+module.exports.fastifyReliableWs = plugin

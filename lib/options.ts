@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify'
+import type { FastifyRequest, RegisterOptions } from 'fastify'
 import type { WebsocketPluginOptions } from '@fastify/websocket'
 import type fastifyReliableWs = require('../types/index')
 import { FST_RELIABLE_WS_INVALID_OPTION } from './errors'
@@ -6,6 +6,7 @@ import type { SessionStore } from './session-store'
 
 type Options = fastifyReliableWs.FastifyReliableWsOptions
 type RouteOptions = fastifyReliableWs.RouteReliableOptions
+export type LogLevel = fastifyReliableWs.LogLevel
 
 export interface HeartbeatSettings { intervalMs: number, timeoutMs: number }
 export interface BackpressureSettings { highWaterMark: number, lowWaterMark: number, onLimit: 'drop' | 'close' }
@@ -34,7 +35,6 @@ export interface LimitSettings {
   fragmentTimeoutMs: number
 }
 
-export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'
 export interface MetricsSettings {
   // null: prom-client's default registry, known only once prom-client is loaded.
   registry: fastifyReliableWs.MetricsRegistry | null
@@ -101,25 +101,60 @@ export const DEFAULTS = Object.freeze({
   resume: Object.freeze({ ttlMs: 120_000, maxBufferedMessages: 1000, maxBufferedBytes: 1_048_576, owner: null })
 })
 
-const PLUGIN_KEYS = new Set(['heartbeat', 'backpressure', 'shutdown', 'health', 'websocket', 'onConnect', 'onDisconnect',
-  'allowedOrigins', 'limits', 'metrics', 'logging', 'resume', 'sessionStore',
-  // consumed by fastify's register() itself
-  'prefix', 'logLevel', 'logSerializers'])
-const ROUTE_KEYS = new Set(['json', 'messageSchema', 'heartbeat', 'backpressure', 'allowedOrigins', 'limits', 'resume'])
-const ROUTE_LIMIT_KEYS = new Set(['maxConnections', 'maxConnectionsPerIp', 'maxPayload', 'messagesPerSecond', 'burst', 'onRateLimit', 'idleTimeoutMs', 'fragmentTimeoutMs'])
-const SESSION_LIMIT_KEYS = ['maxSessions', 'maxSessionsPerIp', 'sessionBufferBytes'] as const
-const PLUGIN_LIMIT_KEYS = new Set([...ROUTE_LIMIT_KEYS, 'handshakeTimeoutMs', ...SESSION_LIMIT_KEYS])
-const HEARTBEAT_KEYS = new Set(['intervalMs', 'timeoutMs'])
-const BACKPRESSURE_KEYS = new Set(['highWaterMark', 'lowWaterMark', 'onLimit'])
-const SHUTDOWN_KEYS = new Set(['closeCode', 'reason', 'timeoutMs', 'reconnectWindowMs'])
-const HEALTH_KEYS = new Set(['path'])
-const METRICS_KEYS = new Set(['registry', 'prefix'])
-const LOGGING_KEYS = new Set(['connections', 'warningsPerSecond'])
-const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
+// Every key as a record, so that the compiler checks each list against its interface both ways.
+function keysOf<T> (keys: Record<keyof T, true>): Set<string> {
+  return new Set(Object.keys(keys))
+}
+
+// prefix, logLevel and logSerializers are consumed by fastify's register() itself.
+const PLUGIN_KEYS = keysOf<Options & RegisterOptions>({
+  heartbeat: true,
+  backpressure: true,
+  shutdown: true,
+  health: true,
+  websocket: true,
+  onConnect: true,
+  onDisconnect: true,
+  allowedOrigins: true,
+  limits: true,
+  metrics: true,
+  logging: true,
+  resume: true,
+  sessionStore: true,
+  prefix: true,
+  logLevel: true,
+  logSerializers: true
+})
+const ROUTE_KEYS = keysOf<RouteOptions>({ json: true, messageSchema: true, heartbeat: true, backpressure: true, allowedOrigins: true, limits: true, resume: true })
+const ROUTE_LIMIT_KEYS = keysOf<fastifyReliableWs.LimitOptions>({
+  maxConnections: true,
+  maxConnectionsPerIp: true,
+  maxPayload: true,
+  messagesPerSecond: true,
+  burst: true,
+  onRateLimit: true,
+  idleTimeoutMs: true,
+  fragmentTimeoutMs: true
+})
+const SESSION_LIMIT_KEYS = ['maxSessions', 'maxSessionsPerIp', 'sessionBufferBytes'] as const satisfies ReadonlyArray<keyof SessionLimitSettings>
+const PLUGIN_LIMIT_KEYS = new Set([...ROUTE_LIMIT_KEYS, ...keysOf<Omit<fastifyReliableWs.PluginLimitOptions, keyof fastifyReliableWs.LimitOptions>>({
+  handshakeTimeoutMs: true,
+  maxSessions: true,
+  maxSessionsPerIp: true,
+  sessionBufferBytes: true
+})])
+const HEARTBEAT_KEYS = keysOf<fastifyReliableWs.HeartbeatOptions>({ intervalMs: true, timeoutMs: true })
+const BACKPRESSURE_KEYS = keysOf<fastifyReliableWs.BackpressureOptions>({ highWaterMark: true, lowWaterMark: true, onLimit: true })
+const SHUTDOWN_KEYS = keysOf<fastifyReliableWs.ShutdownOptions>({ closeCode: true, reason: true, timeoutMs: true, reconnectWindowMs: true })
+const HEALTH_KEYS = keysOf<fastifyReliableWs.HealthOptions>({ path: true })
+const METRICS_KEYS = keysOf<fastifyReliableWs.MetricsOptions>({ registry: true, prefix: true })
+const LOGGING_KEYS = keysOf<fastifyReliableWs.LoggingOptions>({ connections: true, warningsPerSecond: true })
+const LOG_LEVELS = keysOf<Record<LogLevel, unknown>>({ fatal: true, error: true, warn: true, info: true, debug: true, trace: true })
+const REGISTRY_METHODS = [...keysOf<fastifyReliableWs.MetricsRegistry>({ registerMetric: true, getSingleMetric: true, removeSingleMetric: true })]
+const SESSION_STORE_METHODS = [...keysOf<SessionStore>({ get: true, set: true, delete: true })]
 // What Prometheus accepts at the start of a metric name.
-const REGISTRY_METHODS = ['registerMetric', 'getSingleMetric', 'removeSingleMetric']
 const METRIC_PREFIX = /^([a-zA-Z_:][a-zA-Z0-9_:]*)?$/
-const RESUME_KEYS = new Set(['ttlMs', 'maxBufferedMessages', 'maxBufferedBytes', 'owner'])
+const RESUME_KEYS = keysOf<fastifyReliableWs.ResumeOptions>({ ttlMs: true, maxBufferedMessages: true, maxBufferedBytes: true, owner: true })
 
 function invalid (name: string, why: string): Error {
   return new FST_RELIABLE_WS_INVALID_OPTION(name, why)
@@ -257,7 +292,7 @@ function resolveResume (name: string, base: ResumeSettings | false, value: unkno
 
 function resolveSessionStore (value: unknown): SessionStore | null {
   if (value === undefined) return null
-  for (const method of ['get', 'set', 'delete']) {
+  for (const method of SESSION_STORE_METHODS) {
     if (typeof (value as Record<string, unknown> | null)?.[method] !== 'function') {
       throw invalid('sessionStore', `must be an object with get, set and delete methods (${method} is missing)`)
     }

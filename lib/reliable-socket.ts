@@ -22,7 +22,7 @@ import { closeFrameReceived } from './ws-internals'
 import type { Session } from './session'
 
 type Cause = fastifyReliableWs.DisconnectInfo['cause']
-type SendCallback = (err?: Error) => void
+type SendCallback = fastifyReliableWs.SendCallback
 
 /** The server-side socket ws builds for every upgrade, as seen by the plugin. */
 export interface ReliableSocket extends WebSocket.WebSocket {
@@ -63,6 +63,16 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   [kMessageStartedAt]: number
 }
 
+/** What the subclass below uses of ws's WebSocket (which the compiler checks ws's class has). */
+interface WsSocket {
+  readonly readyState: number
+  readonly bufferedAmount: number
+  send (data: unknown, options?: unknown, cb?: SendCallback): void
+  emit (event: string | symbol, ...args: unknown[]): boolean
+  close (code?: number, data?: string | Buffer): void
+  terminate (): void
+}
+
 /**
  * Subclasses the WebSocket class ws builds server sockets from (ws's
  * `WebSocket` option), so every field exists from construction (one hidden
@@ -71,7 +81,13 @@ export interface ReliableSocket extends WebSocket.WebSocket {
  */
 export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
   const nextId = createIdGenerator()
-  class ReliableWebSocket extends (Base as any) {
+  // ws's class as typed by 'ws' already claims the extensions (the public types merge them into it): seen as the
+  // part of ws this class builds on, `implements` checks that the class itself provides each one.
+  const WsBase: new (...args: any[]) => WsSocket = Base
+  class ReliableWebSocket extends WsBase implements fastifyReliableWs.SocketExtensions, Pick<WebSocket.WebSocket, 'send'> {
+    // ws's own fields, not in its types.
+    declare readonly _sender: ReliableSocket['_sender']
+    declare readonly _closeFrameReceived: boolean
     id = nextId()
     isAlive = true;
     // -1 until the first pong. Kept numeric so V8 stores each new round trip in place;
@@ -114,7 +130,7 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
       return this[kSession]
     }
 
-    send (data: unknown, options?: object | SendCallback, cb?: SendCallback): boolean {
+    override send (data: unknown, options?: object | SendCallback, cb?: SendCallback): boolean {
       if (typeof options === 'function') {
         cb = options as SendCallback
         options = undefined
@@ -150,7 +166,7 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     }
 
     // The one place a message can be stopped before every 'message' listener, the application's included.
-    emit (event: string | symbol, ...args: unknown[]): boolean {
+    override emit (event: string | symbol, ...args: unknown[]): boolean {
       if (event === 'message') {
         const route = this[kRoute]
         if (route !== undefined) {
@@ -194,7 +210,7 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
       return this.send(toJSONText(value), cb)
     }
 
-    close (code?: number, data?: string | Buffer): void {
+    override close (code?: number, data?: string | Buffer): void {
       // ws also calls close() to answer the peer's close frame: that one is the client's doing.
       if (this[kCause] === undefined && !closeFrameReceived(this as unknown as WebSocket)) this[kCause] = 'server'
       const open = this.readyState === WebSocket.OPEN
@@ -203,7 +219,7 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
       if (open) this[kCloseCodeSent] = code ?? 1005
     }
 
-    terminate (): void {
+    override terminate (): void {
       // ws terminates a peer that floods pings itself: that is the peer's doing, not the app's.
       if (this[kCause] === undefined) this[kCause] = pingFlood(this as unknown as ReliableSocket) ? 'error' : 'server'
       super.terminate()

@@ -1,17 +1,13 @@
+import type fastifyReliableWs = require('../types/index')
 import type { Session } from './session'
 
 /**
- * Where sessions are kept between a client's connections. The plugin asks
- * for a session only when a client resumes, and tells the store when one
- * begins and ends; expiry is the plugin's. The default keeps them in this
- * process; a store shared by several instances would implement the same
- * three methods.
+ * Where sessions are kept between a client's connections (the public
+ * `SessionStore`, holding the plugin's own sessions). The plugin asks for a
+ * session only when a client resumes, and tells the store when one begins and
+ * ends; expiry is the plugin's. The default keeps them in this process.
  */
-export interface SessionStore {
-  get (id: string): Session | undefined
-  set (id: string, session: Session): void
-  delete (id: string): void
-}
+export type SessionStore = fastifyReliableWs.SessionStore<Session>
 
 export class MemorySessionStore implements SessionStore {
   private readonly sessions = new Map<string, Session>()

@@ -1,3 +1,4 @@
+import type fastifyReliableWs = require('../types/index')
 import { timingSafeEqual } from 'node:crypto'
 import type { Route } from './context'
 import { toJSONText } from './json-messages'
@@ -30,7 +31,7 @@ const COMPACT_AFTER = 1024
  * the route names owners), and is resumed only with the secret its last
  * welcome gave: a new one each time.
  */
-export class Session {
+export class Session implements fastifyReliableWs.Session {
   [kWheelTick] = -1;
   [kWheelPos] = -1
   socket: ReliableSocket | null = null

@@ -129,7 +129,7 @@ t.test('bad options throw a coded error before any connection', async (t) => {
     [{ shouldReconnect: true }, /shouldReconnect/]
   ]
   for (const [options, message] of cases) {
-    t.throws(() => new ReliableWebSocket('ws://127.0.0.1:9/', { WebSocket: WebSocket as any, ...options }),
+    t.throws(() => new ReliableWebSocket('ws://127.0.0.1:9/', { WebSocket, ...options }),
       { name: 'TypeError', code: 'FST_RELIABLE_WS_INVALID_OPTION', message }, JSON.stringify(options))
   }
   const global = globalThis as { WebSocket?: unknown }

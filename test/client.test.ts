@@ -14,7 +14,7 @@ type Log = Array<[string, ...unknown[]]>
 /** A client on ws with short delays, and a log of every event it fires. */
 function client (url: string, options: ReliableWebSocketOptions = {}): { ws: ReliableWebSocket, log: Log, received: unknown[] } {
   const ws = new ReliableWebSocket(url, {
-    WebSocket: WebSocket as any,
+    WebSocket,
     connectTimeoutMs: 2000,
     ...options,
     backoff: { initialDelayMs: 30, maxDelayMs: 100, ...options.backoff }

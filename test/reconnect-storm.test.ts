@@ -31,7 +31,7 @@ t.test(`${CLIENTS} clients told to come back over ${WINDOW_MS} ms after a restar
   const hints: number[] = []
   for (let i = 0; i < CLIENTS; i++) {
     // Their own backoff alone would bring them all back within 100 ms.
-    const ws = new ReliableWebSocket(balancer.url('/ws'), { WebSocket: WebSocket as any, backoff: { initialDelayMs: 100 } })
+    const ws = new ReliableWebSocket(balancer.url('/ws'), { WebSocket, backoff: { initialDelayMs: 100 } })
     ws.addEventListener('reconnecting', (event) => { if (event.attempt === 1) hints.push(event.delayMs) })
     clients.push(ws)
   }
@@ -67,7 +67,7 @@ t.test("a refused upgrade's Retry-After (503 and 429) sets the next attempt's de
   const holder = new WebSocket(url('/full'))
   await once(holder, 'open')
   const firstDelay = async (path: string): Promise<number> => {
-    const ws = new ReliableWebSocket(url(path), { WebSocket: WebSocket as any, backoff: { initialDelayMs: 50, maxDelayMs: 50 } })
+    const ws = new ReliableWebSocket(url(path), { WebSocket, backoff: { initialDelayMs: 50, maxDelayMs: 50 } })
     const [event] = await once(ws as any, 'reconnecting')
     ws.close()
     return event.delayMs

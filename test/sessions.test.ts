@@ -33,7 +33,7 @@ async function sessionServer (t: Teardown, resume: object | true = true, options
 }
 
 function client (url: string, options: ReliableWebSocketOptions = {}): { ws: ReliableWebSocket, received: unknown[], lost: SessionLostEvent[] } {
-  const ws = new ReliableWebSocket(url, { WebSocket: WebSocket as any, ...options, backoff: { initialDelayMs: 5, maxDelayMs: 20, ...options.backoff } })
+  const ws = new ReliableWebSocket(url, { WebSocket, ...options, backoff: { initialDelayMs: 5, maxDelayMs: 20, ...options.backoff } })
   const received: unknown[] = []
   const lost: SessionLostEvent[] = []
   ws.addEventListener('message', (event) => received.push(typeof event.data === 'string' ? event.data : [...new Uint8Array(event.data)]))

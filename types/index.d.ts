@@ -1,40 +1,27 @@
+/// <reference path="./ws-esm.d.mts" />
 import type { FastifyPluginCallback, FastifyRequest } from 'fastify'
 import type { WebsocketPluginOptions } from '@fastify/websocket'
 import type { ErrorObject } from 'ajv'
 import type { IncomingMessage } from 'node:http'
 import type { RawData } from 'ws'
 
-// ws keeps its own alias private; this is the same union its send() accepts.
-type BufferLike = string | Buffer | DataView | number | ArrayBufferView | Uint8Array | ArrayBuffer | SharedArrayBuffer | Blob | readonly any[] | readonly number[] | { valueOf(): ArrayBuffer } | { valueOf(): SharedArrayBuffer } | { valueOf(): Uint8Array } | { valueOf(): readonly number[] } | { valueOf(): string } | { [Symbol.toPrimitive](hint: string): string }
-
 /** Why a reliable socket closed, as reported to `onDisconnect`. */
 type DisconnectCause = 'client' | 'server' | 'heartbeat' | 'backpressure' | 'shutdown' | 'error' | 'rateLimit' | 'idle' | 'replaced' | 'session'
 
+// @types/ws declares ws twice: index.d.ts for CommonJS (augmented here) and index.d.mts for ES modules (augmented
+// alike in ws-esm.d.mts), so that a socket typed by either is assignable to the other.
 declare module 'ws' {
   // Merges into ws's WebSocket class, so `WebSocket.WebSocket` (the socket
   // @fastify/websocket hands to handlers) carries the extensions too.
-  interface WebSocket {
-    /** Unique id of this connection: 32 hex digits (128 random bits). */
-    readonly id: string
-    /** True until the peer misses a heartbeat. */
-    readonly isAlive: boolean
-    /** Last ping→pong round trip in milliseconds, or `null` before the first pong. */
-    readonly latencyMs: number | null
-    /**
-     * The session this connection carries, on a route with `resume` and a client speaking the reliable
-     * subprotocol; otherwise `null`. Sends go through it: numbered, kept until acknowledged, replayed on resume.
-     */
-    readonly session: fastifyReliableWs.Session | null
+  interface WebSocket extends fastifyReliableWs.SocketExtensions {
     /**
      * Sends `data` through the backpressure policy.
      * @returns `true` when the message was accepted, `false` when it was dropped
      *   (the callback then receives an error with code `FST_RELIABLE_WS_DROPPED`)
      *   or the socket is no longer open (`FST_RELIABLE_WS_NOT_OPEN`).
      */
-    send (data: BufferLike, cb?: (err?: Error) => void): boolean
-    send (data: BufferLike, options: { mask?: boolean; binary?: boolean; compress?: boolean; fin?: boolean }, cb?: (err?: Error) => void): boolean
-    /** `send(JSON.stringify(value))`, with the same return value and callback. */
-    sendJSON (value: unknown, cb?: (err?: Error) => void): boolean
+    send (data: fastifyReliableWs.BufferLike, cb?: fastifyReliableWs.SendCallback): boolean
+    send (data: fastifyReliableWs.BufferLike, options: fastifyReliableWs.SendOptions, cb?: fastifyReliableWs.SendCallback): boolean
 
     // Declaring these here replaces the inherited overloads, so ws's server-side events are listed again.
     on<E extends keyof fastifyReliableWs.SocketEvents> (event: E, listener: (this: WebSocket, ...args: fastifyReliableWs.SocketEvents[E]) => void): this
@@ -66,6 +53,34 @@ declare module 'fastify' {
 type FastifyReliableWs = FastifyPluginCallback<fastifyReliableWs.FastifyReliableWsOptions>
 
 declare namespace fastifyReliableWs {
+  /** What `send` accepts: the same union as ws's own `send` (ws keeps its alias private). */
+  export type BufferLike = string | Buffer | DataView | number | ArrayBufferView | Uint8Array | ArrayBuffer | SharedArrayBuffer | Blob | readonly any[] | readonly number[] | { valueOf(): ArrayBuffer } | { valueOf(): SharedArrayBuffer } | { valueOf(): Uint8Array } | { valueOf(): readonly number[] } | { valueOf(): string } | { [Symbol.toPrimitive](hint: string): string }
+
+  /** ws's options of `send`. */
+  export interface SendOptions { mask?: boolean; binary?: boolean; compress?: boolean; fin?: boolean }
+
+  export type SendCallback = (err?: Error) => void
+
+  /**
+   * What the plugin adds to ws's `WebSocket` (besides `send` returning a boolean and the `'json'` and `'drain'`
+   * events), present on every socket of a reliable route.
+   */
+  export interface SocketExtensions {
+    /** Unique id of this connection: 32 hex digits (128 random bits). */
+    readonly id: string
+    /** True until the peer misses a heartbeat. */
+    readonly isAlive: boolean
+    /** Last ping→pong round trip in milliseconds, or `null` before the first pong. */
+    readonly latencyMs: number | null
+    /**
+     * The session this connection carries, on a route with `resume` and a client speaking the reliable
+     * subprotocol; otherwise `null`. Sends go through it: numbered, kept until acknowledged, replayed on resume.
+     */
+    readonly session: Session | null
+    /** `send(JSON.stringify(value))`, with the same return value and callback. */
+    sendJSON (value: unknown, cb?: SendCallback): boolean
+  }
+
   export interface HeartbeatOptions {
     /** Milliseconds between two pings to the same peer. Default `30000`. */
     intervalMs?: number
@@ -222,11 +237,11 @@ declare namespace fastifyReliableWs {
 
   /**
    * Where sessions are kept between connections; in memory by default. Expiry is the plugin's: it calls
-   * `delete` when a session ends.
+   * `delete` when a session ends. `get` answers with the object `set` was given.
    */
-  export interface SessionStore {
-    get (id: string): Session | undefined
-    set (id: string, session: Session): void
+  export interface SessionStore<S extends Session = Session> {
+    get (id: string): S | undefined
+    set (id: string, session: S): void
     delete (id: string): void
   }
 

@@ -1,12 +1,15 @@
 // Compiled by `npm run test:types`: a regression in a public type fails the suite.
 import fastify from 'fastify'
 import { Registry, register } from 'prom-client'
+import WsClass from 'ws'
 import type { WebSocket } from 'ws'
 import reliableWs, { fastifyReliableWs } from '..'
 import type {
   AllowedOrigins, DisconnectInfo, FastifyReliableWsOptions, InvalidMessageReply, LimitOptions, LimitStats, LoggingOptions, LogLevel,
-  MetricsOptions, MetricsRegistry, PluginLimitOptions, RouteStats, Session, SessionStats, SessionStore, WsStats
+  MetricsOptions, MetricsRegistry, PluginLimitOptions, RouteReliableOptions, RouteStats, Session, SessionStats, SessionStore,
+  SocketExtensions, WsStats
 } from '..'
+import { ReliableWebSocket } from '../lib/client'
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false
 function expectType<T> (_value: T): void {}
@@ -26,6 +29,8 @@ app.register(reliableWs, {
   onConnect (socket, request) {
     expectExact<typeof socket, WebSocket>(true)
     expectType<string>(request.url)
+    // The socket is ws's WebSocket: usable wherever the application takes one (esm.test-d.mts: from an ES module too).
+    new WeakMap<WebSocket, string>().set(socket, 'x')
   },
   async onDisconnect (socket, info) {
     expectType<string>(socket.id)
@@ -145,3 +150,29 @@ app.wsStats = stats
 
 const reply: InvalidMessageReply = { type: 'error', message: 'Invalid message' }
 expectType<InvalidMessageReply>(reply)
+
+// Unknown keys: the options of the plugin are checked key by key, at any depth.
+// @ts-expect-error heartbeet is not an option
+app.register(reliableWs, { heartbeet: false })
+// @ts-expect-error intervalMS is not a heartbeat option
+app.register(reliableWs, { heartbeat: { intervalMS: 10 } })
+// @ts-expect-error maxConection is not a limit
+app.register(reliableWs, { limits: { maxConection: 10 } })
+// Fastify infers a route's `config` from the object given (unknown keys included): `satisfies` checks config.reliable.
+// @ts-expect-error heartbeet is not a route option
+app.get('/typo', { websocket: true, config: { reliable: { heartbeet: false } satisfies RouteReliableOptions } }, () => {})
+app.get('/checked', { websocket: true, config: { reliable: { json: true } satisfies RouteReliableOptions } }, (socket) => {
+  expectType<SocketExtensions>(socket)
+  expectType<WebSocket>(socket)
+})
+// @ts-expect-error route limits are checked too
+expectType<RouteReliableOptions>({ limits: { idleTimeout: 1000 } })
+
+// A store holds the plugin's sessions as given.
+expectType<SessionStore>(new Map<string, Session>())
+
+// The client takes ws's class and the browser's as they are.
+expectType<ReliableWebSocket>(new ReliableWebSocket('ws://127.0.0.1:9/', { WebSocket: WsClass }))
+expectType<ReliableWebSocket>(new ReliableWebSocket('ws://127.0.0.1:9/', { WebSocket: globalThis.WebSocket }))
+// @ts-expect-error not a WebSocket class
+expectType<ReliableWebSocket>(new ReliableWebSocket('ws://127.0.0.1:9/', { WebSocket: Map }))

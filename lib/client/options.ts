@@ -2,6 +2,10 @@ import type { BackoffSettings } from './backoff'
 import { isRetryable } from './close-codes'
 import type { CloseInfo } from './close-codes'
 
+// A method's type, so that a class whose handlers take a richer event (the browser's MessageEvent, ws's own) fits:
+// TypeScript compares a method's parameters both ways, a function property's only one way.
+type EventHandler<E> = { handle (event: E): void }['handle']
+
 /** The part of the WebSocket API the client uses: the browser's class and the ws package's both fit. */
 export interface WebSocketLike {
   readonly readyState: number
@@ -9,10 +13,10 @@ export interface WebSocketLike {
   readonly extensions: string
   readonly bufferedAmount: number
   binaryType: string
-  onopen: ((event: any) => void) | null
-  onmessage: ((event: { data: any }) => void) | null
-  onclose: ((event: { code: number, reason: string, wasClean: boolean }) => void) | null
-  onerror: ((event: any) => void) | null
+  onopen: EventHandler<unknown> | null
+  onmessage: EventHandler<{ data: any }> | null
+  onclose: EventHandler<{ code: number, reason: string, wasClean: boolean }> | null
+  onerror: EventHandler<unknown> | null
   send: (data: any) => void
   close: (code?: number, reason?: string) => void
   // ws only: ends the connection at once, where close() would wait out a dead peer's closing handshake.
