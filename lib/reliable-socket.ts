@@ -85,9 +85,6 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
   // part of ws this class builds on, `implements` checks that the class itself provides each one.
   const WsBase: new (...args: any[]) => WsSocket = Base
   class ReliableWebSocket extends WsBase implements fastifyReliableWs.SocketExtensions, Pick<WebSocket.WebSocket, 'send'> {
-    // ws's own fields, not in its types.
-    declare readonly _sender: ReliableSocket['_sender']
-    declare readonly _closeFrameReceived: boolean
     id = nextId()
     isAlive = true;
     // -1 until the first pong. Kept numeric so V8 stores each new round trip in place;
