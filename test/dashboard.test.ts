@@ -2,7 +2,9 @@
 // The screenshot goes to a temporary directory; `npm run screenshot` runs this file with DASHBOARD_SCREENSHOT set to
 // docs/dashboard.png, the README's picture.
 import { execFile } from 'node:child_process'
+import { once } from 'node:events'
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { promisify } from 'node:util'
@@ -40,6 +42,19 @@ t.test('npm run load: the load generator drives the running example app, then st
   t.ok(after.connections.opened >= 5, `${after.connections.opened} connections opened`)
   t.ok(after.messages.received > 0, 'messages arrived')
   t.equal(after.connections.active, 0, 'every client closed at the end')
+})
+
+t.test('npm run load without a server says it cannot connect, and fails', async (t) => {
+  const closed = net.createServer().listen(0, '127.0.0.1')
+  await once(closed, 'listening')
+  const { port } = closed.address() as net.AddressInfo
+  await new Promise((resolve) => closed.close(resolve))
+  const run = promisify(execFile)('npm', ['run', 'load', '--silent', '--', '--url', `http://127.0.0.1:${port}`, '--seconds', '1'], { cwd: root })
+  const err = await run.then(() => null, (err: { code: number, stdout: string, stderr: string }) => err)
+  t.ok(err !== null, 'it exits non-zero')
+  t.equal(err!.code, 1)
+  t.equal(err!.stderr, `Cannot connect to ws://127.0.0.1:${port}/echo: ECONNREFUSED — start the example app first (npm start), or pass --url\n`)
+  t.equal(err!.stdout, '', 'and starts no load')
 })
 
 t.test('the dashboard renders wsStats live, its numbers move under load, and a screenshot is saved', needs(CHROMIUM), async (t) => {
