@@ -97,19 +97,19 @@ t.test('the close-code table', async (t) => {
   for (const code of final) t.equal(isRetryable({ code, reason: '', wasClean: true }), false, `${code} is final`)
 })
 
-t.test('after slowAfter attempts in a row that never opened, delays are drawn under slowDelayMs until one opens', async (t) => {
+t.test('after slowAfter failed upgrades in a row, delays are drawn under slowDelayMs until one succeeds', async (t) => {
   const b = backoff({ jitter: 'none', initialDelayMs: 10, maxDelayMs: 40, slowAfter: 3, slowDelayMs: 5000 })
   const delays: number[] = []
   for (let i = 0; i < 5; i++) {
-    b.openFailed()
+    b.attemptStarted()
     delays.push(b.next())
   }
   t.same(delays, [10, 20, 5000, 5000, 5000], 'the third failure in a row and every one after wait the slow ceiling')
-  b.connectionEnded(0)
-  b.openFailed()
-  t.equal(b.next(), 40, 'a connection that opened, however briefly, ends the slow phase (the attempt count stays)')
+  b.attemptStarted()
+  b.upgraded()
+  t.equal(b.next(), 40, 'an upgrade that succeeded, whatever became of it, ends the slow phase (the attempt count stays)')
   const full = backoff({ slowAfter: 1, slowDelayMs: 60_000 })
-  full.openFailed()
+  full.attemptStarted()
   const delay = full.next()
   t.ok(delay >= 0 && delay < 60_000, `the slow delay is jittered as any other: ${delay.toFixed(0)} ms`)
   const defaults = resolveClientOptions({ WebSocket: WebSocket as any }).backoff

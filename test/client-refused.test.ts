@@ -2,7 +2,8 @@
 // not: see browser-client.test.ts): final or retried, what giveup says, and Retry-After honoured.
 import t from 'tap'
 import { once } from 'node:events'
-import WebSocket from 'ws'
+import net from 'node:net'
+import WebSocket, { WebSocketServer } from 'ws'
 import { GiveUpEvent, ReliableWebSocket, isRetryable } from '../lib/client'
 import type { CloseInfo, ReliableWebSocketOptions } from '../lib/client'
 import { sleep, start, waitFor } from './helpers'
@@ -130,4 +131,17 @@ t.test('a server that keeps refusing is asked slowAfter times at the backoff pac
   t.same(delays, [5, 10, 10, 60_000], 'the fourth refusal in a row waits the slow ceiling')
   t.equal(server.arrivals('status=503').length, 4, 'and no attempt came meanwhile')
   ws.close()
+})
+
+t.test('a server that accepts the upgrade and then closes has not refused: the backoff keeps its pace', async (t) => {
+  const server = new WebSocketServer({ port: 0, host: '127.0.0.1' })
+  await once(server, 'listening')
+  t.teardown(() => new Promise((resolve) => server.close(resolve)))
+  server.on('connection', (socket) => socket.close(1013))
+  const ws = client(`ws://127.0.0.1:${(server.address() as net.AddressInfo).port}/`, { backoff: { jitter: 'none', slowAfter: 2, slowDelayMs: 60_000 } })
+  const delays: number[] = []
+  ws.addEventListener('reconnecting', (event) => delays.push(event.delayMs))
+  await waitFor(() => delays.length === 4, 3000, 'four closes')
+  ws.close()
+  t.same(delays, [5, 10, 10, 10], 'closed after an upgrade, never refused')
 })

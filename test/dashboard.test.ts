@@ -15,6 +15,8 @@ import { sleep } from './helpers'
 import { CHROMIUM, needs } from './programs'
 
 const root = join(__dirname, '..')
+// Two example apps in their own processes, three loads and a browser: more than tap's 30 s on a busy machine.
+t.setTimeout(120_000)
 
 /** Where the screenshot goes: DASHBOARD_SCREENSHOT (from the checkout's root), else a directory removed after the test. */
 function screenshotPath (t: { teardown: (fn: () => unknown) => void }): string {

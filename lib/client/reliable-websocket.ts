@@ -199,6 +199,7 @@ export class ReliableWebSocket extends EventTarget {
   private connect (): void {
     this.state = CONNECTING
     this.refusedStatus = undefined
+    this.backoff.attemptStarted()
     const { protocols, subprotocol } = this.settings
     const offered = !subprotocol
       ? protocols
@@ -220,6 +221,7 @@ export class ReliableWebSocket extends EventTarget {
   }
 
   private onSocketOpen (socket: WebSocketLike): void {
+    this.backoff.upgraded()
     this.lastReceivedAt = Date.now()
     this.escaping = socket.protocol === PROTOCOL
     // On the subprotocol the connection is ready once the server's welcome has said where the session stands;
@@ -351,7 +353,6 @@ export class ReliableWebSocket extends EventTarget {
       return
     }
     if (this.state === OPEN) this.backoff.connectionEnded(Date.now() - this.openedAt)
-    else this.backoff.openFailed()
     if (code === SESSION_OVERFLOW_CODE && this.sessionId !== null) this.loseSession()
     const retry = this.settings.shouldReconnect(status === undefined ? { code, reason, wasClean } : { code, reason, wasClean, status })
     if (!retry || this.backoff.exhausted) {
