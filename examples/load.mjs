@@ -13,12 +13,17 @@ import WebSocket from 'ws'
 const CLOSE_CODES = [1000, 1001, 4000, 4001]
 const BIG = 'x'.repeat(64 * 1024)
 
+/** The route the load uses, on the app at `base` (its http:// address). */
+function echoUrl (base) {
+  return base.replace(/^http/, 'ws') + '/echo'
+}
+
 /**
  * Runs the load against `base` (the app's http:// address) for `seconds`, then closes every client.
  * Resolves with what it did.
  */
 export async function runLoad ({ base, seconds = 60, clients = 50 }) {
-  const url = base.replace(/^http/, 'ws') + '/echo'
+  const url = echoUrl(base)
   const until = Date.now() + seconds * 1000
   const open = new Set()
   const done = { connections: 0, messages: 0 }
@@ -92,6 +97,15 @@ export async function runLoad ({ base, seconds = 60, clients = 50 }) {
   return done
 }
 
+/** Resolves once one connection to `url` has opened (and closes it); rejects with why it could not. */
+function probe (url) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { handshakeTimeout: 5000 })
+    ws.once('open', () => { ws.close(); resolve() })
+    ws.once('error', reject)
+  })
+}
+
 if (import.meta.url === pathToFileURL(process.argv[1]).href) {
   const { values } = parseArgs({
     options: {
@@ -100,6 +114,14 @@ if (import.meta.url === pathToFileURL(process.argv[1]).href) {
       clients: { type: 'string', default: '50' }
     }
   })
+  // Without a server every client would just retry until the time is up, and the run would end saying nothing.
+  const target = echoUrl(values.url)
+  try {
+    await probe(target)
+  } catch (err) {
+    console.error(`Cannot connect to ${target}: ${err.code ?? err.message} — start the example app first (npm start), or pass --url`)
+    process.exit(1)
+  }
   console.log(`Load against ${values.url} for ${values.seconds} s with ${values.clients} clients; watch ${values.url}/dashboard`)
   const done = await runLoad({ base: values.url, seconds: Number(values.seconds), clients: Number(values.clients) })
   console.log(`Done: ${done.connections} connections, ${done.messages} messages`)

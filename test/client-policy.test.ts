@@ -4,6 +4,7 @@ import WebSocket from 'ws'
 import { CLIENT_DEFAULTS, InvalidOptionError, ReliableWebSocket, isRetryable } from '../lib/client'
 import { Backoff } from '../lib/client/backoff'
 import type { BackoffSettings } from '../lib/client/backoff'
+import { resolveClientOptions } from '../lib/client/options'
 import { Outbox, byteLength } from '../lib/client/outbox'
 
 /** A seeded random source (mulberry32), so each run draws the same delays. */
@@ -96,6 +97,35 @@ t.test('the close-code table', async (t) => {
   for (const code of final) t.equal(isRetryable({ code, reason: '', wasClean: true }), false, `${code} is final`)
 })
 
+t.test('after slowAfter failed upgrades in a row, delays are drawn under slowDelayMs until one succeeds', async (t) => {
+  const b = backoff({ jitter: 'none', initialDelayMs: 10, maxDelayMs: 40, slowAfter: 3, slowDelayMs: 5000 })
+  const delays: number[] = []
+  for (let i = 0; i < 5; i++) {
+    b.attemptStarted()
+    delays.push(b.next())
+  }
+  t.same(delays, [10, 20, 5000, 5000, 5000], 'the third failure in a row and every one after wait the slow ceiling')
+  b.attemptStarted()
+  b.upgraded()
+  t.equal(b.next(), 40, 'an upgrade that succeeded, whatever became of it, ends the slow phase (the attempt count stays)')
+  const full = backoff({ slowAfter: 1, slowDelayMs: 60_000 })
+  full.attemptStarted()
+  const delay = full.next()
+  t.ok(delay >= 0 && delay < 60_000, `the slow delay is jittered as any other: ${delay.toFixed(0)} ms`)
+  const defaults = resolveClientOptions({ WebSocket: WebSocket as any }).backoff
+  t.same([defaults.slowAfter, defaults.slowDelayMs], [10, 300_000], 'by default: after 10, under 5 minutes')
+  t.equal(resolveClientOptions({ WebSocket: WebSocket as any, backoff: { maxDelayMs: 600_000 } }).backoff.slowDelayMs, 600_000,
+    'left unset, the slow ceiling is never below maxDelayMs')
+})
+
+t.test('the HTTP status table: a refused upgrade is final on 4xx but 408 and 429', async (t) => {
+  const retried = [408, 429, 500, 502, 503, 504, 200, 302]
+  const final = [400, 401, 403, 404, 405, 410, 426, 451, 499]
+  // The status decides, whatever the code says (a refused upgrade always reads 1006).
+  for (const status of retried) t.equal(isRetryable({ code: 1000, reason: '', wasClean: false, status }), true, `${status} is retried`)
+  for (const status of final) t.equal(isRetryable({ code: 1006, reason: '', wasClean: false, status }), false, `${status} is final`)
+})
+
 t.test('the outbox is bounded, ordered and weighs its messages in bytes', async (t) => {
   const outbox = new Outbox(3)
   t.ok(outbox.push('a'))
@@ -119,6 +149,9 @@ t.test('bad options throw a coded error before any connection', async (t) => {
     [{ backoff: { jitter: 'half' } }, /backoff\.jitter/],
     [{ backoff: { initialDelayMs: 5000, maxDelayMs: 1000 } }, /backoff\.maxDelayMs/],
     [{ backoff: { maxRetries: 1.5 } }, /backoff\.maxRetries/],
+    [{ backoff: { slowAfter: 0 } }, /backoff\.slowAfter/],
+    [{ backoff: { slowAfter: 2.5 } }, /backoff\.slowAfter: must be an integer/],
+    [{ backoff: { maxDelayMs: 60_000, slowDelayMs: 30_000 } }, /backoff\.slowDelayMs: must not be below maxDelayMs/],
     [{ backoff: { random: 4 } }, /backoff\.random/],
     [{ backoff: 'fast' }, /backoff: must be an object/],
     [{ connectTimeoutMs: Infinity }, /connectTimeoutMs/],

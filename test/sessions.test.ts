@@ -32,8 +32,9 @@ async function sessionServer (t: Teardown, resume: object | true = true, options
   return { app: server.app, port: server.port, handled, received }
 }
 
+// No slow phase: with retries every few ms, cuts every few ms can fail ten upgrades in a row within a tenth of a second.
 function client (url: string, options: ReliableWebSocketOptions = {}): { ws: ReliableWebSocket, received: unknown[], lost: SessionLostEvent[] } {
-  const ws = new ReliableWebSocket(url, { WebSocket, ...options, backoff: { initialDelayMs: 5, maxDelayMs: 20, ...options.backoff } })
+  const ws = new ReliableWebSocket(url, { WebSocket, ...options, backoff: { initialDelayMs: 5, maxDelayMs: 20, slowAfter: Infinity, ...options.backoff } })
   const received: unknown[] = []
   const lost: SessionLostEvent[] = []
   ws.addEventListener('message', (event) => received.push(typeof event.data === 'string' ? event.data : [...new Uint8Array(event.data)]))

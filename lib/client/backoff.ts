@@ -16,6 +16,15 @@ export interface BackoffSettings {
   maxRetries: number
   /** A connection that stayed up this long resets the attempt count. */
   minUptimeMs: number
+  /**
+   * Failed upgrades in a row (refused, unreachable, timed out) after which
+   * every delay is drawn under `slowDelayMs` instead, until an upgrade
+   * succeeds. A browser is not shown why an upgrade failed: a refused page
+   * would otherwise keep asking at the backoff's pace while it stays open.
+   */
+  slowAfter: number
+  /** The ceiling of the delays after `slowAfter` failed upgrades in a row. */
+  slowDelayMs: number
   /** The random source, [0, 1): `Math.random` unless a test seeds one. */
   random: () => number
 }
@@ -29,6 +38,8 @@ export interface BackoffSettings {
 export class Backoff {
   /** Attempts since the last connection that stayed up `minUptimeMs`. */
   attempt = 0
+  /** Attempts since the last one whose upgrade succeeded. */
+  notUpgraded = 0
 
   constructor (private readonly settings: BackoffSettings) {}
 
@@ -38,9 +49,9 @@ export class Backoff {
 
   /** The delay before the next attempt, which it counts. */
   next (): number {
-    const { initialDelayMs, maxDelayMs, factor, jitter, random } = this.settings
+    const { initialDelayMs, maxDelayMs, factor, jitter, random, slowAfter, slowDelayMs } = this.settings
     // factor^attempt reaches Infinity after enough attempts; min() keeps the cap.
-    const ceiling = Math.min(maxDelayMs, initialDelayMs * factor ** this.attempt)
+    const ceiling = this.notUpgraded >= slowAfter ? slowDelayMs : Math.min(maxDelayMs, initialDelayMs * factor ** this.attempt)
     this.attempt++
     if (jitter === 'none') return ceiling
     if (jitter === 'equal') return ceiling / 2 + random() * ceiling / 2
@@ -50,5 +61,15 @@ export class Backoff {
   /** Called when a connection ends: one that lasted `minUptimeMs` starts the count again. */
   connectionEnded (uptimeMs: number): void {
     if (uptimeMs >= this.settings.minUptimeMs) this.attempt = 0
+  }
+
+  /** Called as an attempt begins: it counts as a failed upgrade until upgraded() says otherwise. */
+  attemptStarted (): void {
+    this.notUpgraded++
+  }
+
+  /** The server accepted the upgrade: whatever happens next, this client was not refused. */
+  upgraded (): void {
+    this.notUpgraded = 0
   }
 }

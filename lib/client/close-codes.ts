@@ -3,6 +3,12 @@ export interface CloseInfo {
   code: number
   reason: string
   wasClean: boolean
+  /**
+   * The HTTP status the server refused the upgrade with (the code is then
+   * 1006). Only where the WebSocket class shows the response (ws, in Node):
+   * a browser never does.
+   */
+  status?: number
 }
 
 // Reconnecting after these gets the same answer again: the server refused this client or what it sent.
@@ -25,8 +31,13 @@ const FINAL = new Set([
  * try again later, 1014 bad gateway, the rest of 3000-3999, and the
  * application range 4500-4999. Final: the codes in FINAL and 4000-4499, the
  * application range for "do not come back".
+ *
+ * An upgrade refused with a status is final on a 4xx (401, 403, 404: asking
+ * again gets the same answer) except 408 timeout and 429 too many requests;
+ * any other status (5xx: the server is down or busy) is retried.
  */
-export function isRetryable ({ code }: CloseInfo): boolean {
+export function isRetryable ({ code, status }: CloseInfo): boolean {
+  if (status !== undefined) return status < 400 || status >= 500 || status === 408 || status === 429
   if (FINAL.has(code)) return false
   return !(code >= 4000 && code <= 4499)
 }

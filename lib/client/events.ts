@@ -28,11 +28,14 @@ export class ReconnectingEvent extends Event {
 }
 
 /**
- * No more attempts: the close code was final (see isRetryable), the retries
- * ran out, or the server's answer said not to come back.
+ * No more attempts: the close code was final (`'closeCode'`, see
+ * isRetryable), the upgrade was refused with a final HTTP status
+ * (`'httpStatus'`, Node only), or the retries ran out (`'maxRetries'`).
+ * `status` is the HTTP status that refused the last attempt, if the
+ * WebSocket class showed one.
  */
 export class GiveUpEvent extends Event {
-  constructor (readonly reason: 'closeCode' | 'maxRetries', readonly code: number) {
+  constructor (readonly reason: 'closeCode' | 'httpStatus' | 'maxRetries', readonly code: number, readonly status?: number) {
     super('giveup')
   }
 }

@@ -52,7 +52,10 @@ export interface ReliableWebSocketOptions {
     /** Messages kept while disconnected; a send beyond this is refused. Default 1 000. */
     maxMessages?: number
   }
-  /** Overrides the close-code table: whether to reconnect after a connection ended this way. */
+  /**
+   * Overrides the default policy (isRetryable: the close-code table, and in Node the status of a refused
+   * upgrade): whether to reconnect after a connection ended this way.
+   */
   shouldReconnect?: (close: CloseInfo) => boolean
 }
 
@@ -76,7 +79,9 @@ export const CLIENT_DEFAULTS = Object.freeze({
     factor: 2,
     jitter: 'full' as const,
     maxRetries: Infinity,
-    minUptimeMs: 5000
+    minUptimeMs: 5000,
+    slowAfter: 10,
+    slowDelayMs: 300_000
   }),
   connectTimeoutMs: 10_000,
   heartbeat: Object.freeze({ intervalMs: 25_000, timeoutMs: 10_000 }),
@@ -100,6 +105,12 @@ function number (name: string, value: unknown, fallback: number, min: number, in
   return value
 }
 
+function count (name: string, value: unknown, fallback: number, min: number): number {
+  const n = number(name, value, fallback, min, true)
+  if (n !== Infinity && !Number.isInteger(n)) throw new InvalidOptionError(name, `must be an integer or Infinity, got ${n}`)
+  return n
+}
+
 function object (name: string, value: unknown): Record<string, unknown> {
   if (value === undefined) return {}
   if (typeof value !== 'object' || value === null) throw new InvalidOptionError(name, 'must be an object')
@@ -118,15 +129,17 @@ function resolveBackoff (value: unknown): BackoffSettings {
   const initialDelayMs = number('backoff.initialDelayMs', o.initialDelayMs, d.initialDelayMs, 0)
   const maxDelayMs = number('backoff.maxDelayMs', o.maxDelayMs, Math.max(d.maxDelayMs, initialDelayMs), 0)
   if (maxDelayMs < initialDelayMs) throw new InvalidOptionError('backoff.maxDelayMs', `must not be below initialDelayMs (${maxDelayMs} < ${initialDelayMs})`)
-  const maxRetries = number('backoff.maxRetries', o.maxRetries, d.maxRetries, 0, true)
-  if (maxRetries !== Infinity && !Number.isInteger(maxRetries)) throw new InvalidOptionError('backoff.maxRetries', `must be an integer or Infinity, got ${maxRetries}`)
+  const slowDelayMs = number('backoff.slowDelayMs', o.slowDelayMs, Math.max(d.slowDelayMs, maxDelayMs), 0)
+  if (slowDelayMs < maxDelayMs) throw new InvalidOptionError('backoff.slowDelayMs', `must not be below maxDelayMs (${slowDelayMs} < ${maxDelayMs})`)
   return {
     initialDelayMs,
     maxDelayMs,
     factor: number('backoff.factor', o.factor, d.factor, 1),
     jitter,
-    maxRetries,
+    maxRetries: count('backoff.maxRetries', o.maxRetries, d.maxRetries, 0),
     minUptimeMs: number('backoff.minUptimeMs', o.minUptimeMs, d.minUptimeMs, 0),
+    slowAfter: count('backoff.slowAfter', o.slowAfter, d.slowAfter, 1),
+    slowDelayMs,
     random: random as () => number
   }
 }

@@ -90,6 +90,8 @@ export class ReliableWebSocket extends EventTarget {
   private acked = 0
   // The server's hint (a restart) or Retry-After (a 503 or 429): the delay before the next attempt.
   private retryHintMs = -1
+  // The HTTP status the current attempt's upgrade was refused with, where the WebSocket class shows it.
+  private refusedStatus: number | undefined = undefined
   private openedAt = 0
   private lastReceivedAt = 0
   private pingSentAt = 0
@@ -196,6 +198,8 @@ export class ReliableWebSocket extends EventTarget {
 
   private connect (): void {
     this.state = CONNECTING
+    this.refusedStatus = undefined
+    this.backoff.attemptStarted()
     const { protocols, subprotocol } = this.settings
     const offered = !subprotocol
       ? protocols
@@ -208,6 +212,7 @@ export class ReliableWebSocket extends EventTarget {
     socket.onerror = () => this.emit(new Event('error'))
     // ws (Node) shows the refused upgrade's response; a browser shows nothing of it.
     ;(socket as { on?: (event: string, listener: (...args: any[]) => void) => void }).on?.('unexpected-response', (_request: unknown, response: { statusCode: number, headers: Record<string, string | undefined> }) => {
+      this.refusedStatus = response.statusCode
       this.retryHintMs = retryAfterMs(response.statusCode, response.headers['retry-after'])
       socket.terminate!()
     })
@@ -216,6 +221,7 @@ export class ReliableWebSocket extends EventTarget {
   }
 
   private onSocketOpen (socket: WebSocketLike): void {
+    this.backoff.upgraded()
     this.lastReceivedAt = Date.now()
     this.escaping = socket.protocol === PROTOCOL
     // On the subprotocol the connection is ready once the server's welcome has said where the session stands;
@@ -316,7 +322,7 @@ export class ReliableWebSocket extends EventTarget {
 
   private onSocketClose (code: number, reason: string, wasClean: boolean): void {
     this.detach()
-    this.ended(code, reason, wasClean)
+    this.ended(code, reason, wasClean, this.refusedStatus)
   }
 
   /** The current socket is given up on without waiting for it to close (a peer that is gone never answers). */
@@ -340,7 +346,7 @@ export class ReliableWebSocket extends EventTarget {
   }
 
   /** A connection ended: reconnect, or give up, or finish an application close. */
-  private ended (code: number, reason: string, wasClean: boolean): void {
+  private ended (code: number, reason: string, wasClean: boolean, status?: number): void {
     if (this.state === CLOSING) {
       this.state = CLOSED
       this.emit(new ReliableCloseEvent(code, reason, wasClean, false))
@@ -348,8 +354,10 @@ export class ReliableWebSocket extends EventTarget {
     }
     if (this.state === OPEN) this.backoff.connectionEnded(Date.now() - this.openedAt)
     if (code === SESSION_OVERFLOW_CODE && this.sessionId !== null) this.loseSession()
-    const retry = this.settings.shouldReconnect({ code, reason, wasClean })
-    if (!retry || this.backoff.exhausted) return this.giveUp(code, reason, wasClean, retry ? 'maxRetries' : 'closeCode')
+    const retry = this.settings.shouldReconnect(status === undefined ? { code, reason, wasClean } : { code, reason, wasClean, status })
+    if (!retry || this.backoff.exhausted) {
+      return this.giveUp(code, reason, wasClean, retry ? 'maxRetries' : status === undefined ? 'closeCode' : 'httpStatus', status)
+    }
     // A hint from the server replaces the backoff's delay, and still counts as an attempt.
     const backoffMs = this.backoff.next()
     const delayMs = this.retryHintMs >= 0 ? this.retryHintMs : backoffMs
@@ -362,11 +370,11 @@ export class ReliableWebSocket extends EventTarget {
     if (this.state === WAITING) this.arm(Date.now() + delayMs)
   }
 
-  private giveUp (code: number, reason: string, wasClean: boolean, why: 'closeCode' | 'maxRetries'): void {
+  private giveUp (code: number, reason: string, wasClean: boolean, why: GiveUpEvent['reason'], status: number | undefined): void {
     this.state = CLOSED
     this.watchPage(false)
     this.emit(new ReliableCloseEvent(code, reason, wasClean, false))
-    this.emit(new GiveUpEvent(why, code))
+    this.emit(new GiveUpEvent(why, code, status))
     this.dropQueued()
   }
 
