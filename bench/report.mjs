@@ -201,8 +201,8 @@ export function renderAttacks (results) {
   const rounds = attacks[0].rounds
   const lines = [
     '## Attacks from one address, default options', '',
-    `The plugin registered with no options at all, every attack from 127.0.0.1 against a server process of its own; ` +
-    `growth is the server's memory after GC while the attack is held (the ping flood: once it is over) less its idle baseline just before, ` +
+    'The plugin registered with no options at all, every attack from 127.0.0.1 against a server process of its own; ' +
+    'growth is the server\'s memory after GC while the attack is held (the ping flood: once it is over) less its idle baseline just before, ' +
     `peak RSS the highest seen every 10 ms (no GC). MB = 10⁶ B; medians over ${rounds} round${rounds === 1 ? '' : 's'}.`, '',
     '| attack | what the server did | idle baseline RSS (MB) | RSS growth (MB) | heap growth (MB) | peak RSS growth (MB) |',
     '|---|---|---:|---:|---:|---:|'

@@ -113,10 +113,12 @@ async function attackServer () {
 }
 
 const contenders = {
-  plugin: () => config.attacks ? attackServer() : fastifyServer((app) => app.register(require('../dist/index.js'), {
-    heartbeat: { intervalMs: heartbeatMs },
-    health: false
-  })),
+  plugin: () => config.attacks
+    ? attackServer()
+    : fastifyServer((app) => app.register(require('../dist/index.js'), {
+      heartbeat: { intervalMs: heartbeatMs },
+      health: false
+    })),
   'fastify-websocket': () => fastifyServer((app) => app.register(fastifyWebsocket)),
   timer: () => fastifyServer((app) => app.register(fastifyWebsocket)),
   sweep: () => fastifyServer(async (app) => {

@@ -57,6 +57,7 @@ export class StatsCollector {
     pingFloods: 0,
     fragmentTimeouts: 0
   }
+
   readonly routes = new Map<string, RouteCounters>()
   readonly sessions: SessionStats = { active: 0, resumed: 0, resumeRefused: 0, expired: 0, overflowed: 0, evicted: 0, rejected: 0, replayed: 0, bufferedBytes: 0 }
   private readonly latencies = new Float64Array(LATENCY_SAMPLES)

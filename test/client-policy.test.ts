@@ -64,7 +64,7 @@ t.test('at the cap clients spread evenly instead of piling up at it', async (t) 
   t.equal(delays.filter((delay) => delay >= 4950).length < 100, true, 'the top 1 % of the range holds about 1 % of clients')
 })
 
-t.test("equal and no jitter, and factor^attempt past Infinity", async (t) => {
+t.test('equal and no jitter, and factor^attempt past Infinity', async (t) => {
   const equal = backoff({ jitter: 'equal' })
   for (let attempt = 0; attempt < 6; attempt++) {
     const ceiling = Math.min(30_000, 1000 * 2 ** attempt)

@@ -252,4 +252,3 @@ t.test('every coded error and every source file is named in the docs', async (t)
   const files = [...readdirSync(join(root, 'lib')), ...readdirSync(join(root, 'lib/client'))].filter((name) => name.endsWith('.ts'))
   t.same(files.filter((name) => !layout.includes(`\`${name}\``)), [], 'docs/development.md names every file of lib/')
 })
-

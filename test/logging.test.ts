@@ -125,7 +125,7 @@ t.test('backpressure warns, with the request logger when connection lines are on
   ws.terminate()
 })
 
-t.test("a slow consumer closed with 1013 warns", async (t) => {
+t.test('a slow consumer closed with 1013 warns', async (t) => {
   const { app, url, find } = await logged({ heartbeat: false, backpressure: { highWaterMark: 128 * 1024, lowWaterMark: 0, onLimit: 'close' } }, floodRoute)
   t.teardown(() => app.close())
   const ws = await stalled(url('/flood'))

@@ -128,7 +128,7 @@ t.test('metrics agree with wsStats after a scripted scenario, heartbeat kills in
   for (const peer of silent) peer.destroy()
 })
 
-t.test("the text exposition: names, types and labels as docs/operations.md lists them", async (t) => {
+t.test('the text exposition: names, types and labels as docs/operations.md lists them', async (t) => {
   const registry = new Registry()
   // Connection lines off: closes with only the metrics to feed.
   const { app, url } = await start({ heartbeat: false, metrics: { registry, prefix: 'chat_' }, logging: { connections: false } }, (app) => {
@@ -200,7 +200,7 @@ t.test('an app of its own serves the metrics at /metrics', async (t) => {
   ws.close()
 })
 
-t.test("loadPromClient: a missing prom-client is a coded error; any other failure is passed on as it is", async (t) => {
+t.test('loadPromClient: a missing prom-client is a coded error; any other failure is passed on as it is', async (t) => {
   const missing = Object.assign(new Error("Cannot find module 'prom-client'"), { code: 'MODULE_NOT_FOUND' })
   t.throws(() => loadPromClient(() => { throw missing }), {
     code: 'FST_RELIABLE_WS_PROM_CLIENT_MISSING',

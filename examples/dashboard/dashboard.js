@@ -23,6 +23,7 @@ const columns = {
 
 function chart (id, names) {
   const element = document.getElementById(id)
+  // eslint-disable-next-line new-cap -- uPlot is the library's own name for its constructor
   const plot = new uPlot({
     width: element.clientWidth,
     height: 200,
