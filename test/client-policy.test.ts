@@ -142,3 +142,12 @@ t.test('bad options throw a coded error before any connection', async (t) => {
   }
   t.type(new InvalidOptionError('x', 'y'), TypeError)
 })
+
+t.test('the outbox counts UTF-8 at its boundaries: U+007F one byte, U+0080 two, U+07FF two, U+0800 three', async (t) => {
+  t.equal(byteLength('\u007f'), 1)
+  t.equal(byteLength('\u0080'), 2)
+  t.equal(byteLength('\u07ff'), 2)
+  t.equal(byteLength('\u0800'), 3)
+  t.equal(byteLength('\uffff'), 3)
+  for (const text of ['\u007f', '\u0080', '\u07ff', '\u0800', '\uffff']) t.equal(byteLength(text), Buffer.byteLength(text), `as Node counts ${JSON.stringify(text)}`)
+})

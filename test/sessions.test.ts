@@ -565,3 +565,48 @@ t.test('the client acknowledges every 64 messages of a session', async (t) => {
   t.equal(session.unacknowledged, 2, 'the last two wait for the next acknowledgement')
   ws.close()
 })
+
+t.test('a lost session reports as unconfirmed what was sent and not acknowledged; what was queued and never sent goes to the new session', async (t) => {
+  const { app, port, received } = await sessionServer(t, { ttlMs: 100 })
+  const proxy = await proxied(t, port)
+  const { ws, lost } = client(proxy.url('/s'))
+  await once(ws as any, 'open')
+  ws.send('written')
+  await waitFor(() => received.length === 1, 2000, 'the first message')
+  proxy.refuse = true
+  proxy.cut()
+  await once(ws as any, 'close')
+  ws.send('queued')
+  await waitFor(() => app.wsStats.sessions.expired === 1, 3000, 'expiry')
+  proxy.refuse = false
+  await once(ws as any, 'reconnected')
+  await waitFor(() => received.length === 2, 2000, 'the queued message')
+  t.equal(lost.length, 1)
+  t.same(lost[0].unconfirmed, ['written'], 'only what was written is of unknown fate')
+  t.same(received, ['written', 'queued'], 'the queued message went, once, in the new session')
+  ws.close()
+})
+
+t.test('the client refuses an acknowledgement of messages it never sent: a welcome claiming more loses the session', async (t) => {
+  const { WebSocketServer } = await import('ws')
+  const server = new WebSocketServer({ port: 0, host: '127.0.0.1', handleProtocols: () => PROTOCOL })
+  await once(server, 'listening')
+  t.teardown(() => new Promise((resolve) => { for (const c of server.clients) c.terminate(); server.close(resolve) }))
+  const id = 'a'.repeat(32)
+  let connections = 0
+  server.on('connection', (socket) => {
+    const resumed = ++connections > 1
+    // The resumed welcome says 3 of the client's messages arrived: it only ever sent one.
+    socket.send(`\u0000{"t":"welcome","session":"${id}","token":"${'c'.repeat(32)}","resumed":${resumed},"n":${resumed ? 3 : 0}}`)
+    socket.on('message', (data) => {
+      if (data.toString() === 'm1') socket.close(1012)
+    })
+  })
+  const { ws, lost } = client(`ws://127.0.0.1:${(server.address() as any).port}/`)
+  await once(ws as any, 'open')
+  ws.send('m1')
+  await once(ws as any, 'reconnected')
+  t.equal(lost.length, 1, "'sessionlost'")
+  t.same(lost[0].unconfirmed, ['m1'], 'the message it did send is of unknown fate, not taken as acknowledged')
+  ws.close()
+})
