@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { performance } from 'node:perf_hooks'
 import t from 'tap'
-import { kHeartbeatDueAt } from '../lib/symbols'
+import { kHeartbeatDueAt, kNextPingAt } from '../lib/symbols'
 import WebSocket from 'ws'
 import { OPCODE, RawPeer, closeEvent, connect, sleep, start, waitFor, watch } from './helpers'
 
@@ -278,4 +278,87 @@ t.test('a pause by the app is not measured as round-trip time', async (t) => {
   t.ok(p99! < INTERVAL * 3, `p99 ${p99} ms, not the ${INTERVAL * 6} ms pause`)
   t.equal(app.wsStats.heartbeat.timeouts, 0)
   ws.close()
+})
+
+t.test("visits for the other deadlines (idle, fragment) while a pong is outstanding leave a slow live peer alone until timeoutMs", async (t) => {
+  // A ping at ~900 ms, its pong due by ~1650 ms and sent at ~1350 ms. Between the two, each peer's socket is
+  // visited for another deadline, which must not judge the pong early:
+  // - /idle: the idle deadline (1100 ms after the first message) finds it moved by a message the rate limit
+  //   refused (activity, yet no message that reaches the app, so no sign of life);
+  // - /fragment: the fragment timeout visits every 100 ms.
+  const { app, port } = await start({
+    heartbeat: { intervalMs: 900, timeoutMs: 750 },
+    limits: { idleTimeoutMs: 1100, messagesPerSecond: 0.5, burst: 1, onRateLimit: 'drop' }
+  }, (app) => {
+    app.get('/idle', { websocket: true }, () => {})
+    app.get('/fragment', { websocket: true, config: { reliable: { limits: { fragmentTimeoutMs: 100, idleTimeoutMs: Infinity } } } }, () => {})
+  })
+  t.teardown(() => app.close())
+  const timers: NodeJS.Timeout[] = []
+  t.teardown(() => { for (const timer of timers) clearTimeout(timer) })
+  /** A peer that answers each ping 450 ms late, after sending a message at once if `talk`. */
+  const slowPeer = async (path: string, talk: boolean): Promise<RawPeer> => {
+    const peer = await RawPeer.connect(port, path)
+    t.teardown(() => peer.destroy())
+    if (talk) peer.send(OPCODE.text, 'first')
+    let answered = 0
+    const answering = setInterval(() => {
+      while (answered < peer.count(OPCODE.ping)) {
+        answered++
+        if (talk) peer.send(OPCODE.text, 'refused')
+        timers.push(setTimeout(() => peer.send(OPCODE.pong), 450))
+      }
+    }, 5)
+    t.teardown(() => clearInterval(answering))
+    return peer
+  }
+  const idle = await slowPeer('/idle', true)
+  const fragment = await slowPeer('/fragment', false)
+  await waitFor(() => app.wsStats.heartbeat.pongsReceived >= 2 || idle.ended || fragment.ended, 5000, 'both slow pongs')
+  t.equal(idle.ended, false, '/idle: still connected')
+  t.equal(fragment.ended, false, '/fragment: still connected')
+  t.equal(app.wsStats.heartbeat.timeouts, 0)
+  t.equal(app.wsStats.limits.idleTimeouts, 0)
+  t.ok(app.wsStats.limits.rateLimited >= 1, 'the message after the ping was refused')
+})
+
+t.test('a duplicate or unsolicited pong does not measure the round trip again', async (t) => {
+  const sockets: any[] = []
+  const { app, port } = await start({ heartbeat: { intervalMs: 1000 } }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => { sockets.push(socket) })
+  })
+  t.teardown(() => app.close())
+  const peer = await RawPeer.connect(port, '/ws')
+  t.teardown(() => peer.destroy())
+  await waitFor(() => peer.count(OPCODE.ping) === 1, 3000, 'the first ping')
+  peer.send(OPCODE.pong)
+  peer.send(OPCODE.pong)
+  await waitFor(() => app.wsStats.heartbeat.pongsReceived === 2, 2000, 'both pongs')
+  const measured = sockets[0].latencyMs
+  t.type(measured, 'number')
+  await sleep(100)
+  peer.send(OPCODE.pong)
+  await waitFor(() => app.wsStats.heartbeat.pongsReceived === 3, 2000, 'the unsolicited pong')
+  t.equal(sockets[0].latencyMs, measured, 'the round trip is the first answer\'s')
+  const { p50, p99 } = app.wsStats.heartbeat.latencyMs
+  t.equal(p99, p50, 'one round trip recorded')
+})
+
+t.test('pings keep the phase picked at connect: every ping is a whole number of intervals after the first', async (t) => {
+  const INTERVAL_MS = 300
+  const sockets: any[] = []
+  const { app, url } = await start({ heartbeat: { intervalMs: INTERVAL_MS } }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => { sockets.push(socket) })
+  })
+  t.teardown(() => app.close())
+  const ws = await connect(url('/ws'))
+  // When each ping left, the socket's next ping time: a drifting phase would take it from the moment of the visit.
+  const nextPingAt: number[] = []
+  ws.on('ping', () => nextPingAt.push(sockets[0][kNextPingAt]))
+  await waitFor(() => nextPingAt.length === 6, 5000, 'six pings')
+  ws.close()
+  const steps = nextPingAt.slice(1).map((at, i) => (at - nextPingAt[i]) / INTERVAL_MS)
+  const whole = steps.filter((step) => Math.abs(step - Math.round(step)) < 1e-6 && Math.round(step) >= 1)
+  // A visit later than a whole interval (a stalled machine) starts the phase again: allow one.
+  t.ok(whole.length >= steps.length - 1, `${whole.length} of ${steps.length} steps whole intervals: ${steps.map((step) => step.toFixed(3)).join(', ')}`)
 })

@@ -241,3 +241,28 @@ t.test('idleTimeoutMs: a socket the app has paused is not closed idle while mess
   t.ok(performance.now() - resumedAt < 60 + MARGIN, 'within the idle timeout of the resume and a tick')
   t.equal(app.wsStats.limits.idleTimeouts, 1)
 })
+
+t.test('idleTimeoutMs with the heartbeat on: after a pause past the idle timeout, resume() gives a full idle timeout from the last restart', async (t) => {
+  const IDLE_MS = 1000
+  const sockets: WebSocket[] = []
+  let resumedAt = 0
+  const { app, url } = await start({ heartbeat: { intervalMs: 40 }, limits: { idleTimeoutMs: IDLE_MS } }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => {
+      sockets.push(socket)
+      socket.pause()
+      // Resumed 300 ms after the idle deadline, which restarted the idle clock as the socket was paused.
+      setTimeout(() => { resumedAt = performance.now(); socket.resume() }, IDLE_MS + 300)
+    })
+  })
+  t.teardown(() => app.close())
+  const ws = await connect(url('/ws'))
+  const close = closeEvent(ws)
+  await waitFor(() => resumedAt > 0, IDLE_MS + 3000, 'the resume')
+  // The heartbeat visits every 40 ms: a clock left at the connection's start would close it at the first one.
+  await sleep(300)
+  t.equal(ws.readyState, WebSocket.OPEN, 'open 300 ms after resume()')
+  t.same(await close, { code: 1000, reason: 'Idle timeout' })
+  const elapsed = performance.now() - resumedAt
+  t.ok(elapsed < IDLE_MS + MARGIN, `closed idle ${Math.round(elapsed)} ms after resume()`)
+  t.equal(app.wsStats.heartbeat.timeouts, 0)
+})
