@@ -51,6 +51,24 @@ t.test("onRateLimit 'close': past its burst a peer is closed with 1008, and noth
   t.equal(app.wsStats.messages.received, 5)
 })
 
+t.test("onRateLimit 'close': a flooder that keeps sending slowly during the closing handshake is never admitted again", async (t) => {
+  const received: string[] = []
+  const { app, port } = await server(t, { limits: { messagesPerSecond: 10, burst: 5 } }, received)
+  const peer = await RawPeer.connect(port, '/ws')
+  t.teardown(() => peer.destroy())
+  burst(peer, 30)
+  await waitFor(() => peer.closeCode() !== null, 3000, 'the close frame')
+  t.equal(peer.closeCode(), 1008)
+  // It never answers the close frame, and sends one message every 150 ms: slower than the rate, for over a second.
+  for (let i = 0; i < 8; i++) {
+    await sleep(150)
+    peer.send(OPCODE.text, `slow${i}`)
+  }
+  await sleep(50)
+  t.same(received, ['m0', 'm1', 'm2', 'm3', 'm4'], 'the burst, then nothing')
+  t.equal(app.wsStats.messages.received, 5)
+})
+
 t.test("onRateLimit 'drop': excess messages are dropped and the peer told, at most once a second", async (t) => {
   const received: string[] = []
   const { app, port } = await server(t, { limits: { messagesPerSecond: 20, burst: 5, onRateLimit: 'drop' } }, received)
