@@ -23,7 +23,7 @@ const PRIMARY: Record<string, string[]> = {
   attacks: ['baselineRssBytes', 'rssGrowthBytes', 'heapGrowthBytes', 'peakRssGrowthBytes']
 }
 
-t.test('npm run bench -- --smoke: a number for every scenario, contender and figure', async (t) => {
+t.test('smoke test of npm run bench -- --smoke: every scenario, contender and figure yields a number; timings are not judged', async (t) => {
   const out = mkdtempSync(join(tmpdir(), 'bench-smoke-'))
   t.teardown(() => rmSync(out, { recursive: true, force: true }))
   const stdout = await new Promise<string>((resolve, reject) => {

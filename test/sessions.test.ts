@@ -310,6 +310,7 @@ t.test("a session's messages are watched for backpressure but never dropped", as
   for (let i = 0; i < 128; i++) accepted += session.send(big) ? 1 : 0
   t.equal(accepted, 128, '8 MiB accepted, far above highWaterMark, within the session limit')
   await waitFor(() => app.wsStats.backpressure.events >= 1, 2000, 'the crossing')
+  t.equal(app.wsStats.backpressure.events, 1, 'one crossing: the reader is still stalled')
   t.equal(app.wsStats.messages.dropped, 0)
   let count = 0
   reader.on('message', () => { count++ })
