@@ -97,7 +97,8 @@ t.test('entries due beyond one revolution cost no wake-ups until they come withi
     for (const entry of items) scheduler.add(entry, entry.dueAt)
   })
   t.equal(fired.length, 0)
-  t.ok(fastRuns >= 30, `the fast entry ran ${fastRuns} times`)
+  // 60 runs on an idle machine; a loaded one runs it late, and less often. Time, not runs, makes the revolutions.
+  t.ok(fastRuns >= 10, `the fast entry ran ${fastRuns} times`)
   t.ok(timers <= fastRuns + 6, `${timers} timers armed for ${fastRuns} runs, over more than two revolutions`)
   for (const entry of items) scheduler.remove(entry)
   scheduler.remove(fast)
