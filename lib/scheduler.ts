@@ -151,6 +151,9 @@ export class Scheduler<T extends Entry> {
     let next = target + 1
     const end = Math.min(target + SLOTS, this.overflowCheck)
     while (next < end && this.slots[next & MASK].length === 0) next++
+    // Every slot empty (this last one is the slot just swept): only far entries remain, and nothing is due before
+    // they come within reach. Arming a revolution on would wake once per revolution for nothing.
+    if (next === target + SLOTS && this.slots[next & MASK].length === 0) next = this.overflowCheck
     this.arm(next)
   }
 

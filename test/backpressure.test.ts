@@ -271,3 +271,26 @@ t.test('send on a closing socket refuses at once: false, a coded error, nothing 
   t.equal(app.wsStats.messages.sent, 0)
   t.equal(app.wsStats.backpressure.bufferedBytes, 0)
 })
+
+t.test("'drain' comes after every backpressure episode, not only the first", async (t) => {
+  const flood = newFlood()
+  let drains = 0
+  const { app, url } = await start({ heartbeat: false, backpressure: { highWaterMark: HIGH, lowWaterMark: LOW } }, floodRoute(flood))
+  t.teardown(() => app.close())
+  app.websocketServer.once('connection', (socket) => { socket.on('drain', () => { drains++ }) })
+  const { ws, received } = await stalledClient(url('/ws'))
+  for (let episode = 1; episode <= 2; episode++) {
+    await waitFor(() => flood.accepted + flood.refused === FLOOD * episode, 5000, `flood ${episode}`)
+    t.equal(app.wsStats.backpressure.events, episode, `episode ${episode}: highWaterMark crossed`)
+    ;(ws as any)._socket.resume()
+    await waitFor(() => drains === episode, 5000, `'drain' ${episode}`)
+    await waitFor(() => received() === flood.accepted, 5000, `episode ${episode}: every accepted message`)
+    if (episode === 2) break
+    // Stalled again, and asked for another flood.
+    ;(ws as any)._socket.pause()
+    ws.send('again')
+  }
+  t.equal(drains, 2, "one 'drain' per episode")
+  t.ok(flood.refused >= 2, `${flood.refused} refused over two episodes`)
+  ws.close()
+})

@@ -112,9 +112,9 @@ t.test('after slowAfter failed upgrades in a row, delays are drawn under slowDel
   full.attemptStarted()
   const delay = full.next()
   t.ok(delay >= 0 && delay < 60_000, `the slow delay is jittered as any other: ${delay.toFixed(0)} ms`)
-  const defaults = resolveClientOptions({ WebSocket: WebSocket as any }).backoff
+  const defaults = resolveClientOptions({ WebSocket }).backoff
   t.same([defaults.slowAfter, defaults.slowDelayMs], [10, 300_000], 'by default: after 10, under 5 minutes')
-  t.equal(resolveClientOptions({ WebSocket: WebSocket as any, backoff: { maxDelayMs: 600_000 } }).backoff.slowDelayMs, 600_000,
+  t.equal(resolveClientOptions({ WebSocket, backoff: { maxDelayMs: 600_000 } }).backoff.slowDelayMs, 600_000,
     'left unset, the slow ceiling is never below maxDelayMs')
 })
 
@@ -174,4 +174,13 @@ t.test('bad options throw a coded error before any connection', async (t) => {
     if (own !== undefined) global.WebSocket = own
   }
   t.type(new InvalidOptionError('x', 'y'), TypeError)
+})
+
+t.test('the outbox counts UTF-8 at its boundaries: U+007F one byte, U+0080 two, U+07FF two, U+0800 three', async (t) => {
+  t.equal(byteLength('\u007f'), 1)
+  t.equal(byteLength('\u0080'), 2)
+  t.equal(byteLength('\u07ff'), 2)
+  t.equal(byteLength('\u0800'), 3)
+  t.equal(byteLength('\uffff'), 3)
+  for (const text of ['\u007f', '\u0080', '\u07ff', '\u0800', '\uffff']) t.equal(byteLength(text), Buffer.byteLength(text), `as Node counts ${JSON.stringify(text)}`)
 })

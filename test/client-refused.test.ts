@@ -42,7 +42,7 @@ async function refuser (t: { teardown: (fn: () => unknown) => void }): Promise<R
 
 function client (url: string, options: ReliableWebSocketOptions = {}): ReliableWebSocket {
   return new ReliableWebSocket(url, {
-    WebSocket: WebSocket as any,
+    WebSocket,
     ...options,
     backoff: { initialDelayMs: 5, maxDelayMs: 10, ...options.backoff }
   })

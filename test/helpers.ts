@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import net from 'node:net'
 import Fastify from 'fastify'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
@@ -78,6 +79,21 @@ export async function waitFor (condition: () => boolean, timeoutMs = 3000, what 
   while (!condition()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
     await sleep(5)
+  }
+}
+
+/**
+ * Starts measuring how long this process's event loop is held up (a machine busy with other test files, GC, a
+ * stall); the function returned stops and gives the longest hold-up, in ms. An upper bound on a deadline adds it:
+ * load stretches the bound instead of failing the test, while a deadline missed for any other reason still fails.
+ * Not for bounds on how long the code itself may hold the loop (it would excuse the very thing judged).
+ */
+export function loopDelay (): () => number {
+  const histogram = monitorEventLoopDelay({ resolution: 10 })
+  histogram.enable()
+  return () => {
+    histogram.disable()
+    return histogram.max / 1e6
   }
 }
 

@@ -36,7 +36,8 @@ t.test('a peer gone before an async onConnect settles never reaches the handler'
   let connected = 0
   const { app, url } = await start({
     heartbeat: false,
-    async onConnect () { connected++; await sleep(100) }
+    // Far longer than the peer's close takes to reach the server, even on a loaded machine.
+    async onConnect () { connected++; await sleep(500) }
   }, (app) => {
     app.get('/ws', { websocket: true }, () => { handlerRan = true })
   })
@@ -44,7 +45,7 @@ t.test('a peer gone before an async onConnect settles never reaches the handler'
   const ws = await connect(url('/ws'))
   ws.terminate()
   await waitFor(() => app.wsStats.connections.active === 0)
-  await sleep(150)
+  await sleep(550)
   t.equal(connected, 1)
   t.notOk(handlerRan)
 })

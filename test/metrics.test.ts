@@ -230,7 +230,7 @@ t.test('fastify-metrics serves the default registry: the metrics appear at its /
 t.test('session metrics agree with wsStats.sessions', async (t) => {
   const registry = new Registry()
   const { app, port } = await start({ metrics: { registry } }, (app) => {
-    app.get('/s', { websocket: true, config: { reliable: { resume: { ttlMs: 50, maxBufferedMessages: 2 } } } }, () => {})
+    app.get('/s', { websocket: true, config: { reliable: { resume: { ttlMs: 1000, maxBufferedMessages: 2 } } } }, () => {})
   })
   t.teardown(() => app.close())
   const open = async (token?: string): Promise<{ ws: WebSocket, id: string, secret: string }> => {
@@ -249,7 +249,7 @@ t.test('session metrics agree with wsStats.sessions', async (t) => {
   session.send('three') // one over maxBufferedMessages: overflow
   const other = await open(resumeToken(first.id, 'f'.repeat(32), 0)) // a wrong secret: a new session
   other.ws.terminate()
-  await waitFor(() => app.wsStats.sessions.expired === 1, 2000, 'expiry')
+  await waitFor(() => app.wsStats.sessions.expired === 1, 5000, 'expiry')
   const stats = app.wsStats.sessions
   t.match(stats, { active: 0, resumed: 1, resumeRefused: 1, expired: 1, overflowed: 1, replayed: 1, bufferedBytes: 0 })
   const pairs: Array<[string, number]> = [

@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks'
 import t from 'tap'
 import { Scheduler } from '../lib/scheduler'
 import { kWheelPos, kWheelTick } from '../lib/symbols'
-import { sleep, waitFor } from './helpers'
+import { loopDelay, sleep, waitFor } from './helpers'
 
 // The scheduler on its own: the heartbeat tests cover it with real sockets,
 // these pin down its timer use, which sockets cannot show.
@@ -43,14 +43,16 @@ t.test('entries run once each, never before they are due, in the order they are 
   // 100 ms → a 1 ms tick (the finest there is), 512 ms per revolution.
   const { scheduler, fired } = newScheduler(100)
   t.teardown(() => scheduler.stop())
+  const lag = loopDelay()
   const now = performance.now()
   const items = [300, 20, 150, 60, 900, 40].map((ms) => item(`${ms}`, now + ms))
   for (const entry of items) scheduler.add(entry, entry.dueAt)
   await waitFor(() => fired.length === items.length, 3000, 'every entry')
   t.same(fired.map((entry) => entry.name), ['20', '40', '60', '150', '300', '900'])
+  const held = lag()
   for (const entry of fired) {
     const late = entry.firedAt - entry.dueAt
-    t.ok(late >= 0 && late < 200, `${entry.name} ms: ran ${late.toFixed(1)} ms after it was due`)
+    t.ok(late >= 0 && late < 200 + held, `${entry.name} ms: ran ${late.toFixed(1)} ms after it was due`)
   }
   await sleep(50)
   t.equal(fired.length, items.length, 'nothing runs twice')
@@ -95,7 +97,8 @@ t.test('entries due beyond one revolution cost no wake-ups until they come withi
     for (const entry of items) scheduler.add(entry, entry.dueAt)
   })
   t.equal(fired.length, 0)
-  t.ok(fastRuns >= 30, `the fast entry ran ${fastRuns} times`)
+  // 60 runs on an idle machine; a loaded one runs it late, and less often. Time, not runs, makes the revolutions.
+  t.ok(fastRuns >= 10, `the fast entry ran ${fastRuns} times`)
   t.ok(timers <= fastRuns + 6, `${timers} timers armed for ${fastRuns} runs, over more than two revolutions`)
   for (const entry of items) scheduler.remove(entry)
   scheduler.remove(fast)
@@ -103,14 +106,16 @@ t.test('entries due beyond one revolution cost no wake-ups until they come withi
 
 t.test('an entry brought in from overflow runs on time, and the wheel empties its timer', async (t) => {
   const { scheduler, fired } = newScheduler(100)
+  const lag = loopDelay()
   const now = performance.now()
   const entries = [item('soon', now + 100), item('later', now + 1300), item('latest', now + 2100)]
   for (const entry of entries) scheduler.add(entry, entry.dueAt)
   await waitFor(() => fired.length === 3, 4000, 'every entry')
   t.same(fired.map((entry) => entry.name), ['soon', 'later', 'latest'])
+  const held = lag()
   for (const entry of fired) {
     const late = entry.firedAt - entry.dueAt
-    t.ok(late >= 0 && late < 200, `${entry.name}: ran ${late.toFixed(1)} ms after it was due`)
+    t.ok(late >= 0 && late < 200 + held, `${entry.name}: ran ${late.toFixed(1)} ms after it was due`)
   }
   const timers = await timersCreatedDuring(100, () => {})
   t.equal(timers, 0, 'an empty wheel arms nothing')
@@ -141,4 +146,70 @@ t.test('pace: a batch due after an entry (filled by a route with a longer interv
   const fast = scheduler.pace(now + 10, now + 1010)
   t.ok(fast >= now + 1010 && fast < now + 1015, `a 1 s route's first ping is one interval on, not with the later batch (${Math.round(fast - now)} ms)`)
   t.equal(scheduler.pace(now + 20, now + 1020), fast, 'the next one joins the earlier batch')
+})
+
+/** Watches the Timeout objects alive (created and neither fired nor cleared): unref'd timers included. */
+function liveTimers (): { count: () => Promise<number>, stop: () => void } {
+  const live = new Set<number>()
+  const hook = createHook({
+    init (id, type) { if (type === 'Timeout') live.add(id) },
+    destroy (id) { live.delete(id) }
+  })
+  hook.enable()
+  return {
+    // Destroy hooks run a turn later.
+    count: async () => {
+      await new Promise(setImmediate)
+      await new Promise(setImmediate)
+      return live.size
+    },
+    stop: () => { hook.disable() }
+  }
+}
+
+t.test('re-arming for an earlier entry clears the timer armed before: entries added latest first leave one timer', async (t) => {
+  const { scheduler, fired } = newScheduler(100)
+  t.teardown(() => scheduler.stop())
+  const timers = liveTimers()
+  t.teardown(() => timers.stop())
+  const now = performance.now()
+  const items = Array.from({ length: 10 }, (_, i) => item(`${10 - i}`, now + (10 - i) * 40))
+  for (const entry of items) scheduler.add(entry, entry.dueAt)
+  t.equal(await timers.count(), 1, 'one timer for ten entries, each earlier than the last')
+  await waitFor(() => fired.length === 10, 3000, 'every entry')
+  t.same(fired.map((entry) => entry.name), ['1', '2', '3', '4', '5', '6', '7', '8', '9', '10'])
+  t.equal(await timers.count(), 0, 'none left once the wheel is empty')
+})
+
+t.test('removing the last entry drops the timer', async (t) => {
+  const { scheduler, fired } = newScheduler(100)
+  t.teardown(() => scheduler.stop())
+  const timers = liveTimers()
+  t.teardown(() => timers.stop())
+  const now = performance.now()
+  const near = item('near', now + 200)
+  const far = item('far', now + 60_000)
+  scheduler.add(near, near.dueAt)
+  scheduler.add(far, far.dueAt)
+  scheduler.remove(near)
+  t.equal(await timers.count(), 1, 'still armed for the far entry')
+  scheduler.remove(far)
+  t.equal(await timers.count(), 0, 'nothing scheduled, no timer')
+  t.same(fired, [])
+})
+
+t.test('once only far deadlines remain, the scheduler sleeps until they come within reach: no wake per revolution', async (t) => {
+  // 20 ms → a 1 ms tick: a revolution of 512 ms.
+  const { scheduler, fired } = newScheduler(20)
+  t.teardown(() => scheduler.stop())
+  const now = performance.now()
+  const near = item('near', now + 20)
+  const far = Array.from({ length: 3 }, (_, i) => item(`far ${i}`, now + 60_000 + i))
+  const timers = await timersCreatedDuring(1700, () => {
+    scheduler.add(near, near.dueAt)
+    for (const entry of far) scheduler.add(entry, entry.dueAt)
+  })
+  t.same(fired.map((entry) => entry.name), ['near'])
+  t.ok(timers <= 2, `${timers} timers over three revolutions: one for the near entry, one for the far ones`)
+  for (const entry of far) scheduler.remove(entry)
 })

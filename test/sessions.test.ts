@@ -149,6 +149,9 @@ t.test('10,000 messages each way through 20 random cuts: each delivered exactly 
   let cuts = 0
   const deadline = Date.now() + 30_000
   while ((fromClient.length < TOTAL || fromServer.length < TOTAL) && Date.now() < deadline) {
+    // Each cut comes 5-30 ms into a connection: on a machine too busy to reconnect within a pause, cuts at a fixed
+    // pace would land in handshakes only, and nothing would move.
+    await waitFor(() => ws.readyState === ws.OPEN, 10_000, 'the reconnection')
     await sleep(5 + random() * 25)
     if (fromClient.length < TOTAL || fromServer.length < TOTAL) cuts += proxy.cut() > 0 ? 1 : 0
   }
@@ -311,6 +314,7 @@ t.test("a session's messages are watched for backpressure but never dropped", as
   for (let i = 0; i < 128; i++) accepted += session.send(big) ? 1 : 0
   t.equal(accepted, 128, '8 MiB accepted, far above highWaterMark, within the session limit')
   await waitFor(() => app.wsStats.backpressure.events >= 1, 2000, 'the crossing')
+  t.equal(app.wsStats.backpressure.events, 1, 'one crossing: the reader is still stalled')
   t.equal(app.wsStats.messages.dropped, 0)
   let count = 0
   reader.on('message', () => { count++ })
@@ -421,5 +425,194 @@ t.test('a session message sent while its socket is closing waits for the resume'
   t.ok(called, 'the callback ran')
   t.ok(socket.send('through the closed socket'), 'a closed socket still reaches its client through the session')
   await waitFor(() => received.length === 3, 2000, 'the third')
+  ws.close()
+})
+
+t.test('a session resumed after its socket was seen to close keeps no expiry: it lives on past ttlMs, and a second absence expires it once', async (t) => {
+  const TTL = 600
+  const { app, port } = await sessionServer(t, { ttlMs: TTL })
+  const proxy = await proxied(t, port)
+  const { ws, lost } = client(proxy.url('/s'))
+  await once(ws as any, 'open')
+  const id = ws.session!
+  const session = app.wsSessions.get(id)!
+  proxy.refuse = true
+  proxy.cut()
+  await waitFor(() => !session.connected, 2000, 'the server to see the socket close')
+  proxy.refuse = false
+  await once(ws as any, 'reconnected')
+  t.equal(ws.session, id, 'resumed')
+  // Its expiry, had it been kept, fell TTL after the disconnect: wait well past it.
+  await sleep(TTL + 300)
+  t.equal(app.wsStats.sessions.expired, 0, 'no expiry while the client is connected')
+  t.equal(session.ended, false)
+  t.equal(session.connected, true)
+  t.same(lost, [])
+
+  // Away again, and this time for good: it expires once, at about TTL after the second disconnect.
+  proxy.refuse = true
+  proxy.cut()
+  await waitFor(() => !session.connected, 2000, 'the second disconnect')
+  await waitFor(() => session.ended, TTL + 3000, 'expiry')
+  await sleep(100)
+  t.equal(app.wsStats.sessions.expired, 1, 'expired once')
+  t.equal(app.wsStats.sessions.active, 0)
+  ws.close()
+})
+
+t.test('acknowledgements free the bytes a session holds: 1 MiB goes through a 64 KiB session as the client acknowledges it', async (t) => {
+  const LIMIT = 64 * 1024
+  const { app, port } = await sessionServer(t, { maxBufferedBytes: LIMIT })
+  const { ws, received } = client(`ws://127.0.0.1:${port}/s`)
+  await once(ws as any, 'open')
+  const session = app.wsSessions.get(ws.session!)!
+  const message = 'x'.repeat(512)
+  // The client acknowledges every 64 messages: 32 KiB at a time, half the limit.
+  let refused = 0
+  let held = 0
+  for (let batch = 0; batch < 32; batch++) {
+    for (let i = 0; i < 64; i++) refused += session.send(message) ? 0 : 1
+    if (refused > 0) break
+    await waitFor(() => session.unacknowledged === 0, 3000, `batch ${batch} acknowledged`)
+    // The session's own count (not in the public types).
+    held += (session as unknown as { bufferedBytes: number }).bufferedBytes
+  }
+  t.equal(refused, 0, 'every message accepted')
+  t.equal(held, 0, 'nothing held once acknowledged')
+  t.equal(received.length, 32 * 64, '1 MiB delivered')
+  t.equal(app.wsStats.sessions.overflowed, 0)
+  t.equal(app.wsStats.sessions.bufferedBytes, 0, "the instance's budget got every byte back")
+  ws.close()
+})
+
+t.test('maxBufferedBytes: a session may hold exactly its limit; one more byte, or one message larger than what is left, ends it with 4800', async (t) => {
+  const LIMIT = 1000
+  const { app, port } = await sessionServer(t, { maxBufferedBytes: LIMIT })
+  const open = async (): Promise<{ raw: WebSocket, session: any }> => {
+    // A raw client on the subprotocol never acknowledges: what the session sends stays held.
+    const raw = new WebSocket(`ws://127.0.0.1:${port}/s`, PROTOCOL)
+    const [welcome] = await once(raw, 'message')
+    return { raw, session: app.wsSessions.get(JSON.parse(welcome.toString().slice(1)).session)! }
+  }
+  const first = await open()
+  t.ok(first.session.send('a'.repeat(600)))
+  t.ok(first.session.send(Buffer.alloc(LIMIT - 600)), 'up to the limit exactly')
+  t.equal(first.session.bufferedBytes, LIMIT)
+  const closed = closeEvent(first.raw)
+  t.notOk(first.session.send('b'), 'one byte more is refused')
+  t.equal(first.session.ended, true)
+  t.equal((await closed).code, 4800)
+
+  const second = await open()
+  t.ok(second.session.send('é'.repeat(300)), '600 bytes of UTF-8 (300 characters)')
+  t.notOk(second.session.send('c'.repeat(401)), 'a message larger than the 400 bytes left ends it')
+  t.equal(second.session.ended, true)
+  t.equal((await closeEvent(second.raw)).code, 4800)
+  t.equal(app.wsStats.sessions.overflowed, 2)
+})
+
+t.test('a session that overflows while its client is away ends once: it does not expire later, and the counts stay whole', async (t) => {
+  const TTL = 100
+  const { app, port } = await sessionServer(t, { ttlMs: TTL, maxBufferedMessages: 2 })
+  const raw = new WebSocket(`ws://127.0.0.1:${port}/s`, PROTOCOL)
+  const [welcome] = await once(raw, 'message')
+  const away = app.wsSessions.get(JSON.parse(welcome.toString().slice(1)).session)!
+  raw.terminate()
+  await waitFor(() => !away.connected, 2000, 'the server to notice')
+  t.ok(away.send('1'))
+  t.ok(away.send('2'))
+  t.notOk(away.send('3'), 'overflow while away')
+  t.equal(app.wsStats.sessions.active, 0)
+  // Past the expiry it had been scheduled for.
+  await sleep(TTL * 4)
+  const stats = app.wsStats.sessions
+  t.equal(stats.expired, 0, 'no expiry after the overflow')
+  t.equal(stats.overflowed, 1)
+  t.equal(stats.active, 0, 'never below zero')
+  t.equal(stats.bufferedBytes, 0)
+})
+
+t.test('what an app sends through a session counts in messagesSent once, replays not again', async (t) => {
+  const { app, port } = await sessionServer(t)
+  const proxy = await proxied(t, port)
+  const { ws, received } = client(proxy.url('/s'))
+  await once(ws as any, 'open')
+  const session = app.wsSessions.get(ws.session!)!
+  const socket = [...app.websocketServer.clients][0] as any
+  session.send('one')
+  session.sendJSON({ two: 2 })
+  socket.send('three')
+  await waitFor(() => received.length === 3, 2000, 'three messages')
+  proxy.refuse = true
+  proxy.cut()
+  await waitFor(() => !session.connected, 2000, 'the disconnect')
+  session.send('four')
+  proxy.refuse = false
+  await once(ws as any, 'reconnected')
+  await waitFor(() => received.length === 4, 2000, 'the fourth, replayed with any unacknowledged')
+  t.equal(app.wsStats.messages.sent, 4)
+  t.equal(app.wsStats.routes['/s'].messagesSent, 4)
+  ws.close()
+})
+
+t.test('the client acknowledges every 64 messages of a session', async (t) => {
+  const { app, port } = await sessionServer(t)
+  const { ws, received } = client(`ws://127.0.0.1:${port}/s`)
+  await once(ws as any, 'open')
+  const session = app.wsSessions.get(ws.session!)!
+  for (let i = 0; i < 63; i++) session.send(`m${i}`)
+  await waitFor(() => received.length === 63, 2000, '63 messages')
+  await sleep(50)
+  t.equal(session.unacknowledged, 63, 'no acknowledgement before the 64th')
+  for (let i = 63; i < 130; i++) session.send(`m${i}`)
+  await waitFor(() => received.length === 130, 2000, '130 messages')
+  await waitFor(() => session.unacknowledged === 2, 2000, 'acknowledgements at 64 and 128')
+  await sleep(50)
+  t.equal(session.unacknowledged, 2, 'the last two wait for the next acknowledgement')
+  ws.close()
+})
+
+t.test('a lost session reports as unconfirmed what was sent and not acknowledged; what was queued and never sent goes to the new session', async (t) => {
+  const { app, port, received } = await sessionServer(t, { ttlMs: 100 })
+  const proxy = await proxied(t, port)
+  const { ws, lost } = client(proxy.url('/s'))
+  await once(ws as any, 'open')
+  ws.send('written')
+  await waitFor(() => received.length === 1, 2000, 'the first message')
+  proxy.refuse = true
+  proxy.cut()
+  await once(ws as any, 'close')
+  ws.send('queued')
+  await waitFor(() => app.wsStats.sessions.expired === 1, 3000, 'expiry')
+  proxy.refuse = false
+  await once(ws as any, 'reconnected')
+  await waitFor(() => received.length === 2, 2000, 'the queued message')
+  t.equal(lost.length, 1)
+  t.same(lost[0].unconfirmed, ['written'], 'only what was written is of unknown fate')
+  t.same(received, ['written', 'queued'], 'the queued message went, once, in the new session')
+  ws.close()
+})
+
+t.test('the client refuses an acknowledgement of messages it never sent: a welcome claiming more loses the session', async (t) => {
+  const { WebSocketServer } = await import('ws')
+  const server = new WebSocketServer({ port: 0, host: '127.0.0.1', handleProtocols: () => PROTOCOL })
+  await once(server, 'listening')
+  t.teardown(() => new Promise((resolve) => { for (const c of server.clients) c.terminate(); server.close(resolve) }))
+  const id = 'a'.repeat(32)
+  let connections = 0
+  server.on('connection', (socket) => {
+    const resumed = ++connections > 1
+    // The resumed welcome says 3 of the client's messages arrived: it only ever sent one.
+    socket.send(`\u0000{"t":"welcome","session":"${id}","token":"${'c'.repeat(32)}","resumed":${resumed},"n":${resumed ? 3 : 0}}`)
+    socket.on('message', (data) => {
+      if (data.toString() === 'm1') socket.close(1012)
+    })
+  })
+  const { ws, lost } = client(`ws://127.0.0.1:${(server.address() as any).port}/`)
+  await once(ws as any, 'open')
+  ws.send('m1')
+  await once(ws as any, 'reconnected')
+  t.equal(lost.length, 1, "'sessionlost'")
+  t.same(lost[0].unconfirmed, ['m1'], 'the message it did send is of unknown fate, not taken as acknowledged')
   ws.close()
 })

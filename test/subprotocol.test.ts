@@ -211,3 +211,20 @@ t.test('a pong is held back while the app is mid-way through a fragmented messag
   t.same(texts, [WELCOME, 'part', PONG], 'the fragmented message arrived whole, with one pong after it')
   ws.close()
 })
+
+t.test('a buffer the app sends with no options goes out as binary, untouched, even when it starts with 0x00', async (t) => {
+  const { app, url } = await start({}, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => {
+      socket.send(Buffer.from([0, 1, 2]))
+      socket.send(new Uint8Array([0, 0]), () => {})
+      socket.send(Buffer.from([0]), { binary: true })
+    })
+  })
+  t.teardown(() => app.close())
+  const ws = new WebSocket(url('/ws'), PROTOCOL)
+  const binary: string[] = []
+  ws.on('message', (data: Buffer, isBinary) => { if (isBinary) binary.push(data.toString('hex')) })
+  await waitFor(() => binary.length === 3, 2000, 'three binary messages')
+  t.same(binary, ['000102', '0000', '00'])
+  ws.close()
+})

@@ -9,7 +9,7 @@ import Fastify from 'fastify'
 import type { FastifyInstance } from 'fastify'
 import WebSocket from 'ws'
 import reliableWs = require('../index')
-import { OPCODE, RawPeer, closeEvent, collect, connect, sleep, start, waitFor, watch } from './helpers'
+import { OPCODE, RawPeer, closeEvent, collect, connect, loopDelay, sleep, start, waitFor, watch } from './helpers'
 
 // Bounds, not timings: the scheduler's tick plus a noisy 2-core machine.
 const MARGIN = 250
@@ -28,6 +28,7 @@ async function stall (port: number, partial: string | Buffer): Promise<{ socket:
 }
 
 t.test('idleTimeoutMs: a socket that sends nothing is closed with 1000 "Idle timeout"', async (t) => {
+  const lag = loopDelay()
   const infos: any[] = []
   const { app, port } = await start({
     heartbeat: false,
@@ -39,7 +40,8 @@ t.test('idleTimeoutMs: a socket that sends nothing is closed with 1000 "Idle tim
   const peer = await RawPeer.connect(port, '/ws')
   await waitFor(() => peer.closeCode() !== null, 2000, 'the close frame')
   const elapsed = performance.now() - startedAt
-  t.ok(elapsed >= 100 && elapsed < 100 + MARGIN, `closed after ${Math.round(elapsed)} ms`)
+  const held = lag()
+  t.ok(elapsed >= 100 && elapsed < 100 + MARGIN + held, `closed after ${Math.round(elapsed)} ms`)
   const close = peer.frames.find((frame) => frame.opcode === OPCODE.close)!
   t.equal(close.payload.readUInt16BE(0), 1000)
   t.equal(close.payload.subarray(2).toString(), 'Idle timeout')
@@ -50,6 +52,7 @@ t.test('idleTimeoutMs: a socket that sends nothing is closed with 1000 "Idle tim
 })
 
 t.test('every message moves the idle deadline; pings and pongs do not', async (t) => {
+  const lag = loopDelay()
   // No rate limit: the idle deadline is tracked on its own.
   const { app, url, port } = await start({ heartbeat: { intervalMs: 30 }, limits: { idleTimeoutMs: 150, messagesPerSecond: Infinity } }, silent)
   t.teardown(() => app.close())
@@ -62,19 +65,21 @@ t.test('every message moves the idle deadline; pings and pongs do not', async (t
   const startedAt = performance.now()
   const pinging = setInterval(() => { pinger.send(OPCODE.ping) }, 20)
   t.teardown(() => clearInterval(pinging))
+  let lastSentAt = 0
   while (performance.now() - startedAt < 400) {
     talker.send('still here')
+    lastSentAt = performance.now()
     await sleep(40)
   }
   t.notOk(talked.closed, 'a socket sending a message every 40 ms outlives three idle timeouts')
   t.ok(ponged.closed, 'answering pings does not keep a socket open')
   t.ok(ponged.pings >= 2, `the heartbeat kept pinging it (${ponged.pings} pings)`)
   t.ok(pinger.closeCode() === 1000, 'pinging the server does not either')
-  const stoppedAt = performance.now()
   const closed = closeEvent(talker)
   t.equal((await closed).code, 1000)
-  const elapsed = performance.now() - stoppedAt
-  t.ok(elapsed < 150 + MARGIN, `closed ${Math.round(elapsed)} ms after its last message`)
+  const elapsed = performance.now() - lastSentAt
+  const held = lag()
+  t.ok(elapsed >= 150 && elapsed < 150 + MARGIN + held, `closed ${Math.round(elapsed)} ms after its last message`)
   t.equal(app.wsStats.limits.idleTimeouts, 3)
   t.equal(app.wsStats.heartbeat.timeouts, 0)
   pinger.destroy()
@@ -218,6 +223,7 @@ t.test('behind TLS the deadline runs from TCP accept: a TLS handshake that never
 })
 
 t.test('idleTimeoutMs: a socket the app has paused is not closed idle while messages may be waiting unread', async (t) => {
+  const lag = loopDelay()
   const sockets: WebSocket[] = []
   const received: string[] = []
   const { app, url } = await start({ heartbeat: false, limits: { idleTimeoutMs: 60 } }, (app) => {
@@ -238,6 +244,36 @@ t.test('idleTimeoutMs: a socket the app has paused is not closed idle while mess
   const close = await closeEvent(ws)
   t.same(received, ['waiting'], 'the message read once resumed')
   t.same(close, { code: 1000, reason: 'Idle timeout' }, 'then idle again: closed')
-  t.ok(performance.now() - resumedAt < 60 + MARGIN, 'within the idle timeout of the resume and a tick')
+  const elapsed = performance.now() - resumedAt
+  // The message read after resume() is activity: a full idle timeout from then, never less.
+  const held = lag()
+  t.ok(elapsed >= 60 && elapsed < 60 + MARGIN + held, `closed ${Math.round(elapsed)} ms after resume(): the idle timeout and a tick`)
   t.equal(app.wsStats.limits.idleTimeouts, 1)
+})
+
+t.test('idleTimeoutMs with the heartbeat on: after a pause past the idle timeout, resume() gives a full idle timeout from the last restart', async (t) => {
+  const lag = loopDelay()
+  const IDLE_MS = 1000
+  const sockets: WebSocket[] = []
+  let resumedAt = 0
+  const { app, url } = await start({ heartbeat: { intervalMs: 40 }, limits: { idleTimeoutMs: IDLE_MS } }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => {
+      sockets.push(socket)
+      socket.pause()
+      // Resumed 300 ms after the idle deadline, which restarted the idle clock as the socket was paused.
+      setTimeout(() => { resumedAt = performance.now(); socket.resume() }, IDLE_MS + 300)
+    })
+  })
+  t.teardown(() => app.close())
+  const ws = await connect(url('/ws'))
+  const close = closeEvent(ws)
+  await waitFor(() => resumedAt > 0, IDLE_MS + 3000, 'the resume')
+  // The heartbeat visits every 40 ms: a clock left at the connection's start would close it at the first one.
+  await sleep(300)
+  t.equal(ws.readyState, WebSocket.OPEN, 'open 300 ms after resume()')
+  t.same(await close, { code: 1000, reason: 'Idle timeout' })
+  const elapsed = performance.now() - resumedAt
+  const held = lag()
+  t.ok(elapsed < IDLE_MS + MARGIN + held, `closed idle ${Math.round(elapsed)} ms after resume()`)
+  t.equal(app.wsStats.heartbeat.timeouts, 0)
 })
