@@ -28,7 +28,7 @@ export const groups = {
   },
   'connection-limiter': {
     mutate: ['lib/connection-limiter.ts'],
-    tests: ['test/connection-limits.test.ts']
+    tests: ['test/connection-limits.test.ts', 'test/connection-limits.mutants.test.ts']
   },
   client: {
     mutate: ['lib/client/backoff.ts', 'lib/client/outbox.ts', 'lib/client/reliable-websocket.ts'],
