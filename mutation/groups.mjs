@@ -8,11 +8,11 @@ export const groups = {
   },
   heartbeat: {
     mutate: ['lib/heartbeat.ts', 'lib/deadlines.ts'],
-    tests: ['test/heartbeat.test.ts', 'test/timeouts.test.ts', 'test/fragment-timeout.test.ts']
+    tests: ['test/heartbeat.test.ts', 'test/timeouts.test.ts', 'test/fragment-timeout.test.ts', 'test/logging.test.ts']
   },
   backpressure: {
     mutate: ['lib/backpressure.ts'],
-    tests: ['test/backpressure.test.ts']
+    tests: ['test/backpressure.test.ts', 'test/backpressure.mutants.test.ts', 'test/logging.test.ts']
   },
   'rate-limiter': {
     mutate: ['lib/rate-limiter.ts'],
