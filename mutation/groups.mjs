@@ -4,7 +4,7 @@
 export const groups = {
   scheduler: {
     mutate: ['lib/scheduler.ts'],
-    tests: ['test/scheduler.test.ts', 'test/heartbeat.test.ts', 'test/timeouts.test.ts', 'test/fragment-timeout.test.ts']
+    tests: ['test/scheduler.test.ts', 'test/scheduler.mutants.test.ts', 'test/heartbeat.test.ts', 'test/timeouts.test.ts', 'test/fragment-timeout.test.ts']
   },
   heartbeat: {
     mutate: ['lib/heartbeat.ts', 'lib/deadlines.ts'],
