@@ -24,7 +24,7 @@ export const groups = {
   },
   subprotocol: {
     mutate: ['lib/subprotocol.ts'],
-    tests: ['test/subprotocol.test.ts', 'test/control-flood.test.ts', 'test/heartbeat.test.ts']
+    tests: ['test/subprotocol.test.ts', 'test/subprotocol.mutants.test.ts', 'test/control-flood.test.ts', 'test/sessions.test.ts', 'test/heartbeat.test.ts']
   },
   'connection-limiter': {
     mutate: ['lib/connection-limiter.ts'],
