@@ -30,8 +30,12 @@ export const groups = {
     mutate: ['lib/connection-limiter.ts'],
     tests: ['test/connection-limits.test.ts', 'test/connection-limits.mutants.test.ts']
   },
+  'client-queues': {
+    mutate: ['lib/client/backoff.ts', 'lib/client/outbox.ts'],
+    tests: ['test/client-policy.test.ts', 'test/client.test.ts', 'test/sessions.test.ts']
+  },
   client: {
-    mutate: ['lib/client/backoff.ts', 'lib/client/outbox.ts', 'lib/client/reliable-websocket.ts'],
+    mutate: ['lib/client/reliable-websocket.ts'],
     tests: ['test/client.test.ts', 'test/client-policy.test.ts', 'test/sessions.test.ts']
   }
 }
