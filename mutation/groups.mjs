@@ -32,7 +32,7 @@ export const groups = {
   },
   'client-queues': {
     mutate: ['lib/client/backoff.ts', 'lib/client/outbox.ts'],
-    tests: ['test/client-policy.test.ts', 'test/client.test.ts']
+    tests: ['test/client-policy.test.ts', 'test/client-queues.mutants.test.ts', 'test/client.test.ts']
   },
   client: {
     mutate: ['lib/client/reliable-websocket.ts'],
