@@ -8,7 +8,7 @@ export const groups = {
   },
   heartbeat: {
     mutate: ['lib/heartbeat.ts', 'lib/deadlines.ts'],
-    tests: ['test/heartbeat.test.ts', 'test/timeouts.test.ts', 'test/fragment-timeout.test.ts', 'test/logging.test.ts']
+    tests: ['test/heartbeat.test.ts', 'test/heartbeat.mutants.test.ts', 'test/timeouts.test.ts', 'test/fragment-timeout.test.ts', 'test/logging.test.ts']
   },
   backpressure: {
     mutate: ['lib/backpressure.ts'],
