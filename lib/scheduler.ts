@@ -18,6 +18,8 @@ const MAX_TICK_MS = 1000
 // A power of two, so a tick maps to its slot with a mask.
 const SLOTS = 512
 const MASK = SLOTS - 1
+// The longest delay setTimeout honours.
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 /**
  * One timer for every connection of a Fastify instance: a hashed timing wheel.
@@ -180,7 +182,9 @@ export class Scheduler<T extends Entry> {
   private arm (tick: number): void {
     // Timers count whole milliseconds from the event loop's cached clock: rounding
     // up keeps a wake-up from landing just before its tick, finding nothing due.
-    const delay = Math.max(0, Math.ceil(this.origin + tick * this.tickMs - performance.now()) + 1)
+    // Past 2³¹−1 ms Node fires a timer after 1 ms instead (a far deadline alone would then wake every millisecond):
+    // waking once in that long, finding nothing due and sleeping again is harmless.
+    const delay = Math.min(MAX_TIMER_MS, Math.max(0, Math.ceil(this.origin + tick * this.tickMs - performance.now()) + 1))
     if (this.timer !== null) clearTimeout(this.timer)
     this.timer = setTimeout(this.run, delay)
     this.timer.unref()

@@ -198,6 +198,21 @@ t.test('removing the last entry drops the timer', async (t) => {
   t.same(fired, [])
 })
 
+t.test('a deadline further away than setTimeout can wait (over 24.8 days) does not make the scheduler wake every millisecond', async (t) => {
+  const { scheduler, fired } = newScheduler(200_000)
+  t.teardown(() => scheduler.stop())
+  const warnings: string[] = []
+  const onWarning = (warning: Error): void => { warnings.push(warning.name) }
+  process.on('warning', onWarning)
+  t.teardown(() => { process.off('warning', onWarning) })
+  const far = item('far', performance.now() + 30 * 24 * 3600 * 1000)
+  const timers = await timersCreatedDuring(300, () => { scheduler.add(far, far.dueAt) })
+  t.same(fired, [])
+  t.ok(timers <= 1, `${timers} timers in 300 ms`)
+  t.same(warnings, [], 'no TimeoutOverflowWarning')
+  scheduler.remove(far)
+})
+
 t.test('once only far deadlines remain, the scheduler sleeps until they come within reach: no wake per revolution', async (t) => {
   // 20 ms → a 1 ms tick: a revolution of 512 ms.
   const { scheduler, fired } = newScheduler(20)
