@@ -41,6 +41,18 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     return done(err as Error)
   }
 
+  const { options: wsOptions, errorHandler, ...rest } = settings.websocket
+  // The server @fastify/websocket takes upgrades from: its `server` option moves them off Fastify's own, whose
+  // upgrade requests must then stay plain HTTP requests (an 'upgrade' listener there would leave them unanswered).
+  const upgradeServer = (wsOptions!.server as Server | undefined) || fastify.server
+  const SocketClass = createSocketClass((wsOptions!.WebSocket as typeof WebSocket | undefined) ?? WebSocket)
+  // Before anything registers itself anywhere (metrics in a registry): a refused registration leaves nothing behind.
+  try {
+    checkInternals(SocketClass, wsVersion, upgradeServer, wsOptions!)
+  } catch (err) {
+    return done(err as Error)
+  }
+
   const stats = new StatsCollector()
   let metrics = null
   if (settings.metrics !== null) {
@@ -66,18 +78,8 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     warnings: new Warnings(settings.logging.warningsPerSecond),
     metrics
   }
-  const { options: wsOptions, errorHandler, ...rest } = settings.websocket
-  // The server @fastify/websocket takes upgrades from: its `server` option moves them off Fastify's own, whose
-  // upgrade requests must then stay plain HTTP requests (an 'upgrade' listener there would leave them unanswered).
-  const handshakes = new HandshakeGuard(ctx, (wsOptions!.server as Server | undefined) || fastify.server)
+  const handshakes = new HandshakeGuard(ctx, upgradeServer)
   const shutdown = createShutdown(ctx, handshakes)
-
-  const SocketClass = createSocketClass((wsOptions!.WebSocket as typeof WebSocket | undefined) ?? WebSocket)
-  try {
-    checkInternals(SocketClass, wsVersion, handshakes.server)
-  } catch (err) {
-    return done(err as Error)
-  }
 
   // Added before @fastify/websocket is registered, so it sees route handlers first.
   fastify.addHook('onRoute', createRouteDecorator(ctx))

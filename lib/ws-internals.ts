@@ -166,10 +166,11 @@ type RequestListener = (this: Server, request: IncomingMessage, response: Server
  * dropped before this returns. Throws FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY naming
  * the first field missing and ws's installed version.
  */
-export function checkInternals (SocketClass: typeof WebSocket, version: string, server: Server): void {
+export function checkInternals (SocketClass: typeof WebSocket, version: string, server: Server, serverOptions: object): void {
   checkNodeInternals(server)
   const maxPayload = 1234
-  const probe = new SocketClass(null as unknown as string, undefined, { autoPong: true, maxPendingAutoPongs: 3 } as WebSocket.ClientOptions)
+  // With the application's own server options, as ws passes them: a subclass of its own may read them.
+  const probe = new SocketClass(null as unknown as string, undefined, { ...serverOptions, autoPong: true, maxPendingAutoPongs: 3 } as WebSocket.ClientOptions)
   const fields = ws(probe)
   const stream = new PassThrough()
   try {

@@ -5,9 +5,10 @@ import { join } from 'node:path'
 import { TLSSocket } from 'node:tls'
 import Fastify from 'fastify'
 import t from 'tap'
+import { Registry } from 'prom-client'
 import WebSocket from 'ws'
 import reliableWs = require('../index')
-import { bootWith, connect, start } from './helpers'
+import { bootWith, collect, connect, start, waitFor } from './helpers'
 
 const { version: wsVersion } = require('ws/package.json') as { version: string }
 
@@ -48,6 +49,35 @@ t.test('registration fails with a coded error naming ws, its version and the fie
   await t.rejects(bootWith({ websocket: { options: { WebSocket: NoSetSocket } } }), { code: 'FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY', message: /WebSocket#setSocket/ })
   // A subclass that keeps ws's internals as they are is accepted.
   await t.resolves(bootWith({ websocket: { options: { WebSocket: wsWhere(() => {}) } } }))
+})
+
+t.test('the check builds its probe with the application\'s server options, so a subclass of its own that reads them registers', async (t) => {
+  class Tagged extends WebSocket {
+    tag: string
+    constructor (address: null, protocols: undefined, options: { tag: string }) {
+      super(address as unknown as string, protocols, options as WebSocket.ClientOptions)
+      this.tag = options.tag.toUpperCase()
+    }
+  }
+  const tagged = await start({ websocket: { options: { WebSocket: Tagged as unknown as typeof WebSocket, tag: 'room' } as object } }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => { socket.send((socket as unknown as Tagged).tag) })
+  })
+  t.teardown(() => tagged.app.close())
+  const client = await connect(tagged.url('/ws'))
+  const received = collect(client)
+  await waitFor(() => received.length === 1, 3000, 'the message')
+  t.same(received, ['ROOM'])
+  client.close()
+})
+
+t.test('a refused registration leaves nothing behind: no metric in the registry, so a second attempt gets the same error', async (t) => {
+  const registry = new Registry()
+  const broken = wsWhere((socket) => { delete socket._closeFrameReceived })
+  for (const attempt of ['first', 'second']) {
+    await t.rejects(bootWith({ metrics: { registry }, websocket: { options: { WebSocket: broken } } }),
+      { code: 'FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY' }, attempt)
+  }
+  t.same(registry.getMetricsAsArray(), [])
 })
 
 const nodeMessage = (field: string): string =>
