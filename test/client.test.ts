@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify'
 import { DropEvent, GiveUpEvent, PROTOCOL, ReconnectingEvent, ReliableCloseEvent, ReliableWebSocket } from '../lib/client'
 import type { ReliableWebSocketOptions } from '../lib/client'
 import { FaultProxy } from './fault-proxy'
-import { loopDelay, sleep, start, waitFor } from './helpers'
+import { loopDelay, sleep, start, subprotocolServer, waitFor } from './helpers'
 
 type Log = Array<[string, ...unknown[]]>
 
@@ -60,9 +60,7 @@ async function protocolServer (t: { teardown: (fn: () => unknown) => void }): Pr
   const chatter = { on: false }
   const talk = setInterval(() => { if (chatter.on) for (const c of server.clients) c.send('news') }, 30)
   t.teardown(() => clearInterval(talk))
-  const server = new WebSocketServer({ port: 0, host: '127.0.0.1', handleProtocols: () => PROTOCOL })
-  await once(server, 'listening')
-  t.teardown(() => new Promise((resolve) => { for (const c of server.clients) c.terminate(); server.close(resolve) }))
+  const server = await subprotocolServer(t)
   const seen: string[] = []
   server.on('connection', (socket) => {
     socket.send('\u0000{"t":"welcome"}')

@@ -4,8 +4,9 @@ import { monitorEventLoopDelay } from 'node:perf_hooks'
 import net from 'node:net'
 import Fastify from 'fastify'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
-import WebSocket from 'ws'
+import WebSocket, { WebSocketServer } from 'ws'
 import reliableWs = require('../index')
+import { PROTOCOL } from '../lib/protocol'
 
 export type Options = Parameters<typeof reliableWs>[1]
 
@@ -236,4 +237,15 @@ export function upgradeRequest (port: number, path: string, extra: string[] = []
     `GET ${path} HTTP/1.1`, `Host: 127.0.0.1:${port}`, 'Upgrade: websocket', 'Connection: Upgrade',
     `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}`, 'Sec-WebSocket-Version: 13', ...extra, '', ''
   ].join('\r\n')
+}
+
+/**
+ * A bare ws server on loopback that chooses the reliable subprotocol, for tests that play the server's side of
+ * it frame by frame; every client is cut and the server closed at teardown.
+ */
+export async function subprotocolServer (t: { teardown: (fn: () => unknown) => void }): Promise<WebSocketServer> {
+  const server = new WebSocketServer({ port: 0, host: '127.0.0.1', handleProtocols: () => PROTOCOL })
+  await once(server, 'listening')
+  t.teardown(() => new Promise((resolve) => { for (const c of server.clients) c.terminate(); server.close(resolve) }))
+  return server
 }

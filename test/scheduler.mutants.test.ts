@@ -1,26 +1,10 @@
 import { performance } from 'node:perf_hooks'
 import t from 'tap'
-import { Scheduler } from '../lib/scheduler'
-import { kWheelPos, kWheelTick } from '../lib/symbols'
+import { kWheelTick } from '../lib/symbols'
+import { item, newScheduler } from './scheduler-entries'
 import { sleep, waitFor } from './helpers'
 
 // Behaviours that mutation testing found unchecked (docs/testing.md).
-
-interface Item { [kWheelTick]: number, [kWheelPos]: number, name: string, dueAt: number, firedAt: number }
-
-function item (name: string, dueAt: number): Item {
-  return { [kWheelTick]: -1, [kWheelPos]: -1, name, dueAt, firedAt: -1 }
-}
-
-function newScheduler (...periodsMs: number[]): { scheduler: Scheduler<Item>, fired: Item[] } {
-  const fired: Item[] = []
-  const scheduler = new Scheduler<Item>((entry, now) => {
-    entry.firedAt = now
-    fired.push(entry)
-  })
-  for (const ms of periodsMs) scheduler.usePeriod(ms)
-  return { scheduler, fired }
-}
 
 t.test('a longer period declared later keeps the finer tick of the shorter one', async (t) => {
   // 100 ms → a 1 ms tick; 200 s on its own would mean the coarsest, 1 s.

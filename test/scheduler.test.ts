@@ -2,17 +2,12 @@ import { createHook } from 'node:async_hooks'
 import { performance } from 'node:perf_hooks'
 import t from 'tap'
 import { Scheduler } from '../lib/scheduler'
-import { kWheelPos, kWheelTick } from '../lib/symbols'
+import { item, newScheduler } from './scheduler-entries'
+import type { Item } from './scheduler-entries'
 import { loopDelay, sleep, waitFor } from './helpers'
 
 // The scheduler on its own: the heartbeat tests cover it with real sockets,
 // these pin down its timer use, which sockets cannot show.
-
-interface Item { [kWheelTick]: number, [kWheelPos]: number, name: string, dueAt: number, firedAt: number }
-
-function item (name: string, dueAt: number): Item {
-  return { [kWheelTick]: -1, [kWheelPos]: -1, name, dueAt, firedAt: -1 }
-}
 
 /** Counts the timers created while `fn` runs and for `ms` after. */
 async function timersCreatedDuring (ms: number, fn: () => void): Promise<number> {
@@ -27,16 +22,6 @@ async function timersCreatedDuring (ms: number, fn: () => void): Promise<number>
   }
   // sleep() itself creates one.
   return created - 1
-}
-
-function newScheduler (periodMs: number): { scheduler: Scheduler<Item>, fired: Item[] } {
-  const fired: Item[] = []
-  const scheduler = new Scheduler<Item>((entry, now) => {
-    entry.firedAt = now
-    fired.push(entry)
-  })
-  scheduler.usePeriod(periodMs)
-  return { scheduler, fired }
 }
 
 t.test('entries run once each, never before they are due, in the order they are due', async (t) => {

@@ -7,7 +7,7 @@ import { ReliableWebSocket, SessionLostEvent } from '../lib/client'
 import type { ReliableWebSocketOptions } from '../lib/client'
 import { PROTOCOL, resumeToken } from '../lib/protocol'
 import { FaultProxy } from './fault-proxy'
-import { closeEvent, sleep, start, waitFor } from './helpers'
+import { closeEvent, sleep, start, subprotocolServer, waitFor } from './helpers'
 
 type Teardown = { teardown: (fn: () => unknown) => void }
 interface Handled { id: string, resumed: boolean }
@@ -324,10 +324,7 @@ t.test("a session's messages are watched for backpressure but never dropped", as
 })
 
 t.test('the client ignores control frames it cannot use, and resumes from what the server acknowledged', async (t) => {
-  const { WebSocketServer } = await import('ws')
-  const server = new WebSocketServer({ port: 0, host: '127.0.0.1', handleProtocols: () => PROTOCOL })
-  await once(server, 'listening')
-  t.teardown(() => new Promise((resolve) => { for (const c of server.clients) c.terminate(); server.close(resolve) }))
+  const server = await subprotocolServer(t)
   const id = 'a'.repeat(32)
   const offers: string[] = []
   const got: string[][] = []
@@ -594,10 +591,7 @@ t.test('a lost session reports as unconfirmed what was sent and not acknowledged
 })
 
 t.test('the client refuses an acknowledgement of messages it never sent: a welcome claiming more loses the session', async (t) => {
-  const { WebSocketServer } = await import('ws')
-  const server = new WebSocketServer({ port: 0, host: '127.0.0.1', handleProtocols: () => PROTOCOL })
-  await once(server, 'listening')
-  t.teardown(() => new Promise((resolve) => { for (const c of server.clients) c.terminate(); server.close(resolve) }))
+  const server = await subprotocolServer(t)
   const id = 'a'.repeat(32)
   let connections = 0
   server.on('connection', (socket) => {
