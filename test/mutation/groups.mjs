@@ -16,7 +16,7 @@ export const groups = {
   },
   'rate-limiter': {
     mutate: ['lib/rate-limiter.ts'],
-    tests: ['test/rate-limit.test.ts', 'test/control-flood.test.ts']
+    tests: ['test/rate-limit.test.ts', 'test/rate-limit.mutants.test.ts', 'test/control-flood.test.ts']
   },
   sessions: {
     mutate: ['lib/session.ts', 'lib/session-registry.ts'],
@@ -36,6 +36,6 @@ export const groups = {
   },
   client: {
     mutate: ['lib/client/reliable-websocket.ts'],
-    tests: ['test/client.test.ts', 'test/client-policy.test.ts', 'test/sessions.test.ts']
+    tests: ['test/client.test.ts', 'test/client.mutants.test.ts', 'test/client-policy.test.ts', 'test/client-refused.test.ts', 'test/sessions.test.ts', 'test/hostile-sessions.test.ts']
   }
 }
