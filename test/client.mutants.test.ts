@@ -3,8 +3,9 @@ import t from 'tap'
 import { once } from 'node:events'
 import WebSocket from 'ws'
 import { ReliableWebSocket } from '../lib/client'
+import { FaultProxy } from './fault-proxy'
 import type { ReconnectingEvent } from '../lib/client'
-import { start, waitFor } from './helpers'
+import { sleep, start, waitFor } from './helpers'
 
 /** A plain route that records the close code of each connection. */
 async function server (t: { teardown: (fn: () => unknown) => void }): Promise<{ url: string, codes: number[] }> {
@@ -65,4 +66,38 @@ t.test('Retry-After as an HTTP date sets the wait to that date, a past date to n
   t.ok(soon > 500 && soon <= 2000, `a date 1-2 s ahead: waits ${soon} ms`)
   t.equal(past, 0, 'a date past: no wait')
   t.equal(other, 300, 'a 500: Retry-After is not for it, the backoff decides')
+})
+
+t.test('close() on a client closing or closed does nothing more: one close event', async (t) => {
+  const { url } = await server(t)
+  const ws = new ReliableWebSocket(url, { WebSocket })
+  const closes: number[] = []
+  ws.addEventListener('close', (event) => closes.push(event.code))
+  await once(ws as any, 'open')
+  ws.close(3001)
+  ws.close(3002)
+  t.equal(ws.readyState, ws.CLOSING)
+  await waitFor(() => closes.length > 0, 3000, 'the close event')
+  ws.close(3003)
+  await sleep(30)
+  t.same(closes, [3001], 'the first close() decides; the later ones change nothing')
+  t.equal(ws.readyState, ws.CLOSED)
+})
+
+t.test('a second close() while closing does not restart the close timeout', async (t) => {
+  const { url } = await server(t)
+  const proxy = await FaultProxy.start(Number(new URL(url).port))
+  t.teardown(() => proxy.close())
+  const ws = new ReliableWebSocket(proxy.url('/ws'), { WebSocket, connectTimeoutMs: 400, heartbeat: false })
+  await once(ws as any, 'open')
+  // The server never hears the close frame: the close timeout ends it.
+  proxy.freeze()
+  const closedAt = once(ws as any, 'close').then(() => Date.now())
+  const startedAt = Date.now()
+  ws.close()
+  await sleep(300)
+  ws.close()
+  const elapsed = await closedAt - startedAt
+  // Restarted by the second call it would end 700 ms after the first.
+  t.ok(elapsed >= 390 && elapsed < 650, `closed ${elapsed} ms after the first close(), 400 ms the timeout`)
 })
