@@ -20,7 +20,7 @@ export const groups = {
   },
   sessions: {
     mutate: ['lib/session.ts', 'lib/session-registry.ts'],
-    tests: ['test/sessions.test.ts', 'test/hostile-sessions.test.ts']
+    tests: ['test/sessions.test.ts', 'test/sessions.mutants.test.ts', 'test/hostile-sessions.test.ts']
   },
   subprotocol: {
     mutate: ['lib/subprotocol.ts'],
