@@ -4,7 +4,7 @@ import { once } from 'node:events'
 import WebSocket from 'ws'
 import { ReliableWebSocket } from '../lib/client'
 import { FaultProxy } from './fault-proxy'
-import type { ReconnectingEvent } from '../lib/client'
+import type { ReconnectingEvent, ReliableCloseEvent } from '../lib/client'
 import { sleep, start, waitFor } from './helpers'
 
 /** A plain route that records the close code of each connection. */
@@ -24,7 +24,7 @@ t.test('close codes: 3000 and 4999 are the bounds of the application range, 2999
   for (const [code, outside] of [[3000, 2999], [4999, 5000]]) {
     const ws = new ReliableWebSocket(url, { WebSocket })
     await once(ws as any, 'open')
-    t.throws(() => ws.close(outside), RangeError, `${outside} refused`)
+    t.throws(() => ws.close(outside), new RangeError(`close code must be 1000 or in 3000-4999, got ${outside}`), `${outside} refused`)
     t.equal(ws.readyState, ws.OPEN, 'a refused code leaves the client open')
     ws.close(code)
     await once(ws as any, 'close')
@@ -38,7 +38,9 @@ t.test('Retry-After as an HTTP date sets the wait to that date, a past date to n
   const refusals: Record<string, { status: number, header: () => string }> = {
     '/soon': { status: 503, header: () => new Date(Date.now() + 2000).toUTCString() },
     '/past': { status: 429, header: () => 'Wed, 21 Oct 2015 07:28:00 GMT' },
-    '/other': { status: 500, header: () => '1' }
+    '/other': { status: 500, header: () => '1' },
+    '/unreadable': { status: 503, header: () => 'soon' },
+    '/infinite': { status: 503, header: () => 'Infinity' }
   }
   const asked = new Set<string>()
   const { app, url } = await start({ heartbeat: false }, (app) => {
@@ -61,11 +63,13 @@ t.test('Retry-After as an HTTP date sets the wait to that date, a past date to n
     ws.close()
     return event.delayMs
   }
-  const [soon, past, other] = await Promise.all(['/soon', '/past', '/other'].map(firstDelay))
+  const [soon, past, other, unreadable, infinite] = await Promise.all(['/soon', '/past', '/other', '/unreadable', '/infinite'].map(firstDelay))
   // An HTTP date has whole seconds: 2 s ahead, floored, is 1 to 2 s ahead.
   t.ok(soon > 500 && soon <= 2000, `a date 1-2 s ahead: waits ${soon} ms`)
   t.equal(past, 0, 'a date past: no wait')
   t.equal(other, 300, 'a 500: Retry-After is not for it, the backoff decides')
+  t.equal(unreadable, 300, 'neither seconds nor a date: the backoff decides')
+  t.equal(infinite, 300, 'seconds that are not finite: the backoff decides')
 })
 
 t.test('close() on a client closing or closed does nothing more: one close event', async (t) => {
@@ -100,4 +104,22 @@ t.test('a second close() while closing does not restart the close timeout', asyn
   const elapsed = await closedAt - startedAt
   // Restarted by the second call it would end 700 ms after the first.
   t.ok(elapsed >= 390 && elapsed < 650, `closed ${elapsed} ms after the first close(), 400 ms the timeout`)
+})
+
+t.test('send() says true for a message written at once (no session); close() while waiting to reconnect is a clean close', async (t) => {
+  const { app, url } = await start({ heartbeat: false }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => {
+      socket.on('message', (data: Buffer) => { if (data.toString() === 'restart') socket.close(1012) })
+    })
+  })
+  t.teardown(() => app.close())
+  const ws = new ReliableWebSocket(url('/ws'), { WebSocket, backoff: { initialDelayMs: 5000, jitter: 'none' } })
+  await once(ws as any, 'open')
+  t.equal(ws.send('restart'), true, 'written at once')
+  await once(ws as any, 'reconnecting')
+  const closed = once(ws as any, 'close')
+  ws.close(3000, 'bye')
+  const [event] = await closed as [ReliableCloseEvent]
+  t.same([event.code, event.reason, event.wasClean, event.willReconnect], [3000, 'bye', true, false])
+  t.equal(ws.readyState, ws.CLOSED)
 })
