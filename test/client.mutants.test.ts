@@ -123,3 +123,23 @@ t.test('send() says true for a message written at once (no session); close() whi
   t.same([event.code, event.reason, event.wasClean, event.willReconnect], [3000, 'bye', true, false])
   t.equal(ws.readyState, ws.CLOSED)
 })
+
+t.test("in a page, close() lets go of the page's events: a closed client is not kept alive by them", async (t) => {
+  const { url } = await server(t)
+  // A stand-in page that records who listens to what.
+  const listening = new Set<string>()
+  const target = (name: string) => ({
+    addEventListener: (type: string) => { listening.add(`${name}:${type}`) },
+    removeEventListener: (type: string) => { listening.delete(`${name}:${type}`) }
+  })
+  const g = globalThis as any
+  const window = target('window')
+  Object.assign(g, { addEventListener: window.addEventListener, removeEventListener: window.removeEventListener, document: { visibilityState: 'visible', ...target('document') } })
+  t.teardown(() => { delete g.addEventListener; delete g.removeEventListener; delete g.document })
+  const ws = new ReliableWebSocket(url, { WebSocket })
+  t.same([...listening].sort(), ['document:visibilitychange', 'window:online'])
+  await once(ws as any, 'open')
+  ws.close()
+  t.same([...listening], [], 'no listener left once close() is called')
+  await once(ws as any, 'close')
+})
