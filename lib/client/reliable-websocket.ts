@@ -1,4 +1,4 @@
-import { ACK_EVERY, CONTROL_MARK, countOf, decodeControl, encodeControl, isSessionKey, PING_FRAME, PROTOCOL, resumeToken, SESSION_OVERFLOW_CODE } from '../protocol'
+import { ACK_EVERY, CONTROL_MARK, countOf, decodeControl, encodeControl, isSessionKey, PING_FRAME, PROTOCOL, resumeToken, SESSION_OVERFLOW_CODE } from '../protocol/protocol'
 import { Backoff } from './backoff'
 import { DropEvent, GiveUpEvent, ReconnectingEvent, ReliableCloseEvent, SessionLostEvent } from './events'
 import { resolveClientOptions } from './options'
