@@ -2,8 +2,8 @@ import type { FastifyRequest, RegisterOptions } from 'fastify'
 import type { WebsocketPluginOptions } from '@fastify/websocket'
 import type fastifyReliableWs = require('../../types/index')
 import { FST_RELIABLE_WS_INVALID_OPTION } from './errors'
-import type { SessionStore } from '../sessions/session-store'
 
+type SessionStore = fastifyReliableWs.SessionStore
 type Options = fastifyReliableWs.FastifyReliableWsOptions
 type RouteOptions = fastifyReliableWs.RouteReliableOptions
 export type LogLevel = fastifyReliableWs.LogLevel
@@ -58,6 +58,7 @@ export interface PluginSettings {
   metrics: MetricsSettings | null
   logging: LoggingSettings
   resume: ResumeSettings | false
+  // What the store holds is the sessions layer's business (sessions/session-store.ts).
   sessionStore: SessionStore | null
 }
 

@@ -1,11 +1,10 @@
-import type { Route } from '../core/context'
-import type { ReliableSocket } from '../wiring/reliable-socket'
-import { failConnection } from '../wiring/error-handler'
+import type { Route, ReliableSocket } from '../core/shapes'
+import { failConnection } from '../core/socket-errors'
 import { FST_RELIABLE_WS_DROPPED } from '../core/errors'
 import { kCause, kOverHighWater, kTcp } from '../core/symbols'
+import { OPEN } from '../protocol/protocol'
 
 const EMPTY = Buffer.alloc(0)
-const OPEN = 1
 
 /** A send refused because the peer reads too slowly: drop it, or close the peer with 1013. */
 export function refuse (socket: ReliableSocket, route: Route, buffered: number, cb: ((err?: Error) => void) | undefined): false {

@@ -1,6 +1,5 @@
 import type { FastifyReply, preHandlerHookHandler } from 'fastify'
-import type { Context, Route } from '../core/context'
-import type { ReliableSocket } from '../wiring/reliable-socket'
+import type { Connections, Context, ReliableSocket, Route } from '../core/shapes'
 import { kIp } from '../core/symbols'
 
 // Seconds a refused client is asked to wait: long enough that a reconnect loop does not hammer a full server.
@@ -12,7 +11,7 @@ export const RETRY_AFTER_S = '5'
  * address leaves the map with its last socket, so the map never holds more
  * entries than there are open sockets.
  */
-export class ConnectionLimiter {
+export class ConnectionLimiter implements Connections {
   private readonly perIp = new Map<string, number>()
   private trackIps = false
 

@@ -4,15 +4,8 @@ import { performance } from 'node:perf_hooks'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { WebSocketServer } from 'ws'
-import type { Context } from '../core/context'
-import { kWheelPos, kWheelTick } from '../core/symbols'
+import type { Context, PendingConnection } from '../core/shapes'
 import { responseUnderway, tcpUnder } from '../core/ws-internals'
-
-/** A TCP connection whose first request has not fully arrived yet (on a TLS server: the TCP connection under the TLS one). */
-export interface PendingConnection extends Socket {
-  [kWheelTick]: number
-  [kWheelPos]: number
-}
 
 /**
  * Guards what happens on the server before a socket is a websocket. Each

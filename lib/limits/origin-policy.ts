@@ -1,5 +1,5 @@
 import type { FastifyRequest, onRequestHookHandler } from 'fastify'
-import type { Context } from '../core/context'
+import type { Context } from '../core/shapes'
 import type { OriginPolicy } from '../core/options'
 
 /**

@@ -1,8 +1,7 @@
-import type { ReliableSocket } from '../wiring/reliable-socket'
+import type { ReliableSocket } from '../core/shapes'
 import { kRoute } from '../core/symbols'
 import { pingBacklogFull } from '../core/ws-internals'
-
-const OPEN = 1
+import { OPEN } from '../protocol/protocol'
 
 /**
  * ws answers every ping with a pong, and terminates a peer that keeps pinging

@@ -1,21 +1,12 @@
 import { performance } from 'node:perf_hooks'
-import type { Route } from '../core/context'
+import type { MessageRate, ReliableSocket, Route } from '../core/shapes'
 import type { LimitSettings } from '../core/options'
-import type { ReliableSocket } from '../wiring/reliable-socket'
 import { kCause, kLastMessageAt, kRateNoticeAt, kTat } from '../core/symbols'
+import { OPEN } from '../protocol/protocol'
 
-const OPEN = 1
 const RATE_LIMIT_REPLY = '{"type":"error","message":"Rate limit exceeded"}'
 // The notice itself must not become a flood.
 const NOTICE_INTERVAL_MS = 1000
-
-/** A route's token bucket, in the form the message path uses. */
-export interface MessageRate {
-  /** Milliseconds one message takes out of the bucket. */
-  readonly emissionMs: number
-  /** How far ahead of now the bucket may be spent: just under `burst` messages. */
-  readonly toleranceMs: number
-}
 
 export function messageRate (limits: LimitSettings): MessageRate | null {
   if (limits.messagesPerSecond === Infinity) return null

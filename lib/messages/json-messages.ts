@@ -1,9 +1,9 @@
 import Ajv from 'ajv'
 import type { ValidateFunction } from 'ajv'
-import type { ReliableSocket } from '../wiring/reliable-socket'
-import { failConnection } from '../wiring/error-handler'
+import type { ReliableSocket } from '../core/shapes'
+import { failConnection } from '../core/socket-errors'
 import { FST_RELIABLE_WS_INVALID_OPTION, FST_RELIABLE_WS_NOT_JSON } from '../core/errors'
-import { ALIVE } from '../timing/heartbeat'
+import { ALIVE } from '../core/shapes'
 import { kPongState, kRoute } from '../core/symbols'
 
 const INVALID_REPLY = '{"type":"error","message":"Invalid message"}'

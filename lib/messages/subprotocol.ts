@@ -1,14 +1,11 @@
 import type { IncomingMessage } from 'node:http'
 import type { preHandlerHookHandler } from 'fastify'
-import type { Route } from '../core/context'
-import type { ReliableSocket } from '../wiring/reliable-socket'
-import { ALIVE } from '../timing/heartbeat'
-import { CONTROL_MARK, countOf, decodeControl, isReservedProtocol, MAX_CONTROL_BYTES, parseResumeToken, PONG_FRAME, PROTOCOL } from '../protocol/protocol'
+import type { Route, ReliableSocket, ResumeRequest } from '../core/shapes'
+import { ALIVE } from '../core/shapes'
+import { CONTROL_MARK, countOf, decodeControl, isReservedProtocol, MAX_CONTROL_BYTES, OPEN, parseResumeToken, PONG_FRAME, PROTOCOL } from '../protocol/protocol'
 import { withinRate } from '../limits/rate-limiter'
-import type { ResumeRequest } from '../sessions/session-registry'
 import { kCause, kOffersProtocol, kPendingPongs, kPongSent, kPongState, kResume, kSendControl, kSession } from '../core/symbols'
 
-const OPEN = 1
 // Pongs handed to ws but not yet to the operating system; an honest client has at most one or two.
 const MAX_PENDING_PONGS = 16
 

@@ -1,7 +1,6 @@
 import { performance } from 'node:perf_hooks'
-import type { Route } from '../core/context'
-import type { ReliableSocket } from '../wiring/reliable-socket'
-import { socketLog } from '../wiring/error-handler'
+import type { PeerWarnings, ReliableSocket, Route } from '../core/shapes'
+import { socketLog } from '../core/socket-errors'
 
 const WINDOW_MS = 1000
 
@@ -12,7 +11,7 @@ const WINDOW_MS = 1000
  * log. Lines held back are counted, and the next line written carries the
  * count. Decided when a warning comes up: no timer.
  */
-export class Warnings {
+export class LogRateLimiter implements PeerWarnings {
   private windowStart = -Infinity
   private written = 0
   private suppressed = 0

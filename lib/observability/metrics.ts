@@ -1,8 +1,9 @@
 import type { Counter, Gauge, Histogram } from 'prom-client'
 import { FST_RELIABLE_WS_METRICS_CONFLICT } from '../core/errors'
 import type { MetricsSettings } from '../core/options'
+import type { Metrics, RouteCounters } from '../core/shapes'
 import type { PromClient } from './prom-client-loader'
-import type { RouteCounters, StatsCollector } from './stats'
+import type { StatsCollector } from './stats'
 import { bytesReceived, bytesSent, forEachReliableSocket } from './stats'
 import { kRoute } from '../core/symbols'
 
@@ -10,19 +11,6 @@ import { kRoute } from '../core/symbols'
 const RTT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 // Connection lifetimes: a failed page load, a visit, a working day.
 const DURATION_BUCKETS = [1, 10, 60, 300, 900, 1800, 3600, 14_400, 43_200, 86_400]
-
-/** What a route's sockets observe at event time, when metrics are on. */
-export interface RouteObservers {
-  readonly rtt: { observe (seconds: number): void }
-  readonly duration: { observe (seconds: number): void }
-}
-
-export interface Metrics {
-  /** The observers of a declared route path, bound to its label once. */
-  forRoute (url: string): RouteObservers
-  /** Takes the metrics out of the registry, so that another instance may register them. */
-  unregister (): void
-}
 
 interface Live { received: number, sent: number, buffered: number }
 

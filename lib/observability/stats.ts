@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type fastifyReliableWs = require('../../types/index')
-import type { ReliableSocket } from '../wiring/reliable-socket'
+import type { Counters, ReliableSocket, RouteCounters } from '../core/shapes'
 import { kBytesReadAtOpen, kBytesWrittenAtOpen, kRoute, kTcp } from '../core/symbols'
 
 type RouteStats = fastifyReliableWs.RouteStats
@@ -9,21 +9,6 @@ type WsStats = fastifyReliableWs.WsStats
 type LimitStats = fastifyReliableWs.LimitStats
 type Cause = fastifyReliableWs.DisconnectInfo['cause']
 
-/**
- * One declared route's counters. Whatever a socket of the route does is
- * counted here, so the instance's totals (wsStats) and the per-route series
- * (metrics) are sums of the same numbers.
- */
-export interface RouteCounters extends RouteStats {
-  dropped: number
-  invalid: number
-  timeouts: number
-  // Wire bytes of the route's sockets already closed; open ones are read live.
-  closedBytesReceived: number
-  closedBytesSent: number
-  // Closes by cause, then by code. Peers choose codes, but ws accepts only valid ones: at most ~2,000 keys per cause.
-  readonly closes: Partial<Record<Cause, Record<number, number>>>
-}
 type SessionStats = fastifyReliableWs.SessionStats
 
 // Enough recent round trips for a stable p99 without unbounded memory.
@@ -34,7 +19,7 @@ const LATENCY_SAMPLES = 1024
  * everything derived (sums, percentiles, buffered bytes) is computed only
  * when a snapshot is read.
  */
-export class StatsCollector {
+export class StatsCollector implements Counters {
   readonly startedAt = performance.now()
   active = 0
   peak = 0

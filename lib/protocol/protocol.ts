@@ -1,6 +1,6 @@
+// The protocol: what the server and the browser client share on the wire; it imports nothing (a tsconfig checks it).
 /**
- * The reliable subprotocol, shared by the plugin and the client (so this file
- * imports nothing from Node). docs/protocol.md is its specification.
+ * The reliable subprotocol, shared by the plugin and the client. docs/protocol.md is its specification.
  *
  * Data frames travel as they were sent: binary frames untouched, text frames
  * untouched unless they start with U+0000. A text frame that starts with U+0000
@@ -9,6 +9,12 @@
  * front, and the receiver removes it. JSON and ordinary text never start with
  * U+0000, so applications pay nothing for the framing.
  */
+
+// A WebSocket's readyState values (the WHATWG standard's, and ws's).
+export const CONNECTING = 0
+export const OPEN = 1
+export const CLOSING = 2
+export const CLOSED = 3
 
 /** The `Sec-WebSocket-Protocol` value; its version changes with any incompatible change to the frames. */
 export const PROTOCOL = 'reliable-ws.v1'

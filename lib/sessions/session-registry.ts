@@ -1,18 +1,13 @@
 import type { FastifyRequest } from 'fastify'
-import type { Route } from '../core/context'
-import type { PendingConnection } from '../limits/handshake-guard'
 import { createIdGenerator } from '../core/ids'
-import type { ResumeSettings, SessionLimitSettings } from '../core/options'
+import type { SessionLimitSettings } from '../core/options'
+import type { PendingConnection, ReliableSocket, ResumeRequest, SessionRoute, Sessions } from '../core/shapes'
 import type { Scheduler } from '../timing/scheduler'
 import type { StatsCollector } from '../observability/stats'
 import { SESSION_OVERFLOW_CODE } from '../protocol/protocol'
-import type { ReliableSocket } from '../wiring/reliable-socket'
 import { Session } from './session'
 import type { SessionStore } from './session-store'
 import { kCause, kIp, kResume, kSession } from '../core/symbols'
-
-export type SessionRoute = Route & { readonly resume: ResumeSettings }
-export interface ResumeRequest { session: string, secret: string, received: number }
 
 // What a kept message costs beyond its bytes (its record and its slot in the outbox), so that the instance's
 // budget also bounds a flood of tiny messages.
@@ -24,7 +19,7 @@ const MESSAGE_OVERHEAD = 64
  * (on the shared scheduler, so no timer per session), ended on expiry,
  * overflow, or to make room under the instance's limits.
  */
-export class SessionRegistry {
+export class SessionRegistry implements Sessions {
   private readonly nextId = createIdGenerator()
   private readonly nextSecret = createIdGenerator()
   // Sessions whose client is away, longest away first: the first to go when a limit needs room.

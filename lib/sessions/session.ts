@@ -1,14 +1,17 @@
-import type fastifyReliableWs = require('../../types/index')
 import { timingSafeEqual } from 'node:crypto'
-import type { Route } from '../core/context'
-import { toJSONText } from '../messages/json-messages'
-import type { ResumeSettings } from '../core/options'
-import { ACK_EVERY, encodeControl } from '../protocol/protocol'
-import type { ReliableSocket } from '../wiring/reliable-socket'
-import type { SessionRegistry } from './session-registry'
+import type { ReliableSocket, Route, SessionRoute, SocketSession } from '../core/shapes'
 import { kSendControl, kSession, kTransmit, kWheelPos, kWheelTick } from '../core/symbols'
+import { toJSONText } from '../messages/json-messages'
+import { ACK_EVERY, encodeControl } from '../protocol/protocol'
 
 type SendCallback = (err?: Error) => void
+
+/** What a session asks of the instance's sessions (session-registry.ts): room for its messages under their limits. */
+export interface SessionBudget {
+  reserve (session: Session, bytes: number): boolean
+  overflow (session: Session): void
+  release (bytes: number, count: number): void
+}
 
 interface Outgoing {
   readonly data: unknown
@@ -31,7 +34,7 @@ const COMPACT_AFTER = 1024
  * the route names owners), and is resumed only with the secret its last
  * welcome gave: a new one each time.
  */
-export class Session implements fastifyReliableWs.Session {
+export class Session implements SocketSession {
   [kWheelTick] = -1;
   [kWheelPos] = -1
   socket: ReliableSocket | null = null
@@ -54,8 +57,8 @@ export class Session implements fastifyReliableWs.Session {
 
   constructor (
     readonly id: string,
-    readonly route: Route & { readonly resume: ResumeSettings },
-    private readonly registry: SessionRegistry,
+    readonly route: SessionRoute,
+    private readonly registry: SessionBudget,
     readonly url: string,
     readonly owner: string | null,
     /** The address of its latest connection, for the per-address cap. */

@@ -1,10 +1,8 @@
-import type { Route } from '../core/context'
-import type { ReliableSocket } from '../wiring/reliable-socket'
+import type { Route, ReliableSocket } from '../core/shapes'
 import { firstPingAt, heartbeatDue, readingPaused } from './heartbeat'
 import { messageDue } from './message-deadline'
 import { kCause, kHeartbeatDueAt, kLastMessageAt, kNextPingAt, kRoute } from '../core/symbols'
-
-const OPEN = 1
+import { OPEN } from '../protocol/protocol'
 
 /**
  * A socket has one place on the scheduler for three deadlines, its heartbeat,

@@ -1,15 +1,8 @@
 import { performance } from 'node:perf_hooks'
-import type { Context, Route } from '../core/context'
+import { ALIVE, AWAITING, OVERDUE } from '../core/shapes'
+import type { Context, Route, ReliableSocket } from '../core/shapes'
 import type { HeartbeatSettings } from '../core/options'
-import type { ReliableSocket } from '../wiring/reliable-socket'
 import { kPongState, kCause, kLatency, kNextPingAt, kOnConnectPending, kPingAt, kRoute } from '../core/symbols'
-
-// Where a socket stands between a ping and its pong. Every frame from the peer
-// resets it to ALIVE; the scheduler moves it on.
-export const ALIVE = 0
-const AWAITING = 1
-const OVERDUE = 2
-export type PongState = typeof ALIVE | typeof AWAITING | typeof OVERDUE
 
 /** A new socket's first ping: about one interval on, in a batch the scheduler paces (see Scheduler.pace). */
 export function firstPingAt (ctx: Context, heartbeat: HeartbeatSettings, now: number): number {

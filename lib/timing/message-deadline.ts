@@ -1,5 +1,4 @@
-import type { Route } from '../core/context'
-import type { ReliableSocket } from '../wiring/reliable-socket'
+import type { Route, ReliableSocket } from '../core/shapes'
 import { kCause, kMessageStartedAt } from '../core/symbols'
 import { midMessage } from '../core/ws-internals'
 

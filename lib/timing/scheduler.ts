@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks'
+import type { Schedule } from '../core/shapes'
 import { kWheelPos, kWheelTick } from '../core/symbols'
 
 interface Entry {
@@ -33,7 +34,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1
  * the wheel when they come within reach: in the wheel they would wake the
  * timer every revolution for nothing.
  */
-export class Scheduler<T extends Entry> {
+export class Scheduler<T extends Entry> implements Schedule<T> {
   private readonly slots: T[][] = Array.from({ length: SLOTS }, () => [])
   private readonly overflow: T[] = []
   private readonly origin = performance.now()

@@ -2,20 +2,17 @@ import { performance } from 'node:perf_hooks'
 import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyRequest, preHandlerHookHandler } from 'fastify'
-import type { Route } from '../core/context'
-import type { ReliableSocket } from './reliable-socket'
-import type { SessionRoute } from '../sessions/session-registry'
+import type { Route, ReliableSocket, SessionRoute } from '../core/shapes'
 import { startDeadlines } from '../timing/deadlines'
-import { failConnection, socketLog } from './error-handler'
-import { ALIVE, onPeerPing, onPong } from '../timing/heartbeat'
+import { failConnection, socketLog } from '../core/socket-errors'
+import { ALIVE } from '../core/shapes'
+import { onPeerPing, onPong } from '../timing/heartbeat'
 import { onJsonMessage } from '../messages/json-messages'
 import { bytesHandedOver, bytesRead } from '../observability/stats'
 import type { LogLevel } from '../core/options'
-import { PROTOCOL, WELCOME_FRAME } from '../protocol/protocol'
+import { OPEN, PROTOCOL, WELCOME_FRAME } from '../protocol/protocol'
 import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kCloseCodeSent, kFramed, kIp, kLog, kOnConnectPending, kOpenedAt, kRoute, kSendControl, kSession, kTcp, kUpgradeResponse } from '../core/symbols'
 import { closeFrameReceived, detachResponse, fastifyWebsocketErrorListener, midMessage, parserErrored, setMaxPayload } from '../core/ws-internals'
-
-const OPEN = 1
 
 // ws's listener types expect its own class as `this`.
 type Listener = (...args: any[]) => void

@@ -1,67 +1,26 @@
 import type { Socket } from 'node:net'
 import type { FastifyBaseLogger } from 'fastify'
-import WebSocket from 'ws'
+import type WebSocket from 'ws'
 import type fastifyReliableWs = require('../../types/index')
-import type { Route } from '../core/context'
 import { FST_RELIABLE_WS_NOT_OPEN } from '../core/errors'
-import { toJSONText } from '../messages/json-messages'
-import { refuse, watchHighWater } from '../limits/backpressure'
-import { ALIVE } from '../timing/heartbeat'
-import { CONTROL_MARK } from '../protocol/protocol'
-import type { PongState } from '../timing/heartbeat'
 import { createIdGenerator } from '../core/ids'
-import { pingFlood } from '../limits/ping-flood'
-import { admitMessage } from '../limits/rate-limiter'
-import { escapeText, unframe } from '../messages/subprotocol'
+import { ALIVE } from '../core/shapes'
+import type { PongState, ReliableSocket, Route, SocketSession } from '../core/shapes'
 import {
   kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
   kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kOnConnectPending,
   kCloseCodeSent, kMessageStartedAt, kPendingPongs, kPongSent, kTcp, kErrorListeners, kMidMessage
 } from '../core/symbols'
 import { closeFrameReceived } from '../core/ws-internals'
-import type { Session } from '../sessions/session'
+import { refuse, watchHighWater } from '../limits/backpressure'
+import { pingFlood } from '../limits/ping-flood'
+import { admitMessage } from '../limits/rate-limiter'
+import { toJSONText } from '../messages/json-messages'
+import { escapeText, unframe } from '../messages/subprotocol'
+import { CONTROL_MARK, OPEN } from '../protocol/protocol'
 
 type Cause = fastifyReliableWs.DisconnectInfo['cause']
 type SendCallback = fastifyReliableWs.SendCallback
-
-/** The server-side socket ws builds for every upgrade, as seen by the plugin. */
-export interface ReliableSocket extends WebSocket.WebSocket {
-  id: string
-  isAlive: boolean
-  readonly latencyMs: number | null
-  [kLatency]: number
-  [kTcp]: Socket | null
-  [kErrorListeners]: number
-  [kMidMessage]: boolean
-  [kRoute]: Route | undefined
-  [kCause]: Cause | undefined
-  [kOpenedAt]: number
-  [kBytesReadAtOpen]: number
-  [kBytesWrittenAtOpen]: number
-  [kPongState]: PongState
-  [kPingAt]: number
-  [kNextPingAt]: number
-  [kWheelTick]: number
-  [kWheelPos]: number
-  [kOverHighWater]: boolean
-  [kHeartbeatDueAt]: number
-  [kLastMessageAt]: number
-  [kTat]: number
-  [kRateNoticeAt]: number
-  [kIp]: string
-  // The request's child logger (with its reqId), kept while connection lines are logged.
-  [kLog]: FastifyBaseLogger | null
-  [kFramed]: boolean
-  [kSendControl]: (frame: string, cb?: SendCallback) => boolean
-  [kPendingPongs]: number
-  [kPongSent]: (() => void) | null
-  [kSession]: Session | null
-  // Paused by the plugin itself while an async onConnect runs.
-  [kOnConnectPending]: boolean
-  [kTransmit]: (data: unknown, binary: boolean, cb: SendCallback | undefined) => void
-  [kCloseCodeSent]: number
-  [kMessageStartedAt]: number
-}
 
 /** What the subclass below uses of ws's WebSocket (which the compiler checks ws's class has). */
 interface WsSocket {
@@ -108,7 +67,7 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     [kIp]: string = '';
     [kLog]: FastifyBaseLogger | null = null;
     [kFramed] = false;
-    [kSession]: Session | null = null;
+    [kSession]: SocketSession | null = null;
     [kOnConnectPending] = false;
     [kCloseCodeSent] = 1006;
     [kMessageStartedAt] = -1;
@@ -123,7 +82,7 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
       return latency < 0 ? null : latency
     }
 
-    get session (): Session | null {
+    get session (): SocketSession | null {
       return this[kSession]
     }
 
@@ -135,13 +94,13 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
       const route = this[kRoute]
       if (route === undefined) {
         super.send(data, options, cb)
-        return this.readyState === WebSocket.OPEN
+        return this.readyState === OPEN
       }
       // A session outlives its sockets and keeps each message until it is acknowledged, within its own limits:
       // nothing is dropped, and a socket that has closed still reaches its client through it.
       const session = this[kSession]
       if (session !== null) return session.send(data, options as { binary?: boolean } | undefined, cb)
-      if (this.readyState !== WebSocket.OPEN) {
+      if (this.readyState !== OPEN) {
         // ws would count the bytes into bufferedAmount (and wsStats with it) although they are never sent.
         if (cb !== undefined) process.nextTick(cb, new FST_RELIABLE_WS_NOT_OPEN(this.readyState))
         return false
@@ -186,7 +145,7 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     // A session's message going out, new or replayed: counted by the session, watched for backpressure, never refused.
     [kTransmit] (data: unknown, binary: boolean, cb: SendCallback | undefined): void {
       // Closing, it would count the bytes in bufferedAmount; the session sends the message again on resume.
-      if (this.readyState !== WebSocket.OPEN) {
+      if (this.readyState !== OPEN) {
         if (cb !== undefined) process.nextTick(cb)
         return
       }
@@ -210,7 +169,7 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     override close (code?: number, data?: string | Buffer): void {
       // ws also calls close() to answer the peer's close frame: that one is the client's doing.
       if (this[kCause] === undefined && !closeFrameReceived(this as unknown as WebSocket)) this[kCause] = 'server'
-      const open = this.readyState === WebSocket.OPEN
+      const open = this.readyState === OPEN
       super.close(code, data)
       // Only the first close() sends a frame (a later one finds the socket closing); no code means 1005.
       if (open) this[kCloseCodeSent] = code ?? 1005

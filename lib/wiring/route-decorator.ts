@@ -1,7 +1,5 @@
 import type { FastifyRequest, onResponseHookHandler, RouteOptions } from 'fastify'
-import type Ajv from 'ajv'
-import type { Context, Route } from '../core/context'
-import type { ReliableSocket } from './reliable-socket'
+import type { Context, Route, ReliableSocket } from '../core/shapes'
 import { connect, keepUpgradeResponse, openConnection } from './connection'
 import { createCapacityCheck } from '../limits/connection-limiter'
 import { compileMessageSchema, createAjv } from '../messages/json-messages'
@@ -9,6 +7,7 @@ import { resolveRouteSettings } from '../core/options'
 import { createOriginCheck } from '../limits/origin-policy'
 import { messageRate } from '../limits/rate-limiter'
 import { offerProtocol } from '../messages/subprotocol'
+import type Ajv from 'ajv'
 
 type Handler = (this: unknown, socket: ReliableSocket, request: FastifyRequest) => unknown
 

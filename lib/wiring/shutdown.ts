@@ -2,10 +2,10 @@ import type { Server } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import type { WebSocketServer } from 'ws'
-import type { Context } from '../core/context'
+import type { Context, ReliableSocket } from '../core/shapes'
 import type { HandshakeGuard } from '../limits/handshake-guard'
-import type { ReliableSocket } from './reliable-socket'
 import { healthResponse, isHealthRequest } from '../observability/health'
+import type { StatsCollector } from '../observability/stats'
 import { encodeControl } from '../protocol/protocol'
 import { kCause, kFramed, kSendControl } from '../core/symbols'
 import { interceptRequests } from '../core/ws-internals'
@@ -29,7 +29,7 @@ export interface Shutdown {
  * TLS handshake. So the deadline runs until the server has closed, not only
  * until the last websocket has, and destroys those too.
  */
-export function createShutdown (ctx: Context, handshakes: HandshakeGuard): Shutdown {
+export function createShutdown (ctx: Context, stats: StatsCollector, handshakes: HandshakeGuard): Shutdown {
   let timer: NodeJS.Timeout | null = null
   return {
     preClose (done) {
@@ -38,7 +38,7 @@ export function createShutdown (ctx: Context, handshakes: HandshakeGuard): Shutd
       ctx.stats.draining = true
       // Connections still short of their first request stay guarded: shutdown does not lift handshakeTimeoutMs.
       handshakes.drain()
-      answerWhileDraining(this.server, ctx, wss.clients)
+      answerWhileDraining(this.server, ctx, stats, wss.clients)
       const hints = new RetryHints(reconnectWindowMs, wss.clients.size)
       for (const socket of wss.clients as Set<ReliableSocket>) {
         socket[kCause] ??= 'shutdown'
@@ -81,11 +81,11 @@ function refuse (socket: Socket): void {
  * looked at before Fastify's listener; upgrade attempts are counted as
  * rejected (they reach 'request' now that the upgrade listener is gone).
  */
-function answerWhileDraining (server: Server, ctx: Context, clients: Set<unknown>): void {
+function answerWhileDraining (server: Server, ctx: Context, stats: StatsCollector, clients: Set<unknown>): void {
   interceptRequests(server, (request, response, next) => {
     const healthPath = ctx.settings.healthPath
     if (healthPath !== null && isHealthRequest(request, healthPath)) {
-      const { statusCode, body } = healthResponse(ctx.stats, clients)
+      const { statusCode, body } = healthResponse(stats, clients)
       response.writeHead(statusCode, { 'content-type': 'application/json; charset=utf-8', connection: 'close' })
       response.end(JSON.stringify(body))
       return

@@ -1,11 +1,10 @@
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
-import WebSocket from 'ws'
 import { ConnectionLimiter } from '../../lib/limits/connection-limiter'
-import type { Route } from '../../lib/core/context'
-import type { ReliableSocket } from '../../lib/wiring/reliable-socket'
+import type { Route, ReliableSocket } from '../../lib/core/shapes'
 import { kIp } from '../../lib/core/symbols'
 import { closeEvent, connect, sleep, start, waitFor } from '../helpers/helpers'
+import WebSocket from 'ws'
 
 interface Attempt { status: number, retryAfter?: string, body?: string, ws?: WebSocket }
 
