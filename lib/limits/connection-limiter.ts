@@ -1,3 +1,4 @@
+// Limits: what a peer may cost (connections, rates, buffered bytes, origins, handshakes, pings) and what happens past it.
 import type { FastifyReply, preHandlerHookHandler } from 'fastify'
 import type { Connections, Context, ReliableSocket, Route } from '../core/shapes'
 import { kIp } from '../core/symbols'

@@ -1,3 +1,4 @@
+// Messages: what travels in a socket's messages, JSON with its schema and the reliable subprotocol's server side.
 import Ajv from 'ajv'
 import type { ValidateFunction } from 'ajv'
 import type { ReliableSocket } from '../core/shapes'

@@ -1,3 +1,4 @@
+// Observability: what the plugin counts and how it is read out (wsStats, Prometheus metrics, health, warnings).
 import type { Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type fastifyReliableWs = require('../../types/index')

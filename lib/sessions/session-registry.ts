@@ -1,3 +1,4 @@
+// Sessions: a client's conversation across its connections, numbered, acknowledged and replayed on resume.
 import type { FastifyRequest } from 'fastify'
 import { createIdGenerator } from '../core/ids'
 import type { SessionLimitSettings } from '../core/options'

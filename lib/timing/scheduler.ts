@@ -1,3 +1,4 @@
+// Timing: the one timing wheel of an instance, and what sockets wait for on it (heartbeat, idle and fragment timeouts).
 import { performance } from 'node:perf_hooks'
 import type { Schedule } from '../core/shapes'
 import { kWheelPos, kWheelTick } from '../core/symbols'

@@ -1,3 +1,4 @@
+// Wiring: the socket class, a connection's life, the route hook, shutdown and the error handler, built from the layers below.
 import { performance } from 'node:perf_hooks'
 import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'

@@ -5,7 +5,7 @@ import { runInNewContext } from 'node:vm'
 import t from 'tap'
 import { OPCODE, RawPeer, buildFrame, collect, connect, sleep, start, upgradeRequest, waitFor } from '../helpers/helpers'
 
-// Replay a failing run with FUZZ_SEED=<seed> npx tap test/fuzz.test.ts
+// Replay a failing run with FUZZ_SEED=<seed> npx tap test/wiring/fuzz.test.ts
 const seed = process.env.FUZZ_SEED === undefined ? Math.floor(Math.random() * 2 ** 32) : Number(process.env.FUZZ_SEED)
 const CONNECTIONS = 1000
 const CONCURRENCY = 25
