@@ -5,7 +5,7 @@ import type fastifyReliableWs = require('../../types/index')
 import { FST_RELIABLE_WS_NOT_OPEN } from '../core/errors'
 import { createIdGenerator } from '../core/ids'
 import { ALIVE } from '../core/shapes'
-import type { PongState, ReliableSocket, Route, SocketSession } from '../core/shapes'
+import type { PongState, Route, SocketSession } from '../core/shapes'
 import {
   kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
   kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kOnConnectPending,
@@ -22,15 +22,32 @@ import { CONTROL_MARK, OPEN } from '../protocol/protocol'
 type Cause = fastifyReliableWs.DisconnectInfo['cause']
 type SendCallback = fastifyReliableWs.SendCallback
 
-/** What the subclass below uses of ws's WebSocket (which the compiler checks ws's class has). */
-interface WsSocket {
-  readonly readyState: number
-  readonly bufferedAmount: number
+type Listener = (...args: any[]) => void
+
+/**
+ * What the subclass below takes from ws's WebSocket as declared here rather than through Omit: the methods it overrides,
+ * typed loosely enough to hand on whatever it is given, and the listener methods, whose `this` result a mapped type
+ * would pin to ws's class.
+ */
+interface Redeclared {
   send (data: unknown, options?: unknown, cb?: SendCallback): void
   emit (event: string | symbol, ...args: unknown[]): boolean
   close (code?: number, data?: string | Buffer): void
   terminate (): void
+  on (event: string | symbol, listener: Listener): this
+  once (event: string | symbol, listener: Listener): this
+  off (event: string | symbol, listener: Listener): this
+  addListener (event: string | symbol, listener: Listener): this
+  removeListener (event: string | symbol, listener: Listener): this
+  prependListener (event: string | symbol, listener: Listener): this
+  prependOnceListener (event: string | symbol, listener: Listener): this
+  removeAllListeners (event?: string | symbol): this
+  setMaxListeners (n: number): this
 }
+
+// ws's WebSocket as the subclass builds on it. ws's class as typed by 'ws' already claims the extensions (the public
+// types merge them into it): left out here, `implements` checks that the class itself provides each one.
+type WsBase = Redeclared & Omit<WebSocket.WebSocket, keyof fastifyReliableWs.SocketExtensions | keyof Redeclared>
 
 /**
  * Subclasses the WebSocket class ws builds server sockets from (ws's
@@ -40,9 +57,7 @@ interface WsSocket {
  */
 export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
   const nextId = createIdGenerator()
-  // ws's class as typed by 'ws' already claims the extensions (the public types merge them into it): seen as the
-  // part of ws this class builds on, `implements` checks that the class itself provides each one.
-  const WsBase: new (...args: any[]) => WsSocket = Base
+  const WsBase: new (...args: any[]) => WsBase = Base
   class ReliableWebSocket extends WsBase implements fastifyReliableWs.SocketExtensions, Pick<WebSocket.WebSocket, 'send'> {
     id = nextId()
     isAlive = true;
@@ -111,13 +126,13 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
       // later fragment would leave ws's sender mid-message.
       if (this[kOverHighWater] && !this[kMidMessage]) {
         const buffered: number = this.bufferedAmount
-        if (buffered > highWaterMark) return refuse(this as unknown as ReliableSocket, route, buffered, cb)
+        if (buffered > highWaterMark) return refuse(this, route, buffered, cb)
       }
       // ws takes a missing `fin` for true and any other falsy one for false (its defaults are spread under the options).
       this[kMidMessage] = typeof options === 'object' && options !== null && 'fin' in options && !(options as { fin?: boolean }).fin
       super.send(data, options, cb)
       route.counters.messagesSent++
-      watchHighWater(this as unknown as ReliableSocket, route)
+      watchHighWater(this, route)
       return true
     }
 
@@ -130,13 +145,13 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
           this[kMessageStartedAt] = -1
           // Text messages arrive as Buffers whatever the binaryType.
           if (this[kFramed] && args[1] === false && (args[0] as Buffer)[0] === CONTROL_MARK) {
-            const data = unframe(this as unknown as ReliableSocket, route, args[0] as Buffer)
+            const data = unframe(this, route, args[0] as Buffer)
             if (data === null) return false
             args[0] = data
           }
           // Counted before the gate: a message the rate limit drops still has its number in the session.
           this[kSession]?.onMessage()
-          if (route.gateMessages && !admitMessage(this as unknown as ReliableSocket, route)) return false
+          if (route.gateMessages && !admitMessage(this, route)) return false
         }
       }
       return super.emit(event, ...args)
@@ -150,7 +165,7 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
         return
       }
       super.send(escapeText(data, binary), { binary }, cb)
-      watchHighWater(this as unknown as ReliableSocket, this[kRoute]!)
+      watchHighWater(this, this[kRoute]!)
     }
 
     // Control frames bypass the application's accounting and backpressure: they are a few bytes, and rare
@@ -168,7 +183,7 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
 
     override close (code?: number, data?: string | Buffer): void {
       // ws also calls close() to answer the peer's close frame: that one is the client's doing.
-      if (this[kCause] === undefined && !closeFrameReceived(this as unknown as WebSocket)) this[kCause] = 'server'
+      if (this[kCause] === undefined && !closeFrameReceived(this)) this[kCause] = 'server'
       const open = this.readyState === OPEN
       super.close(code, data)
       // Only the first close() sends a frame (a later one finds the socket closing); no code means 1005.
@@ -177,9 +192,11 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
 
     override terminate (): void {
       // ws terminates a peer that floods pings itself: that is the peer's doing, not the app's.
-      if (this[kCause] === undefined) this[kCause] = pingFlood(this as unknown as ReliableSocket) ? 'error' : 'server'
+      if (this[kCause] === undefined) this[kCause] = pingFlood(this) ? 'error' : 'server'
       super.terminate()
     }
   }
+  // ws's statics (OPEN and the rest) and constructor signatures are inherited at run time; the class's type, built on a
+  // base typed by what the class uses, does not list them.
   return ReliableWebSocket as unknown as typeof WebSocket
 }
