@@ -14,6 +14,21 @@ const DURATION_BUCKETS = [1, 10, 60, 300, 900, 1800, 3600, 14_400, 43_200, 86_40
 
 interface Live { received: number, sent: number, buffered: number }
 
+// Hands a scrape one series' value: labelled, or (null) the metric's only series.
+type Emit = (labels: Record<string, string> | null, value: number) => void
+
+/** One metric: its name (after the prefix), help and type, and how a scrape reads its series. */
+interface MetricRow {
+  readonly name: string
+  readonly help: string
+  readonly type: 'counter' | 'gauge' | 'histogram'
+  // None for a figure of the whole instance.
+  readonly labels?: string[]
+  // Histograms are observed as things happen instead.
+  readonly read?: (emit: Emit) => void
+  readonly buckets?: number[]
+}
+
 /**
  * Prometheus metrics read from the instance's StatsCollector at scrape time
  * (prom-client's `collect`), so they agree with wsStats by construction and
@@ -28,18 +43,8 @@ export function createMetrics (
   clients: () => ReadonlySet<unknown> | undefined
 ): Metrics {
   const registry = settings.registry ?? client.register
-  const p = settings.prefix
-  const names = ['connections_active', 'buffered_bytes', 'connections_opened_total', 'connections_closed_total',
-    'connections_rejected_total', 'heartbeat_timeouts_total', 'messages_received_total', 'messages_sent_total',
-    'received_bytes_total', 'sent_bytes_total', 'messages_dropped_total', 'messages_invalid_total',
-    'ping_rtt_seconds', 'connection_duration_seconds', 'sessions_active', 'sessions_resumed_total',
-    'sessions_expired_total', 'sessions_overflowed_total', 'sessions_replayed_messages_total', 'limits_total',
-    'sessions_resume_refused_total', 'sessions_evicted_total', 'sessions_rejected_total', 'sessions_buffered_bytes'].map((name) => p + name)
-  for (const name of names) {
-    if (registry.getSingleMetric(name) !== undefined) throw new FST_RELIABLE_WS_METRICS_CONFLICT(name)
-  }
-  const registers = [registry as import('prom-client').Registry]
   const route = ['route']
+  const sessions = stats.sessions
 
   // Live figures of open sockets, grouped by route: bytes and buffered amounts are read from the sockets themselves.
   function live (): Map<RouteCounters, Live> {
@@ -55,113 +60,93 @@ export function createMetrics (
     return byRoute
   }
 
-  // A counter whose value per route is read from the route's counters; reset and refilled at each scrape.
-  function perRouteCounter (name: string, help: string, read: (counters: RouteCounters, live: Live | undefined) => number, needsLive = false): void {
-    new client.Counter({
-      name,
-      help,
-      labelNames: route,
-      registers,
-      collect (this: Counter) {
-        const sums = needsLive ? live() : undefined
-        this.reset()
-        for (const [url, counters] of stats.routes) this.inc({ route: url }, read(counters, sums?.get(counters)))
-      }
-    })
+  // A series per declared route, read from the route's counters (and, when asked, the live figures of its sockets).
+  function perRoute (read: (counters: RouteCounters, live: Live | undefined) => number, needsLive = false): (emit: Emit) => void {
+    return (emit) => {
+      const sums = needsLive ? live() : undefined
+      for (const [url, counters] of stats.routes) emit({ route: url }, read(counters, sums?.get(counters)))
+    }
   }
 
-  new client.Gauge({
-    name: names[0],
-    help: 'Reliable websockets open now',
-    labelNames: route,
-    registers,
-    collect (this: Gauge) {
-      for (const [url, counters] of stats.routes) this.set({ route: url }, counters.active)
-    }
-  })
-  new client.Gauge({
-    name: names[1],
-    help: "Bytes queued for sending on open reliable websockets (ws's bufferedAmount)",
-    labelNames: route,
-    registers,
-    collect (this: Gauge) {
-      const sums = live()
-      for (const [url, counters] of stats.routes) this.set({ route: url }, sums.get(counters)?.buffered ?? 0)
-    }
-  })
-  perRouteCounter(names[2], 'Reliable websockets opened', (c) => c.opened)
-  new client.Counter({
-    name: names[3],
-    help: 'Reliable websockets closed, by close code (3000-3999 and 4000-4999 grouped) and cause',
-    labelNames: ['route', 'code', 'cause'],
-    registers,
-    collect (this: Counter) {
-      this.reset()
-      for (const [url, counters] of stats.routes) {
-        for (const [cause, codes] of Object.entries(counters.closes)) {
-          for (const [code, count] of Object.entries(codes)) this.inc({ route: url, code: closeCodeLabel(Number(code)), cause }, count)
+  const rows: MetricRow[] = [
+    { name: 'connections_active', help: 'Reliable websockets open now', type: 'gauge', labels: route, read: perRoute((c) => c.active) },
+    { name: 'buffered_bytes', help: "Bytes queued for sending on open reliable websockets (ws's bufferedAmount)", type: 'gauge', labels: route, read: perRoute((_counters, l) => l?.buffered ?? 0, true) },
+    { name: 'connections_opened_total', help: 'Reliable websockets opened', type: 'counter', labels: route, read: perRoute((c) => c.opened) },
+    {
+      name: 'connections_closed_total',
+      help: 'Reliable websockets closed, by close code (3000-3999 and 4000-4999 grouped) and cause',
+      type: 'counter',
+      labels: ['route', 'code', 'cause'],
+      read (emit) {
+        for (const [url, counters] of stats.routes) {
+          for (const [cause, codes] of Object.entries(counters.closes)) {
+            for (const [code, count] of Object.entries(codes)) emit({ route: url, code: closeCodeLabel(Number(code)), cause }, count)
+          }
         }
       }
-    }
-  })
-  // Figures of the whole instance: rejections (some have no route) and sessions.
-  function instanceCounter (name: string, help: string, read: () => number): void {
-    new client.Counter({
-      name,
-      help,
-      registers,
-      collect (this: Counter) {
-        this.reset()
-        this.inc(read())
+    },
+    { name: 'connections_rejected_total', help: 'Upgrade requests answered over HTTP instead of upgraded', type: 'counter', read: (emit) => emit(null, stats.rejected) },
+    { name: 'heartbeat_timeouts_total', help: 'Peers terminated for missing a heartbeat', type: 'counter', labels: route, read: perRoute((c) => c.timeouts) },
+    { name: 'messages_received_total', help: 'Messages received from peers', type: 'counter', labels: route, read: perRoute((c) => c.messagesReceived) },
+    { name: 'messages_sent_total', help: 'Messages accepted by send', type: 'counter', labels: route, read: perRoute((c) => c.messagesSent) },
+    { name: 'received_bytes_total', help: 'Bytes received on the wire after the handshake', type: 'counter', labels: route, read: perRoute((c, l) => c.closedBytesReceived + (l?.received ?? 0), true) },
+    { name: 'sent_bytes_total', help: 'Bytes sent on the wire after the handshake', type: 'counter', labels: route, read: perRoute((c, l) => c.closedBytesSent + (l?.sent ?? 0), true) },
+    { name: 'messages_dropped_total', help: 'Sends refused by the backpressure policy', type: 'counter', labels: route, read: perRoute((c) => c.dropped) },
+    { name: 'messages_invalid_total', help: 'Messages answered with an Invalid message error', type: 'counter', labels: route, read: perRoute((c) => c.invalid) },
+    { name: 'ping_rtt_seconds', help: 'Heartbeat ping to pong round trip', type: 'histogram', labels: route, buckets: RTT_BUCKETS },
+    { name: 'connection_duration_seconds', help: 'How long reliable websockets stayed open', type: 'histogram', labels: route, buckets: DURATION_BUCKETS },
+    { name: 'sessions_active', help: 'Sessions alive: connected, or waiting for their client', type: 'gauge', read: (emit) => emit(null, sessions.active) },
+    { name: 'sessions_resumed_total', help: 'Times a client resumed its session', type: 'counter', read: (emit) => emit(null, sessions.resumed) },
+    { name: 'sessions_expired_total', help: 'Sessions whose client did not come back within ttlMs', type: 'counter', read: (emit) => emit(null, sessions.expired) },
+    { name: 'sessions_overflowed_total', help: 'Sessions ended because their client fell too far behind', type: 'counter', read: (emit) => emit(null, sessions.overflowed) },
+    { name: 'sessions_replayed_messages_total', help: 'Messages sent again on resume', type: 'counter', read: (emit) => emit(null, sessions.replayed) },
+    {
+      // One series per field of wsStats.limits: the label values are the plugin's own, a fixed set.
+      name: 'limits_total',
+      help: 'Upgrades refused, connections and sockets closed, messages refused by the limits, by limit (the fields of wsStats.limits)',
+      type: 'counter',
+      labels: ['limit'],
+      read (emit) {
+        for (const [limit, count] of Object.entries(stats.limits)) emit({ limit }, count)
       }
-    })
+    },
+    { name: 'sessions_resume_refused_total', help: 'Resume requests that began a new session instead', type: 'counter', read: (emit) => emit(null, sessions.resumeRefused) },
+    { name: 'sessions_evicted_total', help: 'Away sessions ended to make room under the session limits', type: 'counter', read: (emit) => emit(null, sessions.evicted) },
+    { name: 'sessions_rejected_total', help: 'Connections closed with 1013 because every session at a cap was connected', type: 'counter', read: (emit) => emit(null, sessions.rejected) },
+    { name: 'sessions_buffered_bytes', help: 'Bytes all sessions keep unacknowledged, as counted against sessionBufferBytes', type: 'gauge', read: (emit) => emit(null, sessions.bufferedBytes) }
+  ]
+
+  const names = rows.map((row) => settings.prefix + row.name)
+  // Checked before any is registered: a conflict leaves the registry as it was.
+  for (const name of names) {
+    if (registry.getSingleMetric(name) !== undefined) throw new FST_RELIABLE_WS_METRICS_CONFLICT(name)
   }
-  instanceCounter(names[4], 'Upgrade requests answered over HTTP instead of upgraded', () => stats.rejected)
-  perRouteCounter(names[5], 'Peers terminated for missing a heartbeat', (c) => c.timeouts)
-  perRouteCounter(names[6], 'Messages received from peers', (c) => c.messagesReceived)
-  perRouteCounter(names[7], 'Messages accepted by send', (c) => c.messagesSent)
-  perRouteCounter(names[8], 'Bytes received on the wire after the handshake', (c, l) => c.closedBytesReceived + (l?.received ?? 0), true)
-  perRouteCounter(names[9], 'Bytes sent on the wire after the handshake', (c, l) => c.closedBytesSent + (l?.sent ?? 0), true)
-  perRouteCounter(names[10], 'Sends refused by the backpressure policy', (c) => c.dropped)
-  perRouteCounter(names[11], 'Messages answered with an Invalid message error', (c) => c.invalid)
-  const rtt: Histogram = new client.Histogram({ name: names[12], help: 'Heartbeat ping to pong round trip', labelNames: route, buckets: RTT_BUCKETS, registers })
-  const duration: Histogram = new client.Histogram({ name: names[13], help: 'How long reliable websockets stayed open', labelNames: route, buckets: DURATION_BUCKETS, registers })
-  const sessions = stats.sessions
-  new client.Gauge({
-    name: names[14],
-    help: 'Sessions alive: connected, or waiting for their client',
-    registers,
-    collect (this: Gauge) {
-      this.set(sessions.active)
+  const registers = [registry as import('prom-client').Registry]
+  const histograms: Histogram[] = []
+  rows.forEach((row, i) => {
+    const { help, read } = row
+    const options = { name: names[i], help, labelNames: row.labels ?? [], registers }
+    if (row.type === 'histogram') {
+      histograms.push(new client.Histogram({ ...options, buckets: row.buckets! }))
+    } else if (row.type === 'counter') {
+      // Reset and refilled at each scrape.
+      new client.Counter({
+        ...options,
+        collect (this: Counter) {
+          this.reset()
+          read!((labels, value) => labels === null ? this.inc(value) : this.inc(labels, value))
+        }
+      })
+    } else {
+      new client.Gauge({
+        ...options,
+        collect (this: Gauge) {
+          read!((labels, value) => labels === null ? this.set(value) : this.set(labels, value))
+        }
+      })
     }
   })
-  instanceCounter(names[15], 'Times a client resumed its session', () => sessions.resumed)
-  instanceCounter(names[16], 'Sessions whose client did not come back within ttlMs', () => sessions.expired)
-  instanceCounter(names[17], 'Sessions ended because their client fell too far behind', () => sessions.overflowed)
-  instanceCounter(names[18], 'Messages sent again on resume', () => sessions.replayed)
-  // One series per field of wsStats.limits: the label values are the plugin's own, a fixed set.
-  const limits = stats.limits
-  new client.Counter({
-    name: names[19],
-    help: 'Upgrades refused, connections and sockets closed, messages refused by the limits, by limit (the fields of wsStats.limits)',
-    labelNames: ['limit'],
-    registers,
-    collect (this: Counter) {
-      this.reset()
-      for (const [limit, count] of Object.entries(limits)) this.inc({ limit }, count)
-    }
-  })
-  instanceCounter(names[20], 'Resume requests that began a new session instead', () => sessions.resumeRefused)
-  instanceCounter(names[21], 'Away sessions ended to make room under the session limits', () => sessions.evicted)
-  instanceCounter(names[22], 'Connections closed with 1013 because every session at a cap was connected', () => sessions.rejected)
-  new client.Gauge({
-    name: names[23],
-    help: 'Bytes all sessions keep unacknowledged, as counted against sessionBufferBytes',
-    registers,
-    collect (this: Gauge) {
-      this.set(sessions.bufferedBytes)
-    }
-  })
+  const [rtt, duration] = histograms
 
   return {
     forRoute (url) {
