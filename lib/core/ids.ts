@@ -5,9 +5,10 @@ const IDS_PER_FILL = 256
 
 /**
  * Ids of 128 random bits as 32 hex digits. The entropy is drawn for 256 ids
- * at a time (one call to the system's generator costs ~10 µs), and hex from a
+ * at a time (a call to the system's generator is costly), and hex from a
  * Buffer is a flat string: randomUUID() builds its result by concatenation,
- * and keeping that rope costs ~500 bytes per connection.
+ * and keeping that rope costs memory per connection. Figures: bench/notes.md,
+ * "Figures behind lib/'s constants".
  */
 export function createIdGenerator (): () => string {
   const pool = Buffer.allocUnsafe(ID_BYTES * IDS_PER_FILL)

@@ -43,7 +43,7 @@ export function heartbeatDue (socket: ReliableSocket, route: Route, now: number)
   socket[kPongState] = AWAITING
   socket[kPingAt] = now
   // ws's own ping, through its sender: none after the close frame, nothing read from ws's private fields. Writing
-  // the frame's two bytes to the TCP socket instead saved 0.3-0.8 µs of a ~11 µs send (bench notes, 2026-12-02).
+  // the frame's two bytes to the TCP socket instead saved little (bench/notes.md, "The heartbeat's ping through ws").
   socket.ping()
   ctx.stats.pingsSent++
   // Keep the phase picked at connect; after a stall, start again from now.

@@ -13,8 +13,8 @@ interface Entry {
 // coarse enough that an idle server wakes rarely.
 const TICKS_PER_PERIOD = 200
 // Batch size of first pings. Their pongs come back together and are read in one turn of the event loop: at 128
-// that turn set the loop's p99 delay (4.3 ms against 3.0 ms for a timer per connection, 10,000 sockets on a 1 s
-// heartbeat); at 32 it is 2.6 against 2.8 ms, for the same CPU (batches of 1 cost 1.3× it).
+// that turn set the loop's p99 delay, above a timer per connection's; at 32 it is below it, for the same CPU
+// (bench/notes.md, "Figures behind lib/'s constants").
 const PACED_BATCH = 32
 const MAX_TICK_MS = 1000
 // A power of two, so a tick maps to its slot with a mask.
