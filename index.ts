@@ -1,33 +1,32 @@
 import type { Server } from 'node:http'
 import { Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
+import { ConnectionLimiter } from './lib/limits/connection-limiter'
+import type { Context, PendingConnection, ReliableSocket } from './lib/core/shapes'
+import { onSocketDue } from './lib/timing/deadlines'
+import { createErrorHandler } from './lib/wiring/error-handler'
+import { FST_RELIABLE_WS_ALREADY_REGISTERED } from './lib/core/errors'
+import { HandshakeGuard } from './lib/limits/handshake-guard'
+import { healthResponse } from './lib/observability/health'
+import { createMetrics } from './lib/observability/metrics'
+import { loadPromClient } from './lib/observability/prom-client-loader'
+import { resolvePluginSettings } from './lib/core/options'
+import { createSocketClass } from './lib/wiring/reliable-socket'
+import { createRouteDecorator } from './lib/wiring/route-decorator'
+import { Scheduler } from './lib/timing/scheduler'
+import { createShutdown } from './lib/wiring/shutdown'
+import { Session } from './lib/sessions/session'
+import { SessionRegistry } from './lib/sessions/session-registry'
+import { MemorySessionStore } from './lib/sessions/session-store'
+import type { SessionStore } from './lib/sessions/session-store'
+import { StatsCollector } from './lib/observability/stats'
+import { createProtocolHandler } from './lib/messages/subprotocol'
+import { LogRateLimiter } from './lib/observability/log-rate-limiter'
+import { checkInternals, noteErrorListeners } from './lib/core/ws-internals'
 import fp from 'fastify-plugin'
 import fastifyWebsocket from '@fastify/websocket'
 import WebSocket from 'ws'
 import type fastifyReliableWsTypes = require('./types/index')
-import { ConnectionLimiter } from './lib/connection-limiter'
-import type { Context } from './lib/context'
-import { onSocketDue } from './lib/deadlines'
-import { createErrorHandler } from './lib/error-handler'
-import { FST_RELIABLE_WS_ALREADY_REGISTERED } from './lib/errors'
-import { HandshakeGuard } from './lib/handshake-guard'
-import type { PendingConnection } from './lib/handshake-guard'
-import { healthResponse } from './lib/health'
-import { createMetrics } from './lib/metrics'
-import { loadPromClient } from './lib/prom-client-loader'
-import { resolvePluginSettings } from './lib/options'
-import { createSocketClass } from './lib/reliable-socket'
-import type { ReliableSocket } from './lib/reliable-socket'
-import { createRouteDecorator } from './lib/route-decorator'
-import { Scheduler } from './lib/scheduler'
-import { createShutdown } from './lib/shutdown'
-import { Session } from './lib/session'
-import { SessionRegistry } from './lib/session-registry'
-import { MemorySessionStore } from './lib/session-store'
-import { StatsCollector } from './lib/stats'
-import { createProtocolHandler } from './lib/subprotocol'
-import { Warnings } from './lib/warnings'
-import { checkInternals, noteErrorListeners } from './lib/ws-internals'
 
 // Named in the error that a ws release without the internals the plugin relies on gets.
 const { version: wsVersion } = require('ws/package.json') as { version: string }
@@ -67,7 +66,8 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     else if (entry instanceof Session) sessions.expire(entry)
     else onSocketDue(entry, now)
   })
-  const sessions = new SessionRegistry(stats, scheduler, settings.sessionStore ?? new MemorySessionStore(), settings.sessionLimits)
+  // An application's store holds only the sessions the registry hands it.
+  const sessions = new SessionRegistry(stats, scheduler, (settings.sessionStore as SessionStore | null) ?? new MemorySessionStore(), settings.sessionLimits)
   const ctx: Context = {
     settings,
     stats,
@@ -75,11 +75,11 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     connections: new ConnectionLimiter(),
     sessions,
     log: fastify.log,
-    warnings: new Warnings(settings.logging.warningsPerSecond),
+    warnings: new LogRateLimiter(settings.logging.warningsPerSecond),
     metrics
   }
   const handshakes = new HandshakeGuard(ctx, upgradeServer)
-  const shutdown = createShutdown(ctx, handshakes)
+  const shutdown = createShutdown(ctx, stats, handshakes)
 
   // Added before @fastify/websocket is registered, so it sees route handlers first.
   fastify.addHook('onRoute', createRouteDecorator(ctx))
@@ -104,7 +104,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
       return stats.snapshot(this.websocketServer?.clients)
     }
   })
-  fastify.decorate('wsSessions', ctx.sessions)
+  fastify.decorate('wsSessions', sessions)
 
   if (settings.healthPath !== null) {
     fastify.get(settings.healthPath, function health (_request, reply) {

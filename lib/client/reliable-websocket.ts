@@ -1,4 +1,4 @@
-import { ACK_EVERY, CONTROL_MARK, countOf, decodeControl, encodeControl, isSessionKey, PING_FRAME, PROTOCOL, resumeToken, SESSION_OVERFLOW_CODE } from '../protocol'
+import { ACK_EVERY, CLOSED, CLOSING, CONNECTING, CONTROL_MARK, countOf, decodeControl, encodeControl, isSessionKey, OPEN, PING_FRAME, PROTOCOL, resumeToken, SESSION_OVERFLOW_CODE } from '../protocol/protocol'
 import { Backoff } from './backoff'
 import { DropEvent, GiveUpEvent, ReconnectingEvent, ReliableCloseEvent, SessionLostEvent } from './events'
 import { resolveClientOptions } from './options'
@@ -6,10 +6,6 @@ import type { ClientSettings, ReliableWebSocketOptions, WebSocketLike } from './
 import { Outbox } from './outbox'
 import type { Payload } from './outbox'
 
-const CONNECTING = 0
-const OPEN = 1
-const CLOSING = 2
-const CLOSED = 3
 // Between two attempts: readyState CONNECTING, no socket.
 const WAITING = 4
 type State = typeof CONNECTING | typeof OPEN | typeof CLOSING | typeof CLOSED | typeof WAITING

@@ -3,39 +3,39 @@
 // within a group Stryker still runs only the files that reach the mutated line (perTest coverage).
 export const groups = {
   scheduler: {
-    mutate: ['lib/scheduler.ts'],
-    tests: ['test/scheduler.test.ts', 'test/scheduler.mutants.test.ts', 'test/heartbeat.test.ts', 'test/timeouts.test.ts', 'test/fragment-timeout.test.ts']
+    mutate: ['lib/timing/scheduler.ts'],
+    tests: ['test/timing/scheduler.test.ts', 'test/timing/scheduler.mutants.test.ts', 'test/timing/heartbeat.test.ts', 'test/timing/timeouts.test.ts', 'test/timing/fragment-timeout.test.ts']
   },
   heartbeat: {
-    mutate: ['lib/heartbeat.ts', 'lib/deadlines.ts'],
-    tests: ['test/heartbeat.test.ts', 'test/heartbeat.mutants.test.ts', 'test/timeouts.test.ts', 'test/fragment-timeout.test.ts', 'test/logging.test.ts']
+    mutate: ['lib/timing/heartbeat.ts', 'lib/timing/deadlines.ts'],
+    tests: ['test/timing/heartbeat.test.ts', 'test/timing/heartbeat.mutants.test.ts', 'test/timing/timeouts.test.ts', 'test/timing/fragment-timeout.test.ts', 'test/observability/logging.test.ts']
   },
   backpressure: {
-    mutate: ['lib/backpressure.ts'],
-    tests: ['test/backpressure.test.ts', 'test/backpressure.mutants.test.ts', 'test/logging.test.ts']
+    mutate: ['lib/limits/backpressure.ts'],
+    tests: ['test/limits/backpressure.test.ts', 'test/limits/backpressure.mutants.test.ts', 'test/observability/logging.test.ts']
   },
   'rate-limiter': {
-    mutate: ['lib/rate-limiter.ts'],
-    tests: ['test/rate-limit.test.ts', 'test/rate-limit.mutants.test.ts', 'test/control-flood.test.ts']
+    mutate: ['lib/limits/rate-limiter.ts'],
+    tests: ['test/limits/rate-limit.test.ts', 'test/limits/rate-limit.mutants.test.ts', 'test/limits/control-flood.test.ts']
   },
   sessions: {
-    mutate: ['lib/session.ts', 'lib/session-registry.ts'],
-    tests: ['test/sessions.test.ts', 'test/sessions.mutants.test.ts', 'test/hostile-sessions.test.ts']
+    mutate: ['lib/sessions/session.ts', 'lib/sessions/session-registry.ts'],
+    tests: ['test/sessions/sessions.test.ts', 'test/sessions/sessions.mutants.test.ts', 'test/sessions/hostile-sessions.test.ts']
   },
   subprotocol: {
-    mutate: ['lib/subprotocol.ts'],
-    tests: ['test/subprotocol.test.ts', 'test/subprotocol.mutants.test.ts', 'test/control-flood.test.ts', 'test/sessions.test.ts', 'test/heartbeat.test.ts']
+    mutate: ['lib/messages/subprotocol.ts'],
+    tests: ['test/messages/subprotocol.test.ts', 'test/messages/subprotocol.mutants.test.ts', 'test/limits/control-flood.test.ts', 'test/sessions/sessions.test.ts', 'test/timing/heartbeat.test.ts']
   },
   'connection-limiter': {
-    mutate: ['lib/connection-limiter.ts'],
-    tests: ['test/connection-limits.test.ts', 'test/connection-limits.mutants.test.ts']
+    mutate: ['lib/limits/connection-limiter.ts'],
+    tests: ['test/limits/connection-limits.test.ts', 'test/limits/connection-limits.mutants.test.ts']
   },
   'client-queues': {
     mutate: ['lib/client/backoff.ts', 'lib/client/outbox.ts'],
-    tests: ['test/client-policy.test.ts', 'test/client-queues.mutants.test.ts', 'test/client.test.ts']
+    tests: ['test/client/client-policy.test.ts', 'test/client/client-queues.mutants.test.ts', 'test/client/client.test.ts']
   },
   client: {
     mutate: ['lib/client/reliable-websocket.ts'],
-    tests: ['test/client.test.ts', 'test/client.mutants.test.ts', 'test/client-policy.test.ts', 'test/client-refused.test.ts', 'test/sessions.test.ts', 'test/hostile-sessions.test.ts']
+    tests: ['test/client/client.test.ts', 'test/client/client.mutants.test.ts', 'test/client/client-policy.test.ts', 'test/client/client-refused.test.ts', 'test/sessions/sessions.test.ts', 'test/sessions/hostile-sessions.test.ts']
   }
 }

@@ -1,0 +1,452 @@
+import type { FastifyRequest, RegisterOptions } from 'fastify'
+import type { WebsocketPluginOptions } from '@fastify/websocket'
+import type fastifyReliableWs = require('../../types/index')
+import { FST_RELIABLE_WS_INVALID_OPTION } from './errors'
+
+type SessionStore = fastifyReliableWs.SessionStore
+type Options = fastifyReliableWs.FastifyReliableWsOptions
+type RouteOptions = fastifyReliableWs.RouteReliableOptions
+export type LogLevel = fastifyReliableWs.LogLevel
+
+export interface HeartbeatSettings { intervalMs: number, timeoutMs: number }
+export interface BackpressureSettings { highWaterMark: number, lowWaterMark: number, onLimit: 'drop' | 'close' }
+export interface ResumeSettings {
+  ttlMs: number
+  maxBufferedMessages: number
+  maxBufferedBytes: number
+  // Who the request is, for a session to be resumed only by whoever began it; null: the secret alone.
+  owner: ((request: FastifyRequest) => string | PromiseLike<string>) | null
+}
+/** Bounds on all sessions of the instance together, whatever routes they belong to. */
+export interface SessionLimitSettings { maxSessions: number, maxSessionsPerIp: number, sessionBufferBytes: number }
+export interface ShutdownSettings { closeCode: number, reason: string, timeoutMs: number, reconnectWindowMs: number }
+/** Who may open a socket from a browser: origins as browsers send them, or the application's own test. */
+export type OriginPolicy = ReadonlySet<string> | ((origin: string | undefined, request: FastifyRequest) => boolean)
+/** The limits one route applies; a count or rate of Infinity means no limit, a timeout of Infinity none. */
+export interface LimitSettings {
+  maxConnections: number
+  maxConnectionsPerIp: number
+  maxPayload: number
+  messagesPerSecond: number
+  // null: follow messagesPerSecond (one second's worth).
+  burst: number | null
+  onRateLimit: 'close' | 'drop'
+  idleTimeoutMs: number
+  fragmentTimeoutMs: number
+}
+
+export interface MetricsSettings {
+  // null: prom-client's default registry, known only once prom-client is loaded.
+  registry: fastifyReliableWs.MetricsRegistry | null
+  prefix: string
+}
+export interface LoggingSettings { connections: LogLevel | false, warningsPerSecond: number }
+
+export interface PluginSettings {
+  heartbeat: HeartbeatSettings | false
+  backpressure: BackpressureSettings
+  shutdown: ShutdownSettings
+  healthPath: string | null
+  websocket: WebsocketPluginOptions
+  onConnect: Options['onConnect'] | null
+  onDisconnect: Options['onDisconnect'] | null
+  allowedOrigins: OriginPolicy | null
+  limits: LimitSettings
+  // Server-wide: no route is known before a request has arrived.
+  handshakeTimeoutMs: number
+  sessionLimits: SessionLimitSettings
+  metrics: MetricsSettings | null
+  logging: LoggingSettings
+  resume: ResumeSettings | false
+  // What the store holds is the sessions layer's business (sessions/session-store.ts).
+  sessionStore: SessionStore | null
+}
+
+export interface RouteSettings {
+  heartbeat: HeartbeatSettings | false
+  backpressure: BackpressureSettings
+  json: boolean
+  messageSchema: object | null
+  allowedOrigins: OriginPolicy | null
+  limits: LimitSettings
+  resume: ResumeSettings | false
+}
+
+/** Every default in one place; the README's option tables mirror this object. */
+export const DEFAULTS = Object.freeze({
+  // timeoutMs: Infinity means "follow intervalMs" when merged (see mergeHeartbeat).
+  heartbeat: Object.freeze({ intervalMs: 30_000, timeoutMs: Infinity }),
+  backpressure: Object.freeze({ highWaterMark: 1_048_576, lowWaterMark: 262_144, onLimit: 'drop' as const }),
+  shutdown: Object.freeze({ closeCode: 1001, reason: 'Server shutting down', timeoutMs: 5_000, reconnectWindowMs: 5_000 }),
+  healthPath: '/health/ws',
+  limits: Object.freeze({
+    maxConnections: Infinity,
+    maxConnectionsPerIp: Infinity,
+    maxPayload: 1_048_576,
+    // Off, as in ws and Socket.IO: a rate that suits one app closes another's legitimate clients.
+    messagesPerSecond: Infinity,
+    burst: null,
+    onRateLimit: 'close' as const,
+    idleTimeoutMs: Infinity,
+    // Long enough for a maxPayload message at ~100 KiB/s; short enough that a peer pinning a half-sent message
+    // (up to maxPayload of memory) must keep sending to keep it.
+    fragmentTimeoutMs: 10_000
+  }),
+  handshakeTimeoutMs: 10_000,
+  // Sessions outlive their sockets, so connection limits do not bound them: these do, whatever clients send.
+  sessionLimits: Object.freeze({ maxSessions: 10_000, maxSessionsPerIp: 100, sessionBufferBytes: 64 * 1_048_576 }),
+  metrics: Object.freeze({ prefix: 'ws_' }),
+  // Connection lines at info, like Fastify's own request lines.
+  logging: Object.freeze({ connections: 'info' as const, warningsPerSecond: 10 }),
+  // What `resume: true` means; sessions are off unless asked for.
+  resume: Object.freeze({ ttlMs: 120_000, maxBufferedMessages: 1000, maxBufferedBytes: 1_048_576, owner: null })
+})
+
+// Every key as a record, so that the compiler checks each list against its interface both ways.
+function keysOf<T> (keys: Record<keyof T, true>): Set<string> {
+  return new Set(Object.keys(keys))
+}
+
+// prefix, logLevel and logSerializers are consumed by fastify's register() itself.
+const PLUGIN_KEYS = keysOf<Options & RegisterOptions>({
+  heartbeat: true,
+  backpressure: true,
+  shutdown: true,
+  health: true,
+  websocket: true,
+  onConnect: true,
+  onDisconnect: true,
+  allowedOrigins: true,
+  limits: true,
+  metrics: true,
+  logging: true,
+  resume: true,
+  sessionStore: true,
+  prefix: true,
+  logLevel: true,
+  logSerializers: true
+})
+const ROUTE_KEYS = keysOf<RouteOptions>({ json: true, messageSchema: true, heartbeat: true, backpressure: true, allowedOrigins: true, limits: true, resume: true })
+const ROUTE_LIMIT_KEYS = keysOf<fastifyReliableWs.LimitOptions>({
+  maxConnections: true,
+  maxConnectionsPerIp: true,
+  maxPayload: true,
+  messagesPerSecond: true,
+  burst: true,
+  onRateLimit: true,
+  idleTimeoutMs: true,
+  fragmentTimeoutMs: true
+})
+const SESSION_LIMIT_KEYS = ['maxSessions', 'maxSessionsPerIp', 'sessionBufferBytes'] as const satisfies ReadonlyArray<keyof SessionLimitSettings>
+const PLUGIN_LIMIT_KEYS = new Set([...ROUTE_LIMIT_KEYS, ...keysOf<Omit<fastifyReliableWs.PluginLimitOptions, keyof fastifyReliableWs.LimitOptions>>({
+  handshakeTimeoutMs: true,
+  maxSessions: true,
+  maxSessionsPerIp: true,
+  sessionBufferBytes: true
+})])
+const HEARTBEAT_KEYS = keysOf<fastifyReliableWs.HeartbeatOptions>({ intervalMs: true, timeoutMs: true })
+const BACKPRESSURE_KEYS = keysOf<fastifyReliableWs.BackpressureOptions>({ highWaterMark: true, lowWaterMark: true, onLimit: true })
+const SHUTDOWN_KEYS = keysOf<fastifyReliableWs.ShutdownOptions>({ closeCode: true, reason: true, timeoutMs: true, reconnectWindowMs: true })
+const HEALTH_KEYS = keysOf<fastifyReliableWs.HealthOptions>({ path: true })
+const METRICS_KEYS = keysOf<fastifyReliableWs.MetricsOptions>({ registry: true, prefix: true })
+const LOGGING_KEYS = keysOf<fastifyReliableWs.LoggingOptions>({ connections: true, warningsPerSecond: true })
+const LOG_LEVELS = keysOf<Record<LogLevel, unknown>>({ fatal: true, error: true, warn: true, info: true, debug: true, trace: true })
+const REGISTRY_METHODS = [...keysOf<fastifyReliableWs.MetricsRegistry>({ registerMetric: true, getSingleMetric: true, removeSingleMetric: true })]
+const SESSION_STORE_METHODS = [...keysOf<SessionStore>({ get: true, set: true, delete: true })]
+// What Prometheus accepts at the start of a metric name.
+const METRIC_PREFIX = /^([a-zA-Z_:][a-zA-Z0-9_:]*)?$/
+const RESUME_KEYS = keysOf<fastifyReliableWs.ResumeOptions>({ ttlMs: true, maxBufferedMessages: true, maxBufferedBytes: true, owner: true })
+
+function invalid (name: string, why: string): Error {
+  return new FST_RELIABLE_WS_INVALID_OPTION(name, why)
+}
+
+function isPlainObject (value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+function checkObject (name: string, value: unknown, keys: Set<string>): Record<string, unknown> {
+  if (!isPlainObject(value)) throw invalid(name, 'must be an object')
+  for (const key of Object.keys(value)) {
+    if (!keys.has(key)) throw invalid(`${name}.${key}`, `unknown option (expected one of: ${[...keys].join(', ')})`)
+  }
+  return value
+}
+
+function checkNumber (name: string, value: unknown, min: number, minIncluded: boolean): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || (!minIncluded && value === min)) {
+    throw invalid(name, `must be a finite number ${minIncluded ? '>=' : '>'} ${min}, got ${describe(value)}`)
+  }
+  return value
+}
+
+function checkFunction (name: string, value: unknown): any {
+  if (value === undefined) return null
+  if (typeof value !== 'function') throw invalid(name, `must be a function, got ${describe(value)}`)
+  return value
+}
+
+function describe (value: unknown): string {
+  return typeof value === 'string' ? JSON.stringify(value) : String(value)
+}
+
+// The codes RFC 6455 lets an endpoint put in a close frame (ws rejects the rest).
+export function isValidCloseCode (code: number): boolean {
+  return Number.isInteger(code) &&
+    ((code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999))
+}
+
+function mergeHeartbeat (name: string, base: HeartbeatSettings, value: unknown): HeartbeatSettings {
+  const o = checkObject(name, value, HEARTBEAT_KEYS)
+  const intervalMs = o.intervalMs === undefined ? base.intervalMs : checkNumber(`${name}.intervalMs`, o.intervalMs, 1, true)
+  // A timeout left out keeps the base's, but never beyond this interval.
+  const timeoutMs = o.timeoutMs === undefined ? Math.min(base.timeoutMs, intervalMs) : checkNumber(`${name}.timeoutMs`, o.timeoutMs, 1, true)
+  if (timeoutMs > intervalMs) throw invalid(`${name}.timeoutMs`, `must not exceed intervalMs (${timeoutMs} > ${intervalMs})`)
+  return { intervalMs, timeoutMs }
+}
+
+function resolveHeartbeat (name: string, base: HeartbeatSettings | false, value: unknown): HeartbeatSettings | false {
+  if (value === undefined) return base
+  if (value === false) return false
+  return mergeHeartbeat(name, base === false ? DEFAULTS.heartbeat : base, value)
+}
+
+function mergeBackpressure (name: string, base: BackpressureSettings, value: unknown): BackpressureSettings {
+  if (value === undefined) return base
+  const o = checkObject(name, value, BACKPRESSURE_KEYS)
+  const highWaterMark = o.highWaterMark === undefined ? base.highWaterMark : checkNumber(`${name}.highWaterMark`, o.highWaterMark, 0, false)
+  const lowWaterMark = o.lowWaterMark === undefined ? base.lowWaterMark : checkNumber(`${name}.lowWaterMark`, o.lowWaterMark, 0, true)
+  const onLimit = o.onLimit === undefined ? base.onLimit : o.onLimit
+  if (onLimit !== 'drop' && onLimit !== 'close') throw invalid(`${name}.onLimit`, `must be 'drop' or 'close', got ${describe(onLimit)}`)
+  if (lowWaterMark >= highWaterMark) {
+    throw invalid(`${name}.lowWaterMark`, `must be below highWaterMark (${lowWaterMark} >= ${highWaterMark})`)
+  }
+  return { highWaterMark, lowWaterMark, onLimit }
+}
+
+// A limit is a positive number (an integer for counts), or Infinity for none.
+function checkLimit (name: string, value: unknown, integer: boolean): number {
+  if (value === Infinity) return value
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || (integer && !Number.isInteger(value))) {
+    throw invalid(name, `must be a positive ${integer ? 'integer' : 'number'} or Infinity (no limit), got ${describe(value)}`)
+  }
+  return value
+}
+
+// ws reads maxPayload as a 32-bit integer (`| 0`): 4 GiB would silently become 0, "no limit".
+const MAX_PAYLOAD_CEILING = 2 ** 31 - 1
+
+function checkPayload (name: string, value: unknown): number {
+  if (!Number.isInteger(value) || (value as number) < 1 || (value as number) > MAX_PAYLOAD_CEILING) {
+    throw invalid(name, `must be an integer from 1 to ${MAX_PAYLOAD_CEILING} bytes, got ${describe(value)}`)
+  }
+  return value as number
+}
+
+function resolveOrigins (name: string, base: OriginPolicy | null, value: unknown): OriginPolicy | null {
+  if (value === undefined) return base
+  if (typeof value === 'function') return value as OriginPolicy
+  if (!Array.isArray(value)) throw invalid(name, 'must be an array of origins or a function (origin, request) => boolean')
+  for (const origin of value) {
+    // What a browser sends: scheme, host and port, lowercase, nothing after; a trailing slash would never match.
+    if (typeof origin !== 'string' || origin === 'null' || !URL.canParse(origin) || new URL(origin).origin !== origin) {
+      throw invalid(name, `${describe(origin)} is not an origin such as "https://example.com" or "http://localhost:3000"`)
+    }
+  }
+  return new Set(value as string[])
+}
+
+function mergeLimits (name: string, base: LimitSettings, o: Record<string, unknown>, maxPayloadCeiling: number): LimitSettings {
+  const onRateLimit = o.onRateLimit === undefined ? base.onRateLimit : o.onRateLimit
+  if (onRateLimit !== 'drop' && onRateLimit !== 'close') throw invalid(`${name}.onRateLimit`, `must be 'drop' or 'close', got ${describe(onRateLimit)}`)
+  const maxPayload = o.maxPayload === undefined ? base.maxPayload : checkPayload(`${name}.maxPayload`, o.maxPayload)
+  if (maxPayload > maxPayloadCeiling) {
+    throw invalid(`${name}.maxPayload`, `a route may lower the plugin's maxPayload, not raise it (${maxPayload} > ${maxPayloadCeiling})`)
+  }
+  const limit = (key: keyof LimitSettings, integer: boolean): number =>
+    o[key] === undefined ? base[key] as number : checkLimit(`${name}.${key}`, o[key], integer)
+  return {
+    maxConnections: limit('maxConnections', true),
+    maxConnectionsPerIp: limit('maxConnectionsPerIp', true),
+    maxPayload,
+    messagesPerSecond: limit('messagesPerSecond', false),
+    burst: o.burst === undefined ? base.burst : checkLimit(`${name}.burst`, o.burst, true),
+    onRateLimit,
+    idleTimeoutMs: limit('idleTimeoutMs', false),
+    fragmentTimeoutMs: limit('fragmentTimeoutMs', false)
+  }
+}
+
+function resolveResume (name: string, base: ResumeSettings | false, value: unknown): ResumeSettings | false {
+  if (value === undefined) return base
+  if (value === false) return false
+  const start = base === false ? DEFAULTS.resume : base
+  if (value === true) return start
+  const o = checkObject(name, value, RESUME_KEYS)
+  return {
+    ttlMs: o.ttlMs === undefined ? start.ttlMs : checkNumber(`${name}.ttlMs`, o.ttlMs, 1, true),
+    maxBufferedMessages: o.maxBufferedMessages === undefined ? start.maxBufferedMessages : checkLimit(`${name}.maxBufferedMessages`, o.maxBufferedMessages, true),
+    maxBufferedBytes: o.maxBufferedBytes === undefined ? start.maxBufferedBytes : checkLimit(`${name}.maxBufferedBytes`, o.maxBufferedBytes, true),
+    owner: o.owner === undefined ? start.owner : checkFunction(`${name}.owner`, o.owner)
+  }
+}
+
+function resolveSessionStore (value: unknown): SessionStore | null {
+  if (value === undefined) return null
+  for (const method of SESSION_STORE_METHODS) {
+    if (typeof (value as Record<string, unknown> | null)?.[method] !== 'function') {
+      throw invalid('sessionStore', `must be an object with get, set and delete methods (${method} is missing)`)
+    }
+  }
+  return value as SessionStore
+}
+
+function resolveShutdown (value: unknown): ShutdownSettings {
+  if (value === undefined) return DEFAULTS.shutdown
+  const o = checkObject('shutdown', value, SHUTDOWN_KEYS)
+  const closeCode = o.closeCode === undefined ? DEFAULTS.shutdown.closeCode : o.closeCode
+  if (typeof closeCode !== 'number' || !isValidCloseCode(closeCode)) {
+    throw invalid('shutdown.closeCode', `must be a close code a server may send (1000-1003, 1007-1014, 3000-4999), got ${describe(closeCode)}`)
+  }
+  const reason = o.reason === undefined ? DEFAULTS.shutdown.reason : o.reason
+  if (typeof reason !== 'string' || Buffer.byteLength(reason) > 123) {
+    throw invalid('shutdown.reason', 'must be a string of at most 123 bytes')
+  }
+  const timeoutMs = o.timeoutMs === undefined ? DEFAULTS.shutdown.timeoutMs : checkNumber('shutdown.timeoutMs', o.timeoutMs, 0, true)
+  const reconnectWindowMs = o.reconnectWindowMs === undefined
+    ? DEFAULTS.shutdown.reconnectWindowMs
+    : checkNumber('shutdown.reconnectWindowMs', o.reconnectWindowMs, 0, true)
+  return { closeCode, reason, timeoutMs, reconnectWindowMs }
+}
+
+function resolveHealthPath (value: unknown): string | null {
+  if (value === undefined || value === false) return null
+  if (value === true) return DEFAULTS.healthPath
+  const o = checkObject('health', value, HEALTH_KEYS)
+  const path = o.path === undefined ? DEFAULTS.healthPath : o.path
+  if (typeof path !== 'string' || !path.startsWith('/')) throw invalid('health.path', `must be a string starting with "/", got ${describe(path)}`)
+  return path
+}
+
+function resolveMetrics (value: unknown): MetricsSettings | null {
+  if (value === undefined || value === false) return null
+  const o = value === true ? {} : checkObject('metrics', value, METRICS_KEYS)
+  const registry = o.registry ?? null
+  if (registry !== null && !(isPlainObject(registry) && REGISTRY_METHODS.every((method) => typeof registry[method] === 'function'))) {
+    throw invalid('metrics.registry', "must be a prom-client Registry (such as prom-client's `register`)")
+  }
+  const prefix = o.prefix === undefined ? DEFAULTS.metrics.prefix : o.prefix
+  if (typeof prefix !== 'string' || !METRIC_PREFIX.test(prefix)) {
+    throw invalid('metrics.prefix', `must be the start of a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*), got ${describe(prefix)}`)
+  }
+  return { registry: registry as MetricsSettings['registry'], prefix }
+}
+
+function resolveLogging (value: unknown): LoggingSettings {
+  const o = value === undefined ? {} : checkObject('logging', value, LOGGING_KEYS)
+  const connections = o.connections === undefined ? DEFAULTS.logging.connections : o.connections
+  if (connections !== false && !LOG_LEVELS.has(connections as string)) {
+    throw invalid('logging.connections', `must be a log level (${[...LOG_LEVELS].join(', ')}) or false, got ${describe(connections)}`)
+  }
+  const warningsPerSecond = o.warningsPerSecond === undefined ? DEFAULTS.logging.warningsPerSecond : o.warningsPerSecond
+  if (!Number.isInteger(warningsPerSecond) || (warningsPerSecond as number) < 0) {
+    throw invalid('logging.warningsPerSecond', `must be an integer >= 0 (0: none), got ${describe(warningsPerSecond)}`)
+  }
+  return { connections: connections as LogLevel | false, warningsPerSecond: warningsPerSecond as number }
+}
+
+function resolveWebsocket (value: unknown, shutdown: ShutdownSettings, maxPayload: number): WebsocketPluginOptions {
+  const o = value === undefined ? {} : value
+  if (!isPlainObject(o)) throw invalid('websocket', 'must be an object')
+  if (o.preClose !== undefined) {
+    throw invalid('websocket.preClose', 'the plugin closes every client itself on app.close(); configure it with the `shutdown` option')
+  }
+  // As for @fastify/websocket, null or false means none.
+  const errorHandler = o.errorHandler === null || o.errorHandler === false ? undefined : checkFunction('websocket.errorHandler', o.errorHandler) ?? undefined
+  const ws = o.options === undefined ? {} : o.options
+  if (!isPlainObject(ws)) throw invalid('websocket.options', 'must be an object')
+  if (ws.clientTracking === false) {
+    throw invalid('websocket.options.clientTracking', 'must not be false: shutdown and wsStats need to reach every client')
+  }
+  return {
+    ...o,
+    errorHandler,
+    options: {
+      // ws's own close timer then bounds every closing handshake the plugin starts.
+      closeTimeout: shutdown.timeoutMs,
+      ...ws,
+      // ws enforces the plugin's limit for every socket; a route's lower one is set on its sockets.
+      maxPayload
+    } as WebsocketPluginOptions['options']
+  }
+}
+
+/** The plugin's limits; `websocket.options.maxPayload`, the older spelling, still sets maxPayload. */
+function resolvePluginLimits (value: unknown, websocket: unknown): { limits: LimitSettings, handshakeTimeoutMs: number, sessionLimits: SessionLimitSettings } {
+  const o = value === undefined ? {} : checkObject('limits', value, PLUGIN_LIMIT_KEYS)
+  const wsMaxPayload = isPlainObject(websocket) && isPlainObject(websocket.options) ? websocket.options.maxPayload : undefined
+  let base: LimitSettings = DEFAULTS.limits
+  if (wsMaxPayload !== undefined) {
+    if (o.maxPayload !== undefined) throw invalid('websocket.options.maxPayload', 'set the limit once, as limits.maxPayload')
+    base = { ...base, maxPayload: checkPayload('websocket.options.maxPayload', wsMaxPayload) }
+  }
+  const sessionLimit = (key: typeof SESSION_LIMIT_KEYS[number]): number =>
+    o[key] === undefined ? DEFAULTS.sessionLimits[key] : checkLimit(`limits.${key}`, o[key], true)
+  return {
+    limits: mergeLimits('limits', base, o, Infinity),
+    handshakeTimeoutMs: o.handshakeTimeoutMs === undefined ? DEFAULTS.handshakeTimeoutMs : checkLimit('limits.handshakeTimeoutMs', o.handshakeTimeoutMs, false),
+    sessionLimits: { maxSessions: sessionLimit('maxSessions'), maxSessionsPerIp: sessionLimit('maxSessionsPerIp'), sessionBufferBytes: sessionLimit('sessionBufferBytes') }
+  }
+}
+
+/** Validates the plugin's options once, at registration, and fills in every default. */
+export function resolvePluginSettings (options: Options): PluginSettings {
+  const o = checkObject('options', options, PLUGIN_KEYS) as Options
+  const shutdown = resolveShutdown(o.shutdown)
+  const { limits, handshakeTimeoutMs, sessionLimits } = resolvePluginLimits(o.limits, o.websocket)
+  return {
+    heartbeat: resolveHeartbeat('heartbeat', DEFAULTS.heartbeat, o.heartbeat === undefined ? {} : o.heartbeat),
+    backpressure: mergeBackpressure('backpressure', DEFAULTS.backpressure, o.backpressure),
+    shutdown,
+    healthPath: resolveHealthPath(o.health),
+    websocket: resolveWebsocket(o.websocket, shutdown, limits.maxPayload),
+    onConnect: checkFunction('onConnect', o.onConnect),
+    onDisconnect: checkFunction('onDisconnect', o.onDisconnect),
+    allowedOrigins: resolveOrigins('allowedOrigins', null, o.allowedOrigins),
+    limits,
+    handshakeTimeoutMs,
+    sessionLimits,
+    metrics: resolveMetrics(o.metrics),
+    logging: resolveLogging(o.logging),
+    resume: resolveResume('resume', false, o.resume),
+    sessionStore: resolveSessionStore(o.sessionStore)
+  }
+}
+
+function resolveRouteLimits (name: string, plugin: LimitSettings, value: unknown): LimitSettings {
+  if (value === undefined) return plugin
+  if (isPlainObject(value) && value.handshakeTimeoutMs !== undefined) {
+    throw invalid(`${name}.handshakeTimeoutMs`, "it applies before any route is known: set it in the plugin's limits")
+  }
+  for (const key of SESSION_LIMIT_KEYS) {
+    if (isPlainObject(value) && value[key] !== undefined) throw invalid(`${name}.${key}`, "it bounds the sessions of every route together: set it in the plugin's limits")
+  }
+  return mergeLimits(name, plugin, checkObject(name, value, ROUTE_LIMIT_KEYS), plugin.maxPayload)
+}
+
+/** Merges a route's `config.reliable` over the plugin's settings, field by field. */
+export function resolveRouteSettings (plugin: PluginSettings, value: RouteOptions | undefined, url: string): RouteSettings {
+  const name = `config.reliable of ${url}`
+  const o = checkObject(name, value ?? {}, ROUTE_KEYS)
+  if (o.json !== undefined && typeof o.json !== 'boolean') throw invalid(`${name}.json`, `must be a boolean, got ${describe(o.json)}`)
+  if (o.messageSchema !== undefined && !isPlainObject(o.messageSchema)) throw invalid(`${name}.messageSchema`, 'must be a JSON Schema object')
+  return {
+    heartbeat: resolveHeartbeat(`${name}.heartbeat`, plugin.heartbeat, o.heartbeat),
+    backpressure: mergeBackpressure(`${name}.backpressure`, plugin.backpressure, o.backpressure),
+    json: o.json === true || o.messageSchema !== undefined,
+    messageSchema: (o.messageSchema as object | undefined) ?? null,
+    allowedOrigins: resolveOrigins(`${name}.allowedOrigins`, plugin.allowedOrigins, o.allowedOrigins),
+    limits: resolveRouteLimits(`${name}.limits`, plugin.limits, o.limits),
+    resume: resolveResume(`${name}.resume`, plugin.resume, o.resume)
+  }
+}

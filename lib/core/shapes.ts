@@ -1,0 +1,211 @@
+// The core: what every layer shares — the shapes of the socket, its route and the instance, as narrow interfaces.
+import type { Socket } from 'node:net'
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
+import type { ValidateFunction } from 'ajv'
+import type WebSocket from 'ws'
+import type fastifyReliableWs = require('../../types/index')
+import type { BackpressureSettings, HeartbeatSettings, LimitSettings, PluginSettings, ResumeSettings } from './options'
+import type {
+  kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
+  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kOnConnectPending,
+  kCloseCodeSent, kMessageStartedAt, kPendingPongs, kPongSent, kTcp, kErrorListeners, kMidMessage
+} from './symbols'
+
+type Cause = fastifyReliableWs.DisconnectInfo['cause']
+type SendCallback = fastifyReliableWs.SendCallback
+type RouteStats = fastifyReliableWs.RouteStats
+type LimitStats = fastifyReliableWs.LimitStats
+type SessionStats = fastifyReliableWs.SessionStats
+
+// Where a socket stands between a ping and its pong. Every frame from the peer resets it to ALIVE; the heartbeat
+// (timing/heartbeat.ts) moves it on.
+export const ALIVE = 0
+export const AWAITING = 1
+export const OVERDUE = 2
+export type PongState = typeof ALIVE | typeof AWAITING | typeof OVERDUE
+
+/** The server-side socket ws builds for every upgrade, as seen by the plugin (wiring/reliable-socket.ts builds it). */
+export interface ReliableSocket extends WebSocket.WebSocket {
+  id: string
+  isAlive: boolean
+  readonly latencyMs: number | null
+  [kLatency]: number
+  [kTcp]: Socket | null
+  [kErrorListeners]: number
+  [kMidMessage]: boolean
+  [kRoute]: Route | undefined
+  [kCause]: Cause | undefined
+  [kOpenedAt]: number
+  [kBytesReadAtOpen]: number
+  [kBytesWrittenAtOpen]: number
+  [kPongState]: PongState
+  [kPingAt]: number
+  [kNextPingAt]: number
+  [kWheelTick]: number
+  [kWheelPos]: number
+  [kOverHighWater]: boolean
+  [kHeartbeatDueAt]: number
+  [kLastMessageAt]: number
+  [kTat]: number
+  [kRateNoticeAt]: number
+  [kIp]: string
+  // The request's child logger (with its reqId), kept while connection lines are logged.
+  [kLog]: FastifyBaseLogger | null
+  [kFramed]: boolean
+  [kSendControl]: (frame: string, cb?: SendCallback) => boolean
+  [kPendingPongs]: number
+  [kPongSent]: (() => void) | null
+  [kSession]: SocketSession | null
+  // Paused by the plugin itself while an async onConnect runs.
+  [kOnConnectPending]: boolean
+  [kTransmit]: (data: unknown, binary: boolean, cb: SendCallback | undefined) => void
+  [kCloseCodeSent]: number
+  [kMessageStartedAt]: number
+}
+
+/** A socket's session as the socket and the subprotocol use it (sessions/session.ts is one). */
+export interface SocketSession extends fastifyReliableWs.Session {
+  [kWheelTick]: number
+  [kWheelPos]: number
+  send (data: unknown, options?: { binary?: boolean }, cb?: SendCallback): boolean
+  /** A data message arrived from the client. */
+  onMessage (): void
+  /** A frame arrived from the client on its current connection. */
+  heard (): void
+  /** The client acknowledged `n` messages in all; false when it claims more than were sent. */
+  acknowledge (n: number): boolean
+  /** The pong frame that answers the client's ping, carrying what this session has received. */
+  pong (): string
+}
+
+/** A TCP connection whose first request has not fully arrived yet (on a TLS server: the TCP connection under the TLS one). */
+export interface PendingConnection extends Socket {
+  [kWheelTick]: number
+  [kWheelPos]: number
+}
+
+/** What a client asked to resume, read from its offered subprotocols. */
+export interface ResumeRequest { session: string, secret: string, received: number }
+
+/** The instance's wheel of due times (timing/scheduler.ts). */
+export interface Schedule<T> {
+  usePeriod (ms: number): void
+  add (entry: T, dueAt: number): void
+  /** When an entry meant for `dueAt` falls due: in a batch with others (see Scheduler.pace). */
+  pace (now: number, dueAt: number): number
+  remove (entry: T): void
+  stop (): void
+}
+
+/**
+ * One declared route's counters. Whatever a socket of the route does is
+ * counted here, so the instance's totals (wsStats) and the per-route series
+ * (metrics) are sums of the same numbers.
+ */
+export interface RouteCounters extends RouteStats {
+  dropped: number
+  invalid: number
+  timeouts: number
+  // Wire bytes of the route's sockets already closed; open ones are read live.
+  closedBytesReceived: number
+  closedBytesSent: number
+  // Closes by cause, then by code. Peers choose codes, but ws accepts only valid ones: at most ~2,000 keys per cause.
+  readonly closes: Partial<Record<Cause, Record<number, number>>>
+}
+
+/** The instance's counters, as the layers bump them (observability/stats.ts keeps them and reads them out). */
+export interface Counters {
+  active: number
+  peak: number
+  rejected: number
+  pingsSent: number
+  pongsReceived: number
+  backpressureEvents: number
+  slowConsumersClosed: number
+  errors: number
+  draining: boolean
+  readonly limits: LimitStats
+  readonly sessions: SessionStats
+  /** The counters of a declared route path; routes declared twice share them. */
+  route (url: string): RouteCounters
+  recordLatency (ms: number): void
+  recordClose (socket: ReliableSocket, counters: RouteCounters, code: number, cause: Cause): void
+}
+
+/** Open connections by address (limits/connection-limiter.ts). */
+export interface Connections {
+  useLimits (route: Route): void
+  opened (ip: string): void
+  closed (socket: ReliableSocket): void
+  countOf (ip: string): number
+}
+
+/** A route with sessions. */
+export type SessionRoute = Route & { readonly resume: ResumeSettings }
+
+/** The instance's sessions, as connections begin and leave them (sessions/session-registry.ts). */
+export interface Sessions {
+  /** Begins or resumes the session of a socket just accepted; false when it was refused (the socket is closed). */
+  open (socket: ReliableSocket, route: SessionRoute, request: FastifyRequest, owner: string | null): boolean
+  detach (session: SocketSession, now: number): void
+}
+
+/** Warnings about peers, rate limited (observability/log-rate-limiter.ts). */
+export interface PeerWarnings {
+  warn (socket: ReliableSocket, route: Route, fields: Record<string, unknown>, message: string): void
+}
+
+/** What a route's sockets observe at event time, when metrics are on. */
+export interface RouteObservers {
+  readonly rtt: { observe (seconds: number): void }
+  readonly duration: { observe (seconds: number): void }
+}
+
+/** The instance's Prometheus metrics (observability/metrics.ts). */
+export interface Metrics {
+  /** The observers of a declared route path, bound to its label once. */
+  forRoute (url: string): RouteObservers
+  /** Takes the metrics out of the registry, so that another instance may register them. */
+  unregister (): void
+}
+
+/** A route's token bucket, in the form the message path uses (limits/rate-limiter.ts). */
+export interface MessageRate {
+  /** Milliseconds one message takes out of the bucket. */
+  readonly emissionMs: number
+  /** How far ahead of now the bucket may be spent: just under `burst` messages. */
+  readonly toleranceMs: number
+}
+
+/** Everything one Fastify instance's reliable sockets share. */
+export interface Context {
+  readonly settings: PluginSettings
+  readonly stats: Counters
+  // Open sockets (heartbeat, idle timeout), connections still sending their request (handshake timeout)
+  // and sessions waiting for their client to come back (ttlMs).
+  readonly scheduler: Schedule<ReliableSocket | PendingConnection | SocketSession>
+  readonly connections: Connections
+  readonly sessions: Sessions
+  readonly log: FastifyBaseLogger
+  readonly warnings: PeerWarnings
+  // null unless the `metrics` option is on.
+  readonly metrics: Metrics | null
+}
+
+/** A `websocket: true` route's resolved policy, shared by all of its sockets. */
+export interface Route {
+  readonly ctx: Context
+  readonly url: string
+  readonly heartbeat: HeartbeatSettings | false
+  readonly backpressure: BackpressureSettings
+  readonly json: boolean
+  readonly validate: ValidateFunction | null
+  readonly limits: LimitSettings
+  readonly rate: MessageRate | null
+  // A rate limit or an idle timeout: each message must pass admitMessage first.
+  readonly gateMessages: boolean
+  readonly counters: RouteCounters
+  // Histograms to feed as pongs and closes happen; null unless metrics are on.
+  readonly observers: RouteObservers | null
+  readonly resume: ResumeSettings | false
+}

@@ -1,0 +1,194 @@
+import { timingSafeEqual } from 'node:crypto'
+import type { ReliableSocket, Route, SessionRoute, SocketSession } from '../core/shapes'
+import { kSendControl, kSession, kTransmit, kWheelPos, kWheelTick } from '../core/symbols'
+import { toJSONText } from '../messages/json-messages'
+import { ACK_EVERY, encodeControl } from '../protocol/protocol'
+
+type SendCallback = (err?: Error) => void
+
+/** What a session asks of the instance's sessions (session-registry.ts): room for its messages under their limits. */
+export interface SessionBudget {
+  reserve (session: Session, bytes: number): boolean
+  overflow (session: Session): void
+  release (bytes: number, count: number): void
+}
+
+interface Outgoing {
+  readonly data: unknown
+  readonly binary: boolean
+  readonly bytes: number
+}
+
+// Sent messages the client has acknowledged leave the front of the outbox; it is compacted once they are most of it.
+const COMPACT_AFTER = 1024
+
+/**
+ * One client's conversation across its connections. Messages are numbered
+ * by position: the n-th data message either side sends in the session is
+ * message n, so a count is all an acknowledgement needs. Sent messages stay
+ * in the outbox until the client acknowledges them, and are sent again, in
+ * order, when it resumes; the count of messages received tells the client
+ * where to resume its own.
+ *
+ * A session belongs to the concrete URL it began on and to its owner (when
+ * the route names owners), and is resumed only with the secret its last
+ * welcome gave: a new one each time.
+ */
+export class Session implements SocketSession {
+  [kWheelTick] = -1;
+  [kWheelPos] = -1
+  socket: ReliableSocket | null = null
+  resumed = false
+  ended = false
+  /** Bytes of the messages the client has not acknowledged. */
+  bufferedBytes = 0
+  /** Data messages received from the client in this session. */
+  received = 0
+  // Messages the client has acknowledged; outbox[head + i] is message acked + 1 + i.
+  private acked = 0
+  private readonly outbox: Array<Outgoing | undefined> = []
+  private head = 0
+  private receivedAcked = 0
+  // The secret of the last welcome, and the one the client is known to hold: the welcome may be lost with its
+  // connection, so the one it resumed with stays good until the client has been heard on the new connection, but
+  // only while the session is away: two resumes with one secret cannot both win.
+  private secret = ''
+  private heldSecret = ''
+
+  constructor (
+    readonly id: string,
+    readonly route: SessionRoute,
+    private readonly registry: SessionBudget,
+    readonly url: string,
+    readonly owner: string | null,
+    /** The address of its latest connection, for the per-address cap. */
+    public ip: string
+  ) {}
+
+  get connected (): boolean {
+    return this.socket !== null
+  }
+
+  /** Messages sent and not yet acknowledged. */
+  get unacknowledged (): number {
+    return this.outbox.length - this.head
+  }
+
+  /**
+   * Sends now if the client is connected, and keeps the message until it is
+   * acknowledged. False once the session has ended, or when this message
+   * would take it past its limits, which ends it.
+   */
+  send (data: unknown, options?: { binary?: boolean }, cb?: SendCallback): boolean {
+    if (this.ended) return false
+    const binary = options?.binary ?? typeof data !== 'string'
+    const bytes = Buffer.byteLength(data as string | Uint8Array)
+    const { maxBufferedMessages, maxBufferedBytes } = this.route.resume
+    if (this.unacknowledged >= maxBufferedMessages || this.bufferedBytes + bytes > maxBufferedBytes || !this.registry.reserve(this, bytes)) {
+      this.registry.overflow(this)
+      return false
+    }
+    this.outbox.push({ data, binary, bytes })
+    this.bufferedBytes += bytes
+    this.route.counters.messagesSent++
+    if (this.socket !== null) this.socket[kTransmit](data, binary, cb)
+    return true
+  }
+
+  sendJSON (value: unknown): boolean {
+    return this.send(toJSONText(value))
+  }
+
+  /**
+   * The client has received `n` messages. False when it claims more than
+   * were sent: it is not speaking of this session.
+   */
+  acknowledge (n: number): boolean {
+    const count = n - this.acked
+    // An older acknowledgement overtaken by a newer one says nothing new.
+    if (count <= 0) return true
+    if (count > this.unacknowledged) return false
+    let bytes = 0
+    for (let i = this.head; i < this.head + count; i++) {
+      bytes += this.outbox[i]!.bytes
+      this.outbox[i] = undefined
+    }
+    this.bufferedBytes -= bytes
+    this.registry.release(bytes, count)
+    this.head += count
+    this.acked = n
+    if (this.head >= COMPACT_AFTER && this.head * 2 >= this.outbox.length) {
+      this.outbox.splice(0, this.head)
+      this.head = 0
+    }
+    return true
+  }
+
+  /**
+   * Whether a resume request may take this session: same route, same URL,
+   * same owner, the secret of its last welcome, and a count of messages
+   * received that this session could have sent. Looks, changes nothing.
+   */
+  mayResume (route: Route, url: string, owner: string | null, secret: string, received: number): boolean {
+    return !this.ended && this.route === route && this.url === url && this.owner === owner &&
+      (sameSecret(this.secret, secret) || (this.socket === null && sameSecret(this.heldSecret, secret))) &&
+      received - this.acked <= this.unacknowledged
+  }
+
+  /** A data message from the client reached the application. */
+  onMessage (): void {
+    this.heard()
+    if (++this.received - this.receivedAcked >= ACK_EVERY) this.sendAck()
+  }
+
+  /**
+   * A frame from the client on its current connection: it has had the
+   * welcome (a client sends nothing before it), so only its secret is good now.
+   */
+  heard (): void {
+    this.heldSecret = this.secret
+  }
+
+  /** The count of messages received, for a ping's answer; it acknowledges them too. */
+  pong (): string {
+    this.receivedAcked = this.received
+    return encodeControl({ t: 'pong', n: this.received })
+  }
+
+  /**
+   * Makes `socket` the session's connection, given how many messages the
+   * client has received (checked by mayResume) and the secret it resumed with
+   * (empty for a new session): says welcome (with the secret for the next
+   * resume and how many of the client's messages the session has), then
+   * sends again every message the client has not had.
+   */
+  attach (socket: ReliableSocket, clientReceived: number, secret: string, heldSecret: string): void {
+    this.acknowledge(clientReceived)
+    this.secret = secret
+    this.heldSecret = heldSecret
+    this.socket = socket
+    socket[kSession] = this
+    this.receivedAcked = this.received
+    socket[kSendControl](encodeControl({ t: 'welcome', session: this.id, token: secret, resumed: this.resumed, n: this.received }))
+    for (let i = this.head; i < this.outbox.length; i++) {
+      const message = this.outbox[i]!
+      socket[kTransmit](message.data, message.binary, undefined)
+    }
+  }
+
+  /** Lets go of every message it holds; returns their bytes and count, for the instance's budget. */
+  clear (): { bytes: number, count: number } {
+    const freed = { bytes: this.bufferedBytes, count: this.unacknowledged }
+    this.outbox.length = this.head = this.bufferedBytes = 0
+    return freed
+  }
+
+  private sendAck (): void {
+    this.receivedAcked = this.received
+    this.socket![kSendControl](encodeControl({ t: 'ack', n: this.received }))
+  }
+}
+
+function sameSecret (held: string, offered: string): boolean {
+  return held.length === offered.length && timingSafeEqual(Buffer.from(held), Buffer.from(offered))
+}

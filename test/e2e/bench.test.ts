@@ -1,0 +1,55 @@
+import { execFile } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+
+// The benchmark harness (`npm run bench`) at tiny sizes: every scenario's code
+// path runs once against every contender, so the harness cannot rot. It checks
+// that numbers came out, never what they are: timings belong to the benchmark.
+
+// Six contenders × six scenarios (and the floor in keep-alive), then the plugin under four attacks (one waits out
+// the 10 s handshake timeout), a server and a load process each.
+// 160 s alone on a busy machine, more than 240 s with the suite at double parallelism.
+t.setTimeout(600_000)
+
+const CONTENDERS = ['plugin', 'fastify-websocket', 'ws', 'timer', 'sweep', 'socket.io']
+
+const PRIMARY: Record<string, string[]> = {
+  echo: ['serverCpuUsPerMessage', 'messagesPerSecond', 'rttP50Ms', 'rttP99Ms', 'loadCpuUsPerMessage'],
+  idle: ['rssPerConnection', 'heapPerConnection', 'setupPerSecond', 'connections'],
+  keepalive: ['serverCpuMsPerSecond', 'loopDelayP99Ms', 'loadCpuMsPerSecond', 'connectionsLeft'],
+  fanout: ['lastReceiptMs', 'serverCpuMsPerBroadcast'],
+  slow: ['peakRssGrowthBytes', 'sent'],
+  attacks: ['baselineRssBytes', 'rssGrowthBytes', 'heapGrowthBytes', 'peakRssGrowthBytes']
+}
+
+t.test('smoke test of npm run bench -- --smoke: every scenario, contender and figure yields a number; timings are not judged', async (t) => {
+  const out = mkdtempSync(join(tmpdir(), 'bench-smoke-'))
+  t.teardown(() => rmSync(out, { recursive: true, force: true }))
+  const stdout = await new Promise<string>((resolve, reject) => {
+    execFile(process.execPath, [join(__dirname, '..', '..', 'bench', 'run.mjs'), '--smoke', '--out', out], (err, stdout, stderr) => {
+      if (err !== null) reject(new Error(`${err.message}\n${stderr}`))
+      else resolve(stdout)
+    })
+  })
+  const results = JSON.parse(readFileSync(join(out, 'results-smoke.json'), 'utf8'))
+  const scenarios = Object.values(results.scenarios) as any[]
+  t.same(scenarios.map((s) => s.name), ['echo', 'echo', 'idle', 'keepalive', 'fanout', 'slow', 'attacks', 'attacks', 'attacks', 'attacks'])
+  for (const scenario of scenarios) {
+    const contenders = Object.entries(scenario.contenders) as Array<[string, any]>
+    // Keep-alive also measures the floor under every heartbeat: the ping's bytes written straight, nothing else.
+    // The attacks are aimed at the plugin alone.
+    const expected = scenario.name === 'attacks' ? ['plugin'] : [...CONTENDERS, ...(scenario.name === 'keepalive' ? ['floor'] : [])]
+    t.same(contenders.map(([name]) => name).sort(), expected.sort(), `${scenario.key}: every contender ran`)
+    for (const [contender, { median }] of contenders) {
+      const missing = PRIMARY[scenario.name].filter((metric) => !Number.isFinite(median[metric]))
+      t.same(missing, [], `${scenario.key}, ${contender}: every figure is a number`)
+    }
+  }
+  t.equal(results.scenarios.slow.contenders.plugin.median.peakQueuedBytes <= 1_048_576 + 16_384, true, 'the slow-consumer bound is checked on real figures')
+  t.match(stdout, /^# Benchmarks$/m, 'the markdown report is rendered')
+  t.match(stdout, /^## Attacks from one address, default options$/m, 'the attacks have their section')
+  t.equal(results.scenarios['attack-ping-flood'].contenders.plugin.median.terminated, true, 'the ping flooder was terminated')
+  t.match(stdout, /\| keep-alive: server CPU ≤ 0\.6× one timer per connection \| \d+\.\d+× \|/, 'targets are evaluated from the figures')
+})
