@@ -141,6 +141,14 @@ export function detachResponse (response: ServerResponse): void {
 }
 
 /**
+ * The ServerResponse @fastify/websocket routed an upgrade request with: ServerResponse#assignSocket links it to the
+ * socket as `_httpMessage` (checked at registration), and nothing public leads from an upgrade's socket to it.
+ */
+export function upgradeResponse (socket: Socket): ServerResponse | null {
+  return (socket as { _httpMessage?: ServerResponse | null })._httpMessage as ServerResponse | null
+}
+
+/**
  * Fastify answers every request with its own 503 once close() has begun, from
  * its one 'request' listener on its server (fastify 5.x). Puts `listener` in
  * front of those present now: it receives each request with a function that

@@ -5,7 +5,7 @@ import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { WebSocketServer } from 'ws'
 import type { Context, PendingConnection } from '../core/shapes'
-import { responseUnderway, tcpUnder } from '../core/ws-internals'
+import { responseUnderway, tcpUnder, upgradeResponse } from '../core/ws-internals'
 
 /**
  * Guards what happens on the server before a socket is a websocket. Each
@@ -28,6 +28,7 @@ export class HandshakeGuard {
   private readonly timed: boolean
   private readonly onConnection: (socket: PendingConnection) => void
   private readonly onRequest: (request: IncomingMessage) => void
+  private readonly onUpgrade: (request: IncomingMessage, socket: Socket) => void
   private readonly onSocketClose: (this: PendingConnection) => void
   private readonly onClientError: (this: Server, err: NodeJS.ErrnoException, socket: Duplex) => void
 
@@ -43,6 +44,11 @@ export class HandshakeGuard {
       // made up by @fastify/websocket's injectWS has no socket, or one of the test's own that was never guarded.
       const socket = request.socket as Socket | undefined
       if (socket !== undefined) this.release(tcpUnder(socket) as PendingConnection)
+    }
+    this.onUpgrade = (request, socket) => {
+      this.onRequest(request)
+      // After @fastify/websocket's listener, which runs next and may have Fastify answer at once.
+      process.nextTick(endAnsweredUpgrade, ctx, socket)
     }
     this.onConnection = (socket) => {
       pending.add(socket)
@@ -61,7 +67,7 @@ export class HandshakeGuard {
     // On a TLS server 'connection' is the TCP connection, before the TLS handshake ('secureConnection' after it).
     server.on('connection', this.onConnection)
     server.on('request', this.onRequest)
-    server.on('upgrade', this.onRequest)
+    server.on('upgrade', this.onUpgrade)
     server.on('clientError', this.onClientError)
   }
 
@@ -98,7 +104,7 @@ export class HandshakeGuard {
 
   /** From shutdown on, the server's upgrade requests must reach Fastify's 503, not a leftover listener. */
   drain (): void {
-    this.server.off('upgrade', this.onRequest)
+    this.server.off('upgrade', this.onUpgrade)
   }
 
   /**
@@ -115,9 +121,25 @@ export class HandshakeGuard {
     const server = this.server
     server.off('connection', this.onConnection)
     server.off('request', this.onRequest)
-    server.off('upgrade', this.onRequest)
+    server.off('upgrade', this.onUpgrade)
     server.off('clientError', this.onClientError)
   }
+}
+
+/**
+ * Fastify answers some requests at once, without running any hook: a URL it cannot decode (400 FST_ERR_BAD_URL),
+ * a path parameter over maxParamLength (414). @fastify/websocket ends an upgrade's socket only from onResponse, and
+ * Node let go of the socket at the upgrade, so such a socket would stay open for as long as the peer liked (and keep
+ * close() waiting): it is destroyed once the answer is out, and counted as a malformed upgrade request.
+ */
+function endAnsweredUpgrade (ctx: Context, socket: Socket): void {
+  const response = upgradeResponse(socket)
+  // None once upgraded: the plugin detaches the response at once (connection.ts, releaseExchange).
+  if (response === null || !response.writableEnded) return
+  ctx.stats.limits.protocolErrors++
+  ctx.stats.rejected++
+  // Not finished yet: this tick was queued before the answer's write callback.
+  response.once('finish', () => socket.destroy())
 }
 
 /** ws's own answer to an upgrade request it refuses (abortHandshake in ws's websocket-server.js): 405 or 400, its short description. */

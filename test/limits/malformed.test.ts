@@ -1,3 +1,5 @@
+import { once } from 'node:events'
+import net from 'node:net'
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
 import WebSocket from 'ws'
@@ -9,6 +11,7 @@ import type { FrameFields } from '../helpers/helpers'
 
 function echo (app: FastifyInstance): void {
   app.post('/form', async () => 'posted')
+  app.get('/rooms/:id', { websocket: true }, (socket) => { socket.close() })
   app.get('/ws', { websocket: true, config: { reliable: { limits: { maxPayload: 1024 } } } }, (socket) => {
     socket.on('message', (data) => socket.send(data.toString()))
   })
@@ -208,4 +211,24 @@ t.test('an app that listens for wsClientError answers refused upgrades itself; t
   t.equal(badKey, "HTTP/1.1 418 I'm a Teapot\r\nConnection: close\r\nContent-Length: 43\r\n\r\nMissing or invalid Sec-WebSocket-Key header", 'one answer, the app\'s')
   t.equal(app.wsStats.limits.protocolErrors, 1)
   t.equal(app.wsStats.connections.rejected, 1)
+})
+
+t.test('an upgrade request Fastify answers without hooks (a URL it cannot decode, a path parameter too long) is closed after the answer and counted', async (t) => {
+  const { app, port, good } = await server(t)
+  app.log.level = 'fatal'
+  for (const [path, status] of [['/w%', 400], [`/rooms/${'x'.repeat(120)}`, 414]] as const) {
+    const socket = net.connect(port, '127.0.0.1')
+    let answer = ''
+    socket.on('data', (chunk: Buffer) => { answer += chunk.toString() })
+    socket.on('error', () => {})
+    socket.write(upgradeRequest(port, path))
+    const closed = once(socket, 'close')
+    // Without the fix the server answers and then keeps the socket open for as long as the peer does.
+    await waitFor(() => socket.closed, 2000, `the server to close the socket after its answer to ${path}`)
+    await closed
+    t.match(answer, new RegExp(`^HTTP/1.1 ${status} `), `${path} answered ${status}`)
+  }
+  t.equal(app.wsStats.connections.rejected, 2)
+  t.equal(app.wsStats.limits.protocolErrors, 2)
+  await stillServed(t, good, 'after bad URLs')
 })
