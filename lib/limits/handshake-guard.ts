@@ -134,8 +134,9 @@ export class HandshakeGuard {
  */
 function endAnsweredUpgrade (ctx: Context, socket: Socket): void {
   const response = upgradeResponse(socket)
-  // None once upgraded: the plugin detaches the response at once (connection.ts, releaseExchange).
-  if (response === null || !response.writableEnded) return
+  // None once upgraded: the plugin detaches the response at once (connection.ts, releaseExchange). An answer that
+  // went through Fastify's hooks has Fastify's own 'finish' listener, which runs onResponse (and ends the socket).
+  if (response === null || !response.writableEnded || response.listenerCount('finish') !== 0) return
   ctx.stats.limits.protocolErrors++
   ctx.stats.rejected++
   // Not finished yet: this tick was queued before the answer's write callback.
