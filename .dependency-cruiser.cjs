@@ -57,7 +57,8 @@ module.exports = {
     // Type-only imports are dependencies too.
     tsPreCompilationDeps: true,
     tsConfig: { fileName: 'tsconfig.build.json' },
-    doNotFollow: { path: 'node_modules' },
-    exclude: { path: '^(dist|test|bench|examples|types)/' }
+    // types/ is the public declaration: lib may name it (so the rules see it), but its own imports are not lib's.
+    doNotFollow: { path: ['node_modules', '^types/'] },
+    exclude: { path: '^(dist|test|bench|examples)/' }
   }
 }

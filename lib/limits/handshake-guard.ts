@@ -48,7 +48,7 @@ export class HandshakeGuard {
     this.onUpgrade = (request, socket) => {
       this.onRequest(request)
       // After @fastify/websocket's listener, which runs next and may have Fastify answer at once.
-      process.nextTick(endAnsweredUpgrade, ctx, socket)
+      process.nextTick(watchUpgradeAnswer, ctx, socket)
     }
     this.onConnection = (socket) => {
       pending.add(socket)
@@ -127,20 +127,23 @@ export class HandshakeGuard {
 }
 
 /**
- * Fastify answers some requests at once, without running any hook: a URL it cannot decode (400 FST_ERR_BAD_URL),
- * a path parameter over maxParamLength (414). @fastify/websocket ends an upgrade's socket only from onResponse, and
- * Node let go of the socket at the upgrade, so such a socket would stay open for as long as the peer liked (and keep
- * close() waiting): it is destroyed once the answer is out, and counted as a malformed upgrade request.
+ * Fastify answers some requests without running any hook: a URL it cannot decode (400 FST_ERR_BAD_URL, or whatever
+ * `frameworkErrors` answers), a path parameter over maxParamLength (414), a failed async constraint (500), an upgrade
+ * let in just before close() (503). @fastify/websocket ends an upgrade's socket only from onResponse, and Node let go
+ * of the socket at the upgrade, so such a socket would stay open for as long as the peer liked (and keep close()
+ * waiting): it is destroyed once the answer is out, and counted.
  */
-function endAnsweredUpgrade (ctx: Context, socket: Socket): void {
+function watchUpgradeAnswer (ctx: Context, socket: Socket): void {
   const response = upgradeResponse(socket)
-  // None once upgraded: the plugin detaches the response at once (connection.ts, releaseExchange). An answer that
-  // went through Fastify's hooks has Fastify's own 'finish' listener, which runs onResponse (and ends the socket).
-  if (response === null || !response.writableEnded || response.listenerCount('finish') !== 0) return
-  ctx.stats.limits.protocolErrors++
-  ctx.stats.rejected++
-  // Not finished yet: this tick was queued before the answer's write callback.
-  response.once('finish', () => socket.destroy())
+  // None once upgraded: the plugin detaches the response at once (connection.ts, releaseExchange). A request routed
+  // to a handler has Fastify's own 'finish' listener by now (it runs onResponse, where @fastify/websocket ends it).
+  if (response === null || response.listenerCount('finish') !== 0) return
+  response.once('finish', () => {
+    ctx.stats.rejected++
+    // A request that could not be read as one: malformed input. The others were the server's choice.
+    if (response.statusCode === 400 || response.statusCode === 414) ctx.stats.limits.protocolErrors++
+    socket.destroy()
+  })
 }
 
 /** ws's own answer to an upgrade request it refuses (abortHandshake in ws's websocket-server.js): 405 or 400, its short description. */

@@ -2,9 +2,7 @@
 import type { FastifyRequest } from 'fastify'
 import { createIdGenerator } from '../core/ids'
 import type { SessionLimitSettings } from '../core/options'
-import type { PendingConnection, ReliableSocket, ResumeRequest, SessionRoute, Sessions } from '../core/shapes'
-import type { Scheduler } from '../timing/scheduler'
-import type { StatsCollector } from '../observability/stats'
+import type { Counters, PendingConnection, ReliableSocket, ResumeRequest, Schedule, SessionRoute, Sessions } from '../core/shapes'
 import { SESSION_OVERFLOW_CODE } from '../protocol/protocol'
 import { Session } from './session'
 import type { SessionStore } from './session-store'
@@ -29,8 +27,8 @@ export class SessionRegistry implements Sessions {
   private readonly perIp = new Map<string, Set<Session>>()
 
   constructor (
-    private readonly stats: StatsCollector,
-    private readonly scheduler: Scheduler<ReliableSocket | PendingConnection | Session>,
+    private readonly stats: Counters,
+    private readonly scheduler: Schedule<ReliableSocket | PendingConnection | Session>,
     private readonly store: SessionStore,
     private readonly limits: SessionLimitSettings
   ) {}

@@ -1,7 +1,7 @@
 import { once } from 'node:events'
 import net from 'node:net'
 import t from 'tap'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyReply } from 'fastify'
 import WebSocket from 'ws'
 import { OPCODE, RawPeer, buildFrame, closeEvent, collect, connect, rawExchange, start, upgradeRequest, waitFor } from '../helpers/helpers'
 import type { FrameFields } from '../helpers/helpers'
@@ -217,18 +217,41 @@ t.test('an upgrade request Fastify answers without hooks (a URL it cannot decode
   const { app, port, good } = await server(t)
   app.log.level = 'fatal'
   for (const [path, status] of [['/w%', 400], [`/rooms/${'x'.repeat(120)}`, 414]] as const) {
-    const socket = net.connect(port, '127.0.0.1')
-    let answer = ''
-    socket.on('data', (chunk: Buffer) => { answer += chunk.toString() })
-    socket.on('error', () => {})
-    socket.write(upgradeRequest(port, path))
-    const closed = once(socket, 'close')
-    // Without the fix the server answers and then keeps the socket open for as long as the peer does.
-    await waitFor(() => socket.closed, 2000, `the server to close the socket after its answer to ${path}`)
-    await closed
-    t.match(answer, new RegExp(`^HTTP/1.1 ${status} `), `${path} answered ${status}`)
+    t.match(await answeredAndClosed(port, path), new RegExp(`^HTTP/1.1 ${status} `), `${path} answered ${status}`)
   }
   t.equal(app.wsStats.connections.rejected, 2)
   t.equal(app.wsStats.limits.protocolErrors, 2)
   await stillServed(t, good, 'after bad URLs')
 })
+
+t.test('an application frameworkErrors that answers a bad URL later still has the socket closed after the answer', async (t) => {
+  const { app, port } = await start({ heartbeat: false }, echo, {
+    logger: { level: 'fatal' },
+    frameworkErrors: async (_err: Error, _request: unknown, reply: FastifyReply) => {
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      return reply.code(400).send('not a URL')
+    }
+  })
+  t.teardown(() => app.close())
+  t.match(await answeredAndClosed(port, '/w%'), /^HTTP\/1.1 400 [^]*not a URL$/)
+  t.equal(app.wsStats.connections.rejected, 1)
+  t.equal(app.wsStats.limits.protocolErrors, 1)
+})
+
+/** Sends an upgrade request on a bare socket; what the server answered, once the server has closed the socket. */
+async function answeredAndClosed (port: number, path: string): Promise<string> {
+  const socket = net.connect(port, '127.0.0.1')
+  let answer = ''
+  socket.on('data', (chunk: Buffer) => { answer += chunk.toString() })
+  socket.on('error', () => {})
+  socket.write(upgradeRequest(port, path))
+  const closed = once(socket, 'close')
+  // Without the guard the server answers, then keeps the socket open for as long as the peer does.
+  try {
+    await waitFor(() => socket.closed, 2000, `the server to close the socket after its answer to ${path}`)
+  } finally {
+    socket.destroy()
+  }
+  await closed
+  return answer
+}
