@@ -46,6 +46,10 @@ export class HandshakeGuard {
       if (socket !== undefined) this.release(tcpUnder(socket) as PendingConnection)
     }
     this.onUpgrade = (request, socket) => {
+      // @fastify/websocket's injectWS (11.3.7) makes the version header up as the number 13; ws compares it as the
+      // string every real request carries (from 8.23.1) and would refuse the upgrade with 400.
+      const headers = request.headers as { 'sec-websocket-version'?: unknown }
+      if (typeof headers['sec-websocket-version'] === 'number') headers['sec-websocket-version'] = String(headers['sec-websocket-version'])
       this.onRequest(request)
       // After @fastify/websocket's listener, which runs next and may have Fastify answer at once.
       process.nextTick(watchUpgradeAnswer, ctx, socket)
