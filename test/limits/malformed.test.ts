@@ -11,7 +11,6 @@ import type { FrameFields } from '../helpers/helpers'
 
 function echo (app: FastifyInstance): void {
   app.post('/form', async () => 'posted')
-  app.get('/rooms/:id', { websocket: true }, (socket) => { socket.close() })
   app.get('/ws', { websocket: true, config: { reliable: { limits: { maxPayload: 1024 } } } }, (socket) => {
     socket.on('message', (data) => socket.send(data.toString()))
   })
@@ -213,14 +212,13 @@ t.test('an app that listens for wsClientError answers refused upgrades itself; t
   t.equal(app.wsStats.connections.rejected, 1)
 })
 
-t.test('an upgrade request Fastify answers without hooks (a URL it cannot decode, a path parameter too long) is closed after the answer and counted', async (t) => {
+// (A path parameter over maxParamLength is answered 414 the same way by later Fastify 5 releases; 5.0.0 routes it to
+// its 404 handler, hooks and all.)
+t.test('an upgrade request Fastify answers without hooks (a URL it cannot decode) is closed after the answer and counted', async (t) => {
   const { app, port, good } = await server(t)
-  app.log.level = 'fatal'
-  for (const [path, status] of [['/w%', 400], [`/rooms/${'x'.repeat(120)}`, 414]] as const) {
-    t.match(await answeredAndClosed(port, path), new RegExp(`^HTTP/1.1 ${status} `), `${path} answered ${status}`)
-  }
-  t.equal(app.wsStats.connections.rejected, 2)
-  t.equal(app.wsStats.limits.protocolErrors, 2)
+  t.match(await answeredAndClosed(port, '/w%'), /^HTTP\/1.1 400 /, '/w% answered 400')
+  t.equal(app.wsStats.connections.rejected, 1)
+  t.equal(app.wsStats.limits.protocolErrors, 1)
   await stillServed(t, good, 'after bad URLs')
 })
 
