@@ -22,7 +22,9 @@ import type { SessionStore } from './lib/sessions/session-store'
 import { StatsCollector } from './lib/observability/stats'
 import { createProtocolHandler } from './lib/messages/subprotocol'
 import { LogRateLimiter } from './lib/observability/log-rate-limiter'
-import { checkInternals, noteErrorListeners } from './lib/core/ws-internals'
+import { checkInternals, negotiateDeflatePerRequest, noteErrorListeners } from './lib/core/ws-internals'
+import { deflateFor } from './lib/messages/compression'
+import { DEFAULTS } from './lib/core/options'
 import fp from 'fastify-plugin'
 import fastifyWebsocket from '@fastify/websocket'
 import WebSocket from 'ws'
@@ -47,7 +49,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
   const SocketClass = createSocketClass((wsOptions!.WebSocket as typeof WebSocket | undefined) ?? WebSocket)
   // Before anything registers itself anywhere (metrics in a registry): a refused registration leaves nothing behind.
   try {
-    checkInternals(SocketClass, wsVersion, upgradeServer, wsOptions!)
+    checkInternals(SocketClass, wsVersion, upgradeServer, wsOptions!, (settings.compression || DEFAULTS.compression).concurrencyLimit)
   } catch (err) {
     return done(err as Error)
   }
@@ -95,6 +97,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
   })
   fastify.addHook('onReady', function watchHandshakes (done) {
     handshakes.watch(this.websocketServer)
+    negotiateDeflatePerRequest(this.websocketServer, deflateFor)
     this.websocketServer.on('connection', noteErrorListeners)
     done()
   })

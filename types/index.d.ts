@@ -191,6 +191,38 @@ declare namespace fastifyReliableWs {
    */
   export type AllowedOrigins = string[] | ((origin: string | undefined, request: FastifyRequest) => boolean)
 
+  /**
+   * permessage-deflate (RFC 7692) for a route's sockets, as the fields applications tune. Fields left out take the
+   * preset's values (what `compression: true` means).
+   */
+  export interface CompressionOptions {
+    /** Messages smaller than this many bytes are sent uncompressed, with or without context takeover. */
+    threshold?: number
+    /** zlib compression level, 0 (none) to 9 (smallest output, most CPU). */
+    level?: number
+    /** zlib memLevel, 1 to 9: memory of the compressor's hash table (2^(memLevel + 9) bytes). */
+    memLevel?: number
+    /** Window the server compresses with, 9 to 15 (2^bits bytes). */
+    serverMaxWindowBits?: number
+    /**
+     * Window the client is asked to compress with, 9 to 15 (the server inflates with one of that size). A client
+     * that cannot be asked (its offer has no `client_max_window_bits`) compresses with up to 15.
+     */
+    clientMaxWindowBits?: number
+    /**
+     * The server compresses each message on its own, without the previous ones as context: worse ratios for small,
+     * similar messages; the same memory (the compressor is kept and reset).
+     */
+    serverNoContextTakeover?: boolean
+    /** The client is asked to compress each message on its own. */
+    clientNoContextTakeover?: boolean
+    /**
+     * zlib operations running at once in the whole process (ws's limiter, shared by every ws server and client in
+     * it; the first one to compress sets it). Plugin level only.
+     */
+    concurrencyLimit?: number
+  }
+
   /** Sessions that survive a dropped connection (clients speaking the reliable subprotocol only). */
   export interface ResumeOptions {
     /** Milliseconds a session waits for its client after a disconnect. Default `120000`. */
@@ -311,6 +343,11 @@ declare namespace fastifyReliableWs {
     resume?: ResumeOptions | boolean
     /** Where sessions are kept. Default: in this process's memory. */
     sessionStore?: SessionStore
+    /**
+     * permessage-deflate on reliable routes: `true` for the preset (bounded memory per socket), an object to tune it,
+     * `false` for none. Routes may override. Default `false`.
+     */
+    compression?: CompressionOptions | boolean
   }
 
   export interface RouteReliableOptions {
@@ -328,6 +365,11 @@ declare namespace fastifyReliableWs {
     limits?: LimitOptions
     /** Sessions on this route (`true`: the plugin's settings, or the defaults), or `false` for none. */
     resume?: ResumeOptions | boolean
+    /**
+     * permessage-deflate on this route: `true` for the plugin's settings (or the preset), an object over them,
+     * `false` for none (the extension is then declined even if the plugin's is on).
+     */
+    compression?: Omit<CompressionOptions, 'concurrencyLimit'> | boolean
   }
 
   /** Events of a reliable socket: ws's server-side ones, plus 'json' and 'drain'. */
@@ -399,6 +441,16 @@ declare namespace fastifyReliableWs {
     bufferedBytes: number
   }
 
+  /** permessage-deflate at work. `bytesIn` goes into zlib, `bytesOut` comes out of it. */
+  export interface CompressionStats {
+    /** Open reliable sockets that negotiated permessage-deflate. */
+    sockets: number
+    /** Messages sent compressed: their payload bytes before (`bytesIn`) and after (`bytesOut`, on the wire). */
+    sent: { messages: number; bytesIn: number; bytesOut: number }
+    /** Compressed messages received: their payload bytes on the wire (`bytesIn`) and inflated (`bytesOut`). */
+    received: { messages: number; bytesIn: number; bytesOut: number }
+  }
+
   export interface WsStats {
     connections: { active: number; peak: number; opened: number; closed: number; rejected: number }
     heartbeat: {
@@ -415,6 +467,7 @@ declare namespace fastifyReliableWs {
     closeCauses: Partial<Record<DisconnectCause, number>>
     limits: LimitStats
     sessions: SessionStats
+    compression: CompressionStats
     errors: number
     draining: boolean
     uptimeMs: number

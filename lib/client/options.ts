@@ -23,7 +23,20 @@ export interface WebSocketLike {
   terminate?: () => void
 }
 
-export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike
+// The third argument is ws's options (the browser's class takes two).
+export type WebSocketConstructor = new (url: string, protocols?: string | string[], options?: SocketOptions) => WebSocketLike
+
+/** ws's `perMessageDeflate` client option: `true` offers it with ws's defaults, an object with its fields. */
+export type CompressionOffer = boolean | {
+  serverNoContextTakeover?: boolean
+  clientNoContextTakeover?: boolean
+  serverMaxWindowBits?: number
+  clientMaxWindowBits?: number
+  threshold?: number
+  concurrencyLimit?: number
+}
+
+export interface SocketOptions { perMessageDeflate: CompressionOffer }
 
 export interface HeartbeatSettings {
   /** Silence from the server for this long sends a ping. */
@@ -57,6 +70,11 @@ export interface ReliableWebSocketOptions {
    * upgrade): whether to reconnect after a connection ended this way.
    */
   shouldReconnect?: (close: CloseInfo) => boolean
+  /**
+   * Node with ws: ws's `perMessageDeflate` option (ws offers permessage-deflate by default; `false` does not).
+   * Browsers offer it whatever this says, and the server decides.
+   */
+  compression?: CompressionOffer
 }
 
 export interface ClientSettings {
@@ -68,6 +86,8 @@ export interface ClientSettings {
   heartbeat: HeartbeatSettings | false
   maxQueuedMessages: number
   shouldReconnect: (close: CloseInfo) => boolean
+  // What the WebSocket class is constructed with after the protocols; undefined: its defaults.
+  socketOptions: SocketOptions | undefined
 }
 
 /** Every default of the client in one place; the README's client table mirrors it. */
@@ -166,6 +186,10 @@ export function resolveClientOptions (options: ReliableWebSocketOptions = {}): C
   }
   if (o.subprotocol !== undefined && typeof o.subprotocol !== 'boolean') throw new InvalidOptionError('subprotocol', 'must be a boolean')
   if (o.shouldReconnect !== undefined && typeof o.shouldReconnect !== 'function') throw new InvalidOptionError('shouldReconnect', 'must be a function')
+  const compression = o.compression
+  if (compression !== undefined && typeof compression !== 'boolean' && (typeof compression !== 'object' || compression === null || Array.isArray(compression))) {
+    throw new InvalidOptionError('compression', "must be a boolean or ws's perMessageDeflate options object")
+  }
   const queue = object('queue', o.queue)
   const maxQueuedMessages = number('queue.maxMessages', queue.maxMessages, CLIENT_DEFAULTS.maxQueuedMessages, 0, true)
   return {
@@ -176,6 +200,7 @@ export function resolveClientOptions (options: ReliableWebSocketOptions = {}): C
     connectTimeoutMs: number('connectTimeoutMs', o.connectTimeoutMs, CLIENT_DEFAULTS.connectTimeoutMs, 1),
     heartbeat: resolveHeartbeat(o.heartbeat),
     maxQueuedMessages,
-    shouldReconnect: o.shouldReconnect ?? isRetryable
+    shouldReconnect: o.shouldReconnect ?? isRetryable,
+    socketOptions: compression === undefined ? undefined : { perMessageDeflate: compression }
   }
 }

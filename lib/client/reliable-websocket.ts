@@ -200,7 +200,7 @@ export class ReliableWebSocket extends EventTarget {
     const offered = !subprotocol
       ? protocols
       : this.secret === null ? [PROTOCOL, ...protocols] : [PROTOCOL, resumeToken(this.sessionId!, this.secret, this.received), ...protocols]
-    const socket = new this.settings.WebSocket(this.url, offered)
+    const socket = new this.settings.WebSocket(this.url, offered, this.settings.socketOptions)
     if (this.binary !== undefined) socket.binaryType = this.binary
     socket.onopen = () => this.onSocketOpen(socket)
     socket.onmessage = (event) => this.onSocketMessage(event.data)

@@ -35,6 +35,19 @@ export interface LimitSettings {
   fragmentTimeoutMs: number
 }
 
+/** permessage-deflate as a route applies it; see messages/compression.ts for how it reaches ws. */
+export interface CompressionSettings {
+  threshold: number
+  level: number
+  memLevel: number
+  serverMaxWindowBits: number
+  clientMaxWindowBits: number
+  serverNoContextTakeover: boolean
+  clientNoContextTakeover: boolean
+  // Process-wide in ws: the plugin's value, whatever the route.
+  concurrencyLimit: number
+}
+
 export interface MetricsSettings {
   // null: prom-client's default registry, known only once prom-client is loaded.
   registry: fastifyReliableWs.MetricsRegistry | null
@@ -60,6 +73,7 @@ export interface PluginSettings {
   resume: ResumeSettings | false
   // What the store holds is the sessions layer's business (sessions/session-store.ts).
   sessionStore: SessionStore | null
+  compression: CompressionSettings | false
 }
 
 export interface RouteSettings {
@@ -70,6 +84,7 @@ export interface RouteSettings {
   allowedOrigins: OriginPolicy | null
   limits: LimitSettings
   resume: ResumeSettings | false
+  compression: CompressionSettings | false
 }
 
 /** Every default in one place; the README's option tables mirror this object. */
@@ -99,7 +114,19 @@ export const DEFAULTS = Object.freeze({
   // Connection lines at info, like Fastify's own request lines.
   logging: Object.freeze({ connections: 'info' as const, warningsPerSecond: 10 }),
   // What `resume: true` means; sessions are off unless asked for.
-  resume: Object.freeze({ ttlMs: 120_000, maxBufferedMessages: 1000, maxBufferedBytes: 1_048_576, owner: null })
+  resume: Object.freeze({ ttlMs: 120_000, maxBufferedMessages: 1000, maxBufferedBytes: 1_048_576, owner: null }),
+  // What `compression: true` means: small windows and a small hash table keep an active socket's zlib memory to a
+  // few KB (ws's defaults: ~245 KB); bench/notes.md has the measurements. Off unless asked for: see docs/compression.md.
+  compression: Object.freeze({
+    threshold: 256,
+    level: 1,
+    memLevel: 3,
+    serverMaxWindowBits: 10,
+    clientMaxWindowBits: 10,
+    serverNoContextTakeover: false,
+    clientNoContextTakeover: false,
+    concurrencyLimit: 10
+  })
 })
 
 // Every key as a record, so that the compiler checks each list against its interface both ways.
@@ -122,11 +149,12 @@ const PLUGIN_KEYS = keysOf<Options & RegisterOptions>({
   logging: true,
   resume: true,
   sessionStore: true,
+  compression: true,
   prefix: true,
   logLevel: true,
   logSerializers: true
 })
-const ROUTE_KEYS = keysOf<RouteOptions>({ json: true, messageSchema: true, heartbeat: true, backpressure: true, allowedOrigins: true, limits: true, resume: true })
+const ROUTE_KEYS = keysOf<RouteOptions>({ json: true, messageSchema: true, heartbeat: true, backpressure: true, allowedOrigins: true, limits: true, resume: true, compression: true })
 const ROUTE_LIMIT_KEYS = keysOf<fastifyReliableWs.LimitOptions>({
   maxConnections: true,
   maxConnectionsPerIp: true,
@@ -155,6 +183,16 @@ const REGISTRY_METHODS = [...keysOf<fastifyReliableWs.MetricsRegistry>({ registe
 const SESSION_STORE_METHODS = [...keysOf<SessionStore>({ get: true, set: true, delete: true })]
 // What Prometheus accepts at the start of a metric name.
 const METRIC_PREFIX = /^([a-zA-Z_:][a-zA-Z0-9_:]*)?$/
+const COMPRESSION_KEYS = keysOf<fastifyReliableWs.CompressionOptions>({
+  threshold: true,
+  level: true,
+  memLevel: true,
+  serverMaxWindowBits: true,
+  clientMaxWindowBits: true,
+  serverNoContextTakeover: true,
+  clientNoContextTakeover: true,
+  concurrencyLimit: true
+})
 const RESUME_KEYS = keysOf<fastifyReliableWs.ResumeOptions>({ ttlMs: true, maxBufferedMessages: true, maxBufferedBytes: true, owner: true })
 
 function invalid (name: string, why: string): Error {
@@ -291,6 +329,44 @@ function resolveResume (name: string, base: ResumeSettings | false, value: unkno
   }
 }
 
+function checkInteger (name: string, value: unknown, min: number, max: number): number {
+  if (!Number.isInteger(value) || (value as number) < min || (value as number) > max) {
+    throw invalid(name, `must be an integer from ${min} to ${max}, got ${describe(value)}`)
+  }
+  return value as number
+}
+
+function checkBoolean (name: string, value: unknown): boolean {
+  if (typeof value !== 'boolean') throw invalid(name, `must be a boolean, got ${describe(value)}`)
+  return value
+}
+
+/** A route's `compression` over its base (the plugin's), or the plugin's over the preset; `true` keeps the base. */
+function resolveCompression (name: string, base: CompressionSettings | false, value: unknown, isRoute: boolean): CompressionSettings | false {
+  if (value === undefined) return base
+  if (value === false) return false
+  const start = base === false ? DEFAULTS.compression : base
+  if (value === true) return start
+  const o = checkObject(name, value, COMPRESSION_KEYS)
+  if (isRoute && o.concurrencyLimit !== undefined) {
+    throw invalid(`${name}.concurrencyLimit`, "ws's zlib limit is shared by the whole process: set it in the plugin's compression")
+  }
+  const field = <K extends keyof CompressionSettings>(key: K, check: (name: string, value: unknown) => CompressionSettings[K]): CompressionSettings[K] =>
+    o[key] === undefined ? start[key] : check(`${name}.${key}`, o[key])
+  // zlib's own ranges; a raw deflate stream's window is at least 2^9 (zlib turns 8 into 9).
+  const windowBits = (key: string, v: unknown): number => checkInteger(key, v, 9, 15)
+  return {
+    threshold: field('threshold', (key, v) => checkInteger(key, v, 0, MAX_PAYLOAD_CEILING)),
+    level: field('level', (key, v) => checkInteger(key, v, 0, 9)),
+    memLevel: field('memLevel', (key, v) => checkInteger(key, v, 1, 9)),
+    serverMaxWindowBits: field('serverMaxWindowBits', windowBits),
+    clientMaxWindowBits: field('clientMaxWindowBits', windowBits),
+    serverNoContextTakeover: field('serverNoContextTakeover', checkBoolean),
+    clientNoContextTakeover: field('clientNoContextTakeover', checkBoolean),
+    concurrencyLimit: field('concurrencyLimit', (key, v) => checkInteger(key, v, 1, 1024))
+  }
+}
+
 function resolveSessionStore (value: unknown): SessionStore | null {
   if (value === undefined) return null
   for (const method of SESSION_STORE_METHODS) {
@@ -365,6 +441,9 @@ function resolveWebsocket (value: unknown, shutdown: ShutdownSettings, maxPayloa
   const errorHandler = o.errorHandler === null || o.errorHandler === false ? undefined : checkFunction('websocket.errorHandler', o.errorHandler) ?? undefined
   const ws = o.options === undefined ? {} : o.options
   if (!isPlainObject(ws)) throw invalid('websocket.options', 'must be an object')
+  if (ws.perMessageDeflate !== undefined) {
+    throw invalid('websocket.options.perMessageDeflate', 'use the `compression` option: it bounds memory and applies per route')
+  }
   if (ws.clientTracking === false) {
     throw invalid('websocket.options.clientTracking', 'must not be false: shutdown and wsStats need to reach every client')
   }
@@ -376,7 +455,9 @@ function resolveWebsocket (value: unknown, shutdown: ShutdownSettings, maxPayloa
       closeTimeout: shutdown.timeoutMs,
       ...ws,
       // ws enforces the plugin's limit for every socket; a route's lower one is set on its sockets.
-      maxPayload
+      maxPayload,
+      // Chosen for each upgrade from its route's `compression` (messages/compression.ts).
+      perMessageDeflate: false
     } as WebsocketPluginOptions['options']
   }
 }
@@ -419,7 +500,8 @@ export function resolvePluginSettings (options: Options): PluginSettings {
     metrics: resolveMetrics(o.metrics),
     logging: resolveLogging(o.logging),
     resume: resolveResume('resume', false, o.resume),
-    sessionStore: resolveSessionStore(o.sessionStore)
+    sessionStore: resolveSessionStore(o.sessionStore),
+    compression: resolveCompression('compression', false, o.compression, false)
   }
 }
 
@@ -447,6 +529,7 @@ export function resolveRouteSettings (plugin: PluginSettings, value: RouteOption
     messageSchema: (o.messageSchema as object | undefined) ?? null,
     allowedOrigins: resolveOrigins(`${name}.allowedOrigins`, plugin.allowedOrigins, o.allowedOrigins),
     limits: resolveRouteLimits(`${name}.limits`, plugin.limits, o.limits),
-    resume: resolveResume(`${name}.resume`, plugin.resume, o.resume)
+    resume: resolveResume(`${name}.resume`, plugin.resume, o.resume),
+    compression: resolveCompression(`${name}.compression`, plugin.compression, o.compression, true)
   }
 }

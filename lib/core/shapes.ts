@@ -4,11 +4,11 @@ import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import type { ValidateFunction } from 'ajv'
 import type WebSocket from 'ws'
 import type fastifyReliableWs = require('../../types/index')
-import type { BackpressureSettings, HeartbeatSettings, LimitSettings, PluginSettings, ResumeSettings } from './options'
+import type { BackpressureSettings, CompressionSettings, HeartbeatSettings, LimitSettings, PluginSettings, ResumeSettings } from './options'
 import type {
   kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
   kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kOnConnectPending,
-  kCloseCodeSent, kMessageStartedAt, kPendingPongs, kPongSent, kTcp, kErrorListeners, kMidMessage
+  kCloseCodeSent, kMessageStartedAt, kPendingPongs, kPongSent, kTcp, kErrorListeners, kMidMessage, kCompressFrom
 } from './symbols'
 
 type Cause = fastifyReliableWs.DisconnectInfo['cause']
@@ -33,6 +33,7 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   [kTcp]: Socket | null
   [kErrorListeners]: number
   [kMidMessage]: boolean
+  [kCompressFrom]: number
   [kRoute]: Route | undefined
   [kCause]: Cause | undefined
   [kOpenedAt]: number
@@ -113,6 +114,12 @@ export interface RouteCounters extends RouteStats {
   readonly closes: Partial<Record<Cause, Record<number, number>>>
 }
 
+/** What permessage-deflate did, both ways: bytes into zlib and out of it (messages/compression.ts counts them). */
+export interface CompressionCounters {
+  readonly sent: { messages: number, bytesIn: number, bytesOut: number }
+  readonly received: { messages: number, bytesIn: number, bytesOut: number }
+}
+
 /** The instance's counters, as the layers bump them (observability/stats.ts keeps them and reads them out). */
 export interface Counters {
   active: number
@@ -126,6 +133,7 @@ export interface Counters {
   draining: boolean
   readonly limits: LimitStats
   readonly sessions: SessionStats
+  readonly compression: CompressionCounters
   /** The counters of a declared route path; routes declared twice share them. */
   route (url: string): RouteCounters
   recordLatency (ms: number): void
@@ -208,4 +216,12 @@ export interface Route {
   // Histograms to feed as pongs and closes happen; null unless metrics are on.
   readonly observers: RouteObservers | null
   readonly resume: ResumeSettings | false
+  // What the route negotiates (null: it declines the extension), as built once by messages/compression.ts.
+  readonly deflate: DeflateOffer | null
+}
+
+/** A route's permessage-deflate: its settings, and the same as ws's `perMessageDeflate` option. */
+export interface DeflateOffer {
+  readonly settings: CompressionSettings
+  readonly options: object
 }

@@ -43,3 +43,7 @@ export const kUpgradeResponse = Symbol('reliable-ws.upgradeResponse')
 export const kTcp = Symbol('reliable-ws.tcp')
 // The application's last send had `fin: false`: a fragmented message is under way and must not be interrupted.
 export const kMidMessage = Symbol('reliable-ws.midMessage')
+// Messages this many bytes or larger go out compressed; Infinity when the socket did not negotiate permessage-deflate.
+export const kCompressFrom = Symbol('reliable-ws.compressFrom')
+// The compression settings a raw upgrade request's route allows, as ws's perMessageDeflate option (false: none).
+export const kDeflateOffer = Symbol('reliable-ws.deflateOffer')

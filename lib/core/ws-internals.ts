@@ -3,7 +3,7 @@ import type { Server } from 'node:http'
 import { Socket } from 'node:net'
 import { PassThrough } from 'node:stream'
 import { Server as TlsServer, TLSSocket } from 'node:tls'
-import type WebSocket from 'ws'
+import WebSocket from 'ws'
 import { FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY } from './errors'
 import { kErrorListeners } from './symbols'
 
@@ -36,8 +36,20 @@ interface Receiver {
   _opcode: number
 }
 
+type Callback = (err: Error | null, data?: Buffer) => void
+
+/** A socket's permessage-deflate (lib/permessage-deflate.js, ws 8.23.0): its methods the sender and parser call. */
+export interface Deflate {
+  // The limit of one frame's inflated bytes, which stops zlib at it (the parser checks a message's total).
+  _maxPayload: number
+  compress (data: Buffer | string, fin: boolean, callback: Callback): void
+  decompress (data: Buffer, fin: boolean, callback: Callback): void
+}
+
 /** The socket's fields read here (lib/websocket.js, ws 8.23.0). */
 interface WsFields {
+  // The extensions negotiated at the upgrade, by name; `{}` for none.
+  _extensions: { 'permessage-deflate'?: Deflate }
   _receiver: Receiver
   _closeFrameReceived: boolean
   // Both only exist when autoPong is on (ws's default).
@@ -57,7 +69,43 @@ function ws (socket: WebSocket): WsFields {
  * before the parser has read anything (ws reads from a later tick).
  */
 export function setMaxPayload (socket: WebSocket, maxPayload: number): void {
-  ws(socket)._receiver._maxPayload = maxPayload
+  const fields = ws(socket)
+  fields._receiver._maxPayload = maxPayload
+  // Else one compressed frame would inflate up to the server's limit before the parser saw the route's.
+  const deflate = fields._extensions['permessage-deflate']
+  if (deflate !== undefined) deflate._maxPayload = maxPayload
+}
+
+/** The socket's permessage-deflate, if the upgrade negotiated it. */
+export function deflateOf (socket: WebSocket): Deflate | undefined {
+  return ws(socket)._extensions['permessage-deflate']
+}
+
+/**
+ * A Sec-WebSocket-Extensions header as ws parses it (lib/extension.js, ws 8.23.0, which ws exports as
+ * `WebSocket.extension`): offers by extension name, each a record of parameter values. Throws on a malformed one.
+ */
+export function parseExtensionOffers (header: string): Record<string, unknown[]> {
+  return (WebSocket as unknown as { extension: { parse (header: string): Record<string, unknown[]> } }).extension.parse(header)
+}
+
+interface UpgradingServer {
+  options: { perMessageDeflate?: unknown }
+  handleUpgrade (request: IncomingMessage, ...rest: unknown[]): void
+}
+
+/**
+ * ws negotiates permessage-deflate with one server-wide option, `perMessageDeflate`, which handleUpgrade reads
+ * (and copies into the new socket's extension) synchronously as it begins (lib/websocket-server.js, ws 8.23.0).
+ * Setting it from the request just before makes it the request's own: `choose` reads what the route allowed.
+ */
+export function negotiateDeflatePerRequest (server: WebSocket.WebSocketServer, choose: (request: IncomingMessage) => object | false): void {
+  const wss = server as unknown as UpgradingServer
+  const handleUpgrade = wss.handleUpgrade
+  wss.handleUpgrade = function (request, ...rest) {
+    this.options.perMessageDeflate = choose(request)
+    handleUpgrade.call(this, request, ...rest)
+  }
 }
 
 /** The peer's close frame has arrived (ws then calls close() itself, to answer it). */
@@ -174,9 +222,16 @@ type RequestListener = (this: Server, request: IncomingMessage, response: Server
  * dropped before this returns. Throws FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY naming
  * the first field missing and ws's installed version.
  */
-export function checkInternals (SocketClass: typeof WebSocket, version: string, server: Server, serverOptions: object): void {
+export function checkInternals (SocketClass: typeof WebSocket, version: string, server: Server, serverOptions: object, zlibConcurrency: number): void {
   checkNodeInternals(server)
   const maxPayload = 1234
+  // The first PerMessageDeflate of the process sets ws's process-wide zlib limit: this one, with the plugin's.
+  const { PerMessageDeflate } = SocketClass as unknown as { PerMessageDeflate?: new (options: object) => Partial<Deflate> }
+  if (typeof PerMessageDeflate !== 'function') fail(version, 'WebSocket.PerMessageDeflate')
+  const deflate = new PerMessageDeflate({ isServer: true, maxPayload, concurrencyLimit: zlibConcurrency })
+  if (deflate._maxPayload !== maxPayload) fail(version, 'PerMessageDeflate#_maxPayload')
+  if (typeof deflate.compress !== 'function' || typeof deflate.decompress !== 'function') fail(version, 'PerMessageDeflate#compress')
+  if (typeof (WebSocket as { extension?: { parse?: unknown } }).extension?.parse !== 'function') fail(version, 'WebSocket.extension.parse')
   // With the application's own server options, as ws passes them: a subclass of its own may read them.
   const probe = new SocketClass(null as unknown as string, undefined, { ...serverOptions, autoPong: true, maxPendingAutoPongs: 3 } as WebSocket.ClientOptions)
   const fields = ws(probe)
@@ -185,6 +240,7 @@ export function checkInternals (SocketClass: typeof WebSocket, version: string, 
     if (typeof fields.setSocket !== 'function') fail(version, 'WebSocket#setSocket')
     fields.setSocket(stream, Buffer.alloc(0), { maxPayload })
     if (fields._closeFrameReceived !== false) fail(version, 'WebSocket#_closeFrameReceived')
+    if (typeof fields._extensions !== 'object' || fields._extensions === null) fail(version, 'WebSocket#_extensions')
     if (fields._pendingAutoPongs !== 0) fail(version, 'WebSocket#_pendingAutoPongs')
     if (fields._maxPendingAutoPongs !== 3) fail(version, 'WebSocket#_maxPendingAutoPongs')
     const receiver = fields._receiver as Partial<Receiver> | null | undefined

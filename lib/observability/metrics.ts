@@ -1,11 +1,11 @@
 import type { Counter, Gauge, Histogram } from 'prom-client'
 import { FST_RELIABLE_WS_METRICS_CONFLICT } from '../core/errors'
 import type { MetricsSettings } from '../core/options'
-import type { Metrics, RouteCounters } from '../core/shapes'
+import type { CompressionCounters, Metrics, RouteCounters } from '../core/shapes'
 import type { PromClient } from './prom-client-loader'
 import type { StatsCollector } from './stats'
 import { bytesReceived, bytesSent, forEachReliableSocket } from './stats'
-import { kRoute } from '../core/symbols'
+import { kCompressFrom, kRoute } from '../core/symbols'
 
 // Heartbeat round trips: a LAN answers in well under a millisecond, a mobile peer in seconds.
 const RTT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
@@ -68,6 +68,14 @@ export function createMetrics (
     }
   }
 
+  const direction = ['direction']
+  function perDirection (read: (counters: CompressionCounters['sent']) => number): (emit: Emit) => void {
+    return (emit) => {
+      emit({ direction: 'sent' }, read(stats.compression.sent))
+      emit({ direction: 'received' }, read(stats.compression.received))
+    }
+  }
+
   const rows: MetricRow[] = [
     { name: 'connections_active', help: 'Reliable websockets open now', type: 'gauge', labels: route, read: perRoute((c) => c.active) },
     { name: 'buffered_bytes', help: "Bytes queued for sending on open reliable websockets (ws's bufferedAmount)", type: 'gauge', labels: route, read: perRoute((_counters, l) => l?.buffered ?? 0, true) },
@@ -113,7 +121,20 @@ export function createMetrics (
     { name: 'sessions_resume_refused_total', help: 'Resume requests that began a new session instead', type: 'counter', read: (emit) => emit(null, sessions.resumeRefused) },
     { name: 'sessions_evicted_total', help: 'Away sessions ended to make room under the session limits', type: 'counter', read: (emit) => emit(null, sessions.evicted) },
     { name: 'sessions_rejected_total', help: 'Connections closed with 1013 because every session at a cap was connected', type: 'counter', read: (emit) => emit(null, sessions.rejected) },
-    { name: 'sessions_buffered_bytes', help: 'Bytes all sessions keep unacknowledged, as counted against sessionBufferBytes', type: 'gauge', read: (emit) => emit(null, sessions.bufferedBytes) }
+    { name: 'sessions_buffered_bytes', help: 'Bytes all sessions keep unacknowledged, as counted against sessionBufferBytes', type: 'gauge', read: (emit) => emit(null, sessions.bufferedBytes) },
+    {
+      name: 'compression_sockets',
+      help: 'Open reliable websockets that negotiated permessage-deflate',
+      type: 'gauge',
+      read (emit) {
+        let count = 0
+        forEachReliableSocket(clients(), (socket) => { if (socket[kCompressFrom] !== Infinity) count++ })
+        emit(null, count)
+      }
+    },
+    { name: 'compression_messages_total', help: 'Messages sent compressed, and compressed messages received', type: 'counter', labels: direction, read: perDirection((d) => d.messages) },
+    { name: 'compression_bytes_in_total', help: 'Payload bytes into zlib: before compression (sent), on the wire (received)', type: 'counter', labels: direction, read: perDirection((d) => d.bytesIn) },
+    { name: 'compression_bytes_out_total', help: 'Payload bytes out of zlib: on the wire (sent), inflated (received)', type: 'counter', labels: direction, read: perDirection((d) => d.bytesOut) }
   ]
 
   const names = rows.map((row) => settings.prefix + row.name)

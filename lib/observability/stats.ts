@@ -2,8 +2,8 @@
 import type { Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type fastifyReliableWs = require('../../types/index')
-import type { Counters, ReliableSocket, RouteCounters } from '../core/shapes'
-import { kBytesReadAtOpen, kBytesWrittenAtOpen, kRoute, kTcp } from '../core/symbols'
+import type { CompressionCounters, Counters, ReliableSocket, RouteCounters } from '../core/shapes'
+import { kBytesReadAtOpen, kBytesWrittenAtOpen, kCompressFrom, kRoute, kTcp } from '../core/symbols'
 
 type RouteStats = fastifyReliableWs.RouteStats
 type WsStats = fastifyReliableWs.WsStats
@@ -46,6 +46,7 @@ export class StatsCollector implements Counters {
 
   readonly routes = new Map<string, RouteCounters>()
   readonly sessions: SessionStats = { active: 0, resumed: 0, resumeRefused: 0, expired: 0, overflowed: 0, evicted: 0, rejected: 0, replayed: 0, bufferedBytes: 0 }
+  readonly compression: CompressionCounters = { sent: { messages: 0, bytesIn: 0, bytesOut: 0 }, received: { messages: 0, bytesIn: 0, bytesOut: 0 } }
   private readonly latencies = new Float64Array(LATENCY_SAMPLES)
   private latencyCount = 0
 
@@ -113,10 +114,12 @@ export class StatsCollector implements Counters {
       routes[url] = { active: counters.active, opened: counters.opened, messagesReceived: counters.messagesReceived, messagesSent: counters.messagesSent }
     }
     let bufferedBytes = 0
+    let compressing = 0
     forEachReliableSocket(clients, (socket) => {
       totalBytesReceived += bytesReceived(socket)
       totalBytesSent += bytesSent(socket)
       bufferedBytes += socket.bufferedAmount
+      if (socket[kCompressFrom] !== Infinity) compressing++
     })
     return {
       connections: { active: this.active, peak: this.peak, opened, closed: opened - this.active, rejected: this.rejected },
@@ -128,6 +131,7 @@ export class StatsCollector implements Counters {
       closeCauses,
       limits: { ...this.limits },
       sessions: { ...this.sessions },
+      compression: { sockets: compressing, sent: { ...this.compression.sent }, received: { ...this.compression.received } },
       errors: this.errors,
       draining: this.draining,
       uptimeMs: Math.round(performance.now() - this.startedAt),

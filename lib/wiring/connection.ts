@@ -9,6 +9,7 @@ import { failConnection, socketLog } from '../core/socket-errors'
 import { ALIVE } from '../core/shapes'
 import { onPeerPing, onPong } from '../timing/heartbeat'
 import { onJsonMessage } from '../messages/json-messages'
+import { watchCompression } from '../messages/compression'
 import { bytesHandedOver, bytesRead } from '../observability/stats'
 import type { LogLevel } from '../core/options'
 import { OPEN, PROTOCOL, WELCOME_FRAME } from '../protocol/protocol'
@@ -47,6 +48,7 @@ export function openConnection (socket: ReliableSocket, route: Route, request: F
   // been parsed yet (ws reads from a later tick).
   const maxPayload = route.limits.maxPayload
   if (maxPayload < ctx.settings.limits.maxPayload) setMaxPayload(socket, maxPayload)
+  watchCompression(socket, route)
   // Shared listeners (state comes from `this`): nothing is allocated per connection.
   socket.on('message', (route.json ? onJsonMessage : onMessage) as Listener)
   socket.on('close', onClose as Listener)

@@ -9,7 +9,7 @@ import type { PongState, Route, SocketSession } from '../core/shapes'
 import {
   kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
   kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kOnConnectPending,
-  kCloseCodeSent, kMessageStartedAt, kPendingPongs, kPongSent, kTcp, kErrorListeners, kMidMessage
+  kCloseCodeSent, kMessageStartedAt, kPendingPongs, kPongSent, kTcp, kErrorListeners, kMidMessage, kCompressFrom
 } from '../core/symbols'
 import { closeFrameReceived } from '../core/ws-internals'
 import { refuse, watchHighWater } from '../limits/backpressure'
@@ -17,6 +17,7 @@ import { pingFlood } from '../limits/ping-flood'
 import { admitMessage } from '../limits/rate-limiter'
 import { toJSONText } from '../messages/json-messages'
 import { escapeText, unframe } from '../messages/subprotocol'
+import { compressionOptions, UNCOMPRESSED } from '../messages/compression'
 import { CONTROL_MARK, OPEN } from '../protocol/protocol'
 
 type Cause = fastifyReliableWs.DisconnectInfo['cause']
@@ -90,7 +91,8 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     [kPongSent]: (() => void) | null = null;
     [kTcp]: Socket | null = null;
     [kErrorListeners] = 0;
-    [kMidMessage] = false
+    [kMidMessage] = false;
+    [kCompressFrom] = Infinity
 
     get latencyMs (): number | null {
       const latency = this[kLatency]
@@ -130,6 +132,8 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
       }
       // ws takes a missing `fin` for true and any other falsy one for false (its defaults are spread under the options).
       this[kMidMessage] = typeof options === 'object' && options !== null && 'fin' in options && !(options as { fin?: boolean }).fin
+      const compressFrom = this[kCompressFrom]
+      if (compressFrom !== Infinity) options = compressionOptions(data, options as object | undefined, compressFrom)
       super.send(data, options, cb)
       route.counters.messagesSent++
       watchHighWater(this, route)
@@ -164,16 +168,18 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
         if (cb !== undefined) process.nextTick(cb)
         return
       }
-      super.send(escapeText(data, binary), { binary }, cb)
+      data = escapeText(data, binary)
+      const compressFrom = this[kCompressFrom]
+      super.send(data, compressFrom === Infinity ? { binary } : compressionOptions(data, { binary }, compressFrom), cb)
       watchHighWater(this, this[kRoute]!)
     }
 
     // Control frames bypass the application's accounting and backpressure: they are a few bytes, and rare
-    // (a peer's pings are answered only while few pongs are pending: see answerPing).
+    // (a peer's pings are answered only while few pongs are pending: see answerPing). Too small to compress.
     [kSendControl] (frame: string, cb?: SendCallback): boolean {
       // A data frame must not land between the fragments of a message the application is sending.
       if (this[kMidMessage]) return false
-      super.send(frame, cb)
+      super.send(frame, UNCOMPRESSED, cb)
       return true
     }
 

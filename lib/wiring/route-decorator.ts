@@ -7,6 +7,7 @@ import { resolveRouteSettings } from '../core/options'
 import { createOriginCheck } from '../limits/origin-policy'
 import { messageRate } from '../limits/rate-limiter'
 import { offerProtocol } from '../messages/subprotocol'
+import { createCompressionOffer, deflateOffer } from '../messages/compression'
 import type Ajv from 'ajv'
 
 type Handler = (this: unknown, socket: ReliableSocket, request: FastifyRequest) => unknown
@@ -43,6 +44,7 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
       ajv ??= createAjv()
       validate = compileMessageSchema(ajv, settings.messageSchema, url)
     }
+    const deflate = deflateOffer(settings.compression)
     const route: Route = {
       ctx,
       url,
@@ -55,7 +57,8 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
       gateMessages: rate !== null || limits.idleTimeoutMs !== Infinity,
       resume: settings.resume,
       counters: ctx.stats.route(url),
-      observers: ctx.metrics === null ? null : ctx.metrics.forRoute(url)
+      observers: ctx.metrics === null ? null : ctx.metrics.forRoute(url),
+      deflate
     }
     ctx.connections.useLimits(route)
 
@@ -76,6 +79,7 @@ export function createRouteDecorator (ctx: Context): (routeOptions: RouteOptions
     }
     // The capacity check comes last, so concurrent upgrades cannot overshoot the limit.
     const preHandlers = [offerProtocol, keepUpgradeResponse]
+    if (deflate !== null) preHandlers.push(createCompressionOffer(deflate))
     if (limits.maxConnections !== Infinity || limits.maxConnectionsPerIp !== Infinity) preHandlers.push(createCapacityCheck(ctx, route))
     routeOptions.preHandler = [routeOptions.preHandler ?? [], preHandlers].flat()
   }

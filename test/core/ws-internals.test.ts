@@ -27,6 +27,7 @@ const changes: Array<[string, (socket: any) => void]> = [
   ['WebSocket#_closeFrameReceived', (socket) => { delete socket._closeFrameReceived }],
   ['WebSocket#_pendingAutoPongs', (socket) => { delete socket._pendingAutoPongs }],
   ['WebSocket#_maxPendingAutoPongs', (socket) => { socket._maxPendingAutoPongs = undefined }],
+  ['WebSocket#_extensions', (socket) => { socket._extensions = null }],
   ['WebSocket#_receiver', (socket) => { socket._receiver = null }],
   ['Receiver#_maxPayload', (socket) => { delete socket._receiver._maxPayload }],
   ['Receiver#_errored', (socket) => { delete socket._receiver._errored }],
@@ -47,6 +48,27 @@ t.test('registration fails with a coded error naming ws, its version and the fie
   const NoSetSocket = class extends WebSocket {} as any
   NoSetSocket.prototype.setSocket = undefined
   await t.rejects(bootWith({ websocket: { options: { WebSocket: NoSetSocket } } }), { code: 'FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY', message: /WebSocket#setSocket/ })
+  // permessage-deflate's class, which ws hangs on its WebSocket class, as a release that changed it would have it.
+  const { PerMessageDeflate } = WebSocket as any
+  const deflates: Array<[string, unknown]> = [
+    ['WebSocket.PerMessageDeflate', undefined],
+    ['PerMessageDeflate#_maxPayload', class extends PerMessageDeflate { constructor (options: object) { super(options); delete this._maxPayload } }],
+    ['PerMessageDeflate#compress', class extends PerMessageDeflate { compress = undefined }],
+    ['PerMessageDeflate#compress', class extends PerMessageDeflate { decompress = undefined }]
+  ]
+  for (const [field, Deflate] of deflates) {
+    const Changed = class extends WebSocket {} as any
+    Changed.PerMessageDeflate = Deflate
+    await t.rejects(bootWith({ websocket: { options: { WebSocket: Changed } } }), { code: 'FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY', message: new RegExp(`: ${field} is missing`) }, field)
+  }
+  const { extension } = WebSocket as any
+  const { parse } = extension
+  extension.parse = undefined
+  try {
+    await t.rejects(bootWith({}), { code: 'FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY', message: /: WebSocket\.extension\.parse is missing/ })
+  } finally {
+    extension.parse = parse
+  }
   // A subclass that keeps ws's internals as they are is accepted.
   await t.resolves(bootWith({ websocket: { options: { WebSocket: wsWhere(() => {}) } } }))
 })

@@ -65,7 +65,7 @@ t.test("with permessage-deflate, 'drain' waits for ws's own queue to fall to low
   const { app, url } = await start({
     heartbeat: false,
     backpressure: { highWaterMark: HIGH, lowWaterMark: 0 },
-    websocket: { options: { perMessageDeflate: true } }
+    compression: true
   }, (app) => {
     app.get('/ws', { websocket: true }, (socket) => {
       socket.on('drain', () => { atDrain.push(socket.bufferedAmount) })

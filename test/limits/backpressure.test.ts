@@ -147,7 +147,7 @@ t.test('with permessage-deflate the queue inside ws counts too, and waiting for 
   const { app, url } = await start({
     heartbeat: false,
     backpressure: { highWaterMark: HIGH, lowWaterMark: LOW },
-    websocket: { options: { perMessageDeflate: true } }
+    compression: true
   }, (app) => {
     app.get('/ws', { websocket: true }, (socket) => {
       socket.on('drain', () => { flood.drained = true })

@@ -116,7 +116,7 @@ t.test('a 64-bit length beyond 2^53 is refused with 1009', async (t) => {
 })
 
 t.test('with permessage-deflate, a route maxPayload also bounds the inflated message', async (t) => {
-  const started = await start({ heartbeat: false, websocket: { options: { perMessageDeflate: true } } }, echo, { logger: { level: 'fatal' } })
+  const started = await start({ heartbeat: false, compression: true }, echo, { logger: { level: 'fatal' } })
   t.teardown(() => started.app.close())
   const ws = new WebSocket(started.url('/ws'), { perMessageDeflate: true })
   ws.on('error', () => {})
