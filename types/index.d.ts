@@ -206,7 +206,7 @@ declare namespace fastifyReliableWs {
     serverMaxWindowBits?: number
     /**
      * Window the client is asked to compress with, 9 to 15 (the server inflates with one of that size). A client
-     * that cannot be asked (its offer has no `client_max_window_bits`) compresses with up to 15.
+     * that cannot be asked (its offer has no `client_max_window_bits`) is declined, unless this is 15.
      */
     clientMaxWindowBits?: number
     /**

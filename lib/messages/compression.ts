@@ -41,9 +41,10 @@ export function createCompressionOffer (offer: DeflateOffer): preHandlerHookHand
 
 /**
  * ws's `perMessageDeflate` for one upgrade request: none unless its route allows it, else the route's, with each
- * window no larger than the client's first offer asks. ws refuses (400) an offer whose windows it cannot
- * grant exactly, where the RFC has the server agree to a smaller one; a client whose offer leaves out
- * `client_max_window_bits` cannot be asked for a smaller window at all, and compresses with up to 2^15 bytes.
+ * window no larger than the client's first offer asks (ws alone refuses, with 400, an offer whose windows it
+ * cannot grant exactly, where the RFC has the server agree to a smaller one). A client whose offer leaves out
+ * `client_max_window_bits` cannot be asked for a smaller window: it is declined unless the route allows the
+ * largest, as the server would have to inflate with 2^15 bytes for it.
  */
 export function deflateFor (request: IncomingMessage): object | false {
   const offer = (request as { [kDeflateOffer]?: DeflateOffer })[kDeflateOffer]
@@ -60,7 +61,12 @@ export function deflateFor (request: IncomingMessage): object | false {
   if (params === undefined) return false
   const { settings } = offer
   const serverMaxWindowBits = windowBits(params.server_max_window_bits, settings.serverMaxWindowBits)
-  const clientMaxWindowBits = params.client_max_window_bits === undefined ? undefined : windowBits(params.client_max_window_bits, settings.clientMaxWindowBits)
+  let clientMaxWindowBits
+  if (params.client_max_window_bits !== undefined) {
+    clientMaxWindowBits = windowBits(params.client_max_window_bits, settings.clientMaxWindowBits)
+  } else if (settings.clientMaxWindowBits < 15) {
+    return false
+  }
   // A window of 2^8, which zlib cannot compress with (it uses 2^9): declined, the connection goes on without.
   if (serverMaxWindowBits === 8 || clientMaxWindowBits === 8) return false
   return { ...offer.options, serverMaxWindowBits, clientMaxWindowBits }

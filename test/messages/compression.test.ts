@@ -99,9 +99,8 @@ t.test("browsers' offers, and offers ws alone would refuse, are answered as the 
   t.same(await answer('permessage-deflate; client_max_window_bits'), {
     status: 'HTTP/1.1 101 Switching Protocols', extensions: 'permessage-deflate; client_max_window_bits=10; server_max_window_bits=10'
   }, "a browser's offer")
-  t.same(await answer('permessage-deflate'), {
-    status: 'HTTP/1.1 101 Switching Protocols', extensions: 'permessage-deflate; server_max_window_bits=10'
-  }, 'no client_max_window_bits: accepted, the client keeps its window (ws alone answers 400)')
+  t.same(await answer('permessage-deflate'), { status: 'HTTP/1.1 101 Switching Protocols', extensions: null },
+    'no client_max_window_bits: the client cannot be held to a small window, so declined (ws alone answers 400)')
   t.same(await answer('permessage-deflate; server_max_window_bits=9; client_max_window_bits=12'), {
     status: 'HTTP/1.1 101 Switching Protocols', extensions: 'permessage-deflate; client_max_window_bits=10; server_max_window_bits=9'
   }, 'the smaller of each window (ws alone answers 400 to a server window below its own)')
@@ -308,6 +307,14 @@ t.test('invalid compression options are refused at registration', async (t) => {
   }
   await t.rejects(bootWith({}, route({ concurrencyLimit: 4 })), { code: 'FST_RELIABLE_WS_INVALID_OPTION', message: /compression\.concurrencyLimit": ws's zlib limit is shared by the whole process/ })
   await t.rejects(bootWith({}, route({ level: -1 })), { code: 'FST_RELIABLE_WS_INVALID_OPTION', message: /config\.reliable of \/ws\.compression\.level/ })
+})
+
+t.test('a route that allows the client a window of 2^15 accepts an offer without client_max_window_bits', async (t) => {
+  const { app, port } = await start({ heartbeat: false, compression: { clientMaxWindowBits: 15 } }, echo)
+  t.teardown(() => app.close())
+  t.equal(extensionsHeader(await handshake(port, '/ws', ['Sec-WebSocket-Extensions: permessage-deflate'])), 'permessage-deflate; server_max_window_bits=10')
+  t.equal(extensionsHeader(await handshake(port, '/ws', ['Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits'])),
+    'permessage-deflate; client_max_window_bits=15; server_max_window_bits=10')
 })
 
 t.test('no context takeover, either way, when asked', async (t) => {
