@@ -84,8 +84,9 @@ function windowBits (offered: Array<string | true> | undefined, own: number): nu
  */
 export function watchCompression (socket: ReliableSocket, route: Route): void {
   const deflate = deflateOf(socket)
-  if (deflate === undefined || route.deflate === null) return
-  socket[kCompressFrom] = route.deflate.settings.threshold
+  if (deflate === undefined) return
+  // Negotiated only where the route offered it.
+  socket[kCompressFrom] = route.deflate!.settings.threshold
   countDeflate(deflate, route.ctx.stats.compression)
 }
 
