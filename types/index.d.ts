@@ -200,25 +200,28 @@ declare namespace fastifyReliableWs {
     threshold?: number
     /** zlib compression level, 0 (none) to 9 (smallest output, most CPU). */
     level?: number
-    /** zlib memLevel, 1 to 9: memory of the compressor's hash table (2^(memLevel + 9) bytes). */
+    /** zlib memLevel, 1 to 9: the size of the compressor's hash table. */
     memLevel?: number
     /** Window the server compresses with, 9 to 15 (2^bits bytes). */
     serverMaxWindowBits?: number
     /**
-     * Window the client is asked to compress with, 9 to 15 (the server inflates with one of that size). A client
-     * that cannot be asked (its offer has no `client_max_window_bits`) is declined, unless this is 15.
+     * Window the client is asked to compress with, 9 to 15. Below 15, a client that cannot be asked (its offer has no
+     * `client_max_window_bits`) is declined where the socket would inflate with a stream of its own.
      */
     clientMaxWindowBits?: number
     /**
-     * The server compresses each message on its own, without the previous ones as context: worse ratios for small,
-     * similar messages; the same memory (the compressor is kept and reset).
+     * Each message is compressed on its own, by zlib streams the route's sockets share (the preset). `false`: each
+     * socket keeps a compressor of its own for its life, for better ratios on small, similar messages.
      */
     serverNoContextTakeover?: boolean
-    /** The client is asked to compress each message on its own. */
+    /**
+     * The client is asked to compress each message on its own, and the route's shared inflaters take them (the
+     * preset). `false`: each socket keeps an inflater of its own.
+     */
     clientNoContextTakeover?: boolean
     /**
-     * zlib operations running at once in the whole process (ws's limiter, shared by every ws server and client in
-     * it; the first one to compress sets it). Plugin level only.
+     * zlib streams a route shares in each direction, and ws's limit on zlib operations at once for sockets with
+     * streams of their own (process-wide in ws). Plugin level only.
      */
     concurrencyLimit?: number
   }
@@ -344,7 +347,7 @@ declare namespace fastifyReliableWs {
     /** Where sessions are kept. Default: in this process's memory. */
     sessionStore?: SessionStore
     /**
-     * permessage-deflate on reliable routes: `true` for the preset (bounded memory per socket), an object to tune it,
+     * permessage-deflate on reliable routes: `true` for the preset (no zlib memory per socket), an object to tune it,
      * `false` for none. Routes may override. Default `false`.
      */
     compression?: CompressionOptions | boolean

@@ -115,16 +115,17 @@ export const DEFAULTS = Object.freeze({
   logging: Object.freeze({ connections: 'info' as const, warningsPerSecond: 10 }),
   // What `resume: true` means; sessions are off unless asked for.
   resume: Object.freeze({ ttlMs: 120_000, maxBufferedMessages: 1000, maxBufferedBytes: 1_048_576, owner: null }),
-  // What `compression: true` means: small windows and a small hash table keep an active socket's zlib memory to a
-  // few KB (ws's defaults: ~245 KB); bench/notes.md has the measurements. Off unless asked for: see docs/compression.md.
+  // What `compression: true` means. Without context takeover each message is compressed on its own, so the sockets
+  // of a route share a few zlib streams and hold none themselves (ws keeps ~110 KB of them per active socket),
+  // which leaves room for zlib's own defaults. bench/notes.md has the measurements; docs/compression.md when to use it.
   compression: Object.freeze({
-    threshold: 256,
-    level: 1,
-    memLevel: 3,
-    serverMaxWindowBits: 10,
-    clientMaxWindowBits: 10,
-    serverNoContextTakeover: false,
-    clientNoContextTakeover: false,
+    threshold: 1024,
+    level: 6,
+    memLevel: 8,
+    serverMaxWindowBits: 15,
+    clientMaxWindowBits: 15,
+    serverNoContextTakeover: true,
+    clientNoContextTakeover: true,
     concurrencyLimit: 10
   })
 })

@@ -224,4 +224,14 @@ export interface Route {
 export interface DeflateOffer {
   readonly settings: CompressionSettings
   readonly options: object
+  // The route's shared zlib streams, made on first use: compressors by window size (a client may ask for a smaller
+  // one), and the inflater.
+  readonly compressors: Map<number, SharedZlib>
+  inflater: SharedZlib | null
+}
+
+/** zlib streams sockets take turns on, each message on its own (messages/zlib-pool.ts). */
+export interface SharedZlib {
+  /** Calls `callback` with the message compressed or inflated, or `fallback` if the shared stream cannot do it. */
+  run (data: Buffer | string, limit: number, callback: (err: Error | null, data?: Buffer) => void, fallback: () => void): void
 }

@@ -42,6 +42,8 @@ type Callback = (err: Error | null, data?: Buffer) => void
 export interface Deflate {
   // The limit of one frame's inflated bytes, which stops zlib at it (the parser checks a message's total).
   _maxPayload: number
+  // The parameters agreed at the upgrade; the plugin always sets the server's window.
+  params: { server_no_context_takeover?: true, client_no_context_takeover?: true, server_max_window_bits: number }
   compress (data: Buffer | string, fin: boolean, callback: Callback): void
   decompress (data: Buffer, fin: boolean, callback: Callback): void
 }

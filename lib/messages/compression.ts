@@ -1,14 +1,17 @@
 import type { IncomingMessage } from 'node:http'
+import zlib from 'node:zlib'
 import type { preHandlerHookHandler } from 'fastify'
 import type { CompressionSettings } from '../core/options'
-import type { CompressionCounters, DeflateOffer, ReliableSocket, Route } from '../core/shapes'
+import type { CompressionCounters, DeflateOffer, ReliableSocket, Route, SharedZlib } from '../core/shapes'
 import { kCompressFrom, kDeflateOffer } from '../core/symbols'
 import { deflateOf, parseExtensionOffers } from '../core/ws-internals'
 import type { Deflate } from '../core/ws-internals'
+import { ZlibPool } from './zlib-pool'
 
-// Each of a socket's zlib streams keeps an output buffer this large for the socket's life (Node's default is
-// 16 KiB); bench/notes.md has what it costs and saves.
+// Each zlib stream keeps an output buffer this large (Node's default is 16 KiB); bench/notes.md has what it costs.
 const CHUNK_SIZE = 1024
+// The shared inflater takes every window a client may compress with.
+const MAX_WINDOW_BITS = 15
 
 type OfferParams = Record<string, Array<string | true>>
 
@@ -18,7 +21,8 @@ export function deflateOffer (settings: CompressionSettings | false): DeflateOff
   return {
     settings,
     options: {
-      threshold: settings.threshold,
+      // The plugin applies the route's threshold itself; ws's would also veto an application's `compress: true`.
+      threshold: 0,
       concurrencyLimit: settings.concurrencyLimit,
       // false would make ws refuse (400) a client that asks for it; undefined grants it, at no memory cost.
       serverNoContextTakeover: settings.serverNoContextTakeover || undefined,
@@ -27,8 +31,25 @@ export function deflateOffer (settings: CompressionSettings | false): DeflateOff
       clientMaxWindowBits: settings.clientMaxWindowBits,
       zlibDeflateOptions: { level: settings.level, memLevel: settings.memLevel, chunkSize: CHUNK_SIZE },
       zlibInflateOptions: { chunkSize: CHUNK_SIZE }
-    }
+    },
+    compressors: new Map(),
+    inflater: null
   }
+}
+
+function compressor (offer: DeflateOffer, windowBits: number): SharedZlib {
+  let pool = offer.compressors.get(windowBits)
+  if (pool === undefined) {
+    const { level, memLevel, concurrencyLimit } = offer.settings
+    pool = new ZlibPool(() => zlib.createDeflateRaw({ level, memLevel, windowBits, chunkSize: CHUNK_SIZE }), concurrencyLimit, false)
+    offer.compressors.set(windowBits, pool)
+  }
+  return pool
+}
+
+function inflater (offer: DeflateOffer): SharedZlib {
+  offer.inflater ??= new ZlibPool(() => zlib.createInflateRaw({ windowBits: MAX_WINDOW_BITS, chunkSize: CHUNK_SIZE }), offer.settings.concurrencyLimit, true)
+  return offer.inflater
 }
 
 /** A preHandler of routes with compression: the upgrade may negotiate it, as the route allows. */
@@ -43,8 +64,8 @@ export function createCompressionOffer (offer: DeflateOffer): preHandlerHookHand
  * ws's `perMessageDeflate` for one upgrade request: none unless its route allows it, else the route's, with each
  * window no larger than the client's first offer asks (ws alone refuses, with 400, an offer whose windows it
  * cannot grant exactly, where the RFC has the server agree to a smaller one). A client whose offer leaves out
- * `client_max_window_bits` cannot be asked for a smaller window: it is declined unless the route allows the
- * largest, as the server would have to inflate with 2^15 bytes for it.
+ * `client_max_window_bits` cannot be asked for a smaller window: where the socket would inflate with a stream of
+ * its own (the client keeps context), it is declined unless the route allows the largest window.
  */
 export function deflateFor (request: IncomingMessage): object | false {
   const offer = (request as { [kDeflateOffer]?: DeflateOffer })[kDeflateOffer]
@@ -64,7 +85,7 @@ export function deflateFor (request: IncomingMessage): object | false {
   let clientMaxWindowBits
   if (params.client_max_window_bits !== undefined) {
     clientMaxWindowBits = windowBits(params.client_max_window_bits, settings.clientMaxWindowBits)
-  } else if (settings.clientMaxWindowBits < 15) {
+  } else if (settings.clientMaxWindowBits < MAX_WINDOW_BITS && !settings.clientNoContextTakeover) {
     return false
   }
   // A window of 2^8, which zlib cannot compress with (it uses 2^9): declined, the connection goes on without.
@@ -80,38 +101,66 @@ function windowBits (offered: Array<string | true> | undefined, own: number): nu
 
 /**
  * Once a socket is open: whether it negotiated permessage-deflate (its messages then go out compressed from the
- * route's threshold) and, if so, zlib's work counted both ways.
+ * route's threshold). If so, each direction without context takeover goes through the route's shared zlib
+ * streams, and zlib's work is counted both ways.
  */
 export function watchCompression (socket: ReliableSocket, route: Route): void {
   const deflate = deflateOf(socket)
   if (deflate === undefined) return
   // Negotiated only where the route offered it.
-  socket[kCompressFrom] = route.deflate!.settings.threshold
-  countDeflate(deflate, route.ctx.stats.compression)
+  const offer = route.deflate!
+  socket[kCompressFrom] = offer.settings.threshold
+  const { params } = deflate
+  const shared = {
+    out: params.server_no_context_takeover === true ? compressor(offer, params.server_max_window_bits) : null,
+    in: params.client_no_context_takeover === true ? inflater(offer) : null
+  }
+  useSharedZlib(deflate, shared, route.ctx.stats.compression)
 }
 
-function countDeflate (deflate: Deflate, counters: CompressionCounters): void {
+/**
+ * Replaces the socket's compress and decompress (which ws's sender and parser call, one message at a time) with
+ * the shared streams where there are some, counting what zlib does. ws's own, with a zlib stream for this socket,
+ * still takes the messages sent or received in fragments (which must share one stream), and those the shared
+ * streams fail: past the limit or corrupt, it fails them with ws's own close code.
+ */
+function useSharedZlib (deflate: Deflate, shared: { out: SharedZlib | null, in: SharedZlib | null }, counters: CompressionCounters): void {
   const { compress, decompress } = deflate
   const { sent, received } = counters
+  // A message in fragments is under way through ws's own stream.
+  let compressing = false
+  let inflating = false
   deflate.compress = function (data, fin, callback) {
     sent.bytesIn += typeof data === 'string' ? Buffer.byteLength(data) : data.length
-    compress.call(this, data, fin, (err, out) => {
+    const done = (err: Error | null, out?: Buffer): void => {
       if (out !== undefined) {
         sent.bytesOut += out.length
         if (fin) sent.messages++
       }
       callback(err, out)
-    })
+    }
+    if (shared.out !== null && fin && !compressing) {
+      shared.out.run(data, Infinity, done, () => compress.call(this, data, fin, done))
+      return
+    }
+    compressing = !fin
+    compress.call(this, data, fin, done)
   }
   deflate.decompress = function (data, fin, callback) {
     received.bytesIn += data.length
-    decompress.call(this, data, fin, (err, out) => {
+    const done = (err: Error | null, out?: Buffer): void => {
       if (out !== undefined) {
         received.bytesOut += out.length
         if (fin) received.messages++
       }
       callback(err, out)
-    })
+    }
+    if (shared.in !== null && fin && !inflating) {
+      shared.in.run(data, this._maxPayload, done, () => decompress.call(this, data, fin, done))
+      return
+    }
+    inflating = !fin
+    decompress.call(this, data, fin, done)
   }
 }
 

@@ -11,7 +11,7 @@ t.test('ws offers permessage-deflate unless the client says not to; an object is
   const { app, url } = await start({ heartbeat: false, compression: true }, (app) => {
     app.get('/ws', { websocket: true }, (socket, request) => {
       offers.push(request.headers['sec-websocket-extensions'])
-      socket.send('x'.repeat(1000))
+      socket.send('x'.repeat(2000))
     })
   })
   t.teardown(() => app.close())
@@ -22,9 +22,9 @@ t.test('ws offers permessage-deflate unless the client says not to; an object is
     ws.close()
     return { extensions, data: event.data }
   }
-  t.same(await open({}), { extensions: 'permessage-deflate', data: 'x'.repeat(1000) }, "ws's default: offered, negotiated")
-  t.same(await open({ compression: false }), { extensions: '', data: 'x'.repeat(1000) })
-  t.same(await open({ compression: { serverMaxWindowBits: 9 } }), { extensions: 'permessage-deflate', data: 'x'.repeat(1000) })
+  t.same(await open({}), { extensions: 'permessage-deflate', data: 'x'.repeat(2000) }, "ws's default: offered, negotiated")
+  t.same(await open({ compression: false }), { extensions: '', data: 'x'.repeat(2000) })
+  t.same(await open({ compression: { serverMaxWindowBits: 9 } }), { extensions: 'permessage-deflate', data: 'x'.repeat(2000) })
   t.match(offers, [/client_max_window_bits/, undefined, /server_max_window_bits=9/])
   await waitFor(() => app.wsStats.connections.active === 0)
   t.equal(app.wsStats.compression.sent.messages, 2)

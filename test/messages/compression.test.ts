@@ -1,15 +1,19 @@
 import { once } from 'node:events'
 import net from 'node:net'
-import { constants, deflateRawSync } from 'node:zlib'
+import zlib, { constants, deflateRawSync } from 'node:zlib'
 import t from 'tap'
+import type { Test } from 'tap'
 import WebSocket from 'ws'
 import type { FastifyInstance } from 'fastify'
 import { bootWith, buildFrame, closeEvent, collect, connect, OPCODE, RawPeer, start, upgradeRequest, waitFor } from '../helpers/helpers'
 import type { Options } from '../helpers/helpers'
 import { PROTOCOL } from '../../lib/protocol/protocol'
+import { kRoute } from '../../lib/core/symbols'
 
 // rsv1, in buildFrame's RSV field: the frame's payload is compressed.
 const RSV1 = 4
+// What the preset adds to every answer: each message compressed on its own, both ways.
+const NO_TAKEOVER = 'client_no_context_takeover; server_max_window_bits=15; server_no_context_takeover'
 
 function echo (app: FastifyInstance): void {
   app.get('/ws', { websocket: true }, (socket) => {
@@ -66,9 +70,9 @@ t.test('per route: the plugin level applies, a route turns it off or on, opted-o
   t.equal(await negotiated('/opted-out'), '', 'declined on a route the plugin does not handle')
   const port = (app.server.address() as net.AddressInfo).port
   const tuned = extensionsHeader(await handshake(port, '/tuned', ['Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits']))
-  t.equal(tuned, 'permessage-deflate; client_max_window_bits=11; server_max_window_bits=12', "the route's windows")
+  t.equal(tuned, 'permessage-deflate; client_max_window_bits=11; client_no_context_takeover; server_max_window_bits=12; server_no_context_takeover', "the route's windows")
   const preset = extensionsHeader(await handshake(port, '/inherits', ['Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits']))
-  t.equal(preset, 'permessage-deflate; client_max_window_bits=10; server_max_window_bits=10', "the preset's windows")
+  t.equal(preset, `permessage-deflate; client_max_window_bits=15; ${NO_TAKEOVER}`, "the preset's windows, no context takeover")
 })
 
 t.test('off at the plugin level (the default), a route may turn it on; with no offer nothing is negotiated', async (t) => {
@@ -89,7 +93,8 @@ t.test('off at the plugin level (the default), a route may turn it on; with no o
 })
 
 t.test("browsers' offers, and offers ws alone would refuse, are answered as the RFC says", async (t) => {
-  const { app, port } = await start({ heartbeat: false, compression: true, logging: { connections: false } }, echo)
+  const windows = { serverMaxWindowBits: 10, clientMaxWindowBits: 10 }
+  const { app, port } = await start({ heartbeat: false, compression: windows, logging: { connections: false } }, echo)
   t.teardown(() => app.close())
   const answer = async (offer: string): Promise<{ status: string, extensions: string | null }> => {
     const head = await handshake(port, '/ws', [`Sec-WebSocket-Extensions: ${offer}`])
@@ -97,12 +102,15 @@ t.test("browsers' offers, and offers ws alone would refuse, are answered as the 
   }
   // Chromium and Firefox send exactly this.
   t.same(await answer('permessage-deflate; client_max_window_bits'), {
-    status: 'HTTP/1.1 101 Switching Protocols', extensions: 'permessage-deflate; client_max_window_bits=10; server_max_window_bits=10'
+    status: 'HTTP/1.1 101 Switching Protocols',
+    extensions: 'permessage-deflate; client_max_window_bits=10; client_no_context_takeover; server_max_window_bits=10; server_no_context_takeover'
   }, "a browser's offer")
-  t.same(await answer('permessage-deflate'), { status: 'HTTP/1.1 101 Switching Protocols', extensions: null },
-    'no client_max_window_bits: the client cannot be held to a small window, so declined (ws alone answers 400)')
+  t.same(await answer('permessage-deflate'), {
+    status: 'HTTP/1.1 101 Switching Protocols', extensions: 'permessage-deflate; client_no_context_takeover; server_max_window_bits=10; server_no_context_takeover'
+  }, 'no client_max_window_bits: the client keeps its window, which the shared inflater takes (ws alone answers 400)')
   t.same(await answer('permessage-deflate; server_max_window_bits=9; client_max_window_bits=12'), {
-    status: 'HTTP/1.1 101 Switching Protocols', extensions: 'permessage-deflate; client_max_window_bits=10; server_max_window_bits=9'
+    status: 'HTTP/1.1 101 Switching Protocols',
+    extensions: 'permessage-deflate; client_max_window_bits=10; client_no_context_takeover; server_max_window_bits=9; server_no_context_takeover'
   }, 'the smaller of each window (ws alone answers 400 to a server window below its own)')
   t.same(await answer('x-webkit-deflate-frame'), { status: 'HTTP/1.1 101 Switching Protocols', extensions: null }, 'another extension only: none')
   for (const offer of ['permessage-deflate; client_max_window_bits=8', 'permessage-deflate; server_max_window_bits=8']) {
@@ -115,9 +123,15 @@ t.test("browsers' offers, and offers ws alone would refuse, are answered as the 
   t.equal(app.wsStats.limits.protocolErrors, 2, 'both counted as malformed')
 })
 
-t.test('messages go out compressed from the threshold on, with context takeover too; the application may choose per message', async (t) => {
+for (const takeover of [true, false]) {
+  t.test(`messages go out compressed from the threshold on, ${takeover ? 'with' : 'without'} context takeover; the application may choose per message`, async (t) => {
+    await thresholdApplies(t, takeover)
+  })
+}
+
+async function thresholdApplies (t: Test, takeover: boolean): Promise<void> {
   const sends: Array<{ data: string | Buffer, options?: object }> = []
-  const { app, url } = await start({ heartbeat: false, compression: { threshold: 300 } }, (app) => {
+  const { app, url } = await start({ heartbeat: false, compression: { threshold: 300, serverNoContextTakeover: !takeover } }, (app) => {
     app.get('/ws', { websocket: true }, (socket) => {
       socket.on('message', () => {
         for (const { data, options } of sends.splice(0)) options === undefined ? socket.send(data) : socket.send(data, options)
@@ -150,9 +164,9 @@ t.test('messages go out compressed from the threshold on, with context takeover 
   const { sent } = app.wsStats.compression
   t.equal(sent.messages, 8)
   t.equal(sent.bytesIn, 300 + 300 + 300 + 300 + 300 + 10 + 2 + 400)
-  t.ok(sent.bytesOut < sent.bytesIn / 4, `${sent.bytesIn} bytes compressed to ${sent.bytesOut}`)
+  t.ok(sent.bytesOut < sent.bytesIn / 2, `${sent.bytesIn} bytes compressed to ${sent.bytesOut}`)
   ws.close()
-})
+}
 
 t.test("wire bytes, messages and zlib's work are counted both ways, in wsStats and the metrics", async (t) => {
   const { Registry } = await import('prom-client')
@@ -309,23 +323,32 @@ t.test('invalid compression options are refused at registration', async (t) => {
   await t.rejects(bootWith({}, route({ level: -1 })), { code: 'FST_RELIABLE_WS_INVALID_OPTION', message: /config\.reliable of \/ws\.compression\.level/ })
 })
 
-t.test('a route that allows the client a window of 2^15 accepts an offer without client_max_window_bits', async (t) => {
-  const { app, port } = await start({ heartbeat: false, compression: { clientMaxWindowBits: 15 } }, echo)
+t.test('a client that keeps context and cannot be held to the route\'s window is declined', async (t) => {
+  const { app, port } = await start({ heartbeat: false, compression: { clientMaxWindowBits: 10, clientNoContextTakeover: false } }, echo)
   t.teardown(() => app.close())
-  t.equal(extensionsHeader(await handshake(port, '/ws', ['Sec-WebSocket-Extensions: permessage-deflate'])), 'permessage-deflate; server_max_window_bits=10')
+  t.equal(extensionsHeader(await handshake(port, '/ws', ['Sec-WebSocket-Extensions: permessage-deflate'])), null,
+    'no client_max_window_bits: the socket would inflate with 2^15 bytes of its own')
   t.equal(extensionsHeader(await handshake(port, '/ws', ['Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits'])),
-    'permessage-deflate; client_max_window_bits=15; server_max_window_bits=10')
+    'permessage-deflate; client_max_window_bits=10; server_max_window_bits=15; server_no_context_takeover')
 })
 
-t.test('no context takeover, either way, when asked', async (t) => {
+t.test('a route that allows the client a window of 2^15 (the preset) accepts an offer without client_max_window_bits', async (t) => {
+  const { app, port } = await start({ heartbeat: false, compression: { clientMaxWindowBits: 15 } }, echo)
+  t.teardown(() => app.close())
+  t.equal(extensionsHeader(await handshake(port, '/ws', ['Sec-WebSocket-Extensions: permessage-deflate'])), `permessage-deflate; ${NO_TAKEOVER}`)
+  t.equal(extensionsHeader(await handshake(port, '/ws', ['Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits'])),
+    `permessage-deflate; client_max_window_bits=15; ${NO_TAKEOVER}`)
+})
+
+t.test('the preset compresses each message on its own, both ways', async (t) => {
   const { app, port, url } = await start({ heartbeat: false }, (app) => {
-    app.get('/ws', { websocket: true, config: { reliable: { compression: { serverNoContextTakeover: true, clientNoContextTakeover: true } } } }, (socket) => {
+    app.get('/ws', { websocket: true, config: { reliable: { compression: { threshold: 0 } } } }, (socket) => {
       socket.on('message', (data) => socket.send(data))
     })
   })
   t.teardown(() => app.close())
   const header = extensionsHeader(await handshake(port, '/ws', ['Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits']))
-  t.equal(header, 'permessage-deflate; client_max_window_bits=10; client_no_context_takeover; server_max_window_bits=10; server_no_context_takeover')
+  t.equal(header, `permessage-deflate; client_max_window_bits=15; ${NO_TAKEOVER}`)
   const ws = await connect(url('/ws'))
   const messages = collect(ws)
   const sizes: number[] = []
@@ -348,7 +371,7 @@ t.test("a route's object applies over the plugin's settings, field by field", as
   })
   t.teardown(() => app.close())
   const header = extensionsHeader(await handshake(port, '/ws', ['Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits']))
-  t.equal(header, 'permessage-deflate; client_max_window_bits=12; server_max_window_bits=13')
+  t.equal(header, 'permessage-deflate; client_max_window_bits=12; client_no_context_takeover; server_max_window_bits=13; server_no_context_takeover')
   const ws = await connect(`ws://127.0.0.1:${port}/ws`)
   const closed = closeEvent(ws)
   ws.send('go')
@@ -356,4 +379,142 @@ t.test("a route's object applies over the plugin's settings, field by field", as
   t.same(app.wsStats.compression.sent, { messages: 1, bytesIn: 1, bytesOut: app.wsStats.compression.sent.bytesOut }, "the plugin's threshold of 0: even one byte is compressed")
   ws.close()
   await closed
+})
+
+/** The zlib streams ws made for a server-side socket itself (null: none), read from ws's extension object. */
+function ownStreams (socket: WebSocket): { deflate: unknown, inflate: unknown } {
+  const extension = (socket as any)._extensions['permessage-deflate']
+  return { deflate: extension._deflate, inflate: extension._inflate }
+}
+
+t.test('without context takeover a socket holds no zlib stream: the route shares a few, and a broadcast is compressed once', async (t) => {
+  const { app, url } = await start({ heartbeat: false, compression: true }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => {
+      socket.on('message', (data) => socket.send(data))
+    })
+  })
+  t.teardown(() => app.close())
+  const clients = await Promise.all(Array.from({ length: 20 }, () => connect(url('/ws'))))
+  const payload = JSON.stringify(Array.from({ length: 100 }, (_, i) => ({ id: i, name: `user ${i % 9}`, online: i % 3 === 0 })))
+  for (const client of clients) client.send(payload)
+  await waitFor(() => clients.every((client) => collect(client).length === 1), 3000, 'the echoes')
+  for (const client of clients) t.same(collect(client)[0], JSON.parse(payload))
+  const sockets = [...app.websocketServer.clients]
+  t.same(sockets.map(ownStreams), sockets.map(() => ({ deflate: null, inflate: null })), 'no socket has a zlib stream of its own')
+  const { compression } = app.wsStats
+  t.equal(compression.received.messages, 20)
+  t.equal(compression.sent.messages, 20)
+
+  // The same message to every socket, as a broadcast sends it.
+  const pool = (sockets[0] as any)[kRoute].deflate.compressors.get(15)
+  const run = pool.run
+  let runs = 0
+  pool.run = function (...args: unknown[]) { runs++; return run.apply(this, args) }
+  const zlibWrites: unknown[] = []
+  for (const lane of pool.lanes) {
+    const write = lane.stream.write
+    lane.stream.write = function (chunk: unknown, ...rest: unknown[]) { zlibWrites.push(chunk); return write.call(this, chunk, ...rest) }
+  }
+  const broadcast = payload.repeat(3)
+  for (const socket of sockets) socket.send(broadcast)
+  await waitFor(() => clients.every((client) => collect(client).length === 2), 3000, 'the broadcast')
+  for (const client of clients) t.equal(collect(client)[1], broadcast)
+  t.equal(runs, 20, 'each socket handed it to the shared compressor')
+  t.equal(zlibWrites.filter((chunk) => chunk === broadcast).length, 1, 'which compressed it once')
+  // Sent again once that is done: the last result is kept.
+  sockets[0].send(broadcast)
+  await waitFor(() => collect(clients[0]).length === 3, 3000, 'the broadcast again')
+  t.equal(collect(clients[0])[2], broadcast)
+  t.equal(zlibWrites.filter((chunk) => chunk === broadcast).length, 1, 'still compressed once')
+  for (const client of clients) client.close()
+})
+
+t.test('messages sent and received in fragments go through ws\'s own zlib stream for that socket', async (t) => {
+  const { app, port } = await start({ heartbeat: false, compression: true }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => {
+      socket.on('message', (data) => {
+        const text = data.toString()
+        socket.send(text.slice(0, 2000), { fin: false })
+        socket.send(text.slice(2000), { fin: true })
+      })
+    })
+  })
+  t.teardown(() => app.close())
+  const peer = await RawPeer.connect(port, '/ws', ['Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits'])
+  const text = 'abcdefgh'.repeat(500)
+  const message = deflateMessage(Buffer.from(text))
+  peer.socket.write(Buffer.concat([
+    buildFrame({ opcode: OPCODE.text, payload: message.subarray(0, 10), rsv: RSV1, fin: false }),
+    buildFrame({ opcode: 0, payload: message.subarray(10) })
+  ]))
+  await waitFor(() => peer.frames.length === 2, 3000, 'the echo, in two frames')
+  const [first, last] = peer.frames
+  t.equal(first.opcode, OPCODE.text)
+  t.equal(last.opcode, 0)
+  const inflated = zlib.inflateRawSync(Buffer.concat([first.payload, last.payload, Buffer.from([0, 0, 0xff, 0xff])]), { finishFlush: zlib.constants.Z_SYNC_FLUSH })
+  t.equal(inflated.toString(), text, 'the fragmented reply inflates to the message')
+  t.equal(app.wsStats.compression.received.messages, 1)
+  t.equal(app.wsStats.compression.sent.messages, 1)
+  peer.destroy()
+})
+
+t.test('a corrupt compressed message closes its socket with 1007; the shared inflater goes on for the others', async (t) => {
+  const { app, port, url } = await start({ heartbeat: false, compression: true }, echo)
+  t.teardown(() => app.close())
+  const good = await connect(url('/ws'))
+  const peer = await RawPeer.connect(port, '/ws', ['Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits'])
+  peer.socket.write(buildFrame({ opcode: OPCODE.binary, payload: Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff]), rsv: RSV1 }))
+  await waitFor(() => peer.closeCode() !== null, 3000, 'the close frame')
+  t.equal(peer.closeCode(), 1007)
+  for (let i = 0; i < 3; i++) good.send('still compressed, and still inflated by the shared stream. '.repeat(30))
+  await waitFor(() => collect(good).length === 3, 3000, 'the echoes')
+  t.equal(app.wsStats.compression.received.messages, 3)
+  good.close()
+  peer.destroy()
+})
+
+t.test('a compressed message that ends its deflate stream (a final block) is inflated, and so is the next one', async (t) => {
+  const { app, port } = await start({ heartbeat: false, compression: true }, echo)
+  t.teardown(() => app.close())
+  const peer = await RawPeer.connect(port, '/ws', ['Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits'])
+  // A client may finish each message's stream: a final block, then the four bytes the RFC has it drop.
+  const finished = (text: string): Buffer => deflateRawSync(Buffer.from(text))
+  peer.socket.write(buildFrame({ opcode: OPCODE.text, payload: finished('first '.repeat(300)), rsv: RSV1 }))
+  peer.socket.write(buildFrame({ opcode: OPCODE.text, payload: finished('second '.repeat(300)), rsv: RSV1 }))
+  await waitFor(() => peer.count(OPCODE.text) === 2, 3000, 'both echoes')
+  const texts = peer.frames.filter((frame) => frame.opcode === OPCODE.text)
+    .map((frame) => zlib.inflateRawSync(Buffer.concat([frame.payload, Buffer.from([0, 0, 0xff, 0xff])]), { finishFlush: zlib.constants.Z_SYNC_FLUSH }).toString())
+  t.same(texts, ['first '.repeat(300), 'second '.repeat(300)])
+  t.equal(app.wsStats.compression.received.messages, 2)
+  peer.destroy()
+})
+
+t.test('with context takeover asked of the client, its messages are inflated by a stream of the socket\'s own', async (t) => {
+  const { app, url } = await start({ heartbeat: false, compression: { clientNoContextTakeover: false } }, echo)
+  t.teardown(() => app.close())
+  const ws = await connect(url('/ws'))
+  const messages = collect(ws)
+  // ws's client compresses every message with takeover: the second refers back to the first.
+  for (let i = 0; i < 2; i++) ws.send('a sentence the client says twice, word for word. '.repeat(30))
+  await waitFor(() => messages.length === 2, 3000, 'the echoes')
+  t.equal(messages[1], messages[0])
+  const [socket] = app.websocketServer.clients
+  const streams = ownStreams(socket)
+  t.not(streams.inflate, null, 'the socket inflates with its own stream')
+  t.equal(streams.deflate, null, 'and compresses with the shared ones')
+  t.equal(app.wsStats.compression.received.messages, 2)
+  ws.close()
+})
+
+t.test('the shared streams are made as messages overlap, never more than concurrencyLimit', async (t) => {
+  const { app, url } = await start({ heartbeat: false, compression: { concurrencyLimit: 2 } }, echo)
+  t.teardown(() => app.close())
+  const clients = await Promise.all(Array.from({ length: 12 }, () => connect(url('/ws'))))
+  clients.forEach((client, i) => client.send(`message ${i} `.repeat(400)))
+  await waitFor(() => clients.every((client) => collect(client).length === 1), 3000, 'the echoes')
+  clients.forEach((client, i) => t.equal(collect(client)[0], `message ${i} `.repeat(400)))
+  const route = ([...app.websocketServer.clients][0] as any)[kRoute]
+  t.equal(route.deflate.compressors.get(15).lanes.length, 2, 'two compressors')
+  t.equal(route.deflate.inflater.lanes.length, 2, 'two inflaters')
+  for (const client of clients) client.close()
 })
