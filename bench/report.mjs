@@ -64,6 +64,7 @@ const COLUMNS = {
     ['soakRssPerConnection', 'RSS / conn, soak (B)', 0],
     ['soakOverWarm', 'soak / warm', 2],
     ['messagesSent', 'msgs sent', 0],
+    ['uploadBacklog', 'uploads waiting at the end', 0],
     ['negotiated', 'negotiated', null]
   ],
   slow: [

@@ -40,6 +40,8 @@ const SIZES = {
   quick: { compressionIdle: 1_000, compressionActive: 200, compressionWarmSeconds: 1, compressionSoakSeconds: 5, rounds: 1, echoSeconds: 0.5, idle: [1_000], keepalive: 1_000, keepaliveSeconds: 1, heartbeatMs: 250, fanout: 500, fanoutRounds: 5, slowSeconds: 0.5, attackRounds: 1, attackSessions: 5_000, attackHalfSent: 2_000, attackFragments: 200, attackHoldSeconds: 35 },
   smoke: { compressionIdle: 20, compressionActive: 10, compressionWarmSeconds: 0.2, compressionSoakSeconds: 0.3, rounds: 1, echoSeconds: 0.2, idle: [20], keepalive: 20, keepaliveSeconds: 0.3, heartbeatMs: 100, fanout: 20, fanoutRounds: 2, slowSeconds: 0.2, attackRounds: 1, attackSessions: 50, attackHalfSent: 20, attackFragments: 10, attackHoldSeconds: 1 }
 }[mode]
+// Compression's active runs are long (a soak each): one round unless asked for more.
+SIZES.compressionRounds = args.rounds === undefined ? 1 : Number(args.rounds)
 if (args.rounds !== undefined) SIZES.rounds = Number(args.rounds)
 
 function scenarios () {
@@ -95,7 +97,7 @@ function scenarios () {
       warmSeconds: SIZES.compressionWarmSeconds,
       soakSeconds: SIZES.compressionSoakSeconds,
       uploadEvery: 5,
-      rounds: 1,
+      rounds: SIZES.compressionRounds,
       offerDeflate: true,
       contenders: COMPRESSION_CONTENDERS
     })

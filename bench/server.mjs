@@ -181,6 +181,7 @@ function sample () {
     loopP99Ms: loopDelay.percentile(99) / 1e6,
     loopMaxMs: loopDelay.max / 1e6,
     connections: server.io ? server.io.engine.clientsCount : server.sockets().size,
+    received,
     wsStats: server.stats(),
     peakRss: Math.max(peakRss, memory.rss)
   }
@@ -196,7 +197,7 @@ function peek () {
   for (const socket of server.sockets?.() ?? []) {
     for (const fragment of socket._receiver?._fragments ?? []) fragmentBytes += fragment.length
   }
-  return { rss: process.memoryUsage.rss(), connections: server.io ? server.io.engine.clientsCount : server.sockets().size, fragmentBytes, wsStats: server.stats() }
+  return { rss: process.memoryUsage.rss(), connections: server.io ? server.io.engine.clientsCount : server.sockets().size, fragmentBytes, received, wsStats: server.stats() }
 }
 
 function broadcast (text) {
