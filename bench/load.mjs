@@ -245,10 +245,10 @@ const scenarios = {
       return { backlog, seconds: (performance.now() - started) / 1000 }
     }
     // Every socket has sent and received compressed messages (where negotiated) and zlib has settled.
-    await server('stream', { kind, seconds: warmSeconds })
+    await server('stream', { kind, seconds: warmSeconds, uploadEvery })
     await caughtUp()
     const warm = await server('sample')
-    const soak = await server('stream', { kind, seconds: soakSeconds })
+    const soak = await server('stream', { kind, seconds: soakSeconds, uploadEvery })
     const { backlog, seconds: catchUpSeconds } = await caughtUp()
     const after = await server('sample')
     for (const client of clients) client.close()

@@ -235,7 +235,7 @@ async function queuedAtMost (bytes) {
  * for `seconds`, as fast as the slowest reader takes them. Returns the server's CPU, the messages it sent and
  * received, and the wire bytes it wrote meanwhile.
  */
-async function stream ({ kind, seconds }) {
+async function stream ({ kind, seconds, uploadEvery }) {
   if (!sources.has(kind)) sources.set(kind, messages(kind, 7))
   const source = sources.get(kind)
   const cpu = process.cpuUsage()
@@ -250,6 +250,17 @@ async function stream ({ kind, seconds }) {
     sent += server.sockets().size
     plainBytes += Buffer.byteLength(text) * server.sockets().size
     await queuedAtMost(STREAM_QUEUE_LIMIT)
+    // Nor faster than the server reads what its clients send up for it: compressed uploads wait in ws's zlib queue,
+    // and a server that outruns them measures its backlog, not its steady state. A stall of 1 s lets it go on.
+    const owed = (slack) => (sent / uploadEvery) - (received - receivedBefore) > slack
+    const slack = server.sockets().size * (2 + STREAM_QUEUE_LIMIT / (Buffer.byteLength(text) * uploadEvery))
+    for (let last = received, since = performance.now(); owed(slack) && performance.now() - since < 1000;) {
+      await new Promise((resolve) => setTimeout(resolve, 1))
+      if (received !== last) {
+        last = received
+        since = performance.now()
+      }
+    }
     await new Promise((resolve) => setImmediate(resolve))
   }
   // What was sent is counted once it is written: zlib's queue and ws's are emptied first.
