@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto'
 import { connect as tcpConnect } from 'node:net'
 import { createHistogram, performance } from 'node:perf_hooks'
 import WebSocket from 'ws'
+import { messages } from './payloads.mjs'
 
 const [contender, port, scenarioJson, run] = process.argv.slice(2)
 const scenario = JSON.parse(scenarioJson)
@@ -45,12 +46,14 @@ function connect (index) {
       socket.once('connect', () => resolve(client))
       socket.once('connect_error', reject)
     } else {
-      const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, { perMessageDeflate: false, localAddress })
+      // ws's default offer (perMessageDeflate: true) asks for client_max_window_bits, as Chrome's does.
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, { perMessageDeflate: scenario.offerDeflate === true, localAddress })
       const client = {
         send: (text) => ws.send(text),
         onMessage: (listener) => ws.on('message', (data) => listener(data)),
         pause: () => ws._socket.pause(),
-        close: () => ws.terminate()
+        close: () => ws.terminate(),
+        extensions: () => ws.extensions
       }
       ws.once('open', () => resolve(client))
       ws.once('error', reject)
@@ -89,6 +92,8 @@ async function measured (fn) {
     ...extra
   }
 }
+
+let negotiated = null
 
 const scenarios = {
   async echo ({ connections, inFlight, bytes, seconds, warmupSeconds }) {
@@ -147,6 +152,7 @@ const scenarios = {
   async idle ({ connections, settleSeconds }) {
     const before = await server('sample')
     const { clients, setupPerSecond } = await connectMany(connections)
+    negotiated = clients[0]?.extensions?.().includes('permessage-deflate') ?? false
     await sleep(settleSeconds * 1000)
     const after = await server('sample')
     for (const client of clients) client.close()
@@ -202,6 +208,67 @@ const scenarios = {
     return {
       lastReceiptMs: times[Math.floor(times.length / 2)],
       serverCpuMsPerBroadcast: result.serverCpuMs / broadcasts
+    }
+  },
+
+  // Idle sockets whose clients offered permessage-deflate: what negotiating it costs before any message.
+  async 'compression-idle' (scenario) {
+    const result = await scenarios.idle(scenario)
+    return { ...result, negotiated }
+  },
+
+  async 'compression-active' ({ connections, kind, warmSeconds, soakSeconds, uploadEvery }) {
+    const baseline = await server('sample')
+    const { clients } = await connectMany(connections)
+    const chat = messages('chat', 99)
+    let received = 0
+    let uploads = 0
+    let uploading = true
+    for (const client of clients) {
+      let count = 0
+      client.onMessage(() => {
+        received++
+        if (uploading && ++count % uploadEvery === 0) {
+          uploads++
+          client.send(chat.next())
+        }
+      })
+    }
+    // Compressed uploads wait in ws's zlib queue (process-wide, concurrencyLimit at a time) while the server is busy
+    // broadcasting: memory is sampled once the server has caught up with them, so it is what stays, not what waits.
+    const caughtUp = async () => {
+      uploading = false
+      const backlog = uploads - (await server('peek')).received
+      const started = performance.now()
+      await waitUntil(async () => (await server('peek')).received >= uploads, 60_000, 20)
+      uploading = true
+      return { backlog, seconds: (performance.now() - started) / 1000 }
+    }
+    // Every socket has sent and received compressed messages (where negotiated) and zlib has settled.
+    await server('stream', { kind, seconds: warmSeconds, uploadEvery })
+    await caughtUp()
+    const warm = await server('sample')
+    const soak = await server('stream', { kind, seconds: soakSeconds, uploadEvery })
+    const { backlog, seconds: catchUpSeconds } = await caughtUp()
+    const after = await server('sample')
+    for (const client of clients) client.close()
+    const perConnection = (sample) => (sample.rss - baseline.rss) / connections
+    return {
+      uploadBacklog: backlog,
+      catchUpSeconds,
+      negotiated: clients[0].extensions().includes('permessage-deflate'),
+      // From warm-up to caught up: the uploads queued in the soak cost their CPU after it.
+      serverCpuUsPerMessage: cpuMs(warm.cpu, after.cpu) * 1000 / (soak.sent + after.received - warm.received),
+      messagesSent: soak.sent,
+      messagesReceived: after.received - warm.received,
+      plainBytesPerMessage: soak.plainBytes / soak.sent,
+      wireBytesPerMessage: soak.wireBytes / soak.sent,
+      warmRssPerConnection: perConnection(warm),
+      warmHeapPerConnection: (warm.heapUsed - baseline.heapUsed) / connections,
+      soakRssPerConnection: perConnection(after),
+      soakOverWarm: perConnection(after) / perConnection(warm),
+      dropped: soak.dropped,
+      clientsReceived: received
     }
   },
 

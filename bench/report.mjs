@@ -11,8 +11,14 @@ const LABELS = {
   timer: '@fastify/websocket + one setInterval per connection',
   sweep: '@fastify/websocket + one sweep over wss.clients',
   'socket.io': 'Socket.IO 4 (websocket transport only)',
-  floor: 'floor: raw ws, each ping\'s 2 bytes written straight, pongs ignored'
+  floor: 'floor: raw ws, each ping\'s 2 bytes written straight, pongs ignored',
+  'plugin-compression': 'fastify-reliable-ws, `compression: true`',
+  'fastify-websocket-deflate': 'bare @fastify/websocket, `perMessageDeflate: true` (ws\'s defaults)'
 }
+// The compression targets: the preset against the plugin with compression off.
+export const COMPRESSION_RSS_BUDGET = 16_000
+export const COMPRESSION_SOAK_RATIO = 1.2
+export const COMPRESSION_WIRE_RATIO = 0.4
 // The one backpressure limit the slow-consumer check holds the plugin to (its default highWaterMark).
 export const HIGH_WATER_MARK = 1_048_576
 // Past the queued bytes, RSS also carries the strings the flood makes and GC has not reclaimed yet.
@@ -42,6 +48,24 @@ const COLUMNS = {
   fanout: [
     ['lastReceiptMs', 'last receipt (ms)', 2],
     ['serverCpuMsPerBroadcast', 'server CPU / broadcast (ms)', 2]
+  ],
+  'compression-idle': [
+    ['rssPerConnection', 'RSS / conn (B)', 0],
+    ['heapPerConnection', 'heap / conn (B)', 0],
+    ['setupPerSecond', 'setup (conn/s)', 0],
+    ['connections', 'connections', 0],
+    ['negotiated', 'negotiated', null]
+  ],
+  'compression-active': [
+    ['serverCpuUsPerMessage', 'server CPU / msg (µs)', 1],
+    ['wireBytesPerMessage', 'wire B / msg sent', 0],
+    ['plainBytesPerMessage', 'JSON B / msg', 0],
+    ['warmRssPerConnection', 'RSS / conn, warm (B)', 0],
+    ['soakRssPerConnection', 'RSS / conn, soak (B)', 0],
+    ['soakOverWarm', 'soak / warm', 2],
+    ['messagesSent', 'msgs sent', 0],
+    ['uploadBacklog', 'uploads waiting at the end', 0],
+    ['negotiated', 'negotiated', null]
   ],
   slow: [
     ['peakRssGrowthBytes', 'peak RSS growth (MiB)', 1, 2 ** 20],
@@ -85,6 +109,27 @@ export function evaluateTargets (results) {
   check('keep-alive: loop delay p99 ≤ 1× one timer per connection', ratio(results, keepalive, 'loopDelayP99Ms', 'plugin', 'timer'), 1)
   const fanout = Object.keys(results.scenarios).find((key) => key.startsWith('fanout-'))
   check('fan-out: last receipt ≤ 1.1× raw ws', ratio(results, fanout, 'lastReceiptMs', 'plugin', 'ws'), 1.1)
+  rows.push(...compressionTargets(results))
+  return rows
+}
+
+/** The compression preset's targets, per kind of message, as { target, measured, met, unit }. */
+export function compressionTargets (results) {
+  const rows = []
+  for (const [key, scenario] of Object.entries(results.scenarios)) {
+    if (scenario.name !== 'compression-active') continue
+    const { kind } = scenario
+    const on = value(results, key, 'plugin-compression', 'warmRssPerConnection')
+    const off = value(results, key, 'plugin', 'warmRssPerConnection')
+    const extra = on === null || off === null ? null : on - off
+    rows.push({ target: `${kind}: RSS / active socket ≤ plugin off + ${COMPRESSION_RSS_BUDGET / 1000} KB`, measured: extra, unit: 'B', met: extra === null ? null : extra <= COMPRESSION_RSS_BUDGET })
+    const soak = value(results, key, 'plugin-compression', 'soakOverWarm')
+    rows.push({ target: `${kind}: RSS after the soak ≤ ${COMPRESSION_SOAK_RATIO}× after warm-up`, measured: soak, met: soak === null ? null : soak <= COMPRESSION_SOAK_RATIO })
+    if (kind !== 'chat') {
+      const wire = ratio(results, key, 'wireBytesPerMessage', 'plugin-compression', 'plugin')
+      rows.push({ target: `${kind}: wire bytes ≤ ${COMPRESSION_WIRE_RATIO}× uncompressed`, measured: wire, met: wire === null ? null : wire <= COMPRESSION_WIRE_RATIO })
+    }
+  }
   return rows
 }
 
@@ -114,7 +159,8 @@ export function renderMarkdown (results) {
   lines.push('Every server runs in its own process and samples its own CPU (`process.cpuUsage`), memory (`process.memoryUsage`, after GC) and event-loop delay (`monitorEventLoopDelay`); the load runs in another process and reports its own CPU. Contenders are alternated round by round; figures are medians over the rounds. On 2 cores the load costs about as much per message as the server, so server CPU per message is the figure to compare servers by; msg/s is a joint limit of both ends.', '')
   lines.push('## Targets', '', '| target | measured | status |', '|---|---|---|')
   for (const row of evaluateTargets(results)) {
-    lines.push(`| ${row.target} | ${row.measured === null ? '—' : row.measured.toFixed(2) + '×'} | ${row.met === null ? 'not measured' : row.met ? 'met' : '**missed**'} |`)
+    const measured = row.measured === null ? '—' : row.unit === 'B' ? `${format(row.measured, 0)} B` : row.measured.toFixed(2) + '×'
+    lines.push(`| ${row.target} | ${measured} | ${row.met === null ? 'not measured' : row.met ? 'met' : '**missed**'} |`)
   }
   const violations = slowConsumerViolations(results)
   if (results.scenarios.slow) {
@@ -135,8 +181,9 @@ export function renderMarkdown (results) {
       continue
     }
     const columns = COLUMNS[scenario.name]
-    const ratioColumn = scenario.name === 'fanout' ? 'ws' : scenario.name === 'keepalive' ? 'timer' : BARE
+    const ratioColumn = scenario.name === 'fanout' ? 'ws' : scenario.name === 'keepalive' ? 'timer' : scenario.name.startsWith('compression') ? 'plugin' : BARE
     const [ratioMetric] = columns[0]
+    for (const [contender, reason] of Object.entries(scenario.unsupported ?? {})) lines.push(`${LABELS[contender]}: not measured (${reason}).`, '')
     lines.push(`| contender | ${columns.map((c) => c[1]).join(' | ')} | ${columns[0][1]} vs ${LABELS[ratioColumn]} |`)
     lines.push(`|---|${columns.map(() => '---:').join('|')}|---:|`)
     for (const contender of Object.keys(scenario.contenders)) {
@@ -150,6 +197,8 @@ export function renderMarkdown (results) {
   lines.push(readFileSync(notes, 'utf8'))
   return lines.join('\n')
 }
+
+const KIND_SIZES = { chat: '~200 B', state: '~2 KiB', snapshot: '~32 KiB' }
 
 const ATTACK_NAMES = {
   pingFlood: 'subprotocol ping flood from a peer that never reads',
@@ -225,6 +274,8 @@ function describe (scenario) {
     case 'echo': return `Echo, ${scenario.bytes} B: ${scenario.connections} connections × ${scenario.inFlight} in flight, ${scenario.seconds} s × ${scenario.rounds} rounds`
     case 'idle': return `Idle connections: ${scenario.connections.toLocaleString('en-US')}, memory after GC`
     case 'keepalive': return `Keep-alive: ${scenario.connections.toLocaleString('en-US')} idle connections, ${scenario.heartbeatMs} ms heartbeat, ${scenario.seconds} s × ${scenario.rounds} rounds`
+    case 'compression-idle': return `Compression, idle: ${scenario.connections.toLocaleString('en-US')} connections whose clients offer permessage-deflate, memory after GC`
+    case 'compression-active': return `Compression, active: ${scenario.connections.toLocaleString('en-US')} connections, ${scenario.kind} messages (${KIND_SIZES[scenario.kind]}) broadcast for ${scenario.warmSeconds} s of warm-up and a ${scenario.soakSeconds} s soak, one chat message up per ${scenario.uploadEvery} received, × ${scenario.rounds} round${scenario.rounds === 1 ? '' : 's'}`
     case 'fanout': return `Fan-out: one ${scenario.bytes} B message to ${scenario.connections.toLocaleString('en-US')} connections, ${scenario.broadcasts} broadcasts × ${scenario.rounds} rounds`
     default: return `Slow consumer: a client that stops reading, ${scenario.bytes / 1024} KiB messages for ${scenario.seconds} s`
   }

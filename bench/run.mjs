@@ -7,6 +7,7 @@ import { cpus, totalmem } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { KINDS } from './payloads.mjs'
 import { renderMarkdown, slowConsumerViolations } from './report.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -26,16 +27,21 @@ const outDir = args.out ?? here
 const CONTENDERS = args.contenders?.split(',') ?? ['plugin', 'fastify-websocket', 'ws', 'timer', 'sweep', 'socket.io']
 // A reference rather than a contender: the least any heartbeat can cost (server.mjs, pingFloor). Keep-alive only.
 const KEEPALIVE_CONTENDERS = args.contenders === undefined ? [...CONTENDERS, 'floor'] : CONTENDERS
+// Compression: the plugin off (its clients still offer the extension) and with its preset, against bare
+// @fastify/websocket with the guide's `perMessageDeflate: true` (ws's defaults) and without.
+const COMPRESSION_CONTENDERS = args.contenders?.split(',') ?? ['plugin', 'plugin-compression', 'fastify-websocket-deflate', 'fastify-websocket']
 
 const SLOW_STOP_AT_RSS = 1.5 * 2 ** 30
 // Sizes per mode: full is what BENCHMARKS.md reports; quick finishes in about a
 // minute; smoke runs every code path once so the harness cannot rot.
 // Attacks: sessions opened and closed, half-sent requests, unfinished messages; the ping flood is bounded by bytes.
 const SIZES = {
-  full: { rounds: 5, echoSeconds: 3, idle: [10_000, 50_000], keepalive: 10_000, keepaliveSeconds: 10, heartbeatMs: 1000, fanout: 5_000, fanoutRounds: 20, slowSeconds: 3, attackRounds: 3, attackSessions: 5_000, attackHalfSent: 2_000, attackFragments: 200, attackHoldSeconds: 35 },
-  quick: { rounds: 1, echoSeconds: 0.5, idle: [1_000], keepalive: 1_000, keepaliveSeconds: 1, heartbeatMs: 250, fanout: 500, fanoutRounds: 5, slowSeconds: 0.5, attackRounds: 1, attackSessions: 5_000, attackHalfSent: 2_000, attackFragments: 200, attackHoldSeconds: 35 },
-  smoke: { rounds: 1, echoSeconds: 0.2, idle: [20], keepalive: 20, keepaliveSeconds: 0.3, heartbeatMs: 100, fanout: 20, fanoutRounds: 2, slowSeconds: 0.2, attackRounds: 1, attackSessions: 50, attackHalfSent: 20, attackFragments: 10, attackHoldSeconds: 1 }
+  full: { compressionIdle: 10_000, compressionActive: 1_000, compressionWarmSeconds: 5, compressionSoakSeconds: 60, rounds: 5, echoSeconds: 3, idle: [10_000, 50_000], keepalive: 10_000, keepaliveSeconds: 10, heartbeatMs: 1000, fanout: 5_000, fanoutRounds: 20, slowSeconds: 3, attackRounds: 3, attackSessions: 5_000, attackHalfSent: 2_000, attackFragments: 200, attackHoldSeconds: 35 },
+  quick: { compressionIdle: 1_000, compressionActive: 200, compressionWarmSeconds: 1, compressionSoakSeconds: 5, rounds: 1, echoSeconds: 0.5, idle: [1_000], keepalive: 1_000, keepaliveSeconds: 1, heartbeatMs: 250, fanout: 500, fanoutRounds: 5, slowSeconds: 0.5, attackRounds: 1, attackSessions: 5_000, attackHalfSent: 2_000, attackFragments: 200, attackHoldSeconds: 35 },
+  smoke: { compressionIdle: 20, compressionActive: 10, compressionWarmSeconds: 0.2, compressionSoakSeconds: 0.3, rounds: 1, echoSeconds: 0.2, idle: [20], keepalive: 20, keepaliveSeconds: 0.3, heartbeatMs: 100, fanout: 20, fanoutRounds: 2, slowSeconds: 0.2, attackRounds: 1, attackSessions: 50, attackHalfSent: 20, attackFragments: 10, attackHoldSeconds: 1 }
 }[mode]
+// Compression's active runs are long (a soak each): one round unless asked for more.
+SIZES.compressionRounds = args.rounds === undefined ? 1 : Number(args.rounds)
 if (args.rounds !== undefined) SIZES.rounds = Number(args.rounds)
 
 function scenarios () {
@@ -70,6 +76,32 @@ function scenarios () {
   })
   list.push({ key: `fanout-${SIZES.fanout}`, name: 'fanout', connections: SIZES.fanout, rounds: Math.min(SIZES.rounds, 3), broadcasts: SIZES.fanoutRounds, bytes: 64 })
   list.push({ key: 'slow', name: 'slow', seconds: SIZES.slowSeconds, bytes: 16_384, stopAtRss: SLOW_STOP_AT_RSS, rounds: Math.min(SIZES.rounds, 2) })
+  // Every client offers permessage-deflate as browsers do (with client_max_window_bits, ws's default offer).
+  list.push({
+    key: `compression-idle-${SIZES.compressionIdle}`,
+    name: 'compression-idle',
+    connections: SIZES.compressionIdle,
+    settleSeconds: smoke ? 0.1 : 1,
+    rounds: Math.min(SIZES.rounds, 3),
+    offerDeflate: true,
+    contenders: COMPRESSION_CONTENDERS
+  })
+  // The server broadcasts one kind of message; each client sends a chat message up for every uploadEvery it gets.
+  // The soak is long enough (in full) for the RSS to show what churning zlib's buffers leaves behind.
+  for (const kind of KINDS) {
+    list.push({
+      key: `compression-active-${SIZES.compressionActive}-${kind}`,
+      name: 'compression-active',
+      kind,
+      connections: SIZES.compressionActive,
+      warmSeconds: SIZES.compressionWarmSeconds,
+      soakSeconds: SIZES.compressionSoakSeconds,
+      uploadEvery: 5,
+      rounds: SIZES.compressionRounds,
+      offerDeflate: true,
+      contenders: COMPRESSION_CONTENDERS
+    })
+  }
   // Hostile clients, all from 127.0.0.1, against the plugin at its default options: each attack against a server
   // process of its own, measured against that server's idle memory just before it.
   const attack = { name: 'attacks', rounds: Math.min(SIZES.rounds, SIZES.attackRounds), contenders: CONTENDERS.includes('plugin') ? ['plugin'] : [], attacks: true }
@@ -111,11 +143,12 @@ function exited (child) {
 }
 
 async function runOnce (contender, scenario) {
-  const serverConfig = { heartbeatMs: scenario.heartbeatMs ?? null, attacks: scenario.attacks === true }
+  const serverConfig = { heartbeatMs: scenario.heartbeatMs ?? null, attacks: scenario.attacks === true, sink: scenario.name.startsWith('compression') }
   const server = fork(join(here, 'server.mjs'), [contender, JSON.stringify(serverConfig)], { execArgv: ['--expose-gc'], stdio: 'inherit' })
   let load = null
   try {
-    const { port } = await once(server, (m) => m.ready)
+    const { port, unsupported } = await once(server, (m) => m.ready || m.unsupported)
+    if (unsupported) return { unsupported }
     load = fork(join(here, 'load.mjs'), [contender, String(port), JSON.stringify(scenario), String(runs++)], { stdio: 'inherit' })
     // The load process asks the server for samples and actions through us.
     load.on('message', async (message) => {
@@ -156,7 +189,13 @@ for (const scenario of scenarios()) {
     // Alternate the order too, so no contender always runs first in a round.
     const order = round % 2 === 0 ? contenders : [...contenders].reverse()
     for (const contender of order) {
-      rounds[contender].push(await runOnce(contender, scenario))
+      const result = await runOnce(contender, scenario)
+      if (result.unsupported) {
+        entry.unsupported = { ...entry.unsupported, [contender]: result.unsupported }
+        console.log(`${scenario.key}, ${contender}: not measured (${result.unsupported})`)
+      } else {
+        rounds[contender].push(result)
+      }
       process.stdout.write('.')
     }
   }

@@ -6,19 +6,23 @@ import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import Fastify from 'fastify'
 import fastifyWebsocket from '@fastify/websocket'
 import { WebSocketServer } from 'ws'
+import { messages } from './payloads.mjs'
 
 const require = createRequire(import.meta.url)
 const [contender, configJson] = process.argv.slice(2)
 /**
  * heartbeatMs: the interval for contenders that have one (null = each one's default); floodBytes: slow-consumer
- * message size; attacks: the plugin at its default options, with the routes the attack scenarios aim at.
+ * message size; attacks: the plugin at its default options, with the routes the attack scenarios aim at; sink: the
+ * route counts what it receives instead of echoing it (the compression scenarios).
  */
 const config = JSON.parse(configJson)
 const DEFAULT_HEARTBEAT_MS = 30_000
 const heartbeatMs = config.heartbeatMs ?? DEFAULT_HEARTBEAT_MS
 
+let received = 0
 function echo (socket) {
-  socket.on('message', (data, isBinary) => socket.send(data, { binary: isBinary }))
+  if (config.sink) socket.on('message', () => { received++ })
+  else socket.on('message', (data, isBinary) => socket.send(data, { binary: isBinary }))
 }
 
 async function fastifyServer (register) {
@@ -119,7 +123,15 @@ const contenders = {
       heartbeat: { intervalMs: heartbeatMs },
       health: false
     })),
+  // Compression as the plugin's preset has it; the client's offer is what the load process sends.
+  'plugin-compression': () => fastifyServer((app) => app.register(require('../dist/index.js'), {
+    heartbeat: { intervalMs: heartbeatMs },
+    health: false,
+    compression: true
+  })),
   'fastify-websocket': () => fastifyServer((app) => app.register(fastifyWebsocket)),
+  // @fastify/websocket's guide: `perMessageDeflate: true`, which is ws's defaults.
+  'fastify-websocket-deflate': () => fastifyServer((app) => app.register(fastifyWebsocket, { options: { perMessageDeflate: true } })),
   timer: () => fastifyServer((app) => app.register(fastifyWebsocket)),
   sweep: () => fastifyServer(async (app) => {
     await app.register(fastifyWebsocket)
@@ -143,7 +155,15 @@ const contenders = {
   }
 }
 
-const server = await contenders[contender]()
+let server
+try {
+  server = await contenders[contender]()
+} catch (err) {
+  // A plugin built before an option existed refuses it: the run reports the contender as not measured.
+  if (err.code !== 'FST_RELIABLE_WS_INVALID_OPTION' || !/unknown option/.test(err.message)) throw err
+  process.send({ unsupported: err.message }, () => process.exit(0))
+  await new Promise(() => {})
+}
 const loopDelay = monitorEventLoopDelay({ resolution: 1 })
 loopDelay.enable()
 // Under attack the RSS between two samples matters too: the highest seen (without GC) since the last sample.
@@ -161,6 +181,7 @@ function sample () {
     loopP99Ms: loopDelay.percentile(99) / 1e6,
     loopMaxMs: loopDelay.max / 1e6,
     connections: server.io ? server.io.engine.clientsCount : server.sockets().size,
+    received,
     wsStats: server.stats(),
     peakRss: Math.max(peakRss, memory.rss)
   }
@@ -176,7 +197,7 @@ function peek () {
   for (const socket of server.sockets?.() ?? []) {
     for (const fragment of socket._receiver?._fragments ?? []) fragmentBytes += fragment.length
   }
-  return { rss: process.memoryUsage.rss(), connections: server.io ? server.io.engine.clientsCount : server.sockets().size, fragmentBytes, wsStats: server.stats() }
+  return { rss: process.memoryUsage.rss(), connections: server.io ? server.io.engine.clientsCount : server.sockets().size, fragmentBytes, received, wsStats: server.stats() }
 }
 
 function broadcast (text) {
@@ -184,6 +205,76 @@ function broadcast (text) {
   if (server.io) server.io.emit('m', text)
   else for (const socket of server.sockets()) socket.send(text)
   return { start }
+}
+
+/** Wire bytes the server has written on its websockets' TCP sockets (the plugin counts them in wsStats). */
+function bytesWritten () {
+  const stats = server.stats()
+  if (stats !== null) return stats.bytes.sent
+  let bytes = 0
+  for (const socket of server.sockets()) bytes += socket._socket?.bytesWritten ?? 0
+  return bytes
+}
+
+// Every socket's bytes queued in ws (awaiting zlib or the TCP socket): broadcasts wait for the slowest reader
+// to get below this, so that no contender drops or queues without bound, and every message sent is delivered.
+const STREAM_QUEUE_LIMIT = 16_384
+const sources = new Map()
+
+async function queuedAtMost (bytes) {
+  for (;;) {
+    let queued = 0
+    for (const socket of server.sockets()) if (socket.bufferedAmount > queued) queued = socket.bufferedAmount
+    if (queued <= bytes) return
+    await new Promise((resolve) => setTimeout(resolve, 1))
+  }
+}
+
+/**
+ * Broadcasts fresh messages of `kind` (one JSON string sent to every socket, each socket compressing its own copy)
+ * for `seconds`, as fast as the slowest reader takes them. Returns the server's CPU, the messages it sent and
+ * received, and the wire bytes it wrote meanwhile.
+ */
+async function stream ({ kind, seconds, uploadEvery }) {
+  if (!sources.has(kind)) sources.set(kind, messages(kind, 7))
+  const source = sources.get(kind)
+  const cpu = process.cpuUsage()
+  const bytesBefore = bytesWritten()
+  const receivedBefore = received
+  const end = performance.now() + seconds * 1000
+  let sent = 0
+  let plainBytes = 0
+  while (performance.now() < end) {
+    const text = source.next()
+    for (const socket of server.sockets()) socket.send(text)
+    sent += server.sockets().size
+    plainBytes += Buffer.byteLength(text) * server.sockets().size
+    await queuedAtMost(STREAM_QUEUE_LIMIT)
+    // Nor faster than the server reads what its clients send up for it: compressed uploads wait in ws's zlib queue,
+    // and a server that outruns them measures its backlog, not its steady state. A stall of 1 s lets it go on.
+    const owed = (slack) => (sent / uploadEvery) - (received - receivedBefore) > slack
+    const slack = server.sockets().size * (2 + STREAM_QUEUE_LIMIT / (Buffer.byteLength(text) * uploadEvery))
+    for (let last = received, since = performance.now(); owed(slack) && performance.now() - since < 1000;) {
+      await new Promise((resolve) => setTimeout(resolve, 1))
+      if (received !== last) {
+        last = received
+        since = performance.now()
+      }
+    }
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  // What was sent is counted once it is written: zlib's queue and ws's are emptied first.
+  await queuedAtMost(0)
+  const used = process.cpuUsage(cpu)
+  const stats = server.stats()
+  return {
+    cpuUs: used.user + used.system,
+    sent,
+    received: received - receivedBefore,
+    plainBytes,
+    wireBytes: bytesWritten() - bytesBefore,
+    dropped: stats === null ? null : stats.messages.dropped
+  }
 }
 
 // Keeps sending fresh strings (as an app serialising its updates would) to
@@ -227,6 +318,7 @@ process.on('message', async (message) => {
   else if (message.cmd === 'peek') reply = peek()
   else if (message.cmd === 'broadcast') reply = broadcast(message.text)
   else if (message.cmd === 'flood') reply = await flood(message)
+  else if (message.cmd === 'stream') reply = await stream(message)
   process.send({ id: message.id, ...reply })
 })
 process.on('disconnect', () => process.exit(0))

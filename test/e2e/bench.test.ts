@@ -8,12 +8,13 @@ import t from 'tap'
 // path runs once against every contender, so the harness cannot rot. It checks
 // that numbers came out, never what they are: timings belong to the benchmark.
 
-// Six contenders × six scenarios (and the floor in keep-alive), then the plugin under four attacks (one waits out
-// the 10 s handshake timeout), a server and a load process each.
+// Six contenders × six scenarios (and the floor in keep-alive), four compression contenders × four scenarios, then
+// the plugin under four attacks (one waits out the 10 s handshake timeout), a server and a load process each.
 // 160 s alone on a busy machine, more than 240 s with the suite at double parallelism.
 t.setTimeout(600_000)
 
 const CONTENDERS = ['plugin', 'fastify-websocket', 'ws', 'timer', 'sweep', 'socket.io']
+const COMPRESSION_CONTENDERS = ['plugin', 'plugin-compression', 'fastify-websocket-deflate', 'fastify-websocket']
 
 const PRIMARY: Record<string, string[]> = {
   echo: ['serverCpuUsPerMessage', 'messagesPerSecond', 'rttP50Ms', 'rttP99Ms', 'loadCpuUsPerMessage'],
@@ -21,6 +22,8 @@ const PRIMARY: Record<string, string[]> = {
   keepalive: ['serverCpuMsPerSecond', 'loopDelayP99Ms', 'loadCpuMsPerSecond', 'connectionsLeft'],
   fanout: ['lastReceiptMs', 'serverCpuMsPerBroadcast'],
   slow: ['peakRssGrowthBytes', 'sent'],
+  'compression-idle': ['rssPerConnection', 'heapPerConnection', 'setupPerSecond', 'connections'],
+  'compression-active': ['serverCpuUsPerMessage', 'wireBytesPerMessage', 'plainBytesPerMessage', 'warmRssPerConnection', 'soakRssPerConnection', 'soakOverWarm', 'messagesSent', 'messagesReceived'],
   attacks: ['baselineRssBytes', 'rssGrowthBytes', 'heapGrowthBytes', 'peakRssGrowthBytes']
 }
 
@@ -35,12 +38,14 @@ t.test('smoke test of npm run bench -- --smoke: every scenario, contender and fi
   })
   const results = JSON.parse(readFileSync(join(out, 'results-smoke.json'), 'utf8'))
   const scenarios = Object.values(results.scenarios) as any[]
-  t.same(scenarios.map((s) => s.name), ['echo', 'echo', 'idle', 'keepalive', 'fanout', 'slow', 'attacks', 'attacks', 'attacks', 'attacks'])
+  t.same(scenarios.map((s) => s.name), ['echo', 'echo', 'idle', 'keepalive', 'fanout', 'slow', 'compression-idle', 'compression-active', 'compression-active', 'compression-active', 'attacks', 'attacks', 'attacks', 'attacks'])
   for (const scenario of scenarios) {
     const contenders = Object.entries(scenario.contenders) as Array<[string, any]>
     // Keep-alive also measures the floor under every heartbeat: the ping's bytes written straight, nothing else.
     // The attacks are aimed at the plugin alone.
-    const expected = scenario.name === 'attacks' ? ['plugin'] : [...CONTENDERS, ...(scenario.name === 'keepalive' ? ['floor'] : [])]
+    const expected = scenario.name === 'attacks'
+      ? ['plugin']
+      : scenario.name.startsWith('compression') ? COMPRESSION_CONTENDERS : [...CONTENDERS, ...(scenario.name === 'keepalive' ? ['floor'] : [])]
     t.same(contenders.map(([name]) => name).sort(), expected.sort(), `${scenario.key}: every contender ran`)
     for (const [contender, { median }] of contenders) {
       const missing = PRIMARY[scenario.name].filter((metric) => !Number.isFinite(median[metric]))
@@ -52,4 +57,10 @@ t.test('smoke test of npm run bench -- --smoke: every scenario, contender and fi
   t.match(stdout, /^## Attacks from one address, default options$/m, 'the attacks have their section')
   t.equal(results.scenarios['attack-ping-flood'].contenders.plugin.median.terminated, true, 'the ping flooder was terminated')
   t.match(stdout, /\| keep-alive: server CPU ≤ 0\.6× one timer per connection \| \d+\.\d+× \|/, 'targets are evaluated from the figures')
+  // The clients offer permessage-deflate: it is negotiated exactly where the server has it on.
+  for (const scenario of scenarios.filter((s) => s.name.startsWith('compression'))) {
+    const negotiated = Object.fromEntries(Object.entries(scenario.contenders).map(([name, { median }]: [string, any]) => [name, median.negotiated]))
+    t.same(negotiated, { plugin: false, 'plugin-compression': true, 'fastify-websocket-deflate': true, 'fastify-websocket': false }, `${scenario.key}: negotiated where on`)
+  }
+  t.match(stdout, /\| snapshot: wire bytes ≤ 0\.4× uncompressed \| \d+\.\d+× \|/, 'the compression targets are evaluated')
 })
