@@ -42,6 +42,8 @@ type Callback = (err: Error | null, data?: Buffer) => void
 export interface Deflate {
   // The limit of one frame's inflated bytes, which stops zlib at it (the parser checks a message's total).
   _maxPayload: number
+  // Made on the first compressed message received, then kept (null until then, and after an error).
+  _inflate: { close (): void } | null
   // The parameters agreed at the upgrade; the plugin always sets the server's window.
   params: { server_no_context_takeover?: true, client_no_context_takeover?: true, server_max_window_bits: number }
   compress (data: Buffer | string, fin: boolean, callback: Callback): void
@@ -76,6 +78,12 @@ export function setMaxPayload (socket: WebSocket, maxPayload: number): void {
   // Else one compressed frame would inflate up to the server's limit before the parser saw the route's.
   const deflate = fields._extensions['permessage-deflate']
   if (deflate !== undefined) deflate._maxPayload = maxPayload
+}
+
+/** Closes the socket's own inflater, as ws does after an error: ws makes a new one for the next message that needs it. */
+export function releaseInflater (deflate: Deflate): void {
+  deflate._inflate!.close()
+  deflate._inflate = null
 }
 
 /** The socket's permessage-deflate, if the upgrade negotiated it. */
@@ -232,6 +240,7 @@ export function checkInternals (SocketClass: typeof WebSocket, version: string, 
   if (typeof PerMessageDeflate !== 'function') fail(version, 'WebSocket.PerMessageDeflate')
   const deflate = new PerMessageDeflate({ isServer: true, maxPayload, concurrencyLimit: zlibConcurrency })
   if (deflate._maxPayload !== maxPayload) fail(version, 'PerMessageDeflate#_maxPayload')
+  if (deflate._inflate !== null) fail(version, 'PerMessageDeflate#_inflate')
   if (typeof deflate.compress !== 'function' || typeof deflate.decompress !== 'function') fail(version, 'PerMessageDeflate#compress')
   if (typeof (WebSocket as { extension?: { parse?: unknown } }).extension?.parse !== 'function') fail(version, 'WebSocket.extension.parse')
   // With the application's own server options, as ws passes them: a subclass of its own may read them.

@@ -4,7 +4,7 @@ import type { preHandlerHookHandler } from 'fastify'
 import type { CompressionSettings } from '../core/options'
 import type { CompressionCounters, DeflateOffer, ReliableSocket, Route, SharedZlib } from '../core/shapes'
 import { kCompressFrom, kDeflateOffer } from '../core/symbols'
-import { deflateOf, parseExtensionOffers } from '../core/ws-internals'
+import { deflateOf, parseExtensionOffers, releaseInflater } from '../core/ws-internals'
 import type { Deflate } from '../core/ws-internals'
 import { ZlibPool } from './zlib-pool'
 
@@ -81,7 +81,9 @@ export function deflateFor (request: IncomingMessage): object | false {
   }
   if (params === undefined) return false
   const { settings } = offer
-  const serverMaxWindowBits = windowBits(params.server_max_window_bits, settings.serverMaxWindowBits)
+  // Below the route's window, the smallest: the route's sockets then share compressors of two sizes at most.
+  let serverMaxWindowBits = windowBits(params.server_max_window_bits, settings.serverMaxWindowBits)
+  if (serverMaxWindowBits > 8 && serverMaxWindowBits < settings.serverMaxWindowBits) serverMaxWindowBits = 9
   let clientMaxWindowBits
   if (params.client_max_window_bits !== undefined) {
     clientMaxWindowBits = windowBits(params.client_max_window_bits, settings.clientMaxWindowBits)
@@ -93,7 +95,8 @@ export function deflateFor (request: IncomingMessage): object | false {
   return { ...offer.options, serverMaxWindowBits, clientMaxWindowBits }
 }
 
-// The smaller of the route's window and the one offered; a value that is not a window size is ws's to refuse (400).
+// The smaller of the route's window and the one offered (8, which zlib cannot compress with, is declined above); a
+// value that is not a window size is ws's to refuse (400).
 function windowBits (offered: Array<string | true> | undefined, own: number): number {
   const value = Number(offered?.[0])
   return value >= 8 && value < own ? value : own
@@ -131,20 +134,21 @@ function useSharedZlib (deflate: Deflate, shared: { out: SharedZlib | null, in: 
   let compressing = false
   let inflating = false
   deflate.compress = function (data, fin, callback) {
-    sent.bytesIn += typeof data === 'string' ? Buffer.byteLength(data) : data.length
-    const done = (err: Error | null, out?: Buffer): void => {
+    const done = (err: Error | null, out?: Buffer, size?: number): void => {
       if (out !== undefined) {
+        // The shared compressor measured the message once for all the sockets it went to.
+        sent.bytesIn += size ?? (typeof data === 'string' ? Buffer.byteLength(data) : data.length)
         sent.bytesOut += out.length
         if (fin) sent.messages++
       }
       callback(err, out)
     }
     if (shared.out !== null && fin && !compressing) {
-      shared.out.run(data, Infinity, done, () => compress.call(this, data, fin, done))
+      shared.out.run(data, Infinity, done, () => compress.call(this, data, fin, (err, out) => done(err, out)))
       return
     }
     compressing = !fin
-    compress.call(this, data, fin, done)
+    compress.call(this, data, fin, (err, out) => done(err, out))
   }
   deflate.decompress = function (data, fin, callback) {
     received.bytesIn += data.length
@@ -160,7 +164,12 @@ function useSharedZlib (deflate: Deflate, shared: { out: SharedZlib | null, in: 
       return
     }
     inflating = !fin
-    decompress.call(this, data, fin, done)
+    decompress.call(this, data, fin, shared.in === null || !fin ? done : (err, out) => {
+      // A message in fragments made ws an inflater for this socket, which it would keep for the socket's life (after
+      // an error ws has closed it already).
+      if (err === null) releaseInflater(deflate)
+      done(err, out)
+    })
   }
 }
 

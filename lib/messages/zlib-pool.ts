@@ -1,12 +1,14 @@
 import zlib from 'node:zlib'
 
-type Callback = (err: Error | null, data?: Buffer) => void
+// `size`: the bytes of the message handed in, measured once however many sockets it goes to.
+type Callback = (err: Error | null, data?: Buffer, size?: number) => void
 
 /** One socket's request: its callback, and what to do if the shared stream fails it (ws's own stream for the socket). */
 interface Waiter { callback: Callback, fallback: () => void }
 
 interface Job {
   readonly data: Buffer | string
+  readonly size: number
   // Output beyond this fails the message (a message inflated past maxPayload).
   readonly limit: number
   readonly waiters: Waiter[]
@@ -31,7 +33,6 @@ const TRAILER = Buffer.from([0x00, 0x00, 0xff, 0xff])
  */
 export class ZlibPool {
   private readonly lanes: Lane[] = []
-  private next = 0
   private last: Job | null = null
 
   constructor (
@@ -45,26 +46,31 @@ export class ZlibPool {
     const last = this.last
     // Text only: a string cannot change, where an application may refill a buffer and send it again.
     if (typeof data === 'string' && last !== null && last.data === data) {
-      if (last.output !== null) callback(null, last.output)
+      if (last.output !== null) callback(null, last.output, last.size)
       else last.waiters.push({ callback, fallback })
       return
     }
-    const job: Job = { data, limit, waiters: [{ callback, fallback }], chunks: [], length: 0, failed: false, output: null }
+    const size = typeof data === 'string' ? Buffer.byteLength(data) : data.length
+    const job: Job = { data, size, limit, waiters: [{ callback, fallback }], chunks: [], length: 0, failed: false, output: null }
     if (typeof data === 'string') this.last = job
     const lane = this.lane()
     lane.queue.push(job)
     if (lane.queue.length === 1) this.start(lane)
   }
 
-  // An idle lane, else a new one while there may be more, else the next in turn.
+  // An idle lane, else a new one while there may be more, else the one with the shortest queue.
   private lane (): Lane {
-    for (const lane of this.lanes) if (lane.queue.length === 0) return lane
+    let shortest = this.lanes[0]
+    for (const lane of this.lanes) {
+      if (lane.queue.length === 0) return lane
+      if (lane.queue.length < shortest.queue.length) shortest = lane
+    }
     if (this.lanes.length < this.maxLanes) {
       const lane: Lane = { stream: null, queue: [] }
       this.lanes.push(lane)
       return lane
     }
-    return this.lanes[this.next++ % this.lanes.length]
+    return shortest
   }
 
   private start (lane: Lane): void {
@@ -93,7 +99,7 @@ export class ZlibPool {
       stream.reset()
     }
     stream.on('data', onData)
-    // A corrupt message: zlib closes the stream, and its pending flush calls back with the error.
+    // A corrupt message: zlib destroys the stream (its only error), and its pending flush calls back with the error.
     stream.on('error', () => {
       const job = lane.queue[0]
       job.failed = true
@@ -108,17 +114,22 @@ export class ZlibPool {
     if (job.failed || lane.stream!.readableEnded) {
       lane.stream!.close()
       lane.stream = null
+    } else if (this.inflate) {
+      // A message may end mid-block or refer back: the next one, another socket's, must start from nothing.
+      lane.stream!.reset()
     }
     // Before the callbacks, which may hand in the next message at once: this lane is then busy, or idle for it.
     if (lane.queue.length > 0) this.start(lane)
+    // The waiters (closures over their sockets) are let go of: `last` keeps only the data and its result.
+    const waiters = job.waiters.splice(0)
     if (job.failed) {
       this.last = null
-      for (const waiter of job.waiters) waiter.fallback()
+      for (const waiter of waiters) waiter.fallback()
       return
     }
     const output = Buffer.concat(job.chunks, job.length)
     job.output = this.inflate ? output : output.subarray(0, output.length - TRAILER.length)
     job.chunks = []
-    for (const waiter of job.waiters) waiter.callback(null, job.output)
+    for (const waiter of waiters) waiter.callback(null, job.output, job.size)
   }
 }

@@ -53,6 +53,7 @@ t.test('registration fails with a coded error naming ws, its version and the fie
   const deflates: Array<[string, unknown]> = [
     ['WebSocket.PerMessageDeflate', undefined],
     ['PerMessageDeflate#_maxPayload', class extends PerMessageDeflate { constructor (options: object) { super(options); delete this._maxPayload } }],
+    ['PerMessageDeflate#_inflate', class extends PerMessageDeflate { constructor (options: object) { super(options); this._inflate = undefined } }],
     ['PerMessageDeflate#compress', class extends PerMessageDeflate { compress = undefined }],
     ['PerMessageDeflate#compress', class extends PerMessageDeflate { decompress = undefined }]
   ]

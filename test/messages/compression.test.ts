@@ -426,6 +426,7 @@ t.test('without context takeover a socket holds no zlib stream: the route shares
   await waitFor(() => collect(clients[0]).length === 3, 3000, 'the broadcast again')
   t.equal(collect(clients[0])[2], broadcast)
   t.equal(zlibWrites.filter((chunk) => chunk === broadcast).length, 1, 'still compressed once')
+  t.same(pool.last.waiters, [], 'the result is kept, not the sockets it went to')
   for (const client of clients) client.close()
 })
 
@@ -455,7 +456,63 @@ t.test('messages sent and received in fragments go through ws\'s own zlib stream
   t.equal(inflated.toString(), text, 'the fragmented reply inflates to the message')
   t.equal(app.wsStats.compression.received.messages, 1)
   t.equal(app.wsStats.compression.sent.messages, 1)
+  const [socket] = app.websocketServer.clients
+  t.equal(ownStreams(socket).inflate, null, 'the inflater ws made for the fragments is let go of once the message is in')
   peer.destroy()
+})
+
+t.test('a compressed message in fragments whose last frame is corrupt closes its socket with 1007', async (t) => {
+  const { app, port } = await start({ heartbeat: false, compression: true }, echo)
+  t.teardown(() => app.close())
+  const peer = await RawPeer.connect(port, '/ws', ['Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits'])
+  // The first frame ends on a block boundary; the last starts a block of the reserved type.
+  peer.socket.write(Buffer.concat([
+    buildFrame({ opcode: OPCODE.binary, payload: deflateMessage(Buffer.from('abcdefgh'.repeat(500))), rsv: RSV1, fin: false }),
+    buildFrame({ opcode: 0, payload: Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff]) })
+  ]))
+  await waitFor(() => peer.closeCode() !== null, 3000, 'the close frame')
+  t.equal(peer.closeCode(), 1007)
+  t.equal(app.wsStats.compression.received.messages, 0)
+  peer.destroy()
+})
+
+t.test("one client's compressed message never reaches into another's: each inflates from nothing on the shared stream", async (t) => {
+  // One shared inflater, so the two clients' messages take turns on the same stream; every echo compressed.
+  const { app, port } = await start({ heartbeat: false, compression: { concurrencyLimit: 1, threshold: 0 } }, echo)
+  t.teardown(() => app.close())
+  const extension = ['Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits']
+  const victim = await RawPeer.connect(port, '/ws', extension)
+  const attacker = await RawPeer.connect(port, '/ws', extension)
+  const inflate = (payload: Buffer): string => zlib.inflateRawSync(Buffer.concat([payload, Buffer.from([0, 0, 0xff, 0xff])]), { finishFlush: zlib.constants.Z_SYNC_FLUSH }).toString()
+  const echoes = (peer: RawPeer): string[] => peer.frames.filter((frame) => frame.opcode === OPCODE.text).map((frame) => inflate(frame.payload))
+
+  // A back-reference to whatever the stream last inflated: with the window kept, it would copy the victim's secret.
+  const secret = 'SECRET-token=' + 'f00d'.repeat(10)
+  const guess = Buffer.alloc(secret.length, 'x')
+  victim.socket.write(buildFrame({ opcode: OPCODE.text, payload: deflateMessage(Buffer.from(secret)), rsv: RSV1 }))
+  await waitFor(() => echoes(victim).length === 1, 3000, "the victim's echo")
+  const backReference = zlib.deflateRawSync(guess, { dictionary: guess, finishFlush: zlib.constants.Z_SYNC_FLUSH })
+  attacker.socket.write(buildFrame({ opcode: OPCODE.text, payload: backReference.subarray(0, backReference.length - 4), rsv: RSV1 }))
+  await waitFor(() => attacker.closeCode() !== null, 3000, "the attacker's close")
+  t.equal(attacker.closeCode(), 1007, 'a reference to nothing before it is corrupt')
+  t.equal(attacker.count(OPCODE.text), 0, 'nothing came back to it')
+
+  // A stored block left open would swallow the next client's message as its own bytes.
+  const swallower = await RawPeer.connect(port, '/ws', extension)
+  swallower.socket.write(buildFrame({ opcode: OPCODE.binary, payload: Buffer.from([0x00, 0xff, 0x00, 0x00, 0xff]), rsv: RSV1 }))
+  victim.socket.write(buildFrame({ opcode: OPCODE.text, payload: deflateMessage(Buffer.from('hello again')), rsv: RSV1 }))
+  await waitFor(() => victim.count(OPCODE.text) === 2, 3000, "the victim's second echo")
+  t.same(echoes(victim), [secret, 'hello again'])
+  for (const peer of [victim, attacker, swallower]) peer.destroy()
+})
+
+t.test('a client asking for a smaller server window gets 2^9: a route compresses with streams of two sizes at most', async (t) => {
+  const { app, port } = await start({ heartbeat: false, compression: true }, echo)
+  t.teardown(() => app.close())
+  for (const bits of [12, 9, 15]) {
+    const head = await handshake(port, '/ws', [`Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=${bits}; client_max_window_bits`])
+    t.match(extensionsHeader(head), `server_max_window_bits=${bits === 15 ? 15 : 9}`, `asked for ${bits}`)
+  }
 })
 
 t.test('a corrupt compressed message closes its socket with 1007; the shared inflater goes on for the others', async (t) => {
