@@ -164,7 +164,8 @@ function useSharedZlib (deflate: Deflate, shared: { out: SharedZlib | null, in: 
       return
     }
     inflating = !fin
-    decompress.call(this, data, fin, shared.in === null || !fin ? done : (err, out) => {
+    if (shared.in === null || !fin) return decompress.call(this, data, fin, done)
+    decompress.call(this, data, fin, (err, out) => {
       // A message in fragments made ws an inflater for this socket, which it would keep for the socket's life (after
       // an error ws has closed it already).
       if (err === null) releaseInflater(deflate)
