@@ -1,11 +1,12 @@
 // Behaviours of the reconnecting client that mutation testing found unchecked (docs/testing.md).
 import t from 'tap'
 import { once } from 'node:events'
+import type { AddressInfo } from 'node:net'
 import WebSocket from 'ws'
 import { ReliableWebSocket } from '../../lib/client'
 import { FaultProxy } from '../helpers/fault-proxy'
 import type { ReconnectingEvent, ReliableCloseEvent } from '../../lib/client'
-import { sleep, start, waitFor } from '../helpers/helpers'
+import { sleep, start, subprotocolServer, waitFor } from '../helpers/helpers'
 
 /** A plain route that records the close code of each connection. */
 async function server (t: { teardown: (fn: () => unknown) => void }): Promise<{ url: string, codes: number[] }> {
@@ -142,4 +143,50 @@ t.test("in a page, close() lets go of the page's events: a closed client is not 
   ws.close()
   t.same([...listening], [], 'no listener left once close() is called')
   await once(ws as any, 'close')
+})
+
+t.test("a server's retry hint sets the next delay only; a hint that does not parse leaves the backoff's", async (t) => {
+  const server = await subprotocolServer(t)
+  // The first connection is hinted 40 ms, the second a value that is not a count; the third stays.
+  const hints = ['\u0000{"t":"retry","ms":40}', '\u0000{"t":"retry","ms":"soon"}']
+  let connections = 0
+  server.on('connection', (socket) => {
+    socket.send('\u0000{"t":"welcome"}')
+    const hint = hints[connections++]
+    if (hint === undefined) return
+    socket.send(hint)
+    socket.close(1001)
+  })
+  const ws = new ReliableWebSocket(`ws://127.0.0.1:${(server.address() as AddressInfo).port}/`, {
+    WebSocket, backoff: { initialDelayMs: 300, jitter: 'none' }
+  })
+  const delays: number[] = []
+  ws.addEventListener('reconnecting', (event) => delays.push((event as ReconnectingEvent).delayMs))
+  await waitFor(() => connections === 3, 5000, 'the third connection')
+  // The hint replaces the first attempt's 300 ms; the second attempt is the backoff's own, 600 ms.
+  t.same(delays, [40, 600])
+  ws.close()
+})
+
+t.test('a client in a session acknowledges every 64th message it receives, not each one', async (t) => {
+  const { app, url } = await start({ heartbeat: false, resume: true }, (app) => {
+    app.get('/ws', { websocket: true }, (socket) => {
+      socket.on('message', (data) => {
+        for (let i = 0; i < Number(data.toString()); i++) socket.send(`message ${i}`)
+      })
+    })
+  })
+  t.teardown(() => app.close())
+  const ws = new ReliableWebSocket(url('/ws'), { WebSocket })
+  let received = 0
+  ws.addEventListener('message', () => { received++ })
+  await once(ws as any, 'open')
+  ws.send('63')
+  await waitFor(() => received === 63, 3000, '63 messages')
+  await sleep(50)
+  t.ok(app.wsStats.sessions.bufferedBytes > 0, 'after 63, the server still keeps them: no ack yet')
+  ws.send('1')
+  await waitFor(() => app.wsStats.sessions.bufferedBytes === 0, 3000, 'the ack of the 64th')
+  t.equal(received, 64)
+  ws.close()
 })
