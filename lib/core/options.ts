@@ -275,11 +275,15 @@ function checkLimit (name: string, value: unknown, integer: boolean): number {
 // ws reads maxPayload as a 32-bit integer (`| 0`): 4 GiB would silently become 0, "no limit".
 const MAX_PAYLOAD_CEILING = 2 ** 31 - 1
 
-function checkPayload (name: string, value: unknown): number {
-  if (!Number.isInteger(value) || (value as number) < 1 || (value as number) > MAX_PAYLOAD_CEILING) {
-    throw invalid(name, `must be an integer from 1 to ${MAX_PAYLOAD_CEILING} bytes, got ${describe(value)}`)
+function checkInteger (name: string, value: unknown, min: number, max: number, unit = ''): number {
+  if (!Number.isInteger(value) || (value as number) < min || (value as number) > max) {
+    throw invalid(name, `must be an integer from ${min} to ${max}${unit}, got ${describe(value)}`)
   }
   return value as number
+}
+
+function checkPayload (name: string, value: unknown): number {
+  return checkInteger(name, value, 1, MAX_PAYLOAD_CEILING, ' bytes')
 }
 
 function resolveOrigins (name: string, base: OriginPolicy | null, value: unknown): OriginPolicy | null {
@@ -328,13 +332,6 @@ function resolveResume (name: string, base: ResumeSettings | false, value: unkno
     maxBufferedBytes: o.maxBufferedBytes === undefined ? start.maxBufferedBytes : checkLimit(`${name}.maxBufferedBytes`, o.maxBufferedBytes, true),
     owner: o.owner === undefined ? start.owner : checkFunction(`${name}.owner`, o.owner)
   }
-}
-
-function checkInteger (name: string, value: unknown, min: number, max: number): number {
-  if (!Number.isInteger(value) || (value as number) < min || (value as number) > max) {
-    throw invalid(name, `must be an integer from ${min} to ${max}, got ${describe(value)}`)
-  }
-  return value as number
 }
 
 function checkBoolean (name: string, value: unknown): boolean {

@@ -144,11 +144,11 @@ function useSharedZlib (deflate: Deflate, shared: { out: SharedZlib | null, in: 
       callback(err, out)
     }
     if (shared.out !== null && fin && !compressing) {
-      shared.out.run(data, Infinity, done, () => compress.call(this, data, fin, (err, out) => done(err, out)))
+      shared.out.run(data, Infinity, done, () => compress.call(this, data, fin, done))
       return
     }
     compressing = !fin
-    compress.call(this, data, fin, (err, out) => done(err, out))
+    compress.call(this, data, fin, done)
   }
   deflate.decompress = function (data, fin, callback) {
     received.bytesIn += data.length
@@ -189,7 +189,8 @@ export function compressionOptions (data: unknown, options: object | undefined, 
   return { ...options, compress }
 }
 
-function sizeAtLeast (data: unknown, threshold: number): boolean {
+/** Whether a message is `threshold` bytes or more. */
+export function sizeAtLeast (data: unknown, threshold: number): boolean {
   if (typeof data === 'string') {
     // UTF-8 takes one to three bytes per UTF-16 unit: counting is needed only in between.
     return data.length >= threshold || (data.length * 3 >= threshold && Buffer.byteLength(data) >= threshold)

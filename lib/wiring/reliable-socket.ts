@@ -17,7 +17,7 @@ import { pingFlood } from '../limits/ping-flood'
 import { admitMessage } from '../limits/rate-limiter'
 import { toJSONText } from '../messages/json-messages'
 import { escapeText, unframe } from '../messages/subprotocol'
-import { compressionOptions, UNCOMPRESSED } from '../messages/compression'
+import { compressionOptions, sizeAtLeast, UNCOMPRESSED } from '../messages/compression'
 import { CONTROL_MARK, OPEN } from '../protocol/protocol'
 
 type Cause = fastifyReliableWs.DisconnectInfo['cause']
@@ -169,8 +169,9 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
         return
       }
       data = escapeText(data, binary)
+      // A session keeps no options of the application's: the route's threshold decides.
       const compressFrom = this[kCompressFrom]
-      super.send(data, compressFrom === Infinity ? { binary } : compressionOptions(data, { binary }, compressFrom), cb)
+      super.send(data, { binary, compress: compressFrom !== Infinity && sizeAtLeast(data, compressFrom) }, cb)
       watchHighWater(this, this[kRoute]!)
     }
 
