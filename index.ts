@@ -20,6 +20,9 @@ import { SessionRegistry } from './lib/sessions/session-registry'
 import { MemorySessionStore } from './lib/sessions/session-store'
 import type { SessionStore } from './lib/sessions/session-store'
 import { StatsCollector } from './lib/observability/stats'
+import { MemoryBroker } from './lib/topics/memory-broker'
+import { TopicHub } from './lib/topics/topic-hub'
+import { toJSONText } from './lib/messages/json-messages'
 import { createProtocolHandler } from './lib/messages/subprotocol'
 import { LogRateLimiter } from './lib/observability/log-rate-limiter'
 import { checkInternals, negotiateDeflatePerRequest, noteErrorListeners } from './lib/core/ws-internals'
@@ -69,13 +72,16 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     else onSocketDue(entry, now)
   })
   // An application's store holds only the sessions the registry hands it.
-  const sessions = new SessionRegistry(stats, scheduler, (settings.sessionStore as SessionStore | null) ?? new MemorySessionStore(), settings.sessionLimits)
+  const sessions = new SessionRegistry(stats, scheduler, (settings.sessionStore as SessionStore | null) ?? new MemorySessionStore(), settings.sessionLimits,
+    (session) => topics.sessionEnded(session))
+  const topics = new TopicHub(new MemoryBroker(), stats, sessions, settings.topics)
   const ctx: Context = {
     settings,
     stats,
     scheduler,
     connections: new ConnectionLimiter(),
     sessions,
+    topics,
     log: fastify.log,
     warnings: new LogRateLimiter(settings.logging.warningsPerSecond),
     metrics
@@ -99,7 +105,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     handshakes.watch(this.websocketServer)
     negotiateDeflatePerRequest(this.websocketServer, deflateFor)
     this.websocketServer.on('connection', noteErrorListeners)
-    done()
+    topics.start().then(() => done(), done)
   })
 
   fastify.decorate('wsStats', {
@@ -108,10 +114,25 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     }
   })
   fastify.decorate('wsSessions', sessions)
+  fastify.decorate('wsPublish', function wsPublish (topic: string, data: string | Buffer | ArrayBuffer | ArrayBufferView, options?: { binary?: boolean }) {
+    return topics.publish(topic, data, options?.binary)
+  })
+  fastify.decorate('wsPublishJSON', function wsPublishJSON (topic: string, value: unknown) {
+    let text
+    try {
+      text = toJSONText(value)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return topics.publish(topic, text, false)
+  })
+  fastify.decorate('wsTopicStats', function wsTopicStats (topic: string) {
+    return topics.topicStats(topic)
+  })
 
   if (settings.healthPath !== null) {
     fastify.get(settings.healthPath, function health (_request, reply) {
-      const { statusCode, body } = healthResponse(stats, this.websocketServer.clients)
+      const { statusCode, body } = healthResponse(stats, this.websocketServer.clients, settings.topics.healthChecksBroker)
       reply.code(statusCode).send(body)
     })
   }
@@ -123,7 +144,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     ctx.scheduler.stop()
     sessions.endAll()
     metrics?.unregister()
-    next()
+    topics.close().then(() => next(), next)
   })
   done()
 }

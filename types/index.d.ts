@@ -43,6 +43,16 @@ declare module 'fastify' {
     readonly wsStats: fastifyReliableWs.WsStats
     /** The sessions of routes with `resume`, by id: `app.wsSessions.get(id)?.send(...)` reaches a client that is away. */
     readonly wsSessions: fastifyReliableWs.Sessions
+    /**
+     * Publishes `data` as is (a string as a text frame, bytes as a binary frame unless `binary` says otherwise) to
+     * every socket subscribed to `topic`. Resolves once the broker holds it; rejects with
+     * `FST_RELIABLE_WS_BROKER_UNAVAILABLE` when the broker cannot take it (not up, before ready, after close).
+     */
+    wsPublish (topic: string, data: string | Buffer | ArrayBuffer | ArrayBufferView, options?: { binary?: boolean }): Promise<fastifyReliableWs.Published>
+    /** `wsPublish(topic, JSON.stringify(value))`. */
+    wsPublishJSON (topic: string, value: unknown): Promise<fastifyReliableWs.Published>
+    /** A topic as this instance holds it: its local subscribers and the deliveries backpressure refused, or `null` when it has none. */
+    wsTopicStats (topic: string): { subscribers: number; dropped: number } | null
   }
   interface FastifyContextConfig {
     /** Per-route settings of fastify-reliable-ws, or `false` for a plain @fastify/websocket route. */
@@ -79,6 +89,32 @@ declare namespace fastifyReliableWs {
     readonly session: Session | null
     /** `send(JSON.stringify(value))`, with the same return value and callback. */
     sendJSON (value: unknown, cb?: SendCallback): boolean
+    /**
+     * Delivers what is published to `topic` from now on; with a session, to the session (across its connections)
+     * until it ends. False when it was subscribed already. Throws `FST_RELIABLE_WS_INVALID_TOPIC`,
+     * `FST_RELIABLE_WS_TOO_MANY_SUBSCRIPTIONS` (over `limits.maxSubscriptions`) or `FST_RELIABLE_WS_NOT_OPEN`.
+     */
+    subscribe (topic: string): boolean
+    /** Stops delivery of `topic`. False when it was not subscribed. */
+    unsubscribe (topic: string): boolean
+    /** Whether `topic` is delivered to this socket (or its session). */
+    isSubscribed (topic: string): boolean
+  }
+
+  /** Where a published message stands in its topic (with the in-process broker: 0 when nobody subscribes to it). */
+  export interface Published {
+    offset: number
+  }
+
+  export interface TopicOptions {
+    /** Longest topic name, in bytes (printable ASCII without spaces, so characters). Default `200`. */
+    maxTopicLength?: number
+    /** For a broker that keeps history (Redis): messages kept per topic. Default `1000`. */
+    historySize?: number
+    /** For a broker that keeps history (Redis): how long a topic's history outlives its last publish, in ms. Default `600000`. */
+    historyTtlMs?: number
+    /** The health route answers 503 while the broker is not up. Default `true`. */
+    healthChecksBroker?: boolean
   }
 
   export interface HeartbeatOptions {
@@ -182,6 +218,8 @@ declare namespace fastifyReliableWs {
      * Default `67108864` (64 MiB).
      */
     sessionBufferBytes?: number
+    /** Topics one socket (or session) may subscribe to at once; one more throws `FST_RELIABLE_WS_TOO_MANY_SUBSCRIPTIONS`. Default `100`. */
+    maxSubscriptions?: number
   }
 
   /**
@@ -351,6 +389,8 @@ declare namespace fastifyReliableWs {
      * `false` for none. Routes may override. Default `false`.
      */
     compression?: CompressionOptions | boolean
+    /** Publish/subscribe: topic names and a history-keeping broker's bounds. */
+    topics?: TopicOptions
   }
 
   export interface RouteReliableOptions {
@@ -442,6 +482,34 @@ declare namespace fastifyReliableWs {
     replayed: number
     /** Bytes all sessions keep unacknowledged now, as counted against sessionBufferBytes. */
     bufferedBytes: number
+    /** Sessions ended because a topic they subscribe to lost messages (4801). */
+    topicGaps: number
+  }
+
+  export interface TopicStats {
+    /** Topics with at least one subscriber in this instance. */
+    topics: number
+    /** Subscriptions of sockets and sessions, all topics together. */
+    subscriptions: number
+    /** Messages published by this instance and taken by the broker. */
+    published: number
+    /** Messages handed to subscribers (sent, or kept by a session). */
+    delivered: number
+    /** Deliveries refused by a subscriber's backpressure policy. */
+    dropped: number
+    /** Times the broker lost messages of a topic with subscribers here (each ends that topic's sessions, 4801). */
+    gaps: number
+    /** Subscriptions refused for limits.maxSubscriptions. */
+    refused: number
+    /** Subscriptions refused for an invalid topic name. */
+    invalid: number
+  }
+
+  export interface BrokerStats {
+    /** `up` takes publishes; `connecting` and `down` refuse them. */
+    state: 'up' | 'connecting' | 'down'
+    /** How far behind the broker delivery runs (0 when it cannot tell). */
+    lagMs: number
   }
 
   /** permessage-deflate at work. `bytesIn` goes into zlib, `bytesOut` comes out of it. */
@@ -471,6 +539,8 @@ declare namespace fastifyReliableWs {
     limits: LimitStats
     sessions: SessionStats
     compression: CompressionStats
+    topics: TopicStats
+    broker: BrokerStats
     errors: number
     draining: boolean
     uptimeMs: number

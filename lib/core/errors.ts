@@ -46,3 +46,26 @@ export const FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY = createError(
   '%s %s is not supported: %s is missing or has changed. Install a version within the ranges in fastify-reliable-ws\'s package.json',
   500
 )
+
+export const FST_RELIABLE_WS_INVALID_TOPIC = createError(
+  'FST_RELIABLE_WS_INVALID_TOPIC',
+  'Invalid topic: %s (a topic is 1 to %d printable ASCII characters, no spaces)',
+  500,
+  TypeError
+)
+
+export const FST_RELIABLE_WS_TOO_MANY_SUBSCRIPTIONS = createError(
+  'FST_RELIABLE_WS_TOO_MANY_SUBSCRIPTIONS',
+  'Subscription refused: the socket already has limits.maxSubscriptions (%d) topics'
+)
+
+export const FST_RELIABLE_WS_BROKER_UNAVAILABLE = createError(
+  'FST_RELIABLE_WS_BROKER_UNAVAILABLE',
+  'Message not published: the broker is %s',
+  503
+)
+
+export const FST_RELIABLE_WS_NO_TOPICS = createError(
+  'FST_RELIABLE_WS_NO_TOPICS',
+  'This socket\'s route opted out of fastify-reliable-ws (config.reliable: false): it has no topics'
+)

@@ -53,6 +53,16 @@ export interface MetricsSettings {
   registry: fastifyReliableWs.MetricsRegistry | null
   prefix: string
 }
+/** Publish/subscribe (lib/topics/): what one socket may hold, and how a broker keeps each topic's history. */
+export interface TopicSettings {
+  maxSubscriptions: number
+  maxTopicLength: number
+  // For a broker that keeps history (Redis): messages kept per topic, and how long a topic nobody publishes to keeps them.
+  historySize: number
+  historyTtlMs: number
+  // The health route answers 503 while the broker is not up.
+  healthChecksBroker: boolean
+}
 export interface LoggingSettings { connections: LogLevel | false, warningsPerSecond: number }
 
 export interface PluginSettings {
@@ -74,6 +84,7 @@ export interface PluginSettings {
   // What the store holds is the sessions layer's business (sessions/session-store.ts).
   sessionStore: SessionStore | null
   compression: CompressionSettings | false
+  topics: TopicSettings
 }
 
 export interface RouteSettings {
@@ -110,6 +121,9 @@ export const DEFAULTS = Object.freeze({
   handshakeTimeoutMs: 10_000,
   // Sessions outlive their sockets, so connection limits do not bound them: these do, whatever clients send.
   sessionLimits: Object.freeze({ maxSessions: 10_000, maxSessionsPerIp: 100, sessionBufferBytes: 64 * 1_048_576 }),
+  // Topic names usually come from clients: what one connection can make the server hold is maxSubscriptions names
+  // of maxTopicLength bytes (docs/security.md). historySize and historyTtlMs bound a history-keeping broker's streams.
+  topics: Object.freeze({ maxSubscriptions: 100, maxTopicLength: 200, historySize: 1000, historyTtlMs: 600_000, healthChecksBroker: true }),
   metrics: Object.freeze({ prefix: 'ws_' }),
   // Connection lines at info, like Fastify's own request lines.
   logging: Object.freeze({ connections: 'info' as const, warningsPerSecond: 10 }),
@@ -151,6 +165,7 @@ const PLUGIN_KEYS = keysOf<Options & RegisterOptions>({
   resume: true,
   sessionStore: true,
   compression: true,
+  topics: true,
   prefix: true,
   logLevel: true,
   logSerializers: true
@@ -171,7 +186,8 @@ const PLUGIN_LIMIT_KEYS = new Set([...ROUTE_LIMIT_KEYS, ...keysOf<Omit<fastifyRe
   handshakeTimeoutMs: true,
   maxSessions: true,
   maxSessionsPerIp: true,
-  sessionBufferBytes: true
+  sessionBufferBytes: true,
+  maxSubscriptions: true
 })])
 const HEARTBEAT_KEYS = keysOf<fastifyReliableWs.HeartbeatOptions>({ intervalMs: true, timeoutMs: true })
 const BACKPRESSURE_KEYS = keysOf<fastifyReliableWs.BackpressureOptions>({ highWaterMark: true, lowWaterMark: true, onLimit: true })
@@ -194,6 +210,7 @@ const COMPRESSION_KEYS = keysOf<fastifyReliableWs.CompressionOptions>({
   clientNoContextTakeover: true,
   concurrencyLimit: true
 })
+const TOPIC_KEYS = keysOf<fastifyReliableWs.TopicOptions>({ maxTopicLength: true, historySize: true, historyTtlMs: true, healthChecksBroker: true })
 const RESUME_KEYS = keysOf<fastifyReliableWs.ResumeOptions>({ ttlMs: true, maxBufferedMessages: true, maxBufferedBytes: true, owner: true })
 
 function invalid (name: string, why: string): Error {
@@ -365,6 +382,21 @@ function resolveCompression (name: string, base: CompressionSettings | false, va
   }
 }
 
+function resolveTopics (value: unknown, maxSubscriptions: unknown): TopicSettings {
+  const o = value === undefined ? {} : checkObject('topics', value, TOPIC_KEYS)
+  const base = DEFAULTS.topics
+  const field = <K extends keyof TopicSettings>(key: K, check: (name: string, value: unknown) => TopicSettings[K]): TopicSettings[K] =>
+    o[key] === undefined ? base[key] : check(`topics.${key}`, o[key])
+  return {
+    // Finite: each subscription is memory a client chooses.
+    maxSubscriptions: maxSubscriptions === undefined ? base.maxSubscriptions : checkInteger('limits.maxSubscriptions', maxSubscriptions, 1, 100_000),
+    maxTopicLength: field('maxTopicLength', (key, v) => checkInteger(key, v, 1, 4096, ' bytes')),
+    historySize: field('historySize', (key, v) => checkInteger(key, v, 1, 10_000_000, ' messages')),
+    historyTtlMs: field('historyTtlMs', (key, v) => checkInteger(key, v, 1000, 30 * 86_400_000, ' ms')),
+    healthChecksBroker: field('healthChecksBroker', checkBoolean)
+  }
+}
+
 function resolveSessionStore (value: unknown): SessionStore | null {
   if (value === undefined) return null
   for (const method of SESSION_STORE_METHODS) {
@@ -499,7 +531,8 @@ export function resolvePluginSettings (options: Options): PluginSettings {
     logging: resolveLogging(o.logging),
     resume: resolveResume('resume', false, o.resume),
     sessionStore: resolveSessionStore(o.sessionStore),
-    compression: resolveCompression('compression', false, o.compression, false)
+    compression: resolveCompression('compression', false, o.compression, false),
+    topics: resolveTopics(o.topics, isPlainObject(o.limits) ? o.limits.maxSubscriptions : undefined)
   }
 }
 

@@ -8,7 +8,7 @@ import type { BackpressureSettings, CompressionSettings, HeartbeatSettings, Limi
 import type {
   kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
   kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kOnConnectPending,
-  kCloseCodeSent, kMessageStartedAt, kPendingPongs, kPongSent, kTcp, kErrorListeners, kMidMessage, kCompressFrom
+  kCloseCodeSent, kMessageStartedAt, kPendingPongs, kPongSent, kTcp, kErrorListeners, kMidMessage, kCompressFrom, kTopics
 } from './symbols'
 
 type Cause = fastifyReliableWs.DisconnectInfo['cause']
@@ -16,6 +16,8 @@ type SendCallback = fastifyReliableWs.SendCallback
 type RouteStats = fastifyReliableWs.RouteStats
 type LimitStats = fastifyReliableWs.LimitStats
 type SessionStats = fastifyReliableWs.SessionStats
+type TopicStats = fastifyReliableWs.TopicStats
+type BrokerStats = fastifyReliableWs.BrokerStats
 
 // Where a socket stands between a ping and its pong. Every frame from the peer resets it to ALIVE; the heartbeat
 // (timing/heartbeat.ts) moves it on.
@@ -62,12 +64,16 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   [kTransmit]: (data: unknown, binary: boolean, cb: SendCallback | undefined) => void
   [kCloseCodeSent]: number
   [kMessageStartedAt]: number
+  // Its topics when it subscribes without a session.
+  [kTopics]: Set<string> | null
 }
 
 /** A socket's session as the socket and the subprotocol use it (sessions/session.ts is one). */
 export interface SocketSession extends fastifyReliableWs.Session {
   [kWheelTick]: number
   [kWheelPos]: number
+  // The topics its sockets subscribed it to: they outlive each socket, not the session.
+  [kTopics]: Set<string> | null
   send (data: unknown, options?: { binary?: boolean }, cb?: SendCallback): boolean
   /** A data message arrived from the client. */
   onMessage (): void
@@ -134,6 +140,10 @@ export interface Counters {
   readonly limits: LimitStats
   readonly sessions: SessionStats
   readonly compression: CompressionCounters
+  // Published, delivered, dropped… as the topic hub counts them; its topics and subscriptions as it holds them.
+  readonly topics: TopicStats
+  // What the broker says of itself, read at snapshot time (topics/ sets it once the broker exists).
+  broker: BrokerStats
   /** The counters of a declared route path; routes declared twice share them. */
   route (url: string): RouteCounters
   recordLatency (ms: number): void
@@ -156,6 +166,17 @@ export interface Sessions {
   /** Begins or resumes the session of a socket just accepted; false when it was refused (the socket is closed). */
   open (socket: ReliableSocket, route: SessionRoute, request: FastifyRequest, owner: string | null): boolean
   detach (session: SocketSession, now: number): void
+  /** Messages of a topic the session subscribes to were lost: it ends, and its connection with 4801. */
+  topicLost (session: SocketSession): void
+}
+
+/** The instance's subscriptions and publishes (topics/topic-hub.ts). */
+export interface Topics {
+  subscribe (socket: ReliableSocket, topic: string): boolean
+  unsubscribe (socket: ReliableSocket, topic: string): boolean
+  isSubscribed (socket: ReliableSocket, topic: string): boolean
+  /** A socket with subscriptions of its own closed: they end with it. */
+  socketClosed (socket: ReliableSocket): void
 }
 
 /** Warnings about peers, rate limited (observability/log-rate-limiter.ts). */
@@ -194,6 +215,7 @@ export interface Context {
   readonly scheduler: Schedule<ReliableSocket | PendingConnection | SocketSession>
   readonly connections: Connections
   readonly sessions: Sessions
+  readonly topics: Topics
   readonly log: FastifyBaseLogger
   readonly warnings: PeerWarnings
   // null unless the `metrics` option is on.

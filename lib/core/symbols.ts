@@ -47,3 +47,5 @@ export const kMidMessage = Symbol('reliable-ws.midMessage')
 export const kCompressFrom = Symbol('reliable-ws.compressFrom')
 // The compression settings a raw upgrade request's route allows, as ws's perMessageDeflate option (false: none).
 export const kDeflateOffer = Symbol('reliable-ws.deflateOffer')
+// The topics a socket (of a route without a session) or a session subscribes to; null until the first.
+export const kTopics = Symbol('reliable-ws.topics')

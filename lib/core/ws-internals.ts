@@ -50,8 +50,24 @@ export interface Deflate {
   decompress (data: Buffer, fin: boolean, callback: Callback): void
 }
 
+/** The frame writer's fields used here (lib/sender.js, ws 8.23.0). */
+interface Sender {
+  // DEFAULT (0) while nothing is queued: a frame written now keeps the order of the messages sent before it.
+  _state: number
+  sendFrame (list: Buffer[], cb?: (err?: Error) => void): void
+}
+
+/** ws's Sender.frame (lib/sender.js, ws 8.23.0), which ws exports as `WebSocket.Sender`. */
+type FrameBuilder = (data: Buffer, options: { fin: boolean, opcode: number, mask: boolean, readOnly: boolean, rsv1: boolean }) => Buffer[]
+
+// The sender's state while it is neither compressing nor reading a Blob (DEFAULT in lib/sender.js, ws 8.23.0).
+const SENDER_IDLE = 0
+const TEXT = 0x1
+const BINARY = 0x2
+
 /** The socket's fields read here (lib/websocket.js, ws 8.23.0). */
 interface WsFields {
+  _sender: Sender
   // The extensions negotiated at the upgrade, by name; `{}` for none.
   _extensions: { 'permessage-deflate'?: Deflate }
   _receiver: Receiver
@@ -116,6 +132,31 @@ export function negotiateDeflatePerRequest (server: WebSocket.WebSocketServer, c
     this.options.perMessageDeflate = choose(request)
     handleUpgrade.call(this, request, ...rest)
   }
+}
+
+function frameBuilder (): FrameBuilder | undefined {
+  return (WebSocket as unknown as { Sender?: { frame?: FrameBuilder } }).Sender?.frame
+}
+
+/**
+ * A whole data frame for `data`, unmasked and uncompressed as a server sends it, built by ws's own Sender.frame:
+ * the header, and `data` itself (not copied) unless it is empty. The same frame can be written to any number of
+ * sockets.
+ */
+export function frameMessage (data: Buffer, binary: boolean): Buffer[] {
+  return frameBuilder()!(data, { fin: true, opcode: binary ? BINARY : TEXT, mask: false, readOnly: false, rsv1: false })
+}
+
+/**
+ * Writes a frame built by frameMessage to the socket as ws's sender writes the frames it builds (corked, straight
+ * to the connection, counted in bufferedAmount through it). False, writing nothing, while the sender is busy
+ * (compressing a message, reading a Blob): a frame written then would overtake the messages queued in it.
+ */
+export function writeFrame (socket: WebSocket, frame: Buffer[]): boolean {
+  const sender = ws(socket)._sender
+  if (sender._state !== SENDER_IDLE) return false
+  sender.sendFrame(frame)
+  return true
 }
 
 /** The peer's close frame has arrived (ws then calls close() itself, to answer it). */
@@ -243,6 +284,9 @@ export function checkInternals (SocketClass: typeof WebSocket, version: string, 
   if (deflate._inflate !== null) fail(version, 'PerMessageDeflate#_inflate')
   if (typeof deflate.compress !== 'function' || typeof deflate.decompress !== 'function') fail(version, 'PerMessageDeflate#compress')
   if (typeof (WebSocket as { extension?: { parse?: unknown } }).extension?.parse !== 'function') fail(version, 'WebSocket.extension.parse')
+  if (typeof frameBuilder() !== 'function') fail(version, 'WebSocket.Sender.frame')
+  const frame = frameMessage(Buffer.from('a'), false)
+  if (frame.length !== 2 || frame[0][0] !== (0x80 | TEXT) || frame[0][1] !== 1) fail(version, 'WebSocket.Sender.frame')
   // With the application's own server options, as ws passes them: a subclass of its own may read them.
   const probe = new SocketClass(null as unknown as string, undefined, { ...serverOptions, autoPong: true, maxPendingAutoPongs: 3 } as WebSocket.ClientOptions)
   const fields = ws(probe)
@@ -251,6 +295,10 @@ export function checkInternals (SocketClass: typeof WebSocket, version: string, 
     if (typeof fields.setSocket !== 'function') fail(version, 'WebSocket#setSocket')
     fields.setSocket(stream, Buffer.alloc(0), { maxPayload })
     if (fields._closeFrameReceived !== false) fail(version, 'WebSocket#_closeFrameReceived')
+    const sender = fields._sender as Partial<Sender> | null | undefined
+    if (sender == null) fail(version, 'WebSocket#_sender')
+    if (sender._state !== SENDER_IDLE) fail(version, 'Sender#_state')
+    if (typeof sender.sendFrame !== 'function') fail(version, 'Sender#sendFrame')
     if (typeof fields._extensions !== 'object' || fields._extensions === null) fail(version, 'WebSocket#_extensions')
     if (fields._pendingAutoPongs !== 0) fail(version, 'WebSocket#_pendingAutoPongs')
     if (fields._maxPendingAutoPongs !== 3) fail(version, 'WebSocket#_maxPendingAutoPongs')

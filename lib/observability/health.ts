@@ -1,12 +1,15 @@
 import type { IncomingMessage } from 'node:http'
 import type { StatsCollector } from './stats'
 
-/** The health route's answer: 200 while serving, 503 from the moment shutdown starts. */
-export function healthResponse (stats: StatsCollector, clients: ReadonlySet<unknown> | undefined): { statusCode: number, body: object } {
+/**
+ * The health route's answer: 200 while serving, 503 from the moment shutdown starts, and (with `checkBroker`)
+ * while the broker cannot take publishes.
+ */
+export function healthResponse (stats: StatsCollector, clients: ReadonlySet<unknown> | undefined, checkBroker: boolean): { statusCode: number, body: object } {
   const snapshot = stats.snapshot(clients)
-  return snapshot.draining
-    ? { statusCode: 503, body: { status: 'draining', ...snapshot } }
-    : { statusCode: 200, body: { status: 'ok', ...snapshot } }
+  if (snapshot.draining) return { statusCode: 503, body: { status: 'draining', ...snapshot } }
+  if (checkBroker && snapshot.broker.state !== 'up') return { statusCode: 503, body: { status: 'broker-' + snapshot.broker.state, ...snapshot } }
+  return { statusCode: 200, body: { status: 'ok', ...snapshot } }
 }
 
 export function isHealthRequest (request: IncomingMessage, path: string): boolean {

@@ -132,6 +132,11 @@ export function createMetrics (
         emit(null, count)
       }
     },
+    { name: 'topics', help: 'Topics with at least one subscriber in this instance', type: 'gauge', read: (emit) => emit(null, stats.topics.topics) },
+    { name: 'subscriptions', help: 'Subscriptions of sockets and sessions to topics', type: 'gauge', read: (emit) => emit(null, stats.topics.subscriptions) },
+    { name: 'published_total', help: 'Messages published by this instance and taken by the broker', type: 'counter', read: (emit) => emit(null, stats.topics.published) },
+    { name: 'delivered_total', help: 'Published messages handed to subscribers', type: 'counter', read: (emit) => emit(null, stats.topics.delivered) },
+    { name: 'topic_dropped_total', help: 'Published messages refused by a subscriber\'s backpressure policy', type: 'counter', read: (emit) => emit(null, stats.topics.dropped) },
     { name: 'compression_messages_total', help: 'Messages sent compressed, and compressed messages received', type: 'counter', labels: direction, read: perDirection((d) => d.messages) },
     { name: 'compression_bytes_in_total', help: 'Payload bytes into zlib: before compression (sent), on the wire (received)', type: 'counter', labels: direction, read: perDirection((d) => d.bytesIn) },
     { name: 'compression_bytes_out_total', help: 'Payload bytes out of zlib: on the wire (sent), inflated (received)', type: 'counter', labels: direction, read: perDirection((d) => d.bytesOut) }

@@ -11,6 +11,8 @@ type LimitStats = fastifyReliableWs.LimitStats
 type Cause = fastifyReliableWs.DisconnectInfo['cause']
 
 type SessionStats = fastifyReliableWs.SessionStats
+type TopicStats = fastifyReliableWs.TopicStats
+type BrokerStats = fastifyReliableWs.BrokerStats
 
 // Enough recent round trips for a stable p99 without unbounded memory.
 const LATENCY_SAMPLES = 1024
@@ -45,7 +47,9 @@ export class StatsCollector implements Counters {
   }
 
   readonly routes = new Map<string, RouteCounters>()
-  readonly sessions: SessionStats = { active: 0, resumed: 0, resumeRefused: 0, expired: 0, overflowed: 0, evicted: 0, rejected: 0, replayed: 0, bufferedBytes: 0 }
+  readonly sessions: SessionStats = { active: 0, resumed: 0, resumeRefused: 0, expired: 0, overflowed: 0, evicted: 0, rejected: 0, replayed: 0, bufferedBytes: 0, topicGaps: 0 }
+  readonly topics: TopicStats = { topics: 0, subscriptions: 0, published: 0, delivered: 0, dropped: 0, gaps: 0, refused: 0, invalid: 0 }
+  broker: BrokerStats = { state: 'down', lagMs: 0 }
   readonly compression: CompressionCounters = { sent: { messages: 0, bytesIn: 0, bytesOut: 0 }, received: { messages: 0, bytesIn: 0, bytesOut: 0 } }
   private readonly latencies = new Float64Array(LATENCY_SAMPLES)
   private latencyCount = 0
@@ -132,6 +136,8 @@ export class StatsCollector implements Counters {
       limits: { ...this.limits },
       sessions: { ...this.sessions },
       compression: { sockets: compressing, sent: { ...this.compression.sent }, received: { ...this.compression.received } },
+      topics: { ...this.topics },
+      broker: { state: this.broker.state, lagMs: this.broker.lagMs },
       errors: this.errors,
       draining: this.draining,
       uptimeMs: Math.round(performance.now() - this.startedAt),

@@ -45,6 +45,9 @@ export const ACK_EVERY = 64
 /** The server ended the session because the messages the client had not acknowledged outgrew its limits. */
 export const SESSION_OVERFLOW_CODE = 4800
 
+/** The server ended the session because a topic it subscribes to lost messages before they reached it. */
+export const TOPIC_GAP_CODE = 4801
+
 /** Control frames are a few dozen bytes: a larger one is refused before it is parsed (close code 1009). */
 export const MAX_CONTROL_BYTES = 256
 

@@ -3,7 +3,7 @@ import type { FastifyRequest } from 'fastify'
 import { createIdGenerator } from '../core/ids'
 import type { SessionLimitSettings } from '../core/options'
 import type { Counters, PendingConnection, ReliableSocket, ResumeRequest, Schedule, SessionRoute, Sessions } from '../core/shapes'
-import { SESSION_OVERFLOW_CODE } from '../protocol/protocol'
+import { SESSION_OVERFLOW_CODE, TOPIC_GAP_CODE } from '../protocol/protocol'
 import { Session } from './session'
 import type { SessionStore } from './session-store'
 import { kCause, kIp, kResume, kSession } from '../core/symbols'
@@ -30,7 +30,9 @@ export class SessionRegistry implements Sessions {
     private readonly stats: Counters,
     private readonly scheduler: Schedule<ReliableSocket | PendingConnection | Session>,
     private readonly store: SessionStore,
-    private readonly limits: SessionLimitSettings
+    private readonly limits: SessionLimitSettings,
+    // Whatever else a session holds (its topics) ends with it.
+    private readonly onEnd: (session: Session) => void
   ) {}
 
   get (id: string): Session | undefined {
@@ -92,11 +94,21 @@ export class SessionRegistry implements Sessions {
   /** The client fell too far behind: the session ends, and its connection with a code that says so. */
   overflow (session: Session): void {
     this.stats.sessions.overflowed++
+    this.endAndClose(session, SESSION_OVERFLOW_CODE, 'Session buffer full')
+  }
+
+  /** A topic the session subscribes to lost messages it promised: the session ends, its connection with 4801. */
+  topicLost (session: Session): void {
+    this.stats.sessions.topicGaps++
+    this.endAndClose(session, TOPIC_GAP_CODE, 'Topic history lost')
+  }
+
+  private endAndClose (session: Session, code: number, reason: string): void {
     const socket = session.socket
     this.end(session)
     if (socket !== null) {
       socket[kCause] = 'session'
-      socket.close(SESSION_OVERFLOW_CODE, 'Session buffer full')
+      socket.close(code, reason)
     }
   }
 
@@ -138,6 +150,7 @@ export class SessionRegistry implements Sessions {
     const { bytes, count } = session.clear()
     this.release(bytes, count)
     if (session.socket !== null) session.socket[kSession] = null
+    this.onEnd(session)
   }
 
   /** Room for one more session from `ip`: the caps are met by ending sessions whose client is away, longest away first. */

@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto'
 import type { ReliableSocket, Route, SessionRoute, SocketSession } from '../core/shapes'
-import { kSendControl, kSession, kTransmit, kWheelPos, kWheelTick } from '../core/symbols'
+import { kSendControl, kSession, kTopics, kTransmit, kWheelPos, kWheelTick } from '../core/symbols'
 import { toJSONText } from '../messages/json-messages'
 import { ACK_EVERY, encodeControl } from '../protocol/protocol'
 
@@ -36,7 +36,8 @@ const COMPACT_AFTER = 1024
  */
 export class Session implements SocketSession {
   [kWheelTick] = -1;
-  [kWheelPos] = -1
+  [kWheelPos] = -1;
+  [kTopics]: Set<string> | null = null
   socket: ReliableSocket | null = null
   resumed = false
   ended = false

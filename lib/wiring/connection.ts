@@ -13,7 +13,7 @@ import { watchCompression } from '../messages/compression'
 import { bytesHandedOver, bytesRead } from '../observability/stats'
 import type { LogLevel } from '../core/options'
 import { OPEN, PROTOCOL, WELCOME_FRAME } from '../protocol/protocol'
-import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kCloseCodeSent, kFramed, kIp, kLog, kOnConnectPending, kOpenedAt, kRoute, kSendControl, kSession, kTcp, kUpgradeResponse } from '../core/symbols'
+import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kCloseCodeSent, kFramed, kIp, kLog, kOnConnectPending, kOpenedAt, kRoute, kSendControl, kSession, kTcp, kTopics, kUpgradeResponse } from '../core/symbols'
 import { closeFrameReceived, detachResponse, fastifyWebsocketErrorListener, midMessage, parserErrored, setMaxPayload } from '../core/ws-internals'
 
 // ws's listener types expect its own class as `this`.
@@ -103,6 +103,7 @@ function onClose (this: ReliableSocket, reportedCode: number, reason: Buffer): v
   ctx.scheduler.remove(this)
   const session = this[kSession]
   if (session !== null) ctx.sessions.detach(session, performance.now())
+  if (this[kTopics] !== null) ctx.topics.socketClosed(this)
   ctx.connections.closed(this)
   ctx.stats.recordClose(this, route.counters, code, cause)
   if (endedMidFrame(this)) ctx.stats.limits.protocolErrors++

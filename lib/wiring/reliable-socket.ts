@@ -2,14 +2,14 @@ import type { Socket } from 'node:net'
 import type { FastifyBaseLogger } from 'fastify'
 import type WebSocket from 'ws'
 import type fastifyReliableWs = require('../../types/index')
-import { FST_RELIABLE_WS_NOT_OPEN } from '../core/errors'
+import { FST_RELIABLE_WS_NO_TOPICS, FST_RELIABLE_WS_NOT_OPEN } from '../core/errors'
 import { createIdGenerator } from '../core/ids'
 import { ALIVE } from '../core/shapes'
-import type { PongState, Route, SocketSession } from '../core/shapes'
+import type { PongState, Route, SocketSession, Topics } from '../core/shapes'
 import {
   kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
   kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kOnConnectPending,
-  kCloseCodeSent, kMessageStartedAt, kPendingPongs, kPongSent, kTcp, kErrorListeners, kMidMessage, kCompressFrom
+  kCloseCodeSent, kMessageStartedAt, kPendingPongs, kPongSent, kTcp, kErrorListeners, kMidMessage, kCompressFrom, kTopics
 } from '../core/symbols'
 import { closeFrameReceived } from '../core/ws-internals'
 import { refuse, watchHighWater } from '../limits/backpressure'
@@ -92,7 +92,8 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     [kTcp]: Socket | null = null;
     [kErrorListeners] = 0;
     [kMidMessage] = false;
-    [kCompressFrom] = Infinity
+    [kCompressFrom] = Infinity;
+    [kTopics]: Set<string> | null = null
 
     get latencyMs (): number | null {
       const latency = this[kLatency]
@@ -188,6 +189,18 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
       return this.send(toJSONText(value), cb)
     }
 
+    subscribe (topic: string): boolean {
+      return topicsOf(this).subscribe(this, topic)
+    }
+
+    unsubscribe (topic: string): boolean {
+      return topicsOf(this).unsubscribe(this, topic)
+    }
+
+    isSubscribed (topic: string): boolean {
+      return topicsOf(this).isSubscribed(this, topic)
+    }
+
     override close (code?: number, data?: string | Buffer): void {
       // ws also calls close() to answer the peer's close frame: that one is the client's doing.
       if (this[kCause] === undefined && !closeFrameReceived(this)) this[kCause] = 'server'
@@ -206,4 +219,11 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
   // ws's statics (OPEN and the rest) and constructor signatures are inherited at run time; the class's type, built on a
   // base typed by what the class uses, does not list them.
   return ReliableWebSocket as unknown as typeof WebSocket
+}
+
+// A socket of a route that opted out has no route, and so no instance to subscribe in.
+function topicsOf (socket: { [kRoute]: Route | undefined }): Topics {
+  const route = socket[kRoute]
+  if (route === undefined) throw new FST_RELIABLE_WS_NO_TOPICS()
+  return route.ctx.topics
 }

@@ -85,7 +85,7 @@ function answerWhileDraining (server: Server, ctx: Context, stats: StatsCollecto
   interceptRequests(server, (request, response, next) => {
     const healthPath = ctx.settings.healthPath
     if (healthPath !== null && isHealthRequest(request, healthPath)) {
-      const { statusCode, body } = healthResponse(stats, clients)
+      const { statusCode, body } = healthResponse(stats, clients, ctx.settings.topics.healthChecksBroker)
       response.writeHead(statusCode, { 'content-type': 'application/json; charset=utf-8', connection: 'close' })
       response.end(JSON.stringify(body))
       return

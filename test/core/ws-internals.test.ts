@@ -35,7 +35,11 @@ const changes: Array<[string, (socket: any) => void]> = [
   ['Receiver#_state', (socket) => { socket._receiver._state = 1 }],
   ['Receiver#_bufferedBytes', (socket) => { delete socket._receiver._bufferedBytes }],
   ['Receiver#_fragmented', (socket) => { socket._receiver._fragmented = false }],
-  ['Receiver#_opcode', (socket) => { delete socket._receiver._opcode }]
+  ['Receiver#_opcode', (socket) => { delete socket._receiver._opcode }],
+  ['WebSocket#_sender', (socket) => { socket._sender = null }],
+  // A busy sender at rest would send every published frame through the ordinary path, or overtake its queue.
+  ['Sender#_state', (socket) => { socket._sender._state = 1 }],
+  ['Sender#sendFrame', (socket) => { socket._sender.sendFrame = undefined }]
 ]
 
 t.test('registration fails with a coded error naming ws, its version and the field, when a ws internal the plugin reads is missing or changed', async (t) => {
@@ -69,6 +73,17 @@ t.test('registration fails with a coded error naming ws, its version and the fie
     await t.rejects(bootWith({}), { code: 'FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY', message: /: WebSocket\.extension\.parse is missing/ })
   } finally {
     extension.parse = parse
+  }
+  // The frame builder topics write every subscriber's frame with: gone, or building another frame.
+  const { Sender } = WebSocket as any
+  const { frame } = Sender
+  for (const changed of [undefined, (data: Buffer) => [Buffer.from([0x82, data.length]), data]]) {
+    Sender.frame = changed
+    try {
+      await t.rejects(bootWith({}), { code: 'FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY', message: /: WebSocket\.Sender\.frame is missing/ })
+    } finally {
+      Sender.frame = frame
+    }
   }
   // A subclass that keeps ws's internals as they are is accepted.
   await t.resolves(bootWith({ websocket: { options: { WebSocket: wsWhere(() => {}) } } }))

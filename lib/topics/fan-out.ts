@@ -1,0 +1,164 @@
+import type { Counters, ReliableSocket, SocketSession } from '../core/shapes'
+import { kCompressFrom, kFramed, kMidMessage, kOverHighWater, kRoute, kTransmit } from '../core/symbols'
+import { frameMessage, writeFrame } from '../core/ws-internals'
+import { refuse, watchHighWater } from '../limits/backpressure'
+import { Session } from '../sessions/session'
+import { CONTROL_MARK, OPEN } from '../protocol/protocol'
+import type { Delivery } from './broker'
+
+/** A topic's local subscribers: sockets without a session, and sessions. */
+export type Subscriber = ReliableSocket | SocketSession
+
+/** A topic with local subscribers, and its messages on their way to them. */
+export interface Topic {
+  readonly name: string
+  readonly subscribers: Set<Subscriber>
+  // Deliveries not yet handed to every subscriber, oldest first from `head`.
+  readonly queue: Array<Delivery | undefined>
+  head: number
+  // Where the fan-out of queue[head] stands between two slices (a Set iterator sees later changes to the Set).
+  cursor: Iterator<Subscriber> | null
+  // queue[head]'s payload as bytes, its frame, and the frame escaped for the subprotocol: built once, when first needed.
+  payload: Buffer | null
+  frame: Buffer[] | null
+  escaped: Buffer[] | null
+  // In the fan-out's list of topics with work.
+  pending: boolean
+  dropped: number
+}
+
+// Subscribers served in one turn of the event loop: at about a microsecond each, a few milliseconds of it.
+export const SLICE = 2000
+
+// A session keeps the message with these options: no object per subscriber.
+const BINARY = Object.freeze({ binary: true })
+const TEXT = Object.freeze({ binary: false })
+const ZERO = Buffer.alloc(1)
+
+/**
+ * Hands each delivery to every local subscriber of its topic, in offset order per topic: a topic's next message
+ * starts once the one before has reached every subscriber. At most SLICE subscribers per turn of the event loop,
+ * over all topics, the rest after a setImmediate, so a topic of 50,000 sockets never holds the loop for its whole
+ * fan-out. A socket gets the frame built once for all of them; a session keeps the message itself (its outbox
+ * references the same data) and sends it as part of its own numbered stream.
+ */
+export class FanOut {
+  private readonly pending: Topic[] = []
+  private running = false
+  private immediate: NodeJS.Immediate | null = null
+
+  constructor (private readonly stats: Counters) {}
+
+  add (topic: Topic, message: Delivery): void {
+    topic.queue.push(message)
+    if (!topic.pending) {
+      topic.pending = true
+      this.pending.push(topic)
+    }
+    if (!this.running && this.immediate === null) this.run()
+  }
+
+  stop (): void {
+    if (this.immediate !== null) clearImmediate(this.immediate)
+    this.immediate = null
+    this.pending.length = 0
+  }
+
+  /** One turn's slice of the work: SLICE subscribers at most. */
+  run (): void {
+    this.immediate = null
+    this.running = true
+    let budget = SLICE
+    const pending = this.pending
+    while (pending.length > 0 && budget > 0) {
+      const topic = pending[0]
+      budget = this.serve(topic, budget)
+      pending.shift()
+      if (topic.head < topic.queue.length) {
+        // Out of budget mid-topic: the other topics' turn comes first next time.
+        pending.push(topic)
+      } else {
+        topic.queue.length = topic.head = 0
+        topic.pending = false
+      }
+    }
+    this.running = false
+    if (pending.length > 0) this.immediate = setImmediate(runAgain, this)
+  }
+
+  /** Serves `topic` until its queue is empty or the budget is spent; returns what is left of the budget. */
+  private serve (topic: Topic, budget: number): number {
+    const queue = topic.queue
+    while (topic.head < queue.length) {
+      const message = queue[topic.head]!
+      topic.cursor ??= topic.subscribers.values()
+      while (true) {
+        if (budget === 0) return 0
+        const next = topic.cursor.next()
+        if (next.done === true) break
+        this.deliver(topic, message, next.value)
+        budget--
+      }
+      topic.cursor = null
+      topic.payload = topic.frame = topic.escaped = null
+      // Let go of it now; the queue itself is emptied once it has all gone out.
+      queue[topic.head++] = undefined
+    }
+    return budget
+  }
+
+  private deliver (topic: Topic, message: Delivery, subscriber: Subscriber): void {
+    const stats = this.stats.topics
+    if (subscriber instanceof Session) {
+      // False: it overflowed and has ended (the registry counted it, and it has left its topics).
+      if (subscriber.send(message.data, message.binary ? BINARY : TEXT)) stats.delivered++
+      return
+    }
+    const socket = subscriber as ReliableSocket
+    // Closing: its subscriptions end with its 'close' event.
+    if (socket.readyState !== OPEN) return
+    const route = socket[kRoute]!
+    // A frame between the fragments of a message the application is sending would corrupt both.
+    if (socket[kMidMessage]) {
+      route.counters.dropped++
+      this.dropped(topic)
+      return
+    }
+    if (socket[kOverHighWater]) {
+      const buffered: number = socket.bufferedAmount
+      if (buffered > route.backpressure.highWaterMark) {
+        refuse(socket, route, buffered, undefined)
+        this.dropped(topic)
+        return
+      }
+    }
+    // A socket that compresses takes the ordinary path: its route's shared compressor sees the same string once.
+    if (socket[kCompressFrom] !== Infinity || !writeFrame(socket, frameOf(topic, message, socket[kFramed]))) {
+      socket[kTransmit](message.data, message.binary, undefined)
+    } else {
+      watchHighWater(socket, route)
+    }
+    route.counters.messagesSent++
+    stats.delivered++
+  }
+
+  private dropped (topic: Topic): void {
+    topic.dropped++
+    this.stats.topics.dropped++
+  }
+}
+
+function runAgain (fanOut: FanOut): void {
+  fanOut.run()
+}
+
+/** The message's frame for this socket: on the subprotocol, a text starting with U+0000 goes out escaped. */
+function frameOf (topic: Topic, message: Delivery, framed: boolean): Buffer[] {
+  const payload = topic.payload ??= typeof message.data === 'string' ? Buffer.from(message.data) : message.data
+  if (framed && !message.binary && payload[0] === CONTROL_MARK) {
+    topic.escaped ??= frameMessage(Buffer.concat([ZERO, payload]), false)
+    return topic.escaped
+  }
+  topic.frame ??= frameMessage(payload, message.binary)
+  return topic.frame
+}
