@@ -74,7 +74,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
   // An application's store holds only the sessions the registry hands it.
   const sessions = new SessionRegistry(stats, scheduler, (settings.sessionStore as SessionStore | null) ?? new MemorySessionStore(), settings.sessionLimits,
     (session) => topics.sessionEnded(session))
-  const topics = new TopicHub(new MemoryBroker(), stats, sessions, settings.topics)
+  const topics = new TopicHub(new MemoryBroker(), stats, sessions, settings.topics, fastify.log)
   const ctx: Context = {
     settings,
     stats,

@@ -1,4 +1,5 @@
 // Topics: publish/subscribe between the instance's sockets and sessions, through a broker (memory or Redis).
+import type { FastifyBaseLogger } from 'fastify'
 import { FST_RELIABLE_WS_BROKER_UNAVAILABLE, FST_RELIABLE_WS_NOT_OPEN, FST_RELIABLE_WS_TOO_MANY_SUBSCRIPTIONS } from '../core/errors'
 import type { TopicSettings } from '../core/options'
 import type { Counters, ReliableSocket, Sessions, SocketSession, Topics } from '../core/shapes'
@@ -27,7 +28,8 @@ export class TopicHub implements Topics, BrokerEvents {
     private readonly broker: Broker,
     private readonly stats: Counters,
     private readonly sessions: Sessions,
-    private readonly settings: TopicSettings
+    private readonly settings: TopicSettings,
+    private readonly log: FastifyBaseLogger
   ) {
     this.fanOut = new FanOut(stats)
   }
@@ -132,8 +134,11 @@ export class TopicHub implements Topics, BrokerEvents {
     }
   }
 
-  // wsStats and the health route read the broker's state from the broker itself, when asked.
-  state (_state: BrokerState): void {}
+  // wsStats and the health route read the state from the broker itself, when asked: this tells the operator.
+  state (state: BrokerState): void {
+    if (state === 'up') this.log.info({ broker: state }, 'topic broker up')
+    else this.log.warn({ broker: state }, 'topic broker not up: publishes are refused')
+  }
 
   private leaveAll (subscriber: Subscriber): void {
     const mine = subscriber[kTopics]

@@ -10,6 +10,7 @@ import type { SessionLostEvent } from '../../lib/client'
 import { kRoute } from '../../lib/core/symbols'
 import type { ReliableSocket, Route } from '../../lib/core/shapes'
 import type { TopicHub } from '../../lib/topics/topic-hub'
+import { SLICE } from '../../lib/topics/fan-out'
 import { TOPIC_GAP_CODE } from '../../lib/protocol/protocol'
 import { FaultProxy } from '../helpers/fault-proxy'
 import { closeEvent, connect, OPCODE, RawPeer, start, waitFor } from '../helpers/helpers'
@@ -58,6 +59,7 @@ async function pubsub (t: Teardown, options: Options = {}, reliable: object = {}
       sockets.push(socket as unknown as ReliableSocket)
     })
     app.get('/wide', { websocket: true, config: { reliable } }, (socket) => {
+      sockets.push(socket as unknown as ReliableSocket)
       socket.subscribe('wide')
     })
   })
@@ -98,8 +100,15 @@ t.test('subscribe, unsubscribe and isSubscribed; wsStats counts topics and subsc
   await waitFor(() => a.received.length === 1 && b.received.length === 1, 3000, 'delivery')
   t.same([a.received, b.received], [['hello'], ['hello']])
   t.match(app.wsStats.topics, { published: 2, delivered: 2 })
+  // A socket closing is skipped, not counted: its subscriptions end with its close.
+  const closed = closeEvent(b.ws)
+  sockets[1].close()
+  await app.wsPublish('news', 'after close')
+  await waitFor(() => a.received.length === 2, 3000, 'delivery')
+  t.equal(app.wsStats.topics.delivered, 3)
+  await closed
+  t.same(b.received, ['hello'])
   a.ws.close()
-  b.ws.close()
 })
 
 t.test('1,000 numbered messages on 2 topics reach their 50 subscribers, each in order, and no one else', async (t) => {
@@ -204,8 +213,10 @@ t.test('on a route with sessions the session subscribes: a client away within tt
   t.same(lost, [])
   t.equal(sockets[1].isSubscribed('room'), true, 'the new connection carries the session\'s subscriptions')
   for (let i = 301; i <= 310; i++) await app.wsPublish('room', `m${i}`)
-  await waitFor(() => received.length === 310, 3000, 'live again')
-  t.same(received.slice(300), Array.from({ length: 10 }, (_, i) => `m${i + 301}`))
+  await app.wsPublish('room', Buffer.from([1, 2]))
+  await waitFor(() => received.length === 311, 3000, 'live again')
+  t.same(received.slice(300, 310), Array.from({ length: 10 }, (_, i) => `m${i + 301}`))
+  t.ok(received[310] !== '' && typeof received[310] === 'string', 'a binary message through the session')
   ws.close()
   await once(ws as any, 'close')
   t.equal(app.wsStats.topics.subscriptions, 1, 'closing the socket does not end the session')
@@ -338,7 +349,6 @@ t.test('on the subprotocol, a published text starting with U+0000 is escaped as 
   plain.send(OPCODE.text, 'sub:x')
   await waitFor(() => framed.frames.length === 2 && plain.frames.length === 1, 3000, 'the subscriptions')
   const framedWire = wire(framed)
-  const plainWire = wire(plain)
   for (const text of ['\u0000starts with the mark', 'ordinary']) {
     const published = await bytesOf(framed, framedWire, () => app.wsPublish('x', text), 1)
     t.same(published, await bytesOf(framed, framedWire, () => framed.send(OPCODE.text, `send:${text}`), 1), JSON.stringify(text))
@@ -396,7 +406,7 @@ t.test('wsPublish takes strings, buffers, typed arrays and ArrayBuffers as they 
 })
 
 t.test('5,000 subscribers: the fan-out yields to the event loop between slices, and keeps each topic in order', async (t) => {
-  const { app, url } = await pubsub(t)
+  const { app, url, sockets } = await pubsub(t)
   const SOCKETS = 5000
   const received: string[][] = []
   for (let batch = 0; batch < SOCKETS; batch += 500) {
@@ -420,6 +430,12 @@ t.test('5,000 subscribers: the fan-out yields to the event loop between slices, 
   t.ok(probe > inCall && probe < 2 * SOCKETS, `a setImmediate ran in the middle of the fan-out (${probe} of ${2 * SOCKETS} delivered)`)
   await waitFor(() => received.every((mine) => mine.length === 2), 20_000, 'every client')
   t.ok(received.every((mine) => mine[0] === 'one' && mine[1] === 'two'), 'each client got both, in order')
+  // Closing the hub mid fan-out: what was left of it is not delivered afterwards.
+  void app.wsPublish('wide', 'three')
+  await hubOf(sockets[0]).close()
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.equal(app.wsStats.topics.delivered, 2 * SOCKETS + SLICE, 'one slice, then nothing')
+  await t.rejects(app.wsPublish('wide', 'four'), { code: 'FST_RELIABLE_WS_BROKER_UNAVAILABLE' })
 })
 
 t.test('wsPublish rejects with FST_RELIABLE_WS_BROKER_UNAVAILABLE before ready and after close', async (t) => {
@@ -441,5 +457,24 @@ t.test('a socket of a route that opted out has no topics: a coded error says so'
   for (const method of ['subscribe', 'unsubscribe', 'isSubscribed'] as const) {
     t.throws(() => sockets[0][method]('x'), { code: 'FST_RELIABLE_WS_NO_TOPICS' }, method)
   }
+  ws.close()
+})
+
+t.test("the broker's state changes are logged: a warning when it is not up", async (t) => {
+  const lines: Array<{ level: number, msg: string, broker?: string }> = []
+  const stream = { write: (line: string) => { lines.push(JSON.parse(line)) } }
+  let socket: unknown = null
+  const { app, url } = await start({ logging: { connections: false } }, (app) => {
+    app.get('/t', { websocket: true }, (s) => { socket = s })
+  }, { logger: { level: 'info', stream } })
+  t.teardown(() => app.close())
+  const ws = await connect(url('/t'))
+  await waitFor(() => socket !== null, 3000, 'the socket')
+  hubOf(socket).state('down')
+  hubOf(socket).state('up')
+  t.match(lines.filter((line) => line.broker !== undefined), [
+    { level: 40, broker: 'down', msg: 'topic broker not up: publishes are refused' },
+    { level: 30, broker: 'up', msg: 'topic broker up' }
+  ])
   ws.close()
 })
