@@ -43,10 +43,10 @@ async function pubsub (t: Teardown, options: Options = {}, reliable: object = {}
           else if (text === 'blob') {
             // ws reads a Blob asynchronously: its sender is busy meanwhile, and a publish must wait its turn.
             socket.send(new Blob(['blob first']))
-            void app.wsPublish('x', 'published after')
+            app.wsPublish('x', 'published after').catch((err: Error) => errors.push(err))
           } else if (text === 'fragments') {
             socket.send('part 1, ', { fin: false })
-            void app.wsPublish('x', 'published mid-message')
+            app.wsPublish('x', 'published mid-message').catch((err: Error) => errors.push(err))
             socket.send('part 2', { fin: true })
           }
         } catch (err) {
@@ -362,7 +362,7 @@ t.test('on the subprotocol, a published text starting with U+0000 is escaped as 
   t.same(published, await bytesOf(framed, framedWire, () => framed.send(OPCODE.text, 'bin:0001'), 1))
 })
 
-t.test("a publish waits behind a message ws is still reading (a Blob), and never lands inside a fragmented one", async (t) => {
+t.test('a publish waits behind a message ws is still reading (a Blob), and never lands inside a fragmented one', async (t) => {
   const { app, url } = await pubsub(t)
   const a = await subscriber(url('/t'), ['x'])
   a.ws.send('blob')
@@ -421,18 +421,19 @@ t.test('5,000 subscribers: the fan-out yields to the event loop between slices, 
   }
   await waitFor(() => app.wsStats.topics.subscriptions === SOCKETS, 10_000, 'every subscription')
   let probe = -1
-  void app.wsPublish('wide', 'one')
-  void app.wsPublish('wide', 'two')
+  const published = Promise.all([app.wsPublish('wide', 'one'), app.wsPublish('wide', 'two')])
   const inCall = app.wsStats.topics.delivered
   setImmediate(() => { probe = app.wsStats.topics.delivered })
   await waitFor(() => app.wsStats.topics.delivered === 2 * SOCKETS, 20_000, 'the fan-out')
+  t.same(await published, [{ offset: 1 }, { offset: 2 }])
   t.ok(inCall > 0 && inCall < SOCKETS, `the publish's own turn served a slice (${inCall})`)
   t.ok(probe > inCall && probe < 2 * SOCKETS, `a setImmediate ran in the middle of the fan-out (${probe} of ${2 * SOCKETS} delivered)`)
   await waitFor(() => received.every((mine) => mine.length === 2), 20_000, 'every client')
   t.ok(received.every((mine) => mine[0] === 'one' && mine[1] === 'two'), 'each client got both, in order')
   // Closing the hub mid fan-out: what was left of it is not delivered afterwards.
-  void app.wsPublish('wide', 'three')
+  const third = app.wsPublish('wide', 'three')
   await hubOf(sockets[0]).close()
+  t.same(await third, { offset: 3 }, 'the broker had it')
   await new Promise((resolve) => setTimeout(resolve, 50))
   t.equal(app.wsStats.topics.delivered, 2 * SOCKETS + SLICE, 'one slice, then nothing')
   await t.rejects(app.wsPublish('wide', 'four'), { code: 'FST_RELIABLE_WS_BROKER_UNAVAILABLE' })
