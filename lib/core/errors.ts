@@ -65,6 +65,13 @@ export const FST_RELIABLE_WS_BROKER_UNAVAILABLE = createError(
   503
 )
 
+export const FST_RELIABLE_WS_NOT_PUBLISHABLE = createError(
+  'FST_RELIABLE_WS_NOT_PUBLISHABLE',
+  'wsPublish: data must be a string, a Buffer, a typed array or an ArrayBuffer, got %s',
+  500,
+  TypeError
+)
+
 export const FST_RELIABLE_WS_NO_TOPICS = createError(
   'FST_RELIABLE_WS_NO_TOPICS',
   'This socket\'s route opted out of fastify-reliable-ws (config.reliable: false): it has no topics'

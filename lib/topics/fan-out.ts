@@ -84,7 +84,7 @@ export class FanOut {
       }
     }
     this.running = false
-    if (pending.length > 0) this.immediate = setImmediate(runAgain, this)
+    if (pending.length > 0) this.immediate = setImmediate(runAgain, this).unref()
   }
 
   /** Serves `topic` until its queue is empty or the budget is spent; returns what is left of the budget. */

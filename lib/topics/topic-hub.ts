@@ -1,6 +1,6 @@
 // Topics: publish/subscribe between the instance's sockets and sessions, through a broker (memory or Redis).
 import type { FastifyBaseLogger } from 'fastify'
-import { FST_RELIABLE_WS_BROKER_UNAVAILABLE, FST_RELIABLE_WS_NOT_OPEN, FST_RELIABLE_WS_TOO_MANY_SUBSCRIPTIONS } from '../core/errors'
+import { FST_RELIABLE_WS_BROKER_UNAVAILABLE, FST_RELIABLE_WS_NOT_OPEN, FST_RELIABLE_WS_NOT_PUBLISHABLE, FST_RELIABLE_WS_TOO_MANY_SUBSCRIPTIONS } from '../core/errors'
 import type { TopicSettings } from '../core/options'
 import type { Counters, ReliableSocket, Sessions, SocketSession, Topics } from '../core/shapes'
 import { kSession, kTopics } from '../core/symbols'
@@ -51,6 +51,7 @@ export class TopicHub implements Topics, BrokerEvents {
     if (state !== 'up') return Promise.reject(new FST_RELIABLE_WS_BROKER_UNAVAILABLE(state))
     if (!isTopic(topic, this.settings.maxTopicLength)) return Promise.reject(invalidTopic(topic, this.settings.maxTopicLength))
     const bytes = typeof data === 'string' || Buffer.isBuffer(data) ? data : toBuffer(data)
+    if (bytes === null) return Promise.reject(new FST_RELIABLE_WS_NOT_PUBLISHABLE(data === null ? 'null' : typeof data))
     return this.broker.publish(topic, bytes, binary ?? typeof data !== 'string').then(this.published)
   }
 
@@ -163,6 +164,8 @@ function subscriberOf (socket: ReliableSocket): Subscriber {
   return socket[kSession] ?? socket
 }
 
-function toBuffer (data: ArrayBuffer | ArrayBufferView): Buffer {
-  return ArrayBuffer.isView(data) ? Buffer.from(data.buffer, data.byteOffset, data.byteLength) : Buffer.from(data)
+/** The bytes of a typed array or ArrayBuffer, not copied; null for anything else. */
+function toBuffer (data: unknown): Buffer | null {
+  if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  return data instanceof ArrayBuffer ? Buffer.from(data) : null
 }

@@ -402,6 +402,9 @@ t.test('wsPublish takes strings, buffers, typed arrays and ArrayBuffers as they 
   await app.wsPublish('x', 'text')
   await app.wsPublishJSON('x', { a: [1] })
   await t.rejects(app.wsPublishJSON('x', undefined), { code: 'FST_RELIABLE_WS_NOT_JSON' })
+  for (const data of [42, null, { length: 1 }]) {
+    await t.rejects(app.wsPublish('x', data as unknown as string), { code: 'FST_RELIABLE_WS_NOT_PUBLISHABLE' }, String(data))
+  }
   await waitFor(() => a.received.length === 4, 3000, 'the messages')
   t.same(a.received, ['bin:010203', 'bin:0201', 'text', '{"a":[1]}'])
   t.equal(app.wsStats.topics.published, 4)
