@@ -71,19 +71,23 @@ export class FanOut {
     this.running = true
     let budget = SLICE
     const pending = this.pending
-    while (pending.length > 0 && budget > 0) {
-      const topic = pending[0]
-      budget = this.serve(topic, budget)
-      pending.shift()
-      if (topic.head < topic.queue.length) {
-        // Out of budget mid-topic: the other topics' turn comes first next time.
-        pending.push(topic)
-      } else {
-        topic.queue.length = topic.head = 0
-        topic.pending = false
+    try {
+      while (pending.length > 0 && budget > 0) {
+        const topic = pending[0]
+        budget = this.serve(topic, budget)
+        pending.shift()
+        if (topic.head < topic.queue.length) {
+          // Out of budget mid-topic: the other topics' turn comes first next time.
+          pending.push(topic)
+        } else {
+          topic.queue.length = topic.head = 0
+          topic.pending = false
+        }
       }
+    } finally {
+      // Whatever a send threw, later deliveries must still run.
+      this.running = false
     }
-    this.running = false
     if (pending.length > 0) this.immediate = setImmediate(runAgain, this).unref()
   }
 
