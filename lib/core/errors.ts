@@ -46,3 +46,15 @@ export const FST_RELIABLE_WS_UNSUPPORTED_DEPENDENCY = createError(
   '%s %s is not supported: %s is missing or has changed. Install a version within the ranges in fastify-reliable-ws\'s package.json',
   500
 )
+
+export const FST_RELIABLE_WS_BROKER_UNAVAILABLE = createError(
+  'FST_RELIABLE_WS_BROKER_UNAVAILABLE',
+  'The topic broker cannot take the message: %s',
+  503
+)
+
+export const FST_RELIABLE_WS_REDIS_MISSING = createError(
+  'FST_RELIABLE_WS_REDIS_MISSING',
+  'The `redis` option needs ioredis, an optional peer dependency, unless it is given a client: npm install ioredis',
+  500
+)
