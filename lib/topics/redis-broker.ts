@@ -84,7 +84,7 @@ export class RedisBroker implements Broker {
 
   constructor (option: RedisOption, private readonly settings: RedisBrokerSettings, private readonly log: FastifyBaseLogger) {
     // No offline queue and a command timeout: a command Redis cannot take now fails now, or within the bound.
-    const own = { enableOfflineQueue: false, commandTimeout: settings.publishTimeoutMs, autoResubscribe: false }
+    const own = { enableOfflineQueue: false, commandTimeout: settings.publishTimeoutMs, autoResubscribe: false, autoResendUnfulfilledCommands: false }
     this.pub = openConnection(option, own) as ScriptedRedis
     this.sub = openConnection(option, own)
     this.pub.defineCommand('reliableWsPublish', { numberOfKeys: 2, lua: PUBLISH_SCRIPT })
@@ -111,9 +111,15 @@ export class RedisBroker implements Broker {
       this.update()
     })
     this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.receive(channel.toString(), message))
+    // The first failure ends the start, with its own error (connect() rejects with a plain "Connection is closed").
+    let fail!: (err: Error) => void
+    const failed = new Promise<never>((_resolve, reject) => { fail = reject })
+    this.pub.once('error', fail)
+    this.sub.once('error', fail)
     try {
-      await Promise.all([this.pub.connect(), this.sub.connect()])
-      await this.resubscribe()
+      await Promise.race([Promise.all([this.pub.connect(), this.sub.connect()]).then(() => this.resubscribe()), failed])
+      this.pub.off('error', fail)
+      this.sub.off('error', fail)
     } catch (err) {
       await this.close()
       throw err
@@ -197,10 +203,7 @@ export class RedisBroker implements Broker {
     this.probeSentAt = null
     if (this.state === 'connecting') this.state = 'down'
     this.update()
-    for (const listened of this.topics.values()) {
-      listened.behind = true
-      this.catchUp(listened)
-    }
+    for (const listened of this.topics.values()) this.catchUp(listened)
   }
 
   private receive (channel: string, message: Buffer): void {
@@ -241,7 +244,6 @@ export class RedisBroker implements Broker {
       this.deliver(listened, notification)
       return
     }
-    listened.behind = true
     listened.pending.push(notification)
     this.catchUp(listened)
   }
@@ -252,6 +254,8 @@ export class RedisBroker implements Broker {
    * reconnection.
    */
   private async catchUp (listened: Listened): Promise<void> {
+    // Live notifications wait from now on: delivered meanwhile, they would come again from the stream.
+    listened.behind = true
     if (listened.reading) {
       listened.again = true
       return
@@ -290,13 +294,15 @@ export class RedisBroker implements Broker {
       listened.last = top
       return false
     }
-    if (epoch !== listened.epoch) {
+    if (listened.epoch !== null && epoch !== listened.epoch) {
       // The history this instance followed is gone: go on from the topic's position now.
-      if (listened.epoch !== null) this.gap(listened, 'epoch')
+      this.gap(listened, 'epoch')
       listened.epoch = epoch
       listened.last = epoch === null ? 0 : top
       return false
     }
+    // A topic without history when listening began: its first epoch is read from its first offset.
+    listened.epoch = epoch
     if (entries.length === 0) {
       if (top > listened.last) {
         this.gap(listened, 'trimmed')

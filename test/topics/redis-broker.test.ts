@@ -2,14 +2,17 @@
 // with its own connections, as several instances of an application would have.
 import t from 'tap'
 import type { FastifyBaseLogger } from 'fastify'
+import { Redis } from 'ioredis'
 import type { BrokerEvents, BrokerState, Delivery, GapReason } from '../../lib/topics/broker'
 import { createRedisBroker } from '../../lib/topics/redis-broker'
 import type { RedisBroker, RedisBrokerSettings } from '../../lib/topics/redis-broker'
 import type { RedisOption } from '../../lib/topics/redis-connection'
+import { loadIoredis } from '../../lib/topics/redis-connection'
 import { topicKeys } from '../../lib/topics/redis-scripts'
+import { FaultProxy } from '../helpers/fault-proxy'
 import { sleep } from '../helpers/helpers'
 import { needs, REDIS } from '../helpers/programs'
-import { RedisServer } from '../helpers/redis'
+import { freePort, RedisServer } from '../helpers/redis'
 
 t.setTimeout(120_000)
 
@@ -109,5 +112,180 @@ t.test('3 instances: each listening one gets every message of its topics once, i
   await until('b gets it', () => b.seen.of('three').length === 668)
   await sleep(50)
   t.equal(c.seen.of('three').length, 667, 'an instance that stopped listening gets no more')
-  t.same(await admin.pubsub('NUMSUB', channel('three')), [channel('three'), 1])
+  for (let tries = 0; (await admin.pubsub('NUMSUB', channel('three')) as unknown[])[1] !== 1 && tries < 100; tries++) await sleep(10)
+  t.same(await admin.pubsub('NUMSUB', channel('three')), [channel('three'), 1], 'and its subscription is gone')
+})
+
+t.test('a subscriber connection killed while publishing: after it reconnects, nothing lost, nothing twice', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const admin = redis.client()
+  const a = await broker(t, redis.url)
+  const b = await broker(t, redis.url)
+  b.broker.listen('news')
+  for (let tries = 0; (await admin.pubsub('NUMSUB', topicKeys('reliable-ws', 'news').channel) as unknown[])[1] !== 1 && tries < 100; tries++) await sleep(10)
+  const published: Array<Promise<unknown>> = []
+  for (let i = 1; i <= 1000; i++) {
+    published.push(a.broker.publish('news', `m${i}`, false))
+    if (i % 100 === 0) await sleep(5)
+    if (i === 300) t.equal(await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub'), 2, 'both subscriber connections killed')
+  }
+  await Promise.all(published)
+  await until('every message', () => b.seen.deliveries.length >= 1000)
+  await sleep(100)
+  t.same(offsets(b.seen, 'news'), range(1, 1000), 'each once, in order')
+  t.same(b.seen.of('news').map(({ data }) => data), range(1, 1000).map((i) => `m${i}`))
+  t.same(b.seen.gaps, [])
+  t.same(b.seen.states, ['up', 'down', 'up'], 'down while its subscriber was away')
+})
+
+t.test('history trimmed past an instance\'s position: gap(trimmed), then on from the oldest message kept', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const proxy = await FaultProxy.start(redis.port)
+  t.teardown(() => proxy.close())
+  const a = await broker(t, redis.url, { historySize: 5 })
+  const b = await broker(t, { port: proxy.port, host: '127.0.0.1', retryStrategy: () => 20 }, { historySize: 5 })
+  b.broker.listen('news')
+  await sleep(100)
+  for (let i = 1; i <= 3; i++) await a.broker.publish('news', `m${i}`, false)
+  await until('the first three', () => b.seen.deliveries.length === 3)
+  // B's connections cut and kept away while 20 more are published: only the last 5 stay in the stream.
+  proxy.refuse = true
+  proxy.cut()
+  await until('b down', () => b.broker.state === 'down')
+  for (let i = 4; i <= 23; i++) await a.broker.publish('news', `m${i}`, false)
+  await sleep(300)
+  proxy.refuse = false
+  await until('b up', () => b.broker.state === 'up')
+  await until('the five kept', () => b.seen.deliveries.length === 8)
+  t.same(b.seen.gaps, [['news', 'trimmed']])
+  t.same(offsets(b.seen, 'news'), [1, 2, 3, 19, 20, 21, 22, 23], 'on from the oldest message the stream keeps')
+  t.ok(b.broker.lagMs > 50, `lagMs (${b.broker.lagMs}) shows messages delivered late`)
+  await a.broker.publish('news', 'm24', false)
+  await until('the next one', () => b.seen.deliveries.length === 9)
+  t.equal(b.seen.deliveries[8].offset, 24)
+  t.same(b.seen.warnings.length, 1, 'one warning for the time it was down')
+})
+
+t.test('FLUSHALL, then a restart: gap(epoch) for listened topics, offsets start again', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const admin = redis.client()
+  const a = await broker(t, redis.url, {})
+  const b = await broker(t, redis.url, {})
+  b.broker.listen('news')
+  b.broker.listen('quiet')
+  await sleep(100)
+  const first = await a.broker.publish('news', 'm1', false)
+  await a.broker.publish('news', 'm2', false)
+  await until('two', () => b.seen.deliveries.length === 2)
+  await admin.flushall()
+  const second = await a.broker.publish('news', 'after', false)
+  t.equal(second.offset, 1, 'offsets start again')
+  t.not(second.epoch, first.epoch, 'in a new epoch')
+  await until('the one after', () => b.seen.deliveries.length === 3)
+  t.same(b.seen.gaps, [['news', 'epoch']])
+  t.same(b.seen.deliveries[2], { topic: 'news', offset: 1, epoch: second.epoch, data: 'after', binary: false })
+
+  await redis.stop()
+  await until('b down', () => b.broker.state === 'down')
+  await redis.restart()
+  await until('both up', () => a.broker.state === 'up' && b.broker.state === 'up')
+  await until('the gap', () => b.seen.gaps.length === 2)
+  t.same(b.seen.gaps[1], ['news', 'epoch'], 'its history is gone with the restart; a topic with none had nothing to lose')
+  const third = await a.broker.publish('news', 'restarted', false)
+  await until('the one after the restart', () => b.seen.deliveries.length === 4)
+  t.same(b.seen.deliveries[3], { topic: 'news', offset: 1, epoch: third.epoch, data: 'restarted', binary: false })
+  t.equal(b.seen.gaps.length, 2, 'a new epoch after a gap is taken as it comes')
+})
+
+t.test('Redis killed during publishes: they are refused with the coded error within the bound; down, then up', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const a = await broker(t, redis.url, { publishTimeoutMs: 300 })
+  // Stopped, Redis takes the command and never answers: the timeout bounds the wait.
+  redis.signal('SIGSTOP')
+  let started = Date.now()
+  await t.rejects(a.broker.publish('news', 'm', false), { code: 'FST_RELIABLE_WS_BROKER_UNAVAILABLE', statusCode: 503, message: /cannot take the message: Command timed out/ })
+  const waited = Date.now() - started
+  t.ok(waited >= 250 && waited <= 300 + 500, `refused after ${waited} ms (publishTimeoutMs 300)`)
+  redis.signal('SIGCONT')
+
+  const inFlight = Array.from({ length: 50 }, (_, i) => a.broker.publish('news', `m${i}`, false).then(() => null, (err) => err))
+  started = Date.now()
+  await redis.stop()
+  const results = await Promise.all(inFlight)
+  const refused = results.filter((err) => err !== null)
+  t.ok(refused.every((err) => err.code === 'FST_RELIABLE_WS_BROKER_UNAVAILABLE'), `${refused.length} of 50 refused, each with the coded error`)
+  t.ok(Date.now() - started <= 300 + 500, 'within the bound')
+  await until('down', () => a.broker.state === 'down')
+  started = Date.now()
+  await t.rejects(a.broker.publish('news', 'm', false), { code: 'FST_RELIABLE_WS_BROKER_UNAVAILABLE' })
+  t.ok(Date.now() - started < 100, 'while down, refused at once: nothing waits in a queue')
+  await redis.restart()
+  await until('up', () => a.broker.state === 'up')
+  t.same(a.seen.states, ['up', 'down', 'up'])
+  t.match(await a.broker.publish('news', 'back', false), { offset: 1 })
+})
+
+t.test('the liveness probe finds a subscription that delivers nothing on a healthy connection, and repairs it', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const a = await broker(t, redis.url)
+  const b = await broker(t, redis.url)
+  b.broker.listen('news')
+  await sleep(100)
+  await a.broker.publish('news', 'm1', false)
+  await until('the first', () => b.seen.deliveries.length === 1)
+  // Behind the broker's back: its connection stays up, its subscriptions are gone (as after a failover to a node
+  // that no longer gets the publishes).
+  await (b.broker as unknown as { sub: { unsubscribe: () => Promise<unknown> } }).sub.unsubscribe()
+  await a.broker.publish('news', 'm2', false)
+  await until('down', () => b.broker.state === 'down', 2000)
+  t.match(b.seen.warnings, [/not delivering/])
+  await until('up again', () => b.broker.state === 'up', 2000)
+  await until('the one published meanwhile', () => b.seen.deliveries.length === 2)
+  t.same(offsets(b.seen, 'news'), [1, 2])
+  t.same(b.seen.states, ['up', 'down', 'up'])
+})
+
+t.test('the option: the application\'s client is duplicated and left open; ioredis options; a URL that cannot connect', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const app = new Redis(redis.port, '127.0.0.1', { keyPrefix: 'app:' })
+  t.teardown(() => app.disconnect())
+  const a = await broker(t, app)
+  const b = await broker(t, { port: redis.port, host: '127.0.0.1' })
+  b.broker.listen('news')
+  await sleep(100)
+  await a.broker.publish('news', 'm1', false)
+  await until('delivered', () => b.seen.deliveries.length === 1)
+  t.same(await app.call('CLIENT', 'LIST') !== null, true)
+  await a.broker.close()
+  t.equal(app.status, 'ready', 'the application\'s client is not closed')
+  t.equal(await app.ping(), 'PONG')
+
+  const closed = createRedisBroker(`redis://127.0.0.1:${await freePort()}`, {}, new Recorder().log)
+  await t.rejects(closed.start(new Recorder()), { code: 'ECONNREFUSED' })
+  t.equal(closed.state, 'connecting')
+})
+
+t.test('loadIoredis: a missing ioredis is a coded error; any other failure is passed on as it is', async (t) => {
+  const missing = Object.assign(new Error("Cannot find module 'ioredis'"), { code: 'MODULE_NOT_FOUND' })
+  t.throws(() => loadIoredis(() => { throw missing }), { code: 'FST_RELIABLE_WS_REDIS_MISSING', message: /needs ioredis.*npm install ioredis/, cause: missing })
+  const broken = new SyntaxError('Unexpected token')
+  t.throws(() => loadIoredis(() => { throw broken }), broken)
+  t.equal(loadIoredis(), require('ioredis'))
+})
+
+t.test('topic names: braces and % keep each topic\'s keys under one hash tag of its own', async (t) => {
+  t.same(topicKeys('p', 'a}b{%'), { meta: 'p:{a%7db%7b%25}:meta', stream: 'p:{a%7db%7b%25}:stream', channel: 'p:{a%7db%7b%25}:channel' })
+})
+
+t.test('listening begins: what the instance itself publishes right after listen() arrives, each once', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const a = await broker(t, redis.url)
+  for (let round = 0; round < 20; round++) {
+    const topic = `fresh-${round}`
+    a.broker.listen(topic)
+    await Promise.all(range(1, 50).map((i) => a.broker.publish(topic, `m${i}`, false)))
+  }
+  await until('every message', () => a.seen.deliveries.length === 20 * 50)
+  await sleep(50)
+  for (let round = 0; round < 20; round++) t.same(offsets(a.seen, `fresh-${round}`), range(1, 50), `fresh-${round}`)
 })
