@@ -73,10 +73,8 @@ export class RedisBroker implements Broker {
   private readonly probeChannel: string
   private subscribed = false
   private probeFailed = false
-  // When the probe in flight was sent (null: none is), and whether Redis has taken it: only a probe Redis took and
-  // that never came back says the subscription is dead (one it refused says the publishing side is).
+  // When the probe in flight was sent; null when none is.
   private probeSentAt: number | null = null
-  private probeTaken = false
   private lag = 0
   private timer: NodeJS.Timeout | null = null
   private lastError: Error | null = null
@@ -196,7 +194,6 @@ export class RedisBroker implements Broker {
    * each topic's stream for what was published while it was not subscribed.
    */
   private async resubscribe (): Promise<void> {
-    if (this.closed) return
     await this.sub.subscribe(this.probeChannel, ...this.byChannel.keys())
     this.subscribed = true
     this.probeFailed = false
@@ -275,10 +272,8 @@ export class RedisBroker implements Broker {
     listened.behind = false
     const pending = listened.pending
     listened.pending = []
-    for (const notification of pending) {
-      if (listened.behind) this.hold(listened, notification)
-      else this.apply(listened, notification)
-    }
+    // One ahead of the last delivered sends the topic back to the stream, which has the rest of these as well.
+    for (let i = 0; i < pending.length && !listened.behind; i++) this.apply(listened, pending[i])
   }
 
   /** One read of the stream; true when there is more to read. */
@@ -345,29 +340,30 @@ export class RedisBroker implements Broker {
   }
 
   /**
-   * Once per probe interval: a probe Redis took an interval ago and that never came back means the subscription
-   * delivers nothing although its connection looks fine (a failover can leave it so): the broker goes down and the
-   * subscriber reconnects. Otherwise another probe goes out, and topics whose read failed are read again.
+   * Once per probe interval: a probe not back by the next tick means Redis does not deliver to this instance,
+   * whether the connection looks fine (a failover can leave a subscription silently dead) or Redis does not answer
+   * at all. The broker goes down and the subscriber reconnects; the new subscription brings it up. Otherwise another
+   * probe goes out, and topics whose read failed are read again.
    */
   private tick (): void {
-    if (this.probeSentAt !== null && this.probeTaken && Date.now() - this.probeSentAt >= this.settings.probeIntervalMs) {
-      this.probeSentAt = null
-      this.probeFailed = true
-      this.lastError = new Error(`the liveness probe sent on ${this.probeChannel} did not come back within ${this.settings.probeIntervalMs} ms`)
-      this.update()
-      this.sub.disconnect(true)
+    this.retryStalled()
+    if (this.probeSentAt === null) {
+      if (this.subscribed) this.probe()
       return
     }
-    this.retryStalled()
-    if (this.probeSentAt !== null || !this.subscribed) return
+    // Sent at the last tick, it has had an interval.
+    this.probeSentAt = null
+    this.probeFailed = true
+    this.lastError = new Error(`the liveness probe on ${this.probeChannel} did not come back within ${this.settings.probeIntervalMs} ms`)
+    this.update()
+    this.sub.disconnect(true)
+  }
+
+  private probe (): void {
     const sentAt = Date.now()
     this.probeSentAt = sentAt
-    this.probeTaken = false
-    this.pub.publish(this.probeChannel, String(sentAt)).then(() => {
-      if (this.probeSentAt === sentAt) this.probeTaken = true
-    }, () => {
-      if (this.probeSentAt === sentAt) this.probeSentAt = null
-    })
+    // A probe Redis refuses does not come back either: the next tick counts it as missing.
+    this.pub.publish(this.probeChannel, String(sentAt)).catch(() => {})
   }
 }
 

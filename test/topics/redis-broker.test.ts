@@ -8,7 +8,7 @@ import { createRedisBroker } from '../../lib/topics/redis-broker'
 import type { RedisBroker, RedisBrokerSettings } from '../../lib/topics/redis-broker'
 import type { RedisOption } from '../../lib/topics/redis-connection'
 import { loadIoredis } from '../../lib/topics/redis-connection'
-import { topicKeys } from '../../lib/topics/redis-scripts'
+import { PUBLISH_SCRIPT, topicKeys } from '../../lib/topics/redis-scripts'
 import { FaultProxy } from '../helpers/fault-proxy'
 import { sleep } from '../helpers/helpers'
 import { needs, REDIS } from '../helpers/programs'
@@ -166,17 +166,22 @@ t.test('history trimmed past an instance\'s position: gap(trimmed), then on from
   t.same(b.seen.warnings.length, 1, 'one warning for the time it was down')
 })
 
-t.test('FLUSHALL, then a restart: gap(epoch) for listened topics, offsets start again', needs(REDIS), async (t) => {
+t.test('history lost (FLUSHALL live, FLUSHALL while away, a restart): gap(epoch), offsets start again', needs(REDIS), async (t) => {
   const redis = await RedisServer.start(t)
+  const proxy = await FaultProxy.start(redis.port)
+  t.teardown(() => proxy.close())
   const admin = redis.client()
-  const a = await broker(t, redis.url, {})
-  const b = await broker(t, redis.url, {})
+  const a = await broker(t, redis.url)
+  const b = await broker(t, { port: proxy.port, host: '127.0.0.1', retryStrategy: () => 20 })
   b.broker.listen('news')
   b.broker.listen('quiet')
   await sleep(100)
   const first = await a.broker.publish('news', 'm1', false)
   await a.broker.publish('news', 'm2', false)
   await until('two', () => b.seen.deliveries.length === 2)
+  await sleep(50)
+
+  // Live: the next notification comes in a new epoch.
   await admin.flushall()
   const second = await a.broker.publish('news', 'after', false)
   t.equal(second.offset, 1, 'offsets start again')
@@ -185,16 +190,120 @@ t.test('FLUSHALL, then a restart: gap(epoch) for listened topics, offsets start 
   t.same(b.seen.gaps, [['news', 'epoch']])
   t.same(b.seen.deliveries[2], { topic: 'news', offset: 1, epoch: second.epoch, data: 'after', binary: false })
 
+  // While away: the stream it comes back to is of another epoch; it goes on from there.
+  proxy.refuse = true
+  proxy.cut()
+  await until('b down', () => b.broker.state === 'down')
+  await admin.flushall()
+  await a.broker.publish('news', 'x1', false)
+  await a.broker.publish('news', 'x2', false)
+  proxy.refuse = false
+  await until('b up', () => b.broker.state === 'up')
+  await until('the second gap', () => b.seen.gaps.length === 2)
+  t.same(b.seen.gaps[1], ['news', 'epoch'])
+  const third = await a.broker.publish('news', 'x3', false)
+  await until('the next one', () => b.seen.deliveries.length === 4)
+  t.same(b.seen.deliveries[3], { topic: 'news', offset: 3, epoch: third.epoch, data: 'x3', binary: false }, 'on from the position it found')
+
+  // A restart without persistence: nothing at all is left.
   await redis.stop()
   await until('b down', () => b.broker.state === 'down')
   await redis.restart()
   await until('both up', () => a.broker.state === 'up' && b.broker.state === 'up')
-  await until('the gap', () => b.seen.gaps.length === 2)
-  t.same(b.seen.gaps[1], ['news', 'epoch'], 'its history is gone with the restart; a topic with none had nothing to lose')
-  const third = await a.broker.publish('news', 'restarted', false)
-  await until('the one after the restart', () => b.seen.deliveries.length === 4)
-  t.same(b.seen.deliveries[3], { topic: 'news', offset: 1, epoch: third.epoch, data: 'restarted', binary: false })
-  t.equal(b.seen.gaps.length, 2, 'a new epoch after a gap is taken as it comes')
+  await until('the third gap', () => b.seen.gaps.length === 3)
+  t.same(b.seen.gaps[2], ['news', 'epoch'], 'its history is gone with the restart; a topic with none had nothing to lose')
+  const fourth = await a.broker.publish('news', 'restarted', false)
+  await until('the one after the restart', () => b.seen.deliveries.length === 5)
+  t.same(b.seen.deliveries[4], { topic: 'news', offset: 1, epoch: fourth.epoch, data: 'restarted', binary: false })
+  t.equal(b.seen.gaps.length, 3, 'a new epoch after a gap is taken as it comes')
+})
+
+/** As if the channel lost it: numbered and kept, announced on a channel nobody hears. */
+async function publishUnannounced (admin: Redis, topic: string, data: Buffer, historySize: number): Promise<void> {
+  const { meta, stream } = topicKeys('reliable-ws', topic)
+  await admin.eval(PUBLISH_SCRIPT, 2, meta, stream, 'nowhere', data, 1, Date.now(), 'unused', historySize, 60_000)
+}
+
+t.test('a message missing on the channel is read from the stream before the next one is delivered', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const admin = redis.client()
+  const a = await broker(t, redis.url)
+  const b = await broker(t, redis.url)
+  b.broker.listen('news')
+  await sleep(100)
+  await a.broker.publish('news', 'm1', false)
+  await until('the first', () => b.seen.deliveries.length === 1)
+  await publishUnannounced(admin, 'news', Buffer.from([1, 2]), 1000)
+  await a.broker.publish('news', 'm3', false)
+  await until('the third', () => b.seen.deliveries.length === 3)
+  t.same(offsets(b.seen, 'news'), [1, 2, 3])
+  t.ok(Buffer.isBuffer(b.seen.deliveries[1].data) && (b.seen.deliveries[1].data as Buffer).equals(Buffer.from([1, 2])), 'binary, from the stream')
+  t.same(b.seen.gaps, [])
+})
+
+t.test('notifications arriving while the stream is read wait up to historySize, then are read again from it', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const admin = redis.client()
+  const a = await broker(t, redis.url, { historySize: 2 })
+  const b = await broker(t, redis.url, { historySize: 2 })
+  b.broker.listen('news')
+  await sleep(100)
+  await a.broker.publish('news', 'm1', false)
+  await until('the first', () => b.seen.deliveries.length === 1)
+  await publishUnannounced(admin, 'news', Buffer.from('m2'), 2)
+  // 100 at once, and this process kept busy meanwhile: they reach B together, and all but the first arrive while the
+  // missing one is read, far more than historySize.
+  const published = Promise.all(range(3, 102).map((i) => a.broker.publish('news', `m${i}`, false)))
+  const busy = Date.now() + 100
+  while (Date.now() < busy);
+  await published
+  await until('the last', () => b.seen.deliveries.at(-1)!.offset === 102)
+  await sleep(50)
+  const got = offsets(b.seen, 'news')
+  t.ok(got.every((offset, i) => i === 0 || offset > got[i - 1]), 'in order, none twice')
+  t.ok(b.seen.gaps.every(([, reason]) => reason === 'trimmed'), 'what was not delivered is told as trimmed')
+  t.ok(got.length === 102 || b.seen.gaps.length > 0, `${got.length} delivered, ${b.seen.gaps.length} gaps`)
+})
+
+t.test('a stream gone without its position (evicted, deleted): gap(trimmed), then on from the position', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const proxy = await FaultProxy.start(redis.port)
+  t.teardown(() => proxy.close())
+  const admin = redis.client()
+  const a = await broker(t, redis.url)
+  const b = await broker(t, { port: proxy.port, host: '127.0.0.1', retryStrategy: () => 20 })
+  b.broker.listen('news')
+  await sleep(100)
+  await a.broker.publish('news', 'm1', false)
+  await until('the first', () => b.seen.deliveries.length === 1)
+  proxy.refuse = true
+  proxy.cut()
+  await until('b down', () => b.broker.state === 'down')
+  await a.broker.publish('news', 'm2', false)
+  await a.broker.publish('news', 'm3', false)
+  await admin.del(topicKeys('reliable-ws', 'news').stream)
+  proxy.refuse = false
+  await until('the gap', () => b.seen.gaps.length === 1)
+  t.same(b.seen.gaps, [['news', 'trimmed']])
+  await a.broker.publish('news', 'm4', false)
+  await until('the next', () => b.seen.deliveries.length === 2)
+  t.same(offsets(b.seen, 'news'), [1, 4])
+})
+
+t.test('what is not a notification is ignored; a topic left while its stream is read is left', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const admin = redis.client()
+  const a = await broker(t, redis.url)
+  a.broker.listen('news')
+  a.broker.listen('left')
+  a.broker.unlisten('left')
+  await sleep(100)
+  await admin.publish(topicKeys('reliable-ws', 'news').channel, 'not a notification')
+  await a.broker.publish('news', 'm1', false)
+  await a.broker.publish('left', 'm1', false)
+  await until('delivered', () => a.seen.deliveries.length === 1)
+  await sleep(50)
+  t.same(a.seen.deliveries.map(({ topic, offset }) => [topic, offset]), [['news', 1]])
 })
 
 t.test('Redis killed during publishes: they are refused with the coded error within the bound; down, then up', needs(REDIS), async (t) => {
@@ -202,11 +311,15 @@ t.test('Redis killed during publishes: they are refused with the coded error wit
   const a = await broker(t, redis.url, { publishTimeoutMs: 300 })
   // Stopped, Redis takes the command and never answers: the timeout bounds the wait.
   redis.signal('SIGSTOP')
+  await until('lagMs counts the probe overdue', () => a.broker.lagMs >= 50, 1000)
   let started = Date.now()
   await t.rejects(a.broker.publish('news', 'm', false), { code: 'FST_RELIABLE_WS_BROKER_UNAVAILABLE', statusCode: 503, message: /cannot take the message: Command timed out/ })
   const waited = Date.now() - started
   t.ok(waited >= 250 && waited <= 300 + 500, `refused after ${waited} ms (publishTimeoutMs 300)`)
+  await until('down: the probe did not come back', () => a.broker.state === 'down', 1000)
   redis.signal('SIGCONT')
+  await until('up again', () => a.broker.state === 'up')
+  t.same(a.seen.states, ['up', 'down', 'up'])
 
   const inFlight = Array.from({ length: 50 }, (_, i) => a.broker.publish('news', `m${i}`, false).then(() => null, (err) => err))
   started = Date.now()
@@ -219,10 +332,16 @@ t.test('Redis killed during publishes: they are refused with the coded error wit
   started = Date.now()
   await t.rejects(a.broker.publish('news', 'm', false), { code: 'FST_RELIABLE_WS_BROKER_UNAVAILABLE' })
   t.ok(Date.now() - started < 100, 'while down, refused at once: nothing waits in a queue')
+  // Listening while Redis is away: its position is read once Redis is back.
+  a.broker.listen('later')
   await redis.restart()
   await until('up', () => a.broker.state === 'up')
-  t.same(a.seen.states, ['up', 'down', 'up'])
-  t.match(await a.broker.publish('news', 'back', false), { offset: 1 })
+  t.same(a.seen.states, ['up', 'down', 'up', 'down', 'up'])
+  t.match(await a.broker.publish('news', 'back', false), { offset: 1 }, 'a refused publish is not sent again after the reconnect')
+  await sleep(150)
+  await a.broker.publish('later', 'm1', false)
+  await until('delivered', () => a.seen.deliveries.length === 1)
+  t.same(a.seen.deliveries.map(({ topic, offset }) => [topic, offset]), [['later', 1]])
 })
 
 t.test('the liveness probe finds a subscription that delivers nothing on a healthy connection, and repairs it', needs(REDIS), async (t) => {
