@@ -2,12 +2,11 @@
 // listens to the channels of its topics only, delivers each message once in order, and reads what it missed from
 // the stream (docs/redis.md).
 import type { FastifyBaseLogger } from 'fastify'
-import type { Redis } from 'ioredis'
 import { FST_RELIABLE_WS_BROKER_UNAVAILABLE } from '../core/errors'
 import { createIdGenerator } from '../core/ids'
 import type { Broker, BrokerEvents, BrokerState, GapReason } from './broker'
 import { openConnection } from './redis-connection'
-import type { RedisOption } from './redis-connection'
+import type { Connection, RedisOption } from './redis-connection'
 import { entryNotification, parseNotification, PUBLISH_SCRIPT, READ_SCRIPT, topicKeys } from './redis-scripts'
 import type { Notification, TopicKeys } from './redis-scripts'
 
@@ -39,7 +38,7 @@ const LAG_WEIGHT = 0.2
 
 type ReadReply = [Buffer | null, number, Array<[Buffer, Buffer[]]>]
 
-interface ScriptedRedis extends Redis {
+interface ScriptedRedis extends Connection {
   reliableWsPublish: (meta: string, stream: string, ...args: Array<string | Buffer | number>) => Promise<[number, string]>
   reliableWsReadBuffer: (meta: string, stream: string, from: number, count: number) => Promise<ReadReply>
 }
@@ -66,7 +65,7 @@ export class RedisBroker implements Broker {
   state: BrokerState = 'connecting'
   private events: BrokerEvents | null = null
   private readonly pub: ScriptedRedis
-  private readonly sub: Redis
+  private readonly sub: Connection
   private readonly topics = new Map<string, Listened>()
   private readonly byChannel = new Map<string, Listened>()
   private readonly nextEpoch = createIdGenerator()

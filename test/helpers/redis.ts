@@ -1,10 +1,11 @@
-import { spawn } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtempSync, rmSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
+import { promisify } from 'node:util'
 import { Redis } from 'ioredis'
 import { find, REDIS } from './programs'
 
@@ -81,4 +82,23 @@ export class RedisServer {
     await this.stop()
     rmSync(this.dir, { recursive: true, force: true })
   }
+}
+
+/**
+ * A Redis Cluster of `masters` redis-server processes on loopback ports, no replicas, slots spread by redis-cli
+ * (found beside redis-server); every process killed in teardown.
+ */
+export async function startCluster (t: { teardown: (fn: () => unknown) => void }, masters = 3): Promise<RedisServer[]> {
+  const servers: RedisServer[] = []
+  for (let i = 0; i < masters; i++) {
+    servers.push(await RedisServer.start(t, ['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${i}.conf`, '--cluster-node-timeout', '2000']))
+  }
+  const cli = join(dirname(find(REDIS)), 'redis-cli')
+  await promisify(execFile)(cli, ['--cluster', 'create', ...servers.map(({ port }) => `127.0.0.1:${port}`), '--cluster-replicas', '0', '--cluster-yes'])
+  const client = servers[0].client()
+  for (let tries = 0; !(await client.cluster('INFO')).includes('cluster_state:ok'); tries++) {
+    if (tries > 200) throw new Error('the cluster did not come up')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  return servers
 }

@@ -2,7 +2,7 @@
 // with its own connections, as several instances of an application would have.
 import t from 'tap'
 import type { FastifyBaseLogger } from 'fastify'
-import { Redis } from 'ioredis'
+import { Cluster, Redis } from 'ioredis'
 import type { BrokerEvents, BrokerState, Delivery, GapReason } from '../../lib/topics/broker'
 import { createRedisBroker } from '../../lib/topics/redis-broker'
 import type { RedisBroker, RedisBrokerSettings } from '../../lib/topics/redis-broker'
@@ -12,7 +12,7 @@ import { PUBLISH_SCRIPT, topicKeys } from '../../lib/topics/redis-scripts'
 import { FaultProxy } from '../helpers/fault-proxy'
 import { sleep } from '../helpers/helpers'
 import { needs, REDIS } from '../helpers/programs'
-import { freePort, RedisServer } from '../helpers/redis'
+import { freePort, RedisServer, startCluster } from '../helpers/redis'
 
 t.setTimeout(120_000)
 
@@ -412,4 +412,36 @@ t.test('listening begins: what the instance itself publishes right after listen(
   await until('every message', () => a.seen.deliveries.length === 20 * 50)
   await sleep(50)
   for (let round = 0; round < 20; round++) t.same(offsets(a.seen, `fresh-${round}`), range(1, 50), `fresh-${round}`)
+})
+
+t.test('Redis Cluster, 3 masters: each listening instance gets every message of its topics once, in order', needs(REDIS), async (t) => {
+  const servers = await startCluster(t)
+  const nodes = servers.map(({ port }) => ({ host: '127.0.0.1', port }))
+  const app = new Cluster(nodes)
+  t.teardown(() => app.disconnect())
+  const a = await broker(t, app)
+  const b = await broker(t, app)
+  const c = await broker(t, app)
+  const topics = ['one', 'two', 'three', 'four', 'five', 'six']
+  for (const topic of topics) {
+    a.broker.listen(topic)
+    if (topic !== 'six') b.broker.listen(topic)
+  }
+  c.broker.listen('six')
+  await sleep(300)
+  const published = []
+  for (let i = 0; i < 1200; i++) published.push(a.broker.publish(topics[i % 6], `m${i}`, false))
+  await Promise.all(published)
+  await until('every delivery', () => a.seen.deliveries.length === 1200 && b.seen.deliveries.length === 1000 && c.seen.deliveries.length === 200)
+  await sleep(50)
+  for (const topic of topics) {
+    t.same(offsets(a.seen, topic), range(1, 200), `a: ${topic}`)
+    t.same(offsets(b.seen, topic), topic === 'six' ? [] : range(1, 200), `b: ${topic}`)
+  }
+  t.same(offsets(c.seen, 'six'), range(1, 200))
+  t.same([a, b, c].map(({ seen }) => seen.gaps.length), [0, 0, 0])
+  const holding = (await Promise.all(servers.map((server) => server.client().dbsize()))).filter((keys) => keys > 0)
+  t.ok(holding.length >= 2, `the topics' keys are on ${holding.length} of the 3 masters`)
+  await a.broker.close()
+  t.equal(app.status, 'ready', 'the application\'s Cluster client is left open')
 })
