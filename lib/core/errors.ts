@@ -61,7 +61,7 @@ export const FST_RELIABLE_WS_TOO_MANY_SUBSCRIPTIONS = createError(
 
 export const FST_RELIABLE_WS_BROKER_UNAVAILABLE = createError(
   'FST_RELIABLE_WS_BROKER_UNAVAILABLE',
-  'Message not published: the broker is %s',
+  'The topic broker cannot take the message: %s',
   503
 )
 
@@ -75,4 +75,10 @@ export const FST_RELIABLE_WS_NOT_PUBLISHABLE = createError(
 export const FST_RELIABLE_WS_NO_TOPICS = createError(
   'FST_RELIABLE_WS_NO_TOPICS',
   'This socket\'s route opted out of fastify-reliable-ws (config.reliable: false): it has no topics'
+)
+
+export const FST_RELIABLE_WS_REDIS_MISSING = createError(
+  'FST_RELIABLE_WS_REDIS_MISSING',
+  'The `redis` option needs ioredis, an optional peer dependency, unless it is given a client: npm install ioredis',
+  500
 )

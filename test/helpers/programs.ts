@@ -21,6 +21,15 @@ export const CHROMIUM: Program = {
   install: 'apt-get install chromium'
 }
 
+// Debian's package; the topic broker's tests start their own servers on loopback ports.
+export const REDIS: Program = {
+  name: 'redis-server',
+  env: 'REDIS_SERVER_PATH',
+  paths: ['/usr/bin/redis-server'],
+  commands: ['redis-server'],
+  install: 'apt-get install redis-server'
+}
+
 function executable (path: string): boolean {
   try {
     const stat = statSync(path)

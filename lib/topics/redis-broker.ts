@@ -1,0 +1,372 @@
+// The broker through Redis: each topic's messages numbered in a stream, announced on its channel; this instance
+// listens to the channels of its topics only, delivers each message once in order, and reads what it missed from
+// the stream (docs/redis.md).
+import type { FastifyBaseLogger } from 'fastify'
+import { FST_RELIABLE_WS_BROKER_UNAVAILABLE } from '../core/errors'
+import { createIdGenerator } from '../core/ids'
+import type { Broker, BrokerEvents, BrokerState, GapReason } from './broker'
+import { openConnection } from './redis-connection'
+import type { Connection, RedisOption } from './redis-connection'
+import { entryNotification, parseNotification, PUBLISH_SCRIPT, READ_SCRIPT, topicKeys } from './redis-scripts'
+import type { Notification, TopicKeys } from './redis-scripts'
+
+export interface RedisBrokerSettings {
+  /** Starts every key and channel name. */
+  prefix: string
+  /** Messages kept per topic for instances that missed them. */
+  historySize: number
+  /** How long a topic's history outlives its last message. */
+  historyTtlMs: number
+  /** How long a publish may wait for Redis before it is refused. */
+  publishTimeoutMs: number
+  /** How often the subscription is checked by a message sent to itself; one missing this long puts the broker down. */
+  probeIntervalMs: number
+}
+
+export const REDIS_BROKER_DEFAULTS: RedisBrokerSettings = {
+  prefix: 'reliable-ws',
+  historySize: 1000,
+  historyTtlMs: 600_000,
+  publishTimeoutMs: 2000,
+  probeIntervalMs: 5000
+}
+
+// Messages read from a stream per command while catching up: one read never holds Redis long.
+const READ_BATCH = 500
+// Weight of the newest sample in lagMs.
+const LAG_WEIGHT = 0.2
+
+type ReadReply = [Buffer | null, number, Array<[Buffer, Buffer[]]>]
+
+interface ScriptedRedis extends Connection {
+  reliableWsPublish: (meta: string, stream: string, ...args: Array<string | Buffer | number>) => Promise<[number, string]>
+  reliableWsReadBuffer: (meta: string, stream: string, from: number, count: number) => Promise<ReadReply>
+}
+
+/** Where this instance stands in one topic it listens to. */
+interface Listened {
+  readonly topic: string
+  readonly keys: TopicKeys
+  /** The epoch of `last`; null when the topic had no history yet: the next epoch seen is taken as it comes. */
+  epoch: string | null
+  /** The last offset delivered (or passed over when listening began). */
+  last: number
+  /** False until the topic's position when listening began has been read. */
+  based: boolean
+  /** Live notifications wait in `pending` while the stream is read up to the topic's last offset. */
+  behind: boolean
+  reading: boolean
+  /** Read the stream once more after the read in progress: something arrived that it may not cover. */
+  again: boolean
+  pending: Notification[]
+}
+
+export class RedisBroker implements Broker {
+  state: BrokerState = 'connecting'
+  private events: BrokerEvents | null = null
+  private readonly pub: ScriptedRedis
+  private readonly sub: Connection
+  private readonly topics = new Map<string, Listened>()
+  private readonly byChannel = new Map<string, Listened>()
+  private readonly nextEpoch = createIdGenerator()
+  private readonly probeChannel: string
+  private subscribed = false
+  private probeFailed = false
+  // When the probe in flight was sent; null when none is.
+  private probeSentAt: number | null = null
+  private lag = 0
+  private timer: NodeJS.Timeout | null = null
+  private lastError: Error | null = null
+  private closed = false
+
+  constructor (option: RedisOption, private readonly settings: RedisBrokerSettings, private readonly log: FastifyBaseLogger) {
+    // No offline queue and a command timeout: a command Redis cannot take now fails now, or within the bound.
+    const own = { enableOfflineQueue: false, commandTimeout: settings.publishTimeoutMs, autoResubscribe: false, autoResendUnfulfilledCommands: false }
+    this.pub = openConnection(option, own) as ScriptedRedis
+    this.sub = openConnection(option, own)
+    this.pub.defineCommand('reliableWsPublish', { numberOfKeys: 2, lua: PUBLISH_SCRIPT })
+    this.pub.defineCommand('reliableWsRead', { numberOfKeys: 2, lua: READ_SCRIPT })
+    this.probeChannel = `${settings.prefix}:probe:${this.nextEpoch()}`
+  }
+
+  get lagMs (): number {
+    // A probe overdue says delivery runs at least that far behind, though no message shows it.
+    return Math.max(this.lag, this.probeSentAt === null ? 0 : Date.now() - this.probeSentAt)
+  }
+
+  async start (events: BrokerEvents): Promise<void> {
+    this.events = events
+    const remember = (err: Error): void => { this.lastError = err }
+    this.pub.on('error', remember)
+    this.sub.on('error', remember)
+    this.pub.on('ready', () => this.pubReady())
+    this.pub.on('close', () => this.update())
+    // The first time, start() subscribes.
+    this.sub.on('ready', () => { if (this.state !== 'connecting') this.resubscribe() })
+    this.sub.on('close', () => {
+      this.subscribed = false
+      this.update()
+    })
+    this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.receive(channel.toString(), message))
+    // The first failure ends the start, with its own error (connect() rejects with a plain "Connection is closed").
+    let fail!: (err: Error) => void
+    const failed = new Promise<never>((_resolve, reject) => { fail = reject })
+    this.pub.once('error', fail)
+    this.sub.once('error', fail)
+    try {
+      await Promise.race([Promise.all([this.pub.connect(), this.sub.connect()]).then(() => this.resubscribe()), failed])
+      this.pub.off('error', fail)
+      this.sub.off('error', fail)
+    } catch (err) {
+      await this.close()
+      throw err
+    }
+    this.timer = setInterval(() => this.tick(), this.settings.probeIntervalMs).unref()
+  }
+
+  async publish (topic: string, data: Buffer | string, binary: boolean): Promise<{ offset: number, epoch: string }> {
+    const { meta, stream, channel } = topicKeys(this.settings.prefix, topic)
+    const { historySize, historyTtlMs } = this.settings
+    try {
+      const [offset, epoch] = await this.pub.reliableWsPublish(meta, stream, channel, data, binary ? 1 : 0, Date.now(),
+        this.nextEpoch(), historySize, historyTtlMs)
+      return { offset, epoch }
+    } catch (err) {
+      throw new FST_RELIABLE_WS_BROKER_UNAVAILABLE((err as Error).message, { cause: err })
+    }
+  }
+
+  listen (topic: string): void {
+    const listened: Listened = {
+      topic,
+      keys: topicKeys(this.settings.prefix, topic),
+      epoch: null,
+      last: 0,
+      based: false,
+      behind: true,
+      reading: false,
+      again: false,
+      pending: []
+    }
+    this.topics.set(topic, listened)
+    this.byChannel.set(listened.keys.channel, listened)
+    // The position now, then the channel; once subscribed, the stream once more for what came between the two.
+    this.catchUp(listened)
+    if (this.subscribed) this.sub.subscribe(listened.keys.channel).then(() => this.catchUp(listened), () => {})
+  }
+
+  unlisten (topic: string): void {
+    const listened = this.topics.get(topic)
+    if (listened === undefined) return
+    this.topics.delete(topic)
+    this.byChannel.delete(listened.keys.channel)
+    if (this.subscribed) this.sub.unsubscribe(listened.keys.channel).catch(() => {})
+  }
+
+  async close (): Promise<void> {
+    this.closed = true
+    if (this.timer !== null) clearInterval(this.timer)
+    this.topics.clear()
+    this.byChannel.clear()
+    // quit() lets Redis answer what is in flight; a connection that is not up is just dropped.
+    await Promise.all([this.pub, this.sub].map((connection) => connection.quit().catch(() => connection.disconnect())))
+  }
+
+  /** The state as the connections and the probe say; the change is told once start() has resolved. */
+  private update (): void {
+    if (this.closed || this.state === 'connecting') return
+    const state = this.pub.status === 'ready' && this.subscribed && !this.probeFailed ? 'up' : 'down'
+    if (state === this.state) return
+    this.state = state
+    if (state === 'down') this.log.warn({ err: this.lastError }, 'topic broker: Redis is unreachable or not delivering; publishes are refused until it is back')
+    else this.log.info('topic broker: Redis is back')
+    this.events!.state(state)
+  }
+
+  private pubReady (): void {
+    this.update()
+    this.retryStalled()
+  }
+
+  /**
+   * (Re)subscribes the probe channel and every listened topic's channel on a new subscriber connection, then reads
+   * each topic's stream for what was published while it was not subscribed.
+   */
+  private async resubscribe (): Promise<void> {
+    await this.sub.subscribe(this.probeChannel, ...this.byChannel.keys())
+    this.subscribed = true
+    this.probeFailed = false
+    this.probeSentAt = null
+    if (this.state === 'connecting') this.state = 'down'
+    this.update()
+    for (const listened of this.topics.values()) this.catchUp(listened)
+  }
+
+  private receive (channel: string, message: Buffer): void {
+    if (channel === this.probeChannel) {
+      const sentAt = Number(message.toString('latin1'))
+      this.sample(Date.now() - sentAt)
+      if (sentAt === this.probeSentAt) this.probeSentAt = null
+      return
+    }
+    const listened = this.byChannel.get(channel)
+    const notification = parseNotification(message)
+    if (listened === undefined || notification === null) return
+    if (listened.behind) this.hold(listened, notification)
+    else this.apply(listened, notification)
+  }
+
+  /** Keeps a live notification until the stream has been read; past historySize of them, reads the stream again instead. */
+  private hold (listened: Listened, notification: Notification): void {
+    if (listened.pending.length < this.settings.historySize) {
+      listened.pending.push(notification)
+      return
+    }
+    listened.pending = []
+    listened.again = true
+  }
+
+  /** A live notification while nothing is pending: delivered if next, passed over if old, read up to if ahead. */
+  private apply (listened: Listened, notification: Notification): void {
+    if (notification.epoch !== listened.epoch) {
+      if (listened.epoch !== null) {
+        this.gap(listened, 'epoch')
+        listened.last = notification.offset - 1
+      }
+      listened.epoch = notification.epoch
+    }
+    if (notification.offset <= listened.last) return
+    if (notification.offset === listened.last + 1) {
+      this.deliver(listened, notification)
+      return
+    }
+    listened.pending.push(notification)
+    this.catchUp(listened)
+  }
+
+  /**
+   * Reads the topic's stream from the last offset delivered up to its last offset, then delivers the notifications
+   * that waited. A read Redis cannot answer leaves the topic behind, to be read again on the next probe tick or
+   * reconnection.
+   */
+  private async catchUp (listened: Listened): Promise<void> {
+    // Live notifications wait from now on: delivered meanwhile, they would come again from the stream.
+    listened.behind = true
+    if (listened.reading) {
+      listened.again = true
+      return
+    }
+    listened.reading = true
+    try {
+      do {
+        listened.again = false
+        while (await this.readOnce(listened));
+      } while (listened.again)
+    } catch {
+      return
+    } finally {
+      listened.reading = false
+    }
+    if (this.topics.get(listened.topic) !== listened) return
+    listened.behind = false
+    const pending = listened.pending
+    listened.pending = []
+    // One ahead of the last delivered sends the topic back to the stream, which has the rest of these as well.
+    for (let i = 0; i < pending.length && !listened.behind; i++) this.apply(listened, pending[i])
+  }
+
+  /** One read of the stream; true when there is more to read. */
+  private async readOnce (listened: Listened): Promise<boolean> {
+    const { keys } = listened
+    const [epochBytes, top, entries] = await this.pub.reliableWsReadBuffer(keys.meta, keys.stream, listened.last + 1, listened.based ? READ_BATCH : 0)
+    if (this.topics.get(listened.topic) !== listened) return false
+    const epoch = epochBytes === null ? null : epochBytes.toString()
+    if (!listened.based) {
+      // Listening begins now: what the topic holds already is not delivered.
+      listened.based = true
+      listened.epoch = epoch
+      listened.last = top
+      return false
+    }
+    if (listened.epoch !== null && epoch !== listened.epoch) {
+      // The history this instance followed is gone: go on from the topic's position now.
+      this.gap(listened, 'epoch')
+      listened.epoch = epoch
+      listened.last = epoch === null ? 0 : top
+      return false
+    }
+    // A topic without history when listening began: its first epoch is read from its first offset.
+    listened.epoch = epoch
+    if (entries.length === 0) {
+      if (top > listened.last) {
+        this.gap(listened, 'trimmed')
+        listened.last = top
+      }
+      return false
+    }
+    for (const entry of entries) {
+      const notification = entryNotification(epoch!, entry)
+      if (notification.offset > listened.last + 1) this.gap(listened, 'trimmed')
+      this.deliver(listened, notification)
+    }
+    return listened.last < top
+  }
+
+  private deliver (listened: Listened, notification: Notification): void {
+    listened.last = notification.offset
+    this.sample(Date.now() - notification.time)
+    this.events!.deliver({
+      topic: listened.topic,
+      offset: notification.offset,
+      epoch: notification.epoch,
+      data: notification.data,
+      binary: notification.binary
+    })
+  }
+
+  private gap (listened: Listened, reason: GapReason): void {
+    this.events!.gap(listened.topic, reason)
+  }
+
+  private sample (ms: number): void {
+    this.lag += (Math.max(0, ms) - this.lag) * LAG_WEIGHT
+  }
+
+  private retryStalled (): void {
+    for (const listened of this.topics.values()) {
+      if (listened.behind && !listened.reading) this.catchUp(listened)
+    }
+  }
+
+  /**
+   * Once per probe interval: a probe not back by the next tick means Redis does not deliver to this instance,
+   * whether the connection looks fine (a failover can leave a subscription silently dead) or Redis does not answer
+   * at all. The broker goes down and the subscriber reconnects; the new subscription brings it up. Otherwise another
+   * probe goes out, and topics whose read failed are read again.
+   */
+  private tick (): void {
+    this.retryStalled()
+    if (this.probeSentAt === null) {
+      if (this.subscribed) this.probe()
+      return
+    }
+    // Sent at the last tick, it has had an interval.
+    this.probeSentAt = null
+    this.probeFailed = true
+    this.lastError = new Error(`the liveness probe on ${this.probeChannel} did not come back within ${this.settings.probeIntervalMs} ms`)
+    this.update()
+    this.sub.disconnect(true)
+  }
+
+  private probe (): void {
+    const sentAt = Date.now()
+    this.probeSentAt = sentAt
+    // A probe Redis refuses does not come back either: the next tick counts it as missing.
+    this.pub.publish(this.probeChannel, String(sentAt)).catch(() => {})
+  }
+}
+
+/** The broker through Redis; `option` is the `redis` option as the application gave it. */
+export function createRedisBroker (option: RedisOption, settings: Partial<RedisBrokerSettings>, log: FastifyBaseLogger): RedisBroker {
+  return new RedisBroker(option, { ...REDIS_BROKER_DEFAULTS, ...settings }, log)
+}

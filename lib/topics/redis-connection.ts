@@ -1,0 +1,47 @@
+// The Redis broker's own connections, from what the application gives: its ioredis client, ioredis options or a URL.
+import type { Cluster, Redis, RedisOptions } from 'ioredis'
+import { FST_RELIABLE_WS_REDIS_MISSING } from '../core/errors'
+
+/**
+ * What the `redis` option takes: an ioredis client or Cluster client (duplicated, never used nor closed), ioredis
+ * options, or a URL.
+ */
+export type RedisOption = Redis | Cluster | RedisOptions | string
+
+/** The broker's own connection: one server's, or a Cluster's (the same commands and events, as the broker uses them). */
+export type Connection = Redis
+
+type Ioredis = typeof import('ioredis')
+
+/**
+ * ioredis is an optional peer dependency: required only when the `redis` option
+ * is options or a URL (a client brings its own). `load` is there for tests.
+ */
+export function loadIoredis (load: (id: string) => unknown = require): Ioredis {
+  try {
+    return load('ioredis') as Ioredis
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND') throw new FST_RELIABLE_WS_REDIS_MISSING({ cause: err })
+    throw err
+  }
+}
+
+function isClient (option: RedisOption): option is Redis | Cluster {
+  return typeof (option as Partial<Redis>).duplicate === 'function'
+}
+
+/**
+ * A new connection of the plugin's own, with `overrides` over the application's settings. Connecting is left to
+ * the caller (`lazyConnect`), so that it sees the first failure.
+ */
+export function openConnection (option: RedisOption, overrides: RedisOptions, load?: (id: string) => unknown): Connection {
+  const settings = { ...overrides, lazyConnect: true }
+  if (isClient(option)) {
+    if (!option.isCluster) return (option as Redis).duplicate(settings)
+    // A Cluster takes the offline queue and lazyConnect itself, the rest for each node's connection.
+    const { enableOfflineQueue, lazyConnect, ...perNode } = settings
+    return (option as Cluster).duplicate([], { enableOfflineQueue, lazyConnect, redisOptions: perNode }) as unknown as Connection
+  }
+  const { Redis } = loadIoredis(load)
+  return typeof option === 'string' ? new Redis(option, settings) : new Redis({ ...option, ...settings })
+}

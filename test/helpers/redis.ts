@@ -1,0 +1,104 @@
+import { execFile, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtempSync, rmSync } from 'node:fs'
+import net from 'node:net'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { promisify } from 'node:util'
+import { Redis } from 'ioredis'
+import { find, REDIS } from './programs'
+
+/** A free loopback port, as the system hands one out. */
+export async function freePort (): Promise<number> {
+  const server = net.createServer().listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as net.AddressInfo
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+/**
+ * A redis-server of the test's own (declare the test with `needs(REDIS)`), on a free loopback port, with nothing
+ * saved to disk; killed and its directory removed in teardown. `stop` and `restart` keep the port.
+ */
+export class RedisServer {
+  private child: ChildProcess | null = null
+  private readonly clients: Redis[] = []
+
+  private constructor (readonly port: number, private readonly dir: string, private readonly args: string[]) {}
+
+  static async start (t: { teardown: (fn: () => unknown) => void }, args: string[] = []): Promise<RedisServer> {
+    const server = new RedisServer(await freePort(), mkdtempSync(join(tmpdir(), 'redis-')), args)
+    t.teardown(() => server.destroy())
+    await server.restart()
+    return server
+  }
+
+  get url (): string {
+    return `redis://127.0.0.1:${this.port}`
+  }
+
+  async restart (): Promise<void> {
+    const child = spawn(find(REDIS), ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+      '--dir', this.dir, ...this.args], { stdio: ['ignore', 'pipe', 'inherit'] })
+    this.child = child
+    let output = ''
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.on('data', (chunk: Buffer) => {
+        output += chunk.toString()
+        if (output.includes('Ready to accept connections')) resolve()
+      })
+      child.once('exit', (code) => reject(new Error(`redis-server exited (${code}) before it was ready:\n${output}`)))
+    })
+    child.stdout!.resume()
+  }
+
+  /** Kills the server with `signal` and waits for it to be gone. */
+  async stop (signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const child = this.child
+    if (child === null || child.exitCode !== null || child.signalCode !== null) return
+    this.child = null
+    const exited = once(child, 'exit')
+    child.kill(signal)
+    await exited
+  }
+
+  /** A client for the test's own commands, closed in teardown. */
+  client (): Redis {
+    const client = new Redis(this.port, '127.0.0.1', { lazyConnect: false })
+    client.on('error', () => {})
+    this.clients.push(client)
+    return client
+  }
+
+  /** Sends `signal` to the server (SIGSTOP, SIGCONT). */
+  signal (signal: NodeJS.Signals): void {
+    this.child!.kill(signal)
+  }
+
+  private async destroy (): Promise<void> {
+    for (const client of this.clients) client.disconnect()
+    await this.stop()
+    rmSync(this.dir, { recursive: true, force: true })
+  }
+}
+
+/**
+ * A Redis Cluster of `masters` redis-server processes on loopback ports, no replicas, slots spread by redis-cli
+ * (found beside redis-server); every process killed in teardown.
+ */
+export async function startCluster (t: { teardown: (fn: () => unknown) => void }, masters = 3): Promise<RedisServer[]> {
+  const servers: RedisServer[] = []
+  for (let i = 0; i < masters; i++) {
+    servers.push(await RedisServer.start(t, ['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${i}.conf`, '--cluster-node-timeout', '2000']))
+  }
+  const cli = join(dirname(find(REDIS)), 'redis-cli')
+  await promisify(execFile)(cli, ['--cluster', 'create', ...servers.map(({ port }) => `127.0.0.1:${port}`), '--cluster-replicas', '0', '--cluster-yes'])
+  const client = servers[0].client()
+  for (let tries = 0; !(await client.cluster('INFO')).includes('cluster_state:ok'); tries++) {
+    if (tries > 200) throw new Error('the cluster did not come up')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  return servers
+}

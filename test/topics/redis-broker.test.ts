@@ -1,0 +1,447 @@
+// The Redis broker against real redis-server processes (test/helpers/redis.ts): several brokers in this process, each
+// with its own connections, as several instances of an application would have.
+import t from 'tap'
+import type { FastifyBaseLogger } from 'fastify'
+import { Cluster, Redis } from 'ioredis'
+import type { BrokerEvents, BrokerState, Delivery, GapReason } from '../../lib/topics/broker'
+import { createRedisBroker } from '../../lib/topics/redis-broker'
+import type { RedisBroker, RedisBrokerSettings } from '../../lib/topics/redis-broker'
+import type { RedisOption } from '../../lib/topics/redis-connection'
+import { loadIoredis } from '../../lib/topics/redis-connection'
+import { PUBLISH_SCRIPT, topicKeys } from '../../lib/topics/redis-scripts'
+import { FaultProxy } from '../helpers/fault-proxy'
+import { sleep } from '../helpers/helpers'
+import { needs, REDIS } from '../helpers/programs'
+import { freePort, RedisServer, startCluster } from '../helpers/redis'
+
+t.setTimeout(120_000)
+
+type Test = { teardown: (fn: () => unknown) => void }
+
+/** What one broker told its instance. */
+class Recorder implements BrokerEvents {
+  readonly deliveries: Delivery[] = []
+  readonly gaps: Array<[string, GapReason]> = []
+  readonly states: BrokerState[] = []
+  readonly warnings: string[] = []
+  readonly log = {
+    warn: (_: unknown, line: string) => { this.warnings.push(line) },
+    info: () => {}
+  } as unknown as FastifyBaseLogger
+
+  deliver (message: Delivery): void { this.deliveries.push(message) }
+  gap (topic: string, reason: GapReason): void { this.gaps.push([topic, reason]) }
+  state (state: BrokerState): void { this.states.push(state) }
+
+  of (topic: string): Delivery[] {
+    return this.deliveries.filter((delivery) => delivery.topic === topic)
+  }
+}
+
+async function until (what: string, condition: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await sleep(10)
+  }
+}
+
+async function broker (t: Test, option: RedisOption, settings: Partial<RedisBrokerSettings> = {}): Promise<{ broker: RedisBroker, seen: Recorder }> {
+  const seen = new Recorder()
+  const broker = createRedisBroker(option, { probeIntervalMs: 100, ...settings }, seen.log)
+  t.teardown(() => broker.close())
+  await broker.start(seen)
+  return { broker, seen }
+}
+
+/** The offsets delivered of `topic`, in the order delivered. */
+function offsets (seen: Recorder, topic: string): number[] {
+  return seen.of(topic).map((delivery) => delivery.offset)
+}
+
+function range (from: number, to: number): number[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i)
+}
+
+t.test('3 instances: each listening one gets every message of its topics once, in order; the others get none', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const admin = redis.client()
+  const a = await broker(t, redis.url)
+  const b = await broker(t, redis.url)
+  const c = await broker(t, redis.url)
+  t.same([a, b, c].map(({ broker }) => broker.state), ['up', 'up', 'up'])
+  t.same(a.seen.states, ['up'], 'connecting, then up, told once')
+  a.broker.listen('one')
+  a.broker.listen('two')
+  b.broker.listen('one')
+  b.broker.listen('two')
+  b.broker.listen('three')
+  c.broker.listen('three')
+  const channel = (topic: string): string => topicKeys('reliable-ws', topic).channel
+  const numsub = async (): Promise<unknown[]> => (await admin.pubsub('NUMSUB', channel('one'), channel('two'), channel('three'), channel('four')) as unknown[]).filter((_, i) => i % 2 === 1)
+  for (let tries = 0; JSON.stringify(await numsub()) !== '[2,2,2,0]' && tries < 100; tries++) await sleep(10)
+  t.same(await numsub(), [2, 2, 2, 0], 'two instances on each channel, none on a topic nobody listens to')
+  const channels = (await admin.pubsub('CHANNELS', 'reliable-ws:{*') as string[]).sort()
+  t.same(channels, [channel('one'), channel('three'), channel('two')], 'only the channels of listened topics')
+
+  const topics = ['one', 'two', 'three']
+  const published: Array<Promise<{ offset: number, epoch: string }>> = []
+  for (let i = 0; i < 2000; i++) published.push(a.broker.publish(topics[i % 3], `m${i}`, false))
+  const results = await Promise.all(published)
+  t.same(results.filter((_, i) => i % 3 === 0).map(({ offset }) => offset), range(1, 667), 'offsets are contiguous per topic')
+  const binary = Buffer.from([0, 0x3a, 0xff, 0x31, 0x3a, 10])
+  await a.broker.publish('three', binary, true)
+
+  await until('every delivery', () => a.seen.deliveries.length === 1334 && b.seen.deliveries.length === 2001 && c.seen.deliveries.length === 667)
+  for (const [name, seen, listened] of [['a', a.seen, ['one', 'two']], ['b', b.seen, topics], ['c', c.seen, ['three']]] as const) {
+    for (const topic of topics) {
+      t.same(offsets(seen, topic), (listened as readonly string[]).includes(topic) ? range(1, 667) : [], `${name}: ${topic}`)
+    }
+  }
+  t.same(b.seen.of('one').slice(0, 3).map(({ data }) => data), ['m0', 'm3', 'm6'], 'the data as published')
+  const last = c.seen.of('three').at(-1)!
+  t.ok(Buffer.isBuffer(last.data) && last.binary && (last.data as Buffer).equals(binary), 'binary data arrives byte for byte')
+  t.equal(c.seen.of('three')[0].binary, false)
+  t.equal(new Set(b.seen.deliveries.map(({ epoch }) => epoch)).size, 3, 'one epoch per topic')
+  t.same([a, b, c].map(({ seen }) => seen.gaps.length), [0, 0, 0], 'no gap')
+  t.ok(b.broker.lagMs >= 0 && b.broker.lagMs < 5000, `lagMs ${b.broker.lagMs}`)
+
+  c.broker.unlisten('three')
+  c.broker.unlisten('never')
+  await a.broker.publish('three', 'after', false)
+  await until('b gets it', () => b.seen.of('three').length === 668)
+  await sleep(50)
+  t.equal(c.seen.of('three').length, 667, 'an instance that stopped listening gets no more')
+  for (let tries = 0; (await admin.pubsub('NUMSUB', channel('three')) as unknown[])[1] !== 1 && tries < 100; tries++) await sleep(10)
+  t.same(await admin.pubsub('NUMSUB', channel('three')), [channel('three'), 1], 'and its subscription is gone')
+})
+
+t.test('a subscriber connection killed while publishing: after it reconnects, nothing lost, nothing twice', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const admin = redis.client()
+  const a = await broker(t, redis.url)
+  const b = await broker(t, redis.url)
+  b.broker.listen('news')
+  for (let tries = 0; (await admin.pubsub('NUMSUB', topicKeys('reliable-ws', 'news').channel) as unknown[])[1] !== 1 && tries < 100; tries++) await sleep(10)
+  const published: Array<Promise<unknown>> = []
+  for (let i = 1; i <= 1000; i++) {
+    published.push(a.broker.publish('news', `m${i}`, false))
+    if (i % 100 === 0) await sleep(5)
+    if (i === 300) t.equal(await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub'), 2, 'both subscriber connections killed')
+  }
+  await Promise.all(published)
+  await until('every message', () => b.seen.deliveries.length >= 1000)
+  await sleep(100)
+  t.same(offsets(b.seen, 'news'), range(1, 1000), 'each once, in order')
+  t.same(b.seen.of('news').map(({ data }) => data), range(1, 1000).map((i) => `m${i}`))
+  t.same(b.seen.gaps, [])
+  t.same(b.seen.states, ['up', 'down', 'up'], 'down while its subscriber was away')
+})
+
+t.test('history trimmed past an instance\'s position: gap(trimmed), then on from the oldest message kept', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const proxy = await FaultProxy.start(redis.port)
+  t.teardown(() => proxy.close())
+  const a = await broker(t, redis.url, { historySize: 5 })
+  const b = await broker(t, { port: proxy.port, host: '127.0.0.1', retryStrategy: () => 20 }, { historySize: 5 })
+  b.broker.listen('news')
+  await sleep(100)
+  for (let i = 1; i <= 3; i++) await a.broker.publish('news', `m${i}`, false)
+  await until('the first three', () => b.seen.deliveries.length === 3)
+  // B's connections cut and kept away while 20 more are published: only the last 5 stay in the stream.
+  proxy.refuse = true
+  proxy.cut()
+  await until('b down', () => b.broker.state === 'down')
+  for (let i = 4; i <= 23; i++) await a.broker.publish('news', `m${i}`, false)
+  await sleep(300)
+  proxy.refuse = false
+  await until('b up', () => b.broker.state === 'up')
+  await until('the five kept', () => b.seen.deliveries.length === 8)
+  t.same(b.seen.gaps, [['news', 'trimmed']])
+  t.same(offsets(b.seen, 'news'), [1, 2, 3, 19, 20, 21, 22, 23], 'on from the oldest message the stream keeps')
+  t.ok(b.broker.lagMs > 50, `lagMs (${b.broker.lagMs}) shows messages delivered late`)
+  await a.broker.publish('news', 'm24', false)
+  await until('the next one', () => b.seen.deliveries.length === 9)
+  t.equal(b.seen.deliveries[8].offset, 24)
+  t.same(b.seen.warnings.length, 1, 'one warning for the time it was down')
+})
+
+t.test('history lost (FLUSHALL live, FLUSHALL while away, a restart): gap(epoch), offsets start again', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const proxy = await FaultProxy.start(redis.port)
+  t.teardown(() => proxy.close())
+  const admin = redis.client()
+  const a = await broker(t, redis.url)
+  const b = await broker(t, { port: proxy.port, host: '127.0.0.1', retryStrategy: () => 20 })
+  b.broker.listen('news')
+  b.broker.listen('quiet')
+  await sleep(100)
+  const first = await a.broker.publish('news', 'm1', false)
+  await a.broker.publish('news', 'm2', false)
+  await until('two', () => b.seen.deliveries.length === 2)
+  await sleep(50)
+
+  // Live: the next notification comes in a new epoch.
+  await admin.flushall()
+  const second = await a.broker.publish('news', 'after', false)
+  t.equal(second.offset, 1, 'offsets start again')
+  t.not(second.epoch, first.epoch, 'in a new epoch')
+  await until('the one after', () => b.seen.deliveries.length === 3)
+  t.same(b.seen.gaps, [['news', 'epoch']])
+  t.same(b.seen.deliveries[2], { topic: 'news', offset: 1, epoch: second.epoch, data: 'after', binary: false })
+
+  // While away: the stream it comes back to is of another epoch; it goes on from there.
+  proxy.refuse = true
+  proxy.cut()
+  await until('b down', () => b.broker.state === 'down')
+  await admin.flushall()
+  await a.broker.publish('news', 'x1', false)
+  await a.broker.publish('news', 'x2', false)
+  proxy.refuse = false
+  await until('b up', () => b.broker.state === 'up')
+  await until('the second gap', () => b.seen.gaps.length === 2)
+  t.same(b.seen.gaps[1], ['news', 'epoch'])
+  const third = await a.broker.publish('news', 'x3', false)
+  await until('the next one', () => b.seen.deliveries.length === 4)
+  t.same(b.seen.deliveries[3], { topic: 'news', offset: 3, epoch: third.epoch, data: 'x3', binary: false }, 'on from the position it found')
+
+  // A restart without persistence: nothing at all is left.
+  await redis.stop()
+  await until('b down', () => b.broker.state === 'down')
+  await redis.restart()
+  await until('both up', () => a.broker.state === 'up' && b.broker.state === 'up')
+  await until('the third gap', () => b.seen.gaps.length === 3)
+  t.same(b.seen.gaps[2], ['news', 'epoch'], 'its history is gone with the restart; a topic with none had nothing to lose')
+  const fourth = await a.broker.publish('news', 'restarted', false)
+  await until('the one after the restart', () => b.seen.deliveries.length === 5)
+  t.same(b.seen.deliveries[4], { topic: 'news', offset: 1, epoch: fourth.epoch, data: 'restarted', binary: false })
+  t.equal(b.seen.gaps.length, 3, 'a new epoch after a gap is taken as it comes')
+})
+
+/** As if the channel lost it: numbered and kept, announced on a channel nobody hears. */
+async function publishUnannounced (admin: Redis, topic: string, data: Buffer, historySize: number): Promise<void> {
+  const { meta, stream } = topicKeys('reliable-ws', topic)
+  await admin.eval(PUBLISH_SCRIPT, 2, meta, stream, 'nowhere', data, 1, Date.now(), 'unused', historySize, 60_000)
+}
+
+t.test('a message missing on the channel is read from the stream before the next one is delivered', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const admin = redis.client()
+  const a = await broker(t, redis.url)
+  const b = await broker(t, redis.url)
+  b.broker.listen('news')
+  await sleep(100)
+  await a.broker.publish('news', 'm1', false)
+  await until('the first', () => b.seen.deliveries.length === 1)
+  await publishUnannounced(admin, 'news', Buffer.from([1, 2]), 1000)
+  await a.broker.publish('news', 'm3', false)
+  await until('the third', () => b.seen.deliveries.length === 3)
+  t.same(offsets(b.seen, 'news'), [1, 2, 3])
+  t.ok(Buffer.isBuffer(b.seen.deliveries[1].data) && (b.seen.deliveries[1].data as Buffer).equals(Buffer.from([1, 2])), 'binary, from the stream')
+  t.same(b.seen.gaps, [])
+})
+
+t.test('notifications arriving while the stream is read wait up to historySize, then are read again from it', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const admin = redis.client()
+  const a = await broker(t, redis.url, { historySize: 2 })
+  const b = await broker(t, redis.url, { historySize: 2 })
+  b.broker.listen('news')
+  await sleep(100)
+  await a.broker.publish('news', 'm1', false)
+  await until('the first', () => b.seen.deliveries.length === 1)
+  await publishUnannounced(admin, 'news', Buffer.from('m2'), 2)
+  // 100 at once, and this process kept busy meanwhile: they reach B together, and all but the first arrive while the
+  // missing one is read, far more than historySize.
+  const published = Promise.all(range(3, 102).map((i) => a.broker.publish('news', `m${i}`, false)))
+  const busy = Date.now() + 100
+  while (Date.now() < busy);
+  await published
+  await until('the last', () => b.seen.deliveries.at(-1)!.offset === 102)
+  await sleep(50)
+  const got = offsets(b.seen, 'news')
+  t.ok(got.every((offset, i) => i === 0 || offset > got[i - 1]), 'in order, none twice')
+  t.ok(b.seen.gaps.every(([, reason]) => reason === 'trimmed'), 'what was not delivered is told as trimmed')
+  t.ok(got.length === 102 || b.seen.gaps.length > 0, `${got.length} delivered, ${b.seen.gaps.length} gaps`)
+})
+
+t.test('a stream gone without its position (evicted, deleted): gap(trimmed), then on from the position', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const proxy = await FaultProxy.start(redis.port)
+  t.teardown(() => proxy.close())
+  const admin = redis.client()
+  const a = await broker(t, redis.url)
+  const b = await broker(t, { port: proxy.port, host: '127.0.0.1', retryStrategy: () => 20 })
+  b.broker.listen('news')
+  await sleep(100)
+  await a.broker.publish('news', 'm1', false)
+  await until('the first', () => b.seen.deliveries.length === 1)
+  proxy.refuse = true
+  proxy.cut()
+  await until('b down', () => b.broker.state === 'down')
+  await a.broker.publish('news', 'm2', false)
+  await a.broker.publish('news', 'm3', false)
+  await admin.del(topicKeys('reliable-ws', 'news').stream)
+  proxy.refuse = false
+  await until('the gap', () => b.seen.gaps.length === 1)
+  t.same(b.seen.gaps, [['news', 'trimmed']])
+  await a.broker.publish('news', 'm4', false)
+  await until('the next', () => b.seen.deliveries.length === 2)
+  t.same(offsets(b.seen, 'news'), [1, 4])
+})
+
+t.test('what is not a notification is ignored; a topic left while its stream is read is left', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const admin = redis.client()
+  const a = await broker(t, redis.url)
+  a.broker.listen('news')
+  a.broker.listen('left')
+  a.broker.unlisten('left')
+  await sleep(100)
+  await a.broker.publish('news', 'm1', false)
+  await a.broker.publish('left', 'm1', false)
+  await until('delivered', () => a.seen.deliveries.length === 1)
+  await admin.publish(topicKeys('reliable-ws', 'news').channel, 'not a notification')
+  await a.broker.publish('news', 'm2', false)
+  await until('the next', () => a.seen.deliveries.length === 2)
+  await sleep(50)
+  t.same(a.seen.deliveries.map(({ topic, offset }) => [topic, offset]), [['news', 1], ['news', 2]])
+  t.same(a.seen.gaps, [], 'nothing taken for a message of another epoch')
+})
+
+t.test('Redis killed during publishes: they are refused with the coded error within the bound; down, then up', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const a = await broker(t, redis.url, { publishTimeoutMs: 300 })
+  // Stopped, Redis takes the command and never answers: the timeout bounds the wait.
+  redis.signal('SIGSTOP')
+  await until('lagMs counts the probe overdue', () => a.broker.lagMs >= 50, 1000)
+  let started = Date.now()
+  await t.rejects(a.broker.publish('news', 'm', false), { code: 'FST_RELIABLE_WS_BROKER_UNAVAILABLE', statusCode: 503, message: /cannot take the message: Command timed out/ })
+  const waited = Date.now() - started
+  t.ok(waited >= 250 && waited <= 300 + 500, `refused after ${waited} ms (publishTimeoutMs 300)`)
+  await until('down: the probe did not come back', () => a.broker.state === 'down', 1000)
+  redis.signal('SIGCONT')
+  await until('up again', () => a.broker.state === 'up')
+  t.same(a.seen.states, ['up', 'down', 'up'])
+
+  // Killed with publishes in flight; stopped first, so that Redis has carried out none of them.
+  redis.signal('SIGSTOP')
+  const inFlight = Array.from({ length: 50 }, (_, i) => a.broker.publish('news', `m${i}`, false).then(() => null, (err) => err))
+  await sleep(20)
+  started = Date.now()
+  await redis.stop()
+  const results = await Promise.all(inFlight)
+  t.ok(results.every((err) => err?.code === 'FST_RELIABLE_WS_BROKER_UNAVAILABLE'), 'every one refused, with the coded error')
+  t.ok(Date.now() - started <= 300 + 500, 'within the bound')
+  await until('down', () => a.broker.state === 'down')
+  started = Date.now()
+  await t.rejects(a.broker.publish('news', 'm', false), { code: 'FST_RELIABLE_WS_BROKER_UNAVAILABLE' })
+  t.ok(Date.now() - started < 100, 'while down, refused at once: nothing waits in a queue')
+  // Listening while Redis is away: its position is read once Redis is back.
+  a.broker.listen('later')
+  await redis.restart()
+  await until('up', () => a.broker.state === 'up')
+  t.same(a.seen.states, ['up', 'down', 'up', 'down', 'up'])
+  t.match(await a.broker.publish('news', 'back', false), { offset: 1 }, 'a refused publish is not sent again after the reconnect')
+  await sleep(150)
+  await a.broker.publish('later', 'm1', false)
+  await until('delivered', () => a.seen.deliveries.length === 1)
+  t.same(a.seen.deliveries.map(({ topic, offset }) => [topic, offset]), [['later', 1]])
+})
+
+t.test('the liveness probe finds a subscription that delivers nothing on a healthy connection, and repairs it', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const a = await broker(t, redis.url)
+  const b = await broker(t, redis.url)
+  b.broker.listen('news')
+  await sleep(100)
+  await a.broker.publish('news', 'm1', false)
+  await until('the first', () => b.seen.deliveries.length === 1)
+  // Behind the broker's back: its connection stays up, its subscriptions are gone (as after a failover to a node
+  // that no longer gets the publishes).
+  await (b.broker as unknown as { sub: { unsubscribe: () => Promise<unknown> } }).sub.unsubscribe()
+  await a.broker.publish('news', 'm2', false)
+  await until('down', () => b.broker.state === 'down', 2000)
+  t.match(b.seen.warnings, [/not delivering/])
+  await until('up again', () => b.broker.state === 'up', 2000)
+  await until('the one published meanwhile', () => b.seen.deliveries.length === 2)
+  t.same(offsets(b.seen, 'news'), [1, 2])
+  t.same(b.seen.states, ['up', 'down', 'up'])
+})
+
+t.test('the option: the application\'s client is duplicated and left open; ioredis options; a URL that cannot connect', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const app = new Redis(redis.port, '127.0.0.1', { keyPrefix: 'app:' })
+  t.teardown(() => app.disconnect())
+  const a = await broker(t, app)
+  const b = await broker(t, { port: redis.port, host: '127.0.0.1' })
+  b.broker.listen('news')
+  await sleep(100)
+  await a.broker.publish('news', 'm1', false)
+  await until('delivered', () => b.seen.deliveries.length === 1)
+  t.same(await app.call('CLIENT', 'LIST') !== null, true)
+  await a.broker.close()
+  t.equal(app.status, 'ready', 'the application\'s client is not closed')
+  t.equal(await app.ping(), 'PONG')
+
+  const closed = createRedisBroker(`redis://127.0.0.1:${await freePort()}`, {}, new Recorder().log)
+  await t.rejects(closed.start(new Recorder()), { code: 'ECONNREFUSED' })
+  t.equal(closed.state, 'connecting')
+})
+
+t.test('loadIoredis: a missing ioredis is a coded error; any other failure is passed on as it is', async (t) => {
+  const missing = Object.assign(new Error("Cannot find module 'ioredis'"), { code: 'MODULE_NOT_FOUND' })
+  t.throws(() => loadIoredis(() => { throw missing }), { code: 'FST_RELIABLE_WS_REDIS_MISSING', message: /needs ioredis.*npm install ioredis/, cause: missing })
+  const broken = new SyntaxError('Unexpected token')
+  t.throws(() => loadIoredis(() => { throw broken }), broken)
+  t.equal(loadIoredis(), require('ioredis'))
+})
+
+t.test('topic names: braces and % keep each topic\'s keys under one hash tag of its own', async (t) => {
+  t.same(topicKeys('p', 'a}b{%'), { meta: 'p:{a%7db%7b%25}:meta', stream: 'p:{a%7db%7b%25}:stream', channel: 'p:{a%7db%7b%25}:channel' })
+})
+
+t.test('listening begins: what the instance itself publishes right after listen() arrives, each once', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const a = await broker(t, redis.url)
+  for (let round = 0; round < 20; round++) {
+    const topic = `fresh-${round}`
+    a.broker.listen(topic)
+    await Promise.all(range(1, 50).map((i) => a.broker.publish(topic, `m${i}`, false)))
+  }
+  await until('every message', () => a.seen.deliveries.length === 20 * 50)
+  await sleep(50)
+  for (let round = 0; round < 20; round++) t.same(offsets(a.seen, `fresh-${round}`), range(1, 50), `fresh-${round}`)
+})
+
+t.test('Redis Cluster, 3 masters: each listening instance gets every message of its topics once, in order', needs(REDIS), async (t) => {
+  const servers = await startCluster(t)
+  const nodes = servers.map(({ port }) => ({ host: '127.0.0.1', port }))
+  const app = new Cluster(nodes)
+  t.teardown(() => app.disconnect())
+  const a = await broker(t, app)
+  const b = await broker(t, app)
+  const c = await broker(t, app)
+  const topics = ['one', 'two', 'three', 'four', 'five', 'six']
+  for (const topic of topics) {
+    a.broker.listen(topic)
+    if (topic !== 'six') b.broker.listen(topic)
+  }
+  c.broker.listen('six')
+  await sleep(300)
+  const published = []
+  for (let i = 0; i < 1200; i++) published.push(a.broker.publish(topics[i % 6], `m${i}`, false))
+  await Promise.all(published)
+  await until('every delivery', () => a.seen.deliveries.length === 1200 && b.seen.deliveries.length === 1000 && c.seen.deliveries.length === 200)
+  await sleep(50)
+  for (const topic of topics) {
+    t.same(offsets(a.seen, topic), range(1, 200), `a: ${topic}`)
+    t.same(offsets(b.seen, topic), topic === 'six' ? [] : range(1, 200), `b: ${topic}`)
+  }
+  t.same(offsets(c.seen, 'six'), range(1, 200))
+  t.same([a, b, c].map(({ seen }) => seen.gaps.length), [0, 0, 0])
+  const holding = (await Promise.all(servers.map((server) => server.client().dbsize()))).filter((keys) => keys > 0)
+  t.ok(holding.length >= 2, `the topics' keys are on ${holding.length} of the 3 masters`)
+  await a.broker.close()
+  t.equal(app.status, 'ready', 'the application\'s Cluster client is left open')
+})
