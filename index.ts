@@ -21,6 +21,9 @@ import { MemorySessionStore } from './lib/sessions/session-store'
 import type { SessionStore } from './lib/sessions/session-store'
 import { StatsCollector } from './lib/observability/stats'
 import { MemoryBroker } from './lib/topics/memory-broker'
+import { createRedisBroker } from './lib/topics/redis-broker'
+import type { RedisOption } from './lib/topics/redis-connection'
+import type { Broker } from './lib/topics/broker'
 import { TopicHub } from './lib/topics/topic-hub'
 import { toJSONText } from './lib/messages/json-messages'
 import { createProtocolHandler } from './lib/messages/subprotocol'
@@ -57,6 +60,17 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     return done(err as Error)
   }
 
+  // Before anything registers itself anywhere: a missing ioredis refuses the registration. Nothing connects until ready.
+  let broker: Broker
+  try {
+    const { keyPrefix: prefix, historySize, historyTtlMs, publishTimeoutMs, probeIntervalMs } = settings.topics
+    broker = settings.redis === null
+      ? new MemoryBroker()
+      : createRedisBroker(settings.redis as RedisOption, { prefix, historySize, historyTtlMs, publishTimeoutMs, probeIntervalMs }, fastify.log)
+  } catch (err) {
+    return done(err as Error)
+  }
+
   const stats = new StatsCollector()
   let metrics = null
   if (settings.metrics !== null) {
@@ -74,7 +88,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
   // An application's store holds only the sessions the registry hands it.
   const sessions = new SessionRegistry(stats, scheduler, (settings.sessionStore as SessionStore | null) ?? new MemorySessionStore(), settings.sessionLimits,
     (session) => topics.sessionEnded(session))
-  const topics = new TopicHub(new MemoryBroker(), stats, sessions, settings.topics, fastify.log)
+  const topics = new TopicHub(broker, stats, sessions, settings.topics, fastify.log)
   const ctx: Context = {
     settings,
     stats,

@@ -115,7 +115,21 @@ declare namespace fastifyReliableWs {
     historyTtlMs?: number
     /** The health route answers 503 while the broker is not up. Default `true`. */
     healthChecksBroker?: boolean
+    /** Redis broker: what starts every key and channel name (no braces). Default `'reliable-ws'`. */
+    keyPrefix?: string
+    /** Redis broker: how long a publish may wait for Redis before it is refused, in ms. Default `2000`. */
+    publishTimeoutMs?: number
+    /** Redis broker: how often each instance checks its subscription still delivers, in ms. Default `5000`. */
+    probeIntervalMs?: number
   }
+
+  /** An ioredis client or Cluster client, as @fastify/redis hands out: duplicated for the plugin's own connections, never closed. */
+  export interface RedisClient {
+    duplicate (...args: any[]): unknown
+  }
+
+  /** Where the topic broker finds Redis: the application's ioredis client, ioredis options, or a `redis://` URL. */
+  export type RedisOption = RedisClient | { [option: string]: unknown } | string
 
   export interface HeartbeatOptions {
     /** Milliseconds between two pings to the same peer. Default `30000`. */
@@ -391,6 +405,11 @@ declare namespace fastifyReliableWs {
     compression?: CompressionOptions | boolean
     /** Publish/subscribe: topic names and a history-keeping broker's bounds. */
     topics?: TopicOptions
+    /**
+     * Carries topics between the instances of an application through Redis (ioredis, an optional peer dependency,
+     * unless a client is given). Default: the in-process broker.
+     */
+    redis?: RedisOption
   }
 
   export interface RouteReliableOptions {

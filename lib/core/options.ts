@@ -62,6 +62,10 @@ export interface TopicSettings {
   historyTtlMs: number
   // The health route answers 503 while the broker is not up.
   healthChecksBroker: boolean
+  // The Redis broker's: what starts its keys, how long a publish may wait, how often its subscription is checked.
+  keyPrefix: string
+  publishTimeoutMs: number
+  probeIntervalMs: number
 }
 export interface LoggingSettings { connections: LogLevel | false, warningsPerSecond: number }
 
@@ -85,6 +89,8 @@ export interface PluginSettings {
   sessionStore: SessionStore | null
   compression: CompressionSettings | false
   topics: TopicSettings
+  // The Redis broker's connection as the application gives it (topics/redis-connection.ts); null: the in-process broker.
+  redis: fastifyReliableWs.RedisOption | null
 }
 
 export interface RouteSettings {
@@ -123,7 +129,16 @@ export const DEFAULTS = Object.freeze({
   sessionLimits: Object.freeze({ maxSessions: 10_000, maxSessionsPerIp: 100, sessionBufferBytes: 64 * 1_048_576 }),
   // Topic names usually come from clients: what one connection can make the server hold is maxSubscriptions names
   // of maxTopicLength bytes (docs/security.md). historySize and historyTtlMs bound a history-keeping broker's streams.
-  topics: Object.freeze({ maxSubscriptions: 100, maxTopicLength: 200, historySize: 1000, historyTtlMs: 600_000, healthChecksBroker: true }),
+  topics: Object.freeze({
+    maxSubscriptions: 100,
+    maxTopicLength: 200,
+    historySize: 1000,
+    historyTtlMs: 600_000,
+    healthChecksBroker: true,
+    keyPrefix: 'reliable-ws',
+    publishTimeoutMs: 2000,
+    probeIntervalMs: 5000
+  }),
   metrics: Object.freeze({ prefix: 'ws_' }),
   // Connection lines at info, like Fastify's own request lines.
   logging: Object.freeze({ connections: 'info' as const, warningsPerSecond: 10 }),
@@ -166,6 +181,7 @@ const PLUGIN_KEYS = keysOf<Options & RegisterOptions>({
   sessionStore: true,
   compression: true,
   topics: true,
+  redis: true,
   prefix: true,
   logLevel: true,
   logSerializers: true
@@ -210,7 +226,15 @@ const COMPRESSION_KEYS = keysOf<fastifyReliableWs.CompressionOptions>({
   clientNoContextTakeover: true,
   concurrencyLimit: true
 })
-const TOPIC_KEYS = keysOf<fastifyReliableWs.TopicOptions>({ maxTopicLength: true, historySize: true, historyTtlMs: true, healthChecksBroker: true })
+const TOPIC_KEYS = keysOf<fastifyReliableWs.TopicOptions>({
+  maxTopicLength: true,
+  historySize: true,
+  historyTtlMs: true,
+  healthChecksBroker: true,
+  keyPrefix: true,
+  publishTimeoutMs: true,
+  probeIntervalMs: true
+})
 const RESUME_KEYS = keysOf<fastifyReliableWs.ResumeOptions>({ ttlMs: true, maxBufferedMessages: true, maxBufferedBytes: true, owner: true })
 
 function invalid (name: string, why: string): Error {
@@ -393,8 +417,28 @@ function resolveTopics (value: unknown, maxSubscriptions: unknown): TopicSetting
     maxTopicLength: field('maxTopicLength', (key, v) => checkInteger(key, v, 1, 4096, ' bytes')),
     historySize: field('historySize', (key, v) => checkInteger(key, v, 1, 10_000_000, ' messages')),
     historyTtlMs: field('historyTtlMs', (key, v) => checkInteger(key, v, 1000, 30 * 86_400_000, ' ms')),
-    healthChecksBroker: field('healthChecksBroker', checkBoolean)
+    healthChecksBroker: field('healthChecksBroker', checkBoolean),
+    keyPrefix: field('keyPrefix', checkKeyPrefix),
+    publishTimeoutMs: field('publishTimeoutMs', (key, v) => checkInteger(key, v, 1, 60_000, ' ms')),
+    probeIntervalMs: field('probeIntervalMs', (key, v) => checkInteger(key, v, 10, 600_000, ' ms'))
   }
+}
+
+// Braces would change the hash tag that keeps a topic's keys on one Cluster slot.
+function checkKeyPrefix (name: string, value: unknown): string {
+  if (typeof value !== 'string' || !/^[^{}\s]{1,100}$/.test(value)) throw invalid(name, 'must be 1 to 100 characters without braces or spaces')
+  return value
+}
+
+// Checked here for its form only: the broker's connection says whether Redis is there.
+function resolveRedis (value: unknown): fastifyReliableWs.RedisOption | null {
+  if (value === undefined) return null
+  if (typeof value === 'string') {
+    if (!/^rediss?:\/\//.test(value)) throw invalid('redis', 'a URL must begin with redis:// or rediss://')
+    return value
+  }
+  if (typeof value !== 'object' || value === null) throw invalid('redis', 'must be an ioredis client, ioredis options or a redis:// URL')
+  return value as fastifyReliableWs.RedisOption
 }
 
 function resolveSessionStore (value: unknown): SessionStore | null {
@@ -532,7 +576,8 @@ export function resolvePluginSettings (options: Options): PluginSettings {
     resume: resolveResume('resume', false, o.resume),
     sessionStore: resolveSessionStore(o.sessionStore),
     compression: resolveCompression('compression', false, o.compression, false),
-    topics: resolveTopics(o.topics, isPlainObject(o.limits) ? o.limits.maxSubscriptions : undefined)
+    topics: resolveTopics(o.topics, isPlainObject(o.limits) ? o.limits.maxSubscriptions : undefined),
+    redis: resolveRedis(o.redis)
   }
 }
 
