@@ -36,6 +36,10 @@ const READ_BATCH = 500
 // Weight of the newest sample in lagMs.
 const LAG_WEIGHT = 0.2
 
+// For the commands whose failure needs no handling of its own: the connection that failed them reconnects, and its
+// 'ready' subscribes everything again (a subscription) or the next tick finds the probe missing.
+function ignore (): void {}
+
 type ReadReply = [Buffer | null, number, Array<[Buffer, Buffer[]]>]
 
 interface ScriptedRedis extends Connection {
@@ -102,7 +106,7 @@ export class RedisBroker implements Broker {
     this.pub.on('ready', () => this.pubReady())
     this.pub.on('close', () => this.update())
     // The first time, start() subscribes.
-    this.sub.on('ready', () => { if (this.state !== 'connecting') this.resubscribe() })
+    this.sub.on('ready', () => { if (this.state !== 'connecting') this.resubscribe().catch(ignore) })
     this.sub.on('close', () => {
       this.subscribed = false
       this.update()
@@ -152,7 +156,7 @@ export class RedisBroker implements Broker {
     this.byChannel.set(listened.keys.channel, listened)
     // The position now, then the channel; once subscribed, the stream once more for what came between the two.
     this.catchUp(listened)
-    if (this.subscribed) this.sub.subscribe(listened.keys.channel).then(() => this.catchUp(listened), () => {})
+    if (this.subscribed) this.sub.subscribe(listened.keys.channel).then(() => this.catchUp(listened), ignore)
   }
 
   unlisten (topic: string): void {
@@ -160,7 +164,7 @@ export class RedisBroker implements Broker {
     if (listened === undefined) return
     this.topics.delete(topic)
     this.byChannel.delete(listened.keys.channel)
-    if (this.subscribed) this.sub.unsubscribe(listened.keys.channel).catch(() => {})
+    if (this.subscribed) this.sub.unsubscribe(listened.keys.channel).catch(ignore)
   }
 
   async close (): Promise<void> {
@@ -362,7 +366,7 @@ export class RedisBroker implements Broker {
     const sentAt = Date.now()
     this.probeSentAt = sentAt
     // A probe Redis refuses does not come back either: the next tick counts it as missing.
-    this.pub.publish(this.probeChannel, String(sentAt)).catch(() => {})
+    this.pub.publish(this.probeChannel, String(sentAt)).catch(ignore)
   }
 }
 
