@@ -84,8 +84,10 @@ export class RedisBroker implements Broker {
   private closed = false
 
   constructor (option: RedisOption, private readonly settings: RedisBrokerSettings, private readonly log: FastifyBaseLogger) {
-    // No offline queue and a command timeout: a command Redis cannot take now fails now, or within the bound.
-    const own = { enableOfflineQueue: false, commandTimeout: settings.publishTimeoutMs, autoResubscribe: false, autoResendUnfulfilledCommands: false }
+    // No offline queue and a command timeout: a command Redis cannot take now fails now, or within the bound. No
+    // resending either (a refused publish must stay refused), and no key prefix of the application's: every instance
+    // must name the keys as its channels are named, by `prefix` alone.
+    const own = { enableOfflineQueue: false, commandTimeout: settings.publishTimeoutMs, autoResubscribe: false, autoResendUnfulfilledCommands: false, keyPrefix: '' }
     this.pub = openConnection(option, own) as ScriptedRedis
     this.sub = openConnection(option, own)
     this.pub.defineCommand('reliableWsPublish', { numberOfKeys: 2, lua: PUBLISH_SCRIPT })
