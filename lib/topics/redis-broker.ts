@@ -36,6 +36,10 @@ const READ_BATCH = 500
 // Weight of the newest sample in lagMs.
 const LAG_WEIGHT = 0.2
 
+// For the commands whose failure needs no handling of its own: the connection that failed them reconnects, and its
+// 'ready' subscribes everything again (a subscription) or the next tick finds the probe missing.
+function ignore (): void {}
+
 type ReadReply = [Buffer | null, number, Array<[Buffer, Buffer[]]>]
 
 interface ScriptedRedis extends Connection {
@@ -80,8 +84,10 @@ export class RedisBroker implements Broker {
   private closed = false
 
   constructor (option: RedisOption, private readonly settings: RedisBrokerSettings, private readonly log: FastifyBaseLogger) {
-    // No offline queue and a command timeout: a command Redis cannot take now fails now, or within the bound.
-    const own = { enableOfflineQueue: false, commandTimeout: settings.publishTimeoutMs, autoResubscribe: false, autoResendUnfulfilledCommands: false }
+    // No offline queue and a command timeout: a command Redis cannot take now fails now, or within the bound. No
+    // resending either (a refused publish must stay refused), and no key prefix of the application's: every instance
+    // must name the keys as its channels are named, by `prefix` alone.
+    const own = { enableOfflineQueue: false, commandTimeout: settings.publishTimeoutMs, autoResubscribe: false, autoResendUnfulfilledCommands: false, keyPrefix: '' }
     this.pub = openConnection(option, own) as ScriptedRedis
     this.sub = openConnection(option, own)
     this.pub.defineCommand('reliableWsPublish', { numberOfKeys: 2, lua: PUBLISH_SCRIPT })
@@ -102,7 +108,7 @@ export class RedisBroker implements Broker {
     this.pub.on('ready', () => this.pubReady())
     this.pub.on('close', () => this.update())
     // The first time, start() subscribes.
-    this.sub.on('ready', () => { if (this.state !== 'connecting') this.resubscribe() })
+    this.sub.on('ready', () => { if (this.state !== 'connecting') this.resubscribe().catch(ignore) })
     this.sub.on('close', () => {
       this.subscribed = false
       this.update()
@@ -152,7 +158,7 @@ export class RedisBroker implements Broker {
     this.byChannel.set(listened.keys.channel, listened)
     // The position now, then the channel; once subscribed, the stream once more for what came between the two.
     this.catchUp(listened)
-    if (this.subscribed) this.sub.subscribe(listened.keys.channel).then(() => this.catchUp(listened), () => {})
+    if (this.subscribed) this.sub.subscribe(listened.keys.channel).then(() => this.catchUp(listened), ignore)
   }
 
   unlisten (topic: string): void {
@@ -160,7 +166,7 @@ export class RedisBroker implements Broker {
     if (listened === undefined) return
     this.topics.delete(topic)
     this.byChannel.delete(listened.keys.channel)
-    if (this.subscribed) this.sub.unsubscribe(listened.keys.channel).catch(() => {})
+    if (this.subscribed) this.sub.unsubscribe(listened.keys.channel).catch(ignore)
   }
 
   async close (): Promise<void> {
@@ -362,7 +368,7 @@ export class RedisBroker implements Broker {
     const sentAt = Date.now()
     this.probeSentAt = sentAt
     // A probe Redis refuses does not come back either: the next tick counts it as missing.
-    this.pub.publish(this.probeChannel, String(sentAt)).catch(() => {})
+    this.pub.publish(this.probeChannel, String(sentAt)).catch(ignore)
   }
 }
 

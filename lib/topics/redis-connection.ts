@@ -38,9 +38,9 @@ export function openConnection (option: RedisOption, overrides: RedisOptions, lo
   const settings = { ...overrides, lazyConnect: true }
   if (isClient(option)) {
     if (!option.isCluster) return (option as Redis).duplicate(settings)
-    // A Cluster takes the offline queue and lazyConnect itself, the rest for each node's connection.
-    const { enableOfflineQueue, lazyConnect, ...perNode } = settings
-    return (option as Cluster).duplicate([], { enableOfflineQueue, lazyConnect, redisOptions: perNode }) as unknown as Connection
+    // A Cluster takes the offline queue, lazyConnect and the key prefix itself, the rest for each node's connection.
+    const { enableOfflineQueue, lazyConnect, keyPrefix, ...perNode } = settings
+    return (option as Cluster).duplicate([], { enableOfflineQueue, lazyConnect, keyPrefix, redisOptions: perNode }) as unknown as Connection
   }
   const { Redis } = loadIoredis(load)
   return typeof option === 'string' ? new Redis(option, settings) : new Redis({ ...option, ...settings })
