@@ -63,10 +63,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
   // Before anything registers itself anywhere: a missing ioredis refuses the registration. Nothing connects until ready.
   let broker: Broker
   try {
-    const { keyPrefix: prefix, historySize, historyTtlMs, publishTimeoutMs, probeIntervalMs } = settings.topics
-    broker = settings.redis === null
-      ? new MemoryBroker()
-      : createRedisBroker(settings.redis as RedisOption, { prefix, historySize, historyTtlMs, publishTimeoutMs, probeIntervalMs }, fastify.log)
+    broker = settings.redis === null ? new MemoryBroker() : createRedisBroker(settings.redis as RedisOption, settings.topics, fastify.log)
   } catch (err) {
     return done(err as Error)
   }

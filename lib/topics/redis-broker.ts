@@ -3,33 +3,13 @@
 // the stream (docs/redis.md).
 import type { FastifyBaseLogger } from 'fastify'
 import { FST_RELIABLE_WS_BROKER_UNAVAILABLE } from '../core/errors'
+import type { TopicSettings } from '../core/options'
 import { createIdGenerator } from '../core/ids'
 import type { Broker, BrokerEvents, BrokerState, GapReason } from './broker'
 import { openConnection } from './redis-connection'
 import type { Connection, RedisOption } from './redis-connection'
 import { entryNotification, parseNotification, PUBLISH_SCRIPT, READ_SCRIPT, topicKeys } from './redis-scripts'
 import type { Notification, TopicKeys } from './redis-scripts'
-
-export interface RedisBrokerSettings {
-  /** Starts every key and channel name. */
-  prefix: string
-  /** Messages kept per topic for instances that missed them. */
-  historySize: number
-  /** How long a topic's history outlives its last message. */
-  historyTtlMs: number
-  /** How long a publish may wait for Redis before it is refused. */
-  publishTimeoutMs: number
-  /** How often the subscription is checked by a message sent to itself; one missing this long puts the broker down. */
-  probeIntervalMs: number
-}
-
-export const REDIS_BROKER_DEFAULTS: RedisBrokerSettings = {
-  prefix: 'reliable-ws',
-  historySize: 1000,
-  historyTtlMs: 600_000,
-  publishTimeoutMs: 2000,
-  probeIntervalMs: 5000
-}
 
 // Messages read from a stream per command while catching up: one read never holds Redis long.
 const READ_BATCH = 500
@@ -83,16 +63,16 @@ export class RedisBroker implements Broker {
   private lastError: Error | null = null
   private closed = false
 
-  constructor (option: RedisOption, private readonly settings: RedisBrokerSettings, private readonly log: FastifyBaseLogger) {
+  constructor (option: RedisOption, private readonly settings: TopicSettings, private readonly log: FastifyBaseLogger) {
     // No offline queue and a command timeout: a command Redis cannot take now fails now, or within the bound. No
     // resending either (a refused publish must stay refused), and no key prefix of the application's: every instance
-    // must name the keys as its channels are named, by `prefix` alone.
+    // must name the keys as its channels are named, by `topics.keyPrefix` alone.
     const own = { enableOfflineQueue: false, commandTimeout: settings.publishTimeoutMs, autoResubscribe: false, autoResendUnfulfilledCommands: false, keyPrefix: '' }
     this.pub = openConnection(option, own) as ScriptedRedis
     this.sub = openConnection(option, own)
     this.pub.defineCommand('reliableWsPublish', { numberOfKeys: 2, lua: PUBLISH_SCRIPT })
     this.pub.defineCommand('reliableWsRead', { numberOfKeys: 2, lua: READ_SCRIPT })
-    this.probeChannel = `${settings.prefix}:probe:${this.nextEpoch()}`
+    this.probeChannel = `${settings.keyPrefix}:probe:${this.nextEpoch()}`
   }
 
   get lagMs (): number {
@@ -131,7 +111,7 @@ export class RedisBroker implements Broker {
   }
 
   async publish (topic: string, data: Buffer | string, binary: boolean): Promise<{ offset: number, epoch: string }> {
-    const { meta, stream, channel } = topicKeys(this.settings.prefix, topic)
+    const { meta, stream, channel } = topicKeys(this.settings.keyPrefix, topic)
     const { historySize, historyTtlMs } = this.settings
     try {
       const [offset, epoch] = await this.pub.reliableWsPublish(meta, stream, channel, data, binary ? 1 : 0, Date.now(),
@@ -145,7 +125,7 @@ export class RedisBroker implements Broker {
   listen (topic: string): void {
     const listened: Listened = {
       topic,
-      keys: topicKeys(this.settings.prefix, topic),
+      keys: topicKeys(this.settings.keyPrefix, topic),
       epoch: null,
       last: 0,
       based: false,
@@ -373,6 +353,6 @@ export class RedisBroker implements Broker {
 }
 
 /** The broker through Redis; `option` is the `redis` option as the application gave it. */
-export function createRedisBroker (option: RedisOption, settings: Partial<RedisBrokerSettings>, log: FastifyBaseLogger): RedisBroker {
-  return new RedisBroker(option, { ...REDIS_BROKER_DEFAULTS, ...settings }, log)
+export function createRedisBroker (option: RedisOption, settings: TopicSettings, log: FastifyBaseLogger): RedisBroker {
+  return new RedisBroker(option, settings, log)
 }

@@ -188,7 +188,7 @@ t.test('the reference tables list every field of the public types', async (t) =>
   }
   const page = (doc: string): Set<string> => documentedNames(readFileSync(join(root, doc), 'utf8'))
   const cases: Array<[string, string[], Set<string>]> = [
-    ['docs/options.md', fieldPaths(checker, typeOf('PluginOptions'), '', new Set(['websocket', 'onConnect', 'onDisconnect', 'allowedOrigins', 'metrics.registry', 'sessionStore', 'resume.owner'])), page('docs/options.md')],
+    ['docs/options.md', fieldPaths(checker, typeOf('PluginOptions'), '', new Set(['websocket', 'onConnect', 'onDisconnect', 'allowedOrigins', 'metrics.registry', 'sessionStore', 'resume.owner', 'redis'])), page('docs/options.md')],
     // A route's fields are the plugin's, but for json and messageSchema: each needs a row, not each of its fields.
     ['docs/options.md (config.reliable)', checker.getPropertiesOfType(typeOf('RouteOptions')).map((p) => `config.reliable.${p.name}`), page('docs/options.md')],
     ['docs/client.md', fieldPaths(checker, typeOf('ClientOptions'), '', new Set(['WebSocket', 'shouldReconnect'])), page('docs/client.md')],

@@ -5,7 +5,9 @@ import type { FastifyBaseLogger } from 'fastify'
 import { Cluster, Redis } from 'ioredis'
 import type { BrokerEvents, BrokerState, Delivery, GapReason } from '../../lib/topics/broker'
 import { createRedisBroker } from '../../lib/topics/redis-broker'
-import type { RedisBroker, RedisBrokerSettings } from '../../lib/topics/redis-broker'
+import type { RedisBroker } from '../../lib/topics/redis-broker'
+import { DEFAULTS } from '../../lib/core/options'
+import type { TopicSettings } from '../../lib/core/options'
 import type { RedisOption } from '../../lib/topics/redis-connection'
 import { loadIoredis } from '../../lib/topics/redis-connection'
 import { PUBLISH_SCRIPT, topicKeys } from '../../lib/topics/redis-scripts'
@@ -46,9 +48,9 @@ async function until (what: string, condition: () => boolean, ms = 10_000): Prom
   }
 }
 
-async function broker (t: Test, option: RedisOption, settings: Partial<RedisBrokerSettings> = {}): Promise<{ broker: RedisBroker, seen: Recorder }> {
+async function broker (t: Test, option: RedisOption, settings: Partial<TopicSettings> = {}): Promise<{ broker: RedisBroker, seen: Recorder }> {
   const seen = new Recorder()
-  const broker = createRedisBroker(option, { probeIntervalMs: 250, ...settings }, seen.log)
+  const broker = createRedisBroker(option, { ...DEFAULTS.topics, probeIntervalMs: 250, ...settings }, seen.log)
   t.teardown(() => broker.close())
   await broker.start(seen)
   return { broker, seen }
@@ -385,7 +387,7 @@ t.test('the option: the application\'s client is duplicated and left open; iored
   t.equal(app.status, 'ready', 'the application\'s client is not closed')
   t.equal(await app.ping(), 'PONG')
 
-  const closed = createRedisBroker(`redis://127.0.0.1:${await freePort()}`, {}, new Recorder().log)
+  const closed = createRedisBroker(`redis://127.0.0.1:${await freePort()}`, DEFAULTS.topics, new Recorder().log)
   await t.rejects(closed.start(new Recorder()), { code: 'ECONNREFUSED' })
   t.equal(closed.state, 'connecting')
 })
