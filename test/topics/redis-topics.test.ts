@@ -46,22 +46,45 @@ async function subscriber (url: string, topic: string): Promise<{ ws: WebSocket,
   return { ws, received }
 }
 
+/** The project's client with fast retries, collecting what it receives, the sessions it lost and its close codes. */
+function reliableClient (t: Teardown, url: string): { ws: ReliableWebSocket, received: string[], lost: SessionLostEvent[], codes: number[] } {
+  const ws = new ReliableWebSocket(url, { WebSocket, backoff: { initialDelayMs: 5, maxDelayMs: 20, slowAfter: Infinity } })
+  t.teardown(() => ws.close())
+  const received: string[] = []
+  const lost: SessionLostEvent[] = []
+  const codes: number[] = []
+  ws.addEventListener('message', (event) => received.push(String(event.data)))
+  ws.addEventListener('sessionlost', (event) => lost.push(event))
+  ws.addEventListener('close', (event) => codes.push((event as unknown as { code: number }).code))
+  return { ws, received, lost, codes }
+}
+
+async function subscribed (client: ReturnType<typeof reliableClient>, topic: string): Promise<void> {
+  await once(client.ws as any, 'open')
+  client.ws.send(`sub:${topic}`)
+  await waitFor(() => client.received.length === 1, 3000, 'the subscription')
+  client.received.length = 0
+}
+
 const numbered = (n: number, from = 1): string[] => Array.from({ length: n }, (_, i) => `m${i + from}`)
 
-t.test('the redis option: a publish on one instance reaches the subscribers of every instance, each once, in order', needs(REDIS), async (t) => {
+t.test('the redis option, 3 instances: a publish on one instance reaches the subscribers of every instance, each once, in order', needs(REDIS), async (t) => {
   const redis = await RedisServer.start(t)
   const a = await instance(t, { redis: redis.url })
   const b = await instance(t, { redis: redis.url })
+  const c = await instance(t, { redis: redis.url })
   const onA = await subscriber(a.url('/t'), 'news')
   const onB = await subscriber(b.url('/t'), 'news')
+  const onC = await subscriber(c.url('/t'), 'news')
   const elsewhere = await subscriber(b.url('/t'), 'sport')
-  t.teardown(() => { for (const { ws } of [onA, onB, elsewhere]) ws.close() })
+  t.teardown(() => { for (const { ws } of [onA, onB, onC, elsewhere]) ws.close() })
 
   const offsets: number[] = []
   for (let i = 1; i <= 500; i++) offsets.push((await b.app.wsPublish('news', `m${i}`)).offset)
   t.same(offsets, Array.from({ length: 500 }, (_, i) => i + 1), 'Redis numbers each topic\'s messages')
-  await waitFor(() => onA.received.length >= 500 && onB.received.length >= 500, 10_000, 'both instances')
-  t.same(onA.received, numbered(500), 'the other instance\'s subscriber: every message once, in order')
+  await waitFor(() => [onA, onB, onC].every(({ received }) => received.length >= 500), 10_000, 'every instance')
+  t.same(onA.received, numbered(500), 'another instance\'s subscriber: every message once, in order')
+  t.same(onC.received, numbered(500), 'and the third\'s')
   t.same(onB.received, numbered(500), 'the publishing instance\'s subscriber too: through Redis, not beside it')
   t.same(elsewhere.received, [], 'only subscribers of the topic')
   t.match(a.app.wsStats.topics, { topics: 1, subscriptions: 1, published: 0, delivered: 500 })
@@ -76,18 +99,8 @@ t.test('Redis flushed: a session subscribed to the topic ends with 4801 and its 
   const redis = await RedisServer.start(t)
   const a = await instance(t, { redis: redis.url, resume: true })
   const b = await instance(t, { redis: redis.url })
-  const ws = new ReliableWebSocket(a.url('/t'), { WebSocket, backoff: { initialDelayMs: 5, maxDelayMs: 20, slowAfter: Infinity } })
-  t.teardown(() => ws.close())
-  const received: string[] = []
-  const lost: SessionLostEvent[] = []
-  const codes: number[] = []
-  ws.addEventListener('message', (event) => received.push(String(event.data)))
-  ws.addEventListener('sessionlost', (event) => lost.push(event))
-  ws.addEventListener('close', (event) => codes.push((event as unknown as { code: number }).code))
-  await once(ws as any, 'open')
-  ws.send('sub:prices')
-  await waitFor(() => received.length === 1, 3000, 'the subscription')
-  received.length = 0
+  const { ws, received, lost, codes } = reliableClient(t, a.url('/t'))
+  await subscribed({ ws, received, lost, codes }, 'prices')
   for (let i = 1; i <= 5; i++) await b.app.wsPublish('prices', `m${i}`)
   await waitFor(() => received.length === 5, 5000, 'live messages')
 
@@ -99,6 +112,49 @@ t.test('Redis flushed: a session subscribed to the topic ends with 4801 and its 
   t.same(received, numbered(5), 'nothing of the new epoch reached the ended session')
   t.match(a.app.wsStats.sessions, { topicGaps: 1 })
   t.ok(a.app.wsStats.topics.gaps >= 1)
+})
+
+t.test('Redis restarted while publishing: each session either has every message, once, in order, or is ended and told', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const a = await instance(t, { redis: redis.url, resume: true, topics: { probeIntervalMs: 50 } })
+  const b = await instance(t, { redis: redis.url, topics: { probeIntervalMs: 50 } })
+  const clients: Array<ReturnType<typeof reliableClient>> = []
+  for (let i = 0; i < 5; i++) {
+    // One at a time: a client already open would never see the 'open' awaited.
+    clients.push(reliableClient(t, a.url('/t')))
+    await subscribed(clients[i], 'ticks')
+  }
+
+  // Publishes go on through the restart; those refused while Redis is away are not counted as sent.
+  const sent: string[] = []
+  let publishing = true
+  const publisher = (async () => {
+    for (let i = 1; publishing; i++) {
+      try {
+        await b.app.wsPublish('ticks', `m${i}`)
+        sent.push(`m${i}`)
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'FST_RELIABLE_WS_BROKER_UNAVAILABLE') throw err
+        await new Promise((resolve) => setTimeout(resolve, 5))
+      }
+    }
+  })()
+  await waitFor(() => sent.length >= 50, 5000, 'publishes before the restart')
+  await redis.stop('SIGKILL')
+  await redis.restart()
+  await waitFor(() => a.app.wsStats.broker.state === 'up' && b.app.wsStats.broker.state === 'up', 10_000, 'both brokers up again')
+  const before = sent.length
+  await waitFor(() => sent.length >= before + 50, 10_000, 'publishes after the restart')
+  publishing = false
+  await publisher
+
+  // Redis came back empty: the topic's epoch changed, and what A's sessions were promised cannot be made up.
+  await waitFor(() => clients.every(({ lost }) => lost.length === 1), 10_000, 'every session told')
+  for (const { received, codes } of clients) {
+    t.same(codes.slice(0, 1), [TOPIC_GAP_CODE], 'ended with 4801')
+    t.same(received, sent.slice(0, received.length), 'what it had was every message from the first, once, in order')
+  }
+  t.equal(a.app.wsStats.sessions.topicGaps, clients.length, 'each ended session counted')
 })
 
 t.test('Redis killed: publishes are refused within publishTimeoutMs, the health route answers 503; both recover', needs(REDIS), async (t) => {
