@@ -495,9 +495,11 @@ declare namespace fastifyReliableWs {
     published: number
     /** Messages handed to subscribers (sent, or kept by a session). */
     delivered: number
-    /** Deliveries refused by a subscriber's backpressure policy. */
+    /** Deliveries refused by a subscriber's backpressure policy, or for a fan-out queue past topics.maxQueuedMessages. */
     dropped: number
-    /** Times the broker lost messages of a topic with subscribers here (each ends that topic's sessions, 4801). */
+    /** Messages waiting in this instance's fan-out queues, all topics together. */
+    queued: number
+    /** Times messages of a topic were lost before this instance (each ends the topic's sessions here, 4801). */
     gaps: number
     /** Subscriptions refused for limits.maxSubscriptions. */
     refused: number

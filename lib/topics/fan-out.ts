@@ -1,4 +1,6 @@
+import type { FastifyBaseLogger } from 'fastify'
 import type { Counters, ReliableSocket, SocketSession } from '../core/shapes'
+import { failConnection } from '../core/socket-errors'
 import { kCompressFrom, kFramed, kMidMessage, kOverHighWater, kRoute, kTransmit } from '../core/symbols'
 import { frameMessage, writeFrame } from '../core/ws-internals'
 import { refuse, watchHighWater } from '../limits/backpressure'
@@ -18,6 +20,9 @@ export interface Topic {
   head: number
   // Where the fan-out of queue[head] stands between two slices (a Set iterator sees later changes to the Set).
   cursor: Iterator<Subscriber> | null
+  // Who subscribed while queue[head] was going out: it is not theirs (one who left and came back would otherwise
+  // be met again at the Set's end, and get it twice).
+  joined: Set<Subscriber> | null
   // queue[head]'s payload as bytes, its frame, and the frame escaped for the subprotocol: built once, when first needed.
   payload: Buffer | null
   frame: Buffer[] | null
@@ -30,6 +35,10 @@ export interface Topic {
 // Subscribers served in one turn of the event loop. Each costs a write to the kernel, 10-15 µs on a loaded 2-core
 // machine: about 10-15 ms of the loop per slice.
 export const SLICE = 1000
+
+// Sent messages are cut off the queue's front once they are this many and at least half of it, as a session's
+// outbox is: a queue never empty under a steady backlog would otherwise grow forever.
+const COMPACT_AFTER = 1024
 
 // A session keeps the message with these options: no object per subscriber.
 const BINARY = Object.freeze({ binary: true })
@@ -48,10 +57,11 @@ export class FanOut {
   private running = false
   private immediate: NodeJS.Immediate | null = null
 
-  constructor (private readonly stats: Counters) {}
+  constructor (private readonly stats: Counters, private readonly log: FastifyBaseLogger) {}
 
   add (topic: Topic, message: Delivery): void {
     topic.queue.push(message)
+    this.stats.topics.queued++
     if (!topic.pending) {
       topic.pending = true
       this.pending.push(topic)
@@ -62,7 +72,13 @@ export class FanOut {
   stop (): void {
     if (this.immediate !== null) clearImmediate(this.immediate)
     this.immediate = null
+    for (const topic of this.pending) this.stats.topics.queued -= topic.queue.length - topic.head
     this.pending.length = 0
+  }
+
+  /** A subscriber joins `topic`: a message already going out is not for it. */
+  joined (topic: Topic, subscriber: Subscriber): void {
+    if (topic.cursor !== null) (topic.joined ??= new Set()).add(subscriber)
   }
 
   /** One turn's slice of the work: SLICE subscribers at most. */
@@ -85,10 +101,10 @@ export class FanOut {
         }
       }
     } finally {
-      // Whatever a send threw, later deliveries must still run.
+      // Each delivery catches its own throws; should anything else throw, later deliveries must still run.
       this.running = false
+      if (pending.length > 0) this.immediate = setImmediate(runAgain, this).unref()
     }
-    if (pending.length > 0) this.immediate = setImmediate(runAgain, this).unref()
   }
 
   /** Serves `topic` until its queue is empty or the budget is spent; returns what is left of the budget. */
@@ -101,15 +117,31 @@ export class FanOut {
         if (budget === 0) return 0
         const next = topic.cursor.next()
         if (next.done === true) break
-        this.deliver(topic, message, next.value)
+        if (topic.joined?.has(next.value) !== true) this.tryDeliver(topic, message, next.value)
         budget--
       }
-      topic.cursor = null
+      topic.cursor = topic.joined = null
       topic.payload = topic.frame = topic.escaped = null
       // Let go of it now; the queue itself is emptied once it has all gone out.
       queue[topic.head++] = undefined
+      this.stats.topics.queued--
+      if (topic.head >= COMPACT_AFTER && topic.head * 2 >= queue.length) {
+        queue.splice(0, topic.head)
+        topic.head = 0
+      }
     }
     return budget
+  }
+
+  /** What throws for one subscriber (an application's session store, a log serializer) ends its connection only. */
+  private tryDeliver (topic: Topic, message: Delivery, subscriber: Subscriber): void {
+    try {
+      this.deliver(topic, message, subscriber)
+    } catch (err) {
+      const socket = subscriber instanceof Session ? subscriber.socket : subscriber as ReliableSocket
+      if (socket !== null) failConnection(socket, err)
+      else this.log.error({ err, topic: topic.name }, 'topic delivery to a session failed')
+    }
   }
 
   private deliver (topic: Topic, message: Delivery, subscriber: Subscriber): void {

@@ -31,7 +31,7 @@ export class TopicHub implements Topics, BrokerEvents {
     private readonly settings: TopicSettings,
     private readonly log: FastifyBaseLogger
   ) {
-    this.fanOut = new FanOut(stats)
+    this.fanOut = new FanOut(stats, log)
   }
 
   async start (): Promise<void> {
@@ -50,7 +50,7 @@ export class TopicHub implements Topics, BrokerEvents {
     const state = this.phase === 'open' ? this.broker.state : this.phase
     if (state !== 'up') return Promise.reject(new FST_RELIABLE_WS_BROKER_UNAVAILABLE(state))
     if (!isTopic(topic, this.settings.maxTopicLength)) return Promise.reject(invalidTopic(topic, this.settings.maxTopicLength))
-    const bytes = typeof data === 'string' || Buffer.isBuffer(data) ? data : toBuffer(data)
+    const bytes = typeof data === 'string' ? data : copyOf(data)
     if (bytes === null) return Promise.reject(new FST_RELIABLE_WS_NOT_PUBLISHABLE(data === null ? 'null' : typeof data))
     return this.broker.publish(topic, bytes, binary ?? typeof data !== 'string').then(this.published)
   }
@@ -78,17 +78,20 @@ export class TopicHub implements Topics, BrokerEvents {
     mine.add(topic)
     let entry = this.topics.get(topic)
     if (entry === undefined) {
-      entry = { name: topic, subscribers: new Set(), queue: [], head: 0, cursor: null, payload: null, frame: null, escaped: null, pending: false, dropped: 0 }
+      entry = { name: topic, subscribers: new Set(), queue: [], head: 0, cursor: null, joined: null, payload: null, frame: null, escaped: null, pending: false, dropped: 0 }
       this.topics.set(topic, entry)
       this.stats.topics.topics++
       this.broker.listen(topic)
     }
     entry.subscribers.add(subscriber)
+    this.fanOut.joined(entry, subscriber)
     this.stats.topics.subscriptions++
     return true
   }
 
   unsubscribe (socket: ReliableSocket, topic: string): boolean {
+    // A socket that has closed speaks no more for its session, whose subscriptions wait for its next connection.
+    if (socket.readyState !== OPEN) return false
     const subscriber = subscriberOf(socket)
     if (subscriber[kTopics]?.delete(topic) !== true) return false
     this.leave(subscriber, topic)
@@ -96,7 +99,7 @@ export class TopicHub implements Topics, BrokerEvents {
   }
 
   isSubscribed (socket: ReliableSocket, topic: string): boolean {
-    return subscriberOf(socket)[kTopics]?.has(topic) === true
+    return socket.readyState === OPEN && subscriberOf(socket)[kTopics]?.has(topic) === true
   }
 
   socketClosed (socket: ReliableSocket): void {
@@ -164,8 +167,12 @@ function subscriberOf (socket: ReliableSocket): Subscriber {
   return socket[kSession] ?? socket
 }
 
-/** The bytes of a typed array or ArrayBuffer, not copied; null for anything else. */
-function toBuffer (data: unknown): Buffer | null {
-  if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength)
-  return data instanceof ArrayBuffer ? Buffer.from(data) : null
+/**
+ * A copy of the bytes of a Buffer, typed array or ArrayBuffer, made once per publish: the application may reuse its
+ * buffer as soon as wsPublish returns, while later slices and sessions' replays still send these bytes. Null for
+ * anything else.
+ */
+function copyOf (data: unknown): Buffer | null {
+  if (ArrayBuffer.isView(data)) return Buffer.from(new Uint8Array(data.buffer, data.byteOffset, data.byteLength))
+  return data instanceof ArrayBuffer ? Buffer.from(new Uint8Array(data)) : null
 }

@@ -1,0 +1,141 @@
+// Topics at their edges: subscriptions that change mid fan-out, throws during delivery, the subprotocol's escaping,
+// published buffers reused by the application, sockets that have closed, the fan-out queue's bound.
+import t from 'tap'
+import { once } from 'node:events'
+import WebSocket from 'ws'
+import type { FastifyInstance } from 'fastify'
+import { ReliableWebSocket } from '../../lib/client'
+import type { ReliableSocket } from '../../lib/core/shapes'
+import { SLICE } from '../../lib/topics/fan-out'
+import { RawPeer, start, waitFor } from '../helpers/helpers'
+import type { Options } from '../helpers/helpers'
+
+type Teardown = { teardown: (fn: () => unknown) => void }
+
+const SUBPROTOCOL = ['Sec-WebSocket-Protocol: reliable-ws.v1']
+
+/** `/first` (with `reliable`) and `/wide` subscribe every socket to `wide`; the sockets of `/first` are kept. */
+async function wide (t: Teardown, reliable: object, options: Options = {}): Promise<{ app: FastifyInstance, url: (path: string) => string, port: number, sockets: ReliableSocket[] }> {
+  const sockets: ReliableSocket[] = []
+  const server = await start({ logging: { connections: false }, ...options }, (app) => {
+    app.get('/first', { websocket: true, config: { reliable } }, (socket) => {
+      sockets.push(socket as unknown as ReliableSocket)
+      socket.subscribe('wide')
+    })
+    app.get('/wide', { websocket: true, config: { reliable: {} } }, (socket) => {
+      socket.subscribe('wide')
+    })
+  })
+  t.teardown(() => server.app.close())
+  return { ...server, sockets }
+}
+
+/** `n` plain ws clients, each subscribed to `wide` by its route. */
+async function crowd (t: Teardown, url: string, n: number): Promise<void> {
+  for (let batch = 0; batch < n; batch += 250) {
+    await Promise.all(Array.from({ length: Math.min(250, n - batch) }, async () => {
+      const ws = new WebSocket(url)
+      t.teardown(() => ws.terminate())
+      await once(ws, 'open')
+    }))
+  }
+}
+
+const settle = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
+
+t.test('a socket that unsubscribes and subscribes again while a message is going out does not get it twice', async (t) => {
+  const { app, url, sockets } = await wide(t, {})
+  const target = new WebSocket(url('/first'))
+  const got: string[] = []
+  target.on('message', (data) => got.push(data.toString()))
+  await once(target, 'open')
+  await crowd(t, url('/wide'), SLICE)
+  await waitFor(() => app.wsStats.topics.subscriptions === SLICE + 1, 10_000, 'the subscriptions')
+  const published = app.wsPublish('wide', 'one')
+  // The first slice, this socket's delivery in it, ran inside wsPublish; the rest waits for the next turn.
+  t.equal(app.wsStats.topics.queued, 1, 'the message is still going out')
+  sockets[0].unsubscribe('wide')
+  sockets[0].subscribe('wide')
+  await published
+  await waitFor(() => app.wsStats.topics.queued === 0, 3000, 'the fan-out')
+  await app.wsPublish('wide', 'two')
+  await waitFor(() => got.length >= 2, 3000, 'the next message')
+  await settle(100)
+  t.same(got, ['one', 'two'], 'each message once')
+  t.equal(app.wsStats.topics.delivered, 2 * SLICE + 2)
+  target.close()
+})
+
+t.test('a session that subscribes again while a message is going out gets it once in its exactly-once stream', async (t) => {
+  const { app, url, sockets } = await wide(t, { resume: true })
+  const client = new ReliableWebSocket(url('/first'), { WebSocket })
+  const got: string[] = []
+  client.addEventListener('message', (event) => got.push(String(event.data)))
+  await once(client as any, 'open')
+  t.ok(sockets[0].session)
+  await crowd(t, url('/wide'), SLICE)
+  await waitFor(() => app.wsStats.topics.subscriptions === SLICE + 1, 10_000, 'the subscriptions')
+  const published = app.wsPublish('wide', 'one')
+  sockets[0].unsubscribe('wide')
+  sockets[0].subscribe('wide')
+  await published
+  await waitFor(() => app.wsStats.topics.queued === 0, 3000, 'the fan-out')
+  await app.wsPublish('wide', 'two')
+  await waitFor(() => got.length >= 2, 3000, 'the next message')
+  await settle(100)
+  t.same(got, ['one', 'two'], 'exactly once')
+  t.equal(sockets[0].session!.unacknowledged, 2, 'the session holds each message once')
+  client.close()
+})
+
+t.test('a published Buffer is copied: changing it after wsPublish changes nothing a later slice sends', async (t) => {
+  const { app, url } = await wide(t, {})
+  await crowd(t, url('/wide'), SLICE)
+  const last = new WebSocket(url('/first'))
+  const got: Buffer[] = []
+  last.on('message', (data: Buffer) => got.push(data))
+  await once(last, 'open')
+  await waitFor(() => app.wsStats.topics.subscriptions === SLICE + 1, 10_000, 'the subscriptions')
+  const data = Buffer.from('original')
+  const published = app.wsPublish('wide', data)
+  // The last subscriber is served in the next slice.
+  data.write('MUTATED!')
+  await published
+  await waitFor(() => got.length === 1, 3000, 'the message')
+  t.equal(got[0].toString(), 'original')
+  last.close()
+})
+
+t.test('a throw while delivering to one subscriber fails only its connection: the others still get the message', async (t) => {
+  const store = new Map<string, unknown>()
+  let failing = true
+  const sessionStore = {
+    get: (id: string) => store.get(id),
+    set: (id: string, value: unknown) => { store.set(id, value) },
+    delete: (id: string) => {
+      if (failing) {
+        failing = false
+        throw new Error('store down')
+      }
+      store.delete(id)
+    }
+  }
+  const { app, port } = await wide(t, { resume: { maxBufferedMessages: 1 } }, { sessionStore } as unknown as Options)
+  // A session that never acknowledges: its second message overflows it, and ending it throws.
+  const session = await RawPeer.connect(port, '/first', SUBPROTOCOL)
+  t.teardown(() => session.destroy())
+  await waitFor(() => app.wsStats.topics.subscriptions === 1, 3000, 'the session')
+  const plain = new WebSocket(`ws://127.0.0.1:${port}/wide`)
+  const got: string[] = []
+  plain.on('message', (data) => got.push(data.toString()))
+  await once(plain, 'open')
+  await waitFor(() => app.wsStats.topics.subscriptions === 2, 3000, 'the socket')
+  await app.wsPublish('wide', 'one')
+  await app.wsPublish('wide', 'two')
+  await waitFor(() => got.length === 2, 3000, 'both messages')
+  t.same(got, ['one', 'two'])
+  t.equal(app.wsStats.topics.queued, 0, 'nothing left waiting')
+  await waitFor(() => session.closeCode() !== null, 3000, 'the failed connection to close')
+  t.ok([1011, 4800].includes(session.closeCode()!), 'the session\'s connection is closed')
+  plain.close()
+})
