@@ -139,3 +139,53 @@ t.test('a throw while delivering to one subscriber fails only its connection: th
   t.ok([1011, 4800].includes(session.closeCode()!), 'the session\'s connection is closed')
   plain.close()
 })
+
+t.test('on the subprotocol a string sent as binary goes as it is, even starting with U+0000: published, or sent by a socket or a session', async (t) => {
+  const server = await start({ logging: { connections: false } }, (app) => {
+    const route = (socket: ReliableSocket): void => {
+      socket.subscribe('x')
+      socket.on('message', () => socket.send('\u0000sent', { binary: true }))
+    }
+    app.get('/live', { websocket: true, config: { reliable: {} } }, route as any)
+    app.get('/sess', { websocket: true, config: { reliable: { resume: true } } }, route as any)
+  })
+  t.teardown(() => server.app.close())
+  const live = await RawPeer.connect(server.port, '/live', SUBPROTOCOL)
+  const sess = await RawPeer.connect(server.port, '/sess', SUBPROTOCOL)
+  t.teardown(() => { live.destroy(); sess.destroy() })
+  await waitFor(() => live.frames.length === 1 && sess.frames.length === 1, 3000, 'the welcomes')
+  await waitFor(() => server.app.wsStats.topics.subscriptions === 2, 3000, 'the subscriptions')
+  await server.app.wsPublish('x', '\u0000ab', { binary: true })
+  live.send(0x1, 'go')
+  sess.send(0x1, 'go')
+  await waitFor(() => live.frames.length === 3 && sess.frames.length === 3, 3000, 'the messages')
+  for (const peer of [live, sess]) {
+    t.same(peer.frames.slice(1).map((frame) => [frame.opcode, frame.payload.toString('hex')]), [
+      [0x2, Buffer.from('\u0000ab').toString('hex')],
+      [0x2, Buffer.from('\u0000sent').toString('hex')]
+    ])
+  }
+})
+
+t.test("a socket that has closed no longer acts on its session's subscriptions: unsubscribe is false and changes nothing", async (t) => {
+  const seen: boolean[] = []
+  const sockets: ReliableSocket[] = []
+  const server = await start({ logging: { connections: false } }, (app) => {
+    app.get('/t', { websocket: true, config: { reliable: { resume: true } } }, (socket) => {
+      sockets.push(socket as unknown as ReliableSocket)
+      socket.subscribe('room')
+      socket.on('close', () => seen.push(socket.isSubscribed('room'), socket.unsubscribe('room')))
+    })
+  })
+  t.teardown(() => server.app.close())
+  const peer = await RawPeer.connect(server.port, '/t', SUBPROTOCOL)
+  t.teardown(() => peer.destroy())
+  await waitFor(() => server.app.wsStats.topics.subscriptions === 1, 3000, 'the subscription')
+  t.equal(sockets[0].isSubscribed('room'), true)
+  const session = sockets[0].session!
+  peer.destroy()
+  await waitFor(() => seen.length === 2, 3000, 'the close')
+  t.same(seen, [false, false])
+  t.equal(session.connected, false, 'the session waits for its client')
+  t.equal(server.app.wsStats.topics.subscriptions, 1, 'and keeps its subscription')
+})
