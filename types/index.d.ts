@@ -109,6 +109,10 @@ declare namespace fastifyReliableWs {
   export interface TopicOptions {
     /** Longest topic name, in bytes (printable ASCII without spaces, so characters). Default `200`. */
     maxTopicLength?: number
+    /** Distinct topics this instance holds subscribers of; a subscription to one more throws `FST_RELIABLE_WS_TOO_MANY_TOPICS`. Default `100000`. */
+    maxTopics?: number
+    /** Messages one topic may have waiting for its fan-out here; past it `wsPublish` rejects with `FST_RELIABLE_WS_PUBLISH_BACKLOG`. Default `10000`. */
+    maxQueuedMessages?: number
     /** For a broker that keeps history (Redis): messages kept per topic. Default `1000`. */
     historySize?: number
     /** For a broker that keeps history (Redis): how long a topic's history outlives its last publish, in ms. Default `600000`. */
@@ -501,7 +505,7 @@ declare namespace fastifyReliableWs {
     queued: number
     /** Times messages of a topic were lost before this instance (each ends the topic's sessions here, 4801). */
     gaps: number
-    /** Subscriptions refused for limits.maxSubscriptions. */
+    /** Subscriptions refused for limits.maxSubscriptions or topics.maxTopics. */
     refused: number
     /** Subscriptions refused for an invalid topic name. */
     invalid: number

@@ -76,6 +76,12 @@ export class FanOut {
     this.pending.length = 0
   }
 
+  /** A message of `topic` that none of its remaining subscribers (sockets: the sessions have ended) will get. */
+  dropAll (topic: Topic): void {
+    topic.dropped += topic.subscribers.size
+    this.stats.topics.dropped += topic.subscribers.size
+  }
+
   /** A subscriber joins `topic`: a message already going out is not for it. */
   joined (topic: Topic, subscriber: Subscriber): void {
     if (topic.cursor !== null) (topic.joined ??= new Set()).add(subscriber)

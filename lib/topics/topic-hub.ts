@@ -1,6 +1,9 @@
 // Topics: publish/subscribe between the instance's sockets and sessions, through a broker (memory or Redis).
 import type { FastifyBaseLogger } from 'fastify'
-import { FST_RELIABLE_WS_BROKER_UNAVAILABLE, FST_RELIABLE_WS_NOT_OPEN, FST_RELIABLE_WS_NOT_PUBLISHABLE, FST_RELIABLE_WS_TOO_MANY_SUBSCRIPTIONS } from '../core/errors'
+import {
+  FST_RELIABLE_WS_BROKER_UNAVAILABLE, FST_RELIABLE_WS_NOT_OPEN, FST_RELIABLE_WS_NOT_PUBLISHABLE, FST_RELIABLE_WS_PUBLISH_BACKLOG,
+  FST_RELIABLE_WS_TOO_MANY_SUBSCRIPTIONS, FST_RELIABLE_WS_TOO_MANY_TOPICS
+} from '../core/errors'
 import type { TopicSettings } from '../core/options'
 import type { Counters, ReliableSocket, Sessions, SocketSession, Topics } from '../core/shapes'
 import { kSession, kTopics } from '../core/symbols'
@@ -52,6 +55,11 @@ export class TopicHub implements Topics, BrokerEvents {
     if (!isTopic(topic, this.settings.maxTopicLength)) return Promise.reject(invalidTopic(topic, this.settings.maxTopicLength))
     const bytes = typeof data === 'string' ? data : copyOf(data)
     if (bytes === null) return Promise.reject(new FST_RELIABLE_WS_NOT_PUBLISHABLE(data === null ? 'null' : typeof data))
+    // The in-process broker delivers in this turn: a topic whose fan-out cannot keep up refuses the publish.
+    const entry = this.topics.get(topic)
+    if (entry !== undefined && backlogOf(entry) >= this.settings.maxQueuedMessages) {
+      return Promise.reject(new FST_RELIABLE_WS_PUBLISH_BACKLOG(topic, this.settings.maxQueuedMessages))
+    }
     return this.broker.publish(topic, bytes, binary ?? typeof data !== 'string').then(this.published)
   }
 
@@ -61,7 +69,7 @@ export class TopicHub implements Topics, BrokerEvents {
   }
 
   subscribe (socket: ReliableSocket, topic: string): boolean {
-    const { maxTopicLength, maxSubscriptions } = this.settings
+    const { maxTopicLength, maxSubscriptions, maxTopics } = this.settings
     if (!isTopic(topic, maxTopicLength)) {
       this.stats.topics.invalid++
       throw invalidTopic(topic, maxTopicLength)
@@ -74,15 +82,19 @@ export class TopicHub implements Topics, BrokerEvents {
       this.stats.topics.refused++
       throw new FST_RELIABLE_WS_TOO_MANY_SUBSCRIPTIONS(maxSubscriptions)
     }
-    mine ??= subscriber[kTopics] = new Set()
-    mine.add(topic)
     let entry = this.topics.get(topic)
     if (entry === undefined) {
+      if (this.topics.size >= maxTopics) {
+        this.stats.topics.refused++
+        throw new FST_RELIABLE_WS_TOO_MANY_TOPICS(maxTopics)
+      }
       entry = { name: topic, subscribers: new Set(), queue: [], head: 0, cursor: null, joined: null, payload: null, frame: null, escaped: null, pending: false, dropped: 0 }
       this.topics.set(topic, entry)
       this.stats.topics.topics++
       this.broker.listen(topic)
     }
+    mine ??= subscriber[kTopics] = new Set()
+    mine.add(topic)
     entry.subscribers.add(subscriber)
     this.fanOut.joined(entry, subscriber)
     this.stats.topics.subscriptions++
@@ -120,7 +132,14 @@ export class TopicHub implements Topics, BrokerEvents {
   deliver (message: Delivery): void {
     // Unlistened meanwhile: nobody here is waiting for it.
     const entry = this.topics.get(message.topic)
-    if (entry !== undefined) this.fanOut.add(entry, message)
+    if (entry === undefined) return
+    if (backlogOf(entry) < this.settings.maxQueuedMessages) {
+      this.fanOut.add(entry, message)
+      return
+    }
+    // From another instance, past the bound: the message is lost here, a gap for sessions, a drop for the others.
+    this.gap(message.topic, 'backlog')
+    this.fanOut.dropAll(entry)
   }
 
   /**
@@ -160,6 +179,11 @@ export class TopicHub implements Topics, BrokerEvents {
     this.stats.topics.topics--
     this.broker.unlisten(topic)
   }
+}
+
+/** Messages of the topic waiting for its fan-out. */
+function backlogOf (entry: Topic): number {
+  return entry.queue.length - entry.head
 }
 
 /** Who holds a socket's subscriptions: its session when it has one (they outlive the socket), else the socket. */

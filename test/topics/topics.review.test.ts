@@ -5,8 +5,11 @@ import { once } from 'node:events'
 import WebSocket from 'ws'
 import type { FastifyInstance } from 'fastify'
 import { ReliableWebSocket } from '../../lib/client'
-import type { ReliableSocket } from '../../lib/core/shapes'
+import type { ReliableSocket, Route } from '../../lib/core/shapes'
+import { kRoute } from '../../lib/core/symbols'
+import { TOPIC_GAP_CODE } from '../../lib/protocol/protocol'
 import { SLICE } from '../../lib/topics/fan-out'
+import type { TopicHub } from '../../lib/topics/topic-hub'
 import { RawPeer, start, waitFor } from '../helpers/helpers'
 import type { Options } from '../helpers/helpers'
 
@@ -188,4 +191,47 @@ t.test("a socket that has closed no longer acts on its session's subscriptions: 
   t.same(seen, [false, false])
   t.equal(session.connected, false, 'the session waits for its client')
   t.equal(server.app.wsStats.topics.subscriptions, 1, 'and keeps its subscription')
+})
+
+t.test('a topic with topics.maxQueuedMessages waiting: wsPublish rejects; a message from another instance is a gap for sessions and a drop for sockets', async (t) => {
+  const { app, url, port, sockets } = await wide(t, { resume: true }, { topics: { maxQueuedMessages: 2 } } as Options)
+  const session = await RawPeer.connect(port, '/first', SUBPROTOCOL)
+  t.teardown(() => session.destroy())
+  await crowd(t, url('/wide'), SLICE)
+  await waitFor(() => app.wsStats.topics.subscriptions === SLICE + 1, 10_000, 'the subscriptions')
+  // Each message goes out over two slices: the second publish waits behind the first.
+  const first = app.wsPublish('wide', 'one')
+  const second = app.wsPublish('wide', 'two')
+  t.equal(app.wsStats.topics.queued, 2)
+  await t.rejects(app.wsPublish('wide', 'three'), { code: 'FST_RELIABLE_WS_PUBLISH_BACKLOG', statusCode: 503 })
+  const hub = (sockets[0][kRoute] as Route).ctx.topics as TopicHub
+  hub.deliver({ topic: 'wide', offset: 99, epoch: 'remote', data: 'from afar', binary: false })
+  t.equal(app.wsStats.topics.queued, 2, 'not queued')
+  t.match(app.wsStats.topics, { gaps: 1, dropped: SLICE }, 'a gap, and a drop for each socket')
+  await waitFor(() => session.closeCode() === TOPIC_GAP_CODE, 3000, 'the session to end')
+  await Promise.all([first, second])
+  await waitFor(() => app.wsStats.topics.queued === 0, 3000, 'the fan-out')
+  await t.resolves(app.wsPublish('wide', 'four'), 'taken again once the fan-out caught up')
+})
+
+t.test('an instance holds at most topics.maxTopics topics: a subscription to one more throws, counted in refused', async (t) => {
+  const errors: string[] = []
+  const server = await start({ logging: { connections: false }, topics: { maxTopics: 2 } } as Options, (app) => {
+    app.get('/t', { websocket: true, config: { reliable: {} } }, (socket) => {
+      for (const topic of ['a', 'b', 'a', 'c']) {
+        try {
+          socket.subscribe(topic)
+        } catch (err) {
+          errors.push((err as { code: string }).code)
+        }
+      }
+    })
+  })
+  t.teardown(() => server.app.close())
+  const ws = new WebSocket(`ws://127.0.0.1:${server.port}/t`)
+  await once(ws, 'open')
+  await waitFor(() => errors.length === 1, 3000, 'the refusal')
+  t.same(errors, ['FST_RELIABLE_WS_TOO_MANY_TOPICS'])
+  t.match(server.app.wsStats.topics, { topics: 2, subscriptions: 2, refused: 1 })
+  ws.close()
 })
