@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { Counters, ReliableSocket, SocketSession } from '../core/shapes'
 import { failConnection } from '../core/socket-errors'
-import { kCompressFrom, kFramed, kMidMessage, kOverHighWater, kRoute, kTransmit } from '../core/symbols'
+import { kCompressFrom, kFramed, kMidMessage, kOverHighWater, kPublished, kRoute, kTransmit } from '../core/symbols'
 import { frameMessage, writeFrame } from '../core/ws-internals'
 import { refuse, watchHighWater } from '../limits/backpressure'
 import { Session } from '../sessions/session'
@@ -40,9 +40,6 @@ export const SLICE = 1000
 // outbox is: a queue never empty under a steady backlog would otherwise grow forever.
 const COMPACT_AFTER = 1024
 
-// A session keeps the message with these options: no object per subscriber.
-const BINARY = Object.freeze({ binary: true })
-const TEXT = Object.freeze({ binary: false })
 const ZERO = Buffer.alloc(1)
 
 /**
@@ -50,7 +47,7 @@ const ZERO = Buffer.alloc(1)
  * starts once the one before has reached every subscriber. At most SLICE subscribers per turn of the event loop,
  * over all topics, the rest after a setImmediate, so a topic of 50,000 sockets never holds the loop for its whole
  * fan-out. A socket gets the frame built once for all of them; a session keeps the message itself (its outbox
- * references the same data) and sends it as part of its own numbered stream.
+ * references the same data) as part of its own numbered stream, and its connection writes the same frame.
  */
 export class FanOut {
   private readonly pending: Topic[] = []
@@ -153,8 +150,13 @@ export class FanOut {
   private deliver (topic: Topic, message: Delivery, subscriber: Subscriber): void {
     const stats = this.stats.topics
     if (subscriber instanceof Session) {
+      // Its connection writes the shared frame too, unless it compresses (its route's compressor sees the string).
+      const connection = subscriber.socket
+      const frame = connection !== null && connection.readyState === OPEN && connection[kCompressFrom] === Infinity
+        ? frameOf(topic, message, connection[kFramed])
+        : undefined
       // False: it overflowed and has ended (the registry counted it, and it has left its topics).
-      if (subscriber.send(message.data, message.binary ? BINARY : TEXT)) stats.delivered++
+      if (subscriber[kPublished](message.data, message.binary, frame)) stats.delivered++
       return
     }
     const socket = subscriber as ReliableSocket

@@ -235,3 +235,39 @@ t.test('an instance holds at most topics.maxTopics topics: a subscription to one
   t.match(server.app.wsStats.topics, { topics: 2, subscriptions: 2, refused: 1 })
   ws.close()
 })
+
+t.test("on a session route a publish is framed once for all the sessions, on the wire as the session's own send", async (t) => {
+  const server = await start({ logging: { connections: false } }, (app) => {
+    app.get('/s', { websocket: true, config: { reliable: { resume: true } } }, (socket) => {
+      socket.subscribe('x')
+      socket.on('message', (data: Buffer) => socket.send(data.toString().slice(5)))
+    })
+  })
+  t.teardown(() => server.app.close())
+  const peers = await Promise.all([0, 1, 2].map(async () => await RawPeer.connect(server.port, '/s', SUBPROTOCOL)))
+  t.teardown(() => { for (const peer of peers) peer.destroy() })
+  await waitFor(() => server.app.wsStats.topics.subscriptions === 3, 3000, 'the subscriptions')
+  const chunks: Buffer[] = []
+  peers[0].socket.on('data', (chunk: Buffer) => chunks.push(chunk))
+  // ws's Sender.frame builds every frame ws writes, and the topic's: counted, not replaced.
+  const Sender = (WebSocket as unknown as { Sender: { frame: (...args: unknown[]) => Buffer[] } }).Sender
+  const frame = Sender.frame
+  let framed = 0
+  t.teardown(() => { Sender.frame = frame })
+  for (const text of ['to every session', '\u0000starts with the mark']) {
+    const counts = peers.map((peer) => peer.frames.length)
+    const before = counts[0]
+    chunks.length = framed = 0
+    Sender.frame = (...args: unknown[]) => { framed++; return frame(...args) }
+    await server.app.wsPublish('x', text)
+    await waitFor(() => peers.every((peer, i) => peer.frames.length === counts[i] + 1), 3000, 'the message')
+    Sender.frame = frame
+    t.equal(framed, 1, `framed once for three sessions: ${JSON.stringify(text)}`)
+    const published = Buffer.concat(chunks)
+    chunks.length = 0
+    peers[0].send(0x1, `send:${text}`)
+    await waitFor(() => peers[0].frames.length === before + 2, 3000, 'the send')
+    t.same(Buffer.concat(chunks), published, 'the same bytes as the session\'s own send')
+    t.equal(peers[0].frames[before].payload.toString(), text.startsWith('\u0000') ? `\u0000${text}` : text)
+  }
+})
