@@ -111,28 +111,33 @@ t.test('a published Buffer is copied: changing it after wsPublish changes nothin
 
 t.test('a throw while delivering to one subscriber fails only its connection: the others still get the message', async (t) => {
   const store = new Map<string, unknown>()
-  let failing = true
+  let failures = 2
   const sessionStore = {
     get: (id: string) => store.get(id),
     set: (id: string, value: unknown) => { store.set(id, value) },
     delete: (id: string) => {
-      if (failing) {
-        failing = false
+      if (failures > 0) {
+        failures--
         throw new Error('store down')
       }
       store.delete(id)
     }
   }
   const { app, port } = await wide(t, { resume: { maxBufferedMessages: 1 } }, { sessionStore } as unknown as Options)
-  // A session that never acknowledges: its second message overflows it, and ending it throws.
+  // Sessions that never acknowledge: the second message overflows them, and ending them throws.
   const session = await RawPeer.connect(port, '/first', SUBPROTOCOL)
   t.teardown(() => session.destroy())
   await waitFor(() => app.wsStats.topics.subscriptions === 1, 3000, 'the session')
+  // And one whose client is away: its throw has no connection to fail, and is logged.
+  const away = await RawPeer.connect(port, '/first', SUBPROTOCOL)
+  await waitFor(() => app.wsStats.topics.subscriptions === 2, 3000, 'the second session')
+  away.destroy()
+  await waitFor(() => app.wsStats.sessions.active === 2 && app.wsStats.connections.active === 1, 3000, 'the client to be away')
   const plain = new WebSocket(`ws://127.0.0.1:${port}/wide`)
   const got: string[] = []
   plain.on('message', (data) => got.push(data.toString()))
   await once(plain, 'open')
-  await waitFor(() => app.wsStats.topics.subscriptions === 2, 3000, 'the socket')
+  await waitFor(() => app.wsStats.topics.subscriptions === 3, 3000, 'the socket')
   await app.wsPublish('wide', 'one')
   await app.wsPublish('wide', 'two')
   await waitFor(() => got.length === 2, 3000, 'both messages')
@@ -208,6 +213,8 @@ t.test('a topic with topics.maxQueuedMessages waiting: wsPublish rejects; a mess
   hub.deliver({ topic: 'wide', offset: 99, epoch: 'remote', data: 'from afar', binary: false })
   t.equal(app.wsStats.topics.queued, 2, 'not queued')
   t.match(app.wsStats.topics, { gaps: 1, dropped: SLICE }, 'a gap, and a drop for each socket')
+  hub.deliver({ topic: 'nobody-here', offset: 1, epoch: 'remote', data: 'x', binary: false })
+  t.match(app.wsStats.topics, { queued: 2, gaps: 1 }, 'a message of a topic nobody here subscribes to is let go')
   await waitFor(() => session.closeCode() === TOPIC_GAP_CODE, 3000, 'the session to end')
   await Promise.all([first, second])
   await waitFor(() => app.wsStats.topics.queued === 0, 3000, 'the fan-out')
@@ -270,4 +277,47 @@ t.test("on a session route a publish is framed once for all the sessions, on the
     t.same(Buffer.concat(chunks), published, 'the same bytes as the session\'s own send')
     t.equal(peers[0].frames[before].payload.toString(), text.startsWith('\u0000') ? `\u0000${text}` : text)
   }
+})
+
+t.test('a throw while refusing a slow subscriber (the logger) closes it with 1011; the others get every message', async (t) => {
+  // The slow consumer's warning throws, as a logger's hook or serializer may.
+  const logger = {
+    level: 'warn',
+    stream: { write () {} },
+    hooks: {
+      logMethod (this: unknown, args: unknown[], method: (...args: unknown[]) => void) {
+        if (String(args.at(-1)).includes('slow consumer')) throw new Error('logger down')
+        method.apply(this, args)
+      }
+    }
+  }
+  const server = await start({ logging: { connections: false } }, (app) => {
+    app.get('/slow', { websocket: true, config: { reliable: { backpressure: { highWaterMark: 16_384, lowWaterMark: 0, onLimit: 'close' } } } }, (socket) => {
+      socket.subscribe('big')
+    })
+    app.get('/fast', { websocket: true, config: { reliable: { backpressure: { highWaterMark: 64 * 1024 * 1024 } } } }, (socket) => {
+      socket.subscribe('big')
+    })
+  }, { logger })
+  t.teardown(() => server.app.close())
+  const slow = new WebSocket(server.url('/slow'))
+  await once(slow, 'open')
+  const fast = new WebSocket(server.url('/fast'))
+  let received = 0
+  fast.on('message', () => { received++ })
+  await once(fast, 'open')
+  await waitFor(() => server.app.wsStats.topics.subscriptions === 2, 3000, 'the subscriptions')
+  ;(slow as unknown as { _socket: { pause: () => void } })._socket.pause()
+  const closed = once(slow, 'close')
+  const payload = Buffer.alloc(65_536, 1)
+  let published = 0
+  for (; published < 300 && server.app.wsStats.backpressure.slowConsumersClosed === 0; published++) await server.app.wsPublish('big', payload)
+  t.equal(server.app.wsStats.backpressure.slowConsumersClosed, 1, 'refused, and the warning threw')
+  await server.app.wsPublish('big', payload)
+  await waitFor(() => received === published + 1, 5000, 'every message to the other subscriber')
+  ;(slow as unknown as { _socket: { resume: () => void } })._socket.resume()
+  const [code] = await closed
+  t.equal(code, 1011)
+  t.ok(server.app.wsStats.errors >= 1, 'counted as an error')
+  fast.close()
 })
