@@ -169,15 +169,13 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
         if (cb !== undefined) process.nextTick(cb)
         return
       }
-      // A topic's frame, shared by its subscribers: written as it is unless ws's sender is still busy (then in turn, below).
-      if (frame !== undefined && writeFrame(this, frame)) {
-        watchHighWater(this, this[kRoute]!)
-        return
+      // A topic's frame, shared by its subscribers, goes as it is unless ws's sender is busy with an earlier message.
+      if (frame === undefined || !writeFrame(this, frame)) {
+        data = escapeText(data, binary)
+        // A session keeps no options of the application's: the route's threshold decides.
+        const compressFrom = this[kCompressFrom]
+        super.send(data, { binary, compress: compressFrom !== Infinity && sizeAtLeast(data, compressFrom) }, cb)
       }
-      data = escapeText(data, binary)
-      // A session keeps no options of the application's: the route's threshold decides.
-      const compressFrom = this[kCompressFrom]
-      super.send(data, { binary, compress: compressFrom !== Infinity && sizeAtLeast(data, compressFrom) }, cb)
       watchHighWater(this, this[kRoute]!)
     }
 
