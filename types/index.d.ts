@@ -109,6 +109,10 @@ declare namespace fastifyReliableWs {
   export interface TopicOptions {
     /** Longest topic name, in bytes (printable ASCII without spaces, so characters). Default `200`. */
     maxTopicLength?: number
+    /** Distinct topics this instance holds subscribers of; a subscription to one more throws `FST_RELIABLE_WS_TOO_MANY_TOPICS`. Default `100000`. */
+    maxTopics?: number
+    /** Messages one topic may have waiting for its fan-out here; past it `wsPublish` rejects with `FST_RELIABLE_WS_PUBLISH_BACKLOG`. Default `10000`. */
+    maxQueuedMessages?: number
     /** For a broker that keeps history (Redis): messages kept per topic. Default `1000`. */
     historySize?: number
     /** For a broker that keeps history (Redis): how long a topic's history outlives its last publish, in ms. Default `600000`. */
@@ -514,11 +518,13 @@ declare namespace fastifyReliableWs {
     published: number
     /** Messages handed to subscribers (sent, or kept by a session). */
     delivered: number
-    /** Deliveries refused by a subscriber's backpressure policy. */
+    /** Deliveries refused by a subscriber's backpressure policy, or for a fan-out queue past topics.maxQueuedMessages. */
     dropped: number
-    /** Times the broker lost messages of a topic with subscribers here (each ends that topic's sessions, 4801). */
+    /** Messages waiting in this instance's fan-out queues, all topics together. */
+    queued: number
+    /** Times messages of a topic were lost before this instance (each ends the topic's sessions here, 4801). */
     gaps: number
-    /** Subscriptions refused for limits.maxSubscriptions. */
+    /** Subscriptions refused for limits.maxSubscriptions or topics.maxTopics. */
     refused: number
     /** Subscriptions refused for an invalid topic name. */
     invalid: number

@@ -59,6 +59,17 @@ export const FST_RELIABLE_WS_TOO_MANY_SUBSCRIPTIONS = createError(
   'Subscription refused: the socket already has limits.maxSubscriptions (%d) topics'
 )
 
+export const FST_RELIABLE_WS_TOO_MANY_TOPICS = createError(
+  'FST_RELIABLE_WS_TOO_MANY_TOPICS',
+  'Subscription refused: the instance already has topics.maxTopics (%d) topics'
+)
+
+export const FST_RELIABLE_WS_PUBLISH_BACKLOG = createError(
+  'FST_RELIABLE_WS_PUBLISH_BACKLOG',
+  'Message not published: topic %s already has topics.maxQueuedMessages (%d) messages waiting for its fan-out',
+  503
+)
+
 export const FST_RELIABLE_WS_BROKER_UNAVAILABLE = createError(
   'FST_RELIABLE_WS_BROKER_UNAVAILABLE',
   'The topic broker cannot take the message: %s',

@@ -57,6 +57,9 @@ export interface MetricsSettings {
 export interface TopicSettings {
   maxSubscriptions: number
   maxTopicLength: number
+  // Distinct topics the instance holds subscribers of, and messages one topic's fan-out may have waiting.
+  maxTopics: number
+  maxQueuedMessages: number
   // For a broker that keeps history (Redis): messages kept per topic, and how long a topic nobody publishes to keeps them.
   historySize: number
   historyTtlMs: number
@@ -132,6 +135,8 @@ export const DEFAULTS = Object.freeze({
   topics: Object.freeze({
     maxSubscriptions: 100,
     maxTopicLength: 200,
+    maxTopics: 100_000,
+    maxQueuedMessages: 10_000,
     historySize: 1000,
     historyTtlMs: 600_000,
     healthChecksBroker: true,
@@ -228,6 +233,8 @@ const COMPRESSION_KEYS = keysOf<fastifyReliableWs.CompressionOptions>({
 })
 const TOPIC_KEYS = keysOf<fastifyReliableWs.TopicOptions>({
   maxTopicLength: true,
+  maxTopics: true,
+  maxQueuedMessages: true,
   historySize: true,
   historyTtlMs: true,
   healthChecksBroker: true,
@@ -415,6 +422,9 @@ function resolveTopics (value: unknown, maxSubscriptions: unknown): TopicSetting
     // Finite: each subscription is memory a client chooses.
     maxSubscriptions: maxSubscriptions === undefined ? base.maxSubscriptions : checkInteger('limits.maxSubscriptions', maxSubscriptions, 1, 100_000),
     maxTopicLength: field('maxTopicLength', (key, v) => checkInteger(key, v, 1, 4096, ' bytes')),
+    // Finite, both: clients choose topic names, and a fan-out that cannot keep up must not hold memory without end.
+    maxTopics: field('maxTopics', (key, v) => checkInteger(key, v, 1, 10_000_000, ' topics')),
+    maxQueuedMessages: field('maxQueuedMessages', (key, v) => checkInteger(key, v, 1, 10_000_000, ' messages')),
     historySize: field('historySize', (key, v) => checkInteger(key, v, 1, 10_000_000, ' messages')),
     historyTtlMs: field('historyTtlMs', (key, v) => checkInteger(key, v, 1000, 30 * 86_400_000, ' ms')),
     healthChecksBroker: field('healthChecksBroker', checkBoolean),

@@ -61,7 +61,8 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   [kSession]: SocketSession | null
   // Paused by the plugin itself while an async onConnect runs.
   [kOnConnectPending]: boolean
-  [kTransmit]: (data: unknown, binary: boolean, cb: SendCallback | undefined) => void
+  // `frame`: the message's frame as built once for all of a topic's subscribers, written as is when the sender is idle.
+  [kTransmit]: (data: unknown, binary: boolean, cb: SendCallback | undefined, frame?: Buffer[]) => void
   [kCloseCodeSent]: number
   [kMessageStartedAt]: number
   // Its topics when it subscribes without a session.

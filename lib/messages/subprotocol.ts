@@ -90,9 +90,10 @@ function answerPing (socket: ReliableSocket, route: Route, pong: string): void {
   if (socket[kSendControl](pong, socket[kPongSent] ??= () => { socket[kPendingPongs]-- })) socket[kPendingPongs]++
 }
 
-/** Text the application sends on the subprotocol, escaped when it starts with the control mark. */
+/** Text the application sends on the subprotocol, escaped when it starts with the control mark; binary goes as it is. */
 export function escapeText (data: unknown, binary: boolean | undefined): unknown {
-  if (typeof data === 'string') return data.charCodeAt(0) === CONTROL_MARK ? '\u0000' + data : data
+  // A string is sent as binary only when asked to be.
+  if (typeof data === 'string') return binary !== true && data.charCodeAt(0) === CONTROL_MARK ? '\u0000' + data : data
   // A buffer is sent as text only when asked to be.
   if (binary === false && (data as Uint8Array)[0] === CONTROL_MARK) return Buffer.concat([ZERO, data as Uint8Array])
   return data

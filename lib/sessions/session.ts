@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto'
 import type { ReliableSocket, Route, SessionRoute, SocketSession } from '../core/shapes'
-import { kSendControl, kSession, kTopics, kTransmit, kWheelPos, kWheelTick } from '../core/symbols'
+import { kPublished, kSendControl, kSession, kTopics, kTransmit, kWheelPos, kWheelTick } from '../core/symbols'
 import { toJSONText } from '../messages/json-messages'
 import { ACK_EVERY, encodeControl } from '../protocol/protocol'
 
@@ -81,8 +81,16 @@ export class Session implements SocketSession {
    * would take it past its limits, which ends it.
    */
   send (data: unknown, options?: { binary?: boolean }, cb?: SendCallback): boolean {
+    return this.keep(data, options?.binary ?? typeof data !== 'string', cb, undefined)
+  }
+
+  /** A published message, as send; `frame` is its frame as built once for all the topic's subscribers, if it fits this connection. */
+  [kPublished] (data: unknown, binary: boolean, frame: Buffer[] | undefined): boolean {
+    return this.keep(data, binary, undefined, frame)
+  }
+
+  private keep (data: unknown, binary: boolean, cb: SendCallback | undefined, frame: Buffer[] | undefined): boolean {
     if (this.ended) return false
-    const binary = options?.binary ?? typeof data !== 'string'
     const bytes = Buffer.byteLength(data as string | Uint8Array)
     const { maxBufferedMessages, maxBufferedBytes } = this.route.resume
     if (this.unacknowledged >= maxBufferedMessages || this.bufferedBytes + bytes > maxBufferedBytes || !this.registry.reserve(this, bytes)) {
@@ -92,7 +100,7 @@ export class Session implements SocketSession {
     this.outbox.push({ data, binary, bytes })
     this.bufferedBytes += bytes
     this.route.counters.messagesSent++
-    if (this.socket !== null) this.socket[kTransmit](data, binary, cb)
+    if (this.socket !== null) this.socket[kTransmit](data, binary, cb, frame)
     return true
   }
 

@@ -16,7 +16,7 @@ export interface Delivery {
 }
 
 /** Why messages of a topic can no longer reach this instance in order. */
-export type GapReason = 'trimmed' | 'epoch'
+export type GapReason = 'trimmed' | 'epoch' | 'backlog'
 
 /** What the broker tells the instance; set once by `start`. */
 export interface BrokerEvents {

@@ -1,5 +1,7 @@
+import type { FastifyBaseLogger } from 'fastify'
 import type { Counters, ReliableSocket, SocketSession } from '../core/shapes'
-import { kCompressFrom, kFramed, kMidMessage, kOverHighWater, kRoute, kTransmit } from '../core/symbols'
+import { failConnection } from '../core/socket-errors'
+import { kCompressFrom, kFramed, kMidMessage, kOverHighWater, kPublished, kRoute, kTransmit } from '../core/symbols'
 import { frameMessage, writeFrame } from '../core/ws-internals'
 import { refuse, watchHighWater } from '../limits/backpressure'
 import { Session } from '../sessions/session'
@@ -18,6 +20,9 @@ export interface Topic {
   head: number
   // Where the fan-out of queue[head] stands between two slices (a Set iterator sees later changes to the Set).
   cursor: Iterator<Subscriber> | null
+  // Who subscribed while queue[head] was going out: it is not theirs (one who left and came back would otherwise
+  // be met again at the Set's end, and get it twice).
+  joined: Set<Subscriber> | null
   // queue[head]'s payload as bytes, its frame, and the frame escaped for the subprotocol: built once, when first needed.
   payload: Buffer | null
   frame: Buffer[] | null
@@ -31,9 +36,10 @@ export interface Topic {
 // machine: about 10-15 ms of the loop per slice.
 export const SLICE = 1000
 
-// A session keeps the message with these options: no object per subscriber.
-const BINARY = Object.freeze({ binary: true })
-const TEXT = Object.freeze({ binary: false })
+// Sent messages are cut off the queue's front once they are this many and at least half of it, as a session's
+// outbox is: a queue never empty under a steady backlog would otherwise grow forever.
+const COMPACT_AFTER = 1024
+
 const ZERO = Buffer.alloc(1)
 
 /**
@@ -41,17 +47,18 @@ const ZERO = Buffer.alloc(1)
  * starts once the one before has reached every subscriber. At most SLICE subscribers per turn of the event loop,
  * over all topics, the rest after a setImmediate, so a topic of 50,000 sockets never holds the loop for its whole
  * fan-out. A socket gets the frame built once for all of them; a session keeps the message itself (its outbox
- * references the same data) and sends it as part of its own numbered stream.
+ * references the same data) as part of its own numbered stream, and its connection writes the same frame.
  */
 export class FanOut {
   private readonly pending: Topic[] = []
   private running = false
   private immediate: NodeJS.Immediate | null = null
 
-  constructor (private readonly stats: Counters) {}
+  constructor (private readonly stats: Counters, private readonly log: FastifyBaseLogger) {}
 
   add (topic: Topic, message: Delivery): void {
     topic.queue.push(message)
+    this.stats.topics.queued++
     if (!topic.pending) {
       topic.pending = true
       this.pending.push(topic)
@@ -62,7 +69,19 @@ export class FanOut {
   stop (): void {
     if (this.immediate !== null) clearImmediate(this.immediate)
     this.immediate = null
+    for (const topic of this.pending) this.stats.topics.queued -= topic.queue.length - topic.head
     this.pending.length = 0
+  }
+
+  /** A message of `topic` that none of its remaining subscribers (sockets: the sessions have ended) will get. */
+  dropAll (topic: Topic): void {
+    topic.dropped += topic.subscribers.size
+    this.stats.topics.dropped += topic.subscribers.size
+  }
+
+  /** A subscriber joins `topic`: a message already going out is not for it. */
+  joined (topic: Topic, subscriber: Subscriber): void {
+    if (topic.cursor !== null) (topic.joined ??= new Set()).add(subscriber)
   }
 
   /** One turn's slice of the work: SLICE subscribers at most. */
@@ -85,10 +104,10 @@ export class FanOut {
         }
       }
     } finally {
-      // Whatever a send threw, later deliveries must still run.
+      // Each delivery catches its own throws; should anything else throw, later deliveries must still run.
       this.running = false
+      if (pending.length > 0) this.immediate = setImmediate(runAgain, this).unref()
     }
-    if (pending.length > 0) this.immediate = setImmediate(runAgain, this).unref()
   }
 
   /** Serves `topic` until its queue is empty or the budget is spent; returns what is left of the budget. */
@@ -101,22 +120,43 @@ export class FanOut {
         if (budget === 0) return 0
         const next = topic.cursor.next()
         if (next.done === true) break
-        this.deliver(topic, message, next.value)
+        if (topic.joined?.has(next.value) !== true) this.tryDeliver(topic, message, next.value)
         budget--
       }
-      topic.cursor = null
+      topic.cursor = topic.joined = null
       topic.payload = topic.frame = topic.escaped = null
       // Let go of it now; the queue itself is emptied once it has all gone out.
       queue[topic.head++] = undefined
+      this.stats.topics.queued--
+      if (topic.head >= COMPACT_AFTER && topic.head * 2 >= queue.length) {
+        queue.splice(0, topic.head)
+        topic.head = 0
+      }
     }
     return budget
+  }
+
+  /** What throws for one subscriber (an application's session store, a log serializer) ends its connection only. */
+  private tryDeliver (topic: Topic, message: Delivery, subscriber: Subscriber): void {
+    try {
+      this.deliver(topic, message, subscriber)
+    } catch (err) {
+      const socket = subscriber instanceof Session ? subscriber.socket : subscriber as ReliableSocket
+      if (socket !== null) failConnection(socket, err)
+      else this.log.error({ err, topic: topic.name }, 'topic delivery to a session failed')
+    }
   }
 
   private deliver (topic: Topic, message: Delivery, subscriber: Subscriber): void {
     const stats = this.stats.topics
     if (subscriber instanceof Session) {
+      // Its connection writes the shared frame too, unless it compresses (its route's compressor sees the string).
+      const connection = subscriber.socket
+      const frame = connection !== null && connection.readyState === OPEN && connection[kCompressFrom] === Infinity
+        ? frameOf(topic, message, connection[kFramed])
+        : undefined
       // False: it overflowed and has ended (the registry counted it, and it has left its topics).
-      if (subscriber.send(message.data, message.binary ? BINARY : TEXT)) stats.delivered++
+      if (subscriber[kPublished](message.data, message.binary, frame)) stats.delivered++
       return
     }
     const socket = subscriber as ReliableSocket

@@ -1,6 +1,9 @@
 // Topics: publish/subscribe between the instance's sockets and sessions, through a broker (memory or Redis).
 import type { FastifyBaseLogger } from 'fastify'
-import { FST_RELIABLE_WS_BROKER_UNAVAILABLE, FST_RELIABLE_WS_NOT_OPEN, FST_RELIABLE_WS_NOT_PUBLISHABLE, FST_RELIABLE_WS_TOO_MANY_SUBSCRIPTIONS } from '../core/errors'
+import {
+  FST_RELIABLE_WS_BROKER_UNAVAILABLE, FST_RELIABLE_WS_NOT_OPEN, FST_RELIABLE_WS_NOT_PUBLISHABLE, FST_RELIABLE_WS_PUBLISH_BACKLOG,
+  FST_RELIABLE_WS_TOO_MANY_SUBSCRIPTIONS, FST_RELIABLE_WS_TOO_MANY_TOPICS
+} from '../core/errors'
 import type { TopicSettings } from '../core/options'
 import type { Counters, ReliableSocket, Sessions, SocketSession, Topics } from '../core/shapes'
 import { kSession, kTopics } from '../core/symbols'
@@ -31,7 +34,7 @@ export class TopicHub implements Topics, BrokerEvents {
     private readonly settings: TopicSettings,
     private readonly log: FastifyBaseLogger
   ) {
-    this.fanOut = new FanOut(stats)
+    this.fanOut = new FanOut(stats, log)
   }
 
   async start (): Promise<void> {
@@ -50,8 +53,13 @@ export class TopicHub implements Topics, BrokerEvents {
     const state = this.phase === 'open' ? this.broker.state : this.phase
     if (state !== 'up') return Promise.reject(new FST_RELIABLE_WS_BROKER_UNAVAILABLE(state))
     if (!isTopic(topic, this.settings.maxTopicLength)) return Promise.reject(invalidTopic(topic, this.settings.maxTopicLength))
-    const bytes = typeof data === 'string' || Buffer.isBuffer(data) ? data : toBuffer(data)
+    const bytes = typeof data === 'string' ? data : copyOf(data)
     if (bytes === null) return Promise.reject(new FST_RELIABLE_WS_NOT_PUBLISHABLE(data === null ? 'null' : typeof data))
+    // The in-process broker delivers in this turn: a topic whose fan-out cannot keep up refuses the publish.
+    const entry = this.topics.get(topic)
+    if (entry !== undefined && backlogOf(entry) >= this.settings.maxQueuedMessages) {
+      return Promise.reject(new FST_RELIABLE_WS_PUBLISH_BACKLOG(topic, this.settings.maxQueuedMessages))
+    }
     return this.broker.publish(topic, bytes, binary ?? typeof data !== 'string').then(this.published)
   }
 
@@ -61,7 +69,7 @@ export class TopicHub implements Topics, BrokerEvents {
   }
 
   subscribe (socket: ReliableSocket, topic: string): boolean {
-    const { maxTopicLength, maxSubscriptions } = this.settings
+    const { maxTopicLength, maxSubscriptions, maxTopics } = this.settings
     if (!isTopic(topic, maxTopicLength)) {
       this.stats.topics.invalid++
       throw invalidTopic(topic, maxTopicLength)
@@ -74,21 +82,28 @@ export class TopicHub implements Topics, BrokerEvents {
       this.stats.topics.refused++
       throw new FST_RELIABLE_WS_TOO_MANY_SUBSCRIPTIONS(maxSubscriptions)
     }
-    mine ??= subscriber[kTopics] = new Set()
-    mine.add(topic)
     let entry = this.topics.get(topic)
     if (entry === undefined) {
-      entry = { name: topic, subscribers: new Set(), queue: [], head: 0, cursor: null, payload: null, frame: null, escaped: null, pending: false, dropped: 0 }
+      if (this.topics.size >= maxTopics) {
+        this.stats.topics.refused++
+        throw new FST_RELIABLE_WS_TOO_MANY_TOPICS(maxTopics)
+      }
+      entry = { name: topic, subscribers: new Set(), queue: [], head: 0, cursor: null, joined: null, payload: null, frame: null, escaped: null, pending: false, dropped: 0 }
       this.topics.set(topic, entry)
       this.stats.topics.topics++
       this.broker.listen(topic)
     }
+    mine ??= subscriber[kTopics] = new Set()
+    mine.add(topic)
     entry.subscribers.add(subscriber)
+    this.fanOut.joined(entry, subscriber)
     this.stats.topics.subscriptions++
     return true
   }
 
   unsubscribe (socket: ReliableSocket, topic: string): boolean {
+    // A socket that has closed speaks no more for its session, whose subscriptions wait for its next connection.
+    if (socket.readyState !== OPEN) return false
     const subscriber = subscriberOf(socket)
     if (subscriber[kTopics]?.delete(topic) !== true) return false
     this.leave(subscriber, topic)
@@ -96,7 +111,7 @@ export class TopicHub implements Topics, BrokerEvents {
   }
 
   isSubscribed (socket: ReliableSocket, topic: string): boolean {
-    return subscriberOf(socket)[kTopics]?.has(topic) === true
+    return socket.readyState === OPEN && subscriberOf(socket)[kTopics]?.has(topic) === true
   }
 
   socketClosed (socket: ReliableSocket): void {
@@ -117,7 +132,14 @@ export class TopicHub implements Topics, BrokerEvents {
   deliver (message: Delivery): void {
     // Unlistened meanwhile: nobody here is waiting for it.
     const entry = this.topics.get(message.topic)
-    if (entry !== undefined) this.fanOut.add(entry, message)
+    if (entry === undefined) return
+    if (backlogOf(entry) < this.settings.maxQueuedMessages) {
+      this.fanOut.add(entry, message)
+      return
+    }
+    // From another instance, past the bound: the message is lost here, a gap for sessions, a drop for the others.
+    this.gap(message.topic, 'backlog')
+    this.fanOut.dropAll(entry)
   }
 
   /**
@@ -159,13 +181,22 @@ export class TopicHub implements Topics, BrokerEvents {
   }
 }
 
+/** Messages of the topic waiting for its fan-out. */
+function backlogOf (entry: Topic): number {
+  return entry.queue.length - entry.head
+}
+
 /** Who holds a socket's subscriptions: its session when it has one (they outlive the socket), else the socket. */
 function subscriberOf (socket: ReliableSocket): Subscriber {
   return socket[kSession] ?? socket
 }
 
-/** The bytes of a typed array or ArrayBuffer, not copied; null for anything else. */
-function toBuffer (data: unknown): Buffer | null {
-  if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength)
-  return data instanceof ArrayBuffer ? Buffer.from(data) : null
+/**
+ * A copy of the bytes of a Buffer, typed array or ArrayBuffer, made once per publish: the application may reuse its
+ * buffer as soon as wsPublish returns, while later slices and sessions' replays still send these bytes. Null for
+ * anything else.
+ */
+function copyOf (data: unknown): Buffer | null {
+  if (ArrayBuffer.isView(data)) return Buffer.from(new Uint8Array(data.buffer, data.byteOffset, data.byteLength))
+  return data instanceof ArrayBuffer ? Buffer.from(new Uint8Array(data)) : null
 }

@@ -11,7 +11,7 @@ import {
   kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kOnConnectPending,
   kCloseCodeSent, kMessageStartedAt, kPendingPongs, kPongSent, kTcp, kErrorListeners, kMidMessage, kCompressFrom, kTopics
 } from '../core/symbols'
-import { closeFrameReceived } from '../core/ws-internals'
+import { closeFrameReceived, writeFrame } from '../core/ws-internals'
 import { refuse, watchHighWater } from '../limits/backpressure'
 import { pingFlood } from '../limits/ping-flood'
 import { admitMessage } from '../limits/rate-limiter'
@@ -163,16 +163,19 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
     }
 
     // A session's message going out, new or replayed: counted by the session, watched for backpressure, never refused.
-    [kTransmit] (data: unknown, binary: boolean, cb: SendCallback | undefined): void {
+    [kTransmit] (data: unknown, binary: boolean, cb: SendCallback | undefined, frame?: Buffer[]): void {
       // Closing, it would count the bytes in bufferedAmount; the session sends the message again on resume.
       if (this.readyState !== OPEN) {
         if (cb !== undefined) process.nextTick(cb)
         return
       }
-      data = escapeText(data, binary)
-      // A session keeps no options of the application's: the route's threshold decides.
-      const compressFrom = this[kCompressFrom]
-      super.send(data, { binary, compress: compressFrom !== Infinity && sizeAtLeast(data, compressFrom) }, cb)
+      // A topic's frame, shared by its subscribers, goes as it is unless ws's sender is busy with an earlier message.
+      if (frame === undefined || !writeFrame(this, frame)) {
+        data = escapeText(data, binary)
+        // A session keeps no options of the application's: the route's threshold decides.
+        const compressFrom = this[kCompressFrom]
+        super.send(data, { binary, compress: compressFrom !== Infinity && sizeAtLeast(data, compressFrom) }, cb)
+      }
       watchHighWater(this, this[kRoute]!)
     }
 

@@ -13,6 +13,8 @@ const bad: Array<[string, unknown, RegExp]> = [
   ['topics not an object', { topics: true }, /"topics": must be an object/],
   ['a misspelt topics field', { topics: { maxTopicLen: 10 } }, /"topics\.maxTopicLen": unknown option/],
   ['an empty topic length', { topics: { maxTopicLength: 0 } }, /"topics\.maxTopicLength": must be an integer from 1 to 4096 bytes/],
+  ['no topics at all', { topics: { maxTopics: 0 } }, /"topics\.maxTopics": must be an integer from 1 to 10000000 topics/],
+  ['an unbounded fan-out queue', { topics: { maxQueuedMessages: Infinity } }, /"topics\.maxQueuedMessages": must be an integer from 1 to 10000000 messages/],
   ['a fractional history', { topics: { historySize: 1.5 } }, /"topics\.historySize": must be an integer from 1 to 10000000 messages/],
   ['a history kept for 10 ms', { topics: { historyTtlMs: 10 } }, /"topics\.historyTtlMs": must be an integer from 1000/],
   ['a health flag that is not a boolean', { topics: { healthChecksBroker: 'yes' } }, /"topics\.healthChecksBroker": must be a boolean/]
@@ -31,7 +33,7 @@ t.test('maxSubscriptions is the instance\'s: a route cannot set it', async (t) =
 })
 
 t.test('good topic options register', async (t) => {
-  await t.resolves(bootWith({ limits: { maxSubscriptions: 1 }, topics: { maxTopicLength: 4096, historySize: 1, historyTtlMs: 1000, healthChecksBroker: false } }))
+  await t.resolves(bootWith({ limits: { maxSubscriptions: 1 }, topics: { maxTopicLength: 4096, maxTopics: 10_000_000, maxQueuedMessages: 1, historySize: 1, historyTtlMs: 1000, healthChecksBroker: false } }))
 })
 
 t.test('the health route reports the broker, and answers 503 while it is not up unless told not to', async (t) => {
