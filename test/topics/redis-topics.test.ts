@@ -1,6 +1,7 @@
 // Topics between instances through a real redis-server (test/helpers/redis.ts): the `redis` option, delivery from one
 // instance to the subscribers of another, sessions ended by a gap in Redis, and the health route while Redis is gone.
 import t from 'tap'
+import Module from 'node:module'
 import { once } from 'node:events'
 import WebSocket from 'ws'
 import Fastify from 'fastify'
@@ -70,9 +71,10 @@ const numbered = (n: number, from = 1): string[] => Array.from({ length: n }, (_
 
 t.test('the redis option, 3 instances: a publish on one instance reaches the subscribers of every instance, each once, in order', needs(REDIS), async (t) => {
   const redis = await RedisServer.start(t)
-  const a = await instance(t, { redis: redis.url })
-  const b = await instance(t, { redis: redis.url })
-  const c = await instance(t, { redis: redis.url })
+  const options = { redis: redis.url, topics: { keyPrefix: 'chat-app' } }
+  const a = await instance(t, options)
+  const b = await instance(t, options)
+  const c = await instance(t, options)
   const onA = await subscriber(a.url('/t'), 'news')
   const onB = await subscriber(b.url('/t'), 'news')
   const onC = await subscriber(c.url('/t'), 'news')
@@ -91,8 +93,8 @@ t.test('the redis option, 3 instances: a publish on one instance reaches the sub
   t.match(b.app.wsStats.topics, { topics: 2, subscriptions: 2, published: 500, delivered: 500 })
   t.match(a.app.wsStats.broker, { state: 'up' })
   const channels = (await redis.client().pubsub('CHANNELS', '*')) as string[]
-  t.same(channels.filter((channel) => !channel.includes(':probe:')).sort(), ['reliable-ws:{news}:channel', 'reliable-ws:{sport}:channel'],
-    'Redis carries only the topics instances have subscribers of')
+  t.same(channels.filter((channel) => !channel.includes(':probe:')).sort(), ['chat-app:{news}:channel', 'chat-app:{sport}:channel'],
+    'Redis carries only the topics instances have subscribers of, under topics.keyPrefix')
 })
 
 t.test('Redis flushed: a session subscribed to the topic ends with 4801 and its client reports sessionlost', needs(REDIS), async (t) => {
@@ -216,4 +218,24 @@ t.test('the redis option and the broker\'s topics options are checked at registr
   await app.register(reliableWs, { redis: { host: '127.0.0.1', port: 1, lazyConnect: true } })
   t.equal(app.wsStats.broker.state, 'down', 'no broker state before ready()')
   await app.close()
+})
+
+t.test('without ioredis installed: a URL or ioredis options fail registration with a coded error; a client needs none', async (t) => {
+  // As an application without the optional peer sees it: ioredis cannot be resolved.
+  const modules = Module as unknown as { _resolveFilename: (request: string, ...rest: unknown[]) => string }
+  const resolve = modules._resolveFilename
+  modules._resolveFilename = function (request, ...rest) {
+    if (request === 'ioredis') throw Object.assign(new Error("Cannot find module 'ioredis'"), { code: 'MODULE_NOT_FOUND' })
+    return resolve.call(this, request, ...rest)
+  }
+  t.teardown(() => { modules._resolveFilename = resolve })
+  for (const redis of ['redis://127.0.0.1:6379', { host: '127.0.0.1' }]) {
+    const app = Fastify()
+    await t.rejects(async () => { await app.register(reliableWs, { redis }).ready() },
+      { code: 'FST_RELIABLE_WS_REDIS_MISSING', message: /npm install ioredis/ })
+  }
+  const client = { duplicate: () => { throw new Error('not connected in this test') } }
+  const app = Fastify()
+  await t.rejects(async () => { await app.register(reliableWs, { redis: client }).ready() }, { message: 'not connected in this test' },
+    'a client is duplicated without loading ioredis')
 })
