@@ -43,6 +43,10 @@ interface Listened {
   /** Read the stream once more after the read in progress: something arrived that it may not cover. */
   again: boolean
   pending: Notification[]
+  /** An epoch whose history was lost: its notifications, late or waiting, are no longer this instance's to deliver. */
+  abandoned: string | null
+  /** The first read of the topic's position failed: messages published before a later one succeeds went unseen. */
+  baseLate: boolean
 }
 
 export class RedisBroker implements Broker {
@@ -88,7 +92,7 @@ export class RedisBroker implements Broker {
     this.pub.on('ready', () => this.pubReady())
     this.pub.on('close', () => this.update())
     // The first time, start() subscribes.
-    this.sub.on('ready', () => { if (this.state !== 'connecting') this.resubscribe().catch(ignore) })
+    this.sub.on('ready', () => { if (this.state !== 'connecting') this.resubscribe().catch(this.resubscribeFailed) })
     this.sub.on('close', () => {
       this.subscribed = false
       this.update()
@@ -132,13 +136,15 @@ export class RedisBroker implements Broker {
       behind: true,
       reading: false,
       again: false,
-      pending: []
+      pending: [],
+      abandoned: null,
+      baseLate: false
     }
     this.topics.set(topic, listened)
     this.byChannel.set(listened.keys.channel, listened)
     // The position now, then the channel; once subscribed, the stream once more for what came between the two.
     this.catchUp(listened)
-    if (this.subscribed) this.sub.subscribe(listened.keys.channel).then(() => this.catchUp(listened), ignore)
+    if (this.subscribed) this.sub.subscribe(listened.keys.channel).then(() => this.catchUp(listened), this.resubscribeFailed)
   }
 
   unlisten (topic: string): void {
@@ -179,13 +185,26 @@ export class RedisBroker implements Broker {
    * each topic's stream for what was published while it was not subscribed.
    */
   private async resubscribe (): Promise<void> {
-    await this.sub.subscribe(this.probeChannel, ...this.byChannel.keys())
+    const channels = [...this.byChannel.keys()]
+    await this.sub.subscribe(this.probeChannel, ...channels)
+    // Topics listened to or left while that SUBSCRIBE was on its way: it did not name them.
+    const sent = new Set(channels)
+    const added = [...this.byChannel.keys()].filter((channel) => !sent.has(channel))
+    const left = channels.filter((channel) => !this.byChannel.has(channel))
+    if (added.length > 0) await this.sub.subscribe(...added)
+    if (left.length > 0) this.sub.unsubscribe(...left).catch(ignore)
     this.subscribed = true
     this.probeFailed = false
     this.probeSentAt = null
     if (this.state === 'connecting') this.state = 'down'
     this.update()
     for (const listened of this.topics.values()) this.catchUp(listened)
+  }
+
+  // A subscription Redis refused (or did not answer in time) on a connection that stays up: nothing would bring it
+  // back, so the subscriber connects again, and its 'ready' subscribes everything again.
+  private readonly resubscribeFailed = (): void => {
+    if (!this.closed) this.sub.disconnect(true)
   }
 
   private receive (channel: string, message: Buffer): void {
@@ -214,9 +233,10 @@ export class RedisBroker implements Broker {
 
   /** A live notification while nothing is pending: delivered if next, passed over if old, read up to if ahead. */
   private apply (listened: Listened, notification: Notification): void {
+    if (notification.epoch === listened.abandoned) return
     if (notification.epoch !== listened.epoch) {
       if (listened.epoch !== null) {
-        this.gap(listened, 'epoch')
+        this.abandon(listened)
         listened.last = notification.offset - 1
       }
       listened.epoch = notification.epoch
@@ -249,6 +269,8 @@ export class RedisBroker implements Broker {
         while (await this.readOnce(listened));
       } while (listened.again)
     } catch {
+      // Listening was to begin with this read: whatever is published until one succeeds goes unseen.
+      if (!listened.based) listened.baseLate = true
       return
     } finally {
       listened.reading = false
@@ -272,11 +294,13 @@ export class RedisBroker implements Broker {
       listened.based = true
       listened.epoch = epoch
       listened.last = top
+      // Begun late (Redis was away when the topic was first listened to): messages published meanwhile are missed.
+      if (listened.baseLate) this.gap(listened, 'trimmed')
       return false
     }
     if (listened.epoch !== null && epoch !== listened.epoch) {
       // The history this instance followed is gone: go on from the topic's position now.
-      this.gap(listened, 'epoch')
+      this.abandon(listened)
       listened.epoch = epoch
       listened.last = epoch === null ? 0 : top
       return false
@@ -310,6 +334,13 @@ export class RedisBroker implements Broker {
     })
   }
 
+  /** The topic's epoch has changed under this instance: a gap, and what is left of the old epoch is dropped. */
+  private abandon (listened: Listened): void {
+    this.gap(listened, 'epoch')
+    listened.abandoned = listened.epoch
+    listened.pending = []
+  }
+
   private gap (listened: Listened, reason: GapReason): void {
     this.events!.gap(listened.topic, reason)
   }
@@ -336,7 +367,13 @@ export class RedisBroker implements Broker {
       if (this.subscribed) this.probe()
       return
     }
-    // Sent at the last tick, it has had an interval.
+    // Sent at the last tick, it has had an interval; but timers run before I/O, so after a stalled event loop its
+    // answer may be waiting unread: the verdict comes once the loop has read what is there.
+    setImmediate(this.judgeProbe, this.probeSentAt).unref()
+  }
+
+  private readonly judgeProbe = (sentAt: number): void => {
+    if (this.closed || this.probeSentAt !== sentAt) return
     this.probeSentAt = null
     this.probeFailed = true
     this.lastError = new Error(`the liveness probe on ${this.probeChannel} did not come back within ${this.settings.probeIntervalMs} ms`)

@@ -78,10 +78,13 @@ export function parseNotification (message: Buffer): Notification | null {
   const c = message.indexOf(COLON, b + 1)
   const d = message.indexOf(COLON, c + 1)
   if (a <= 0 || d < 0) return null
+  // Anything else published on the channel is not a notification: a bad offset would open a gap that never closes.
+  const offset = Number(message.toString('latin1', 0, a))
+  if (!Number.isSafeInteger(offset) || offset < 1) return null
   const binary = message[b + 1] === 0x31
   const body = message.subarray(d + 1)
   return {
-    offset: Number(message.toString('latin1', 0, a)),
+    offset,
     epoch: message.toString('latin1', a + 1, b),
     binary,
     time: Number(message.toString('latin1', c + 1, d)),
