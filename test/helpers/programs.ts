@@ -30,6 +30,15 @@ export const REDIS: Program = {
   install: 'apt-get install redis-server'
 }
 
+// Debian's package; the load-balancer test runs deploy/nginx.conf with it, as an unprivileged foreground process.
+export const NGINX: Program = {
+  name: 'nginx',
+  env: 'NGINX_PATH',
+  paths: ['/usr/sbin/nginx'],
+  commands: ['nginx'],
+  install: 'apt-get install nginx'
+}
+
 function executable (path: string): boolean {
   try {
     const stat = statSync(path)

@@ -239,6 +239,19 @@ t.test('every link between README.md and docs/ reaches a file, and a heading the
   }
 })
 
+// load-balancing.md explains deploy/nginx.conf piece by piece: a piece quoted there that the file no longer holds (or
+// holds differently) would explain a configuration nobody runs.
+t.test('every nginx line quoted in the docs is a line of deploy/nginx.conf', async (t) => {
+  const deployed = new Set(readFileSync(join(root, 'deploy', 'nginx.conf'), 'utf8').split('\n').map((line) => line.trim()))
+  const quoted = blocks.filter((block) => block.lang === 'nginx')
+  t.ok(quoted.length >= 5, 'the docs quote the configuration')
+  for (const block of quoted) {
+    for (const line of block.code.split('\n').map((line) => line.trim()).filter(Boolean)) {
+      t.ok(deployed.has(line), `${block.doc}:${block.line}: ${line}`)
+    }
+  }
+})
+
 t.test('every coded error and every source file is named in the docs', async (t) => {
   const errors = readFileSync(join(root, 'lib/core/errors.ts'), 'utf8').match(/'FST_RELIABLE_WS_[A-Z_]+'/g)!.map((code) => code.slice(1, -1))
   t.ok(errors.length >= 5, `${errors.length} error codes in lib/core/errors.ts`)

@@ -1,0 +1,221 @@
+// deploy/nginx.conf, run by Debian's nginx in front of three instances (processes of their own, on the build) that
+// share topics over a real redis-server: upgrades through it, spreading, idle connections kept by the heartbeat, a
+// rolling restart, a crash and an nginx reload, with a topic published all along.
+import t from 'tap'
+import net from 'node:net'
+import WebSocket from 'ws'
+import { ReliableWebSocket } from '../../lib/client'
+import { closeEvent, sleep, start, waitFor } from '../helpers/helpers'
+import { Instance } from '../helpers/instance'
+import { Nginx } from '../helpers/nginx'
+import { needs, NGINX, REDIS } from '../helpers/programs'
+import { freePort, RedisServer } from '../helpers/redis'
+
+t.setTimeout(180_000)
+
+const CLIENTS = 60
+const HEARTBEAT_MS = 300
+// Shortened from the deployed 75 s: an idle connection must outlive it on heartbeats alone.
+const PROXY_READ_TIMEOUT_MS = 1000
+const RECONNECT_WINDOW_MS = 2000
+// A draining instance holds on this long to a client that never answers its close frame.
+const SHUTDOWN_TIMEOUT_MS = 3000
+const WORKER_SHUTDOWN_TIMEOUT_MS = 2000
+// How long nginx leaves an instance alone after it failed a request (refused it, or answered 503 while draining).
+const FAIL_TIMEOUT_MS = 1000
+
+/** The most values of `sorted` (ascending) that fall within any `span`. */
+function busiest (sorted: number[], span: number): number {
+  let most = 0
+  for (let i = 0, j = 0; i < sorted.length; i++) {
+    while (sorted[i] - sorted[j] >= span) j++
+    most = Math.max(most, i - j + 1)
+  }
+  return most
+}
+
+/** One client through nginx, and what it saw. */
+class Watcher {
+  readonly ws: ReliableWebSocket
+  /** The instance of its current connection (0 until its first greeting). */
+  instance = 0
+  greetings = 0
+  /** The last topic message's number, and how many came out of order or twice. */
+  last = 0
+  disorder = 0
+  received = 0
+  /** Topic messages since its latest greeting: its subscription on that connection is in place once one came. */
+  sinceGreeting = 0
+  closes: number[] = []
+  // The delay given to the latest reconnection after a connection that had opened, and the attempts that failed (a
+  // refused or broken upgrade closes without having opened).
+  hint = -1
+  failedAttempts = 0
+  private opened = false
+
+  constructor (url: string) {
+    this.ws = new ReliableWebSocket(url, { WebSocket, backoff: { initialDelayMs: 200, maxDelayMs: 1000 } })
+    this.ws.addEventListener('message', (event) => {
+      const message = JSON.parse((event as MessageEvent).data as string) as { instance?: number, n?: number }
+      if (message.instance !== undefined) {
+        this.instance = message.instance
+        this.greetings++
+        this.sinceGreeting = 0
+        return
+      }
+      this.received++
+      this.sinceGreeting++
+      if (message.n! <= this.last) this.disorder++
+      this.last = message.n!
+    })
+    this.ws.addEventListener('open', () => { this.opened = true })
+    this.ws.addEventListener('close', () => {
+      this.closes.push(Date.now())
+      if (!this.opened) this.failedAttempts++
+    })
+    this.ws.addEventListener('reconnecting', (event) => {
+      if (this.opened) this.hint = event.delayMs
+      this.opened = false
+    })
+  }
+}
+
+t.test('three instances behind deploy/nginx.conf', { ...needs(REDIS), ...needs(NGINX) }, async (t) => {
+  const redis = await RedisServer.start(t)
+  const env = {
+    REDIS_URL: redis.url,
+    HEARTBEAT_MS: String(HEARTBEAT_MS),
+    RECONNECT_WINDOW_MS: String(RECONNECT_WINDOW_MS),
+    SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS)
+  }
+  const instances: Instance[] = []
+  for (let i = 0; i < 3; i++) instances.push(await Instance.start(t, await freePort(), env))
+  const nginx = await Nginx.start(t, instances.map(({ port }) => port), {
+    proxy_read_timeout: `${PROXY_READ_TIMEOUT_MS}ms`,
+    worker_shutdown_timeout: `${WORKER_SHUTDOWN_TIMEOUT_MS}ms`,
+    // nginx takes whole seconds here.
+    fail_timeout: `${FAIL_TIMEOUT_MS / 1000}s`
+  })
+
+  t.test('a connection the instance pings outlives proxy_read_timeout; a silent one does not', async (t) => {
+    const pinged = new WebSocket(nginx.url('/feed'))
+    const silent = new WebSocket(nginx.url('/quiet'))
+    const openedAt = Date.now()
+    const silentClosed = closeEvent(silent).then(() => Date.now() - openedAt)
+    let pingedClosed = false
+    pinged.on('close', () => { pingedClosed = true })
+    const silentAfter = await silentClosed
+    t.ok(silentAfter >= PROXY_READ_TIMEOUT_MS * 0.9, `nginx closed the silent connection after ${silentAfter} ms`)
+    await sleep(Math.max(0, PROXY_READ_TIMEOUT_MS * 2.5 - (Date.now() - openedAt)))
+    t.equal(pingedClosed, false, `the pinged one is open after ${Date.now() - openedAt} ms`)
+    pinged.close()
+  })
+
+  t.test(`${CLIENTS} clients through a rolling restart, a crash and a reload, with a topic published all along`, async (t) => {
+    const publisher = await start({ redis: redis.url }, () => {})
+    const watchers: Watcher[] = []
+    t.teardown(() => { for (const { ws } of watchers) ws.close() })
+    for (let i = 0; i < CLIENTS; i++) watchers.push(new Watcher(nginx.url('/feed')))
+    await waitFor(() => watchers.every((w) => w.greetings === 1), 30_000, 'every client connected')
+
+    const counts = (): number[] => instances.map(({ port }) => watchers.filter((w) => w.instance === port).length)
+    t.ok(counts().every((n) => n >= CLIENTS / 3 * 0.6), `least_conn spread them: ${counts().join(', ')}`)
+
+    let published = 0
+    let publishing = true
+    const publishes = (async () => {
+      while (publishing) {
+        await publisher.app.wsPublishJSON('news', { n: ++published })
+        await sleep(10)
+      }
+    })()
+    t.teardown(async () => {
+      publishing = false
+      await publishes.catch(() => {})
+      await publisher.app.close()
+    })
+    await waitFor(() => watchers.every((w) => w.received > 0), 10_000, 'the topic reaching every client')
+
+    // Each instance in turn closes gracefully, as in a rolling deploy: its clients are told when to come back, and
+    // while it drains (held by a client that never answers its close frame) nginx gets 503 from it and tries the next.
+    for (const instance of instances) {
+      const holder = await holdOpen(instance.port)
+      const moving = watchers.filter((w) => w.instance === instance.port)
+      const greeted = moving.map((w) => w.greetings)
+      for (const w of moving) w.hint = -1
+      await instance.stop('SIGTERM')
+      await waitFor(() => moving.every((w, i) => w.greetings > greeted[i]), 20_000, 'the clients of the restarted instance back')
+      holder.destroy()
+      const hints = moving.map((w) => w.hint).sort((a, b) => a - b)
+      const most = busiest(hints, 100)
+      t.ok(hints[0] >= 0 && most <= Math.max(1, Math.ceil(moving.length / 10)),
+        `instance ${instance.port}: ${moving.length} clients given moments over ${RECONNECT_WINDOW_MS} ms, at most ${most} in any 100 ms`)
+      t.ok(moving.every((w) => w.instance !== instance.port), 'each back on another instance')
+      const others = counts().filter((_, i) => instances[i] !== instance)
+      t.ok(Math.abs(others[0] - others[1]) <= 4, `least_conn evened out the other two: ${others.join(', ')}`)
+      await instance.restart()
+      await backInRotation(nginx, instance.port)
+    }
+
+    // A crash: nginx finds the instance gone, its clients come back on the others.
+    const crashed = instances[0]
+    const orphans = watchers.filter((w) => w.instance === crashed.port)
+    const orphanGreetings = orphans.map((w) => w.greetings)
+    await crashed.stop('SIGKILL')
+    await waitFor(() => orphans.every((w, i) => w.greetings > orphanGreetings[i]), 20_000, 'the clients of the crashed instance back')
+    await crashed.restart()
+    await backInRotation(nginx, crashed.port)
+
+    // A reload: the old workers keep their websockets, and the topic flowing, until worker_shutdown_timeout.
+    const before = watchers.map((w) => ({ closes: w.closes.length, greetings: w.greetings }))
+    const reloadedAt = Date.now()
+    nginx.reload()
+    await sleep(WORKER_SHUTDOWN_TIMEOUT_MS / 2)
+    const atHalf = watchers.map((w) => w.received)
+    await waitFor(() => watchers.every((w, i) => w.greetings > before[i].greetings), 20_000, 'every client cut by the old workers and back')
+    const firstCut = Math.min(...watchers.map((w, i) => w.closes[before[i].closes]))
+    t.ok(firstCut - reloadedAt >= WORKER_SHUTDOWN_TIMEOUT_MS / 2, `the old workers kept every websocket for ${firstCut - reloadedAt} ms`)
+    t.ok(watchers.every((w, i) => w.received > atHalf[i] || w.closes.length > before[i].closes), 'the topic went on reaching them')
+
+    // A subscription takes effect once the instance has read the topic's position from Redis: a message published
+    // before that does not reach it. The last one must reach every client.
+    await waitFor(() => watchers.every((w) => w.sinceGreeting > 0), 10_000, 'every subscription in place')
+    publishing = false
+    await publishes
+    await waitFor(() => watchers.every((w) => w.last === published), 10_000, 'the last message reaching every client')
+    const disorder = watchers.reduce((sum, w) => sum + w.disorder, 0)
+    const failedAttempts = watchers.reduce((sum, w) => sum + w.failedAttempts, 0)
+    const reconnections = watchers.reduce((sum, w) => sum + w.greetings - 1, 0)
+    const delivered = watchers.reduce((sum, w) => sum + w.received, 0)
+    t.equal(disorder, 0, 'no topic message came twice or out of order')
+    t.equal(failedAttempts, 0, 'every reconnection succeeded at its first attempt: nginx never handed a client a failed upgrade')
+    t.comment(`published ${published}, delivered ${delivered} (${(delivered / published / CLIENTS * 100).toFixed(1)} % of ${published} × ${CLIENTS}: ` +
+      `without sessions a client misses what is published while it reconnects), ${reconnections} reconnections`)
+  })
+})
+
+/**
+ * What a rolling deploy must wait for before it stops the next instance: a plain request through nginx answered by
+ * the one that came back. nginx counts a failure against an instance (refused, or 503 while it drained) until a
+ * request to it completes, and a websocket completes only when it closes: until then the instance gets one new
+ * connection per fail_timeout, and were the next instance stopped meanwhile, a third would be all nginx had left.
+ */
+async function backInRotation (nginx: Nginx, port: number): Promise<void> {
+  const deadline = Date.now() + 20_000
+  for (;;) {
+    const response = await fetch(nginx.http('/instance'))
+    if (response.ok && ((await response.json()) as { instance: number }).instance === port) return
+    if (Date.now() > deadline) throw new Error(`instance ${port} never answered through nginx`)
+    await sleep(50)
+  }
+}
+
+/** A websocket straight to an instance that never answers anything: the instance drains until shutdown.timeoutMs. */
+async function holdOpen (port: number): Promise<net.Socket> {
+  const socket = net.connect(port, '127.0.0.1')
+  socket.write(`GET /quiet HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+    'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
+  await new Promise<void>((resolve) => socket.once('data', () => resolve()))
+  socket.pause()
+  return socket
+}

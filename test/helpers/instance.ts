@@ -1,0 +1,45 @@
+import { spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { join } from 'node:path'
+
+const FIXTURE = join(__dirname, '..', 'fixtures', 'instance.mjs')
+
+/**
+ * test/fixtures/instance.mjs in a process of its own (on the build: `npm test` makes it), on a fixed loopback port so
+ * that a load balancer finds it again after a restart; killed in teardown.
+ */
+export class Instance {
+  private child: ChildProcess | null = null
+
+  private constructor (readonly port: number, private readonly env: Record<string, string>) {}
+
+  static async start (t: { teardown: (fn: () => unknown) => void }, port: number, env: Record<string, string>): Promise<Instance> {
+    const instance = new Instance(port, env)
+    t.teardown(() => instance.stop('SIGKILL'))
+    await instance.restart()
+    return instance
+  }
+
+  async restart (): Promise<void> {
+    const child = spawn(process.execPath, [FIXTURE], {
+      env: { ...process.env, ...this.env, PORT: String(this.port) },
+      stdio: ['ignore', 'pipe', 'inherit']
+    })
+    this.child = child
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.setEncoding('utf8').on('data', (chunk: string) => { if (chunk.includes('listening')) resolve() })
+      child.once('exit', (code) => reject(new Error(`the instance on ${this.port} exited (${code}) before it listened`)))
+    })
+  }
+
+  /** SIGTERM: the application closes (a rolling deploy); SIGKILL: a crash. Resolves once the process is gone. */
+  async stop (signal: 'SIGTERM' | 'SIGKILL'): Promise<void> {
+    const child = this.child
+    if (child === null || child.exitCode !== null || child.signalCode !== null) return
+    this.child = null
+    const exited = once(child, 'exit')
+    child.kill(signal)
+    await exited
+  }
+}
