@@ -29,10 +29,20 @@ export class RedisServer {
   private constructor (readonly port: number, private readonly dir: string, private readonly args: string[]) {}
 
   static async start (t: { teardown: (fn: () => unknown) => void }, args: string[] = []): Promise<RedisServer> {
-    const server = new RedisServer(await freePort(), mkdtempSync(join(tmpdir(), 'redis-')), args)
-    t.teardown(() => server.destroy())
-    await server.restart()
-    return server
+    // A port found free can be taken by someone else before redis-server binds it (other test files open connections
+    // all the time): then another. A cluster node also listens on a bus port, by default its own plus 10,000, which
+    // nothing keeps free: it gets one found free too.
+    for (let attempt = 1; ; attempt++) {
+      const bus = args.includes('--cluster-enabled') ? ['--cluster-port', String(await freePort())] : []
+      const server = new RedisServer(await freePort(), mkdtempSync(join(tmpdir(), 'redis-')), [...args, ...bus])
+      t.teardown(() => server.destroy())
+      try {
+        await server.restart()
+        return server
+      } catch (err) {
+        if (attempt === 3 || !(err as Error).message.includes('Address already in use')) throw err
+      }
+    }
   }
 
   get url (): string {
