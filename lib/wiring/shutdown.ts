@@ -39,7 +39,11 @@ export function createShutdown (ctx: Context, stats: StatsCollector, handshakes:
       // Connections still short of their first request stay guarded: shutdown does not lift handshakeTimeoutMs.
       handshakes.drain()
       answerWhileDraining(this.server, ctx, stats, wss.clients)
-      const hints = new RetryHints(reconnectWindowMs, wss.clients.size)
+      // One slot per client that is told a moment: a socket off the subprotocol (or off the plugin) takes none, or the
+      // moments would bunch in the front of the window.
+      let framed = 0
+      for (const socket of wss.clients as Set<ReliableSocket>) if (socket[kFramed]) framed++
+      const hints = new RetryHints(reconnectWindowMs, framed)
       for (const socket of wss.clients as Set<ReliableSocket>) {
         socket[kCause] ??= 'shutdown'
         if (socket[kFramed] && reconnectWindowMs > 0) socket[kSendControl](encodeControl({ t: 'retry', ms: hints.next() }))

@@ -11,6 +11,7 @@ import type { FastifyInstance } from 'fastify'
 import WebSocket from 'ws'
 import reliableWs = require('../../index')
 import { RawPeer, closeEvent, connect, sleep, start, waitFor } from '../helpers/helpers'
+import { PROTOCOL, decodeControl } from '../../lib/protocol/protocol'
 
 function routes (app: import('fastify').FastifyInstance): void {
   app.get('/ws', { websocket: true }, (socket) => {
@@ -42,6 +43,29 @@ t.test('close() sends 1001 to every client and resolves with no handle left', as
   t.equal(stats.closeCodes['1001'], 3)
   t.equal(stats.draining, true)
   t.same(await noHandlesLeft(), [])
+})
+
+t.test('the moments told to reliable clients cover shutdown.reconnectWindowMs whatever other sockets the server holds', async (t) => {
+  const WINDOW = 1000
+  const { app, url } = await start({ shutdown: { reconnectWindowMs: WINDOW } }, routes)
+  const framed = 10
+  const moments: number[] = []
+  await Promise.all(Array.from({ length: framed }, async () => {
+    const ws = new WebSocket(url('/ws'), PROTOCOL)
+    ws.on('message', (data) => {
+      const control = decodeControl(data.toString().slice(1))
+      if (control?.t === 'retry') moments.push(control.ms as number)
+    })
+    await once(ws, 'open')
+    return ws
+  }))
+  // As many sockets that are told nothing: off the subprotocol, and off the plugin.
+  await Promise.all(Array.from({ length: framed / 2 }, () => connect(url('/ws'))))
+  await Promise.all(Array.from({ length: framed / 2 }, () => connect(url('/plain'))))
+  await app.close()
+  t.equal(moments.length, framed, 'every reliable client was told a moment')
+  // One slot of WINDOW / framed each: the last is in the last tenth of the window.
+  t.ok(Math.max(...moments) >= WINDOW * (framed - 1) / framed, `the latest moment, ${Math.max(...moments)} ms, is in the last slot`)
 })
 
 t.test('shutdown.closeCode and reason are configurable', async (t) => {
