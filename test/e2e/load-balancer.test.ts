@@ -8,15 +8,17 @@ import { ReliableWebSocket } from '../../lib/client'
 import { closeEvent, sleep, start, waitFor } from '../helpers/helpers'
 import { Instance } from '../helpers/instance'
 import { Nginx } from '../helpers/nginx'
-import { needs, NGINX, REDIS } from '../helpers/programs'
+import { needsAll, NGINX, REDIS } from '../helpers/programs'
 import { freePort, RedisServer } from '../helpers/redis'
 
 t.setTimeout(180_000)
 
 const CLIENTS = 60
-const HEARTBEAT_MS = 300
-// Shortened from the deployed 75 s: an idle connection must outlive it on heartbeats alone.
-const PROXY_READ_TIMEOUT_MS = 1000
+// Also the heartbeat's deadline: a client whose process stalls longer is terminated by its instance.
+const HEARTBEAT_MS = 1000
+// Shortened from the deployed 75 s: an idle connection must outlive it on heartbeats alone (the first ping may come
+// half an interval late).
+const PROXY_READ_TIMEOUT_MS = 2500
 const RECONNECT_WINDOW_MS = 2000
 // A draining instance holds on this long to a client that never answers its close frame.
 const SHUTDOWN_TIMEOUT_MS = 3000
@@ -50,6 +52,8 @@ class Watcher {
   /** Topic messages since its latest greeting: its subscription on that connection is in place once one came. */
   sinceGreeting = 0
   closes: number[] = []
+  /** Topic messages received by the time of each close. */
+  receivedAtClose: number[] = []
   // The delay given to the latest reconnection after a connection that had opened, if that connection heard the
   // server's close frame (and so the moment sent before it), and the attempts that failed (a refused or broken
   // upgrade closes without having opened).
@@ -77,6 +81,7 @@ class Watcher {
     this.ws.addEventListener('open', () => { this.opened = true })
     this.ws.addEventListener('close', (event) => {
       this.closes.push(Date.now())
+      this.receivedAtClose.push(this.received)
       this.closeCode = event.code
       if (!this.opened) this.failedAttempts++
     })
@@ -87,7 +92,7 @@ class Watcher {
   }
 }
 
-t.test('three instances behind deploy/nginx.conf', { ...needs(REDIS), ...needs(NGINX) }, async (t) => {
+t.test('three instances behind deploy/nginx.conf', needsAll([REDIS, NGINX]), async (t) => {
   const redis = await RedisServer.start(t)
   const env = {
     REDIS_URL: redis.url,
@@ -108,11 +113,14 @@ t.test('three instances behind deploy/nginx.conf', { ...needs(REDIS), ...needs(N
     const pinged = new WebSocket(nginx.url('/feed'))
     const silent = new WebSocket(nginx.url('/quiet'))
     const openedAt = Date.now()
-    const silentClosed = closeEvent(silent).then(() => Date.now() - openedAt)
+    let silentClose: { code: number, after: number } | null = null
+    closeEvent(silent).then(({ code }) => { silentClose = { code, after: Date.now() - openedAt } }, () => {})
     let pingedClosed = false
     pinged.on('close', () => { pingedClosed = true })
-    const silentAfter = await silentClosed
-    t.ok(silentAfter >= PROXY_READ_TIMEOUT_MS * 0.9, `nginx closed the silent connection after ${silentAfter} ms`)
+    await waitFor(() => silentClose !== null, PROXY_READ_TIMEOUT_MS * 3, 'nginx to close the silent connection')
+    const { code, after } = silentClose!
+    t.ok(after >= PROXY_READ_TIMEOUT_MS * 0.9, `nginx closed the silent connection after ${after} ms`)
+    t.equal(code, 1006, 'by dropping it: nginx, not the instance, closed it')
     await sleep(Math.max(0, PROXY_READ_TIMEOUT_MS * 2.5 - (Date.now() - openedAt)))
     t.equal(pingedClosed, false, `the pinged one is open after ${Date.now() - openedAt} ms`)
     pinged.close()
@@ -126,7 +134,7 @@ t.test('three instances behind deploy/nginx.conf', { ...needs(REDIS), ...needs(N
     await waitFor(() => watchers.every((w) => w.greetings === 1), 30_000, 'every client connected')
 
     const counts = (): number[] => instances.map(({ port }) => watchers.filter((w) => w.instance === port).length)
-    t.ok(counts().every((n) => n >= CLIENTS / 3 * 0.6), `least_conn spread them: ${counts().join(', ')}`)
+    t.ok(counts().every((n) => n >= CLIENTS / 3 * 0.6), `nginx spread them: ${counts().join(', ')}`)
 
     let published = 0
     let publishing = true
@@ -157,12 +165,11 @@ t.test('three instances behind deploy/nginx.conf', { ...needs(REDIS), ...needs(N
       // moment unread) and comes back on its own backoff: counted, not judged. The spread is judged on the others.
       const hints = moving.map((w) => w.hint).filter((hint) => hint >= 0).sort((a, b) => a - b)
       const most = busiest(hints, 100)
-      t.ok(most <= Math.max(1, Math.ceil(moving.length / 10)),
+      t.ok(hints.length >= moving.length / 2 && most <= Math.max(1, Math.ceil(moving.length / 10)),
         `instance ${instance.port}: ${moving.length} clients given moments over ${RECONNECT_WINDOW_MS} ms, at most ${most} in any 100 ms` +
         ` (${moving.length - hints.length} cut off before they read theirs)`, { hints })
       // When they arrived is the machine's business as much as the plugin's (a stalled event loop bunches them): shown.
       t.comment(`their arrivals: at most ${busiest(moving.map((w) => w.greetedAt).sort((a, b) => a - b), 100)} in any 100 ms`)
-      t.ok(moving.every((w) => w.instance !== instance.port), 'each back on another instance')
       const others = counts().filter((_, i) => instances[i] !== instance)
       t.ok(Math.abs(others[0] - others[1]) <= 4, `least_conn evened out the other two: ${others.join(', ')}`)
       await instance.restart()
@@ -187,7 +194,7 @@ t.test('three instances behind deploy/nginx.conf', { ...needs(REDIS), ...needs(N
     await waitFor(() => watchers.every((w, i) => w.greetings > before[i].greetings), 20_000, 'every client cut by the old workers and back')
     const firstCut = Math.min(...watchers.map((w, i) => w.closes[before[i].closes]))
     t.ok(firstCut - reloadedAt >= WORKER_SHUTDOWN_TIMEOUT_MS / 2, `the old workers kept every websocket for ${firstCut - reloadedAt} ms`)
-    t.ok(watchers.every((w, i) => w.received > atHalf[i] || w.closes.length > before[i].closes), 'the topic went on reaching them')
+    t.ok(watchers.every((w, i) => w.receivedAtClose[before[i].closes] > atHalf[i]), 'the topic went on reaching them until the cut')
 
     // A subscription takes effect once the instance has read the topic's position from Redis: a message published
     // before that does not reach it. The last one must reach every client.

@@ -37,9 +37,10 @@ export class Instance {
   async stop (signal: 'SIGTERM' | 'SIGKILL'): Promise<void> {
     const child = this.child
     if (child === null || child.exitCode !== null || child.signalCode !== null) return
-    this.child = null
     const exited = once(child, 'exit')
     child.kill(signal)
+    // Kept until it is gone: an instance stuck in close() is still there for the teardown's SIGKILL.
     await exited
+    this.child = null
   }
 }

@@ -35,6 +35,15 @@ export class Nginx {
 
   static async start (t: { teardown: (fn: () => unknown) => void }, upstreams: number[], shorter: Record<string, string> = {}): Promise<Nginx> {
     const dir = mkdtempSync(join(tmpdir(), 'nginx-'))
+    let child: ChildProcess | null = null
+    t.teardown(async () => {
+      if (child !== null && child.exitCode === null && child.signalCode === null) {
+        // SIGTERM: a fast shutdown, websockets included.
+        child.kill('SIGTERM')
+        await once(child, 'exit')
+      }
+      rmSync(dir, { recursive: true, force: true })
+    })
     // Started as root, the workers run as nobody, and reach their temporary files through this directory.
     chmodSync(dir, 0o755)
     const port = await freePort()
@@ -54,17 +63,9 @@ export class Nginx {
     uwsgi_temp_path ${dir}/uwsgi;
     scgi_temp_path ${dir}/scgi;`)
     writeFileSync(join(dir, 'nginx.conf'), conf)
-    const child = spawn(find(NGINX), ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log'),
+    child = spawn(find(NGINX), ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log'),
       '-g', `daemon off; pid ${join(dir, 'nginx.pid')};`], { stdio: ['ignore', 'inherit', 'inherit'] })
     const nginx = new Nginx(port, child)
-    t.teardown(async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        // SIGTERM: a fast shutdown, websockets included.
-        child.kill('SIGTERM')
-        await once(child, 'exit')
-      }
-      rmSync(dir, { recursive: true, force: true })
-    })
     const exited = once(child, 'exit').then(([code]) => { throw new Error(`nginx exited (${code}): ${readFileSync(join(dir, 'error.log'), 'utf8')}`) })
     exited.catch(() => {})
     await Promise.race([listening(port), exited])

@@ -76,6 +76,12 @@ export function needs (program: Program, env: NodeJS.ProcessEnv = process.env): 
   return locate(program, env) === null && !onCI(env) ? { skip: missing(program) } : {}
 }
 
+/** `needs` for a test that runs several programs: one line naming every one that is missing. */
+export function needsAll (programs: Program[], env: NodeJS.ProcessEnv = process.env): { skip?: string } {
+  const lines = programs.map((program) => needs(program, env).skip).filter((line) => line !== undefined)
+  return lines.length === 0 ? {} : { skip: lines.join('; ') }
+}
+
 /** The program's path, for the test that runs it; throws the line `needs()` would have skipped with. */
 export function find (program: Program, env: NodeJS.ProcessEnv = process.env): string {
   const path = locate(program, env)

@@ -1,7 +1,7 @@
 import { execFile, spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -9,13 +9,33 @@ import { promisify } from 'node:util'
 import { Redis } from 'ioredis'
 import { find, REDIS } from './programs'
 
-/** A free loopback port, as the system hands one out. */
+/**
+ * A free loopback port below the system's ephemeral range: no outgoing connection is ever given one of those, so a
+ * server stopped for a while (a restart, a crash) finds its port still free when it binds it again. Random, so that
+ * test files running side by side rarely pick the same one.
+ */
 export async function freePort (): Promise<number> {
-  const server = net.createServer().listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as net.AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
+  const below = ephemeralLow()
+  for (;;) {
+    const port = 10_000 + Math.floor(Math.random() * (below - 10_000))
+    const server = net.createServer()
+    const bound = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false))
+      server.listen(port, '127.0.0.1', () => resolve(true))
+    })
+    if (!bound) continue
+    await new Promise((resolve) => server.close(resolve))
+    return port
+  }
+}
+
+/** The first port the system hands out on its own (Linux's net.ipv4.ip_local_port_range; its default elsewhere). */
+function ephemeralLow (): number {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').split(/\s+/)[0])
+  } catch {
+    return 32_768
+  }
 }
 
 /**

@@ -1,9 +1,9 @@
-// How the tests find the programs from outside npm they run (Chromium now), and what they do without them.
+// How the tests find the programs from outside npm they run (Chromium, redis-server, nginx), and what they do without them.
 import t from 'tap'
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
-import { find, locate, needs } from '../helpers/programs'
+import { find, locate, needs, needsAll } from '../helpers/programs'
 import type { Program } from '../helpers/programs'
 
 const dir = mkdtempSync(join(tmpdir(), 'programs-'))
@@ -48,4 +48,13 @@ t.test('missing: a skip with one line saying what to install, but a failure unde
     t.throws(() => find(ELSEWHERE, { CI }), { message: `${line} (CI is set: a missing program fails the run)` })
   }
   t.equal(find(BROWSER, {}), installed)
+})
+
+t.test('a test that runs several programs is skipped with one line naming every one missing', async (t) => {
+  const OTHER: Program = { ...ELSEWHERE, name: 'Other', env: 'OTHER_PATH', install: 'apt-get install other' }
+  t.same(needsAll([ELSEWHERE, BROWSER, OTHER], {}), {
+    skip: 'needs Browser — apt-get install browser, or set BROWSER_PATH; needs Other — apt-get install other, or set OTHER_PATH'
+  })
+  t.same(needsAll([BROWSER], {}), {}, 'all present: the test runs')
+  t.same(needsAll([ELSEWHERE, OTHER], { CI: 'true' }), {}, 'under CI it runs, to fail')
 })
