@@ -10,7 +10,7 @@ import { DEFAULTS } from '../../lib/core/options'
 import type { TopicSettings } from '../../lib/core/options'
 import type { RedisOption } from '../../lib/topics/redis-connection'
 import { loadIoredis } from '../../lib/topics/redis-connection'
-import { PUBLISH_SCRIPT, topicKeys } from '../../lib/topics/redis-scripts'
+import { publishScript, topicKeys } from '../../lib/topics/redis-scripts'
 import { FaultProxy } from '../helpers/fault-proxy'
 import { sleep } from '../helpers/helpers'
 import { needs, REDIS } from '../helpers/programs'
@@ -223,7 +223,7 @@ t.test('history lost (FLUSHALL live, FLUSHALL while away, a restart): gap(epoch)
 /** As if the channel lost it: numbered and kept, announced on a channel nobody hears. */
 async function publishUnannounced (admin: Redis, topic: string, data: Buffer, historySize: number): Promise<void> {
   const { meta, stream } = topicKeys('reliable-ws', topic)
-  await admin.eval(PUBLISH_SCRIPT, 2, meta, stream, 'nowhere', data, 1, Date.now(), 'unused', historySize, 60_000)
+  await admin.eval(publishScript('publish'), 3, meta, stream, 'nowhere', data, 1, Date.now(), 'unused', historySize, 60_000)
 }
 
 t.test('a message missing on the channel is read from the stream before the next one is delivered', needs(REDIS), async (t) => {
