@@ -558,6 +558,18 @@ t.test('Redis Cluster: a subscription silently dead on any one master is found b
   }
   t.same(b.seen.states, ['up', 'down', 'up', 'down', 'up', 'down', 'up'], 'each master\'s silence found')
   t.same(b.seen.gaps, [])
+  // ioredis subscribes its own list of shard channels again after a reconnect: the broker keeps it to one of each.
+  const listed = [...(b.broker as unknown as { sub: { shardedSubscribers: { channels: Map<number, string[]> } } }).sub.shardedSubscribers.channels.values()].flat()
+  t.equal(listed.length, new Set(listed).size, `ioredis lists each channel once after 3 reconnections (${listed.length})`)
+  // A topic left while the subscriber reconnects: the Cluster client would subscribe it again by itself.
+  const left = TOPICS[0]
+  const owner = servers[ownerOf(app, servers, topicKeys('reliable-ws', left).channel)].client()
+  ;(b.broker as unknown as { sub: Redis }).sub.once('close', () => b.broker.unlisten(left))
+  await shardConnection(b.broker, servers[0].port).sunsubscribe()
+  await until('down', () => b.broker.state === 'down', 5000)
+  await until('up', () => b.broker.state === 'up', 5000)
+  for (let tries = 0; tries < 100 && ((await owner.call('PUBSUB', 'SHARDCHANNELS', topicKeys('reliable-ws', left).channel)) as string[]).length > 0; tries++) await sleep(10)
+  t.same(await owner.call('PUBSUB', 'SHARDCHANNELS', topicKeys('reliable-ws', left).channel), [], 'not subscribed once back')
 })
 
 t.test('Redis Cluster: the subscriber connection to one master killed while publishing: nothing lost, nothing twice', needs(REDIS), async (t) => {
