@@ -1,6 +1,7 @@
 // The broker through Redis: each topic's messages numbered in a stream, announced on its channel; this instance
 // listens to the channels of its topics only, delivers each message once in order, and reads what it missed from
 // the stream (docs/redis.md).
+import { once } from 'node:events'
 import type { FastifyBaseLogger } from 'fastify'
 import { FST_RELIABLE_WS_BROKER_UNAVAILABLE } from '../core/errors'
 import type { TopicSettings } from '../core/options'
@@ -21,6 +22,15 @@ const LAG_WEIGHT = 0.2
 // For the commands whose failure needs no handling of its own: the connection that failed them reconnects, and its
 // 'ready' subscribes everything again (a subscription) or the next tick finds the probe missing.
 function ignore (): void {}
+
+/**
+ * Connects; resolves once the connection is ready. A Cluster client whose ready check fails (a node not yet, or no
+ * longer, `cluster_state:ok`) reconnects by itself and leaves the promise of that first connect() pending for good:
+ * its 'ready' says when it is up.
+ */
+async function connected (connection: Connection): Promise<unknown> {
+  return await Promise.race([connection.connect(), once(connection, 'ready')])
+}
 
 type ReadReply = [Buffer | null, number, Array<[Buffer, Buffer[]]>]
 
@@ -116,7 +126,7 @@ export class RedisBroker implements Broker {
     this.pub.once('error', fail)
     this.sub.once('error', fail)
     try {
-      await Promise.race([Promise.all([this.pub.connect(), this.sub.connect()]).then(() => this.resubscribe()), failed])
+      await Promise.race([Promise.all([connected(this.pub), connected(this.sub)]).then(() => this.resubscribe()), failed])
       this.pub.off('error', fail)
       this.sub.off('error', fail)
     } catch (err) {

@@ -17,7 +17,7 @@ import { sleep } from '../helpers/helpers'
 import { needs, REDIS } from '../helpers/programs'
 import { freePort, RedisServer, startCluster } from '../helpers/redis'
 
-t.setTimeout(120_000)
+t.setTimeout(240_000)
 
 type Test = { teardown: (fn: () => unknown) => void }
 
@@ -623,4 +623,26 @@ t.test('Redis Cluster: a probe channel\'s slot moved to another master: the prob
   await a.broker.publish('news', 'after the move', false)
   await until('delivered', () => b.seen.deliveries.length === 1)
   t.same(b.seen.gaps, [])
+})
+
+t.test('Redis Cluster: a broker started while the cluster is failing comes up once it recovers', needs(REDIS), async (t) => {
+  const { servers, app } = await cluster(t)
+  const admin = servers[0].client()
+  // A master stopped until the others say the cluster fails: the client's ready check fails, and it reconnects.
+  servers[2].signal('SIGSTOP')
+  for (let tries = 0; !(await admin.cluster('INFO')).includes('cluster_state:fail'); tries++) {
+    if (tries > 200) throw new Error('the cluster did not fail')
+    await sleep(50)
+  }
+  const seen = new Recorder()
+  const b = createRedisBroker(app, { ...DEFAULTS.topics, probeIntervalMs: 250 }, seen.log)
+  t.teardown(() => b.close())
+  let started = false
+  const starting = b.start(seen).then(() => { started = true })
+  await sleep(1000)
+  t.notOk(started, 'not up while the cluster fails')
+  servers[2].signal('SIGCONT')
+  await until('started', () => started, 15_000)
+  await starting
+  t.equal(b.state, 'up')
 })
