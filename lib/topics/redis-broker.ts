@@ -1,6 +1,7 @@
 // The broker through Redis: each topic's messages numbered in a stream, announced on its channel; this instance
 // listens to the channels of its topics only, delivers each message once in order, and reads what it missed from
 // the stream (docs/redis.md).
+import { once } from 'node:events'
 import type { FastifyBaseLogger } from 'fastify'
 import { FST_RELIABLE_WS_BROKER_UNAVAILABLE } from '../core/errors'
 import type { TopicSettings } from '../core/options'
@@ -8,7 +9,9 @@ import { createIdGenerator } from '../core/ids'
 import type { Broker, BrokerEvents, BrokerState, GapReason } from './broker'
 import { openConnection } from './redis-connection'
 import type { Connection, RedisOption } from './redis-connection'
-import { entryNotification, parseNotification, PUBLISH_SCRIPT, READ_SCRIPT, topicKeys } from './redis-scripts'
+import { pubSubFor } from './redis-pubsub'
+import type { PubSub } from './redis-pubsub'
+import { entryNotification, parseNotification, publishScript, READ_SCRIPT, topicKeys } from './redis-scripts'
 import type { Notification, TopicKeys } from './redis-scripts'
 
 // Messages read from a stream per command while catching up: one read never holds Redis long.
@@ -20,10 +23,19 @@ const LAG_WEIGHT = 0.2
 // 'ready' subscribes everything again (a subscription) or the next tick finds the probe missing.
 function ignore (): void {}
 
+/**
+ * Connects; resolves once the connection is ready. A Cluster client whose ready check fails (a node not yet, or no
+ * longer, `cluster_state:ok`) reconnects by itself and leaves the promise of that first connect() pending for good:
+ * its 'ready' says when it is up.
+ */
+async function connected (connection: Connection): Promise<unknown> {
+  return await Promise.race([connection.connect(), once(connection, 'ready')])
+}
+
 type ReadReply = [Buffer | null, number, Array<[Buffer, Buffer[]]>]
 
 interface ScriptedRedis extends Connection {
-  reliableWsPublish: (meta: string, stream: string, ...args: Array<string | Buffer | number>) => Promise<[number, string]>
+  reliableWsPublish: (meta: string, stream: string, channel: string, ...args: Array<string | Buffer | number>) => Promise<[number, string]>
   reliableWsReadBuffer: (meta: string, stream: string, from: number, count: number) => Promise<ReadReply>
 }
 
@@ -57,11 +69,17 @@ export class RedisBroker implements Broker {
   private readonly topics = new Map<string, Listened>()
   private readonly byChannel = new Map<string, Listened>()
   private readonly nextEpoch = createIdGenerator()
-  private readonly probeChannel: string
+  private readonly pubsub: PubSub
+  // What the channels of the liveness probe are named from; the channels subscribed now, one per subscriber connection.
+  private readonly probeBase: string
+  private probes = new Set<string>()
+  // Channels left while not subscribed: a Cluster client may still hold them, to subscribe again by itself.
+  private readonly stale = new Set<string>()
   private subscribed = false
   private probeFailed = false
-  // When the probe in flight was sent; null when none is.
+  // When the probes in flight were sent, and the channels whose probe is not back yet; null when none is in flight.
   private probeSentAt: number | null = null
+  private probesOut = new Set<string>()
   private lag = 0
   private timer: NodeJS.Timeout | null = null
   private lastError: Error | null = null
@@ -72,11 +90,12 @@ export class RedisBroker implements Broker {
     // resending either (a refused publish must stay refused), and no key prefix of the application's: every instance
     // must name the keys as its channels are named, by `topics.keyPrefix` alone.
     const own = { enableOfflineQueue: false, commandTimeout: settings.publishTimeoutMs, autoResubscribe: false, autoResendUnfulfilledCommands: false, keyPrefix: '' }
-    this.pub = openConnection(option, own) as ScriptedRedis
-    this.sub = openConnection(option, own)
-    this.pub.defineCommand('reliableWsPublish', { numberOfKeys: 2, lua: PUBLISH_SCRIPT })
+    this.pubsub = pubSubFor(option)
+    this.pub = openConnection(option, own, false) as ScriptedRedis
+    this.sub = openConnection(option, own, this.pubsub.sharded)
+    this.pub.defineCommand('reliableWsPublish', { numberOfKeys: 3, lua: publishScript(this.pubsub.publishCommand) })
     this.pub.defineCommand('reliableWsRead', { numberOfKeys: 2, lua: READ_SCRIPT })
-    this.probeChannel = `${settings.keyPrefix}:probe:${this.nextEpoch()}`
+    this.probeBase = `${settings.keyPrefix}:probe:${this.nextEpoch()}`
   }
 
   get lagMs (): number {
@@ -93,18 +112,21 @@ export class RedisBroker implements Broker {
     this.pub.on('close', () => this.update())
     // The first time, start() subscribes.
     this.sub.on('ready', () => { if (this.state !== 'connecting') this.resubscribe().catch(this.resubscribeFailed) })
-    this.sub.on('close', () => {
-      this.subscribed = false
-      this.update()
+    this.sub.on('close', this.unsubscribed)
+    // A Cluster replaces the subscriber connection of one master by itself ('-subscriber'), subscribes its channels
+    // again, then says 'subscribersReady': the broker subscribes again too, and reads what the gap in between missed.
+    this.sub.on('-subscriber', this.unsubscribed)
+    this.sub.on('subscribersReady', () => {
+      if (this.state !== 'connecting' && !this.subscribed && this.sub.status === 'ready') this.resubscribe().catch(this.resubscribeFailed)
     })
-    this.sub.on('messageBuffer', (channel: Buffer, message: Buffer) => this.receive(channel.toString(), message))
+    this.sub.on(this.pubsub.messageEvent, (channel: Buffer, message: Buffer) => this.receive(channel.toString(), message))
     // The first failure ends the start, with its own error (connect() rejects with a plain "Connection is closed").
     let fail!: (err: Error) => void
     const failed = new Promise<never>((_resolve, reject) => { fail = reject })
     this.pub.once('error', fail)
     this.sub.once('error', fail)
     try {
-      await Promise.race([Promise.all([this.pub.connect(), this.sub.connect()]).then(() => this.resubscribe()), failed])
+      await Promise.race([Promise.all([connected(this.pub), connected(this.sub)]).then(() => this.resubscribe()), failed])
       this.pub.off('error', fail)
       this.sub.off('error', fail)
     } catch (err) {
@@ -142,9 +164,10 @@ export class RedisBroker implements Broker {
     }
     this.topics.set(topic, listened)
     this.byChannel.set(listened.keys.channel, listened)
+    this.stale.delete(listened.keys.channel)
     // The position now, then the channel; once subscribed, the stream once more for what came between the two.
     this.catchUp(listened)
-    if (this.subscribed) this.sub.subscribe(listened.keys.channel).then(() => this.catchUp(listened), this.resubscribeFailed)
+    if (this.subscribed) this.pubsub.subscribe(this.sub, [listened.keys.channel]).then(() => this.catchUp(listened), this.resubscribeFailed)
   }
 
   unlisten (topic: string): void {
@@ -152,7 +175,8 @@ export class RedisBroker implements Broker {
     if (listened === undefined) return
     this.topics.delete(topic)
     this.byChannel.delete(listened.keys.channel)
-    if (this.subscribed) this.sub.unsubscribe(listened.keys.channel).catch(ignore)
+    if (this.subscribed) this.pubsub.unsubscribe(this.sub, [listened.keys.channel]).catch(ignore)
+    else this.stale.add(listened.keys.channel)
   }
 
   async close (): Promise<void> {
@@ -180,19 +204,28 @@ export class RedisBroker implements Broker {
     this.retryStalled()
   }
 
+  private readonly unsubscribed = (): void => {
+    this.subscribed = false
+    this.update()
+  }
+
   /**
-   * (Re)subscribes the probe channel and every listened topic's channel on a new subscriber connection, then reads
-   * each topic's stream for what was published while it was not subscribed.
+   * (Re)subscribes the probe channels and every listened topic's channel on a new subscriber connection (or after the
+   * Cluster's masters changed), then reads each topic's stream for what was published while it was not subscribed.
    */
   private async resubscribe (): Promise<void> {
+    const probes = this.pubsub.probeChannels(this.probeBase, this.sub)
     const channels = [...this.byChannel.keys()]
-    await this.sub.subscribe(this.probeChannel, ...channels)
-    // Topics listened to or left while that SUBSCRIBE was on its way: it did not name them.
+    const stale = [...this.stale, ...[...this.probes].filter((channel) => !probes.includes(channel))]
+    this.stale.clear()
+    await this.pubsub.subscribe(this.sub, [...probes, ...channels])
+    // Topics listened to or left while that subscription was on its way: it did not name them.
     const sent = new Set(channels)
     const added = [...this.byChannel.keys()].filter((channel) => !sent.has(channel))
-    const left = channels.filter((channel) => !this.byChannel.has(channel))
-    if (added.length > 0) await this.sub.subscribe(...added)
-    if (left.length > 0) this.sub.unsubscribe(...left).catch(ignore)
+    const left = [...stale, ...channels.filter((channel) => !this.byChannel.has(channel))]
+    if (added.length > 0) await this.pubsub.subscribe(this.sub, added)
+    if (left.length > 0) this.pubsub.unsubscribe(this.sub, left).catch(ignore)
+    this.probes = new Set(probes)
     this.subscribed = true
     this.probeFailed = false
     this.probeSentAt = null
@@ -208,10 +241,10 @@ export class RedisBroker implements Broker {
   }
 
   private receive (channel: string, message: Buffer): void {
-    if (channel === this.probeChannel) {
+    if (this.probes.has(channel)) {
       const sentAt = Number(message.toString('latin1'))
       this.sample(Date.now() - sentAt)
-      if (sentAt === this.probeSentAt) this.probeSentAt = null
+      if (sentAt === this.probeSentAt && this.probesOut.delete(channel) && this.probesOut.size === 0) this.probeSentAt = null
       return
     }
     const listened = this.byChannel.get(channel)
@@ -358,8 +391,9 @@ export class RedisBroker implements Broker {
   /**
    * Once per probe interval: a probe not back by the next tick means Redis does not deliver to this instance,
    * whether the connection looks fine (a failover can leave a subscription silently dead) or Redis does not answer
-   * at all. The broker goes down and the subscriber reconnects; the new subscription brings it up. Otherwise another
-   * probe goes out, and topics whose read failed are read again.
+   * at all. On a Cluster a probe goes to each master, through the subscriber connection to that master: one dead
+   * connection is enough. The broker goes down and the subscriber reconnects; the new subscription brings it up.
+   * Otherwise another probe goes out, and topics whose read failed are read again.
    */
   private tick (): void {
     this.retryStalled()
@@ -376,16 +410,24 @@ export class RedisBroker implements Broker {
     if (this.closed || this.probeSentAt !== sentAt) return
     this.probeSentAt = null
     this.probeFailed = true
-    this.lastError = new Error(`the liveness probe on ${this.probeChannel} did not come back within ${this.settings.probeIntervalMs} ms`)
+    this.lastError = new Error(`the liveness probe on ${[...this.probesOut].join(', ')} did not come back within ${this.settings.probeIntervalMs} ms`)
     this.update()
     this.sub.disconnect(true)
   }
 
   private probe (): void {
+    const probes = this.pubsub.probeChannels(this.probeBase, this.sub)
+    if (probes.length !== this.probes.size || probes.some((channel) => !this.probes.has(channel))) {
+      // The Cluster's masters changed: the new ones get probe channels, and every topic is read for what a moved
+      // subscription may have missed.
+      this.resubscribe().catch(this.resubscribeFailed)
+      return
+    }
     const sentAt = Date.now()
     this.probeSentAt = sentAt
+    this.probesOut = new Set(probes)
     // A probe Redis refuses does not come back either: the next tick counts it as missing.
-    this.pub.publish(this.probeChannel, String(sentAt)).catch(ignore)
+    for (const channel of probes) this.pubsub.publish(this.pub, channel, String(sentAt)).catch(ignore)
   }
 }
 

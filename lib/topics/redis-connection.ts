@@ -32,15 +32,16 @@ function isClient (option: RedisOption): option is Redis | Cluster {
 
 /**
  * A new connection of the plugin's own, with `overrides` over the application's settings. Connecting is left to
- * the caller (`lazyConnect`), so that it sees the first failure.
+ * the caller (`lazyConnect`), so that it sees the first failure. `sharded`: a Cluster's connection subscribes through
+ * one connection per master (ioredis's `shardedSubscribers`), as SSUBSCRIBE needs.
  */
-export function openConnection (option: RedisOption, overrides: RedisOptions, load?: (id: string) => unknown): Connection {
+export function openConnection (option: RedisOption, overrides: RedisOptions, sharded: boolean, load?: (id: string) => unknown): Connection {
   const settings = { ...overrides, lazyConnect: true }
   if (isClient(option)) {
     if (!option.isCluster) return (option as Redis).duplicate(settings)
     // A Cluster takes the offline queue, lazyConnect and the key prefix itself, the rest for each node's connection.
     const { enableOfflineQueue, lazyConnect, keyPrefix, ...perNode } = settings
-    return (option as Cluster).duplicate([], { enableOfflineQueue, lazyConnect, keyPrefix, redisOptions: perNode }) as unknown as Connection
+    return (option as Cluster).duplicate([], { enableOfflineQueue, lazyConnect, keyPrefix, shardedSubscribers: sharded, redisOptions: perNode }) as unknown as Connection
   }
   const { Redis } = loadIoredis(load)
   return typeof option === 'string' ? new Redis(option, settings) : new Redis({ ...option, ...settings })

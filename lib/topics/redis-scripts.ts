@@ -2,7 +2,7 @@
 
 /**
  * The Redis names of one topic. Every key and the channel carry the topic in one hash tag, so on Redis Cluster they
- * share a slot (a script may touch only keys of one slot). Braces and `%` in the topic are percent-encoded: a brace
+ * share a slot (a script may touch only keys and shard channels of one slot). Braces and `%` in the topic are percent-encoded: a brace
  * would end the tag early, or leave it empty (then Redis hashes the whole key and the keys part).
  */
 export interface TopicKeys {
@@ -17,31 +17,55 @@ export function topicKeys (prefix: string, topic: string): TopicKeys {
 }
 
 /**
+ * The Redis Cluster slot of a key or shard channel, as Redis computes it: CRC16 (XMODEM) of the name's hash tag (what
+ * lies between its first `{` and the next `}`, when not empty), else of the whole name, modulo 16384.
+ */
+export function hashSlot (name: string): number {
+  let bytes = Buffer.from(name)
+  const open = bytes.indexOf(0x7b)
+  const close = bytes.indexOf(0x7d, open + 1)
+  if (open >= 0 && close > open + 1) bytes = bytes.subarray(open + 1, close)
+  let crc = 0
+  for (const byte of bytes) {
+    crc ^= byte << 8
+    for (let bit = 0; bit < 8; bit++) crc = (crc & 0x8000) === 0 ? crc << 1 : (crc << 1) ^ 0x1021
+    crc &= 0xffff
+  }
+  return crc & 0x3fff
+}
+
+/**
  * Publishes one message: reads the topic's epoch (or sets the one given, when the meta hash is gone: new or lost
  * history), takes the next offset, appends the message to the stream under that offset as its id, trims the stream to
- * its size, renews both keys' time to live, and publishes the notification. Atomic, so offsets are contiguous and the
- * stream holds them in order. A first offset drops a stream left over from a lost meta hash (evicted alone), whose ids
- * would refuse the new ones.
+ * its size, renews both keys' time to live, and announces the notification with `command`: `publish` on one server,
+ * `spublish` on a Cluster (sharded pub/sub: the notification stays on the shard of the topic's slot, instead of
+ * crossing the cluster bus to every node). Atomic, so offsets are contiguous and the stream holds them in order. A
+ * first offset drops a stream left over from a lost meta hash (evicted alone), whose ids would refuse the new ones.
  *
- * KEYS: meta, stream. ARGV: channel, data, binary flag (0/1), publish time (ms), new epoch, history size, ttl (ms).
+ * The channel is declared among the keys: Redis 7 counts a shard channel as a key of the script's slot, and checks
+ * declared keys before the script runs, rather than failing it after the writes.
+ *
+ * KEYS: meta, stream, channel. ARGV: data, binary flag (0/1), publish time (ms), new epoch, history size, ttl (ms).
  * Returns [offset, epoch]. The notification: `offset:epoch:binary:time:` then the data, bytes as given.
  */
-export const PUBLISH_SCRIPT = `
+export function publishScript (command: 'publish' | 'spublish'): string {
+  return `
 local epoch = redis.call('hget', KEYS[1], 'e')
 if not epoch then
-  epoch = ARGV[5]
+  epoch = ARGV[4]
   redis.call('hset', KEYS[1], 'e', epoch)
 end
 local offset = redis.call('hincrby', KEYS[1], 'o', 1)
 if offset == 1 then
   redis.call('del', KEYS[2])
 end
-redis.call('xadd', KEYS[2], 'MAXLEN', ARGV[6], offset, 'd', ARGV[2], 'b', ARGV[3], 't', ARGV[4])
-redis.call('pexpire', KEYS[1], ARGV[7])
-redis.call('pexpire', KEYS[2], ARGV[7])
-redis.call('publish', ARGV[1], offset .. ':' .. epoch .. ':' .. ARGV[3] .. ':' .. ARGV[4] .. ':' .. ARGV[2])
+redis.call('xadd', KEYS[2], 'MAXLEN', ARGV[5], offset, 'd', ARGV[1], 'b', ARGV[2], 't', ARGV[3])
+redis.call('pexpire', KEYS[1], ARGV[6])
+redis.call('pexpire', KEYS[2], ARGV[6])
+redis.call('${command}', KEYS[3], offset .. ':' .. epoch .. ':' .. ARGV[2] .. ':' .. ARGV[3] .. ':' .. ARGV[1])
 return { offset, epoch }
 `
+}
 
 /**
  * Reads a topic's position and, from `from` on, up to `count` messages of its stream, in one atomic step so the
@@ -71,7 +95,7 @@ export interface Notification {
 
 const COLON = 0x3a
 
-/** Parses a notification as PUBLISH_SCRIPT formats it; null when the bytes are not one. */
+/** Parses a notification as the publish script formats it; null when the bytes are not one. */
 export function parseNotification (message: Buffer): Notification | null {
   const a = message.indexOf(COLON)
   const b = message.indexOf(COLON, a + 1)
@@ -92,7 +116,7 @@ export function parseNotification (message: Buffer): Notification | null {
   }
 }
 
-/** A stream entry as READ_SCRIPT returns it (fields d, b, t in the order PUBLISH_SCRIPT writes them). */
+/** A stream entry as READ_SCRIPT returns it (fields d, b, t in the order the publish script writes them). */
 export function entryNotification (epoch: string, entry: [Buffer, Buffer[]]): Notification {
   const [id, fields] = entry
   const binary = fields[3][0] === 0x31

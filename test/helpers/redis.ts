@@ -125,8 +125,11 @@ export async function startCluster (t: { teardown: (fn: () => unknown) => void }
   }
   const cli = join(dirname(find(REDIS)), 'redis-cli')
   await promisify(execFile)(cli, ['--cluster', 'create', ...servers.map(({ port }) => `127.0.0.1:${port}`), '--cluster-replicas', '0', '--cluster-yes'])
-  const client = servers[0].client()
-  for (let tries = 0; !(await client.cluster('INFO')).includes('cluster_state:ok'); tries++) {
+  // Every node, not the first alone: a client's ready check asks any node, and one not yet ok makes ioredis reconnect
+  // (leaving the promise of its first connect() pending for good).
+  const clients = servers.map((server) => server.client())
+  const ok = async (): Promise<boolean> => (await Promise.all(clients.map((client) => client.cluster('INFO')))).every((info) => info.includes('cluster_state:ok'))
+  for (let tries = 0; !(await ok()); tries++) {
     if (tries > 200) throw new Error('the cluster did not come up')
     await new Promise((resolve) => setTimeout(resolve, 50))
   }

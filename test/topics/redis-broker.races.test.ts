@@ -9,7 +9,7 @@ import type { RedisBroker } from '../../lib/topics/redis-broker'
 import { DEFAULTS } from '../../lib/core/options'
 import type { TopicSettings } from '../../lib/core/options'
 import type { RedisOption } from '../../lib/topics/redis-connection'
-import { PUBLISH_SCRIPT, topicKeys } from '../../lib/topics/redis-scripts'
+import { publishScript, topicKeys } from '../../lib/topics/redis-scripts'
 import { FaultProxy } from '../helpers/fault-proxy'
 import { sleep } from '../helpers/helpers'
 import { needs, REDIS } from '../helpers/programs'
@@ -96,7 +96,7 @@ t.test('history lost while notifications of the old epoch wait: one gap, and not
   await until('m1', () => b.seen.deliveries.length === 1)
   proxy.freeze()
   const { meta, stream } = topicKeys('reliable-ws', 'news')
-  await admin.eval(PUBLISH_SCRIPT, 2, meta, stream, 'nowhere', 'm2', 0, Date.now(), 'unused', 1000, 60_000)
+  await admin.eval(publishScript('publish'), 3, meta, stream, 'nowhere', 'm2', 0, Date.now(), 'unused', 1000, 60_000)
   await a.broker.publish('news', 'm3', false)
   await a.broker.publish('news', 'm4', false)
   await sleep(400) // the read times out; pending keeps (E1,3),(E1,4)

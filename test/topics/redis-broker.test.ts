@@ -10,13 +10,14 @@ import { DEFAULTS } from '../../lib/core/options'
 import type { TopicSettings } from '../../lib/core/options'
 import type { RedisOption } from '../../lib/topics/redis-connection'
 import { loadIoredis } from '../../lib/topics/redis-connection'
-import { PUBLISH_SCRIPT, topicKeys } from '../../lib/topics/redis-scripts'
+import { hashSlot, publishScript, topicKeys } from '../../lib/topics/redis-scripts'
+import { shardProbeChannels } from '../../lib/topics/redis-pubsub'
 import { FaultProxy } from '../helpers/fault-proxy'
 import { sleep } from '../helpers/helpers'
 import { needs, REDIS } from '../helpers/programs'
 import { freePort, RedisServer, startCluster } from '../helpers/redis'
 
-t.setTimeout(120_000)
+t.setTimeout(240_000)
 
 type Test = { teardown: (fn: () => unknown) => void }
 
@@ -223,7 +224,7 @@ t.test('history lost (FLUSHALL live, FLUSHALL while away, a restart): gap(epoch)
 /** As if the channel lost it: numbered and kept, announced on a channel nobody hears. */
 async function publishUnannounced (admin: Redis, topic: string, data: Buffer, historySize: number): Promise<void> {
   const { meta, stream } = topicKeys('reliable-ws', topic)
-  await admin.eval(PUBLISH_SCRIPT, 2, meta, stream, 'nowhere', data, 1, Date.now(), 'unused', historySize, 60_000)
+  await admin.eval(publishScript('publish'), 3, meta, stream, 'nowhere', data, 1, Date.now(), 'unused', historySize, 60_000)
 }
 
 t.test('a message missing on the channel is read from the stream before the next one is delivered', needs(REDIS), async (t) => {
@@ -449,4 +450,199 @@ t.test('Redis Cluster, 3 masters: each listening instance gets every message of 
   t.ok(holding.length >= 2, `the topics' keys are on ${holding.length} of the 3 masters`)
   await a.broker.close()
   t.equal(app.status, 'ready', 'the application\'s Cluster client is left open')
+})
+
+t.test('hashSlot is Redis Cluster\'s slot; one probe channel per master, even beside slots no node serves', async (t) => {
+  t.equal(hashSlot('123456789'), 0x31c3, 'CRC16 (XMODEM) of the whole name without a tag')
+  t.equal(hashSlot('{user1000}.following'), hashSlot('user1000'), 'the hash tag alone')
+  t.equal(hashSlot('foo{{bar}}zap'), hashSlot('{bar'), 'the tag ends at the first } after the first {')
+  const slots: string[][] = new Array(16384)
+  for (let slot = 0; slot < 8192; slot++) slots[slot] = ['a:1']
+  for (let slot = 12000; slot < 16384; slot++) slots[slot] = ['b:1', 'b-replica:1']
+  const probes = shardProbeChannels('p', slots)
+  t.equal(probes.length, 2)
+  t.same(probes.map((channel) => slots[hashSlot(channel)][0]).sort(), ['a:1', 'b:1'], 'each master has one, on a slot it serves')
+  t.same(shardProbeChannels('p', slots), probes, 'the same map, the same channels')
+})
+
+/** The index in `servers` of the master serving `name`'s slot, as the application's Cluster client sees it. */
+function ownerOf (app: Cluster, servers: RedisServer[], name: string): number {
+  return servers.findIndex(({ port }) => app.slots[hashSlot(name)][0] === `127.0.0.1:${port}`)
+}
+
+async function cluster (t: Test): Promise<{ servers: RedisServer[], app: Cluster }> {
+  const servers = await startCluster(t)
+  const app = new Cluster(servers.map(({ port }) => ({ host: '127.0.0.1', port })))
+  t.teardown(() => app.disconnect())
+  await until('the application\'s client', () => app.status === 'ready')
+  return { servers, app }
+}
+
+/** Until the broker has read where each topic stands: what is published from then on is delivered. */
+async function listening (broker: RedisBroker, topics: string[]): Promise<void> {
+  const listened = (broker as unknown as { topics: Map<string, { based: boolean }> }).topics
+  await until('listening begun', () => topics.every((topic) => listened.get(topic)?.based === true))
+}
+
+const TOPICS = ['one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight']
+
+t.test('Redis Cluster: sharded pub/sub — a topic\'s notifications stay on its master, and only its shard subscribers get them', needs(REDIS), async (t) => {
+  const { servers, app } = await cluster(t)
+  const a = await broker(t, app)
+  const b = await broker(t, app)
+  for (const topic of TOPICS) b.broker.listen(topic)
+  await listening(b.broker, TOPICS)
+  const channels = TOPICS.map((topic) => topicKeys('reliable-ws', topic).channel)
+  const admins = servers.map((server) => server.client())
+  for (const name of ['123456789', '{user1000}.following', 'foo{}{bar}', 'foo{{bar}}zap', 'foo{bar}{zap}', 'ü{é}', '{}', ...channels]) {
+    t.equal(hashSlot(name), await admins[0].cluster('KEYSLOT', name), `hashSlot(${name}) as Redis has it`)
+  }
+  const shardChannels = async (i: number, pattern: string): Promise<string[]> => ((await admins[i].call('PUBSUB', 'SHARDCHANNELS', pattern)) as string[]).sort()
+  const expected = servers.map((_, i) => channels.filter((channel) => ownerOf(app, servers, channel) === i).sort())
+  t.ok(expected.filter((owned) => owned.length > 0).length >= 2, 'the topics spread over the masters')
+  for (let tries = 0; tries < 200; tries++) {
+    const now = await Promise.all(servers.map((_, i) => shardChannels(i, 'reliable-ws:{*')))
+    if (JSON.stringify(now) === JSON.stringify(expected)) break
+    await sleep(10)
+  }
+  for (let i = 0; i < servers.length; i++) {
+    t.same(await shardChannels(i, 'reliable-ws:{*'), expected[i], `master ${i}: the shard channels of the topics in its slots`)
+    t.same(await admins[i].call('PUBSUB', 'CHANNELS', '*'), [], `master ${i}: no plain subscription at all`)
+    t.equal((await shardChannels(i, 'reliable-ws:probe:*')).length, 2, `master ${i}: a probe channel of each instance`)
+  }
+  // A plain subscriber on every node hears a PUBLISH (the cluster bus carries it to every node), never an SPUBLISH.
+  const spies = servers.map((server) => new Redis(server.port, '127.0.0.1'))
+  t.teardown(() => { for (const spy of spies) spy.disconnect() })
+  const overheard: string[] = []
+  for (const spy of spies) {
+    spy.on('message', (channel: string) => overheard.push(channel))
+    await spy.subscribe(...channels)
+  }
+  for (const topic of TOPICS) await a.broker.publish(topic, `m-${topic}`, false)
+  await until('every delivery', () => b.seen.deliveries.length === TOPICS.length)
+  await sleep(100)
+  t.same(overheard, [], 'no node sent a notification to plain subscribers')
+  t.same(b.seen.deliveries.map(({ topic }) => topic).sort(), [...TOPICS].sort())
+  b.broker.unlisten('one')
+  const owner = ownerOf(app, servers, channels[0])
+  for (let tries = 0; (await shardChannels(owner, channels[0])).length > 0 && tries < 100; tries++) await sleep(10)
+  t.same(await shardChannels(owner, channels[0]), [], 'a topic left: its shard channel is unsubscribed')
+})
+
+/** The broker's own subscriber connection to one master, out of ioredis's sharded subscribers. */
+function shardConnection (broker: RedisBroker, port: number): Redis {
+  const group = (broker as unknown as { sub: { shardedSubscribers: { shardedSubscribers: Map<string, { getInstance: () => Redis }> } } }).sub.shardedSubscribers
+  return group.shardedSubscribers.get(`127.0.0.1:${port}`)!.getInstance()
+}
+
+t.test('Redis Cluster: a subscription silently dead on any one master is found by that master\'s probe, and repaired', needs(REDIS), async (t) => {
+  const { servers, app } = await cluster(t)
+  const a = await broker(t, app)
+  const b = await broker(t, app)
+  for (const topic of TOPICS) b.broker.listen(topic)
+  await listening(b.broker, TOPICS)
+  t.equal((b.broker as unknown as { probes: Set<string> }).probes.size, 3, 'a probe channel per master')
+  for (let i = 0; i < servers.length; i++) {
+    const topic = TOPICS.find((topic) => ownerOf(app, servers, topicKeys('reliable-ws', topic).channel) === i) ?? 'none'
+    // Behind the broker's back, its connection to this master stays up but delivers nothing more.
+    await shardConnection(b.broker, servers[i].port).sunsubscribe()
+    const delivered = b.seen.deliveries.length
+    if (topic !== 'none') await a.broker.publish(topic, `while dead on ${i}`, false)
+    await until(`down (master ${i})`, () => b.broker.state === 'down', 5000)
+    t.match(b.seen.warnings.at(-1), /not delivering/)
+    await until(`up again (master ${i})`, () => b.broker.state === 'up', 5000)
+    if (topic !== 'none') {
+      await until('the message published meanwhile', () => b.seen.deliveries.length === delivered + 1)
+      t.equal(b.seen.deliveries.at(-1)!.data, `while dead on ${i}`, `master ${i}: delivered once back`)
+    }
+  }
+  t.same(b.seen.states, ['up', 'down', 'up', 'down', 'up', 'down', 'up'], 'each master\'s silence found')
+  t.same(b.seen.gaps, [])
+  // ioredis subscribes its own list of shard channels again after a reconnect: the broker keeps it to one of each.
+  const listed = [...(b.broker as unknown as { sub: { shardedSubscribers: { channels: Map<number, string[]> } } }).sub.shardedSubscribers.channels.values()].flat()
+  t.equal(listed.length, new Set(listed).size, `ioredis lists each channel once after 3 reconnections (${listed.length})`)
+  // A topic left while the subscriber reconnects: the Cluster client would subscribe it again by itself.
+  const left = TOPICS[0]
+  const owner = servers[ownerOf(app, servers, topicKeys('reliable-ws', left).channel)].client()
+  ;(b.broker as unknown as { sub: Redis }).sub.once('close', () => b.broker.unlisten(left))
+  await shardConnection(b.broker, servers[0].port).sunsubscribe()
+  await until('down', () => b.broker.state === 'down', 5000)
+  await until('up', () => b.broker.state === 'up', 5000)
+  for (let tries = 0; tries < 100 && ((await owner.call('PUBSUB', 'SHARDCHANNELS', topicKeys('reliable-ws', left).channel)) as string[]).length > 0; tries++) await sleep(10)
+  t.same(await owner.call('PUBSUB', 'SHARDCHANNELS', topicKeys('reliable-ws', left).channel), [], 'not subscribed once back')
+})
+
+t.test('Redis Cluster: the subscriber connection to one master killed while publishing: nothing lost, nothing twice', needs(REDIS), async (t) => {
+  const { servers, app } = await cluster(t)
+  const a = await broker(t, app)
+  const b = await broker(t, app)
+  b.broker.listen('news')
+  await listening(b.broker, ['news'])
+  const owner = servers[ownerOf(app, servers, topicKeys('reliable-ws', 'news').channel)]
+  const published: Array<Promise<unknown>> = []
+  for (let i = 1; i <= 600; i++) {
+    published.push(a.broker.publish('news', `m${i}`, false))
+    if (i % 100 === 0) await sleep(5)
+    if (i === 200) t.equal(await owner.client().call('CLIENT', 'KILL', 'TYPE', 'pubsub'), 2, 'both instances\' connections to that master killed')
+  }
+  await Promise.all(published)
+  await until('every message', () => b.seen.deliveries.length >= 600)
+  await sleep(100)
+  t.same(offsets(b.seen, 'news'), range(1, 600), 'each once, in order')
+  t.same(b.seen.gaps, [])
+  t.same(b.seen.states, ['up', 'down', 'up'], 'down while that connection was away')
+})
+
+t.test('Redis Cluster: a probe channel\'s slot moved to another master: the probes follow the masters', needs(REDIS), async (t) => {
+  const { servers, app } = await cluster(t)
+  const a = await broker(t, app)
+  const b = await broker(t, app)
+  b.broker.listen('news')
+  await listening(b.broker, ['news'])
+  const raw = b.broker as unknown as { probes: Set<string> }
+  const before = [...raw.probes]
+  const moved = before[0]
+  const slot = hashSlot(moved)
+  const to = (ownerOf(app, servers, moved) + 1) % servers.length
+  const admins = servers.map((server) => server.client())
+  const target = await admins[to].cluster('MYID')
+  for (const admin of admins) await admin.cluster('SETSLOT', slot, 'NODE', target)
+  await until('other probe channels', () => raw.probes.size === 3 && before.some((channel) => !raw.probes.has(channel)), 5000)
+  const probes = [...raw.probes]
+  const dropped = before.filter((channel) => !raw.probes.has(channel))
+  const base = moved.slice(0, moved.lastIndexOf(':'))
+  const holding = async (): Promise<string[][]> => await Promise.all(admins.map(async (admin) => (await admin.call('PUBSUB', 'SHARDCHANNELS', `${base}:*`)) as string[]))
+  for (let tries = 0; tries < 100 && (await holding()).flat().some((channel) => dropped.includes(channel)); tries++) await sleep(10)
+  const now = await holding()
+  for (let i = 0; i < servers.length; i++) {
+    const held = now[i]
+    t.equal(held.filter((channel) => probes.includes(channel)).length, 1, `master ${i}: one of the instance's probe channels`)
+    t.notOk(held.some((channel) => dropped.includes(channel)), `master ${i}: a probe channel given up is not subscribed any more`)
+  }
+  await until('up', () => b.broker.state === 'up')
+  await a.broker.publish('news', 'after the move', false)
+  await until('delivered', () => b.seen.deliveries.length === 1)
+  t.same(b.seen.gaps, [])
+})
+
+t.test('Redis Cluster: a broker started while the cluster is failing comes up once it recovers', needs(REDIS), async (t) => {
+  const { servers, app } = await cluster(t)
+  const admin = servers[0].client()
+  // A master stopped until the others say the cluster fails: the client's ready check fails, and it reconnects.
+  servers[2].signal('SIGSTOP')
+  for (let tries = 0; !(await admin.cluster('INFO')).includes('cluster_state:fail'); tries++) {
+    if (tries > 200) throw new Error('the cluster did not fail')
+    await sleep(50)
+  }
+  const seen = new Recorder()
+  const b = createRedisBroker(app, { ...DEFAULTS.topics, probeIntervalMs: 250 }, seen.log)
+  t.teardown(() => b.close())
+  let started = false
+  const starting = b.start(seen).then(() => { started = true })
+  await sleep(1000)
+  t.notOk(started, 'not up while the cluster fails')
+  servers[2].signal('SIGCONT')
+  await until('started', () => started, 15_000)
+  await starting
+  t.equal(b.state, 'up')
 })
