@@ -1,6 +1,7 @@
 // The Redis broker's own connections, from what the application gives: its ioredis client, ioredis options or a URL.
 import type { Cluster, Redis, RedisOptions } from 'ioredis'
 import { FST_RELIABLE_WS_REDIS_MISSING } from '../core/errors'
+import { loadOptionalPeer } from '../core/optional-peer'
 
 /**
  * What the `redis` option takes: an ioredis client or Cluster client (duplicated, never used nor closed), ioredis
@@ -13,17 +14,9 @@ export type Connection = Redis
 
 type Ioredis = typeof import('ioredis')
 
-/**
- * ioredis is an optional peer dependency: required only when the `redis` option
- * is options or a URL (a client brings its own). `load` is there for tests.
- */
-export function loadIoredis (load: (id: string) => unknown = require): Ioredis {
-  try {
-    return load('ioredis') as Ioredis
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND') throw new FST_RELIABLE_WS_REDIS_MISSING({ cause: err })
-    throw err
-  }
+/** ioredis, an optional peer dependency: required only when the `redis` option is options or a URL (a client brings its own). */
+export function loadIoredis (load?: (id: string) => unknown): Ioredis {
+  return loadOptionalPeer('ioredis', FST_RELIABLE_WS_REDIS_MISSING, load)
 }
 
 function isClient (option: RedisOption): option is Redis | Cluster {
