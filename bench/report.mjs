@@ -14,7 +14,8 @@ const LABELS = {
   floor: 'floor: raw ws, each ping\'s 2 bytes written straight, pongs ignored',
   'plugin-compression': 'fastify-reliable-ws, `compression: true`',
   'fastify-websocket-deflate': 'bare @fastify/websocket, `perMessageDeflate: true` (ws\'s defaults)',
-  'ws-loop': 'the plugin\'s server, a loop of `ws.send` over the same sockets'
+  'ws-loop': 'the plugin\'s server, a loop of `ws.send` over the same sockets',
+  'write-floor': 'floor: the plugin\'s server, each TCP socket written the whole frame (one Buffer built once), nothing else'
 }
 // The plugin's publish against the others', per message size: server CPU per publish at most these fractions.
 export const PUBLISH_TARGETS = { 'ws-loop': 0.6, 'socket.io': 0.5 }

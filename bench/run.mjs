@@ -30,8 +30,9 @@ const KEEPALIVE_CONTENDERS = args.contenders === undefined ? [...CONTENDERS, 'fl
 // Compression: the plugin off (its clients still offer the extension) and with its preset, against bare
 // @fastify/websocket with the guide's `perMessageDeflate: true` (ws's defaults) and without.
 const COMPRESSION_CONTENDERS = args.contenders?.split(',') ?? ['plugin', 'plugin-compression', 'fastify-websocket-deflate', 'fastify-websocket']
-// Publish to one topic: the plugin's wsPublish, a loop of ws.send over the plugin's same sockets, Socket.IO's room.
-const PUBLISH_CONTENDERS = args.contenders?.split(',') ?? ['plugin', 'ws-loop', 'socket.io']
+// Publish to one topic: the plugin's wsPublish, a loop of ws.send over the plugin's same sockets, Socket.IO's room,
+// and the floor under any of them: the frame's bytes written to each TCP socket and nothing else.
+const PUBLISH_CONTENDERS = args.contenders?.split(',') ?? ['plugin', 'ws-loop', 'socket.io', 'write-floor']
 
 const SLOW_STOP_AT_RSS = 1.5 * 2 ** 30
 // Sizes per mode: full is what BENCHMARKS.md reports; quick finishes in about a
