@@ -211,6 +211,48 @@ const scenarios = {
     }
   },
 
+  // Server CPU read without the GC a sample forces: a full collection over thousands of sockets would be counted in
+  // the window, more for the contender with the larger heap.
+  async publish ({ connections, publishes, warmups, bytes }) {
+    const { clients } = await connectMany(connections)
+    let received = 0
+    let lastAt = 0
+    let done = null
+    for (const client of clients) {
+      client.onMessage((data) => {
+        if (data.length !== bytes) throw new Error(`a subscriber got ${data.length} B, not ${bytes}`)
+        if (++received === connections) {
+          lastAt = performance.now()
+          done()
+        }
+      })
+    }
+    const publishOnce = async () => {
+      received = 0
+      const all = new Promise((resolve) => { done = resolve })
+      const start = performance.now()
+      await server('publish', { text: 'x'.repeat(bytes) })
+      await all
+      return lastAt - start
+    }
+    for (let i = 0; i < warmups; i++) await publishOnce()
+    await server('sample')
+    const before = (await server('cpu')).cpu
+    const times = []
+    for (let i = 0; i < publishes; i++) times.push(await publishOnce())
+    const after = (await server('cpu')).cpu
+    const { connections: subscribed } = await server('peek')
+    for (const client of clients) client.close()
+    times.sort((a, b) => a - b)
+    const cpu = cpuMs(before, after)
+    return {
+      subscribers: subscribed,
+      serverCpuMsPerPublish: cpu / publishes,
+      serverCpuUsPerDelivery: cpu * 1000 / (publishes * connections),
+      lastReceiptMs: times[Math.floor(times.length / 2)]
+    }
+  },
+
   // Idle sockets whose clients offered permessage-deflate: what negotiating it costs before any message.
   async 'compression-idle' (scenario) {
     const result = await scenarios.idle(scenario)

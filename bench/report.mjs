@@ -13,8 +13,12 @@ const LABELS = {
   'socket.io': 'Socket.IO 4 (websocket transport only)',
   floor: 'floor: raw ws, each ping\'s 2 bytes written straight, pongs ignored',
   'plugin-compression': 'fastify-reliable-ws, `compression: true`',
-  'fastify-websocket-deflate': 'bare @fastify/websocket, `perMessageDeflate: true` (ws\'s defaults)'
+  'fastify-websocket-deflate': 'bare @fastify/websocket, `perMessageDeflate: true` (ws\'s defaults)',
+  'ws-loop': 'the plugin\'s server, a loop of `ws.send` over the same sockets',
+  'write-floor': 'floor: the plugin\'s server, each TCP socket written the whole frame (one Buffer built once), nothing else'
 }
+// The plugin's publish against the others', per message size: server CPU per publish at most these fractions.
+export const PUBLISH_TARGETS = { 'ws-loop': 0.6, 'socket.io': 0.5 }
 // The compression targets: the preset against the plugin with compression off.
 export const COMPRESSION_RSS_BUDGET = 16_000
 export const COMPRESSION_SOAK_RATIO = 1.2
@@ -67,6 +71,12 @@ const COLUMNS = {
     ['uploadBacklog', 'uploads waiting at the end', 0],
     ['negotiated', 'negotiated', null]
   ],
+  publish: [
+    ['serverCpuMsPerPublish', 'server CPU / publish (ms)', 2],
+    ['serverCpuUsPerDelivery', 'server CPU / subscriber (µs)', 2],
+    ['lastReceiptMs', 'last receipt (ms)', 1],
+    ['subscribers', 'subscribers', 0]
+  ],
   slow: [
     ['peakRssGrowthBytes', 'peak RSS growth (MiB)', 1, 2 ** 20],
     ['peakQueuedBytes', 'peak queued (KiB)', 0, 1024],
@@ -109,6 +119,12 @@ export function evaluateTargets (results) {
   check('keep-alive: loop delay p99 ≤ 1× one timer per connection', ratio(results, keepalive, 'loopDelayP99Ms', 'plugin', 'timer'), 1)
   const fanout = Object.keys(results.scenarios).find((key) => key.startsWith('fanout-'))
   check('fan-out: last receipt ≤ 1.1× raw ws', ratio(results, fanout, 'lastReceiptMs', 'plugin', 'ws'), 1.1)
+  for (const [key, scenario] of Object.entries(results.scenarios)) {
+    if (scenario.name !== 'publish') continue
+    for (const [against, limit] of Object.entries(PUBLISH_TARGETS)) {
+      check(`publish ${scenario.bytes} B to ${scenario.connections.toLocaleString('en-US')}: server CPU / publish ≤ ${limit}× ${against === 'ws-loop' ? 'a loop of ws.send' : 'Socket.IO'}`, ratio(results, key, 'serverCpuMsPerPublish', 'plugin', against), limit)
+    }
+  }
   rows.push(...compressionTargets(results))
   return rows
 }
@@ -181,7 +197,7 @@ export function renderMarkdown (results) {
       continue
     }
     const columns = COLUMNS[scenario.name]
-    const ratioColumn = scenario.name === 'fanout' ? 'ws' : scenario.name === 'keepalive' ? 'timer' : scenario.name.startsWith('compression') ? 'plugin' : BARE
+    const ratioColumn = scenario.name === 'fanout' ? 'ws' : scenario.name === 'publish' ? 'ws-loop' : scenario.name === 'keepalive' ? 'timer' : scenario.name.startsWith('compression') ? 'plugin' : BARE
     const [ratioMetric] = columns[0]
     for (const [contender, reason] of Object.entries(scenario.unsupported ?? {})) lines.push(`${LABELS[contender]}: not measured (${reason}).`, '')
     lines.push(`| contender | ${columns.map((c) => c[1]).join(' | ')} | ${columns[0][1]} vs ${LABELS[ratioColumn]} |`)
@@ -276,6 +292,7 @@ function describe (scenario) {
     case 'keepalive': return `Keep-alive: ${scenario.connections.toLocaleString('en-US')} idle connections, ${scenario.heartbeatMs} ms heartbeat, ${scenario.seconds} s × ${scenario.rounds} rounds`
     case 'compression-idle': return `Compression, idle: ${scenario.connections.toLocaleString('en-US')} connections whose clients offer permessage-deflate, memory after GC`
     case 'compression-active': return `Compression, active: ${scenario.connections.toLocaleString('en-US')} connections, ${scenario.kind} messages (${KIND_SIZES[scenario.kind]}) broadcast for ${scenario.warmSeconds} s of warm-up and a ${scenario.soakSeconds} s soak, one chat message up per ${scenario.uploadEvery} received, × ${scenario.rounds} round${scenario.rounds === 1 ? '' : 's'}`
+    case 'publish': return `Publish to ${scenario.connections.toLocaleString('en-US')} local subscribers of one topic: ${scenario.bytes.toLocaleString('en-US')} B text, ${scenario.publishes} publishes (after ${scenario.warmups} unmeasured) × ${scenario.rounds} round${scenario.rounds === 1 ? '' : 's'}`
     case 'fanout': return `Fan-out: one ${scenario.bytes} B message to ${scenario.connections.toLocaleString('en-US')} connections, ${scenario.broadcasts} broadcasts × ${scenario.rounds} rounds`
     default: return `Slow consumer: a client that stops reading, ${scenario.bytes / 1024} KiB messages for ${scenario.seconds} s`
   }

@@ -30,15 +30,18 @@ const KEEPALIVE_CONTENDERS = args.contenders === undefined ? [...CONTENDERS, 'fl
 // Compression: the plugin off (its clients still offer the extension) and with its preset, against bare
 // @fastify/websocket with the guide's `perMessageDeflate: true` (ws's defaults) and without.
 const COMPRESSION_CONTENDERS = args.contenders?.split(',') ?? ['plugin', 'plugin-compression', 'fastify-websocket-deflate', 'fastify-websocket']
+// Publish to one topic: the plugin's wsPublish, a loop of ws.send over the plugin's same sockets, Socket.IO's room,
+// and the floor under any of them: the frame's bytes written to each TCP socket and nothing else.
+const PUBLISH_CONTENDERS = args.contenders?.split(',') ?? ['plugin', 'ws-loop', 'socket.io', 'write-floor']
 
 const SLOW_STOP_AT_RSS = 1.5 * 2 ** 30
 // Sizes per mode: full is what BENCHMARKS.md reports; quick finishes in about a
 // minute; smoke runs every code path once so the harness cannot rot.
 // Attacks: sessions opened and closed, half-sent requests, unfinished messages; the ping flood is bounded by bytes.
 const SIZES = {
-  full: { compressionIdle: 10_000, compressionActive: 1_000, compressionWarmSeconds: 5, compressionSoakSeconds: 60, rounds: 5, echoSeconds: 3, idle: [10_000, 50_000], keepalive: 10_000, keepaliveSeconds: 10, heartbeatMs: 1000, fanout: 5_000, fanoutRounds: 20, slowSeconds: 3, attackRounds: 3, attackSessions: 5_000, attackHalfSent: 2_000, attackFragments: 200, attackHoldSeconds: 35 },
-  quick: { compressionIdle: 1_000, compressionActive: 200, compressionWarmSeconds: 1, compressionSoakSeconds: 5, rounds: 1, echoSeconds: 0.5, idle: [1_000], keepalive: 1_000, keepaliveSeconds: 1, heartbeatMs: 250, fanout: 500, fanoutRounds: 5, slowSeconds: 0.5, attackRounds: 1, attackSessions: 5_000, attackHalfSent: 2_000, attackFragments: 200, attackHoldSeconds: 35 },
-  smoke: { compressionIdle: 20, compressionActive: 10, compressionWarmSeconds: 0.2, compressionSoakSeconds: 0.3, rounds: 1, echoSeconds: 0.2, idle: [20], keepalive: 20, keepaliveSeconds: 0.3, heartbeatMs: 100, fanout: 20, fanoutRounds: 2, slowSeconds: 0.2, attackRounds: 1, attackSessions: 50, attackHalfSent: 20, attackFragments: 10, attackHoldSeconds: 1 }
+  full: { compressionIdle: 10_000, compressionActive: 1_000, compressionWarmSeconds: 5, compressionSoakSeconds: 60, rounds: 5, echoSeconds: 3, idle: [10_000, 50_000], keepalive: 10_000, keepaliveSeconds: 10, heartbeatMs: 1000, fanout: 5_000, fanoutRounds: 20, publishSubscribers: 5_000, publishes: 20, slowSeconds: 3, attackRounds: 3, attackSessions: 5_000, attackHalfSent: 2_000, attackFragments: 200, attackHoldSeconds: 35 },
+  quick: { compressionIdle: 1_000, compressionActive: 200, compressionWarmSeconds: 1, compressionSoakSeconds: 5, rounds: 1, echoSeconds: 0.5, idle: [1_000], keepalive: 1_000, keepaliveSeconds: 1, heartbeatMs: 250, fanout: 500, fanoutRounds: 5, publishSubscribers: 5_000, publishes: 5, slowSeconds: 0.5, attackRounds: 1, attackSessions: 5_000, attackHalfSent: 2_000, attackFragments: 200, attackHoldSeconds: 35 },
+  smoke: { compressionIdle: 20, compressionActive: 10, compressionWarmSeconds: 0.2, compressionSoakSeconds: 0.3, rounds: 1, echoSeconds: 0.2, idle: [20], keepalive: 20, keepaliveSeconds: 0.3, heartbeatMs: 100, fanout: 20, fanoutRounds: 2, publishSubscribers: 20, publishes: 2, slowSeconds: 0.2, attackRounds: 1, attackSessions: 50, attackHalfSent: 20, attackFragments: 10, attackHoldSeconds: 1 }
 }[mode]
 // Compression's active runs are long (a soak each): one round unless asked for more.
 SIZES.compressionRounds = args.rounds === undefined ? 1 : Number(args.rounds)
@@ -75,6 +78,19 @@ function scenarios () {
     contenders: KEEPALIVE_CONTENDERS
   })
   list.push({ key: `fanout-${SIZES.fanout}`, name: 'fanout', connections: SIZES.fanout, rounds: Math.min(SIZES.rounds, 3), broadcasts: SIZES.fanoutRounds, bytes: 64 })
+  // The scenario is its size: 5,000 subscribers in quick runs too, with fewer publishes.
+  for (const bytes of [100, 16_384]) {
+    list.push({
+      key: `publish-${SIZES.publishSubscribers}-${bytes}`,
+      name: 'publish',
+      connections: SIZES.publishSubscribers,
+      publishes: SIZES.publishes,
+      warmups: smoke ? 1 : 3,
+      bytes,
+      rounds: Math.min(SIZES.rounds, 3),
+      contenders: PUBLISH_CONTENDERS
+    })
+  }
   list.push({ key: 'slow', name: 'slow', seconds: SIZES.slowSeconds, bytes: 16_384, stopAtRss: SLOW_STOP_AT_RSS, rounds: Math.min(SIZES.rounds, 2) })
   // Every client offers permessage-deflate as browsers do (with client_max_window_bits, ws's default offer).
   list.push({
@@ -143,7 +159,7 @@ function exited (child) {
 }
 
 async function runOnce (contender, scenario) {
-  const serverConfig = { heartbeatMs: scenario.heartbeatMs ?? null, attacks: scenario.attacks === true, sink: scenario.name.startsWith('compression') }
+  const serverConfig = { heartbeatMs: scenario.heartbeatMs ?? null, attacks: scenario.attacks === true, sink: scenario.name.startsWith('compression'), topic: scenario.name === 'publish' }
   const server = fork(join(here, 'server.mjs'), [contender, JSON.stringify(serverConfig)], { execArgv: ['--expose-gc'], stdio: 'inherit' })
   let load = null
   try {

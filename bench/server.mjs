@@ -5,7 +5,7 @@ import { createRequire } from 'node:module'
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import Fastify from 'fastify'
 import fastifyWebsocket from '@fastify/websocket'
-import { WebSocketServer } from 'ws'
+import WebSocket, { WebSocketServer } from 'ws'
 import { messages } from './payloads.mjs'
 
 const require = createRequire(import.meta.url)
@@ -13,11 +13,14 @@ const [contender, configJson] = process.argv.slice(2)
 /**
  * heartbeatMs: the interval for contenders that have one (null = each one's default); floodBytes: slow-consumer
  * message size; attacks: the plugin at its default options, with the routes the attack scenarios aim at; sink: the
- * route counts what it receives instead of echoing it (the compression scenarios).
+ * route counts what it receives instead of echoing it (the compression scenarios); topic: every socket subscribes to
+ * one topic (Socket.IO: joins one room) as it connects (the publish scenario).
  */
 const config = JSON.parse(configJson)
 const DEFAULT_HEARTBEAT_MS = 30_000
 const heartbeatMs = config.heartbeatMs ?? DEFAULT_HEARTBEAT_MS
+const TOPIC = 't'
+const ROOM = 'room'
 
 let received = 0
 function echo (socket) {
@@ -31,9 +34,10 @@ async function fastifyServer (register) {
   app.get('/ws', { websocket: true }, (socket) => {
     echo(socket)
     if (contender === 'timer') timerHeartbeat(socket)
+    if (config.topic) socket.subscribe(TOPIC)
   })
   await app.listen({ port: 0, host: '127.0.0.1' })
-  return { port: app.server.address().port, sockets: () => app.websocketServer.clients, stats: () => app.wsStats ?? null }
+  return { port: app.server.address().port, app, sockets: () => app.websocketServer.clients, stats: () => app.wsStats ?? null }
 }
 
 // The seed guide's pattern: one interval per connection.
@@ -116,13 +120,18 @@ async function attackServer () {
   return { port: app.server.address().port, sockets: () => app.websocketServer.clients, stats: () => app.wsStats }
 }
 
+const pluginServer = () => fastifyServer((app) => app.register(require('../dist/index.js'), {
+  heartbeat: { intervalMs: heartbeatMs },
+  health: false
+}))
+
 const contenders = {
-  plugin: () => config.attacks
-    ? attackServer()
-    : fastifyServer((app) => app.register(require('../dist/index.js'), {
-      heartbeat: { intervalMs: heartbeatMs },
-      health: false
-    })),
+  plugin: () => config.attacks ? attackServer() : pluginServer(),
+  // The plugin's server, its sockets subscribed as the plugin's are, publishing by a loop of ws.send instead.
+  'ws-loop': pluginServer,
+  // A reference for the publish scenario, as floor is for keep-alive: the same server and sockets, each TCP socket
+  // written the whole frame (one Buffer built once) with nothing else, no check and no bookkeeping.
+  'write-floor': pluginServer,
   // Compression as the plugin's preset has it; the client's offer is what the load process sends.
   'plugin-compression': () => fastifyServer((app) => app.register(require('../dist/index.js'), {
     heartbeat: { intervalMs: heartbeatMs },
@@ -149,6 +158,7 @@ const contenders = {
     })
     io.on('connection', (socket) => {
       socket.on('m', (payload) => socket.emit('m', payload))
+      if (config.topic) socket.join(ROOM)
     })
     await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
     return { port: server.address().port, io, stats: () => null }
@@ -205,6 +215,22 @@ function broadcast (text) {
   if (server.io) server.io.emit('m', text)
   else for (const socket of server.sockets()) socket.send(text)
   return { start }
+}
+
+// One message to every subscriber, each contender's way: the plugin's wsPublish to the topic (its memory broker),
+// a loop of ws.send over the same sockets, Socket.IO's emit to the room, or the frame's bytes alone.
+function publish (text) {
+  if (server.io) {
+    server.io.to(ROOM).emit('m', text)
+  } else if (contender === 'ws-loop') {
+    for (const socket of server.sockets()) socket.send(text)
+  } else if (contender === 'write-floor') {
+    const frame = Buffer.concat(WebSocket.Sender.frame(Buffer.from(text), { fin: true, opcode: 1, mask: false, readOnly: false, rsv1: false }))
+    for (const socket of server.sockets()) socket._socket.write(frame)
+  } else {
+    server.app.wsPublish(TOPIC, text).catch((err) => { console.error(err); process.exit(1) })
+  }
+  return {}
 }
 
 /** Wire bytes the server has written on its websockets' TCP sockets (the plugin counts them in wsStats). */
@@ -317,6 +343,8 @@ process.on('message', async (message) => {
   if (message.cmd === 'sample') reply = sample()
   else if (message.cmd === 'peek') reply = peek()
   else if (message.cmd === 'broadcast') reply = broadcast(message.text)
+  else if (message.cmd === 'publish') reply = publish(message.text)
+  else if (message.cmd === 'cpu') reply = { cpu: process.cpuUsage() }
   else if (message.cmd === 'flood') reply = await flood(message)
   else if (message.cmd === 'stream') reply = await stream(message)
   process.send({ id: message.id, ...reply })

@@ -8,19 +8,22 @@ import t from 'tap'
 // path runs once against every contender, so the harness cannot rot. It checks
 // that numbers came out, never what they are: timings belong to the benchmark.
 
-// Six contenders × six scenarios (and the floor in keep-alive), four compression contenders × four scenarios, then
-// the plugin under four attacks (one waits out the 10 s handshake timeout), a server and a load process each.
+// Six contenders × six scenarios (and the floor in keep-alive), four publish contenders × two scenarios, four
+// compression contenders × four scenarios, then the plugin under four attacks (one waits out the 10 s handshake
+// timeout), a server and a load process each.
 // 160 s alone on a busy machine, more than 240 s with the suite at double parallelism.
 t.setTimeout(600_000)
 
 const CONTENDERS = ['plugin', 'fastify-websocket', 'ws', 'timer', 'sweep', 'socket.io']
 const COMPRESSION_CONTENDERS = ['plugin', 'plugin-compression', 'fastify-websocket-deflate', 'fastify-websocket']
+const PUBLISH_CONTENDERS = ['plugin', 'ws-loop', 'socket.io', 'write-floor']
 
 const PRIMARY: Record<string, string[]> = {
   echo: ['serverCpuUsPerMessage', 'messagesPerSecond', 'rttP50Ms', 'rttP99Ms', 'loadCpuUsPerMessage'],
   idle: ['rssPerConnection', 'heapPerConnection', 'setupPerSecond', 'connections'],
   keepalive: ['serverCpuMsPerSecond', 'loopDelayP99Ms', 'loadCpuMsPerSecond', 'connectionsLeft'],
   fanout: ['lastReceiptMs', 'serverCpuMsPerBroadcast'],
+  publish: ['serverCpuMsPerPublish', 'serverCpuUsPerDelivery', 'lastReceiptMs', 'subscribers'],
   slow: ['peakRssGrowthBytes', 'sent'],
   'compression-idle': ['rssPerConnection', 'heapPerConnection', 'setupPerSecond', 'connections'],
   'compression-active': ['serverCpuUsPerMessage', 'wireBytesPerMessage', 'plainBytesPerMessage', 'warmRssPerConnection', 'soakRssPerConnection', 'soakOverWarm', 'messagesSent', 'messagesReceived'],
@@ -38,14 +41,16 @@ t.test('smoke test of npm run bench -- --smoke: every scenario, contender and fi
   })
   const results = JSON.parse(readFileSync(join(out, 'results-smoke.json'), 'utf8'))
   const scenarios = Object.values(results.scenarios) as any[]
-  t.same(scenarios.map((s) => s.name), ['echo', 'echo', 'idle', 'keepalive', 'fanout', 'slow', 'compression-idle', 'compression-active', 'compression-active', 'compression-active', 'attacks', 'attacks', 'attacks', 'attacks'])
+  t.same(scenarios.map((s) => s.name), ['echo', 'echo', 'idle', 'keepalive', 'fanout', 'publish', 'publish', 'slow', 'compression-idle', 'compression-active', 'compression-active', 'compression-active', 'attacks', 'attacks', 'attacks', 'attacks'])
   for (const scenario of scenarios) {
     const contenders = Object.entries(scenario.contenders) as Array<[string, any]>
     // Keep-alive also measures the floor under every heartbeat: the ping's bytes written straight, nothing else.
     // The attacks are aimed at the plugin alone.
     const expected = scenario.name === 'attacks'
       ? ['plugin']
-      : scenario.name.startsWith('compression') ? COMPRESSION_CONTENDERS : [...CONTENDERS, ...(scenario.name === 'keepalive' ? ['floor'] : [])]
+      : scenario.name.startsWith('compression')
+        ? COMPRESSION_CONTENDERS
+        : scenario.name === 'publish' ? PUBLISH_CONTENDERS : [...CONTENDERS, ...(scenario.name === 'keepalive' ? ['floor'] : [])]
     t.same(contenders.map(([name]) => name).sort(), expected.sort(), `${scenario.key}: every contender ran`)
     for (const [contender, { median }] of contenders) {
       const missing = PRIMARY[scenario.name].filter((metric) => !Number.isFinite(median[metric]))
@@ -62,5 +67,12 @@ t.test('smoke test of npm run bench -- --smoke: every scenario, contender and fi
     const negotiated = Object.fromEntries(Object.entries(scenario.contenders).map(([name, { median }]: [string, any]) => [name, median.negotiated]))
     t.same(negotiated, { plugin: false, 'plugin-compression': true, 'fastify-websocket-deflate': true, 'fastify-websocket': false }, `${scenario.key}: negotiated where on`)
   }
+  // Every subscriber of the topic (the room) got every publish: the load process checks each message's size.
+  for (const scenario of scenarios.filter((s) => s.name === 'publish')) {
+    for (const [name, { median }] of Object.entries(scenario.contenders) as Array<[string, any]>) {
+      t.equal(median.subscribers, scenario.connections, `${scenario.key}, ${name}: every socket subscribed`)
+    }
+  }
+  t.match(stdout, /\| publish 100 B to 20: server CPU \/ publish ≤ 0\.6× a loop of ws\.send \| \d+\.\d+× \|/, 'the publish targets are evaluated')
   t.match(stdout, /\| snapshot: wire bytes ≤ 0\.4× uncompressed \| \d+\.\d+× \|/, 'the compression targets are evaluated')
 })

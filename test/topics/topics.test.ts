@@ -379,6 +379,33 @@ t.test('a publish waits behind a message ws is still reading (a Blob), and never
   a.ws.close()
 })
 
+t.test('a published frame reaches each subscriber\'s connection in one write, header and payload together', async (t) => {
+  const { app, url, sockets } = await pubsub(t)
+  const a = await subscriber(url('/t'), ['x'])
+  const b = await subscriber(url('/t'), ['x'])
+  // What each server socket hands its TCP connection (ws's private `_socket`), from the publishes on.
+  const writes = sockets.map((socket) => {
+    const tcp = (socket as unknown as { _socket: { write: (chunk: Buffer, ...rest: unknown[]) => boolean } })._socket
+    const seen: Buffer[] = []
+    const write = tcp.write
+    tcp.write = function (chunk, ...rest) {
+      seen.push(Buffer.from(chunk))
+      return write.call(this, chunk, ...rest)
+    }
+    return seen
+  })
+  const text = 'y'.repeat(300)
+  await app.wsPublish('x', text)
+  await app.wsPublish('x', Buffer.from([1, 2, 3]))
+  await waitFor(() => a.received.length === 2 && b.received.length === 2, 3000, 'both messages')
+  // A text frame of 300 B (a 16-bit extended length), then a binary frame of 3 B.
+  const expected = [Buffer.concat([Buffer.from([0x81, 126, 1, 44]), Buffer.from(text)]), Buffer.from([0x82, 3, 1, 2, 3])]
+  t.same(writes, [expected, expected], 'one write per frame and subscriber')
+  t.same(a.received, [text, 'bin:010203'])
+  a.ws.close()
+  b.ws.close()
+})
+
 t.test('a socket that compresses gets the message through its ordinary, compressing send', async (t) => {
   const { app, url } = await pubsub(t, { compression: true })
   const a = await subscriber(url('/t'), ['x'])
