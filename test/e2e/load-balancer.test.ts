@@ -5,7 +5,7 @@ import t from 'tap'
 import net from 'node:net'
 import WebSocket from 'ws'
 import { ReliableWebSocket } from '../../lib/client'
-import { closeEvent, sleep, start, waitFor } from '../helpers/helpers'
+import { busiest, closeEvent, sleep, start, waitFor } from '../helpers/helpers'
 import { Instance } from '../helpers/instance'
 import { Nginx } from '../helpers/nginx'
 import { needsAll, NGINX, REDIS } from '../helpers/programs'
@@ -27,16 +27,6 @@ const SHUTDOWN_CLOSE_CODE = 1001
 const WORKER_SHUTDOWN_TIMEOUT_MS = 2000
 // How long nginx leaves an instance alone after it failed a request (refused it, or answered 503 while draining).
 const FAIL_TIMEOUT_MS = 1000
-
-/** The most values of `sorted` (ascending) that fall within any `span`. */
-function busiest (sorted: number[], span: number): number {
-  let most = 0
-  for (let i = 0, j = 0; i < sorted.length; i++) {
-    while (sorted[i] - sorted[j] >= span) j++
-    most = Math.max(most, i - j + 1)
-  }
-  return most
-}
 
 /** One client through nginx, and what it saw. */
 class Watcher {

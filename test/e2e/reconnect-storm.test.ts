@@ -4,7 +4,7 @@ import { once } from 'node:events'
 import WebSocket from 'ws'
 import { ReliableWebSocket } from '../../lib/client'
 import { FaultProxy } from '../helpers/fault-proxy'
-import { start, waitFor } from '../helpers/helpers'
+import { busiest, start, waitFor } from '../helpers/helpers'
 
 // A thousand clients in this process take a loaded machine (the suite at double parallelism) a minute to connect.
 t.setTimeout(240_000)
@@ -15,16 +15,6 @@ const WINDOW_MS = 5000
 // (CLIENTS slots over the window), so a stretch of 100 ms holds at most one slot more than its share. Random
 // moments alone would bunch (about 3.5 % in the busiest 100 ms for 1,000 uniform draws); one delay for all, 100 %.
 const MAX_PER_100MS = Math.ceil(CLIENTS * 100 / WINDOW_MS) + 1
-
-/** The most values of `sorted` (ascending) that fall within any `span`. */
-function busiest (sorted: number[], span: number): number {
-  let most = 0
-  for (let i = 0, j = 0; i < sorted.length; i++) {
-    while (sorted[i] - sorted[j] >= span) j++
-    most = Math.max(most, i - j + 1)
-  }
-  return most
-}
 
 // What is judged is what the server told the clients (their delays, exact data) and what load cannot bring
 // about (a client back before its moment, the window shortened). When the clients actually arrive depends on

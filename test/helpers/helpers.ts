@@ -99,6 +99,16 @@ export function loopDelay (): () => number {
   }
 }
 
+/** The most values of `sorted` (ascending) that fall within any `span`. */
+export function busiest (sorted: number[], span: number): number {
+  let most = 0
+  for (let i = 0, j = 0; i < sorted.length; i++) {
+    while (sorted[i] - sorted[j] >= span) j++
+    most = Math.max(most, i - j + 1)
+  }
+  return most
+}
+
 export function sleep (ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
 }
