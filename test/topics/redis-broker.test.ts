@@ -486,12 +486,18 @@ async function listening (broker: RedisBroker, topics: string[]): Promise<void> 
 
 const TOPICS = ['one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight']
 
-t.test('Redis Cluster: sharded pub/sub — a topic\'s notifications stay on its master, and only its shard subscribers get them', needs(REDIS), async (t) => {
+/** A cluster and the application's client, a broker `a` to publish with, and a broker `b` listening to every one of TOPICS. */
+async function listeningCluster (t: Test): Promise<{ servers: RedisServer[], app: Cluster, a: Awaited<ReturnType<typeof broker>>, b: Awaited<ReturnType<typeof broker>> }> {
   const { servers, app } = await cluster(t)
   const a = await broker(t, app)
   const b = await broker(t, app)
   for (const topic of TOPICS) b.broker.listen(topic)
   await listening(b.broker, TOPICS)
+  return { servers, app, a, b }
+}
+
+t.test('Redis Cluster: sharded pub/sub — a topic\'s notifications stay on its master, and only its shard subscribers get them', needs(REDIS), async (t) => {
+  const { servers, app, a, b } = await listeningCluster(t)
   const channels = TOPICS.map((topic) => topicKeys('reliable-ws', topic).channel)
   const admins = servers.map((server) => server.client())
   for (const name of ['123456789', '{user1000}.following', 'foo{}{bar}', 'foo{{bar}}zap', 'foo{bar}{zap}', 'ü{é}', '{}', ...channels]) {
@@ -536,11 +542,7 @@ function shardConnection (broker: RedisBroker, port: number): Redis {
 }
 
 t.test('Redis Cluster: a subscription silently dead on any one master is found by that master\'s probe, and repaired', needs(REDIS), async (t) => {
-  const { servers, app } = await cluster(t)
-  const a = await broker(t, app)
-  const b = await broker(t, app)
-  for (const topic of TOPICS) b.broker.listen(topic)
-  await listening(b.broker, TOPICS)
+  const { servers, app, a, b } = await listeningCluster(t)
   t.equal((b.broker as unknown as { probes: Set<string> }).probes.size, 3, 'a probe channel per master')
   for (let i = 0; i < servers.length; i++) {
     const topic = TOPICS.find((topic) => ownerOf(app, servers, topicKeys('reliable-ws', topic).channel) === i) ?? 'none'
