@@ -1,43 +1,18 @@
 // The Redis broker's races and stalls, each found by review and reproduced here on a real redis-server: what the
 // broker does with a subscription, an epoch or a probe caught between two events.
 import t from 'tap'
-import type { FastifyBaseLogger } from 'fastify'
 import { Redis } from 'ioredis'
-import type { BrokerEvents, BrokerState, Delivery, GapReason } from '../../lib/topics/broker'
 import { createRedisBroker } from '../../lib/topics/redis-broker'
-import type { RedisBroker } from '../../lib/topics/redis-broker'
 import { DEFAULTS } from '../../lib/core/options'
-import type { TopicSettings } from '../../lib/core/options'
 import type { RedisOption } from '../../lib/topics/redis-connection'
 import { publishScript, topicKeys } from '../../lib/topics/redis-scripts'
+import { broker, Recorder, until } from '../helpers/broker'
 import { FaultProxy } from '../helpers/fault-proxy'
 import { sleep } from '../helpers/helpers'
 import { needs, REDIS } from '../helpers/programs'
 import { RedisServer } from '../helpers/redis'
 
 t.setTimeout(60_000)
-type Test = { teardown: (fn: () => unknown) => void }
-class Recorder implements BrokerEvents {
-  readonly deliveries: Delivery[] = []
-  readonly gaps: Array<[string, GapReason]> = []
-  readonly states: BrokerState[] = []
-  readonly log = { warn: () => {}, info: () => {} } as unknown as FastifyBaseLogger
-  deliver (m: Delivery): void { this.deliveries.push(m) }
-  gap (topic: string, reason: GapReason): void { this.gaps.push([topic, reason]) }
-  state (s: BrokerState): void { this.states.push(s) }
-}
-async function until (what: string, c: () => boolean, ms = 10_000): Promise<void> {
-  const d = Date.now() + ms
-  while (!c()) { if (Date.now() > d) throw new Error(`timed out waiting for ${what}`); await sleep(10) }
-}
-async function broker (t: Test, option: RedisOption, settings: Partial<TopicSettings> = {}): Promise<{ broker: RedisBroker, seen: Recorder, raw: any }> {
-  const seen = new Recorder()
-  const broker = createRedisBroker(option, { ...DEFAULTS.topics, probeIntervalMs: 250, ...settings }, seen.log)
-  t.teardown(() => broker.close())
-  await broker.start(seen)
-  return { broker, seen, raw: broker as any }
-}
-
 t.test('a topic listened to while a resubscription is on its way is subscribed too', needs(REDIS), async (t) => {
   const redis = await RedisServer.start(t)
   const admin = redis.client()
