@@ -5,6 +5,7 @@ import { Cluster, Redis } from 'ioredis'
 import { createRedisBroker } from '../../lib/topics/redis-broker'
 import type { RedisBroker } from '../../lib/topics/redis-broker'
 import { DEFAULTS } from '../../lib/core/options'
+import type { TopicSettings } from '../../lib/core/options'
 import { loadIoredis } from '../../lib/topics/redis-connection'
 import { hashSlot, publishScript, topicKeys } from '../../lib/topics/redis-scripts'
 import { shardProbeChannels } from '../../lib/topics/redis-pubsub'
@@ -101,12 +102,18 @@ t.test('a subscriber connection killed while publishing: after it reconnects, no
   t.ok(b.seen.downsWhenUp() >= 1, `down while its subscriber was away, then up: ${b.seen.states.join(', ')}`)
 })
 
-t.test('history trimmed past an instance\'s position: gap(trimmed), then on from the oldest message kept', needs(REDIS), async (t) => {
-  const redis = await RedisServer.start(t)
+/** Broker `a` straight on `redis`; broker `b` through a proxy the test can cut, reconnecting every 20 ms. */
+async function behindProxy (t: Test, redis: RedisServer, settings: Partial<TopicSettings> = {}): Promise<{ proxy: FaultProxy, a: Awaited<ReturnType<typeof broker>>, b: Awaited<ReturnType<typeof broker>> }> {
   const proxy = await FaultProxy.start(redis.port)
   t.teardown(() => proxy.close())
-  const a = await broker(t, redis.url, { historySize: 5 })
-  const b = await broker(t, { port: proxy.port, host: '127.0.0.1', retryStrategy: () => 20 }, { historySize: 5 })
+  const a = await broker(t, redis.url, settings)
+  const b = await broker(t, { port: proxy.port, host: '127.0.0.1', retryStrategy: () => 20 }, settings)
+  return { proxy, a, b }
+}
+
+t.test('history trimmed past an instance\'s position: gap(trimmed), then on from the oldest message kept', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const { proxy, a, b } = await behindProxy(t, redis, { historySize: 5 })
   b.broker.listen('news')
   await sleep(100)
   for (let i = 1; i <= 3; i++) await a.broker.publish('news', `m${i}`, false)
@@ -131,11 +138,8 @@ t.test('history trimmed past an instance\'s position: gap(trimmed), then on from
 
 t.test('history lost (FLUSHALL live, FLUSHALL while away, a restart): gap(epoch), offsets start again', needs(REDIS), async (t) => {
   const redis = await RedisServer.start(t)
-  const proxy = await FaultProxy.start(redis.port)
-  t.teardown(() => proxy.close())
   const admin = redis.client()
-  const a = await broker(t, redis.url)
-  const b = await broker(t, { port: proxy.port, host: '127.0.0.1', retryStrategy: () => 20 })
+  const { proxy, a, b } = await behindProxy(t, redis)
   b.broker.listen('news')
   b.broker.listen('quiet')
   await sleep(100)
@@ -230,11 +234,8 @@ t.test('notifications arriving while the stream is read wait up to historySize, 
 
 t.test('a stream gone without its position (evicted, deleted): gap(trimmed), then on from the position', needs(REDIS), async (t) => {
   const redis = await RedisServer.start(t)
-  const proxy = await FaultProxy.start(redis.port)
-  t.teardown(() => proxy.close())
   const admin = redis.client()
-  const a = await broker(t, redis.url)
-  const b = await broker(t, { port: proxy.port, host: '127.0.0.1', retryStrategy: () => 20 })
+  const { proxy, a, b } = await behindProxy(t, redis)
   b.broker.listen('news')
   await sleep(100)
   await a.broker.publish('news', 'm1', false)
