@@ -120,18 +120,45 @@ export class RedisServer {
  */
 export async function startCluster (t: { teardown: (fn: () => unknown) => void }, masters = 3): Promise<RedisServer[]> {
   const servers: RedisServer[] = []
-  for (let i = 0; i < masters; i++) {
-    servers.push(await RedisServer.start(t, ['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${i}.conf`, '--cluster-node-timeout', '2000']))
-  }
+  for (let i = 0; i < masters; i++) servers.push(await clusterNode(t))
   const cli = join(dirname(find(REDIS)), 'redis-cli')
   await promisify(execFile)(cli, ['--cluster', 'create', ...servers.map(({ port }) => `127.0.0.1:${port}`), '--cluster-replicas', '0', '--cluster-yes'])
   // Every node, not the first alone: a client's ready check asks any node, and one not yet ok makes ioredis reconnect
   // (leaving the promise of its first connect() pending for good).
+  await settled(servers, async (client) => (await client.cluster('INFO') as string).includes('cluster_state:ok'), 'the cluster did not come up')
+  return servers
+}
+
+/** A redis-server in cluster mode, not yet part of any cluster. */
+async function clusterNode (t: { teardown: (fn: () => unknown) => void }): Promise<RedisServer> {
+  return await RedisServer.start(t, ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000'])
+}
+
+/** Until `condition` holds on every one of `servers`. */
+async function settled (servers: RedisServer[], condition: (client: Redis) => Promise<boolean>, failure: string): Promise<void> {
   const clients = servers.map((server) => server.client())
-  const ok = async (): Promise<boolean> => (await Promise.all(clients.map((client) => client.cluster('INFO')))).every((info) => info.includes('cluster_state:ok'))
-  for (let tries = 0; !(await ok()); tries++) {
-    if (tries > 200) throw new Error('the cluster did not come up')
+  for (let tries = 0; !(await Promise.all(clients.map(condition))).every(Boolean); tries++) {
+    if (tries > 200) throw new Error(failure)
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
-  return servers
+}
+
+/**
+ * A new node joins the cluster of `servers` (CLUSTER MEET), serving no slot yet: a master once a slot is moved to it.
+ * Resolves once every node knows every other.
+ */
+export async function joinCluster (t: { teardown: (fn: () => unknown) => void }, servers: RedisServer[]): Promise<RedisServer> {
+  const node = await clusterNode(t)
+  const bus = (await node.client().config('GET', 'cluster-port') as string[])[1]
+  await servers[0].client().cluster('MEET', '127.0.0.1', node.port, bus)
+  const all = [...servers, node]
+  // Past the handshake (each node lists the others under their own ids, with their address), and the new node has
+  // learnt whose every slot is: until then it answers CLUSTERDOWN.
+  const joined = async (client: Redis): Promise<boolean> => {
+    const lines = (await client.cluster('NODES') as string).trim().split('\n')
+    return lines.length === all.length && !lines.some((line) => /handshake|noaddr/.test(line)) &&
+      (await client.cluster('INFO') as string).includes('cluster_state:ok')
+  }
+  await settled(all, joined, 'the node did not join')
+  return node
 }
