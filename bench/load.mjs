@@ -7,9 +7,12 @@ import { createHistogram, performance } from 'node:perf_hooks'
 import WebSocket from 'ws'
 import { messages } from './payloads.mjs'
 
-const [contender, port, scenarioJson, run] = process.argv.slice(2)
+// `ports`: the server's port, or the instances' ports (comma-separated) of the cross-instance scenario.
+const [contender, portList, scenarioJson, run] = process.argv.slice(2)
+const ports = portList.split(',')
+const [port] = ports
 const scenario = JSON.parse(scenarioJson)
-const isSocketIo = contender === 'socket.io'
+const isSocketIo = contender.startsWith('socket.io')
 const { io } = isSocketIo ? await import('socket.io-client') : {}
 
 let nextId = 0
@@ -18,25 +21,25 @@ process.on('message', (message) => {
   pending.get(message.id)(message)
   pending.delete(message.id)
 })
-/** Asks the server, through the orchestrator. */
-function server (cmd, extra) {
+/** Asks the server (with several instances, the one numbered `instance`), through the orchestrator. */
+function server (cmd, extra, instance = 0) {
   const id = nextId++
   return new Promise((resolve) => {
     pending.set(id, resolve)
-    process.send({ id, cmd, ...extra })
+    process.send({ id, cmd, instance, ...extra })
   })
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 // One client API over both protocols: send text, receive text, stop reading.
-function connect (index) {
+function connect (index, to) {
   // Each run has source addresses of its own, so it never meets the ports an
   // earlier run left in TIME_WAIT; past ~28k connections one address runs out.
   const localAddress = `127.${1 + (Number(run) % 250)}.${1 + Math.floor(index / 25_000)}.1`
   return new Promise((resolve, reject) => {
     if (isSocketIo) {
-      const socket = io(`http://127.0.0.1:${port}`, { transports: ['websocket'], reconnection: false, forceNew: true, localAddress })
+      const socket = io(`http://127.0.0.1:${to}`, { transports: ['websocket'], reconnection: false, forceNew: true, localAddress })
       const client = {
         send: (text) => socket.emit('m', text),
         onMessage: (listener) => socket.on('m', listener),
@@ -47,7 +50,7 @@ function connect (index) {
       socket.once('connect_error', reject)
     } else {
       // ws's default offer (perMessageDeflate: true) asks for client_max_window_bits, as Chrome's does.
-      const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, { perMessageDeflate: scenario.offerDeflate === true, localAddress })
+      const ws = new WebSocket(`ws://127.0.0.1:${to}/ws`, { perMessageDeflate: scenario.offerDeflate === true, localAddress })
       const client = {
         send: (text) => ws.send(text),
         onMessage: (listener) => ws.on('message', (data) => listener(data)),
@@ -61,13 +64,14 @@ function connect (index) {
   })
 }
 
-async function connectMany (count) {
+/** `count` clients, spread in turn over the servers on `to` (the one server, unless given). */
+async function connectMany (count, to = [port]) {
   const clients = []
   const started = performance.now()
   const BATCH = 250
   for (let i = 0; i < count; i += BATCH) {
     const batch = []
-    for (let j = i; j < Math.min(count, i + BATCH); j++) batch.push(connect(j))
+    for (let j = i; j < Math.min(count, i + BATCH); j++) batch.push(connect(j, to[j % to.length]))
     clients.push(...await Promise.all(batch))
   }
   return { clients, setupPerSecond: count / ((performance.now() - started) / 1000) }
@@ -250,6 +254,77 @@ const scenarios = {
       serverCpuMsPerPublish: cpu / publishes,
       serverCpuUsPerDelivery: cpu * 1000 / (publishes * connections),
       lastReceiptMs: times[Math.floor(times.length / 2)]
+    }
+  },
+
+  // Subscribers spread evenly over the instances, one publisher on the first at a fixed rate, below saturation so the
+  // latency is the path's and not a queue's. Each message carries its number and the time it was published, read by
+  // the subscribers on the same machine's clock. Server CPU is the instances' together, read without GC, from the
+  // first measured publish until the last subscriber has the last message; Redis's CPU is read beside it.
+  async 'publish-cluster' ({ connections, publishes, rate, warmups, bytes, settleSeconds, maxWaitSeconds }) {
+    const { clients } = await connectMany(connections, ports)
+    const latency = createHistogram()
+    const expected = publishes * connections
+    let delivered = 0
+    let misordered = 0
+    let warmed = 0
+    let done = null
+    const all = new Promise((resolve) => { done = resolve })
+    for (const client of clients) {
+      let last = 0
+      let warm = false
+      client.onMessage((data) => {
+        const receivedAt = performance.timeOrigin + performance.now()
+        if (data.length !== bytes) throw new Error(`a subscriber got ${data.length} B, not ${bytes}`)
+        const [number, publishedAt] = (typeof data === 'string' ? data.slice(0, 40) : data.toString('latin1', 0, 40)).split(' ')
+        const n = Number(number)
+        if (n === 0) {
+          if (!warm) warmed++
+          warm = true
+          return
+        }
+        if (n <= last) misordered++
+        last = n
+        latency.record(Math.max(1, Math.round((receivedAt - Number(publishedAt)) * 1000)))
+        if (++delivered === expected) done()
+      })
+    }
+    // Warm-up messages (numbered 0) until every subscriber has had one: the plugin's instances subscribe to a topic's
+    // Redis channel once its first local subscriber comes, so the first messages may pass an instance by.
+    for (let i = 0; i < warmups || warmed < connections; i++) {
+      if (i === 100) throw new Error(`after 100 warm-up messages ${connections - warmed} subscribers had none`)
+      await server('publishPaced', { count: 1, rate, bytes, first: 0 })
+      await sleep(1000 / rate)
+    }
+    await sleep(settleSeconds * 1000)
+    const cpus = () => Promise.all(ports.map((_, instance) => server('cpu', {}, instance)))
+    const before = await cpus()
+    const redisBefore = await server('redisCpu')
+    const loadBefore = process.cpuUsage()
+    const started = performance.now()
+    await server('publishPaced', { count: publishes, rate, bytes, first: 1 })
+    const publishSeconds = (performance.now() - started) / 1000
+    // Whatever has not arrived by then is counted lost (every contender's delivery is at-most-once on this path).
+    await Promise.race([all, sleep(maxWaitSeconds * 1000)])
+    const after = await cpus()
+    const redisAfter = await server('redisCpu')
+    const loadCpu = cpuMs(loadBefore, process.cpuUsage())
+    const serverCpuMs = before.reduce((sum, { cpu }, i) => sum + cpuMs(cpu, after[i].cpu), 0)
+    const peeks = await Promise.all(ports.map((_, instance) => server('peek', {}, instance)))
+    for (const client of clients) client.close()
+    return {
+      deliveredPerCpuSecond: delivered / (serverCpuMs / 1000),
+      latencyP50Ms: latency.percentile(50) / 1000,
+      latencyP99Ms: latency.percentile(99) / 1000,
+      latencyMaxMs: latency.max / 1000,
+      serverCpuUsPerDelivery: serverCpuMs * 1000 / delivered,
+      redisCpuMs: redisAfter.cpuMs - redisBefore.cpuMs,
+      loadCpuUsPerDelivery: loadCpu * 1000 / delivered,
+      publishedPerSecond: (publishes - 1) / publishSeconds,
+      delivered,
+      lost: expected - delivered,
+      misordered,
+      subscribers: peeks.reduce((sum, { connections }) => sum + connections, 0)
     }
   },
 

@@ -15,10 +15,17 @@ const LABELS = {
   'plugin-compression': 'fastify-reliable-ws, `compression: true`',
   'fastify-websocket-deflate': 'bare @fastify/websocket, `perMessageDeflate: true` (ws\'s defaults)',
   'ws-loop': 'the plugin\'s server, a loop of `ws.send` over the same sockets',
-  'write-floor': 'floor: the plugin\'s server, each TCP socket written the whole frame (one Buffer built once), nothing else'
+  'write-floor': 'floor: the plugin\'s server, each TCP socket written the whole frame (one Buffer built once), nothing else',
+  'socket.io-redis': 'Socket.IO 4 + @socket.io/redis-adapter (ioredis)',
+  'socket.io-redis-streams': 'Socket.IO 4 + @socket.io/redis-streams-adapter (ioredis)'
 }
 // The plugin's publish against the others', per message size: server CPU per publish at most these fractions.
 export const PUBLISH_TARGETS = { 'ws-loop': 0.6, 'socket.io': 0.5 }
+// Across instances through Redis, against Socket.IO with each adapter: delivered messages per server CPU-second at
+// least this multiple, delivery latency p99 at most this one.
+export const CLUSTER_AGAINST = ['socket.io-redis', 'socket.io-redis-streams']
+export const CLUSTER_THROUGHPUT_RATIO = 2
+export const CLUSTER_P99_RATIO = 1
 // The compression targets: the preset against the plugin with compression off.
 export const COMPRESSION_RSS_BUDGET = 16_000
 export const COMPRESSION_SOAK_RATIO = 1.2
@@ -77,6 +84,16 @@ const COLUMNS = {
     ['lastReceiptMs', 'last receipt (ms)', 1],
     ['subscribers', 'subscribers', 0]
   ],
+  'publish-cluster': [
+    ['deliveredPerCpuSecond', 'delivered / server CPU-s', 0],
+    ['latencyP50Ms', 'latency p50 (ms)', 2],
+    ['latencyP99Ms', 'latency p99 (ms)', 2],
+    ['serverCpuUsPerDelivery', 'server CPU / delivery (µs)', 2],
+    ['redisCpuMs', 'Redis CPU (ms)', 0],
+    ['loadCpuUsPerDelivery', 'load CPU / delivery (µs)', 2],
+    ['lost', 'lost', 0],
+    ['subscribers', 'subscribers', 0]
+  ],
   slow: [
     ['peakRssGrowthBytes', 'peak RSS growth (MiB)', 1, 2 ** 20],
     ['peakQueuedBytes', 'peak queued (KiB)', 0, 1024],
@@ -123,6 +140,14 @@ export function evaluateTargets (results) {
     if (scenario.name !== 'publish') continue
     for (const [against, limit] of Object.entries(PUBLISH_TARGETS)) {
       check(`publish ${scenario.bytes} B to ${scenario.connections.toLocaleString('en-US')}: server CPU / publish ≤ ${limit}× ${against === 'ws-loop' ? 'a loop of ws.send' : 'Socket.IO'}`, ratio(results, key, 'serverCpuMsPerPublish', 'plugin', against), limit)
+    }
+  }
+  for (const [key, scenario] of Object.entries(results.scenarios)) {
+    if (scenario.name !== 'publish-cluster') continue
+    for (const against of CLUSTER_AGAINST) {
+      const name = `publish ${scenario.bytes} B across ${scenario.instances} instances: `
+      check(`${name}delivered / server CPU-s ≥ ${CLUSTER_THROUGHPUT_RATIO}× ${LABELS[against]}`, ratio(results, key, 'deliveredPerCpuSecond', 'plugin', against), CLUSTER_THROUGHPUT_RATIO, false)
+      check(`${name}latency p99 ≤ ${CLUSTER_P99_RATIO}× ${LABELS[against]}`, ratio(results, key, 'latencyP99Ms', 'plugin', against), CLUSTER_P99_RATIO)
     }
   }
   rows.push(...compressionTargets(results))
@@ -197,15 +222,17 @@ export function renderMarkdown (results) {
       continue
     }
     const columns = COLUMNS[scenario.name]
-    const ratioColumn = scenario.name === 'fanout' ? 'ws' : scenario.name === 'publish' ? 'ws-loop' : scenario.name === 'keepalive' ? 'timer' : scenario.name.startsWith('compression') ? 'plugin' : BARE
-    const [ratioMetric] = columns[0]
+    // Each row's first figure over the reference's; across instances, over each Socket.IO adapter's, with p99 too.
+    const ratioColumns = scenario.name === 'publish-cluster'
+      ? CLUSTER_AGAINST.flatMap((against) => [[columns[0], against], [columns[2], against]])
+      : [[columns[0], scenario.name === 'fanout' ? 'ws' : scenario.name === 'publish' ? 'ws-loop' : scenario.name === 'keepalive' ? 'timer' : scenario.name.startsWith('compression') ? 'plugin' : BARE]]
     for (const [contender, reason] of Object.entries(scenario.unsupported ?? {})) lines.push(`${LABELS[contender]}: not measured (${reason}).`, '')
-    lines.push(`| contender | ${columns.map((c) => c[1]).join(' | ')} | ${columns[0][1]} vs ${LABELS[ratioColumn]} |`)
-    lines.push(`|---|${columns.map(() => '---:').join('|')}|---:|`)
+    lines.push(`| contender | ${columns.map((c) => c[1]).join(' | ')} | ${ratioColumns.map(([column, against]) => `${column[1]} vs ${LABELS[against]}`).join(' | ')} |`)
+    lines.push(`|---|${columns.map(() => '---:').join('|')}|${ratioColumns.map(() => '---:').join('|')}|`)
     for (const contender of Object.keys(scenario.contenders)) {
       const cells = columns.map(([metric, , digits, scale]) => format(value(results, key, contender, metric), digits, scale))
-      const r = ratio(results, key, ratioMetric, contender, ratioColumn)
-      lines.push(`| ${LABELS[contender]} | ${cells.join(' | ')} | ${r === null ? '—' : r.toFixed(2) + '×'} |`)
+      const ratios = ratioColumns.map(([[metric], against]) => ratio(results, key, metric, contender, against))
+      lines.push(`| ${LABELS[contender]} | ${cells.join(' | ')} | ${ratios.map((r) => r === null ? '—' : r.toFixed(2) + '×').join(' | ')} |`)
     }
     lines.push('')
   }
@@ -293,6 +320,7 @@ function describe (scenario) {
     case 'compression-idle': return `Compression, idle: ${scenario.connections.toLocaleString('en-US')} connections whose clients offer permessage-deflate, memory after GC`
     case 'compression-active': return `Compression, active: ${scenario.connections.toLocaleString('en-US')} connections, ${scenario.kind} messages (${KIND_SIZES[scenario.kind]}) broadcast for ${scenario.warmSeconds} s of warm-up and a ${scenario.soakSeconds} s soak, one chat message up per ${scenario.uploadEvery} received, × ${scenario.rounds} round${scenario.rounds === 1 ? '' : 's'}`
     case 'publish': return `Publish to ${scenario.connections.toLocaleString('en-US')} local subscribers of one topic: ${scenario.bytes.toLocaleString('en-US')} B text, ${scenario.publishes} publishes (after ${scenario.warmups} unmeasured) × ${scenario.rounds} round${scenario.rounds === 1 ? '' : 's'}`
+    case 'publish-cluster': return `Publish across ${scenario.instances} instances through one redis-server: ${scenario.connections.toLocaleString('en-US')} subscribers spread evenly over them, one publisher on the first, ${scenario.bytes.toLocaleString('en-US')} B text, ${scenario.publishes} publishes at ${scenario.rate}/s (after ${scenario.warmups}+ unmeasured) × ${scenario.rounds} round${scenario.rounds === 1 ? '' : 's'}`
     case 'fanout': return `Fan-out: one ${scenario.bytes} B message to ${scenario.connections.toLocaleString('en-US')} connections, ${scenario.broadcasts} broadcasts × ${scenario.rounds} rounds`
     default: return `Slow consumer: a client that stops reading, ${scenario.bytes / 1024} KiB messages for ${scenario.seconds} s`
   }

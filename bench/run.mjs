@@ -8,6 +8,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { KINDS } from './payloads.mjs'
+import { redisSkipReason, startRedis } from './redis.mjs'
 import { renderMarkdown, slowConsumerViolations } from './report.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -33,15 +34,18 @@ const COMPRESSION_CONTENDERS = args.contenders?.split(',') ?? ['plugin', 'plugin
 // Publish to one topic: the plugin's wsPublish, a loop of ws.send over the plugin's same sockets, Socket.IO's room,
 // and the floor under any of them: the frame's bytes written to each TCP socket and nothing else.
 const PUBLISH_CONTENDERS = args.contenders?.split(',') ?? ['plugin', 'ws-loop', 'socket.io', 'write-floor']
+// Publish across three instances through one redis-server: the plugin's `redis` option against Socket.IO with each of
+// its two Redis adapters.
+const CLUSTER_CONTENDERS = args.contenders?.split(',') ?? ['plugin', 'socket.io-redis', 'socket.io-redis-streams']
 
 const SLOW_STOP_AT_RSS = 1.5 * 2 ** 30
 // Sizes per mode: full is what BENCHMARKS.md reports; quick finishes in about a
 // minute; smoke runs every code path once so the harness cannot rot.
 // Attacks: sessions opened and closed, half-sent requests, unfinished messages; the ping flood is bounded by bytes.
 const SIZES = {
-  full: { compressionIdle: 10_000, compressionActive: 1_000, compressionWarmSeconds: 5, compressionSoakSeconds: 60, rounds: 5, echoSeconds: 3, idle: [10_000, 50_000], keepalive: 10_000, keepaliveSeconds: 10, heartbeatMs: 1000, fanout: 5_000, fanoutRounds: 20, publishSubscribers: 5_000, publishes: 20, slowSeconds: 3, attackRounds: 3, attackSessions: 5_000, attackHalfSent: 2_000, attackFragments: 200, attackHoldSeconds: 35 },
-  quick: { compressionIdle: 1_000, compressionActive: 200, compressionWarmSeconds: 1, compressionSoakSeconds: 5, rounds: 1, echoSeconds: 0.5, idle: [1_000], keepalive: 1_000, keepaliveSeconds: 1, heartbeatMs: 250, fanout: 500, fanoutRounds: 5, publishSubscribers: 5_000, publishes: 5, slowSeconds: 0.5, attackRounds: 1, attackSessions: 5_000, attackHalfSent: 2_000, attackFragments: 200, attackHoldSeconds: 35 },
-  smoke: { compressionIdle: 20, compressionActive: 10, compressionWarmSeconds: 0.2, compressionSoakSeconds: 0.3, rounds: 1, echoSeconds: 0.2, idle: [20], keepalive: 20, keepaliveSeconds: 0.3, heartbeatMs: 100, fanout: 20, fanoutRounds: 2, publishSubscribers: 20, publishes: 2, slowSeconds: 0.2, attackRounds: 1, attackSessions: 50, attackHalfSent: 20, attackFragments: 10, attackHoldSeconds: 1 }
+  full: { compressionIdle: 10_000, compressionActive: 1_000, compressionWarmSeconds: 5, compressionSoakSeconds: 60, rounds: 5, echoSeconds: 3, idle: [10_000, 50_000], keepalive: 10_000, keepaliveSeconds: 10, heartbeatMs: 1000, fanout: 5_000, fanoutRounds: 20, publishSubscribers: 5_000, publishes: 20, clusterSubscribers: 4_500, clusterPublishes: 100, clusterRate: 5, slowSeconds: 3, attackRounds: 3, attackSessions: 5_000, attackHalfSent: 2_000, attackFragments: 200, attackHoldSeconds: 35 },
+  quick: { compressionIdle: 1_000, compressionActive: 200, compressionWarmSeconds: 1, compressionSoakSeconds: 5, rounds: 1, echoSeconds: 0.5, idle: [1_000], keepalive: 1_000, keepaliveSeconds: 1, heartbeatMs: 250, fanout: 500, fanoutRounds: 5, publishSubscribers: 5_000, publishes: 5, clusterSubscribers: 4_500, clusterPublishes: 25, clusterRate: 5, slowSeconds: 0.5, attackRounds: 1, attackSessions: 5_000, attackHalfSent: 2_000, attackFragments: 200, attackHoldSeconds: 35 },
+  smoke: { compressionIdle: 20, compressionActive: 10, compressionWarmSeconds: 0.2, compressionSoakSeconds: 0.3, rounds: 1, echoSeconds: 0.2, idle: [20], keepalive: 20, keepaliveSeconds: 0.3, heartbeatMs: 100, fanout: 20, fanoutRounds: 2, publishSubscribers: 20, publishes: 2, clusterSubscribers: 30, clusterPublishes: 5, clusterRate: 20, slowSeconds: 0.2, attackRounds: 1, attackSessions: 50, attackHalfSent: 20, attackFragments: 10, attackHoldSeconds: 1 }
 }[mode]
 // Compression's active runs are long (a soak each): one round unless asked for more.
 SIZES.compressionRounds = args.rounds === undefined ? 1 : Number(args.rounds)
@@ -89,6 +93,28 @@ function scenarios () {
       bytes,
       rounds: Math.min(SIZES.rounds, 3),
       contenders: PUBLISH_CONTENDERS
+    })
+  }
+  // Three instances and one redis-server (fresh for every run, so no contender meets another's streams or keys),
+  // subscribers spread evenly over the instances, one publisher on the first instance. Full size as quick, fewer
+  // publishes in quick; 5 publishes/s to 4,500 subscribers stays below what 2 cores can deliver for every contender.
+  const redisSkipped = redisSkipReason()
+  for (const bytes of [100, 16_384]) {
+    list.push({
+      key: `publish-3x-redis-${bytes}`,
+      name: 'publish-cluster',
+      instances: 3,
+      redis: true,
+      skipped: redisSkipped,
+      connections: SIZES.clusterSubscribers,
+      publishes: SIZES.clusterPublishes,
+      rate: SIZES.clusterRate,
+      warmups: smoke ? 1 : 5,
+      settleSeconds: smoke ? 0.1 : 1,
+      maxWaitSeconds: smoke ? 5 : 10,
+      bytes,
+      rounds: Math.min(SIZES.rounds, 3),
+      contenders: CLUSTER_CONTENDERS
     })
   }
   list.push({ key: 'slow', name: 'slow', seconds: SIZES.slowSeconds, bytes: 16_384, stopAtRss: SLOW_STOP_AT_RSS, rounds: Math.min(SIZES.rounds, 2) })
@@ -159,16 +185,23 @@ function exited (child) {
 }
 
 async function runOnce (contender, scenario) {
-  const serverConfig = { heartbeatMs: scenario.heartbeatMs ?? null, attacks: scenario.attacks === true, sink: scenario.name.startsWith('compression'), topic: scenario.name === 'publish' }
-  const server = fork(join(here, 'server.mjs'), [contender, JSON.stringify(serverConfig)], { execArgv: ['--expose-gc'], stdio: 'inherit' })
+  const redis = scenario.redis ? await startRedis() : null
+  const serverConfig = { heartbeatMs: scenario.heartbeatMs ?? null, attacks: scenario.attacks === true, sink: scenario.name.startsWith('compression'), topic: scenario.name.startsWith('publish'), redis: redis?.url ?? null }
+  const servers = Array.from({ length: scenario.instances ?? 1 }, () => fork(join(here, 'server.mjs'), [contender, JSON.stringify(serverConfig)], { execArgv: ['--expose-gc'], stdio: 'inherit' }))
   let load = null
   try {
-    const { port, unsupported } = await once(server, (m) => m.ready || m.unsupported)
-    if (unsupported) return { unsupported }
-    load = fork(join(here, 'load.mjs'), [contender, String(port), JSON.stringify(scenario), String(runs++)], { stdio: 'inherit' })
-    // The load process asks the server for samples and actions through us.
+    const started = await Promise.all(servers.map((server) => once(server, (m) => m.ready || m.unsupported)))
+    const unsupported = started.find((m) => m.unsupported)
+    if (unsupported) return { unsupported: unsupported.unsupported }
+    load = fork(join(here, 'load.mjs'), [contender, started.map((m) => m.port).join(','), JSON.stringify(scenario), String(runs++)], { stdio: 'inherit' })
+    // The load process asks the servers for samples and actions through us (and us for Redis's CPU).
     load.on('message', async (message) => {
       if (message.done) return
+      if (message.cmd === 'redisCpu') {
+        load.send({ id: message.id, cpuMs: redis.cpuMs() })
+        return
+      }
+      const server = servers[message.instance]
       server.send(message)
       const reply = await once(server, (m) => m.id === message.id)
       load.send(reply)
@@ -177,9 +210,10 @@ async function runOnce (contender, scenario) {
     return result
   } finally {
     load?.kill()
-    server.kill()
+    for (const server of servers) server.kill()
     // The next run starts once the kernel has let go of this one's sockets and processes.
-    await Promise.all([load === null ? null : exited(load), exited(server)])
+    await Promise.all([load === null ? null : exited(load), ...servers.map(exited)])
+    await redis?.stop()
   }
 }
 

@@ -14,7 +14,8 @@ const [contender, configJson] = process.argv.slice(2)
  * heartbeatMs: the interval for contenders that have one (null = each one's default); floodBytes: slow-consumer
  * message size; attacks: the plugin at its default options, with the routes the attack scenarios aim at; sink: the
  * route counts what it receives instead of echoing it (the compression scenarios); topic: every socket subscribes to
- * one topic (Socket.IO: joins one room) as it connects (the publish scenario).
+ * one topic (Socket.IO: joins one room) as it connects (the publish scenarios); redis: a redis:// URL for the
+ * instances of the cross-instance publish scenario (the plugin's `redis` option, Socket.IO's Redis adapters), else null.
  */
 const config = JSON.parse(configJson)
 const DEFAULT_HEARTBEAT_MS = 30_000
@@ -122,8 +123,36 @@ async function attackServer () {
 
 const pluginServer = () => fastifyServer((app) => app.register(require('../dist/index.js'), {
   heartbeat: { intervalMs: heartbeatMs },
-  health: false
+  health: false,
+  ...(config.redis ? { redis: config.redis } : {})
 }))
+
+// Socket.IO 4 on the websocket transport alone, with the adapter made by `adapter()` (null: its in-memory adapter).
+async function socketIoServer (adapter = () => null) {
+  const { Server: SocketIoServer } = await import('socket.io')
+  const made = await adapter()
+  const server = createServer()
+  const io = new SocketIoServer(server, {
+    transports: ['websocket'],
+    serveClient: false,
+    ...(made === null ? {} : { adapter: made }),
+    ...(config.heartbeatMs ? { pingInterval: config.heartbeatMs, pingTimeout: config.heartbeatMs } : {})
+  })
+  io.on('connection', (socket) => {
+    socket.on('m', (payload) => socket.emit('m', payload))
+    if (config.topic) socket.join(ROOM)
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return { port: server.address().port, io, stats: () => null }
+}
+
+// An ioredis client of the Socket.IO adapters', ready before the server listens.
+async function ioredis () {
+  const { Redis } = await import('ioredis')
+  const client = new Redis(config.redis)
+  await new Promise((resolve, reject) => client.once('ready', resolve).once('error', reject))
+  return client
+}
 
 const contenders = {
   plugin: () => config.attacks ? attackServer() : pluginServer(),
@@ -148,21 +177,17 @@ const contenders = {
   }),
   ws: () => rawWsServer(),
   floor: () => rawWsServer(pingFloor),
-  'socket.io': async () => {
-    const { Server: SocketIoServer } = await import('socket.io')
-    const server = createServer()
-    const io = new SocketIoServer(server, {
-      transports: ['websocket'],
-      serveClient: false,
-      ...(config.heartbeatMs ? { pingInterval: config.heartbeatMs, pingTimeout: config.heartbeatMs } : {})
-    })
-    io.on('connection', (socket) => {
-      socket.on('m', (payload) => socket.emit('m', payload))
-      if (config.topic) socket.join(ROOM)
-    })
-    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-    return { port: server.address().port, io, stats: () => null }
-  }
+  'socket.io': () => socketIoServer(),
+  // The Redis adapter's documented setup: a publishing client and a subscribing duplicate.
+  'socket.io-redis': () => socketIoServer(async () => {
+    const { createAdapter } = await import('@socket.io/redis-adapter')
+    const pub = await ioredis()
+    return createAdapter(pub, pub.duplicate())
+  }),
+  'socket.io-redis-streams': () => socketIoServer(async () => {
+    const { createAdapter } = await import('@socket.io/redis-streams-adapter')
+    return createAdapter(await ioredis())
+  })
 }
 
 let server
@@ -230,6 +255,27 @@ function publish (text) {
   } else {
     server.app.wsPublish(TOPIC, text).catch((err) => { console.error(err); process.exit(1) })
   }
+  return {}
+}
+
+/**
+ * Publishes `count` messages to the topic (Socket.IO: emits them to the room) at `rate` per second, each `bytes` long
+ * and starting with its number (`first` on) and the time it was published, in ms since the epoch by this machine's
+ * clock (`performance.timeOrigin + performance.now()`, as the subscribers read it): `<n> <ms> xxx…`. Returns once
+ * every one is published (the plugin: once the broker holds it).
+ */
+async function publishPaced ({ count, rate, bytes, first }) {
+  const started = performance.now()
+  const published = []
+  for (let i = 0; i < count; i++) {
+    const wait = started + i * 1000 / rate - performance.now()
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
+    const head = `${first + i} ${(performance.timeOrigin + performance.now()).toFixed(3)} `
+    const text = head + 'x'.repeat(bytes - head.length)
+    if (server.io) server.io.to(ROOM).emit('m', text)
+    else published.push(server.app.wsPublish(TOPIC, text))
+  }
+  await Promise.all(published)
   return {}
 }
 
@@ -344,6 +390,7 @@ process.on('message', async (message) => {
   else if (message.cmd === 'peek') reply = peek()
   else if (message.cmd === 'broadcast') reply = broadcast(message.text)
   else if (message.cmd === 'publish') reply = publish(message.text)
+  else if (message.cmd === 'publishPaced') reply = await publishPaced(message)
   else if (message.cmd === 'cpu') reply = { cpu: process.cpuUsage() }
   else if (message.cmd === 'flood') reply = await flood(message)
   else if (message.cmd === 'stream') reply = await stream(message)

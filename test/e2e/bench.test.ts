@@ -3,20 +3,23 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
+import { find, needs, REDIS } from '../helpers/programs'
 
 // The benchmark harness (`npm run bench`) at tiny sizes: every scenario's code
 // path runs once against every contender, so the harness cannot rot. It checks
 // that numbers came out, never what they are: timings belong to the benchmark.
 
-// Six contenders × six scenarios (and the floor in keep-alive), four publish contenders × two scenarios, four
-// compression contenders × four scenarios, then the plugin under four attacks (one waits out the 10 s handshake
-// timeout), a server and a load process each.
+// Six contenders × six scenarios (and the floor in keep-alive), four publish contenders × two scenarios, three
+// cross-instance publish contenders × two scenarios (three servers and a redis-server each), four compression
+// contenders × four scenarios, then the plugin under four attacks (one waits out the 10 s handshake timeout), a server
+// and a load process each.
 // 160 s alone on a busy machine, more than 240 s with the suite at double parallelism.
 t.setTimeout(600_000)
 
 const CONTENDERS = ['plugin', 'fastify-websocket', 'ws', 'timer', 'sweep', 'socket.io']
 const COMPRESSION_CONTENDERS = ['plugin', 'plugin-compression', 'fastify-websocket-deflate', 'fastify-websocket']
 const PUBLISH_CONTENDERS = ['plugin', 'ws-loop', 'socket.io', 'write-floor']
+const CLUSTER_CONTENDERS = ['plugin', 'socket.io-redis', 'socket.io-redis-streams']
 
 const PRIMARY: Record<string, string[]> = {
   echo: ['serverCpuUsPerMessage', 'messagesPerSecond', 'rttP50Ms', 'rttP99Ms', 'loadCpuUsPerMessage'],
@@ -24,6 +27,7 @@ const PRIMARY: Record<string, string[]> = {
   keepalive: ['serverCpuMsPerSecond', 'loopDelayP99Ms', 'loadCpuMsPerSecond', 'connectionsLeft'],
   fanout: ['lastReceiptMs', 'serverCpuMsPerBroadcast'],
   publish: ['serverCpuMsPerPublish', 'serverCpuUsPerDelivery', 'lastReceiptMs', 'subscribers'],
+  'publish-cluster': ['deliveredPerCpuSecond', 'latencyP50Ms', 'latencyP99Ms', 'serverCpuUsPerDelivery', 'redisCpuMs', 'loadCpuUsPerDelivery', 'delivered', 'lost', 'subscribers'],
   slow: ['peakRssGrowthBytes', 'sent'],
   'compression-idle': ['rssPerConnection', 'heapPerConnection', 'setupPerSecond', 'connections'],
   'compression-active': ['serverCpuUsPerMessage', 'wireBytesPerMessage', 'plainBytesPerMessage', 'warmRssPerConnection', 'soakRssPerConnection', 'soakOverWarm', 'messagesSent', 'messagesReceived'],
@@ -33,16 +37,24 @@ const PRIMARY: Record<string, string[]> = {
 t.test('smoke test of npm run bench -- --smoke: every scenario, contender and figure yields a number; timings are not judged', async (t) => {
   const out = mkdtempSync(join(tmpdir(), 'bench-smoke-'))
   t.teardown(() => rmSync(out, { recursive: true, force: true }))
+  // The cross-instance scenarios start redis-server where the tests find it; without it (and not on CI) they are
+  // reported skipped, and everything else still runs.
+  const redis = needs(REDIS).skip === undefined ? find(REDIS) : null
+  const env = { ...process.env, REDIS_SERVER_PATH: redis ?? '/nonexistent/redis-server' }
   const stdout = await new Promise<string>((resolve, reject) => {
-    execFile(process.execPath, [join(__dirname, '..', '..', 'bench', 'run.mjs'), '--smoke', '--out', out], (err, stdout, stderr) => {
+    execFile(process.execPath, [join(__dirname, '..', '..', 'bench', 'run.mjs'), '--smoke', '--out', out], { env }, (err, stdout, stderr) => {
       if (err !== null) reject(new Error(`${err.message}\n${stderr}`))
       else resolve(stdout)
     })
   })
   const results = JSON.parse(readFileSync(join(out, 'results-smoke.json'), 'utf8'))
   const scenarios = Object.values(results.scenarios) as any[]
-  t.same(scenarios.map((s) => s.name), ['echo', 'echo', 'idle', 'keepalive', 'fanout', 'publish', 'publish', 'slow', 'compression-idle', 'compression-active', 'compression-active', 'compression-active', 'attacks', 'attacks', 'attacks', 'attacks'])
+  t.same(scenarios.map((s) => s.name), ['echo', 'echo', 'idle', 'keepalive', 'fanout', 'publish', 'publish', 'publish-cluster', 'publish-cluster', 'slow', 'compression-idle', 'compression-active', 'compression-active', 'compression-active', 'attacks', 'attacks', 'attacks', 'attacks'])
   for (const scenario of scenarios) {
+    if (scenario.name === 'publish-cluster' && redis === null) {
+      t.match(scenario.skipped, /^needs redis-server/, `${scenario.key}: skipped without redis-server`)
+      continue
+    }
     const contenders = Object.entries(scenario.contenders) as Array<[string, any]>
     // Keep-alive also measures the floor under every heartbeat: the ping's bytes written straight, nothing else.
     // The attacks are aimed at the plugin alone.
@@ -50,7 +62,7 @@ t.test('smoke test of npm run bench -- --smoke: every scenario, contender and fi
       ? ['plugin']
       : scenario.name.startsWith('compression')
         ? COMPRESSION_CONTENDERS
-        : scenario.name === 'publish' ? PUBLISH_CONTENDERS : [...CONTENDERS, ...(scenario.name === 'keepalive' ? ['floor'] : [])]
+        : scenario.name === 'publish' ? PUBLISH_CONTENDERS : scenario.name === 'publish-cluster' ? CLUSTER_CONTENDERS : [...CONTENDERS, ...(scenario.name === 'keepalive' ? ['floor'] : [])]
     t.same(contenders.map(([name]) => name).sort(), expected.sort(), `${scenario.key}: every contender ran`)
     for (const [contender, { median }] of contenders) {
       const missing = PRIMARY[scenario.name].filter((metric) => !Number.isFinite(median[metric]))
@@ -73,6 +85,13 @@ t.test('smoke test of npm run bench -- --smoke: every scenario, contender and fi
       t.equal(median.subscribers, scenario.connections, `${scenario.key}, ${name}: every socket subscribed`)
     }
   }
+  // Across instances: every subscriber on every instance got every measured message, in order, each with its latency.
+  for (const scenario of scenarios.filter((s) => s.name === 'publish-cluster' && redis !== null)) {
+    for (const [name, { median }] of Object.entries(scenario.contenders) as Array<[string, any]>) {
+      t.same([median.subscribers, median.delivered, median.lost, median.misordered], [scenario.connections, scenario.publishes * scenario.connections, 0, 0], `${scenario.key}, ${name}: every message reached every subscriber once, in order`)
+    }
+  }
+  if (redis !== null) t.match(stdout, /\| publish 100 B across 3 instances: delivered \/ server CPU-s ≥ 2× Socket\.IO 4 \+ @socket\.io\/redis-adapter \(ioredis\) \| \d+\.\d+× \|/, 'the cross-instance targets are evaluated')
   t.match(stdout, /\| publish 100 B to 20: server CPU \/ publish ≤ 0\.6× a loop of ws\.send \| \d+\.\d+× \|/, 'the publish targets are evaluated')
   t.match(stdout, /\| snapshot: wire bytes ≤ 0\.4× uncompressed \| \d+\.\d+× \|/, 'the compression targets are evaluated')
 })
