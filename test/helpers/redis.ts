@@ -1,4 +1,4 @@
-import { execFile, spawn } from 'node:child_process'
+import { execFile, execFileSync, spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
@@ -47,6 +47,15 @@ export class RedisServer {
   private readonly clients: Redis[] = []
 
   private constructor (readonly port: number, private readonly dir: string, private readonly args: string[]) {}
+
+  /**
+   * One command through redis-cli, its reply as redis-cli prints it. Synchronous: this process's event loop is held
+   * until it is answered, so this process's own clients (a broker refreshing its slots) do nothing between two such
+   * commands.
+   */
+  commandSync (...args: Array<string | number>): string {
+    return execFileSync(redisCli(), ['-h', '127.0.0.1', '-p', String(this.port), ...args.map(String)], { encoding: 'utf8' }).trim()
+  }
 
   static async start (t: { teardown: (fn: () => unknown) => void }, args: string[] = []): Promise<RedisServer> {
     // A port found free can be taken by someone else before redis-server binds it (other test files open connections
@@ -121,8 +130,7 @@ export class RedisServer {
 export async function startCluster (t: { teardown: (fn: () => unknown) => void }, masters = 3): Promise<RedisServer[]> {
   const servers: RedisServer[] = []
   for (let i = 0; i < masters; i++) servers.push(await clusterNode(t))
-  const cli = join(dirname(find(REDIS)), 'redis-cli')
-  await promisify(execFile)(cli, ['--cluster', 'create', ...servers.map(({ port }) => `127.0.0.1:${port}`), '--cluster-replicas', '0', '--cluster-yes'])
+  await promisify(execFile)(redisCli(), ['--cluster', 'create', ...servers.map(({ port }) => `127.0.0.1:${port}`), '--cluster-replicas', '0', '--cluster-yes'])
   // Every node, not the first alone: a client's ready check asks any node, and one not yet ok makes ioredis reconnect
   // (leaving the promise of its first connect() pending for good).
   await settled(servers, async (client) => (await client.cluster('INFO') as string).includes('cluster_state:ok'), 'the cluster did not come up')
@@ -161,4 +169,9 @@ export async function joinCluster (t: { teardown: (fn: () => unknown) => void },
   }
   await settled(all, joined, 'the node did not join')
   return node
+}
+
+/** redis-cli, beside the redis-server the tests run (Debian's package ships both). */
+function redisCli (): string {
+  return join(dirname(find(REDIS)), 'redis-cli')
 }

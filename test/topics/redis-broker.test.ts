@@ -618,13 +618,14 @@ t.test('Redis Cluster: a new master takes a listened topic\'s slot: it gets a pr
   const moving = (await source.cluster('GETKEYSINSLOT', slot, 10) as string[]).sort()
   t.same(moving, [keys.meta, keys.stream], 'the topic\'s keys are all its slot holds')
   await source.migrate('127.0.0.1', added.port, '', 0, 5000, 'KEYS', ...moving)
-  // The new master takes the slot first; published on it now, before the others hear of it, nobody hears these.
-  await target.cluster('SETSLOT', slot, 'NODE', targetId)
+  // The new master takes the slot first, and three messages are published on it before the others hear of it. Each
+  // command holds this process until it is answered: a broker refreshing its slots from the new master in between
+  // would subscribe there, and hear them.
   const { historySize, historyTtlMs } = DEFAULTS.topics
-  for (let i = 6; i <= 8; i++) {
-    await target.eval(publishScript('spublish'), 3, keys.meta, keys.stream, keys.channel, `m${i}`, 0, Date.now(), 'unused', historySize, historyTtlMs)
-  }
-  t.same(await target.call('PUBSUB', 'SHARDNUMSUB', keys.channel), [keys.channel, 0], 'three messages nobody heard')
+  t.equal(added.commandSync('CLUSTER', 'SETSLOT', slot, 'NODE', targetId), 'OK')
+  const replies = [6, 7, 8].map((i) => added.commandSync('EVAL', publishScript('spublish'), 3, keys.meta, keys.stream, keys.channel, `m${i}`, 0, Date.now(), 'unused', historySize, historyTtlMs))
+  t.same(replies.map((reply) => reply.split('\n')[0]), ['6', '7', '8'], 'published there as offsets 6 to 8')
+  t.equal(added.commandSync('PUBSUB', 'SHARDNUMSUB', keys.channel), `${keys.channel}\n0`, 'three messages nobody heard')
   for (const admin of [source, ...others]) await admin.cluster('SETSLOT', slot, 'NODE', targetId)
 
   await until('a fourth probe channel', () => raw.probes.size === 4, 5000)
