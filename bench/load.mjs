@@ -178,6 +178,8 @@ const scenarios = {
     await server('barrier')
     await sleep(settleSeconds * 1000)
     const held = await server('sample')
+    // Each load process's samples must come from the instance its clients are on, not another's.
+    if (held.port !== Number(port)) throw new Error(`sampled the instance on port ${held.port}, not ${port}`)
     const loadBefore = process.cpuUsage()
     const started = performance.now()
     await sleep(seconds * 1000)

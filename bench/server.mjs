@@ -216,6 +216,7 @@ function sample () {
     loopP99Ms: loopDelay.percentile(99) / 1e6,
     loopMaxMs: loopDelay.max / 1e6,
     connections: server.io ? server.io.engine.clientsCount : server.sockets().size,
+    port: server.port,
     received,
     wsStats: server.stats(),
     peakRss: Math.max(peakRss, memory.rss)
