@@ -34,9 +34,9 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 // One client API over both protocols: send text, receive text, stop reading.
 function connect (index, to) {
-  // Each run has source addresses of its own, so it never meets the ports an
-  // earlier run left in TIME_WAIT; past ~28k connections one address runs out.
-  const localAddress = `127.${1 + (Number(run) % 250)}.${1 + Math.floor(index / 25_000)}.1`
+  // Each run (each load process) has source addresses of its own, so it never meets the ports an earlier run left in
+  // TIME_WAIT; each address takes 10,000 connections at most, well under its ~28k ephemeral ports.
+  const localAddress = `127.${1 + (Number(run) % 250)}.${1 + Math.floor(index / 10_000)}.1`
   return new Promise((resolve, reject) => {
     if (isSocketIo) {
       const socket = io(`http://127.0.0.1:${to}`, { transports: ['websocket'], reconnection: false, forceNew: true, localAddress })
@@ -165,6 +165,45 @@ const scenarios = {
       setupPerSecond,
       rssPerConnection: (after.rss - before.rss) / connections,
       heapPerConnection: (after.heapUsed - before.heapUsed) / connections
+    }
+  },
+
+  // One of a load process per instance, with this instance's share of the connections. Memory is against the
+  // instance's own baseline just before its clients connect, after GC; the heartbeat window starts once every load
+  // process has all its clients open and a settle has passed, and ends before any of them closes its clients. The
+  // window's CPU and loop delay are read without GC at its end.
+  async 'idle-cluster' ({ connections, settleSeconds, seconds }) {
+    const before = await server('sample')
+    const { clients, setupPerSecond } = await connectMany(connections)
+    await server('barrier')
+    await sleep(settleSeconds * 1000)
+    const held = await server('sample')
+    // Each load process's samples must come from the instance its clients are on, not another's.
+    if (held.port !== Number(port)) throw new Error(`sampled the instance on port ${held.port}, not ${port}`)
+    const loadBefore = process.cpuUsage()
+    const started = performance.now()
+    await sleep(seconds * 1000)
+    const after = await server('cpu')
+    const elapsed = (performance.now() - started) / 1000
+    const loadCpu = cpuMs(loadBefore, process.cpuUsage())
+    const { connections: left } = await server('peek')
+    await server('barrier')
+    for (const client of clients) client.close()
+    return {
+      opened: connections,
+      connections: held.connections,
+      connectionsLeft: left,
+      baselineRssBytes: before.rss,
+      rssBytes: held.rss,
+      rssGrowthBytes: held.rss - before.rss,
+      heapGrowthBytes: held.heapUsed - before.heapUsed,
+      rssPerConnection: (held.rss - before.rss) / connections,
+      heapPerConnection: (held.heapUsed - before.heapUsed) / connections,
+      serverCpuMsPerSecond: cpuMs(held.cpu, after.cpu) / elapsed,
+      loopDelayP99Ms: after.loopP99Ms,
+      loopDelayMaxMs: after.loopMaxMs,
+      loadCpuMsPerSecond: loadCpu / elapsed,
+      setupPerSecond
     }
   },
 

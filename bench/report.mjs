@@ -126,7 +126,7 @@ export function evaluateTargets (results) {
     check(`echo ${bytes} B: RTT p99 ≤ 1.1× bare`, ratio(results, key, 'rttP99Ms', 'plugin', BARE), 1.1)
     check(`echo ${bytes} B: server CPU / msg ≤ 0.65× Socket.IO`, ratio(results, key, 'serverCpuUsPerMessage', 'plugin', 'socket.io'), 0.65)
   }
-  const idle = Object.keys(results.scenarios).find((key) => key.startsWith('idle-') && !results.scenarios[key].skipped)
+  const idle = Object.keys(results.scenarios).find((key) => results.scenarios[key].name === 'idle' && !results.scenarios[key].skipped)
   for (const [metric, label] of [['rssPerConnection', 'RSS'], ['heapPerConnection', 'heap']]) {
     check(`idle: ${label} / connection ≤ 1.15× bare`, ratio(results, idle, metric, 'plugin', BARE), 1.15)
     check(`idle: ${label} / connection ≤ 0.6× Socket.IO`, ratio(results, idle, metric, 'plugin', 'socket.io'), 0.6)
@@ -218,7 +218,12 @@ export function renderMarkdown (results) {
     }
     lines.push(`## ${describe(scenario)}`, '')
     if (scenario.skipped) {
-      lines.push(`Not run: ${scenario.skipped}.`, '')
+      const spread = Object.values(results.scenarios).find((s) => s.name === 'idle-cluster' && s.connections === scenario.connections && !s.skipped)
+      lines.push(`Not run: ${scenario.skipped}${scenario.name === 'idle' && spread ? `; the same ${scenario.connections.toLocaleString('en-US')} connections across ${spread.instances} instances are in the next section` : ''}.`, '')
+      continue
+    }
+    if (scenario.name === 'idle-cluster') {
+      lines.push(...renderIdleCluster(scenario))
       continue
     }
     const columns = COLUMNS[scenario.name]
@@ -239,6 +244,32 @@ export function renderMarkdown (results) {
   const notes = join(dirname(fileURLToPath(import.meta.url)), 'notes.md')
   lines.push(readFileSync(notes, 'utf8'))
   return lines.join('\n')
+}
+
+const IDLE_CLUSTER_COLUMNS = [
+  ['connections', 'connections', 0],
+  ['rssPerConnection', 'RSS / conn (B)', 0],
+  ['heapPerConnection', 'heap / conn (B)', 0],
+  ['rssBytes', 'RSS (MB)', 1, 1e6],
+  ['serverCpuMsPerSecond', 'server CPU (ms/s)', 1],
+  ['loopDelayP99Ms', 'loop delay p99 (ms)', 2],
+  ['loopDelayMaxMs', 'loop delay max (ms)', 1],
+  ['connectionsLeft', 'connections left', 0]
+]
+
+/** Idle sockets across instances: a row per instance and one for them all, for each contender. */
+function renderIdleCluster (scenario) {
+  const lines = [
+    `| contender | instance | ${IDLE_CLUSTER_COLUMNS.map((c) => c[1]).join(' | ')} |`,
+    `|---|---|${IDLE_CLUSTER_COLUMNS.map(() => '---:').join('|')}|`
+  ]
+  const row = (contender, instance, m) => `| ${LABELS[contender]} | ${instance} | ${IDLE_CLUSTER_COLUMNS.map(([metric, , digits, scale]) => format(m[metric], digits, scale)).join(' | ')} |`
+  for (const [contender, { median }] of Object.entries(scenario.contenders)) {
+    median.instances.forEach((m, i) => lines.push(row(contender, String(i + 1), m)))
+    lines.push(row(contender, `all ${median.instances.length}`, median))
+  }
+  lines.push('', 'Per instance: memory after GC over its own baseline just before its clients connected; the row of all instances sums connections, RSS and CPU and takes the worst loop delay. Bare @fastify/websocket has no heartbeat: its rows are the sockets\' cost alone.', '')
+  return lines
 }
 
 const KIND_SIZES = { chat: '~200 B', state: '~2 KiB', snapshot: '~32 KiB' }
@@ -316,6 +347,7 @@ function describe (scenario) {
   switch (scenario.name) {
     case 'echo': return `Echo, ${scenario.bytes} B: ${scenario.connections} connections × ${scenario.inFlight} in flight, ${scenario.seconds} s × ${scenario.rounds} rounds`
     case 'idle': return `Idle connections: ${scenario.connections.toLocaleString('en-US')}, memory after GC`
+    case 'idle-cluster': return `Idle connections across ${scenario.instances} instances: ${scenario.connections.toLocaleString('en-US')}, one load process per instance, ${scenario.heartbeatMs} ms heartbeat, ${scenario.seconds} s × ${scenario.rounds} round${scenario.rounds === 1 ? '' : 's'}`
     case 'keepalive': return `Keep-alive: ${scenario.connections.toLocaleString('en-US')} idle connections, ${scenario.heartbeatMs} ms heartbeat, ${scenario.seconds} s × ${scenario.rounds} rounds`
     case 'compression-idle': return `Compression, idle: ${scenario.connections.toLocaleString('en-US')} connections whose clients offer permessage-deflate, memory after GC`
     case 'compression-active': return `Compression, active: ${scenario.connections.toLocaleString('en-US')} connections, ${scenario.kind} messages (${KIND_SIZES[scenario.kind]}) broadcast for ${scenario.warmSeconds} s of warm-up and a ${scenario.soakSeconds} s soak, one chat message up per ${scenario.uploadEvery} received, × ${scenario.rounds} round${scenario.rounds === 1 ? '' : 's'}`

@@ -37,15 +37,17 @@ const PUBLISH_CONTENDERS = args.contenders?.split(',') ?? ['plugin', 'ws-loop', 
 // Publish across three instances through one redis-server: the plugin's `redis` option against Socket.IO with each of
 // its two Redis adapters.
 const CLUSTER_CONTENDERS = args.contenders?.split(',') ?? ['plugin', 'socket.io-redis', 'socket.io-redis-streams']
+// Idle sockets with heartbeats across three instances: the plugin, and bare @fastify/websocket (no heartbeat) for scale.
+const IDLE_CLUSTER_CONTENDERS = args.contenders?.split(',') ?? ['plugin', 'fastify-websocket']
 
 const SLOW_STOP_AT_RSS = 1.5 * 2 ** 30
 // Sizes per mode: full is what BENCHMARKS.md reports; quick finishes in about a
 // minute; smoke runs every code path once so the harness cannot rot.
 // Attacks: sessions opened and closed, half-sent requests, unfinished messages; the ping flood is bounded by bytes.
 const SIZES = {
-  full: { compressionIdle: 10_000, compressionActive: 1_000, compressionWarmSeconds: 5, compressionSoakSeconds: 60, rounds: 5, echoSeconds: 3, idle: [10_000, 50_000], keepalive: 10_000, keepaliveSeconds: 10, heartbeatMs: 1000, fanout: 5_000, fanoutRounds: 20, publishSubscribers: 5_000, publishes: 20, clusterSubscribers: 4_500, clusterPublishes: 100, clusterRate: 5, slowSeconds: 3, attackRounds: 3, attackSessions: 5_000, attackHalfSent: 2_000, attackFragments: 200, attackHoldSeconds: 35 },
-  quick: { compressionIdle: 1_000, compressionActive: 200, compressionWarmSeconds: 1, compressionSoakSeconds: 5, rounds: 1, echoSeconds: 0.5, idle: [1_000], keepalive: 1_000, keepaliveSeconds: 1, heartbeatMs: 250, fanout: 500, fanoutRounds: 5, publishSubscribers: 5_000, publishes: 5, clusterSubscribers: 4_500, clusterPublishes: 25, clusterRate: 5, slowSeconds: 0.5, attackRounds: 1, attackSessions: 5_000, attackHalfSent: 2_000, attackFragments: 200, attackHoldSeconds: 35 },
-  smoke: { compressionIdle: 20, compressionActive: 10, compressionWarmSeconds: 0.2, compressionSoakSeconds: 0.3, rounds: 1, echoSeconds: 0.2, idle: [20], keepalive: 20, keepaliveSeconds: 0.3, heartbeatMs: 100, fanout: 20, fanoutRounds: 2, publishSubscribers: 20, publishes: 2, clusterSubscribers: 30, clusterPublishes: 5, clusterRate: 20, slowSeconds: 0.2, attackRounds: 1, attackSessions: 50, attackHalfSent: 20, attackFragments: 10, attackHoldSeconds: 1 }
+  full: { compressionIdle: 10_000, compressionActive: 1_000, compressionWarmSeconds: 5, compressionSoakSeconds: 60, rounds: 5, echoSeconds: 3, idle: [10_000, 50_000], idleCluster: 50_000, idleClusterSeconds: 10, keepalive: 10_000, keepaliveSeconds: 10, heartbeatMs: 1000, fanout: 5_000, fanoutRounds: 20, publishSubscribers: 5_000, publishes: 20, clusterSubscribers: 4_500, clusterPublishes: 100, clusterRate: 5, slowSeconds: 3, attackRounds: 3, attackSessions: 5_000, attackHalfSent: 2_000, attackFragments: 200, attackHoldSeconds: 35 },
+  quick: { compressionIdle: 1_000, compressionActive: 200, compressionWarmSeconds: 1, compressionSoakSeconds: 5, rounds: 1, echoSeconds: 0.5, idle: [1_000], idleCluster: 3_000, idleClusterSeconds: 2, keepalive: 1_000, keepaliveSeconds: 1, heartbeatMs: 250, fanout: 500, fanoutRounds: 5, publishSubscribers: 5_000, publishes: 5, clusterSubscribers: 4_500, clusterPublishes: 25, clusterRate: 5, slowSeconds: 0.5, attackRounds: 1, attackSessions: 5_000, attackHalfSent: 2_000, attackFragments: 200, attackHoldSeconds: 35 },
+  smoke: { compressionIdle: 20, compressionActive: 10, compressionWarmSeconds: 0.2, compressionSoakSeconds: 0.3, rounds: 1, echoSeconds: 0.2, idle: [20], idleCluster: 30, idleClusterSeconds: 0.3, keepalive: 20, keepaliveSeconds: 0.3, heartbeatMs: 100, fanout: 20, fanoutRounds: 2, publishSubscribers: 20, publishes: 2, clusterSubscribers: 30, clusterPublishes: 5, clusterRate: 20, slowSeconds: 0.2, attackRounds: 1, attackSessions: 50, attackHalfSent: 20, attackFragments: 10, attackHoldSeconds: 1 }
 }[mode]
 // Compression's active runs are long (a soak each): one round unless asked for more.
 SIZES.compressionRounds = args.rounds === undefined ? 1 : Number(args.rounds)
@@ -70,6 +72,22 @@ function scenarios () {
     const skipped = idleSkipReason(connections)
     list.push({ key: `idle-${connections}`, name: 'idle', connections, settleSeconds: smoke ? 0.1 : 1, rounds: Math.min(SIZES.rounds, 3), skipped })
   }
+  // The same idle sockets spread over three server processes, each with a load process of its own, so no process
+  // holds more than a third of the descriptors; the heartbeat's CPU is read once every instance has all its sockets.
+  list.push({
+    key: `idle-3x-${SIZES.idleCluster}`,
+    name: 'idle-cluster',
+    instances: 3,
+    loadPerInstance: true,
+    connections: SIZES.idleCluster,
+    skipped: idleSkipReason(Math.ceil(SIZES.idleCluster / 3)),
+    heartbeatMs: SIZES.heartbeatMs,
+    // Past the first interval, as in keep-alive.
+    settleSeconds: smoke ? 0.1 : 2 * SIZES.heartbeatMs / 1000,
+    seconds: SIZES.idleClusterSeconds,
+    rounds: Math.min(SIZES.rounds, 3),
+    contenders: IDLE_CLUSTER_CONTENDERS
+  })
   list.push({
     key: `keepalive-${SIZES.keepalive}`,
     name: 'keepalive',
@@ -178,6 +196,15 @@ function once (child, predicate) {
   })
 }
 
+/** The medians of the runs' figures, metric by metric (and instance by instance); a flag is set if any run set it. */
+function medianOf (values) {
+  const [first] = values
+  if (typeof first === 'boolean') return values.includes(true)
+  if (Array.isArray(first)) return first.map((_, i) => medianOf(values.map((v) => v[i])))
+  if (first !== null && typeof first === 'object') return Object.fromEntries(Object.keys(first).map((key) => [key, medianOf(values.map((v) => v[key]))]))
+  return median(values)
+}
+
 let runs = 0
 
 function exited (child) {
@@ -188,32 +215,65 @@ async function runOnce (contender, scenario) {
   const redis = scenario.redis ? await startRedis() : null
   const serverConfig = { heartbeatMs: scenario.heartbeatMs ?? null, attacks: scenario.attacks === true, sink: scenario.name.startsWith('compression'), topic: scenario.name.startsWith('publish'), redis: redis?.url ?? null }
   const servers = Array.from({ length: scenario.instances ?? 1 }, () => fork(join(here, 'server.mjs'), [contender, JSON.stringify(serverConfig)], { execArgv: ['--expose-gc'], stdio: 'inherit' }))
-  let load = null
+  let loads = []
   try {
     const started = await Promise.all(servers.map((server) => once(server, (m) => m.ready || m.unsupported)))
     const unsupported = started.find((m) => m.unsupported)
     if (unsupported) return { unsupported: unsupported.unsupported }
-    load = fork(join(here, 'load.mjs'), [contender, started.map((m) => m.port).join(','), JSON.stringify(scenario), String(runs++)], { stdio: 'inherit' })
-    // The load process asks the servers for samples and actions through us (and us for Redis's CPU).
-    load.on('message', async (message) => {
+    // One load process for all the instances, or (loadPerInstance) one for each, with its share of the connections.
+    const perInstance = scenario.loadPerInstance === true
+    const jobs = perInstance
+      ? started.map((m, i) => [String(m.port), { ...scenario, connections: Math.floor(scenario.connections / servers.length) + (i < scenario.connections % servers.length ? 1 : 0) }])
+      : [[started.map((m) => m.port).join(','), scenario]]
+    loads = jobs.map(([ports, job]) => fork(join(here, 'load.mjs'), [contender, ports, JSON.stringify(job), String(runs++)], { stdio: 'inherit' }))
+    // A barrier: released once every load process has reached it.
+    let waiting = []
+    // The load processes ask the servers for samples and actions through us (and us for Redis's CPU).
+    loads.forEach((load, index) => load.on('message', async (message) => {
       if (message.done) return
       if (message.cmd === 'redisCpu') {
         load.send({ id: message.id, cpuMs: redis.cpuMs() })
         return
       }
-      const server = servers[message.instance]
+      if (message.cmd === 'barrier') {
+        waiting.push(() => load.send({ id: message.id }))
+        if (waiting.length === loads.length) {
+          for (const release of waiting) release()
+          waiting = []
+        }
+        return
+      }
+      const server = servers[perInstance ? index : message.instance]
       server.send(message)
       const reply = await once(server, (m) => m.id === message.id)
       load.send(reply)
-    })
-    const { result } = await once(load, (m) => m.done)
-    return result
+    }))
+    const results = (await Promise.all(loads.map((load) => once(load, (m) => m.done)))).map((m) => m.result)
+    return perInstance ? combineInstances(results) : results[0]
   } finally {
-    load?.kill()
+    for (const load of loads) load.kill()
     for (const server of servers) server.kill()
     // The next run starts once the kernel has let go of this one's sockets and processes.
-    await Promise.all([load === null ? null : exited(load), ...servers.map(exited)])
+    await Promise.all([...loads.map(exited), ...servers.map(exited)])
     await redis?.stop()
+  }
+}
+
+/** Each instance's figures (one load process each) and the totals over them: the loop delay is the worst instance's. */
+function combineInstances (instances) {
+  const sum = (metric) => instances.reduce((total, r) => total + r[metric], 0)
+  const max = (metric) => Math.max(...instances.map((r) => r[metric]))
+  return {
+    connections: sum('connections'),
+    connectionsLeft: sum('connectionsLeft'),
+    rssBytes: sum('rssBytes'),
+    rssPerConnection: sum('rssGrowthBytes') / sum('opened'),
+    heapPerConnection: sum('heapGrowthBytes') / sum('opened'),
+    serverCpuMsPerSecond: sum('serverCpuMsPerSecond'),
+    loopDelayP99Ms: max('loopDelayP99Ms'),
+    loopDelayMaxMs: max('loopDelayMaxMs'),
+    loadCpuMsPerSecond: sum('loadCpuMsPerSecond'),
+    instances
   }
 }
 
@@ -252,12 +312,7 @@ for (const scenario of scenarios()) {
   for (const contender of contenders) {
     const runs = rounds[contender]
     if (runs.length === 0) continue
-    const medians = {}
-    for (const metric of Object.keys(runs[0])) {
-      const values = runs.map((r) => r[metric])
-      medians[metric] = typeof values[0] === 'boolean' ? values.includes(true) : median(values)
-    }
-    entry.contenders[contender] = { median: medians, runs }
+    entry.contenders[contender] = { median: medianOf(runs), runs }
   }
   console.log(` ${scenario.key} done`)
 }

@@ -216,6 +216,7 @@ function sample () {
     loopP99Ms: loopDelay.percentile(99) / 1e6,
     loopMaxMs: loopDelay.max / 1e6,
     connections: server.io ? server.io.engine.clientsCount : server.sockets().size,
+    port: server.port,
     received,
     wsStats: server.stats(),
     peakRss: Math.max(peakRss, memory.rss)
@@ -391,7 +392,8 @@ process.on('message', async (message) => {
   else if (message.cmd === 'broadcast') reply = broadcast(message.text)
   else if (message.cmd === 'publish') reply = publish(message.text)
   else if (message.cmd === 'publishPaced') reply = await publishPaced(message)
-  else if (message.cmd === 'cpu') reply = { cpu: process.cpuUsage() }
+  // CPU and the loop delay since the last sample, without the GC a sample forces.
+  else if (message.cmd === 'cpu') reply = { cpu: process.cpuUsage(), loopP99Ms: loopDelay.percentile(99) / 1e6, loopMaxMs: loopDelay.max / 1e6 }
   else if (message.cmd === 'flood') reply = await flood(message)
   else if (message.cmd === 'stream') reply = await stream(message)
   process.send({ id: message.id, ...reply })

@@ -9,7 +9,8 @@ import { find, needs, REDIS } from '../helpers/programs'
 // path runs once against every contender, so the harness cannot rot. It checks
 // that numbers came out, never what they are: timings belong to the benchmark.
 
-// Six contenders × six scenarios (and the floor in keep-alive), four publish contenders × two scenarios, three
+// Six contenders × six scenarios (and the floor in keep-alive), two idle contenders across three instances (three
+// servers and three load processes each), four publish contenders × two scenarios, three
 // cross-instance publish contenders × two scenarios (three servers and a redis-server each), four compression
 // contenders × four scenarios, then the plugin under four attacks (one waits out the 10 s handshake timeout), a server
 // and a load process each.
@@ -20,10 +21,13 @@ const CONTENDERS = ['plugin', 'fastify-websocket', 'ws', 'timer', 'sweep', 'sock
 const COMPRESSION_CONTENDERS = ['plugin', 'plugin-compression', 'fastify-websocket-deflate', 'fastify-websocket']
 const PUBLISH_CONTENDERS = ['plugin', 'ws-loop', 'socket.io', 'write-floor']
 const CLUSTER_CONTENDERS = ['plugin', 'socket.io-redis', 'socket.io-redis-streams']
+const IDLE_CLUSTER_CONTENDERS = ['plugin', 'fastify-websocket']
+const IDLE_CLUSTER_FIGURES = ['connections', 'rssPerConnection', 'heapPerConnection', 'serverCpuMsPerSecond', 'loopDelayP99Ms', 'loopDelayMaxMs', 'connectionsLeft']
 
 const PRIMARY: Record<string, string[]> = {
   echo: ['serverCpuUsPerMessage', 'messagesPerSecond', 'rttP50Ms', 'rttP99Ms', 'loadCpuUsPerMessage'],
   idle: ['rssPerConnection', 'heapPerConnection', 'setupPerSecond', 'connections'],
+  'idle-cluster': [...IDLE_CLUSTER_FIGURES, 'rssBytes'],
   keepalive: ['serverCpuMsPerSecond', 'loopDelayP99Ms', 'loadCpuMsPerSecond', 'connectionsLeft'],
   fanout: ['lastReceiptMs', 'serverCpuMsPerBroadcast'],
   publish: ['serverCpuMsPerPublish', 'serverCpuUsPerDelivery', 'lastReceiptMs', 'subscribers'],
@@ -49,7 +53,7 @@ t.test('smoke test of npm run bench -- --smoke: every scenario, contender and fi
   })
   const results = JSON.parse(readFileSync(join(out, 'results-smoke.json'), 'utf8'))
   const scenarios = Object.values(results.scenarios) as any[]
-  t.same(scenarios.map((s) => s.name), ['echo', 'echo', 'idle', 'keepalive', 'fanout', 'publish', 'publish', 'publish-cluster', 'publish-cluster', 'slow', 'compression-idle', 'compression-active', 'compression-active', 'compression-active', 'attacks', 'attacks', 'attacks', 'attacks'])
+  t.same(scenarios.map((s) => s.name), ['echo', 'echo', 'idle', 'idle-cluster', 'keepalive', 'fanout', 'publish', 'publish', 'publish-cluster', 'publish-cluster', 'slow', 'compression-idle', 'compression-active', 'compression-active', 'compression-active', 'attacks', 'attacks', 'attacks', 'attacks'])
   for (const scenario of scenarios) {
     if (scenario.name === 'publish-cluster' && redis === null) {
       t.match(scenario.skipped, /^needs redis-server/, `${scenario.key}: skipped without redis-server`)
@@ -62,7 +66,7 @@ t.test('smoke test of npm run bench -- --smoke: every scenario, contender and fi
       ? ['plugin']
       : scenario.name.startsWith('compression')
         ? COMPRESSION_CONTENDERS
-        : scenario.name === 'publish' ? PUBLISH_CONTENDERS : scenario.name === 'publish-cluster' ? CLUSTER_CONTENDERS : [...CONTENDERS, ...(scenario.name === 'keepalive' ? ['floor'] : [])]
+        : scenario.name === 'publish' ? PUBLISH_CONTENDERS : scenario.name === 'publish-cluster' ? CLUSTER_CONTENDERS : scenario.name === 'idle-cluster' ? IDLE_CLUSTER_CONTENDERS : [...CONTENDERS, ...(scenario.name === 'keepalive' ? ['floor'] : [])]
     t.same(contenders.map(([name]) => name).sort(), expected.sort(), `${scenario.key}: every contender ran`)
     for (const [contender, { median }] of contenders) {
       const missing = PRIMARY[scenario.name].filter((metric) => !Number.isFinite(median[metric]))
@@ -91,6 +95,14 @@ t.test('smoke test of npm run bench -- --smoke: every scenario, contender and fi
       t.same([median.subscribers, median.delivered, median.lost, median.misordered], [scenario.connections, scenario.publishes * scenario.connections, 0, 0], `${scenario.key}, ${name}: every message reached every subscriber once, in order`)
     }
   }
+  // Idle across instances: each instance held its share (one load process each), and the totals add up.
+  const idleCluster = scenarios.find((s) => s.name === 'idle-cluster')
+  for (const [name, { median }] of Object.entries(idleCluster.contenders) as Array<[string, any]>) {
+    t.same(median.instances.map((m: any) => [m.connections, m.connectionsLeft]), [[10, 10], [10, 10], [10, 10]], `${idleCluster.key}, ${name}: each instance held its share`)
+    t.same(median.instances.map((m: any) => IDLE_CLUSTER_FIGURES.filter((metric) => !Number.isFinite(m[metric]))), [[], [], []], `${idleCluster.key}, ${name}: every instance's figure is a number`)
+    t.equal(median.connections, idleCluster.connections, `${idleCluster.key}, ${name}: the total is every connection`)
+  }
+  t.match(stdout, /^\| fastify-reliable-ws \(defaults, heartbeat on\) \| all 3 \| 30 \|/m, 'the instances\' table has its totals row')
   if (redis !== null) t.match(stdout, /\| publish 100 B across 3 instances: delivered \/ server CPU-s ≥ 2× Socket\.IO 4 \+ @socket\.io\/redis-adapter \(ioredis\) \| \d+\.\d+× \|/, 'the cross-instance targets are evaluated')
   t.match(stdout, /\| publish 100 B to 20: server CPU \/ publish ≤ 0\.6× a loop of ws\.send \| \d+\.\d+× \|/, 'the publish targets are evaluated')
   t.match(stdout, /\| snapshot: wire bytes ≤ 0\.4× uncompressed \| \d+\.\d+× \|/, 'the compression targets are evaluated')
