@@ -213,7 +213,7 @@ function exited (child) {
 
 async function runOnce (contender, scenario) {
   const redis = scenario.redis ? await startRedis() : null
-  const serverConfig = { heartbeatMs: scenario.heartbeatMs ?? null, attacks: scenario.attacks === true, sink: scenario.name.startsWith('compression'), topic: scenario.name.startsWith('publish'), redis: redis?.url ?? null }
+  const serverConfig = { heartbeatMs: scenario.heartbeatMs ?? null, attacks: scenario.attacks === true, sink: scenario.name.startsWith('compression'), topic: scenario.name.startsWith('publish'), redis: redis?.url ?? null, loopDelay: scenario.name === 'keepalive' || scenario.name === 'idle-cluster' }
   const servers = Array.from({ length: scenario.instances ?? 1 }, () => fork(join(here, 'server.mjs'), [contender, JSON.stringify(serverConfig)], { execArgv: ['--expose-gc'], stdio: 'inherit' }))
   let loads = []
   try {

@@ -15,7 +15,8 @@ const [contender, configJson] = process.argv.slice(2)
  * message size; attacks: the plugin at its default options, with the routes the attack scenarios aim at; sink: the
  * route counts what it receives instead of echoing it (the compression scenarios); topic: every socket subscribes to
  * one topic (Socket.IO: joins one room) as it connects (the publish scenarios); redis: a redis:// URL for the
- * instances of the cross-instance publish scenario (the plugin's `redis` option, Socket.IO's Redis adapters), else null.
+ * instances of the cross-instance publish scenario (the plugin's `redis` option, Socket.IO's Redis adapters), else null;
+ * loopDelay: sample the event loop's delay (the scenarios that report it).
  */
 const config = JSON.parse(configJson)
 const DEFAULT_HEARTBEAT_MS = 30_000
@@ -199,8 +200,12 @@ try {
   process.send({ unsupported: err.message }, () => process.exit(0))
   await new Promise(() => {})
 }
-const loopDelay = monitorEventLoopDelay({ resolution: 1 })
-loopDelay.enable()
+// Only for the scenarios that report the loop's delay: sampling it every millisecond costs ~24 ms of CPU a second,
+// which every contender pays alike but which would weigh on a scenario that measures CPU over idle seconds.
+const loopDelay = config.loopDelay ? monitorEventLoopDelay({ resolution: 1 }) : null
+loopDelay?.enable()
+const loopP99Ms = () => loopDelay === null ? null : loopDelay.percentile(99) / 1e6
+const loopMaxMs = () => loopDelay === null ? null : loopDelay.max / 1e6
 // Under attack the RSS between two samples matters too: the highest seen (without GC) since the last sample.
 let peakRss = 0
 if (config.attacks) setInterval(() => { peakRss = Math.max(peakRss, process.memoryUsage.rss()) }, 10).unref()
@@ -213,15 +218,15 @@ function sample () {
     rss: memory.rss,
     heapUsed: memory.heapUsed,
     external: memory.external,
-    loopP99Ms: loopDelay.percentile(99) / 1e6,
-    loopMaxMs: loopDelay.max / 1e6,
+    loopP99Ms: loopP99Ms(),
+    loopMaxMs: loopMaxMs(),
     connections: server.io ? server.io.engine.clientsCount : server.sockets().size,
     port: server.port,
     received,
     wsStats: server.stats(),
     peakRss: Math.max(peakRss, memory.rss)
   }
-  loopDelay.reset()
+  loopDelay?.reset()
   peakRss = 0
   return result
 }
@@ -393,7 +398,7 @@ process.on('message', async (message) => {
   else if (message.cmd === 'publish') reply = publish(message.text)
   else if (message.cmd === 'publishPaced') reply = await publishPaced(message)
   // CPU and the loop delay since the last sample, without the GC a sample forces.
-  else if (message.cmd === 'cpu') reply = { cpu: process.cpuUsage(), loopP99Ms: loopDelay.percentile(99) / 1e6, loopMaxMs: loopDelay.max / 1e6 }
+  else if (message.cmd === 'cpu') reply = { cpu: process.cpuUsage(), loopP99Ms: loopP99Ms(), loopMaxMs: loopMaxMs() }
   else if (message.cmd === 'flood') reply = await flood(message)
   else if (message.cmd === 'stream') reply = await stream(message)
   process.send({ id: message.id, ...reply })
