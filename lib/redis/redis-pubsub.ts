@@ -2,7 +2,7 @@
 // (docs/redis.md, "Redis Cluster").
 import type { Cluster } from 'ioredis'
 import type { Connection, RedisOption } from './redis-connection'
-import { hashSlot } from './redis-scripts'
+import { hashSlot } from './hash-slot'
 
 export interface PubSub {
   /** True on a Cluster: the subscriber connection is to be made with ioredis's `shardedSubscribers`. */

@@ -1,4 +1,4 @@
-// The Redis broker's own connections, from what the application gives: its ioredis client, ioredis options or a URL.
+// The plugin's own Redis connections, from what the application gives: its ioredis client, ioredis options or a URL.
 import type { Cluster, Redis, RedisOptions } from 'ioredis'
 import { FST_RELIABLE_WS_REDIS_MISSING } from '../core/errors'
 import { loadOptionalPeer } from '../core/optional-peer'
