@@ -9,7 +9,7 @@ import { loadOptionalPeer } from '../core/optional-peer'
  */
 export type RedisOption = Redis | Cluster | RedisOptions | string
 
-/** The broker's own connection: one server's, or a Cluster's (the same commands and events, as the broker uses them). */
+/** One of the link's connections: one server's, or a Cluster's (the same commands and events, as the link and its users use them). */
 export type Connection = Redis
 
 type Ioredis = typeof import('ioredis')
