@@ -92,7 +92,7 @@ export interface PluginSettings {
   sessionStore: SessionStore | null
   compression: CompressionSettings | false
   topics: TopicSettings
-  // The Redis broker's connection as the application gives it (topics/redis-connection.ts); null: the in-process broker.
+  // The Redis broker's connection as the application gives it (redis/redis-connection.ts); null: the in-process broker.
   redis: fastifyReliableWs.RedisOption | null
 }
 

@@ -5,7 +5,7 @@ import { createRedisBroker } from '../../lib/topics/redis-broker'
 import type { RedisBroker } from '../../lib/topics/redis-broker'
 import { DEFAULTS } from '../../lib/core/options'
 import type { TopicSettings } from '../../lib/core/options'
-import type { RedisOption } from '../../lib/topics/redis-connection'
+import type { RedisOption } from '../../lib/redis/redis-connection'
 import { waitFor } from './helpers'
 
 export type Test = { teardown: (fn: () => unknown) => void }

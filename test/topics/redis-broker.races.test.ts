@@ -4,7 +4,7 @@ import t from 'tap'
 import { Redis } from 'ioredis'
 import { createRedisBroker } from '../../lib/topics/redis-broker'
 import { DEFAULTS } from '../../lib/core/options'
-import type { RedisOption } from '../../lib/topics/redis-connection'
+import type { RedisOption } from '../../lib/redis/redis-connection'
 import { publishScript, topicKeys } from '../../lib/topics/redis-scripts'
 import { broker, Recorder, until } from '../helpers/broker'
 import { FaultProxy } from '../helpers/fault-proxy'
@@ -20,7 +20,7 @@ t.test('a topic listened to while a resubscription is on its way is subscribed t
   const b = await broker(t, redis.url)
   b.broker.listen('early')
   await sleep(100)
-  b.raw.sub.once('ready', () => {
+  b.raw.link.sub.once('ready', () => {
     b.broker.listen('late')
     b.broker.unlisten('early')
   })
@@ -44,14 +44,14 @@ t.test('a resubscription Redis does not answer in time reconnects the subscriber
   b.broker.listen('x')
   await sleep(100)
   // Redis stalls (SIGSTOP) just after the subscriber's handshake, for longer than publishTimeoutMs.
-  b.raw.sub.prependOnceListener('ready', () => {
+  b.raw.link.sub.prependOnceListener('ready', () => {
     redis.signal('SIGSTOP')
     setTimeout(() => redis.signal('SIGCONT'), 500)
   })
   await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub')
   await until('b down', () => b.broker.state === 'down')
   await sleep(3000)
-  t.comment(`state ${b.broker.state}, subscribed ${b.raw.subscribed}, sub status ${b.raw.sub.status}, states ${JSON.stringify(b.seen.states)}`)
+  t.comment(`state ${b.broker.state}, subscribed ${b.raw.link.subscribed}, sub status ${b.raw.link.sub.status}, states ${JSON.stringify(b.seen.states)}`)
   t.equal(b.broker.state, 'up', 'back up once Redis answers again')
 })
 
@@ -104,7 +104,7 @@ t.test('an event loop stalled past probeIntervalMs after a probe went out does n
   t.teardown(() => b.close())
   await b.start(seen)
   const raw = b as any
-  while (raw.probeSentAt === null) await sleep(1)
+  while (raw.link.probeSentAt === null) await sleep(1)
   const stop = Date.now() + 300
   while (Date.now() < stop);
   await sleep(100)

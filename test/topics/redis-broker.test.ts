@@ -7,9 +7,10 @@ import { createRedisBroker } from '../../lib/topics/redis-broker'
 import type { RedisBroker } from '../../lib/topics/redis-broker'
 import { DEFAULTS } from '../../lib/core/options'
 import type { TopicSettings } from '../../lib/core/options'
-import { loadIoredis } from '../../lib/topics/redis-connection'
-import { hashSlot, publishScript, topicKeys } from '../../lib/topics/redis-scripts'
-import { shardProbeChannels } from '../../lib/topics/redis-pubsub'
+import { loadIoredis } from '../../lib/redis/redis-connection'
+import { publishScript, topicKeys } from '../../lib/topics/redis-scripts'
+import { hashSlot } from '../../lib/redis/hash-slot'
+import { shardProbeChannels } from '../../lib/redis/redis-pubsub'
 import { broker, Recorder, until } from '../helpers/broker'
 import type { Test } from '../helpers/broker'
 import { FaultProxy } from '../helpers/fault-proxy'
@@ -327,7 +328,7 @@ t.test('the liveness probe finds a subscription that delivers nothing on a healt
   await until('the first', () => b.seen.deliveries.length === 1)
   // Behind the broker's back: its connection stays up, its subscriptions are gone (as after a failover to a node
   // that no longer gets the publishes).
-  await (b.broker as unknown as { sub: { unsubscribe: () => Promise<unknown> } }).sub.unsubscribe()
+  await (b.broker as unknown as { link: { sub: { unsubscribe: () => Promise<unknown> } } }).link.sub.unsubscribe()
   await a.broker.publish('news', 'm2', false)
   await until('down', () => b.broker.state === 'down', 3000)
   t.match(b.seen.warnings, [/not delivering/])
@@ -500,13 +501,13 @@ t.test('Redis Cluster: sharded pub/sub — a topic\'s notifications stay on its 
 
 /** The broker's own subscriber connection to one master, out of ioredis's sharded subscribers. */
 function shardConnection (broker: RedisBroker, port: number): Redis {
-  const group = (broker as unknown as { sub: { shardedSubscribers: { shardedSubscribers: Map<string, { getInstance: () => Redis }> } } }).sub.shardedSubscribers
+  const group = (broker as unknown as { link: { sub: { shardedSubscribers: { shardedSubscribers: Map<string, { getInstance: () => Redis }> } } } }).link.sub.shardedSubscribers
   return group.shardedSubscribers.get(`127.0.0.1:${port}`)!.getInstance()
 }
 
 t.test('Redis Cluster: a subscription silently dead on any one master is found by that master\'s probe, and repaired', needs(REDIS), async (t) => {
   const { servers, app, a, b } = await listeningCluster(t)
-  t.equal((b.broker as unknown as { probes: Set<string> }).probes.size, 3, 'a probe channel per master')
+  t.equal((b.broker as unknown as { link: { probes: Set<string> } }).link.probes.size, 3, 'a probe channel per master')
   for (let i = 0; i < servers.length; i++) {
     const topic = TOPICS.find((topic) => ownerOf(app, servers, topicKeys('reliable-ws', topic).channel) === i) ?? 'none'
     // Behind the broker's back, its connection to this master stays up but delivers nothing more.
@@ -524,12 +525,12 @@ t.test('Redis Cluster: a subscription silently dead on any one master is found b
   t.same(b.seen.states, ['up', 'down', 'up', 'down', 'up', 'down', 'up'], 'each master\'s silence found')
   t.same(b.seen.gaps, [])
   // ioredis subscribes its own list of shard channels again after a reconnect: the broker keeps it to one of each.
-  const listed = [...(b.broker as unknown as { sub: { shardedSubscribers: { channels: Map<number, string[]> } } }).sub.shardedSubscribers.channels.values()].flat()
+  const listed = [...(b.broker as unknown as { link: { sub: { shardedSubscribers: { channels: Map<number, string[]> } } } }).link.sub.shardedSubscribers.channels.values()].flat()
   t.equal(listed.length, new Set(listed).size, `ioredis lists each channel once after 3 reconnections (${listed.length})`)
   // A topic left while the subscriber reconnects: the Cluster client would subscribe it again by itself.
   const left = TOPICS[0]
   const owner = servers[ownerOf(app, servers, topicKeys('reliable-ws', left).channel)].client()
-  ;(b.broker as unknown as { sub: Redis }).sub.once('close', () => b.broker.unlisten(left))
+  ;(b.broker as unknown as { link: { sub: Redis } }).link.sub.once('close', () => b.broker.unlisten(left))
   await shardConnection(b.broker, servers[0].port).sunsubscribe()
   await until('down', () => b.broker.state === 'down', 5000)
   await until('up', () => b.broker.state === 'up', 5000)
@@ -564,7 +565,7 @@ t.test('Redis Cluster: a probe channel\'s slot moved to another master: the prob
   const b = await broker(t, app)
   b.broker.listen('news')
   await listening(b.broker, ['news'])
-  const raw = b.broker as unknown as { probes: Set<string> }
+  const raw = (b.broker as unknown as { link: { probes: Set<string> } }).link
   const before = [...raw.probes]
   const moved = before[0]
   const slot = hashSlot(moved)
@@ -601,7 +602,7 @@ t.test('Redis Cluster: a new master takes a listened topic\'s slot: it gets a pr
   await listening(b.broker, ['news'])
   for (let i = 1; i <= 5; i++) await a.broker.publish('news', `m${i}`, false)
   await until('the first five', () => b.seen.deliveries.length === 5)
-  const raw = b.broker as unknown as { probes: Set<string> }
+  const raw = (b.broker as unknown as { link: { probes: Set<string> } }).link
   t.equal(raw.probes.size, 3)
 
   // A fourth node joins, then takes the topic's slot from its master as redis-cli --cluster reshard does it.

@@ -1,4 +1,4 @@
-// The Redis broker's own connections, from what the application gives: its ioredis client, ioredis options or a URL.
+// The plugin's own Redis connections, from what the application gives: its ioredis client, ioredis options or a URL.
 import type { Cluster, Redis, RedisOptions } from 'ioredis'
 import { FST_RELIABLE_WS_REDIS_MISSING } from '../core/errors'
 import { loadOptionalPeer } from '../core/optional-peer'
@@ -9,7 +9,7 @@ import { loadOptionalPeer } from '../core/optional-peer'
  */
 export type RedisOption = Redis | Cluster | RedisOptions | string
 
-/** The broker's own connection: one server's, or a Cluster's (the same commands and events, as the broker uses them). */
+/** One of the link's connections: one server's, or a Cluster's (the same commands and events, as the link and its users use them). */
 export type Connection = Redis
 
 type Ioredis = typeof import('ioredis')

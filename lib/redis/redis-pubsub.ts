@@ -1,13 +1,13 @@
-// How the Redis broker's notifications and probes travel: plain pub/sub on one server, sharded pub/sub on a Cluster
+// How messages and probes travel through the Redis link: plain pub/sub on one server, sharded pub/sub on a Cluster
 // (docs/redis.md, "Redis Cluster").
 import type { Cluster } from 'ioredis'
 import type { Connection, RedisOption } from './redis-connection'
-import { hashSlot } from './redis-scripts'
+import { hashSlot } from './hash-slot'
 
 export interface PubSub {
   /** True on a Cluster: the subscriber connection is to be made with ioredis's `shardedSubscribers`. */
   readonly sharded: boolean
-  /** The command the publish script announces a message with. */
+  /** The command a script announces a message with (the topic broker's publish script). */
   readonly publishCommand: 'publish' | 'spublish'
   /** The subscriber connection's event for a message, (channel, message) as bytes. */
   readonly messageEvent: 'messageBuffer' | 'smessageBuffer'
@@ -34,8 +34,8 @@ const PLAIN: PubSub = {
  * channel's slot (one slot per command, so one channel per command here). It also keeps its own list of the shard
  * channels, appends to it on every SSUBSCRIBE — a channel subscribed twice is listed twice — and subscribes that list
  * again by itself when it replaces a subscriber connection. A SUNSUBSCRIBE before each SSUBSCRIBE keeps the list to
- * one entry per channel however often the broker subscribes again; the broker's stream read after subscribing covers
- * whatever the channel carried in between.
+ * one entry per channel however often the link subscribes again; what the channel carried in between is for its user to
+ * read after subscribing (the topic broker reads the topic's stream).
  */
 const SHARDED: PubSub = {
   sharded: true,
