@@ -127,6 +127,8 @@ export class RedisLink {
       await this.close()
       throw err
     }
+    // Closed while the first subscription was on its way: Redis answered it before the QUIT, but nothing is left to probe.
+    if (this.closed) return
     this.timer = setInterval(() => this.tick(), this.settings.probeIntervalMs).unref()
   }
 

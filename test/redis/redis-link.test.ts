@@ -1,7 +1,8 @@
 // The Redis link as a second user of it sees it (the session store to come): a channel of its own beside the broker's
 // topics, on the same connections, kept subscribed across reconnections. The broker's tests cover the rest of it.
 import t from 'tap'
-import type { ChannelListener, RedisLink } from '../../lib/redis/redis-link'
+import { RedisLink } from '../../lib/redis/redis-link'
+import type { ChannelListener } from '../../lib/redis/redis-link'
 import { broker, until } from '../helpers/broker'
 import { sleep } from '../helpers/helpers'
 import { needs, REDIS } from '../helpers/programs'
@@ -47,4 +48,25 @@ t.test('a channel of another user rides the broker\'s link: its messages reach i
   await a.broker.publish('news', 'm2', false)
   await until('the topic still delivered', () => b.seen.deliveries.length === 2)
   t.same(heard, ['one', 'two'], 'nothing after unsubscribing')
+})
+
+t.test('a link closed while its first subscription is on its way keeps no probe timer', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const link = new RedisLink(redis.url, { keyPrefix: 'reliable-ws', commandTimeoutMs: 2000, probeIntervalMs: 20 })
+  const inner = link as unknown as { pubsub: { subscribe: (...args: unknown[]) => Promise<unknown> }, timer: NodeJS.Timeout | null }
+  const { subscribe } = inner.pubsub
+  let closing: Promise<void> | null = null
+  // The close lands just after the SUBSCRIBE is written, before Redis answers it.
+  inner.pubsub = {
+    ...inner.pubsub,
+    subscribe: (...args: unknown[]) => {
+      const answered = subscribe(...args)
+      closing ??= link.close()
+      return answered
+    }
+  }
+  await link.start({ state: () => {}, retry: () => {} }).catch(() => {})
+  await closing
+  t.ok(closing !== null, 'closed during the start')
+  t.equal(inner.timer, null, 'no probe timer armed after close()')
 })
