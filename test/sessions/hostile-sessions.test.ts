@@ -217,6 +217,9 @@ t.test('the resume secret changes at every welcome; the old one stops working on
 
   second.ws.terminate()
   await waitFor(() => app.wsSessions.get(first.session)?.connected === false, 2000, 'detached again')
+  const staleAgain = new Peer(url('/rooms/a'), resumeToken(first.session, first.token, 1), { 'x-user': 'alice' })
+  t.equal((await staleAgain.welcome()).resumed, false, 'nor once the client is away again')
+  staleAgain.ws.close()
   const third = new Peer(url('/rooms/a'), resumeToken(first.session, welcome.token, 1), { 'x-user': 'alice' })
   t.match(await third.welcome(), { session: first.session, resumed: true }, 'the new one does')
   stale.ws.close()
