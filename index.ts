@@ -18,7 +18,6 @@ import { createShutdown } from './lib/wiring/shutdown'
 import { Session } from './lib/sessions/session'
 import { SessionRegistry } from './lib/sessions/session-registry'
 import { MemorySessionStore } from './lib/sessions/session-store'
-import type { SessionStore } from './lib/sessions/session-store'
 import { StatsCollector } from './lib/observability/stats'
 import { MemoryBroker } from './lib/topics/memory-broker'
 import { createRedisBroker } from './lib/topics/redis-broker'
@@ -82,8 +81,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     else if (entry instanceof Session) sessions.expire(entry)
     else onSocketDue(entry, now)
   })
-  // An application's store holds only the sessions the registry hands it.
-  const sessions = new SessionRegistry(stats, scheduler, (settings.sessionStore as SessionStore | null) ?? new MemorySessionStore(), settings.sessionLimits,
+  const sessions = new SessionRegistry(stats, scheduler, settings.sessionStore ?? new MemorySessionStore(), settings.sessionLimits, fastify.log,
     (session) => topics.sessionEnded(session))
   const topics = new TopicHub(broker, stats, sessions, settings.topics, fastify.log)
   const ctx: Context = {

@@ -326,14 +326,97 @@ declare namespace fastifyReliableWs {
     get (id: string): Session | undefined
   }
 
+  /** A value, or a promise of it: a store that answers at once keeps the plugin's path synchronous. */
+  export type Awaitable<T> = T | Promise<T>
+
   /**
-   * Where sessions are kept between connections; in memory by default. Expiry is the plugin's: it calls
-   * `delete` when a session ends. `get` answers with the object `set` was given.
+   * What a session store keeps of one session: plain values, never the live session (its messages and socket stay
+   * on the instance that holds it).
    */
-  export interface SessionStore<S extends Session = Session> {
-    get (id: string): S | undefined
-    set (id: string, session: S): void
-    delete (id: string): void
+  export interface SessionRecord {
+    /** 32 hex digits. */
+    id: string
+    /** The pattern of the route it began on (`'/rooms/:id'`). */
+    route: string
+    /** The concrete URL it began on, query string included. */
+    url: string
+    /** What `resume.owner` returned, or `null` without one. */
+    owner: string | null
+    /** The secret of its last welcome. */
+    secret: string
+    /** The secret the client resumed with, still good while the new welcome may have been lost; `''` once the client was heard. */
+    heldSecret: string
+    /** Claims so far (1 at creation): every later write names it, and is refused once another claim has raised it. */
+    fence: number
+    /** The instance holding it; `''` once released. */
+    instance: string
+    /** `'claimed'`: welcome sent, client not heard yet; `'connected'`: heard; `'away'`: no connection. */
+    state: 'away' | 'claimed' | 'connected'
+    /** Until this moment (ms since the epoch) a claim awaits the client: the held secret does not take it over. */
+    claimedUntil: number
+    /** While away, not resumable after this moment (ms since the epoch). */
+    expiresAt: number
+    /** When it began (ms since the epoch). */
+    createdAt: number
+  }
+
+  /** A resume request, judged by the store. */
+  export interface ClaimRequest {
+    id: string
+    /** The instance claiming it. */
+    instance: string
+    route: string
+    url: string
+    owner: string | null
+    /** The secret the client resumed with. */
+    secret: string
+    /** The count of messages the client says it has received (the resume token's). */
+    received: number
+    /** The count of messages the session has sent, as the instance holding it counts them. */
+    sent: number
+    /** The secret of the welcome this claim leads to. */
+    newSecret: string
+    /** How long the claim awaits the client before the held secret may take the session over again. */
+    confirmMs: number
+  }
+
+  /**
+   * Why a claim was refused: no such session (or expired); another route, URL or owner; a wrong secret; a count of
+   * messages the session never sent; or another claim awaiting its client (`retryMs`: until it stops waiting).
+   */
+  export type ClaimRefusal = 'unknown' | 'mismatch' | 'secret' | 'count' | 'busy'
+
+  export type ClaimResult =
+    | { ok: true, record: SessionRecord, previous: string }
+    | { ok: false, refusal: ClaimRefusal, retryMs?: number }
+
+  /** `'fenced'`: another claim took the session since; `'lost'`: no such record. */
+  export type WriteResult = 'ok' | 'fenced' | 'lost'
+
+  export interface RecordChanges {
+    /** The client was heard on its connection: state `'connected'`, the held secret forgotten. */
+    heard?: true
+    /** Its connection closed: state `'away'`, resumable for `ttlMs` from now. */
+    away?: true
+  }
+
+  /**
+   * Where sessions' records are kept; in memory by default. Every method may answer at once or with a promise; a
+   * rejection (or a throw) while a connection begins or resumes its session closes it with 1013 and a retry hint.
+   * Expiry is the plugin's: it calls `end` when a session ends. The contract: docs/sessions.md.
+   */
+  export interface SessionStore {
+    /** A new session, claimed by its instance. Rejects if the id is taken. */
+    create (record: SessionRecord): Awaitable<void>
+    /** Checks a resume request against the record and, if it fits, raises the fence and takes the session. */
+    claim (request: ClaimRequest): Awaitable<ClaimResult>
+    write (id: string, fence: number, changes: RecordChanges, ttlMs: number): Awaitable<WriteResult>
+    /** Lets go of a claim: held by nobody, away, resumable for `ttlMs` from now. */
+    release (id: string, fence: number, ttlMs: number): Awaitable<WriteResult>
+    /** Deletes the record, unless another claim took it since. */
+    end (id: string, fence: number): Awaitable<WriteResult>
+    /** The record, changing nothing; `null` when there is none (or it expired). */
+    read (id: string): Awaitable<SessionRecord | null>
   }
 
   export interface DisconnectInfo {
@@ -400,7 +483,7 @@ declare namespace fastifyReliableWs {
     logging?: LoggingOptions
     /** Sessions for every reliable route (`true`: the defaults); routes may override. Default `false`. */
     resume?: ResumeOptions | boolean
-    /** Where sessions are kept. Default: in this process's memory. */
+    /** Where sessions' records are kept. Default: in this process's memory. */
     sessionStore?: SessionStore
     /**
      * permessage-deflate on reliable routes: `true` for the preset (no zlib memory per socket), an object to tune it,
@@ -501,6 +584,8 @@ declare namespace fastifyReliableWs {
     evicted: number
     /** Connections closed with 1013 because every session at a cap was connected. */
     rejected: number
+    /** Connections closed with 1013 (and a retry hint) because the session store failed while their session began or resumed. */
+    storeUnavailable: number
     /** Messages sent again on resume. */
     replayed: number
     /** Bytes all sessions keep unacknowledged now, as counted against sessionBufferBytes. */

@@ -6,7 +6,7 @@ import type { WebSocket } from 'ws'
 import reliableWs, { fastifyReliableWs } from '..'
 import type {
   AllowedOrigins, DisconnectInfo, FastifyReliableWsOptions, InvalidMessageReply, LimitOptions, LimitStats, LoggingOptions, LogLevel,
-  MetricsOptions, MetricsRegistry, PluginLimitOptions, RouteReliableOptions, RouteStats, Session, SessionStats, SessionStore,
+  MetricsOptions, MetricsRegistry, PluginLimitOptions, RouteReliableOptions, RouteStats, Session, SessionStats, SessionStore, SessionRecord, ClaimResult,
   SocketExtensions, WsStats
 } from '..'
 import { ReliableWebSocket } from '../lib/client'
@@ -111,9 +111,24 @@ app.get('/limited', {
   websocket: true,
   config: { reliable: { allowedOrigins: () => true, limits: { maxPayload: 1024, messagesPerSecond: 10, onRateLimit: 'close', idleTimeoutMs: 60_000 } } }
 }, () => {})
-const store: SessionStore = { get: (id) => sessions.get(id), set: (id, session) => { sessions.set(id, session) }, delete: (id) => { sessions.delete(id) } }
-const sessions = new Map<string, Session>()
+// A store may answer at once or with a promise, method by method.
+const records = new Map<string, SessionRecord>()
+const store: SessionStore = {
+  create: (record) => { records.set(record.id, record) },
+  claim: async (request) => {
+    const record = records.get(request.id)
+    return record === undefined ? { ok: false, refusal: 'unknown' } : { ok: true, record, previous: record.instance }
+  },
+  write: () => 'ok',
+  release: async () => 'fenced' as const,
+  end: (id) => records.delete(id) ? 'ok' : 'lost',
+  read: (id) => records.get(id) ?? null
+}
 app.register(reliableWs, { resume: true, sessionStore: store })
+// @ts-expect-error a refusal is one of five kinds
+expectType<ClaimResult>({ ok: false, refusal: 'expired' })
+// @ts-expect-error a store of live sessions is no store of records
+app.register(reliableWs, { sessionStore: new Map<string, Session>() })
 app.register(reliableWs, { resume: { ttlMs: 60_000, maxBufferedMessages: 100, maxBufferedBytes: 65_536 } })
 // @ts-expect-error ttlMs is a number
 app.register(reliableWs, { resume: { ttlMs: '2m' } })
@@ -167,9 +182,6 @@ app.get('/checked', { websocket: true, config: { reliable: { json: true } satisf
 })
 // @ts-expect-error route limits are checked too
 expectType<RouteReliableOptions>({ limits: { idleTimeout: 1000 } })
-
-// A store holds the plugin's sessions as given.
-expectType<SessionStore>(new Map<string, Session>())
 
 // The client takes ws's class and the browser's as they are.
 expectType<ReliableWebSocket>(new ReliableWebSocket('ws://127.0.0.1:9/', { WebSocket: WsClass }))

@@ -88,7 +88,7 @@ export interface PluginSettings {
   metrics: MetricsSettings | null
   logging: LoggingSettings
   resume: ResumeSettings | false
-  // What the store holds is the sessions layer's business (sessions/session-store.ts).
+  // Its records are the sessions layer's business (sessions/session-store.ts).
   sessionStore: SessionStore | null
   compression: CompressionSettings | false
   topics: TopicSettings
@@ -218,7 +218,7 @@ const METRICS_KEYS = keysOf<fastifyReliableWs.MetricsOptions>({ registry: true, 
 const LOGGING_KEYS = keysOf<fastifyReliableWs.LoggingOptions>({ connections: true, warningsPerSecond: true })
 const LOG_LEVELS = keysOf<Record<LogLevel, unknown>>({ fatal: true, error: true, warn: true, info: true, debug: true, trace: true })
 const REGISTRY_METHODS = [...keysOf<fastifyReliableWs.MetricsRegistry>({ registerMetric: true, getSingleMetric: true, removeSingleMetric: true })]
-const SESSION_STORE_METHODS = [...keysOf<SessionStore>({ get: true, set: true, delete: true })]
+const SESSION_STORE_METHODS = [...keysOf<SessionStore>({ create: true, claim: true, write: true, release: true, end: true, read: true })]
 // What Prometheus accepts at the start of a metric name.
 const METRIC_PREFIX = /^([a-zA-Z_:][a-zA-Z0-9_:]*)?$/
 const COMPRESSION_KEYS = keysOf<fastifyReliableWs.CompressionOptions>({
@@ -455,7 +455,7 @@ function resolveSessionStore (value: unknown): SessionStore | null {
   if (value === undefined) return null
   for (const method of SESSION_STORE_METHODS) {
     if (typeof (value as Record<string, unknown> | null)?.[method] !== 'function') {
-      throw invalid('sessionStore', `must be an object with get, set and delete methods (${method} is missing)`)
+      throw invalid('sessionStore', `must be an object with ${SESSION_STORE_METHODS.join(', ')} methods (${method} is missing)`)
     }
   }
   return value as SessionStore

@@ -18,6 +18,7 @@ type LimitStats = fastifyReliableWs.LimitStats
 type SessionStats = fastifyReliableWs.SessionStats
 type TopicStats = fastifyReliableWs.TopicStats
 type BrokerStats = fastifyReliableWs.BrokerStats
+type Awaitable<T> = fastifyReliableWs.Awaitable<T>
 
 // Where a socket stands between a ping and its pong. Every frame from the peer resets it to ALIVE; the heartbeat
 // (timing/heartbeat.ts) moves it on.
@@ -162,10 +163,19 @@ export interface Connections {
 /** A route with sessions. */
 export type SessionRoute = Route & { readonly resume: ResumeSettings }
 
+/** A connection's session as `prepare` settled it in the store, for `open` or `abandon`. */
+export interface PreparedSession {
+  readonly record: fastifyReliableWs.SessionRecord
+}
+
 /** The instance's sessions, as connections begin and leave them (sessions/session-registry.ts). */
 export interface Sessions {
-  /** Begins or resumes the session of a socket just accepted; false when it was refused (the socket is closed). */
-  open (socket: ReliableSocket, route: SessionRoute, request: FastifyRequest, owner: string | null): boolean
+  /** Settles in the store the session of a socket just accepted: begun, or resumed. Throws or rejects when the store fails. */
+  prepare (route: SessionRoute, request: FastifyRequest, owner: string | null): Awaitable<PreparedSession>
+  /** Makes the prepared session the socket's; false when it was refused (the socket is closed). Synchronous. */
+  open (socket: ReliableSocket, route: SessionRoute, prepared: PreparedSession): boolean
+  /** The socket closed while its session was being prepared: what was settled is let go. */
+  abandon (prepared: PreparedSession): void
   detach (session: SocketSession, now: number): void
   /** Messages of a topic the session subscribes to were lost: it ends, and its connection with 4801. */
   topicLost (session: SocketSession): void

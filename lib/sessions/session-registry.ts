@@ -1,22 +1,39 @@
 // Sessions: a client's conversation across its connections, numbered, acknowledged and replayed on resume.
-import type { FastifyRequest } from 'fastify'
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
+import type fastifyReliableWs = require('../../types/index')
 import { createIdGenerator } from '../core/ids'
 import type { SessionLimitSettings } from '../core/options'
-import type { Counters, PendingConnection, ReliableSocket, ResumeRequest, Schedule, SessionRoute, Sessions } from '../core/shapes'
+import type { Counters, PendingConnection, PreparedSession, ReliableSocket, ResumeRequest, Schedule, SessionRoute, Sessions } from '../core/shapes'
+import { isThenable } from '../core/thenable'
 import { SESSION_OVERFLOW_CODE, TOPIC_GAP_CODE } from '../protocol/protocol'
 import { Session } from './session'
 import type { SessionStore } from './session-store'
 import { kCause, kIp, kResume, kSession } from '../core/symbols'
 
+type Awaitable<T> = fastifyReliableWs.Awaitable<T>
+type SessionRecord = fastifyReliableWs.SessionRecord
+type ClaimResult = fastifyReliableWs.ClaimResult
+
+/** A connection's session as the store settled it: claimed (`session` is the live one held here) or created. */
+interface Prepared extends PreparedSession {
+  readonly session: Session | null
+  /** The client's count of messages received, from its resume request. */
+  readonly received: number
+}
+
 // What a kept message costs beyond its bytes (its record and its slot in the outbox), so that the instance's
 // budget also bounds a flood of tiny messages.
 const MESSAGE_OVERHEAD = 64
+// How long a claim awaits its client before the secret it resumed with may take the session over again: a client
+// heard from within it (it pings every few seconds) is surely on the new connection.
+const CONFIRM_MS = 5000
 
 /**
  * The sessions of one Fastify instance: begun or resumed once a socket of a
  * route with sessions has been accepted, kept `ttlMs` after its socket closes
  * (on the shared scheduler, so no timer per session), ended on expiry,
- * overflow, or to make room under the instance's limits.
+ * overflow, or to make room under the instance's limits. The live sessions
+ * are held here; the store keeps their records and judges every resume.
  */
 export class SessionRegistry implements Sessions {
   private readonly nextId = createIdGenerator()
@@ -25,64 +42,127 @@ export class SessionRegistry implements Sessions {
   private readonly away = new Set<Session>()
   // Every live session, by the address of its latest connection.
   private readonly perIp = new Map<string, Set<Session>>()
+  // Every live session this instance holds, by id.
+  private readonly held = new Map<string, Session>()
+  // Whoever holds a record: this instance, while it lives.
+  private readonly instance = createIdGenerator()()
 
   constructor (
     private readonly stats: Counters,
     private readonly scheduler: Schedule<ReliableSocket | PendingConnection | Session>,
     private readonly store: SessionStore,
     private readonly limits: SessionLimitSettings,
+    private readonly log: FastifyBaseLogger,
     // Whatever else a session holds (its topics) ends with it.
     private readonly onEnd: (session: Session) => void
   ) {}
 
   get (id: string): Session | undefined {
-    return this.store.get(id)
+    return this.held.get(id)
   }
 
   /**
-   * Runs once everything that can refuse the connection has accepted it, and
-   * before the application's handler, so the welcome and every message
-   * replayed reach the client before anything the handler sends. A resume
-   * request that does not fit its session in every respect begins a new
-   * session and leaves that one as it was. False when there is no room for a
-   * new session: the socket is then closed with 1013.
+   * Runs once everything that can refuse the connection has accepted it: a
+   * resume request is judged by the store's claim, and one that does not fit
+   * its session in every respect begins a new session and leaves that one as
+   * it was. Synchronous when the store is; throws or rejects when it fails.
    */
-  open (socket: ReliableSocket, route: SessionRoute, request: FastifyRequest, owner: string | null): boolean {
+  prepare (route: SessionRoute, request: FastifyRequest, owner: string | null): Awaitable<Prepared> {
+    const resume = (request.raw as { [kResume]?: ResumeRequest })[kResume]
+    if (resume === undefined) return this.create(route, request.url, owner)
+    // A record held by another instance cannot be resumed here yet: only a live session of this one is claimed. Its
+    // route is told apart here from another that shares its pattern (host constraints): the record names the pattern.
+    const session = this.held.get(resume.session)
+    if (session === undefined || session.route !== route) {
+      this.stats.sessions.resumeRefused++
+      return this.create(route, request.url, owner)
+    }
+    const claim = this.store.claim({
+      id: session.id,
+      instance: this.instance,
+      route: route.url,
+      url: request.url,
+      owner,
+      secret: resume.secret,
+      received: resume.received,
+      sent: session.sent,
+      newSecret: this.nextSecret(),
+      confirmMs: CONFIRM_MS
+    })
+    const afterClaim = (result: ClaimResult): Awaitable<Prepared> => {
+      if (result.ok && !session.ended) return { record: result.record, session, received: resume.received }
+      // Ended while the claim was on its way: the record it took has no session left to resume.
+      if (result.ok) this.settle(this.store.end(session.id, result.record.fence), 'end')
+      this.stats.sessions.resumeRefused++
+      return this.create(route, request.url, owner)
+    }
+    return isThenable(claim) ? Promise.resolve(claim).then(afterClaim) : afterClaim(claim)
+  }
+
+  /**
+   * Makes the prepared session the socket's, before the application's
+   * handler, so the welcome and every message replayed reach the client
+   * before anything the handler sends. False when there is no room for a new
+   * session: the socket is then closed with 1013.
+   */
+  open (socket: ReliableSocket, route: SessionRoute, prepared: Prepared): boolean {
     // Read once at the upgrade, while the TCP socket surely still has a peer address.
     const ip = socket[kIp]
-    const resume = (request.raw as { [kResume]?: ResumeRequest })[kResume]
-    if (resume !== undefined) {
-      const session = this.store.get(resume.session)
-      if (session?.mayResume(route, request.url, owner, resume.secret, resume.received) === true) {
-        this.takeOver(session)
-        this.moveTo(session, ip)
-        session.resumed = true
-        session.attach(socket, resume.received, this.nextSecret(), resume.secret)
-        this.stats.sessions.resumed++
-        this.stats.sessions.replayed += session.unacknowledged
-        return true
-      }
-      this.stats.sessions.resumeRefused++
+    const { record, session: claimed } = prepared
+    if (claimed !== null) {
+      this.takeOver(claimed)
+      this.moveTo(claimed, ip)
+      claimed.fence = record.fence
+      claimed.resumed = true
+      claimed.attach(socket, prepared.received, record.secret)
+      this.stats.sessions.resumed++
+      this.stats.sessions.replayed += claimed.unacknowledged
+      return true
     }
     if (!this.makeRoom(ip)) {
+      this.settle(this.store.end(record.id, record.fence), 'end')
       this.stats.sessions.rejected++
       socket[kCause] = 'session'
       socket.close(1013, 'Too many sessions')
       return false
     }
-    const session = new Session(this.nextId(), route, this, request.url, owner, ip)
-    this.store.set(session.id, session)
+    const session = new Session(record.id, route, this, record.url, record.owner, ip)
+    session.fence = record.fence
+    this.held.set(session.id, session)
     this.ipSessions(ip).add(session)
     this.stats.sessions.active++
-    session.attach(socket, 0, this.nextSecret(), '')
+    session.attach(socket, 0, record.secret)
     return true
+  }
+
+  /**
+   * The socket closed while its session was prepared: a claimed session is
+   * let go, away as it was (its client still holds the secret it resumed
+   * with) and expiring as it would have; a new one, whose secret nobody saw,
+   * ends.
+   */
+  abandon (prepared: Prepared): void {
+    const { record, session } = prepared
+    if (session === null) {
+      this.settle(this.store.end(record.id, record.fence), 'end')
+      return
+    }
+    session.fence = record.fence
+    this.settle(this.store.release(record.id, record.fence, session.route.resume.ttlMs), 'release')
+  }
+
+  /** The client was heard on its connection: the secret it resumed with is no good any more. */
+  heard (session: Session): void {
+    this.settle(this.store.write(session.id, session.fence, { heard: true }, session.route.resume.ttlMs), 'write')
   }
 
   /** The session's socket closed: it waits `ttlMs` for the client to come back. */
   detach (session: Session, now: number): void {
+    const ttlMs = session.route.resume.ttlMs
     session.socket = null
     this.away.add(session)
-    this.scheduler.add(session, now + session.route.resume.ttlMs)
+    this.scheduler.add(session, now + ttlMs)
+    this.settle(this.store.write(session.id, session.fence, { away: true }, ttlMs), 'write')
   }
 
   /** The scheduler's callback for a session: nobody came back in time. */
@@ -142,7 +222,8 @@ export class SessionRegistry implements Sessions {
 
   private end (session: Session): void {
     session.ended = true
-    this.store.delete(session.id)
+    this.settle(this.store.end(session.id, session.fence), 'end')
+    this.held.delete(session.id)
     this.stats.sessions.active--
     this.scheduler.remove(session)
     this.away.delete(session)
@@ -151,6 +232,37 @@ export class SessionRegistry implements Sessions {
     this.release(bytes, count)
     if (session.socket !== null) session.socket[kSession] = null
     this.onEnd(session)
+  }
+
+  private create (route: SessionRoute, url: string, owner: string | null): Awaitable<Prepared> {
+    const now = Date.now()
+    const record: SessionRecord = {
+      id: this.nextId(),
+      route: route.url,
+      url,
+      owner,
+      secret: this.nextSecret(),
+      heldSecret: '',
+      fence: 1,
+      instance: this.instance,
+      state: 'claimed',
+      claimedUntil: now + CONFIRM_MS,
+      expiresAt: now + route.resume.ttlMs,
+      createdAt: now
+    }
+    const created = this.store.create(record)
+    const prepared: Prepared = { record, session: null, received: 0 }
+    return isThenable(created) ? Promise.resolve(created).then(() => prepared) : prepared
+  }
+
+  /**
+   * What became of a write is the record's business: with a store in memory
+   * it cannot fail, and a write refused because another claim took the
+   * session is right to be. One that failed leaves the record behind the
+   * live session (a resume it should allow may be refused), so it is logged.
+   */
+  private settle (result: Awaitable<unknown>, what: string): void {
+    if (isThenable(result)) result.then(undefined, (err: unknown) => this.log.warn({ err }, `session store: ${what} failed`))
   }
 
   /** Room for one more session from `ip`: the caps are met by ending sessions whose client is away, longest away first. */

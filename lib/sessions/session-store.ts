@@ -1,26 +1,110 @@
+import { timingSafeEqual } from 'node:crypto'
 import type fastifyReliableWs = require('../../types/index')
-import type { Session } from './session'
+
+type SessionRecord = fastifyReliableWs.SessionRecord
+type ClaimRequest = fastifyReliableWs.ClaimRequest
+type ClaimResult = fastifyReliableWs.ClaimResult
+type RecordChanges = fastifyReliableWs.RecordChanges
+type WriteResult = fastifyReliableWs.WriteResult
+
+export type SessionStore = fastifyReliableWs.SessionStore
 
 /**
- * Where sessions are kept between a client's connections (the public
- * `SessionStore`, holding the plugin's own sessions). The plugin asks for a
- * session only when a client resumes, and tells the store when one begins and
- * ends; expiry is the plugin's. The default keeps them in this process.
+ * The default store: records in this process's memory, copied in and out so
+ * that nothing outside changes one behind the store's back (as a shared store
+ * could not be). Every answer is a plain value, never a promise: with it,
+ * beginning and resuming a session stays synchronous. It keeps the whole
+ * contract (fences, the claim's window, expiry) so that the one contract test
+ * holds for it as for any store.
  */
-export type SessionStore = fastifyReliableWs.SessionStore<Session>
-
 export class MemorySessionStore implements SessionStore {
-  private readonly sessions = new Map<string, Session>()
+  private readonly records = new Map<string, SessionRecord>()
 
-  get (id: string): Session | undefined {
-    return this.sessions.get(id)
+  create (record: SessionRecord): void {
+    if (this.records.has(record.id)) throw new Error(`session ${record.id} exists already`)
+    this.records.set(record.id, { ...record })
   }
 
-  set (id: string, session: Session): void {
-    this.sessions.set(id, session)
+  claim (request: ClaimRequest): ClaimResult {
+    const now = Date.now()
+    const record = this.records.get(request.id)
+    if (record === undefined) return { ok: false, refusal: 'unknown' }
+    // Gone for good: its holder's own expiry ends the live session.
+    if (expired(record, now)) {
+      this.records.delete(record.id)
+      return { ok: false, refusal: 'unknown' }
+    }
+    if (record.route !== request.route || record.url !== request.url || record.owner !== request.owner) return { ok: false, refusal: 'mismatch' }
+    // The secret the client resumed with last stays good while that resume's welcome may have been lost: once its
+    // connection is gone, or its claim stopped waiting; two resumes with one secret cannot both win.
+    const held = record.heldSecret !== '' && sameSecret(record.heldSecret, request.secret)
+    const waiting = record.state === 'claimed' && record.claimedUntil > now
+    if (!sameSecret(record.secret, request.secret) && !(held && !waiting)) {
+      return held && waiting ? { ok: false, refusal: 'busy', retryMs: record.claimedUntil - now } : { ok: false, refusal: 'secret' }
+    }
+    // A count of messages received that the session never sent: the client speaks of another conversation.
+    if (request.received > request.sent) return { ok: false, refusal: 'count' }
+    const claimed: SessionRecord = {
+      ...record,
+      fence: record.fence + 1,
+      instance: request.instance,
+      state: 'claimed',
+      claimedUntil: now + request.confirmMs,
+      secret: request.newSecret,
+      heldSecret: request.secret
+    }
+    this.records.set(claimed.id, claimed)
+    return { ok: true, record: { ...claimed }, previous: record.instance }
   }
 
-  delete (id: string): void {
-    this.sessions.delete(id)
+  write (id: string, fence: number, changes: RecordChanges, ttlMs: number): WriteResult {
+    const record = this.fenced(id, fence)
+    if (typeof record === 'string') return record
+    if (changes.heard === true) {
+      record.state = 'connected'
+      record.heldSecret = ''
+    }
+    if (changes.away === true) this.leave(record, ttlMs)
+    return 'ok'
   }
+
+  release (id: string, fence: number, ttlMs: number): WriteResult {
+    const record = this.fenced(id, fence)
+    if (typeof record === 'string') return record
+    record.instance = ''
+    this.leave(record, ttlMs)
+    return 'ok'
+  }
+
+  end (id: string, fence: number): WriteResult {
+    const record = this.fenced(id, fence)
+    if (typeof record === 'string') return record
+    this.records.delete(id)
+    return 'ok'
+  }
+
+  read (id: string): SessionRecord | null {
+    const record = this.records.get(id)
+    return record === undefined || expired(record, Date.now()) ? null : { ...record }
+  }
+
+  /** The record, if the claim numbered `fence` still holds it: a write of an older claim is refused. */
+  private fenced (id: string, fence: number): SessionRecord | 'lost' | 'fenced' {
+    const record = this.records.get(id)
+    if (record === undefined) return 'lost'
+    return record.fence === fence ? record : 'fenced'
+  }
+
+  private leave (record: SessionRecord, ttlMs: number): void {
+    record.state = 'away'
+    record.expiresAt = Date.now() + ttlMs
+  }
+}
+
+function expired (record: SessionRecord, now: number): boolean {
+  return record.state === 'away' && record.expiresAt <= now
+}
+
+function sameSecret (held: string, offered: string): boolean {
+  return held.length === offered.length && timingSafeEqual(Buffer.from(held), Buffer.from(offered))
 }

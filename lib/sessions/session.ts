@@ -1,16 +1,19 @@
-import { timingSafeEqual } from 'node:crypto'
-import type { ReliableSocket, Route, SessionRoute, SocketSession } from '../core/shapes'
+import type { ReliableSocket, SessionRoute, SocketSession } from '../core/shapes'
 import { kPublished, kSendControl, kSession, kTopics, kTransmit, kWheelPos, kWheelTick } from '../core/symbols'
 import { toJSONText } from '../messages/json-messages'
 import { ACK_EVERY, encodeControl } from '../protocol/protocol'
 
 type SendCallback = (err?: Error) => void
 
-/** What a session asks of the instance's sessions (session-registry.ts): room for its messages under their limits. */
+/**
+ * What a session asks of the instance's sessions (session-registry.ts): room for its messages under their limits,
+ * and word to its record that the client was heard.
+ */
 export interface SessionBudget {
   reserve (session: Session, bytes: number): boolean
   overflow (session: Session): void
   release (bytes: number, count: number): void
+  heard (session: Session): void
 }
 
 interface Outgoing {
@@ -30,9 +33,8 @@ const COMPACT_AFTER = 1024
  * order, when it resumes; the count of messages received tells the client
  * where to resume its own.
  *
- * A session belongs to the concrete URL it began on and to its owner (when
- * the route names owners), and is resumed only with the secret its last
- * welcome gave: a new one each time.
+ * Who may resume it is the store's judgement, on the session's record
+ * (session-store.ts); this is the live copy its instance holds.
  */
 export class Session implements SocketSession {
   [kWheelTick] = -1;
@@ -50,11 +52,11 @@ export class Session implements SocketSession {
   private readonly outbox: Array<Outgoing | undefined> = []
   private head = 0
   private receivedAcked = 0
-  // The secret of the last welcome, and the one the client is known to hold: the welcome may be lost with its
-  // connection, so the one it resumed with stays good until the client has been heard on the new connection, but
-  // only while the session is away: two resumes with one secret cannot both win.
-  private secret = ''
-  private heldSecret = ''
+  /** The fence of the claim this instance holds it by: every write to its record names it. */
+  fence = 0
+  // Whether the client has been heard on its current connection: it has had the welcome (a client sends nothing
+  // before it), so the secret it resumed with may be forgotten.
+  private heardHere = false
 
   constructor (
     readonly id: string,
@@ -68,6 +70,11 @@ export class Session implements SocketSession {
 
   get connected (): boolean {
     return this.socket !== null
+  }
+
+  /** Data messages sent in the session, acknowledged or not. */
+  get sent (): number {
+    return this.acked + this.unacknowledged
   }
 
   /** Messages sent and not yet acknowledged. */
@@ -133,29 +140,17 @@ export class Session implements SocketSession {
     return true
   }
 
-  /**
-   * Whether a resume request may take this session: same route, same URL,
-   * same owner, the secret of its last welcome, and a count of messages
-   * received that this session could have sent. Looks, changes nothing.
-   */
-  mayResume (route: Route, url: string, owner: string | null, secret: string, received: number): boolean {
-    return !this.ended && this.route === route && this.url === url && this.owner === owner &&
-      (sameSecret(this.secret, secret) || (this.socket === null && sameSecret(this.heldSecret, secret))) &&
-      received - this.acked <= this.unacknowledged
-  }
-
   /** A data message from the client reached the application. */
   onMessage (): void {
     this.heard()
     if (++this.received - this.receivedAcked >= ACK_EVERY) this.sendAck()
   }
 
-  /**
-   * A frame from the client on its current connection: it has had the
-   * welcome (a client sends nothing before it), so only its secret is good now.
-   */
+  /** A frame from the client on its current connection: the first tells the record. */
   heard (): void {
-    this.heldSecret = this.secret
+    if (this.heardHere) return
+    this.heardHere = true
+    this.registry.heard(this)
   }
 
   /** The count of messages received, for a ping's answer; it acknowledges them too. */
@@ -166,15 +161,13 @@ export class Session implements SocketSession {
 
   /**
    * Makes `socket` the session's connection, given how many messages the
-   * client has received (checked by mayResume) and the secret it resumed with
-   * (empty for a new session): says welcome (with the secret for the next
-   * resume and how many of the client's messages the session has), then
-   * sends again every message the client has not had.
+   * client has received (checked by the store's claim): says welcome (with
+   * `secret`, for the next resume, and how many of the client's messages the
+   * session has), then sends again every message the client has not had.
    */
-  attach (socket: ReliableSocket, clientReceived: number, secret: string, heldSecret: string): void {
+  attach (socket: ReliableSocket, clientReceived: number, secret: string): void {
     this.acknowledge(clientReceived)
-    this.secret = secret
-    this.heldSecret = heldSecret
+    this.heardHere = false
     this.socket = socket
     socket[kSession] = this
     this.receivedAcked = this.received
@@ -196,8 +189,4 @@ export class Session implements SocketSession {
     this.receivedAcked = this.received
     this.socket![kSendControl](encodeControl({ t: 'ack', n: this.received }))
   }
-}
-
-function sameSecret (held: string, offered: string): boolean {
-  return held.length === offered.length && timingSafeEqual(Buffer.from(held), Buffer.from(offered))
 }

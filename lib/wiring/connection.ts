@@ -3,7 +3,8 @@ import { performance } from 'node:perf_hooks'
 import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyRequest, preHandlerHookHandler } from 'fastify'
-import type { Route, ReliableSocket, SessionRoute } from '../core/shapes'
+import type { PreparedSession, Route, ReliableSocket, SessionRoute } from '../core/shapes'
+import { isThenable } from '../core/thenable'
 import { startDeadlines } from '../timing/deadlines'
 import { failConnection, socketLog } from '../core/socket-errors'
 import { ALIVE } from '../core/shapes'
@@ -12,12 +13,15 @@ import { onJsonMessage } from '../messages/json-messages'
 import { watchCompression } from '../messages/compression'
 import { bytesHandedOver, bytesRead } from '../observability/stats'
 import type { LogLevel } from '../core/options'
-import { OPEN, PROTOCOL, WELCOME_FRAME } from '../protocol/protocol'
+import { OPEN, PROTOCOL, WELCOME_FRAME, encodeControl } from '../protocol/protocol'
 import { kPongState, kBytesReadAtOpen, kBytesWrittenAtOpen, kCause, kCloseCodeSent, kFramed, kIp, kLog, kOnConnectPending, kOpenedAt, kRoute, kSendControl, kSession, kTcp, kTopics, kUpgradeResponse } from '../core/symbols'
 import { closeFrameReceived, detachResponse, fastifyWebsocketErrorListener, midMessage, parserErrored, setMaxPayload } from '../core/ws-internals'
 
 // ws's listener types expect its own class as `this`.
 type Listener = (...args: any[]) => void
+
+// Clients the session store could not serve come back at a moment drawn from this window (ms).
+const STORE_RETRY_WINDOW_MS = 2000
 
 /** Makes a freshly upgraded socket reliable: counters, limits, listeners, heartbeat. */
 export function openConnection (socket: ReliableSocket, route: Route, request: FastifyRequest): void {
@@ -190,13 +194,50 @@ function checkOwner (owner: unknown): string {
   return owner
 }
 
+/**
+ * The session is settled in the store first: with a store that answers at
+ * once (the default) the welcome goes out in the upgrade's own tick; with one
+ * that answers later the socket is paused meanwhile, as for an async owner.
+ */
 function openSession (socket: ReliableSocket, request: FastifyRequest, owner: string | null, handler: Handler, thisArg: unknown, paused: boolean): unknown {
   const route = socket[kRoute] as SessionRoute
-  if (socket.readyState === OPEN && !route.ctx.sessions.open(socket, route, request, owner)) {
+  if (socket.readyState !== OPEN) return callHandler(socket, request, handler, thisArg, paused)
+  let prepared
+  try {
+    prepared = route.ctx.sessions.prepare(route, request, owner)
+  } catch (err) {
+    return storeFailed(socket, err, paused)
+  }
+  if (!isThenable(prepared)) return beginSession(socket, request, prepared, handler, thisArg, paused)
+  if (!paused) pauseReading(socket)
+  return Promise.resolve(prepared).then((settled) => beginSession(socket, request, settled, handler, thisArg, true), (err: unknown) => storeFailed(socket, err, true))
+}
+
+function beginSession (socket: ReliableSocket, request: FastifyRequest, prepared: PreparedSession, handler: Handler, thisArg: unknown, paused: boolean): unknown {
+  const route = socket[kRoute] as SessionRoute
+  const sessions = route.ctx.sessions
+  // Closed while the store answered (by shutdown or a timeout: a paused socket does not see its peer leave).
+  if (socket.readyState !== OPEN) sessions.abandon(prepared)
+  else if (!sessions.open(socket, route, prepared)) {
     if (paused) readAgain(socket)
     return
   }
   return callHandler(socket, request, handler, thisArg, paused)
+}
+
+/**
+ * The store failed while the session began or resumed: no new session is
+ * begun in its place (that would throw away the one asked for). The client is
+ * told when to come back, spread over a window so that a store's outage does
+ * not bring every client back at one moment, and 1013 has it reconnect.
+ */
+function storeFailed (socket: ReliableSocket, err: unknown, paused: boolean): void {
+  if (paused) readAgain(socket)
+  socket[kRoute]!.ctx.stats.sessions.storeUnavailable++
+  socketLog(socket).warn({ err }, 'session store failed: the client is told to retry')
+  socket[kCause] = 'session'
+  socket[kSendControl](encodeControl({ t: 'retry', ms: Math.floor(Math.random() * STORE_RETRY_WINDOW_MS) }))
+  socket.close(1013, 'Session store unavailable')
 }
 
 function callHandler (socket: ReliableSocket, request: FastifyRequest, handler: Handler, thisArg: unknown, paused: boolean): unknown {
@@ -243,8 +284,4 @@ function refuseConnection (socket: ReliableSocket, err: unknown): void {
 
 function logHookError (socket: ReliableSocket, err: unknown): void {
   socketLog(socket).error({ err }, 'onDisconnect hook failed')
-}
-
-function isThenable (value: unknown): value is PromiseLike<unknown> {
-  return typeof (value as PromiseLike<unknown> | null)?.then === 'function'
 }

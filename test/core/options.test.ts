@@ -3,6 +3,7 @@ import Fastify from 'fastify'
 import fastifyWebsocket from '@fastify/websocket'
 import reliableWs = require('../../index')
 import { bootWith } from '../helpers/helpers'
+import { MemorySessionStore } from '../../lib/sessions/session-store'
 
 const CODE = 'FST_RELIABLE_WS_INVALID_OPTION'
 
@@ -71,8 +72,9 @@ const badPluginOptions: Array<[string, unknown, RegExp]> = [
   ['zero session ttl', { resume: { ttlMs: 0 } }, /"resume\.ttlMs"/],
   ['fractional session buffer', { resume: { maxBufferedMessages: 1.5 } }, /"resume\.maxBufferedMessages"/],
   ['zero session bytes', { resume: { maxBufferedBytes: 0 } }, /"resume\.maxBufferedBytes"/],
-  ['a session store without delete', { sessionStore: { get () {}, set () {} } }, /"sessionStore".*delete is missing/],
-  ['a session store that is not an object', { sessionStore: null }, /"sessionStore".*get is missing/]
+  ['a session store without read', { sessionStore: { create () {}, claim () {}, write () {}, release () {}, end () {} } }, /"sessionStore": must be an object with create, claim, write, release, end, read methods \(read is missing\)/],
+  ['a session store of the former kind', { sessionStore: new Map() }, /"sessionStore".*create is missing/],
+  ['a session store that is not an object', { sessionStore: null }, /"sessionStore".*create is missing/]
 ]
 
 for (const [name, options, message] of badPluginOptions) {
@@ -121,7 +123,7 @@ t.test('good options register', async (t) => {
     backpressure: { highWaterMark: 2048, lowWaterMark: 0, onLimit: 'close' },
     shutdown: { closeCode: 4000, reason: 'bye', timeoutMs: 0, reconnectWindowMs: 0 },
     resume: { ttlMs: 1000, maxBufferedMessages: Infinity, maxBufferedBytes: 1024 },
-    sessionStore: new Map() as any,
+    sessionStore: new MemorySessionStore(),
     health: { path: '/status' },
     websocket: { options: { maxPayload: 1024 } },
     onConnect () {},

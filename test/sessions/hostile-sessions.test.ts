@@ -6,37 +6,11 @@ import WebSocket from 'ws'
 import type { FastifyInstance } from 'fastify'
 import { ReliableWebSocket } from '../../lib/client'
 import { PROTOCOL, resumeToken } from '../../lib/protocol/protocol'
-import { closeEvent, sleep, start, waitFor } from '../helpers/helpers'
+import { sleep, start, waitFor } from '../helpers/helpers'
+import { Peer } from '../helpers/session-peer'
+import type { Welcome } from '../helpers/session-peer'
 
 type Teardown = { teardown: (fn: () => unknown) => void }
-
-interface Welcome { t: 'welcome', session: string, token: string, resumed: boolean, n: number }
-
-/** A client speaking the subprotocol by hand: every frame it gets, control frames parsed. */
-class Peer {
-  readonly frames: unknown[] = []
-  readonly ws: WebSocket
-  readonly closed: Promise<{ code: number, reason: string }>
-
-  constructor (url: string, token?: string, headers: Record<string, string> = {}) {
-    this.ws = new WebSocket(url, token === undefined ? PROTOCOL : [PROTOCOL, token], { headers })
-    this.ws.on('error', () => {})
-    this.ws.on('message', (data: Buffer) => {
-      const text = data.toString()
-      this.frames.push(text.charCodeAt(0) === 0 ? JSON.parse(text.slice(1)) : text)
-    })
-    this.closed = closeEvent(this.ws)
-  }
-
-  async welcome (): Promise<Welcome> {
-    await waitFor(() => this.frames.length > 0, 2000, 'welcome')
-    return this.frames[0] as Welcome
-  }
-
-  data (): unknown[] {
-    return this.frames.filter((frame) => typeof frame === 'string')
-  }
-}
 
 /**
  * Rooms at /rooms/:room, each open to the users listed for it (`x-user`, checked in a preHandler: 403 otherwise),
@@ -243,6 +217,9 @@ t.test('the resume secret changes at every welcome; the old one stops working on
 
   second.ws.terminate()
   await waitFor(() => app.wsSessions.get(first.session)?.connected === false, 2000, 'detached again')
+  const staleAgain = new Peer(url('/rooms/a'), resumeToken(first.session, first.token, 1), { 'x-user': 'alice' })
+  t.equal((await staleAgain.welcome()).resumed, false, 'nor once the client is away again')
+  staleAgain.ws.close()
   const third = new Peer(url('/rooms/a'), resumeToken(first.session, welcome.token, 1), { 'x-user': 'alice' })
   t.match(await third.welcome(), { session: first.session, resumed: true }, 'the new one does')
   stale.ws.close()

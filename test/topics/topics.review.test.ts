@@ -11,6 +11,8 @@ import { kRoute } from '../../lib/core/symbols'
 import { TOPIC_GAP_CODE } from '../../lib/protocol/protocol'
 import { SLICE } from '../../lib/topics/fan-out'
 import type { TopicHub } from '../../lib/topics/topic-hub'
+import { MemorySessionStore } from '../../lib/sessions/session-store'
+import type { SessionStore } from '../../lib/sessions/session-store'
 import { RawPeer, start, waitFor } from '../helpers/helpers'
 import type { Options } from '../helpers/helpers'
 
@@ -112,20 +114,23 @@ t.test('a published Buffer is copied: changing it after wsPublish changes nothin
 })
 
 t.test('a throw while delivering to one subscriber fails only its connection: the others still get the message', async (t) => {
-  const store = new Map<string, unknown>()
+  const memory = new MemorySessionStore()
   let failures = 2
-  const sessionStore = {
-    get: (id: string) => store.get(id),
-    set: (id: string, value: unknown) => { store.set(id, value) },
-    delete: (id: string) => {
+  const sessionStore: SessionStore = {
+    create: (record) => memory.create(record),
+    claim: (request) => memory.claim(request),
+    write: (id, fence, changes, ttlMs) => memory.write(id, fence, changes, ttlMs),
+    release: (id, fence, ttlMs) => memory.release(id, fence, ttlMs),
+    end: (id, fence) => {
       if (failures > 0) {
         failures--
         throw new Error('store down')
       }
-      store.delete(id)
-    }
+      return memory.end(id, fence)
+    },
+    read: (id) => memory.read(id)
   }
-  const { app, port } = await wide(t, { resume: { maxBufferedMessages: 1 } }, { sessionStore } as unknown as Options)
+  const { app, port } = await wide(t, { resume: { maxBufferedMessages: 1 } }, { sessionStore })
   // Sessions that never acknowledge: the second message overflows them, and ending them throws.
   const session = await RawPeer.connect(port, '/first', SUBPROTOCOL)
   t.teardown(() => session.destroy())

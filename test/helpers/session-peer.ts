@@ -1,0 +1,32 @@
+// A client speaking the reliable subprotocol by hand, for tests of what a server's sessions do.
+import WebSocket from 'ws'
+import { PROTOCOL } from '../../lib/protocol/protocol'
+import { closeEvent, waitFor } from './helpers'
+
+export interface Welcome { t: 'welcome', session: string, token: string, resumed: boolean, n: number }
+
+/** A client speaking the subprotocol by hand: every frame it gets, control frames parsed. */
+export class Peer {
+  readonly frames: unknown[] = []
+  readonly ws: WebSocket
+  readonly closed: Promise<{ code: number, reason: string }>
+
+  constructor (url: string, token?: string, headers: Record<string, string> = {}) {
+    this.ws = new WebSocket(url, token === undefined ? PROTOCOL : [PROTOCOL, token], { headers })
+    this.ws.on('error', () => {})
+    this.ws.on('message', (data: Buffer) => {
+      const text = data.toString()
+      this.frames.push(text.charCodeAt(0) === 0 ? JSON.parse(text.slice(1)) : text)
+    })
+    this.closed = closeEvent(this.ws)
+  }
+
+  async welcome (): Promise<Welcome> {
+    await waitFor(() => this.frames.length > 0, 2000, 'welcome')
+    return this.frames[0] as Welcome
+  }
+
+  data (): unknown[] {
+    return this.frames.filter((frame) => typeof frame === 'string')
+  }
+}

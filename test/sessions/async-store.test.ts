@@ -1,0 +1,264 @@
+// Sessions with a store that answers with promises (test/helpers/session-stores.ts), and with stores that fail: the
+// socket waits paused for the store, a socket gone meanwhile lets its claim go, a failed store gets the client a retry.
+import t from 'tap'
+import { once } from 'node:events'
+import { Writable } from 'node:stream'
+import WebSocket from 'ws'
+import type { FastifyInstance } from 'fastify'
+import { ReliableWebSocket } from '../../lib/client'
+import type { ReliableSocket } from '../../lib/core/shapes'
+import { kSendControl } from '../../lib/core/symbols'
+import { MemorySessionStore } from '../../lib/sessions/session-store'
+import type { SessionStore } from '../../lib/sessions/session-store'
+import { resumeToken } from '../../lib/protocol/protocol'
+import { FaultProxy } from '../helpers/fault-proxy'
+import { sleep, start, waitFor } from '../helpers/helpers'
+import { Peer } from '../helpers/session-peer'
+import type { Welcome } from '../helpers/session-peer'
+import { AsyncStore } from '../helpers/session-stores'
+
+type Teardown = { teardown: (fn: () => unknown) => void }
+
+/** A route with sessions on `sessionStore` (and `resume` options); what its app received, the handler's calls, and Fastify's warnings. */
+async function storeServer (t: Teardown, sessionStore: SessionStore | undefined, options: object = {}, resume: object = {}): Promise<{ app: FastifyInstance, url: (path: string) => string, port: number, received: string[], handled: boolean[], warnings: string[] }> {
+  const received: string[] = []
+  const handled: boolean[] = []
+  const warnings: string[] = []
+  const stream = new Writable({
+    write (line, _encoding, done) {
+      warnings.push(JSON.parse(line.toString()).msg)
+      done()
+    }
+  })
+  const server = await start({ heartbeat: false, logging: { connections: false }, sessionStore, ...options }, (app) => {
+    app.get('/s', { websocket: true, config: { reliable: { resume: { ttlMs: 60_000, ...resume } } } }, (socket) => {
+      handled.push(socket.session!.resumed)
+      socket.on('message', (data: Buffer) => received.push(data.toString()))
+    })
+  }, { logger: { level: 'warn', stream } })
+  t.teardown(() => server.app.close())
+  return { ...server, received, handled, warnings }
+}
+
+/** A session begun and left: its client away, one message sent to it meanwhile. */
+async function away (app: FastifyInstance, url: (path: string) => string): Promise<Welcome> {
+  const peer = new Peer(url('/s'))
+  const welcome = await peer.welcome()
+  peer.ws.terminate()
+  await waitFor(() => app.wsSessions.get(welcome.session)?.connected === false, 3000, 'the client to be away')
+  app.wsSessions.get(welcome.session)!.send('while away')
+  return welcome
+}
+
+t.test("with the memory store the welcome is written in the upgrade's own tick; with a store answering later, after it", async (t) => {
+  for (const [sessionStore, sameTick] of [[undefined, true], [new AsyncStore(), false]] as const) {
+    const { app, url } = await storeServer(t, sessionStore)
+    const welcomes: boolean[] = []
+    app.websocketServer.on('connection', (ws) => {
+      const socket = ws as unknown as ReliableSocket
+      let upgradeTick = true
+      queueMicrotask(() => { upgradeTick = false })
+      const sendControl = socket[kSendControl]
+      socket[kSendControl] = (frame, cb) => {
+        if (frame.includes('"welcome"')) welcomes.push(upgradeTick)
+        return sendControl.call(socket, frame, cb)
+      }
+    })
+    const peer = new Peer(url('/s'))
+    await peer.welcome()
+    t.same(welcomes, [sameTick], sameTick ? 'the memory store: the same tick' : 'a store with promises: a later one')
+    peer.ws.close()
+  }
+})
+
+t.test('with a store answering with promises a client resumes after a cut: what either side sent meanwhile arrives once, in order', async (t) => {
+  const store = new AsyncStore()
+  store.delays.create = 10
+  store.delays.claim = 20
+  // An async onConnect too: the socket is already paused when the store is asked.
+  const { app, port, received, handled } = await storeServer(t, store, { onConnect: async () => {} })
+  const proxy = await FaultProxy.start(port)
+  t.teardown(() => proxy.close())
+  const ws = new ReliableWebSocket(proxy.url('/s'), { WebSocket, backoff: { initialDelayMs: 5, maxDelayMs: 20, slowAfter: Infinity } })
+  const got: string[] = []
+  ws.addEventListener('message', (event) => got.push(event.data as string))
+  ws.addEventListener('sessionlost', () => t.fail('no session is lost'))
+  await once(ws as any, 'open')
+  const id = ws.session!
+  app.wsSessions.get(id)!.send('first')
+  ws.send('first')
+  await waitFor(() => got.length === 1 && received.length === 1, 3000, 'the first messages')
+
+  proxy.refuse = true
+  proxy.cut()
+  await once(ws as any, 'close')
+  await waitFor(() => app.wsSessions.get(id)?.connected === false, 3000, 'the server to notice')
+  t.ok(app.wsSessions.get(id)!.send('while away'))
+  ws.send('queued')
+  proxy.refuse = false
+  await once(ws as any, 'reconnected')
+  ws.send('after')
+  await waitFor(() => got.length === 2 && received.length === 3, 3000, 'replay and resend')
+  t.equal(ws.session, id, 'the same session')
+  t.same(got, ['first', 'while away'])
+  t.same(received, ['first', 'queued', 'after'])
+  t.same(handled, [false, true])
+  t.match(app.wsStats.sessions, { resumed: 1, resumeRefused: 0, storeUnavailable: 0, active: 1 })
+  t.match(store.memory.read(id), { fence: 2, state: 'connected' }, 'the record: claimed once, its client heard')
+  ws.close()
+  await once(ws as any, 'close')
+})
+
+t.test('with a store answering with promises a resume the claim refuses begins a new session, the old one left as it was', async (t) => {
+  const store = new AsyncStore()
+  store.delays.claim = 20
+  const { app, url, received } = await storeServer(t, store)
+  const old = await away(app, url)
+  const stranger = new Peer(url('/s'), resumeToken(old.session, 'f'.repeat(32), 0))
+  // Sent before the welcome, while the store answers: read once the handler listens.
+  stranger.ws.on('open', () => stranger.ws.send('early'))
+  const welcome = await stranger.welcome()
+  t.equal(welcome.resumed, false)
+  t.not(welcome.session, old.session)
+  t.match(app.wsStats.sessions, { resumeRefused: 1, resumed: 0, active: 2 })
+  t.equal(app.wsSessions.get(old.session)?.connected, false, 'the old one is still away')
+  const owner = new Peer(url('/s'), resumeToken(old.session, old.token, 0))
+  t.match(await owner.welcome(), { session: old.session, resumed: true })
+  await waitFor(() => owner.frames.length === 2, 3000, 'the replay')
+  t.equal(owner.frames[1], 'while away')
+  await waitFor(() => received.length === 1, 3000, 'the early message')
+  t.same(received, ['early'])
+  stranger.ws.close()
+  owner.ws.close()
+})
+
+t.test('a socket closed while its claim is pending lets the claim go: the session stays away, resumable later', async (t) => {
+  const store = new AsyncStore()
+  const { app, url, handled } = await storeServer(t, store)
+  const old = await away(app, url)
+  const upgraded: ReliableSocket[] = []
+  app.websocketServer.on('connection', (socket) => upgraded.push(socket as unknown as ReliableSocket))
+  store.delays.claim = 100
+  const gone = new Peer(url('/s'), resumeToken(old.session, old.token, 0))
+  await waitFor(() => store.calls.includes('claim'), 3000, 'the claim')
+  // Closed by the server meanwhile (a paused socket reads nothing, so its peer's leaving goes unseen until then).
+  upgraded[0].terminate()
+  await waitFor(() => store.calls.includes('release'), 3000, 'the claim to be let go')
+  t.same(gone.frames, [], 'no welcome')
+  t.same(handled, [false], 'no handler for it')
+  t.match(app.wsSessions.get(old.session), { connected: false, ended: false, unacknowledged: 1 })
+  t.match(store.memory.read(old.session), { state: 'away', instance: '', fence: 2 })
+  t.match(app.wsStats.sessions, { resumed: 0, active: 1 })
+  store.delays.claim = 0
+  const back = new Peer(url('/s'), resumeToken(old.session, old.token, 0))
+  t.match(await back.welcome(), { session: old.session, resumed: true }, 'with the secret the client still holds')
+  await waitFor(() => back.frames.length === 2, 3000, 'the replay')
+  t.equal(back.frames[1], 'while away')
+  back.ws.close()
+})
+
+t.test('a socket closed while an async owner is asked gets no session: the store is not asked', async (t) => {
+  const store = new AsyncStore()
+  const { app, url, handled } = await storeServer(t, store, {}, { owner: async () => await new Promise((resolve) => setTimeout(resolve, 100, 'alice')) })
+  const upgraded: ReliableSocket[] = []
+  app.websocketServer.on('connection', (socket) => upgraded.push(socket as unknown as ReliableSocket))
+  const gone = new Peer(url('/s'))
+  await waitFor(() => upgraded.length === 1, 3000, 'the upgrade')
+  upgraded[0].terminate()
+  await gone.closed
+  await sleep(150)
+  t.same(store.calls, [])
+  t.same(handled, [])
+  t.same(gone.frames, [])
+})
+
+t.test('a new session whose socket closed while the store created it is ended', async (t) => {
+  const store = new AsyncStore()
+  const { app, url, handled } = await storeServer(t, store)
+  const upgraded: ReliableSocket[] = []
+  app.websocketServer.on('connection', (socket) => upgraded.push(socket as unknown as ReliableSocket))
+  store.delays.create = 100
+  const gone = new Peer(url('/s'))
+  await waitFor(() => store.calls.includes('create'), 3000, 'the creation')
+  upgraded[0].terminate()
+  await waitFor(() => store.calls.includes('end'), 3000, 'the record to be ended')
+  t.same(gone.frames, [])
+  t.same(handled, [])
+  t.match(app.wsStats.sessions, { active: 0 })
+})
+
+t.test('a session that ends while its claim is on the way begins anew; the record the claim took is ended', async (t) => {
+  const store = new AsyncStore()
+  const { app, url } = await storeServer(t, store)
+  const old = await away(app, url)
+  store.delays.claim = 100
+  const peer = new Peer(url('/s'), resumeToken(old.session, old.token, 0))
+  await waitFor(() => store.calls.includes('claim'), 3000, 'the claim')
+  // Past maxBufferedBytes: the session ends, and its own end is refused (the claim raised the fence).
+  t.notOk(app.wsSessions.get(old.session)!.send('x'.repeat((1 << 20) + 1)))
+  const welcome = await peer.welcome()
+  t.equal(welcome.resumed, false)
+  t.not(welcome.session, old.session)
+  t.equal(store.memory.read(old.session), null, 'the record is ended once the claim lands')
+  t.match(app.wsStats.sessions, { overflowed: 1, resumeRefused: 1, resumed: 0, active: 1 })
+  peer.ws.close()
+})
+
+t.test('a store that fails while a session begins or resumes: the client is told to retry and closed with 1013, counted', async (t) => {
+  class Throwing extends MemorySessionStore {
+    override create (): void {
+      throw new Error('store down')
+    }
+  }
+  const rejecting = new AsyncStore()
+  rejecting.failing.add('create')
+  for (const store of [new Throwing(), rejecting]) {
+    const { app, url, handled, warnings } = await storeServer(t, store)
+    const peer = new Peer(url('/s'))
+    t.match(await peer.closed, { code: 1013, reason: 'Session store unavailable' })
+    t.equal(peer.frames.length, 1, 'one frame before the close')
+    t.match(peer.frames[0], { t: 'retry', ms: Number })
+    const ms = (peer.frames[0] as { ms: number }).ms
+    t.ok(ms >= 0 && ms < 2000, `a moment within 2 s: ${ms}`)
+    t.same(handled, [], 'no handler')
+    t.match(app.wsStats.sessions, { storeUnavailable: 1, active: 0, resumeRefused: 0 })
+    await waitFor(() => app.wsStats.closeCauses.session === 1, 3000, 'the close, cause session')
+    t.ok(warnings.includes('session store failed: the client is told to retry'))
+  }
+})
+
+t.test('a claim that rejects: the client is told to retry, the session left away', async (t) => {
+  const store = new AsyncStore()
+  const { app, url } = await storeServer(t, store)
+  const old = await away(app, url)
+  store.failing.add('claim')
+  const peer = new Peer(url('/s'), resumeToken(old.session, old.token, 0))
+  t.match(await peer.closed, { code: 1013, reason: 'Session store unavailable' })
+  t.match(peer.frames, [{ t: 'retry' }])
+  t.match(app.wsSessions.get(old.session), { connected: false, ended: false, unacknowledged: 1 })
+  t.match(app.wsStats.sessions, { storeUnavailable: 1, resumeRefused: 0, resumed: 0 })
+  store.failing.delete('claim')
+  const back = new Peer(url('/s'), resumeToken(old.session, old.token, 0))
+  t.match(await back.welcome(), { session: old.session, resumed: true })
+  back.ws.close()
+})
+
+t.test('writes that fail are logged, and the session goes on', async (t) => {
+  const store = new AsyncStore()
+  for (const method of ['write', 'release', 'end'] as const) store.failing.add(method)
+  const { app, url, received, warnings } = await storeServer(t, store)
+  const peer = new Peer(url('/s'))
+  const welcome = await peer.welcome()
+  peer.ws.send('heard')
+  await waitFor(() => received.length === 1, 3000, 'the message')
+  peer.ws.terminate()
+  await waitFor(() => app.wsSessions.get(welcome.session)?.connected === false, 3000, 'away')
+  // The record still says connected, with no held secret: the current secret resumes it all the same.
+  const back = new Peer(url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  t.match(await back.welcome(), { session: welcome.session, resumed: true })
+  back.ws.close()
+  await back.closed
+  await app.close()
+  await waitFor(() => warnings.filter((line) => line.startsWith('session store:')).length >= 4, 3000, 'the warnings')
+  t.same([...new Set(warnings.filter((line) => line.startsWith('session store:')))].sort(), ['session store: end failed', 'session store: write failed'])
+})

@@ -1,0 +1,21 @@
+// The session store's contract, held by the memory store and by a store answering the same with promises.
+import t from 'tap'
+import { MemorySessionStore } from '../../lib/sessions/session-store'
+import { AsyncStore } from '../helpers/session-stores'
+import { runStoreContract } from './store-contract'
+
+t.test('the memory store', async (t) => runStoreContract(t, () => new MemorySessionStore()))
+t.test('a store answering with promises', async (t) => runStoreContract(t, () => new AsyncStore()))
+
+t.test('the memory store answers at once: plain values, never promises', async (t) => {
+  const store = new MemorySessionStore()
+  const now = Date.now()
+  const record = { id: '1'.padStart(32, '0'), route: '/s', url: '/s', owner: null, secret: 's0', heldSecret: '', fence: 1, instance: 'A', state: 'claimed' as const, claimedUntil: now, expiresAt: now, createdAt: now }
+  t.equal(store.create(record), undefined)
+  const claim = store.claim({ id: record.id, instance: 'A', route: '/s', url: '/s', owner: null, secret: 's0', received: 0, sent: 0, newSecret: 's1', confirmMs: 10 })
+  t.equal(claim.ok, true)
+  t.equal(store.write(record.id, 2, { heard: true }, 10), 'ok')
+  t.equal(store.release(record.id, 2, 10_000), 'ok')
+  t.match(store.read(record.id), { state: 'away' })
+  t.equal(store.end(record.id, 2), 'ok')
+})

@@ -1,0 +1,175 @@
+// What every session store must do (docs/sessions.md, "The session store"): run against a store by runStoreContract.
+// Every answer is awaited, so one contract holds for stores that answer at once and with promises alike.
+import type { Test } from 'tap'
+import type fastifyReliableWs = require('../../types/index')
+import { sleep } from '../helpers/helpers'
+
+type SessionStore = fastifyReliableWs.SessionStore
+type SessionRecord = fastifyReliableWs.SessionRecord
+type ClaimRequest = fastifyReliableWs.ClaimRequest
+
+// Windows long enough that a loaded machine stays inside them, and waits twice as long as the ones they outlast.
+const CONFIRM_MS = 200
+const TTL_MS = 60_000
+
+let ids = 0
+
+function newRecord (overrides: Partial<SessionRecord> = {}): SessionRecord {
+  const now = Date.now()
+  return {
+    id: (++ids).toString(16).padStart(32, '0'),
+    route: '/rooms/:room',
+    url: '/rooms/a',
+    owner: 'alice',
+    secret: 's0',
+    heldSecret: '',
+    fence: 1,
+    instance: 'A',
+    state: 'claimed',
+    claimedUntil: now + CONFIRM_MS,
+    expiresAt: now + TTL_MS,
+    createdAt: now,
+    ...overrides
+  }
+}
+
+function request (record: SessionRecord, overrides: Partial<ClaimRequest> = {}): ClaimRequest {
+  return {
+    id: record.id,
+    instance: 'B',
+    route: record.route,
+    url: record.url,
+    owner: record.owner,
+    secret: record.secret,
+    received: 0,
+    sent: 0,
+    newSecret: 's1',
+    confirmMs: CONFIRM_MS,
+    ...overrides
+  }
+}
+
+/** A record created, then claimed once by instance B with its current secret: fence 2, secret s1, held secret s0. */
+async function claimed (store: SessionStore): Promise<SessionRecord> {
+  const record = newRecord()
+  await store.create(record)
+  const result = await store.claim(request(record))
+  if (!result.ok) throw new Error(`the first claim was refused: ${result.refusal}`)
+  return result.record
+}
+
+export function runStoreContract (t: Test, makeStore: () => SessionStore): void {
+  t.test('create keeps a copy; read gives one and changes nothing; an id taken is refused', async (t) => {
+    const store = makeStore()
+    const record = newRecord()
+    await store.create(record)
+    record.secret = 'changed after create'
+    const read = await store.read(record.id)
+    t.same(read, { ...record, secret: 's0' })
+    read!.state = 'away'
+    t.equal((await store.read(record.id))!.state, 'claimed', 'a copy read out is not the record')
+    t.equal(await store.read('f'.repeat(32)), null, 'no such record')
+    await t.rejects(async () => { await store.create(newRecord({ id: record.id })) }, 'the id is taken')
+  })
+
+  t.test('a claim with the current secret takes the session: the fence goes up, the claimer holds it, the secret is new', async (t) => {
+    const store = makeStore()
+    const record = newRecord({ state: 'connected' })
+    await store.create(record)
+    const before = Date.now()
+    const result = await store.claim(request(record, { received: 3, sent: 3 }))
+    t.ok(result.ok)
+    if (!result.ok) return
+    t.equal(result.previous, 'A')
+    t.match(result.record, { id: record.id, fence: 2, instance: 'B', state: 'claimed', secret: 's1', heldSecret: 's0', route: record.route, url: record.url, owner: 'alice', createdAt: record.createdAt })
+    t.ok(result.record.claimedUntil >= before + CONFIRM_MS && result.record.claimedUntil <= Date.now() + CONFIRM_MS, 'awaits the client confirmMs')
+    t.same(await store.read(record.id), result.record, 'as kept')
+    result.record.fence = 99
+    t.equal((await store.read(record.id))!.fence, 2, 'the result is a copy')
+  })
+
+  t.test('claims that do not fit are refused, each with its reason, and change nothing', async (t) => {
+    const store = makeStore()
+    const record = newRecord({ owner: null })
+    await store.create(record)
+    const refusals: Array<[Partial<ClaimRequest>, string]> = [
+      [{ id: 'e'.repeat(32) }, 'unknown'],
+      [{ route: '/other' }, 'mismatch'],
+      [{ url: '/rooms/b' }, 'mismatch'],
+      [{ owner: 'bob' }, 'mismatch'],
+      [{ secret: 's9' }, 'secret'],
+      [{ secret: '' }, 'secret'],
+      [{ received: 5, sent: 4 }, 'count']
+    ]
+    for (const [change, refusal] of refusals) {
+      t.same(await store.claim(request(record, change)), { ok: false, refusal }, `${JSON.stringify(change)}: ${refusal}`)
+    }
+    t.same(await store.read(record.id), record, 'the record is as it was')
+    t.ok((await store.claim(request(record, { received: 4, sent: 4 }))).ok, 'a count of every message sent fits')
+  })
+
+  t.test('the held secret takes the session only once its claim stopped waiting: busy, with how long, until then', async (t) => {
+    const store = makeStore()
+    const first = await claimed(store)
+    const early = await store.claim(request(first, { secret: 's0', newSecret: 's2' }))
+    t.equal(early.ok, false)
+    if (early.ok) return
+    t.equal(early.refusal, 'busy')
+    t.ok(early.retryMs! > 0 && early.retryMs! <= CONFIRM_MS, `retryMs ${early.retryMs} within the window`)
+    t.same(await store.read(first.id), first, 'a busy claim changes nothing')
+    await sleep(2 * CONFIRM_MS)
+    const late = await store.claim(request(first, { secret: 's0', newSecret: 's2' }))
+    t.match(late, { ok: true, previous: 'B', record: { fence: 3, secret: 's2', heldSecret: 's0' } }, 'past it, the held secret claims')
+  })
+
+  t.test('once the client is heard, only the current secret claims; writes are fenced by the latest claim', async (t) => {
+    const store = makeStore()
+    const first = await claimed(store)
+    t.equal(await store.write(first.id, 2, { heard: true }, TTL_MS), 'ok')
+    t.match(await store.read(first.id), { state: 'connected', heldSecret: '' })
+    t.same(await store.claim(request(first, { secret: 's0' })), { ok: false, refusal: 'secret' }, 'the held secret is forgotten')
+    const second = await store.claim(request(first, { secret: 's1', newSecret: 's2', instance: 'C' }))
+    t.match(second, { ok: true, previous: 'B', record: { fence: 3, instance: 'C' } }, 'the current one takes it over, connected as it is')
+    for (const [what, write] of [
+      ['write', () => store.write(first.id, 2, { away: true }, TTL_MS)],
+      ['release', () => store.release(first.id, 2, TTL_MS)],
+      ['end', () => store.end(first.id, 2)]
+    ] as const) {
+      t.equal(await write(), 'fenced', `${what} under the older claim`)
+    }
+    t.match(await store.read(first.id), { fence: 3, state: 'claimed', instance: 'C' }, 'untouched by them')
+    t.equal(await store.end(first.id, 3), 'ok', 'the latest claim ends it')
+    t.equal(await store.read(first.id), null)
+    for (const [what, write] of [
+      ['write', () => store.write(first.id, 3, { heard: true }, TTL_MS)],
+      ['release', () => store.release(first.id, 3, TTL_MS)],
+      ['end', () => store.end(first.id, 3)]
+    ] as const) {
+      t.equal(await write(), 'lost', `${what} without a record`)
+    }
+    t.same(await store.claim(request(first, { secret: 's2' })), { ok: false, refusal: 'unknown' })
+  })
+
+  t.test('away, a session expires ttlMs later: read gives null, a claim unknown', async (t) => {
+    const store = makeStore()
+    const first = await claimed(store)
+    const before = Date.now()
+    t.equal(await store.write(first.id, 2, { away: true }, TTL_MS), 'ok')
+    const away = (await store.read(first.id))!
+    t.match(away, { state: 'away', instance: 'B' })
+    t.ok(away.expiresAt >= before + TTL_MS && away.expiresAt <= Date.now() + TTL_MS, 'ttlMs from the write')
+    t.equal(await store.write(first.id, 2, { away: true }, 1), 'ok')
+    await sleep(20)
+    t.equal(await store.read(first.id), null)
+    t.same(await store.claim(request(first, { secret: 's1' })), { ok: false, refusal: 'unknown' })
+    t.equal(await store.end(first.id, 2), 'lost', 'the claim let it go')
+  })
+
+  t.test('a claim released is held by nobody, away, and claimable with the secret the client resumed with', async (t) => {
+    const store = makeStore()
+    const first = await claimed(store)
+    t.equal(await store.release(first.id, 2, TTL_MS), 'ok')
+    t.match(await store.read(first.id), { state: 'away', instance: '', fence: 2, heldSecret: 's0' })
+    t.match(await store.claim(request(first, { secret: 's0', newSecret: 's2' })), { ok: true, previous: '', record: { fence: 3, state: 'claimed', secret: 's2' } })
+  })
+}
