@@ -92,7 +92,7 @@ export class SessionRegistry implements Sessions {
     const afterClaim = (result: ClaimResult): Awaitable<Prepared> => {
       if (result.ok && !session.ended) return { record: result.record, session, received: resume.received }
       // Ended while the claim was on its way: the record it took has no session left to resume.
-      if (result.ok) this.settle(this.store.end(session.id, result.record.fence), 'end')
+      if (result.ok) this.settle('end', () => this.store.end(session.id, result.record.fence))
       this.stats.sessions.resumeRefused++
       return this.create(route, request.url, owner)
     }
@@ -109,6 +109,15 @@ export class SessionRegistry implements Sessions {
     // Read once at the upgrade, while the TCP socket surely still has a peer address.
     const ip = socket[kIp]
     const { record, session: claimed } = prepared
+    // Ended after the store's answer, before this turn (made room for another, overflowed): nothing is left to
+    // resume, and a new session cannot begin without the store. The client comes back and begins one.
+    if (claimed?.ended === true) {
+      this.settle('end', () => this.store.end(record.id, record.fence))
+      this.stats.sessions.resumeRefused++
+      socket[kCause] = 'session'
+      socket.close(1013, 'Session ended')
+      return false
+    }
     if (claimed !== null) {
       this.takeOver(claimed)
       this.moveTo(claimed, ip)
@@ -120,7 +129,7 @@ export class SessionRegistry implements Sessions {
       return true
     }
     if (!this.makeRoom(ip)) {
-      this.settle(this.store.end(record.id, record.fence), 'end')
+      this.settle('end', () => this.store.end(record.id, record.fence))
       this.stats.sessions.rejected++
       socket[kCause] = 'session'
       socket.close(1013, 'Too many sessions')
@@ -144,16 +153,16 @@ export class SessionRegistry implements Sessions {
   abandon (prepared: Prepared): void {
     const { record, session } = prepared
     if (session === null) {
-      this.settle(this.store.end(record.id, record.fence), 'end')
+      this.settle('end', () => this.store.end(record.id, record.fence))
       return
     }
     session.fence = record.fence
-    this.settle(this.store.release(record.id, record.fence, session.route.resume.ttlMs), 'release')
+    this.settle('release', () => this.store.release(record.id, record.fence, session.route.resume.ttlMs))
   }
 
   /** The client was heard on its connection: the secret it resumed with is no good any more. */
   heard (session: Session): void {
-    this.settle(this.store.write(session.id, session.fence, { heard: true }, session.route.resume.ttlMs), 'write')
+    this.settle('write', () => this.store.write(session.id, session.fence, { heard: true }, session.route.resume.ttlMs))
   }
 
   /** The session's socket closed: it waits `ttlMs` for the client to come back. */
@@ -162,7 +171,7 @@ export class SessionRegistry implements Sessions {
     session.socket = null
     this.away.add(session)
     this.scheduler.add(session, now + ttlMs)
-    this.settle(this.store.write(session.id, session.fence, { away: true }, ttlMs), 'write')
+    this.settle('write', () => this.store.write(session.id, session.fence, { away: true }, ttlMs))
   }
 
   /** The scheduler's callback for a session: nobody came back in time. */
@@ -222,7 +231,7 @@ export class SessionRegistry implements Sessions {
 
   private end (session: Session): void {
     session.ended = true
-    this.settle(this.store.end(session.id, session.fence), 'end')
+    this.settle('end', () => this.store.end(session.id, session.fence))
     this.held.delete(session.id)
     this.stats.sessions.active--
     this.scheduler.remove(session)
@@ -261,8 +270,14 @@ export class SessionRegistry implements Sessions {
    * session is right to be. One that failed leaves the record behind the
    * live session (a resume it should allow may be refused), so it is logged.
    */
-  private settle (result: Awaitable<unknown>, what: string): void {
-    if (isThenable(result)) result.then(undefined, (err: unknown) => this.log.warn({ err }, `session store: ${what} failed`))
+  private settle (what: string, write: () => Awaitable<unknown>): void {
+    const failed = (err: unknown): void => { this.log.warn({ err }, `session store: ${what} failed`) }
+    try {
+      const result = write()
+      if (isThenable(result)) result.then(undefined, failed)
+    } catch (err) {
+      failed(err)
+    }
   }
 
   /** Room for one more session from `ip`: the caps are met by ending sessions whose client is away, longest away first. */

@@ -36,11 +36,13 @@ export class MemorySessionStore implements SessionStore {
     }
     if (record.route !== request.route || record.url !== request.url || record.owner !== request.owner) return { ok: false, refusal: 'mismatch' }
     // The secret the client resumed with last stays good while that resume's welcome may have been lost: once its
-    // connection is gone, or its claim stopped waiting; two resumes with one secret cannot both win.
+    // connection is gone, or once the claim of another instance stopped waiting (that instance may have died before
+    // its client heard it). A claim of the asking instance itself waits as long as its connection lives: it writes
+    // `away` when that closes. Two resumes with one secret cannot both win.
     const held = record.heldSecret !== '' && sameSecret(record.heldSecret, request.secret)
-    const waiting = record.state === 'claimed' && record.claimedUntil > now
+    const waiting = record.state === 'claimed' && (record.claimedUntil > now || record.instance === request.instance)
     if (!sameSecret(record.secret, request.secret) && !(held && !waiting)) {
-      return held && waiting ? { ok: false, refusal: 'busy', retryMs: record.claimedUntil - now } : { ok: false, refusal: 'secret' }
+      return held && waiting ? { ok: false, refusal: 'busy', retryMs: Math.max(record.claimedUntil - now, 0) } : { ok: false, refusal: 'secret' }
     }
     // A count of messages received that the session never sent: the client speaks of another conversation.
     if (request.received > request.sent) return { ok: false, refusal: 'count' }

@@ -233,8 +233,10 @@ function beginSession (socket: ReliableSocket, request: FastifyRequest, prepared
  */
 function storeFailed (socket: ReliableSocket, err: unknown, paused: boolean): void {
   if (paused) readAgain(socket)
+  socketLog(socket).warn({ err }, 'session store failed')
+  // Closed while the store answered: nobody is left to tell.
+  if (socket.readyState !== OPEN) return
   socket[kRoute]!.ctx.stats.sessions.storeUnavailable++
-  socketLog(socket).warn({ err }, 'session store failed: the client is told to retry')
   socket[kCause] = 'session'
   socket[kSendControl](encodeControl({ t: 'retry', ms: Math.floor(Math.random() * STORE_RETRY_WINDOW_MS) }))
   socket.close(1013, 'Session store unavailable')

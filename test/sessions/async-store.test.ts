@@ -223,7 +223,7 @@ t.test('a store that fails while a session begins or resumes: the client is told
     t.same(handled, [], 'no handler')
     t.match(app.wsStats.sessions, { storeUnavailable: 1, active: 0, resumeRefused: 0 })
     await waitFor(() => app.wsStats.closeCauses.session === 1, 3000, 'the close, cause session')
-    t.ok(warnings.includes('session store failed: the client is told to retry'))
+    t.ok(warnings.includes('session store failed'))
   }
 })
 
@@ -261,4 +261,67 @@ t.test('writes that fail are logged, and the session goes on', async (t) => {
   await app.close()
   await waitFor(() => warnings.filter((line) => line.startsWith('session store:')).length >= 4, 3000, 'the warnings')
   t.same([...new Set(warnings.filter((line) => line.startsWith('session store:')))].sort(), ['session store: end failed', 'session store: write failed'])
+})
+
+t.test('a session that ends after its claim is answered, before it is opened: the client gets 1013 and no welcome, the record is ended', async (t) => {
+  // The claim's answer arrives; two microtasks later, before the registry opens the session, the app's send to it
+  // passes its buffer and ends it.
+  class EndsAfterClaim extends AsyncStore {
+    hook: (() => void) | null = null
+    override async claim (request: Parameters<AsyncStore['claim']>[0]): ReturnType<AsyncStore['claim']> {
+      const result = await super.claim(request)
+      const hook = this.hook
+      if (hook !== null) queueMicrotask(() => queueMicrotask(hook))
+      return result
+    }
+  }
+  const store = new EndsAfterClaim()
+  const { app, url, handled } = await storeServer(t, store, {}, { maxBufferedMessages: 1 })
+  const old = await away(app, url)
+  const session = app.wsSessions.get(old.session)!
+  store.hook = () => { session.send('one too many') }
+  const peer = new Peer(url('/s'), resumeToken(old.session, old.token, 0))
+  t.match(await peer.closed, { code: 1013, reason: 'Session ended' })
+  t.same(peer.frames, [], 'no welcome for a session that has ended')
+  t.equal(session.ended, true)
+  t.same(handled, [false], 'no handler for it')
+  await waitFor(() => store.memory.read(old.session) === null, 3000, 'the record the claim took to be ended')
+  t.match(app.wsStats.sessions, { overflowed: 1, resumeRefused: 1, resumed: 0, active: 0 })
+  const back = new Peer(url('/s'), resumeToken(old.session, old.token, 0))
+  t.match(await back.welcome(), { resumed: false }, 'coming back, the client begins a new session')
+  back.ws.close()
+  await back.closed
+  t.equal(app.wsStats.sessions.active, 1, 'the new session alone: the ended one is not counted twice')
+})
+
+t.test('a store that throws from a write, release or end: logged, and the session goes on', async (t) => {
+  class ThrowingWrites extends MemorySessionStore {
+    override write (): never { throw new Error('busy') }
+    override end (): never { throw new Error('busy') }
+  }
+  const { app, url, received, warnings } = await storeServer(t, new ThrowingWrites(), {}, { ttlMs: 100 })
+  const peer = new Peer(url('/s'))
+  const welcome = await peer.welcome()
+  peer.ws.send('heard')
+  await waitFor(() => received.length === 1, 3000, 'the message')
+  peer.ws.terminate()
+  await waitFor(() => app.wsSessions.get(welcome.session) === undefined, 3000, 'the session to expire')
+  t.same(warnings.filter((w) => w.startsWith('session store')), ['session store: write failed', 'session store: write failed', 'session store: end failed'])
+  t.match(app.wsStats.sessions, { expired: 1, active: 0 })
+})
+
+t.test('a store that fails after the socket closed: nobody is told, nothing is counted', async (t) => {
+  const store = new AsyncStore()
+  const { app, url, warnings } = await storeServer(t, store)
+  const old = await away(app, url)
+  const upgraded: ReliableSocket[] = []
+  app.websocketServer.on('connection', (socket) => upgraded.push(socket as unknown as ReliableSocket))
+  store.delays.claim = 100
+  store.failing.add('claim')
+  const gone = new Peer(url('/s'), resumeToken(old.session, old.token, 0))
+  await waitFor(() => store.calls.includes('claim'), 3000, 'the claim')
+  upgraded[0].terminate()
+  await waitFor(() => warnings.includes('session store failed'), 3000, 'the failure logged')
+  t.same(gone.frames, [])
+  t.match(app.wsStats.sessions, { storeUnavailable: 0 })
 })

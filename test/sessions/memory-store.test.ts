@@ -2,7 +2,7 @@
 import t from 'tap'
 import { MemorySessionStore } from '../../lib/sessions/session-store'
 import { AsyncStore } from '../helpers/session-stores'
-import { runStoreContract } from './store-contract'
+import { runStoreContract } from '../helpers/store-contract'
 
 t.test('the memory store', async (t) => runStoreContract(t, () => new MemorySessionStore()))
 t.test('a store answering with promises', async (t) => runStoreContract(t, () => new AsyncStore()))

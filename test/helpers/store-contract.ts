@@ -2,7 +2,7 @@
 // Every answer is awaited, so one contract holds for stores that answer at once and with promises alike.
 import type { Test } from 'tap'
 import type fastifyReliableWs = require('../../types/index')
-import { sleep } from '../helpers/helpers'
+import { sleep } from './helpers'
 
 type SessionStore = fastifyReliableWs.SessionStore
 type SessionRecord = fastifyReliableWs.SessionRecord
@@ -118,8 +118,10 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore): void 
     t.ok(early.retryMs! > 0 && early.retryMs! <= CONFIRM_MS, `retryMs ${early.retryMs} within the window`)
     t.same(await store.read(first.id), first, 'a busy claim changes nothing')
     await sleep(2 * CONFIRM_MS)
-    const late = await store.claim(request(first, { secret: 's0', newSecret: 's2' }))
-    t.match(late, { ok: true, previous: 'B', record: { fence: 3, secret: 's2', heldSecret: 's0' } }, 'past it, the held secret claims')
+    t.match(await store.claim(request(first, { secret: 's0', newSecret: 's2' })), { ok: false, refusal: 'busy' },
+      'past it, not on the claiming instance itself: its connection lives until it writes away')
+    const late = await store.claim(request(first, { secret: 's0', newSecret: 's2', instance: 'C' }))
+    t.match(late, { ok: true, previous: 'B', record: { fence: 3, instance: 'C', secret: 's2', heldSecret: 's0' } }, 'past it, the held secret claims on another instance')
   })
 
   t.test('once the client is heard, only the current secret claims; writes are fenced by the latest claim', async (t) => {
