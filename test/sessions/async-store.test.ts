@@ -40,6 +40,13 @@ async function storeServer (t: Teardown, sessionStore: SessionStore | undefined,
   return { ...server, received, handled, warnings }
 }
 
+/** The server's side of every socket upgraded from now on. */
+function upgrades (app: FastifyInstance): ReliableSocket[] {
+  const upgraded: ReliableSocket[] = []
+  app.websocketServer.on('connection', (socket) => upgraded.push(socket as unknown as ReliableSocket))
+  return upgraded
+}
+
 /** A session begun and left: its client away, one message sent to it meanwhile. */
 async function away (app: FastifyInstance, url: (path: string) => string): Promise<Welcome> {
   const peer = new Peer(url('/s'))
@@ -48,6 +55,21 @@ async function away (app: FastifyInstance, url: (path: string) => string): Promi
   await waitFor(() => app.wsSessions.get(welcome.session)?.connected === false, 3000, 'the client to be away')
   app.wsSessions.get(welcome.session)!.send('while away')
   return welcome
+}
+
+/**
+ * A session left away, its client resuming: the server closes the new socket while the claim is on its way (a
+ * paused socket reads nothing, so its peer's leaving goes unseen until then).
+ */
+async function cutWhileClaiming (t: Teardown, store: AsyncStore): Promise<Awaited<ReturnType<typeof storeServer>> & { old: Welcome, gone: Peer }> {
+  const server = await storeServer(t, store)
+  const old = await away(server.app, server.url)
+  const upgraded = upgrades(server.app)
+  store.delays.claim = 100
+  const gone = new Peer(server.url('/s'), resumeToken(old.session, old.token, 0))
+  await waitFor(() => store.calls.includes('claim'), 3000, 'the claim')
+  upgraded[0].terminate()
+  return { ...server, old, gone }
 }
 
 t.test("with the memory store the welcome is written in the upgrade's own tick; with a store answering later, after it", async (t) => {
@@ -134,15 +156,7 @@ t.test('with a store answering with promises a resume the claim refuses begins a
 
 t.test('a socket closed while its claim is pending lets the claim go: the session stays away, resumable later', async (t) => {
   const store = new AsyncStore()
-  const { app, url, handled } = await storeServer(t, store)
-  const old = await away(app, url)
-  const upgraded: ReliableSocket[] = []
-  app.websocketServer.on('connection', (socket) => upgraded.push(socket as unknown as ReliableSocket))
-  store.delays.claim = 100
-  const gone = new Peer(url('/s'), resumeToken(old.session, old.token, 0))
-  await waitFor(() => store.calls.includes('claim'), 3000, 'the claim')
-  // Closed by the server meanwhile (a paused socket reads nothing, so its peer's leaving goes unseen until then).
-  upgraded[0].terminate()
+  const { app, url, handled, old, gone } = await cutWhileClaiming(t, store)
   await waitFor(() => store.calls.includes('release'), 3000, 'the claim to be let go')
   t.same(gone.frames, [], 'no welcome')
   t.same(handled, [false], 'no handler for it')
@@ -160,8 +174,7 @@ t.test('a socket closed while its claim is pending lets the claim go: the sessio
 t.test('a socket closed while an async owner is asked gets no session: the store is not asked', async (t) => {
   const store = new AsyncStore()
   const { app, url, handled } = await storeServer(t, store, {}, { owner: async () => await new Promise((resolve) => setTimeout(resolve, 100, 'alice')) })
-  const upgraded: ReliableSocket[] = []
-  app.websocketServer.on('connection', (socket) => upgraded.push(socket as unknown as ReliableSocket))
+  const upgraded = upgrades(app)
   const gone = new Peer(url('/s'))
   await waitFor(() => upgraded.length === 1, 3000, 'the upgrade')
   upgraded[0].terminate()
@@ -175,8 +188,7 @@ t.test('a socket closed while an async owner is asked gets no session: the store
 t.test('a new session whose socket closed while the store created it is ended', async (t) => {
   const store = new AsyncStore()
   const { app, url, handled } = await storeServer(t, store)
-  const upgraded: ReliableSocket[] = []
-  app.websocketServer.on('connection', (socket) => upgraded.push(socket as unknown as ReliableSocket))
+  const upgraded = upgrades(app)
   store.delays.create = 100
   const gone = new Peer(url('/s'))
   await waitFor(() => store.calls.includes('create'), 3000, 'the creation')
@@ -312,15 +324,8 @@ t.test('a store that throws from a write, release or end: logged, and the sessio
 
 t.test('a store that fails after the socket closed: nobody is told, nothing is counted', async (t) => {
   const store = new AsyncStore()
-  const { app, url, warnings } = await storeServer(t, store)
-  const old = await away(app, url)
-  const upgraded: ReliableSocket[] = []
-  app.websocketServer.on('connection', (socket) => upgraded.push(socket as unknown as ReliableSocket))
-  store.delays.claim = 100
   store.failing.add('claim')
-  const gone = new Peer(url('/s'), resumeToken(old.session, old.token, 0))
-  await waitFor(() => store.calls.includes('claim'), 3000, 'the claim')
-  upgraded[0].terminate()
+  const { app, warnings, gone } = await cutWhileClaiming(t, store)
   await waitFor(() => warnings.includes('session store failed'), 3000, 'the failure logged')
   t.same(gone.frames, [])
   t.match(app.wsStats.sessions, { storeUnavailable: 0 })
