@@ -19,8 +19,8 @@ export const groups = {
     tests: ['test/limits/rate-limit.test.ts', 'test/limits/rate-limit.mutants.test.ts', 'test/limits/control-flood.test.ts']
   },
   sessions: {
-    mutate: ['lib/sessions/session.ts', 'lib/sessions/session-registry.ts'],
-    tests: ['test/sessions/sessions.test.ts', 'test/sessions/sessions.mutants.test.ts', 'test/sessions/hostile-sessions.test.ts']
+    mutate: ['lib/sessions/session.ts', 'lib/sessions/session-registry.ts', 'lib/sessions/session-store.ts'],
+    tests: ['test/sessions/sessions.test.ts', 'test/sessions/sessions.mutants.test.ts', 'test/sessions/hostile-sessions.test.ts', 'test/sessions/memory-store.test.ts', 'test/sessions/async-store.test.ts']
   },
   subprotocol: {
     mutate: ['lib/messages/subprotocol.ts'],
