@@ -24,8 +24,8 @@ interface Prepared extends PreparedSession {
 // What a kept message costs beyond its bytes (its record and its slot in the outbox), so that the instance's
 // budget also bounds a flood of tiny messages.
 const MESSAGE_OVERHEAD = 64
-// How long a claim awaits its client before the secret it resumed with may take the session over again: a client
-// heard from within it (it pings every few seconds) is surely on the new connection.
+// How long another instance's claim awaits its client before the secret the client resumed with may take the session
+// over again (the claimer may have died before its welcome went out); a live client acknowledges its welcome at once.
 const CONFIRM_MS = 5000
 
 /**
