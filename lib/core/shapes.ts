@@ -172,8 +172,8 @@ export interface PreparedSession {
 export interface Sessions {
   /** Settles in the store the session of a socket just accepted: begun, or resumed. Throws or rejects when the store fails. */
   prepare (route: SessionRoute, request: FastifyRequest, owner: string | null): Awaitable<PreparedSession>
-  /** Makes the prepared session the socket's; false when it was refused (the socket is closed). Synchronous. */
-  open (socket: ReliableSocket, route: SessionRoute, prepared: PreparedSession): boolean
+  /** Makes the prepared session the socket's, or refuses it by closing the socket. Synchronous. */
+  open (socket: ReliableSocket, route: SessionRoute, prepared: PreparedSession): void
   /** The socket closed while its session was being prepared: what was settled is let go. */
   abandon (prepared: PreparedSession): void
   detach (session: SocketSession, now: number): void

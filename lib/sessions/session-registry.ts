@@ -92,7 +92,7 @@ export class SessionRegistry implements Sessions {
     const afterClaim = (result: ClaimResult): Awaitable<Prepared> => {
       if (result.ok && !session.ended) return { record: result.record, session, received: resume.received }
       // Ended while the claim was on its way: the record it took has no session left to resume.
-      if (result.ok) this.settle('end', () => this.store.end(session.id, result.record.fence))
+      if (result.ok) this.endRecord(session.id, result.record.fence)
       this.stats.sessions.resumeRefused++
       return this.create(route, request.url, owner)
     }
@@ -102,21 +102,22 @@ export class SessionRegistry implements Sessions {
   /**
    * Makes the prepared session the socket's, before the application's
    * handler, so the welcome and every message replayed reach the client
-   * before anything the handler sends. False when there is no room for a new
-   * session: the socket is then closed with 1013.
+   * before anything the handler sends. When there is no room for a new
+   * session the socket is closed with 1013 instead (and the handler, seeing
+   * it closing, is not called).
    */
-  open (socket: ReliableSocket, route: SessionRoute, prepared: Prepared): boolean {
+  open (socket: ReliableSocket, route: SessionRoute, prepared: Prepared): void {
     // Read once at the upgrade, while the TCP socket surely still has a peer address.
     const ip = socket[kIp]
     const { record, session: claimed } = prepared
     // Ended after the store's answer, before this turn (made room for another, overflowed): nothing is left to
     // resume, and a new session cannot begin without the store. The client comes back and begins one.
     if (claimed?.ended === true) {
-      this.settle('end', () => this.store.end(record.id, record.fence))
+      this.endRecord(record.id, record.fence)
       this.stats.sessions.resumeRefused++
       socket[kCause] = 'session'
       socket.close(1013, 'Session ended')
-      return false
+      return
     }
     if (claimed !== null) {
       this.takeOver(claimed)
@@ -126,14 +127,14 @@ export class SessionRegistry implements Sessions {
       claimed.attach(socket, prepared.received, record.secret)
       this.stats.sessions.resumed++
       this.stats.sessions.replayed += claimed.unacknowledged
-      return true
+      return
     }
     if (!this.makeRoom(ip)) {
-      this.settle('end', () => this.store.end(record.id, record.fence))
+      this.endRecord(record.id, record.fence)
       this.stats.sessions.rejected++
       socket[kCause] = 'session'
       socket.close(1013, 'Too many sessions')
-      return false
+      return
     }
     const session = new Session(record.id, route, this, record.url, record.owner, ip)
     session.fence = record.fence
@@ -141,7 +142,6 @@ export class SessionRegistry implements Sessions {
     this.ipSessions(ip).add(session)
     this.stats.sessions.active++
     session.attach(socket, 0, record.secret)
-    return true
   }
 
   /**
@@ -153,7 +153,7 @@ export class SessionRegistry implements Sessions {
   abandon (prepared: Prepared): void {
     const { record, session } = prepared
     if (session === null) {
-      this.settle('end', () => this.store.end(record.id, record.fence))
+      this.endRecord(record.id, record.fence)
       return
     }
     session.fence = record.fence
@@ -170,6 +170,10 @@ export class SessionRegistry implements Sessions {
     const ttlMs = session.route.resume.ttlMs
     session.socket = null
     this.away.add(session)
+    // Its address's sessions too are kept longest away first, for the per-address cap.
+    const mine = this.perIp.get(session.ip)!
+    mine.delete(session)
+    mine.add(session)
     this.scheduler.add(session, now + ttlMs)
     this.settle('write', () => this.store.write(session.id, session.fence, { away: true }, ttlMs))
   }
@@ -231,7 +235,7 @@ export class SessionRegistry implements Sessions {
 
   private end (session: Session): void {
     session.ended = true
-    this.settle('end', () => this.store.end(session.id, session.fence))
+    this.endRecord(session.id, session.fence)
     this.held.delete(session.id)
     this.stats.sessions.active--
     this.scheduler.remove(session)
@@ -262,6 +266,10 @@ export class SessionRegistry implements Sessions {
     const created = this.store.create(record)
     const prepared: Prepared = { record, session: null, received: 0 }
     return isThenable(created) ? Promise.resolve(created).then(() => prepared) : prepared
+  }
+
+  private endRecord (id: string, fence: number): void {
+    this.settle('end', () => this.store.end(id, fence))
   }
 
   /**

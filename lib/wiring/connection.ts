@@ -218,10 +218,7 @@ function beginSession (socket: ReliableSocket, request: FastifyRequest, prepared
   const sessions = route.ctx.sessions
   // Closed while the store answered (by shutdown or a timeout: a paused socket does not see its peer leave).
   if (socket.readyState !== OPEN) sessions.abandon(prepared)
-  else if (!sessions.open(socket, route, prepared)) {
-    if (paused) readAgain(socket)
-    return
-  }
+  else sessions.open(socket, route, prepared)
   return callHandler(socket, request, handler, thisArg, paused)
 }
 

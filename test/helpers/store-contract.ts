@@ -117,6 +117,8 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore): void 
     t.equal(early.refusal, 'busy')
     t.ok(early.retryMs! > 0 && early.retryMs! <= CONFIRM_MS, `retryMs ${early.retryMs} within the window`)
     t.same(await store.read(first.id), first, 'a busy claim changes nothing')
+    t.match(await store.claim(request(first, { secret: 's0', newSecret: 's2', instance: 'C' })), { ok: false, refusal: 'busy' },
+      'within it, on another instance too')
     await sleep(2 * CONFIRM_MS)
     t.match(await store.claim(request(first, { secret: 's0', newSecret: 's2' })), { ok: false, refusal: 'busy' },
       'past it, not on the claiming instance itself: its connection lives until it writes away')

@@ -19,14 +19,20 @@ import { AsyncStore } from '../helpers/session-stores'
 
 type Teardown = { teardown: (fn: () => unknown) => void }
 
-/** A route with sessions on `sessionStore` (and `resume` options); what its app received, the handler's calls, and Fastify's warnings. */
-async function storeServer (t: Teardown, sessionStore: SessionStore | undefined, options: object = {}, resume: object = {}): Promise<{ app: FastifyInstance, url: (path: string) => string, port: number, received: string[], handled: boolean[], warnings: string[] }> {
+/**
+ * A route with sessions on `sessionStore` (and `resume` options); what its app received, the handler's calls, and
+ * Fastify's warnings (with the message of the error each names, if any).
+ */
+async function storeServer (t: Teardown, sessionStore: SessionStore | undefined, options: object = {}, resume: object = {}): Promise<{ app: FastifyInstance, url: (path: string) => string, port: number, received: string[], handled: boolean[], warnings: string[], errors: Array<string | undefined> }> {
   const received: string[] = []
   const handled: boolean[] = []
   const warnings: string[] = []
+  const errors: Array<string | undefined> = []
   const stream = new Writable({
     write (line, _encoding, done) {
-      warnings.push(JSON.parse(line.toString()).msg)
+      const entry = JSON.parse(line.toString())
+      warnings.push(entry.msg)
+      errors.push(entry.err?.message)
       done()
     }
   })
@@ -37,7 +43,7 @@ async function storeServer (t: Teardown, sessionStore: SessionStore | undefined,
     })
   }, { logger: { level: 'warn', stream } })
   t.teardown(() => server.app.close())
-  return { ...server, received, handled, warnings }
+  return { ...server, received, handled, warnings, errors }
 }
 
 /** The server's side of every socket upgraded from now on. */
@@ -329,4 +335,13 @@ t.test('a store that fails after the socket closed: nobody is told, nothing is c
   await waitFor(() => warnings.includes('session store failed'), 3000, 'the failure logged')
   t.same(gone.frames, [])
   t.match(app.wsStats.sessions, { storeUnavailable: 0 })
+})
+
+t.test('a claim let go whose release fails: logged with its error, and the session stays away here', async (t) => {
+  const store = new AsyncStore()
+  store.failing.add('release')
+  const { app, warnings, errors, old } = await cutWhileClaiming(t, store)
+  await waitFor(() => warnings.includes('session store: release failed'), 3000, 'the failure logged')
+  t.equal(errors[warnings.indexOf('session store: release failed')], 'store down (release)', 'with the store\'s error')
+  t.match(app.wsSessions.get(old.session), { connected: false, ended: false })
 })

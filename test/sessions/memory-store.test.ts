@@ -19,3 +19,11 @@ t.test('the memory store answers at once: plain values, never promises', async (
   t.match(store.read(record.id), { state: 'away' })
   t.equal(store.end(record.id, 2), 'ok')
 })
+
+t.test('the memory store refuses an id taken by throwing, naming the id', async (t) => {
+  const store = new MemorySessionStore()
+  const now = Date.now()
+  const record = { id: '2'.padStart(32, '0'), route: '/s', url: '/s', owner: null, secret: 's0', heldSecret: '', fence: 1, instance: 'A', state: 'claimed' as const, claimedUntil: now, expiresAt: now, createdAt: now }
+  store.create(record)
+  t.throws(() => store.create({ ...record }), { message: `session ${record.id} exists already` })
+})

@@ -3,8 +3,14 @@ import t from 'tap'
 import { once } from 'node:events'
 import WebSocket from 'ws'
 import type { FastifyInstance } from 'fastify'
+import type fastifyReliableWs = require('../../types/index')
 import { PROTOCOL, resumeToken } from '../../lib/protocol/protocol'
+import { MemorySessionStore } from '../../lib/sessions/session-store'
 import { closeEvent, sleep, start, waitFor } from '../helpers/helpers'
+
+type RecordChanges = fastifyReliableWs.RecordChanges
+type SessionRecord = fastifyReliableWs.SessionRecord
+type WriteResult = fastifyReliableWs.WriteResult
 
 /** A route with sessions that records the messages its app received. */
 async function sessionServer (t: { teardown: (fn: () => unknown) => void }, options = {}): Promise<{ app: FastifyInstance, url: string, received: string[] }> {
@@ -99,4 +105,129 @@ t.test('a session is resumed only on its own route, even where another route ans
   t.equal(own.welcome.resumed, true, 'its own route resumes it')
   own.ws.terminate()
   await sleep(10)
+})
+
+/** The memory store, keeping a list of what the registry wrote to it. */
+class RecordingStore extends MemorySessionStore {
+  readonly created: string[] = []
+  readonly writes: Array<{ id: string, changes: RecordChanges }> = []
+
+  override create (record: SessionRecord): void {
+    this.created.push(record.id)
+    super.create(record)
+  }
+
+  override write (id: string, fence: number, changes: RecordChanges, ttlMs: number): WriteResult {
+    this.writes.push({ id, changes })
+    return super.write(id, fence, changes, ttlMs)
+  }
+}
+
+t.test("a new session's record: claimed by this instance for 5 s, expiring ttlMs after it began, no secret held", async (t) => {
+  const store = new RecordingStore()
+  const { url } = await sessionServer(t, { sessionStore: store })
+  const { ws, welcome } = await raw(url)
+  t.teardown(() => ws.terminate())
+  const record = store.read(welcome.session)!
+  t.match(record, { state: 'claimed', fence: 1, heldSecret: '', secret: welcome.token, route: '/s', url: '/s', owner: null })
+  t.equal(record.claimedUntil - record.createdAt, 5000)
+  t.equal(record.expiresAt - record.createdAt, 120_000, "the route's ttlMs")
+})
+
+t.test('the record learns once per connection that its client was heard, not once per message', async (t) => {
+  const store = new RecordingStore()
+  const { app, url, received } = await sessionServer(t, { sessionStore: store })
+  const first = await raw(url)
+  for (let i = 0; i < 5; i++) first.ws.send(`m${i}`)
+  await waitFor(() => received.length === 5, 2000, 'the messages')
+  first.ws.terminate()
+  await waitFor(() => app.wsSessions.get(first.welcome.session)?.connected === false, 2000, 'the server to notice')
+  const second = await raw(url, resumeToken(first.welcome.session, first.welcome.token, 0))
+  t.teardown(() => second.ws.terminate())
+  for (let i = 0; i < 5; i++) second.ws.send(`n${i}`)
+  await waitFor(() => received.length === 10, 2000, 'the messages after the resume')
+  t.same(store.writes.map((w) => w.changes), [{ heard: true }, { away: true }, { heard: true }])
+})
+
+t.test('a new session refused for want of room: its record is ended and the handler is not called', async (t) => {
+  const store = new RecordingStore()
+  let handled = 0
+  const server = await start({ sessionStore: store, limits: { maxSessions: 1 } }, (app) => {
+    app.get('/s', { websocket: true, config: { reliable: { resume: true } } }, () => { handled++ })
+  })
+  t.teardown(() => server.app.close())
+  const first = await raw(server.url('/s'))
+  t.teardown(() => first.ws.terminate())
+  const refused = new WebSocket(server.url('/s'), PROTOCOL)
+  t.same(await closeEvent(refused), { code: 1013, reason: 'Too many sessions' })
+  t.equal(handled, 1, 'only the first connection reached the handler')
+  t.equal(store.created.length, 2)
+  t.not(store.read(store.created[0]), null, 'the live session keeps its record')
+  t.equal(store.read(store.created[1]), null, 'the refused one has none left')
+})
+
+t.test("the per-address cap ends the address's session away longest, whatever the order they began in", async (t) => {
+  const { app, url } = await sessionServer(t, { limits: { maxSessionsPerIp: 2 } })
+  const older = await raw(url)
+  const newer = await raw(url)
+  // The newer one goes first, so it has been away longest.
+  for (const { ws, welcome } of [newer, older]) {
+    ws.terminate()
+    await waitFor(() => app.wsSessions.get(welcome.session)?.connected === false, 2000, 'the server to notice')
+  }
+  const third = await raw(url)
+  t.teardown(() => third.ws.terminate())
+  t.equal(app.wsSessions.get(newer.welcome.session), undefined, 'the one away longest made room')
+  t.equal(app.wsSessions.get(older.welcome.session)?.connected, false, 'the other is still kept')
+  t.equal(app.wsStats.sessions.evicted, 1)
+})
+
+t.test('an address whose sessions have all ended is forgotten', async (t) => {
+  const { app, url } = await sessionServer(t, { limits: { maxSessionsPerIp: 1 } })
+  const registry = app.wsSessions as unknown as { perIp: Map<string, unknown> }
+  const from = async (localAddress: string): Promise<Awaited<ReturnType<typeof raw>>> => {
+    const ws = new WebSocket(url, PROTOCOL, { localAddress })
+    const [data] = await once(ws, 'message')
+    return { ws, welcome: JSON.parse(data.toString().slice(1)) }
+  }
+  const a = await from('127.0.0.2')
+  const b = await from('127.0.0.3')
+  t.equal(registry.perIp.size, 2)
+  // Each session ends: one overflows, the other is replaced by a new one from its address.
+  t.notOk(app.wsSessions.get(a.welcome.session)!.send('x'.repeat((1 << 20) + 1)))
+  b.ws.terminate()
+  await waitFor(() => app.wsSessions.get(b.welcome.session)?.connected === false, 2000, 'the server to notice')
+  const c = await from('127.0.0.4')
+  t.teardown(() => c.ws.terminate())
+  app.wsSessions.get(b.welcome.session)!.send('x'.repeat((1 << 20) + 1))
+  await waitFor(() => registry.perIp.size === 1, 2000, 'the addresses with no session left to be dropped')
+  t.same([...registry.perIp.keys()], ['127.0.0.4'])
+  a.ws.terminate()
+})
+
+t.test('the outbox gives back acknowledged slots in bulk: once 1024 are freed and they are at least half of it', async (t) => {
+  const { app, url } = await start({ heartbeat: false }, (app) => {
+    app.get('/s', { websocket: true, config: { reliable: { resume: { maxBufferedMessages: 4096 } } } }, () => {})
+  })
+  t.teardown(() => app.close())
+  const { ws, welcome } = await raw(url('/s'))
+  t.teardown(() => ws.terminate())
+  const session = app.wsSessions.get(welcome.session)!
+  const inside = session as unknown as { outbox: unknown[], head: number }
+  let sent = 0
+  const sendN = (n: number): void => { for (let i = 0; i < n; i++, sent++) session.send('m') }
+  const ack = async (n: number): Promise<void> => {
+    ws.send(`\u0000{"t":"ack","n":${n}}`)
+    await waitFor(() => sent - session.unacknowledged === n, 2000, `the acknowledgement of ${n}`)
+  }
+  sendN(1024)
+  await ack(1023)
+  t.same([inside.outbox.length, inside.head], [1024, 1023], '1023 freed, more than half: kept until 1024')
+  sendN(1024)
+  await ack(1024)
+  t.same([inside.outbox.length, inside.head], [1024, 0], '1024 freed, exactly half: given back')
+  sendN(2048)
+  await ack(2048)
+  t.same([inside.outbox.length, inside.head], [3072, 1024], '1024 freed, a third: kept')
+  t.equal(session.unacknowledged, 2048)
 })
