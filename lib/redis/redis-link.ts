@@ -37,7 +37,7 @@ export interface LinkSettings {
 
 /** What the link tells its user; set once by `start`. */
 export interface LinkEvents {
-  /** The state changed (told once start() has resolved); `cause`: the last error seen, or why the probe failed. */
+  /** The state changed (`up` first, as start() subscribes); `cause` of a `down`: the last error seen since the previous change, why the probe failed, or which connection closed. */
   state (state: 'up' | 'down', cause: Error | null): void
   /** A moment to retry commands that failed: the command connection is ready again, or a probe interval has passed. */
   retry (): void
@@ -167,7 +167,10 @@ export class RedisLink {
     const state = this.pub.status === 'ready' && this.subscribed && !this.probeFailed ? 'up' : 'down'
     if (state === this.state) return
     this.state = state
-    this.events!.state(state, this.lastError)
+    // A connection that ends without an error (Redis's process gone, closing its sockets) is a cause all the same.
+    const cause = state === 'up' ? null : this.lastError ?? new Error(`the ${this.pub.status === 'ready' ? 'subscriber' : 'command'} connection to Redis closed`)
+    this.lastError = null
+    this.events!.state(state, cause)
   }
 
   private readonly unsubscribed = (): void => {

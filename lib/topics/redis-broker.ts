@@ -116,9 +116,9 @@ export class RedisBroker implements Broker {
     await this.link.close()
   }
 
+  // The hub logs every change ('topic broker up' at start too); only the broker knows why Redis went away.
   private readonly changed = (state: 'up' | 'down', cause: Error | null): void => {
     if (state === 'down') this.log.warn({ err: cause }, 'topic broker: Redis is unreachable or not delivering; publishes are refused until it is back')
-    else this.log.info('topic broker: Redis is back')
     this.events!.state(state)
   }
 

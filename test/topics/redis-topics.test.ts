@@ -239,3 +239,26 @@ t.test('without ioredis installed: a URL or ioredis options fail registration wi
   await t.rejects(async () => { await app.register(reliableWs, { redis: client }).ready() }, { message: 'not connected in this test' },
     'a client is duplicated without loading ioredis')
 })
+
+t.test('the broker over Redis logs each change once: up at start; down with its cause, then up again', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const lines: Array<{ level: number, msg: string, err?: { message: string } }> = []
+  const stream = { write: (line: string) => { lines.push(JSON.parse(line)) } }
+  const app = Fastify({ logger: { level: 'info', stream } })
+  await app.register(reliableWs, { redis: redis.url, logging: { connections: false }, topics: { probeIntervalMs: 50 } })
+  t.teardown(() => app.close())
+  await app.ready()
+  const told = (): string[] => lines.filter(({ msg }) => msg.startsWith('topic broker')).map(({ msg }) => msg)
+  t.same(told(), ['topic broker up'])
+  await redis.stop('SIGKILL')
+  await waitFor(() => app.wsStats.broker.state !== 'up', 5000, 'the broker to be down')
+  await redis.restart()
+  await waitFor(() => app.wsStats.broker.state === 'up', 10_000, 'the broker to be up again')
+  t.same(told(), [
+    'topic broker up',
+    'topic broker: Redis is unreachable or not delivering; publishes are refused until it is back',
+    'topic broker not up: publishes are refused',
+    'topic broker up'
+  ])
+  t.match(lines.find(({ msg }) => msg.startsWith('topic broker: Redis is unreachable')), { level: 40, err: { message: /connection to Redis closed|ECONNRESET/ } }, 'the cause named')
+})
