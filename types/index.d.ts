@@ -586,6 +586,11 @@ declare namespace fastifyReliableWs {
     rejected: number
     /** Connections closed with 1013 (and a retry hint) because the session store failed while their session began or resumed. */
     storeUnavailable: number
+    /**
+     * Connections closed with 1013 `Session busy` (and a retry hint): they resumed with the secret of a claim whose
+     * client has not been heard yet, while its connection lives.
+     */
+    busy: number
     /** Messages sent again on resume. */
     replayed: number
     /** Bytes all sessions keep unacknowledged now, as counted against sessionBufferBytes. */

@@ -168,10 +168,18 @@ export interface PreparedSession {
   readonly record: fastifyReliableWs.SessionRecord
 }
 
+/**
+ * A resume with the secret of a claim still waiting for its client (whose welcome may have been lost with its
+ * connection): the client is to come back in `retryMs`, when that claim may have let go.
+ */
+export interface BusySession {
+  readonly retryMs: number
+}
+
 /** The instance's sessions, as connections begin and leave them (sessions/session-registry.ts). */
 export interface Sessions {
   /** Settles in the store the session of a socket just accepted: begun, or resumed. Throws or rejects when the store fails. */
-  prepare (route: SessionRoute, request: FastifyRequest, owner: string | null): Awaitable<PreparedSession>
+  prepare (route: SessionRoute, request: FastifyRequest, owner: string | null): Awaitable<PreparedSession | BusySession>
   /** Makes the prepared session the socket's, or refuses it by closing the socket. Synchronous. */
   open (socket: ReliableSocket, route: SessionRoute, prepared: PreparedSession): void
   /** The socket closed while its session was being prepared: what was settled is let go. */

@@ -3,7 +3,7 @@ import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import type fastifyReliableWs = require('../../types/index')
 import { createIdGenerator } from '../core/ids'
 import type { SessionLimitSettings } from '../core/options'
-import type { Counters, PendingConnection, PreparedSession, ReliableSocket, ResumeRequest, Schedule, SessionRoute, Sessions } from '../core/shapes'
+import type { BusySession, Counters, PendingConnection, PreparedSession, ReliableSocket, ResumeRequest, Schedule, SessionRoute, Sessions } from '../core/shapes'
 import { isThenable } from '../core/thenable'
 import { SESSION_OVERFLOW_CODE, TOPIC_GAP_CODE } from '../protocol/protocol'
 import { Session } from './session'
@@ -65,9 +65,10 @@ export class SessionRegistry implements Sessions {
    * Runs once everything that can refuse the connection has accepted it: a
    * resume request is judged by the store's claim, and one that does not fit
    * its session in every respect begins a new session and leaves that one as
-   * it was. Synchronous when the store is; throws or rejects when it fails.
+   * it was; one the store finds busy is to come back later. Synchronous when
+   * the store is; throws or rejects when it fails.
    */
-  prepare (route: SessionRoute, request: FastifyRequest, owner: string | null): Awaitable<Prepared> {
+  prepare (route: SessionRoute, request: FastifyRequest, owner: string | null): Awaitable<Prepared | BusySession> {
     const resume = (request.raw as { [kResume]?: ResumeRequest })[kResume]
     if (resume === undefined) return this.create(route, request.url, owner)
     // A record held by another instance cannot be resumed here yet: only a live session of this one is claimed. Its
@@ -89,8 +90,11 @@ export class SessionRegistry implements Sessions {
       newSecret: this.nextSecret(),
       confirmMs: CONFIRM_MS
     })
-    const afterClaim = (result: ClaimResult): Awaitable<Prepared> => {
+    const afterClaim = (result: ClaimResult): Awaitable<Prepared | BusySession> => {
       if (result.ok && !session.ended) return { record: result.record, session, received: resume.received }
+      // The client's last welcome may have been lost with a connection not yet seen to close: a new session would
+      // lose this one. It comes back once that connection is gone (or its claim stopped waiting).
+      if (!result.ok && result.refusal === 'busy' && !session.ended) return { retryMs: result.retryMs ?? 0 }
       // Ended while the claim was on its way: the record it took has no session left to resume.
       if (result.ok) this.endRecord(session.id, result.record.fence)
       this.stats.sessions.resumeRefused++

@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks'
 import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyRequest, preHandlerHookHandler } from 'fastify'
-import type { PreparedSession, Route, ReliableSocket, SessionRoute } from '../core/shapes'
+import type { BusySession, PreparedSession, Route, ReliableSocket, SessionRoute } from '../core/shapes'
 import { isThenable } from '../core/thenable'
 import { startDeadlines } from '../timing/deadlines'
 import { failConnection, socketLog } from '../core/socket-errors'
@@ -20,8 +20,9 @@ import { closeFrameReceived, detachResponse, fastifyWebsocketErrorListener, midM
 // ws's listener types expect its own class as `this`.
 type Listener = (...args: any[]) => void
 
-// Clients the session store could not serve come back at a moment drawn from this window (ms).
-const STORE_RETRY_WINDOW_MS = 2000
+// Clients told to come back (the session store failed, or their session is busy) come at a moment drawn from this
+// window (ms), after any wait the store asked for.
+const RETRY_WINDOW_MS = 2000
 
 /** Makes a freshly upgraded socket reliable: counters, limits, listeners, heartbeat. */
 export function openConnection (socket: ReliableSocket, route: Route, request: FastifyRequest): void {
@@ -213,9 +214,15 @@ function openSession (socket: ReliableSocket, request: FastifyRequest, owner: st
   return Promise.resolve(prepared).then((settled) => beginSession(socket, request, settled, handler, thisArg, true), (err: unknown) => storeFailed(socket, err, true))
 }
 
-function beginSession (socket: ReliableSocket, request: FastifyRequest, prepared: PreparedSession, handler: Handler, thisArg: unknown, paused: boolean): unknown {
+function beginSession (socket: ReliableSocket, request: FastifyRequest, prepared: PreparedSession | BusySession, handler: Handler, thisArg: unknown, paused: boolean): unknown {
   const route = socket[kRoute] as SessionRoute
   const sessions = route.ctx.sessions
+  if ('retryMs' in prepared) {
+    if (paused) readAgain(socket)
+    if (socket.readyState !== OPEN) return
+    route.ctx.stats.sessions.busy++
+    return tellRetry(socket, prepared.retryMs, 'Session busy')
+  }
   // Closed while the store answered (by shutdown or a timeout: a paused socket does not see its peer leave).
   if (socket.readyState !== OPEN) sessions.abandon(prepared)
   else sessions.open(socket, route, prepared)
@@ -234,9 +241,14 @@ function storeFailed (socket: ReliableSocket, err: unknown, paused: boolean): vo
   // Closed while the store answered: nobody is left to tell.
   if (socket.readyState !== OPEN) return
   socket[kRoute]!.ctx.stats.sessions.storeUnavailable++
+  tellRetry(socket, 0, 'Session store unavailable')
+}
+
+/** The client is to come back after `ms`, spread over a window so that those told at one moment do not all come at once. */
+function tellRetry (socket: ReliableSocket, ms: number, reason: string): void {
   socket[kCause] = 'session'
-  socket[kSendControl](encodeControl({ t: 'retry', ms: Math.floor(Math.random() * STORE_RETRY_WINDOW_MS) }))
-  socket.close(1013, 'Session store unavailable')
+  socket[kSendControl](encodeControl({ t: 'retry', ms: ms + Math.floor(Math.random() * RETRY_WINDOW_MS) }))
+  socket.close(1013, reason)
 }
 
 function callHandler (socket: ReliableSocket, request: FastifyRequest, handler: Handler, thisArg: unknown, paused: boolean): unknown {

@@ -345,3 +345,29 @@ t.test('a claim let go whose release fails: logged with its error, and the sessi
   t.equal(errors[warnings.indexOf('session store: release failed')], 'store down (release)', 'with the store\'s error')
   t.match(app.wsSessions.get(old.session), { connected: false, ended: false })
 })
+
+t.test('with a store answering with promises, a busy resume is told to retry; one whose socket closed meanwhile is not counted', async (t) => {
+  const store = new AsyncStore()
+  const { app, url, handled } = await storeServer(t, store)
+  const old = await away(app, url)
+  // Resumed, as if its welcome were lost: the client still holds the old secret while this socket lives.
+  const unheard = new Peer(url('/s'), resumeToken(old.session, old.token, 0))
+  t.match(await unheard.welcome(), { resumed: true })
+  store.delays.claim = 20
+  const busy = new Peer(url('/s'), resumeToken(old.session, old.token, 0))
+  t.match(await busy.closed, { code: 1013, reason: 'Session busy' })
+  t.match(busy.frames, [{ t: 'retry', ms: Number }])
+  t.match(app.wsStats.sessions, { busy: 1, resumeRefused: 0 })
+  const upgraded = upgrades(app)
+  store.delays.claim = 100
+  const claims = store.calls.filter((call) => call === 'claim').length
+  const gone = new Peer(url('/s'), resumeToken(old.session, old.token, 0))
+  await waitFor(() => store.calls.filter((call) => call === 'claim').length > claims, 3000, 'the claim')
+  upgraded[0].terminate()
+  await gone.closed
+  await sleep(150)
+  t.same(gone.frames, [])
+  t.match(app.wsStats.sessions, { busy: 1 }, 'nobody left to tell: not counted')
+  t.same(handled, [false, true], 'the handler ran for the first connection and the resume alone')
+  unheard.ws.close()
+})

@@ -242,7 +242,7 @@ t.test('a welcome lost with its connection: the secret the client resumed with s
   again.ws.close()
 })
 
-t.test('two clients resuming one session at the same moment: exactly one gets it, the other a fresh session', async (t) => {
+t.test('two clients resuming one session at the same moment: exactly one gets it, the other is told to retry (busy)', async (t) => {
   for (const delays of [['20', '20'], ['0', '25'], ['25', '0']]) {
     const { app, url } = await roomServer(t)
     const owner = await alice(app, url)
@@ -250,15 +250,17 @@ t.test('two clients resuming one session at the same moment: exactly one gets it
     await waitFor(() => app.wsSessions.get(owner.welcome.session)?.connected === false, 2000, 'detached')
     const token = resumeToken(owner.welcome.session, owner.welcome.token, 0)
     const peers = delays.map((delay) => new Peer(url('/rooms/a'), token, { 'x-user': 'alice', 'x-delay': delay }))
-    const welcomes = await Promise.all(peers.map((peer) => peer.welcome()))
-    t.same(welcomes.map((w) => w.resumed).sort(), [false, true], `one of the two resumed (onConnect delays ${delays.join(', ')} ms)`)
-    const winner = peers[welcomes.findIndex((w) => w.resumed)]
-    const loser = peers[welcomes.findIndex((w) => !w.resumed)]
+    const firsts = await Promise.all(peers.map(async (peer) => await peer.welcome() as unknown as { t: string }))
+    t.same(firsts.map((frame) => frame.t).sort(), ['retry', 'welcome'], `one resumed, one told to retry (onConnect delays ${delays.join(', ')} ms)`)
+    const winner = peers[firsts.findIndex((frame) => frame.t === 'welcome')]
+    const loser = peers[firsts.findIndex((frame) => frame.t === 'retry')]
+    t.match(await loser.closed, { code: 1013, reason: 'Session busy' })
+    t.equal((winner.frames[0] as { resumed: boolean }).resumed, true)
     await sleep(30)
     t.same(winner.data(), ['for alice only'], 'the replay went to the winner once')
     t.same(loser.data(), [], 'and never to the other')
     t.equal(winner.ws.readyState, WebSocket.OPEN, 'the winner was not cut off by the loser')
-    t.match(app.wsStats.sessions, { resumed: 1, resumeRefused: 1, replayed: 1 })
+    t.match(app.wsStats.sessions, { resumed: 1, resumeRefused: 0, busy: 1, replayed: 1, active: 1 })
     for (const peer of peers) peer.ws.close()
   }
 })

@@ -7,6 +7,7 @@ import type fastifyReliableWs = require('../../types/index')
 import { PROTOCOL, resumeToken } from '../../lib/protocol/protocol'
 import { MemorySessionStore } from '../../lib/sessions/session-store'
 import { closeEvent, sleep, start, waitFor } from '../helpers/helpers'
+import { Peer } from '../helpers/session-peer'
 
 type RecordChanges = fastifyReliableWs.RecordChanges
 type SessionRecord = fastifyReliableWs.SessionRecord
@@ -230,4 +231,27 @@ t.test('the outbox gives back acknowledged slots in bulk: once 1024 are freed an
   await ack(2048)
   t.same([inside.outbox.length, inside.head], [3072, 1024], '1024 freed, a third: kept')
   t.equal(session.unacknowledged, 2048)
+})
+
+t.test('a resume with the secret of a resume not yet acknowledged, its connection alive: told to retry, 1013 Session busy; once that connection is gone, the secret resumes', async (t) => {
+  const { app, url } = await sessionServer(t)
+  const first = await raw(url)
+  const session = app.wsSessions.get(first.welcome.session)!
+  first.ws.terminate()
+  await waitFor(() => !session.connected, 2000, 'the server to notice')
+  // Resumed, but as if its welcome were lost: the client still holds the first secret, the server sees a live socket.
+  const unheard = await raw(url, resumeToken(first.welcome.session, first.welcome.token, 0))
+  t.equal(unheard.welcome.resumed, true)
+  const busy = new Peer(url, resumeToken(first.welcome.session, first.welcome.token, 0))
+  t.same(await busy.closed, { code: 1013, reason: 'Session busy' })
+  t.match(busy.frames, [{ t: 'retry', ms: Number }], 'a retry hint, no welcome')
+  const ms = (busy.frames[0] as { ms: number }).ms
+  t.ok(ms >= 0 && ms < 5000 + 2000, `within the claim's wait and the window: ${ms}`)
+  t.match(app.wsStats.sessions, { busy: 1, resumeRefused: 0, active: 1 })
+  t.equal(session.connected, true, 'the session is untouched')
+  unheard.ws.terminate()
+  await waitFor(() => !session.connected, 2000, 'the server to notice')
+  const back = await raw(url, resumeToken(first.welcome.session, first.welcome.token, 0))
+  t.teardown(() => back.ws.terminate())
+  t.match(back.welcome, { session: first.welcome.session, resumed: true })
 })
