@@ -160,7 +160,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
 }
 
 const plugin = fp(fastifyReliableWs, { fastify: '5.x', name: 'fastify-reliable-ws' }) as unknown as typeof fastifyReliableWsTypes
-// `require('fastify-reliable-ws').RedisSessionStore`; the line below names it for ES modules.
+// For `require('fastify-reliable-ws').RedisSessionStore`; the assignment at the end names it for ES modules.
 plugin.RedisSessionStore = RedisSessionStore
 
 export = plugin

@@ -132,9 +132,9 @@ app.register(reliableWs, { sessionStore: new RedisSessionStore(new Cluster([]), 
 expectType<SessionStore>(new RedisSessionStore(new Redis({ lazyConnect: true })))
 expectType<Promise<SessionRecord | null>>(new RedisSessionStore(new Redis({ lazyConnect: true })).read('0123'))
 // @ts-expect-error its client is an ioredis client, not a URL (the `redis` option's forms are not all taken)
-new RedisSessionStore('redis://127.0.0.1')
+expectType<SessionStore>(new RedisSessionStore('redis://127.0.0.1'))
 // @ts-expect-error the prefix is a string
-new RedisSessionStore(new Redis({ lazyConnect: true }), { prefix: 1 })
+expectType<SessionStore>(new RedisSessionStore(new Redis({ lazyConnect: true }), { prefix: 1 }))
 // @ts-expect-error a refusal is one of five kinds
 expectType<ClaimResult>({ ok: false, refusal: 'expired' })
 // @ts-expect-error a store of live sessions is no store of records

@@ -121,6 +121,8 @@ t.test('time to live: none while held (nothing refreshes a held record yet), exp
   t.ok(await client.pttl(key) <= 30_000 + GRACE_MS, 'from the release\'s ttlMs')
   t.equal(await store.write(kept.id, 2, {}, 60_000), 'ok')
   await bounded('no change')
+  t.match(await store.claim(claimOf(kept, { secret: 's1', newSecret: 's2', instance: 'C' })), { ok: true }, 'claimed again')
+  t.equal(await client.pttl(key), -1, 'held again: kept')
 
   // A session resumed late in its window, or connected longer than ttlMs, is past its expiresAt while held.
   const late = record({ state: 'connected', expiresAt: Date.now() - 60_000 })
