@@ -1,7 +1,7 @@
 // The session store in Redis: the one store contract on a redis-server and on a 3-master Cluster, claims racing,
 // the records' time to live, and an application resuming a session whose record is in Redis.
 import t from 'tap'
-import { Cluster } from 'ioredis'
+import { Cluster, Redis as RedisClient } from 'ioredis'
 import type { Redis } from 'ioredis'
 import reliableWs = require('../../index')
 import type fastifyReliableWs = require('../../types/index')
@@ -153,11 +153,17 @@ t.test('a record names its route, URL and owner: a null owner is none of \'\', \
   t.match(await store.claim(claimOf(empty, { instance: 'C' })), { ok: true, record: { owner: '' } })
 })
 
-t.test('the prefix: the topic broker\'s by default, checked as its keyPrefix', needs(REDIS), async (t) => {
-  const client = (await RedisServer.start(t)).client()
+t.test('the prefix: the topic broker\'s by default, checked as its keyPrefix; a client\'s own keyPrefix goes before it', needs(REDIS), async (t) => {
+  const server = await RedisServer.start(t)
+  const client = server.client()
   const kept = record()
   await new RedisSessionStore(client, { prefix: 'app1' }).create(kept)
   t.same(await client.keys('*'), [`app1:{s:${kept.id}}`])
+  const prefixed = new RedisClient(server.port, '127.0.0.1', { keyPrefix: 'tenant:' })
+  t.teardown(() => prefixed.disconnect())
+  await new RedisSessionStore(prefixed).create(kept)
+  t.match(await new RedisSessionStore(prefixed).read(kept.id), { id: kept.id })
+  t.same((await client.keys('*')).sort(), [`app1:{s:${kept.id}}`, `tenant:reliable-ws:{s:${kept.id}}`])
   t.equal(await new RedisSessionStore(client).read(kept.id), null, 'another prefix, another record')
   t.throws(() => new RedisSessionStore(client, { prefix: 'a{b}' }), { code: 'FST_RELIABLE_WS_INVALID_OPTION' })
 })
@@ -196,4 +202,23 @@ t.test('an application with sessionStore: new RedisSessionStore(client): a clien
   await back.closed
   await app.close()
   await untilRedis('the record to be gone once the session ended', async () => (await client.exists(key)) === 0)
+})
+
+t.test('Redis down: a client beginning a session is told to retry and closed with 1013 within the client\'s commandTimeout', needs(REDIS), async (t) => {
+  const server = await RedisServer.start(t)
+  const client = new RedisClient(server.port, '127.0.0.1', { commandTimeout: 300 })
+  client.on('error', () => {})
+  t.teardown(() => client.disconnect())
+  await client.ping()
+  const { app, url } = await start({ heartbeat: false, logging: { connections: false }, sessionStore: new RedisSessionStore(client) }, (app) => {
+    app.get('/s', { websocket: true, config: { reliable: { resume: { ttlMs: 60_000 } } } }, () => {})
+  })
+  t.teardown(() => app.close())
+  await server.stop()
+  const began = Date.now()
+  const peer = new Peer(url('/s'))
+  t.match(await peer.closed, { code: 1013, reason: 'Session store unavailable' })
+  t.ok(Date.now() - began < 3000, `closed after ${Date.now() - began} ms`)
+  t.match(peer.frames, [{ t: 'retry' }])
+  t.match(app.wsStats.sessions, { storeUnavailable: 1, active: 0 })
 })
