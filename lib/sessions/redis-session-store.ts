@@ -17,7 +17,7 @@ const FIELDS = ['id', 'rt', 'url', 'o', 's', 'h', 'f', 'a', 'st', 'cu', 'ea', 'c
 // How long an away record outlives its expiresAt in Redis. The holder ends its session by its own clock, which may
 // run behind Redis's: its `end` should still find the record. Claims never rely on the key's expiry: a record away
 // past expiresAt is refused by the claim itself.
-const GRACE_MS = 5000
+export const GRACE_MS = 5000
 
 /**
  * What every script begins with. Time is Redis's, one clock for every instance. A script that reads TIME and then
@@ -36,7 +36,7 @@ local function keep (state, expiresAt)
     redis.call('persist', KEYS[1])
   end
 end
--- The record unless the claim numbered ARGV[1] no longer holds it: 'lost' without a record, 'fenced' after another claim.
+-- Nil while the claim numbered ARGV[1] holds the record; else 'lost' (no record) or 'fenced' (another claim since).
 local function fenced ()
   local fence = redis.call('hget', KEYS[1], 'f')
   if not fence then return 'lost' end
@@ -56,7 +56,8 @@ return 1
 
 /**
  * Every check of MemorySessionStore.claim, in its order, and the take-over, in one step: two claims cannot both win.
- * Lua compares the secrets; how long that takes on the server is lost in the round trip's own variation.
+ * The secrets are compared here, without a constant-time compare: Redis's Lua interns strings, so equality compares
+ * references, and the bytes are compared only when a string is interned beside another of the same hash.
  *
  * KEYS: the record. ARGV: instance, route, url, owner (`0` for null, else `1` and the owner), secret, received, sent,
  * new secret, confirmMs. Returns [refusal] or ['busy', retryMs], or ['ok', previous instance, the record's fields].

@@ -5,7 +5,7 @@ import { Cluster, Redis as RedisClient } from 'ioredis'
 import type { Redis } from 'ioredis'
 import reliableWs = require('../../index')
 import type fastifyReliableWs = require('../../types/index')
-import { RedisSessionStore } from '../../lib/sessions/redis-session-store'
+import { GRACE_MS, RedisSessionStore } from '../../lib/sessions/redis-session-store'
 import { resumeToken } from '../../lib/protocol/protocol'
 import { sleep, start, waitFor } from '../helpers/helpers'
 import { needs, REDIS } from '../helpers/programs'
@@ -15,9 +15,6 @@ import { runStoreContract } from '../helpers/store-contract'
 
 type SessionRecord = fastifyReliableWs.SessionRecord
 type ClaimRequest = fastifyReliableWs.ClaimRequest
-
-// How long an away record outlives its expiresAt in Redis (GRACE_MS of the store).
-const GRACE_MS = 5000
 
 /** Redis's clock, in ms: the one the store's scripts read. */
 function redisClock (client: Redis | Cluster): () => Promise<number> {
