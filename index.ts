@@ -18,6 +18,7 @@ import { createShutdown } from './lib/wiring/shutdown'
 import { Session } from './lib/sessions/session'
 import { SessionRegistry } from './lib/sessions/session-registry'
 import { MemorySessionStore } from './lib/sessions/session-store'
+import { RedisSessionStore } from './lib/sessions/redis-session-store'
 import { StatsCollector } from './lib/observability/stats'
 import { MemoryBroker } from './lib/topics/memory-broker'
 import { createRedisBroker } from './lib/topics/redis-broker'
@@ -159,6 +160,8 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
 }
 
 const plugin = fp(fastifyReliableWs, { fastify: '5.x', name: 'fastify-reliable-ws' }) as unknown as typeof fastifyReliableWsTypes
+// For `require('fastify-reliable-ws').RedisSessionStore`; the assignment at the end names it for ES modules.
+plugin.RedisSessionStore = RedisSessionStore
 
 export = plugin
 // For `import { fastifyReliableWs } from 'fastify-reliable-ws'`: Node offers an ES module the names it reads in
@@ -166,3 +169,4 @@ export = plugin
 // emits `module.exports = plugin` after these lines, so they name the properties without setting them.
 module.exports.default = plugin
 module.exports.fastifyReliableWs = plugin
+module.exports.RedisSessionStore = RedisSessionStore

@@ -1,7 +1,7 @@
 // Compiled by `npm run test:types` as an ES module (the package is CommonJS; this file is not): the import forms and
 // types an application compiled as an ES module sees, with ws's types from @types/ws's index.d.mts.
 import fastify from 'fastify'
-import reliableWs, { fastifyReliableWs } from 'fastify-reliable-ws'
+import reliableWs, { fastifyReliableWs, RedisSessionStore } from 'fastify-reliable-ws'
 import type { RouteReliableOptions } from 'fastify-reliable-ws'
 import WsClass from 'ws'
 import type { WebSocket } from 'ws'
@@ -14,6 +14,7 @@ await app.register(reliableWs, {
   }
 })
 await app.register(fastifyReliableWs, { heartbeat: false })
+await app.register(reliableWs, { sessionStore: new RedisSessionStore({ defineCommand () {} }) })
 app.get('/chat', { websocket: true, config: { reliable: { json: true } satisfies RouteReliableOptions } }, (socket) => {
   names.set(socket, socket.id)
   const plain: WebSocket = socket

@@ -419,6 +419,31 @@ declare namespace fastifyReliableWs {
     read (id: string): Awaitable<SessionRecord | null>
   }
 
+  /** What `RedisSessionStore` needs of its client: an ioredis client or Cluster client (`app.redis` of @fastify/redis). */
+  export interface RedisScriptClient {
+    defineCommand (name: string, definition: { lua: string, numberOfKeys?: number }): void
+  }
+
+  export interface RedisSessionStoreOptions {
+    /** What starts every key's name (no braces or spaces). Default `'reliable-ws'`, the topic broker's default `topics.keyPrefix`. */
+    prefix?: string
+  }
+
+  /**
+   * Sessions' records in Redis, one hash per session (`<prefix>:{s:<id>}`), each method one atomic Lua script, time
+   * taken from Redis. Issues commands on the client it is given (the scripts defined on it), never closes it. Sessions
+   * still resume only on the instance that holds them: docs/sessions.md, "Records in Redis".
+   */
+  export class RedisSessionStore implements SessionStore {
+    constructor (client: RedisScriptClient, options?: RedisSessionStoreOptions)
+    create (record: SessionRecord): Promise<void>
+    claim (request: ClaimRequest): Promise<ClaimResult>
+    write (id: string, fence: number, changes: RecordChanges, ttlMs: number): Promise<WriteResult>
+    release (id: string, fence: number, ttlMs: number): Promise<WriteResult>
+    end (id: string, fence: number): Promise<WriteResult>
+    read (id: string): Promise<SessionRecord | null>
+  }
+
   export interface DisconnectInfo {
     code: number
     reason: string

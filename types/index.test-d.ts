@@ -1,9 +1,10 @@
 // Compiled by `npm run test:types`: a regression in a public type fails the suite.
 import fastify from 'fastify'
+import { Cluster, Redis } from 'ioredis'
 import { Registry, register } from 'prom-client'
 import WsClass from 'ws'
 import type { WebSocket } from 'ws'
-import reliableWs, { fastifyReliableWs } from '..'
+import reliableWs, { fastifyReliableWs, RedisSessionStore } from '..'
 import type {
   AllowedOrigins, DisconnectInfo, FastifyReliableWsOptions, InvalidMessageReply, LimitOptions, LimitStats, LoggingOptions, LogLevel,
   MetricsOptions, MetricsRegistry, PluginLimitOptions, RouteReliableOptions, RouteStats, Session, SessionStats, SessionStore, SessionRecord, ClaimResult,
@@ -125,6 +126,15 @@ const store: SessionStore = {
   read: (id) => records.get(id) ?? null
 }
 app.register(reliableWs, { resume: true, sessionStore: store })
+// The records in Redis, through the application's ioredis client or Cluster client (`app.redis` of @fastify/redis).
+app.register(reliableWs, { resume: true, sessionStore: new RedisSessionStore(new Redis({ lazyConnect: true })) })
+app.register(reliableWs, { sessionStore: new RedisSessionStore(new Cluster([]), { prefix: 'app1' }) })
+expectType<SessionStore>(new RedisSessionStore(new Redis({ lazyConnect: true })))
+expectType<Promise<SessionRecord | null>>(new RedisSessionStore(new Redis({ lazyConnect: true })).read('0123'))
+// @ts-expect-error its client is an ioredis client, not a URL (the `redis` option's forms are not all taken)
+expectType<SessionStore>(new RedisSessionStore('redis://127.0.0.1'))
+// @ts-expect-error the prefix is a string
+expectType<SessionStore>(new RedisSessionStore(new Redis({ lazyConnect: true }), { prefix: 1 }))
 // @ts-expect-error a refusal is one of five kinds
 expectType<ClaimResult>({ ok: false, refusal: 'expired' })
 // @ts-expect-error a store of live sessions is no store of records

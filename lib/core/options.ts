@@ -434,8 +434,8 @@ function resolveTopics (value: unknown, maxSubscriptions: unknown): TopicSetting
   }
 }
 
-// Braces would change the hash tag that keeps a topic's keys on one Cluster slot.
-function checkKeyPrefix (name: string, value: unknown): string {
+// Braces would change the hash tag that keeps a topic's (or a session's) keys on one Cluster slot.
+export function checkKeyPrefix (name: string, value: unknown): string {
   if (typeof value !== 'string' || !/^[^{}\s]{1,100}$/.test(value)) throw invalid(name, 'must be 1 to 100 characters without braces or spaces')
   return value
 }

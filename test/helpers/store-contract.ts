@@ -7,6 +7,7 @@ import { sleep } from './helpers'
 type SessionStore = fastifyReliableWs.SessionStore
 type SessionRecord = fastifyReliableWs.SessionRecord
 type ClaimRequest = fastifyReliableWs.ClaimRequest
+type Awaitable<T> = fastifyReliableWs.Awaitable<T>
 
 // Windows long enough that a loaded machine stays inside them, and waits twice as long as the ones they outlast.
 const CONFIRM_MS = 200
@@ -58,7 +59,11 @@ async function claimed (store: SessionStore): Promise<SessionRecord> {
   return result.record
 }
 
-export function runStoreContract (t: Test, makeStore: () => SessionStore): void {
+/**
+ * `clock`: the store's clock, read before and after a call to bound the moments the store sets (a store in Redis takes
+ * them from Redis's clock, not this process's). Default: this process's.
+ */
+export function runStoreContract (t: Test, makeStore: () => SessionStore, clock: () => Awaitable<number> = Date.now): void {
   t.test('create keeps a copy; read gives one and changes nothing; an id taken is refused', async (t) => {
     const store = makeStore()
     const record = newRecord()
@@ -76,13 +81,14 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore): void 
     const store = makeStore()
     const record = newRecord({ state: 'connected' })
     await store.create(record)
-    const before = Date.now()
+    const before = await clock()
     const result = await store.claim(request(record, { received: 3, sent: 3 }))
+    const after = await clock()
     t.ok(result.ok)
     if (!result.ok) return
     t.equal(result.previous, 'A')
     t.match(result.record, { id: record.id, fence: 2, instance: 'B', state: 'claimed', secret: 's1', heldSecret: 's0', route: record.route, url: record.url, owner: 'alice', createdAt: record.createdAt })
-    t.ok(result.record.claimedUntil >= before + CONFIRM_MS && result.record.claimedUntil <= Date.now() + CONFIRM_MS, 'awaits the client confirmMs')
+    t.ok(result.record.claimedUntil >= before + CONFIRM_MS && result.record.claimedUntil <= after + CONFIRM_MS, 'awaits the client confirmMs')
     t.same(await store.read(record.id), result.record, 'as kept')
     result.record.fence = 99
     t.equal((await store.read(record.id))!.fence, 2, 'the result is a copy')
@@ -157,11 +163,12 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore): void 
   t.test('away, a session expires ttlMs later: read gives null, a claim unknown', async (t) => {
     const store = makeStore()
     const first = await claimed(store)
-    const before = Date.now()
+    const before = await clock()
     t.equal(await store.write(first.id, 2, { away: true }, TTL_MS), 'ok')
+    const after = await clock()
     const away = (await store.read(first.id))!
     t.match(away, { state: 'away', instance: 'B' })
-    t.ok(away.expiresAt >= before + TTL_MS && away.expiresAt <= Date.now() + TTL_MS, 'ttlMs from the write')
+    t.ok(away.expiresAt >= before + TTL_MS && away.expiresAt <= after + TTL_MS, 'ttlMs from the write')
     t.equal(await store.write(first.id, 2, { away: true }, 1), 'ok')
     await sleep(20)
     t.equal(await store.read(first.id), null)

@@ -1,0 +1,221 @@
+// The session store in Redis: the one store contract on a redis-server and on a 3-master Cluster, claims racing,
+// the records' time to live, and an application resuming a session whose record is in Redis.
+import t from 'tap'
+import { Cluster, Redis as RedisClient } from 'ioredis'
+import type { Redis } from 'ioredis'
+import reliableWs = require('../../index')
+import type fastifyReliableWs = require('../../types/index')
+import { GRACE_MS, RedisSessionStore } from '../../lib/sessions/redis-session-store'
+import { resumeToken } from '../../lib/protocol/protocol'
+import { sleep, start, waitFor } from '../helpers/helpers'
+import { needs, REDIS } from '../helpers/programs'
+import { RedisServer, startCluster } from '../helpers/redis'
+import { Peer } from '../helpers/session-peer'
+import { runStoreContract } from '../helpers/store-contract'
+
+type SessionRecord = fastifyReliableWs.SessionRecord
+type ClaimRequest = fastifyReliableWs.ClaimRequest
+
+/** Redis's clock, in ms: the one the store's scripts read. */
+function redisClock (client: Redis | Cluster): () => Promise<number> {
+  return async () => {
+    const [seconds, micros] = await client.time()
+    return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000)
+  }
+}
+
+/** Until what Redis answers says so. */
+async function untilRedis (what: string, condition: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 3000
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await sleep(5)
+  }
+}
+
+let ids = 0
+
+function record (overrides: Partial<SessionRecord> = {}): SessionRecord {
+  const now = Date.now()
+  return {
+    id: `${(++ids).toString(16)}`.padStart(32, 'a'),
+    route: '/s',
+    url: '/s',
+    owner: 'alice',
+    secret: 's0',
+    heldSecret: '',
+    fence: 1,
+    instance: 'A',
+    state: 'claimed',
+    claimedUntil: now + 5000,
+    expiresAt: now + 60_000,
+    createdAt: now,
+    ...overrides
+  }
+}
+
+function claimOf (kept: SessionRecord, overrides: Partial<ClaimRequest> = {}): ClaimRequest {
+  return { id: kept.id, instance: 'B', route: kept.route, url: kept.url, owner: kept.owner, secret: kept.secret, received: 0, sent: 0, newSecret: 's1', confirmMs: 5000, ...overrides }
+}
+
+async function cluster (t: { teardown: (fn: () => unknown) => void }): Promise<Cluster> {
+  const servers = await startCluster(t)
+  const client = new Cluster(servers.map(({ port }) => ({ host: '127.0.0.1', port })))
+  t.teardown(() => client.disconnect())
+  return client
+}
+
+t.test('the store contract on a redis-server', needs(REDIS), async (t) => {
+  const client = (await RedisServer.start(t)).client()
+  runStoreContract(t, () => new RedisSessionStore(client), redisClock(client))
+})
+
+t.test('the store contract on a Redis Cluster of 3 masters', needs(REDIS), async (t) => {
+  const client = await cluster(t)
+  runStoreContract(t, () => new RedisSessionStore(client), redisClock(client))
+})
+
+t.test('100 claims of one session at once with its secret: exactly one wins, on one server and on a Cluster', needs(REDIS), async (t) => {
+  for (const client of [(await RedisServer.start(t)).client(), await cluster(t)]) {
+    const store = new RedisSessionStore(client)
+    const kept = record()
+    await store.create(kept)
+    const results = await Promise.all(Array.from({ length: 100 }, (_, i) => store.claim(claimOf(kept, { instance: `I${i}`, newSecret: `n${i}` }))))
+    const won = results.filter((result) => result.ok)
+    t.equal(won.length, 1, 'one winner')
+    t.same(results.filter((result) => !result.ok).map((result) => !result.ok && result.refusal), Array(99).fill('busy'), 'the others wait for it')
+    t.match(await store.read(kept.id), { fence: 2, state: 'claimed', heldSecret: 's0' })
+  }
+})
+
+t.test('time to live: none while held (nothing refreshes a held record yet), expiresAt plus a grace once away', needs(REDIS), async (t) => {
+  const server = await RedisServer.start(t)
+  const client = server.client()
+  const store = new RedisSessionStore(client)
+  const clock = redisClock(client)
+  const kept = record()
+  const key = `reliable-ws:{s:${kept.id}}`
+  await store.create(kept)
+  t.equal(await client.pttl(key), -1, 'created, held: kept')
+  const claim = await store.claim(claimOf(kept))
+  t.ok(claim.ok)
+  t.equal(await client.pttl(key), -1, 'claimed: kept')
+  t.equal(await store.write(kept.id, 2, { heard: true }, 60_000), 'ok')
+  t.equal(await client.pttl(key), -1, 'connected: kept')
+
+  const bounded = async (what: string): Promise<void> => {
+    const { expiresAt } = (await store.read(kept.id))!
+    const ttl = await client.pttl(key)
+    const now = await clock()
+    t.ok(ttl > 0 && ttl <= expiresAt + GRACE_MS - now + 1 && ttl >= expiresAt + GRACE_MS - now - 1000, `${what}: ${ttl} ms, expiresAt + grace`)
+  }
+  t.equal(await store.write(kept.id, 2, { away: true }, 60_000), 'ok')
+  await bounded('away')
+  t.equal(await store.write(kept.id, 2, { heard: true }, 60_000), 'ok')
+  t.equal(await client.pttl(key), -1, 'heard again: kept')
+  t.equal(await store.release(kept.id, 2, 30_000), 'ok')
+  await bounded('released')
+  t.ok(await client.pttl(key) <= 30_000 + GRACE_MS, 'from the release\'s ttlMs')
+  t.equal(await store.write(kept.id, 2, {}, 60_000), 'ok')
+  await bounded('no change')
+  t.match(await store.claim(claimOf(kept, { secret: 's1', newSecret: 's2', instance: 'C' })), { ok: true }, 'claimed again')
+  t.equal(await client.pttl(key), -1, 'held again: kept')
+
+  // A session resumed late in its window, or connected longer than ttlMs, is past its expiresAt while held.
+  const late = record({ state: 'connected', expiresAt: Date.now() - 60_000 })
+  await store.create(late)
+  t.equal(await client.pttl(`reliable-ws:{s:${late.id}}`), -1)
+  t.match(await store.claim(claimOf(late)), { ok: true }, 'held past expiresAt, still resumable')
+  // Created away (no instance does that, the store allows it): it expires as any away record.
+  const away = record({ state: 'away', expiresAt: Date.now() + 1000 })
+  await store.create(away)
+  t.ok(await client.pttl(`reliable-ws:{s:${away.id}}`) > 1000)
+})
+
+t.test('a record names its route, URL and owner: a null owner is none of \'\', \'null\' or a name', needs(REDIS), async (t) => {
+  const client = (await RedisServer.start(t)).client()
+  const store = new RedisSessionStore(client)
+  const nobody = record({ owner: null })
+  const empty = record({ owner: '' })
+  const named = record({ owner: 'null' })
+  for (const kept of [nobody, empty, named]) await store.create(kept)
+  t.equal((await store.read(nobody.id))!.owner, null)
+  t.equal((await store.read(empty.id))!.owner, '')
+  t.equal((await store.read(named.id))!.owner, 'null')
+  for (const [kept, others] of [[nobody, ['', 'null']], [empty, [null, 'null']], [named, [null, '']]] as const) {
+    for (const owner of others) t.same(await store.claim(claimOf(kept, { owner })), { ok: false, refusal: 'mismatch' }, `${JSON.stringify(kept.owner)} is not ${JSON.stringify(owner)}`)
+  }
+  t.same(await store.claim(claimOf(named, { route: '/t' })), { ok: false, refusal: 'mismatch' }, 'another route')
+  t.match(await store.claim(claimOf(nobody)), { ok: true, record: { owner: null } }, 'null claims null')
+  t.match(await store.claim(claimOf(empty, { instance: 'C' })), { ok: true, record: { owner: '' } })
+})
+
+t.test('the prefix: the topic broker\'s by default, checked as its keyPrefix; a client\'s own keyPrefix goes before it', needs(REDIS), async (t) => {
+  const server = await RedisServer.start(t)
+  const client = server.client()
+  const kept = record()
+  await new RedisSessionStore(client, { prefix: 'app1' }).create(kept)
+  t.same(await client.keys('*'), [`app1:{s:${kept.id}}`])
+  const prefixed = new RedisClient(server.port, '127.0.0.1', { keyPrefix: 'tenant:' })
+  t.teardown(() => prefixed.disconnect())
+  await new RedisSessionStore(prefixed).create(kept)
+  t.match(await new RedisSessionStore(prefixed).read(kept.id), { id: kept.id })
+  t.same((await client.keys('*')).sort(), [`app1:{s:${kept.id}}`, `tenant:reliable-ws:{s:${kept.id}}`])
+  t.equal(await new RedisSessionStore(client).read(kept.id), null, 'another prefix, another record')
+  t.throws(() => new RedisSessionStore(client, { prefix: 'a{b}' }), { code: 'FST_RELIABLE_WS_INVALID_OPTION' })
+})
+
+t.test('an application with sessionStore: new RedisSessionStore(client): a client drops and resumes, gets what it missed; the record goes with the session', needs(REDIS), async (t) => {
+  const client = (await RedisServer.start(t)).client()
+  t.equal(reliableWs.RedisSessionStore, RedisSessionStore, 'exported by the package')
+  const received: string[] = []
+  const { app, url } = await start({ heartbeat: false, logging: { connections: false }, sessionStore: new reliableWs.RedisSessionStore(client) }, (app) => {
+    app.get('/s', { websocket: true, config: { reliable: { resume: { ttlMs: 60_000 } } } }, (socket) => {
+      socket.on('message', (data: Buffer) => received.push(data.toString()))
+    })
+  })
+  t.teardown(() => app.close())
+  const first = new Peer(url('/s'))
+  const welcome = await first.welcome()
+  const key = `reliable-ws:{s:${welcome.session}}`
+  t.match(await client.hgetall(key), { id: welcome.session, st: 'claimed', f: '1' }, 'its record in Redis')
+  first.ws.send('hello')
+  await waitFor(() => received.length === 1, 3000, 'the first message')
+  await untilRedis('heard', async () => (await client.hget(key, 'st')) === 'connected')
+  first.ws.terminate()
+  await waitFor(() => app.wsSessions.get(welcome.session)?.connected === false, 3000, 'away')
+  await untilRedis('away in Redis', async () => (await client.hget(key, 'st')) === 'away')
+  const session = app.wsSessions.get(welcome.session)!
+  session.send('one')
+  session.send('two')
+
+  const back = new Peer(url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  t.match(await back.welcome(), { session: welcome.session, resumed: true })
+  await waitFor(() => back.data().length === 2, 3000, 'the replay')
+  t.same(back.data(), ['one', 'two'], 'what it had not acknowledged, in order')
+  t.match(await client.hgetall(key), { f: '2', a: /\w/ }, 'claimed once more')
+  t.match(app.wsStats.sessions, { resumed: 1, resumeRefused: 0, storeUnavailable: 0 })
+  back.ws.close()
+  await back.closed
+  await app.close()
+  await untilRedis('the record to be gone once the session ended', async () => (await client.exists(key)) === 0)
+})
+
+t.test('Redis down: a client beginning a session is told to retry and closed with 1013 within the client\'s commandTimeout', needs(REDIS), async (t) => {
+  const server = await RedisServer.start(t)
+  const client = new RedisClient(server.port, '127.0.0.1', { commandTimeout: 300 })
+  client.on('error', () => {})
+  t.teardown(() => client.disconnect())
+  await client.ping()
+  const { app, url } = await start({ heartbeat: false, logging: { connections: false }, sessionStore: new RedisSessionStore(client) }, (app) => {
+    app.get('/s', { websocket: true, config: { reliable: { resume: { ttlMs: 60_000 } } } }, () => {})
+  })
+  t.teardown(() => app.close())
+  await server.stop()
+  const began = Date.now()
+  const peer = new Peer(url('/s'))
+  t.match(await peer.closed, { code: 1013, reason: 'Session store unavailable' })
+  t.ok(Date.now() - began < 3000, `closed after ${Date.now() - began} ms`)
+  t.match(peer.frames, [{ t: 'retry' }])
+  t.match(app.wsStats.sessions, { storeUnavailable: 1, active: 0 })
+})
