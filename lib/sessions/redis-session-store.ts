@@ -179,7 +179,8 @@ export class RedisSessionStore implements SessionStore {
     // A null owner is no field at all: told apart from every string, '' and 'null' included.
     if (record.owner !== null) fields.push('o', record.owner)
     const created = await this.client.reliableWsSessionCreate(this.key(record.id), ...fields)
-    if (created === 0) throw new Error(`session ${record.id} exists already`)
+    // Integer replies are strings on a client with `stringNumbers`.
+    if (Number(created) === 0) throw new Error(`session ${record.id} exists already`)
   }
 
   async claim (request: ClaimRequest): Promise<ClaimResult> {
@@ -187,16 +188,16 @@ export class RedisSessionStore implements SessionStore {
       request.owner === null ? '0' : `1${request.owner}`, request.secret, String(request.received), String(request.sent),
       request.newSecret, String(request.confirmMs))
     if (reply[0] === 'ok') return { ok: true, record: toRecord(reply[2]), previous: reply[1] }
-    return reply[0] === 'busy' ? { ok: false, refusal: 'busy', retryMs: reply[1] } : { ok: false, refusal: reply[0] }
+    return reply[0] === 'busy' ? { ok: false, refusal: 'busy', retryMs: Number(reply[1]) } : { ok: false, refusal: reply[0] }
   }
 
   async write (id: string, fence: number, changes: RecordChanges, ttlMs: number): Promise<WriteResult> {
     return await this.client.reliableWsSessionWrite(this.key(id), String(fence), changes.heard === true ? '1' : '0',
-      changes.away === true ? '1' : '0', String(ttlMs))
+      changes.away === true ? '1' : '0', wholeMs(ttlMs))
   }
 
   async release (id: string, fence: number, ttlMs: number): Promise<WriteResult> {
-    return await this.client.reliableWsSessionRelease(this.key(id), String(fence), String(ttlMs))
+    return await this.client.reliableWsSessionRelease(this.key(id), String(fence), wholeMs(ttlMs))
   }
 
   async end (id: string, fence: number): Promise<WriteResult> {
@@ -207,6 +208,11 @@ export class RedisSessionStore implements SessionStore {
     const fields = await this.client.reliableWsSessionRead(this.key(id))
     return fields === null ? null : toRecord(fields)
   }
+}
+
+// PEXPIRE takes whole milliseconds; ttlMs may have a fraction.
+function wholeMs (ms: number): string {
+  return String(Math.ceil(ms))
 }
 
 function toRecord (fields: Fields): SessionRecord {

@@ -93,8 +93,9 @@ export class SessionRegistry implements Sessions {
     const afterClaim = (result: ClaimResult): Awaitable<Prepared | BusySession> => {
       if (result.ok && !session.ended) return { record: result.record, session, received: resume.received }
       // The client's last welcome may have been lost with a connection not yet seen to close: a new session would
-      // lose this one. It comes back once that connection is gone (or its claim stopped waiting).
-      if (!result.ok && result.refusal === 'busy' && !session.ended) return { retryMs: result.retryMs ?? 0 }
+      // lose this one, so it comes back once the claim's window is over. Past it the claim waits only for a
+      // connection whose client may never speak (a thief's, or a half-open one): no longer, or it could wait forever.
+      if (!result.ok && result.refusal === 'busy' && (result.retryMs ?? 0) > 0 && !session.ended) return { retryMs: result.retryMs! }
       // Ended while the claim was on its way: the record it took has no session left to resume.
       if (result.ok) this.endRecord(session.id, result.record.fence)
       this.stats.sessions.resumeRefused++

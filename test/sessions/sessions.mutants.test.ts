@@ -255,3 +255,19 @@ t.test('a resume with the secret of a resume not yet acknowledged, its connectio
   t.teardown(() => back.ws.terminate())
   t.match(back.welcome, { session: first.welcome.session, resumed: true })
 })
+
+t.test('a busy claim past its window (retryMs 0: a connection whose client may never speak holds it) begins a new session, as it may wait for ever', async (t) => {
+  class BusyForEver extends MemorySessionStore {
+    override claim (): fastifyReliableWs.ClaimResult {
+      return { ok: false, refusal: 'busy', retryMs: 0 }
+    }
+  }
+  const { app, url } = await sessionServer(t, { sessionStore: new BusyForEver() })
+  const first = await raw(url)
+  first.ws.terminate()
+  await waitFor(() => app.wsSessions.get(first.welcome.session)?.connected === false, 2000, 'the server to notice')
+  const again = await raw(url, resumeToken(first.welcome.session, first.welcome.token, 0))
+  t.teardown(() => again.ws.terminate())
+  t.equal(again.welcome.resumed, false)
+  t.match(app.wsStats.sessions, { busy: 0, resumeRefused: 1 })
+})

@@ -246,8 +246,14 @@ t.test('a gap in a topic ends every session subscribed to it (4801, sessionlost)
   ws.send('sub:prices')
   await waitFor(() => received.length === 1, 3000, 'the subscription')
   const codes: number[] = []
+  const reasons: string[] = []
   const order: string[] = []
-  ws.addEventListener('close', (event) => { codes.push((event as unknown as { code: number }).code); order.push('close') })
+  ws.addEventListener('close', (event) => {
+    const { code, reason } = event as unknown as { code: number, reason: string }
+    codes.push(code)
+    reasons.push(reason)
+    order.push('close')
+  })
   ws.addEventListener('sessionlost', () => order.push('sessionlost'))
   // A plain ws client on the same route has no session.
   const plain = await subscriber(`ws://127.0.0.1:${port}/t`, ['prices'])
@@ -261,6 +267,7 @@ t.test('a gap in a topic ends every session subscribed to it (4801, sessionlost)
   hubOf(sockets[0]).gap('prices', 'epoch')
   await waitFor(() => lost.length === 1, 3000, 'sessionlost')
   t.same(codes, [TOPIC_GAP_CODE])
+  t.same(reasons, ['Topic history lost'])
   t.same(order, ['sessionlost', 'close'], 'the client knows its session is lost from the close code, before reconnecting')
   t.equal(app.wsSessions.get(sessionId!), undefined, 'the session has ended')
   t.match(app.wsStats.topics, { gaps: 1, topics: 2, subscriptions: 2 })
