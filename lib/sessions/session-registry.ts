@@ -95,7 +95,7 @@ export class SessionRegistry implements Sessions {
       // The client's last welcome may have been lost with a connection not yet seen to close: a new session would
       // lose this one, so it comes back once the claim's window is over. Past it the claim waits only for a
       // connection whose client may never speak (a thief's, or a half-open one): no longer, or it could wait forever.
-      if (!result.ok && result.refusal === 'busy' && (result.retryMs ?? 0) > 0 && !session.ended) return { retryMs: result.retryMs! }
+      if (!result.ok && result.refusal === 'busy' && Number(result.retryMs) > 0 && !session.ended) return { retryMs: Number(result.retryMs) }
       // Ended while the claim was on its way: the record it took has no session left to resume.
       if (result.ok) this.endRecord(session.id, result.record.fence)
       this.stats.sessions.resumeRefused++
