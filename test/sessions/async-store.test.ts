@@ -371,3 +371,20 @@ t.test('with a store answering with promises, a busy resume is told to retry; on
   t.same(handled, [false, true], 'the handler ran for the first connection and the resume alone')
   unheard.ws.close()
 })
+
+t.test('a session that ends while a busy claim is on its way: the client begins a new session rather than waiting for it', async (t) => {
+  const store = new AsyncStore()
+  const { app, url } = await storeServer(t, store)
+  const old = await away(app, url)
+  const unheard = new Peer(url('/s'), resumeToken(old.session, old.token, 0))
+  t.match(await unheard.welcome(), { resumed: true })
+  store.delays.claim = 100
+  const claims = store.calls.filter((call) => call === 'claim').length
+  const peer = new Peer(url('/s'), resumeToken(old.session, old.token, 0))
+  await waitFor(() => store.calls.filter((call) => call === 'claim').length > claims, 3000, 'the claim')
+  t.notOk(app.wsSessions.get(old.session)!.send('x'.repeat((1 << 20) + 1)), 'past maxBufferedBytes: the session ends')
+  t.match(await peer.welcome(), { resumed: false })
+  t.match(app.wsStats.sessions, { busy: 0, resumeRefused: 1, overflowed: 1 })
+  unheard.ws.close()
+  peer.ws.close()
+})
