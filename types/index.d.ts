@@ -372,8 +372,11 @@ declare namespace fastifyReliableWs {
     secret: string
     /** The count of messages the client says it has received (the resume token's). */
     received: number
-    /** The count of messages the session has sent, as the instance holding it counts them. */
-    sent: number
+    /**
+     * The count of messages the session has sent, as the instance holding it counts them; `null` from an instance
+     * that does not hold it, which may claim only a session handed over, and checks the count against the handover.
+     */
+    sent: number | null
     /** The secret of the welcome this claim leads to. */
     newSecret: string
     /** How long the claim awaits the client before the held secret may take the session over again. */
@@ -382,12 +385,27 @@ declare namespace fastifyReliableWs {
 
   /**
    * Why a claim was refused: no such session (or expired); another route, URL or owner; a wrong secret; a count of
-   * messages the session never sent; or another claim awaiting its client (`retryMs`: until it stops waiting).
+   * messages the session never sent; another claim awaiting its client (`retryMs`: until it stops waiting); or,
+   * to an instance that does not hold it, a session nobody handed over (`held`: its messages are another instance's).
    */
-  export type ClaimRefusal = 'unknown' | 'mismatch' | 'secret' | 'count' | 'busy'
+  export type ClaimRefusal = 'unknown' | 'mismatch' | 'secret' | 'count' | 'busy' | 'held'
 
+  /**
+   * What an instance closing gracefully writes of a session it held, for whichever instance its client resumes on:
+   * everything the live session knows that its record does not.
+   */
+  export interface SessionHandover {
+    /** Data messages received from the client in the session. */
+    received: number
+    /** Data messages sent in the session that the client has acknowledged. */
+    acknowledged: number
+    /** The messages sent and not acknowledged, in order: the first is message `acknowledged + 1`. */
+    messages: Array<{ data: string | Buffer, binary: boolean }>
+  }
+
+  /** A claim that won: the record as it now stands, who held it before, and what was handed over (taken out of the store). */
   export type ClaimResult =
-    | { ok: true, record: SessionRecord, previous: string }
+    | { ok: true, record: SessionRecord, previous: string, handover: SessionHandover | null }
     | { ok: false, refusal: ClaimRefusal, retryMs?: number }
 
   /** `'fenced'`: another claim took the session since; `'lost'`: no such record. */
@@ -411,8 +429,11 @@ declare namespace fastifyReliableWs {
     /** Checks a resume request against the record and, if it fits, raises the fence and takes the session. */
     claim (request: ClaimRequest): Awaitable<ClaimResult>
     write (id: string, fence: number, changes: RecordChanges, ttlMs: number): Awaitable<WriteResult>
-    /** Lets go of a claim: held by nobody, away, resumable for `ttlMs` from now. */
-    release (id: string, fence: number, ttlMs: number): Awaitable<WriteResult>
+    /**
+     * Lets go of a claim: held by nobody, away, resumable for `ttlMs` from now. With a handover, any instance may
+     * claim it next; the claim that wins takes the handover out.
+     */
+    release (id: string, fence: number, ttlMs: number, handover?: SessionHandover): Awaitable<WriteResult>
     /** Deletes the record, unless another claim took it since. */
     end (id: string, fence: number): Awaitable<WriteResult>
     /** The record, changing nothing; `null` when there is none (or it expired). */

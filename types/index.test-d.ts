@@ -118,7 +118,7 @@ const store: SessionStore = {
   create: (record) => { records.set(record.id, record) },
   claim: async (request) => {
     const record = records.get(request.id)
-    return record === undefined ? { ok: false, refusal: 'unknown' } : { ok: true, record, previous: record.instance }
+    return record === undefined ? { ok: false, refusal: 'unknown' } : { ok: true, record, previous: record.instance, handover: null }
   },
   write: () => 'ok',
   release: async () => 'fenced' as const,
@@ -135,7 +135,7 @@ expectType<Promise<SessionRecord | null>>(new RedisSessionStore(new Redis({ lazy
 expectType<SessionStore>(new RedisSessionStore('redis://127.0.0.1'))
 // @ts-expect-error the prefix is a string
 expectType<SessionStore>(new RedisSessionStore(new Redis({ lazyConnect: true }), { prefix: 1 }))
-// @ts-expect-error a refusal is one of five kinds
+// @ts-expect-error a refusal is one of six kinds
 expectType<ClaimResult>({ ok: false, refusal: 'expired' })
 // @ts-expect-error a store of live sessions is no store of records
 app.register(reliableWs, { sessionStore: new Map<string, Session>() })
