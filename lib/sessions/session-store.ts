@@ -6,6 +6,7 @@ type ClaimRequest = fastifyReliableWs.ClaimRequest
 type ClaimResult = fastifyReliableWs.ClaimResult
 type RecordChanges = fastifyReliableWs.RecordChanges
 type WriteResult = fastifyReliableWs.WriteResult
+type SessionHandover = fastifyReliableWs.SessionHandover
 
 export type SessionStore = fastifyReliableWs.SessionStore
 
@@ -19,6 +20,8 @@ export type SessionStore = fastifyReliableWs.SessionStore
  */
 export class MemorySessionStore implements SessionStore {
   private readonly records = new Map<string, SessionRecord>()
+  /** What was handed over with a record, by its id: kept beside it, never part of what `read` gives. */
+  private readonly handovers = new Map<string, SessionHandover>()
 
   create (record: SessionRecord): void {
     if (this.records.has(record.id)) throw new Error(`session ${record.id} exists already`)
@@ -31,7 +34,7 @@ export class MemorySessionStore implements SessionStore {
     if (record === undefined) return { ok: false, refusal: 'unknown' }
     // Gone for good: its holder's own expiry ends the live session.
     if (expired(record, now)) {
-      this.records.delete(record.id)
+      this.drop(record.id)
       return { ok: false, refusal: 'unknown' }
     }
     if (record.route !== request.route || record.url !== request.url || record.owner !== request.owner) return { ok: false, refusal: 'mismatch' }
@@ -44,8 +47,18 @@ export class MemorySessionStore implements SessionStore {
     if (!sameSecret(record.secret, request.secret) && !(held && !waiting)) {
       return held && waiting ? { ok: false, refusal: 'busy', retryMs: Math.max(record.claimedUntil - now, 0) } : { ok: false, refusal: 'secret' }
     }
+    const handover = this.handovers.get(record.id)
+    let sent = request.sent
+    if (sent === null) {
+      // The session's messages are with the instance holding it, unless it handed them over.
+      if (handover === undefined) return { ok: false, refusal: 'held' }
+      // The messages handed over begin after those the client acknowledged: one that says it received fewer cannot
+      // be given the rest.
+      if (request.received < handover.acknowledged) return { ok: false, refusal: 'count' }
+      sent = handover.acknowledged + handover.messages.length
+    }
     // A count of messages received that the session never sent: the client speaks of another conversation.
-    if (request.received > request.sent) return { ok: false, refusal: 'count' }
+    if (request.received > sent) return { ok: false, refusal: 'count' }
     const claimed: SessionRecord = {
       ...record,
       fence: record.fence + 1,
@@ -56,7 +69,9 @@ export class MemorySessionStore implements SessionStore {
       heldSecret: request.secret
     }
     this.records.set(claimed.id, claimed)
-    return { ok: true, record: { ...claimed }, previous: record.instance }
+    // Taken out: the store keeps no reference to what it gives (its own copy, made on release).
+    this.handovers.delete(claimed.id)
+    return { ok: true, record: { ...claimed }, previous: record.instance, handover: handover ?? null }
   }
 
   write (id: string, fence: number, changes: RecordChanges, ttlMs: number): WriteResult {
@@ -70,10 +85,12 @@ export class MemorySessionStore implements SessionStore {
     return 'ok'
   }
 
-  release (id: string, fence: number, ttlMs: number): WriteResult {
+  release (id: string, fence: number, ttlMs: number, handover?: SessionHandover): WriteResult {
     const record = this.fenced(id, fence)
     if (typeof record === 'string') return record
     record.instance = ''
+    if (handover === undefined) this.handovers.delete(id)
+    else this.handovers.set(id, copyHandover(handover))
     this.leave(record, ttlMs)
     return 'ok'
   }
@@ -81,7 +98,7 @@ export class MemorySessionStore implements SessionStore {
   end (id: string, fence: number): WriteResult {
     const record = this.fenced(id, fence)
     if (typeof record === 'string') return record
-    this.records.delete(id)
+    this.drop(id)
     return 'ok'
   }
 
@@ -97,6 +114,11 @@ export class MemorySessionStore implements SessionStore {
     return record.fence === fence ? record : 'fenced'
   }
 
+  private drop (id: string): void {
+    this.records.delete(id)
+    this.handovers.delete(id)
+  }
+
   private leave (record: SessionRecord, ttlMs: number): void {
     record.state = 'away'
     record.expiresAt = Date.now() + ttlMs
@@ -105,6 +127,18 @@ export class MemorySessionStore implements SessionStore {
 
 function expired (record: SessionRecord, now: number): boolean {
   return record.state === 'away' && record.expiresAt <= now
+}
+
+/**
+ * The handover's numbers, its list and each message anew; a message's Buffer is shared, not copied: the plugin never
+ * writes into the bytes of a message it sent.
+ */
+function copyHandover (handover: SessionHandover): SessionHandover {
+  return {
+    received: handover.received,
+    acknowledged: handover.acknowledged,
+    messages: handover.messages.map(({ data, binary }) => ({ data, binary }))
+  }
 }
 
 function sameSecret (held: string, offered: string): boolean {

@@ -28,8 +28,8 @@ export class AsyncStore implements SessionStore {
     return this.answer('write', () => this.memory.write(id, fence, changes, ttlMs))
   }
 
-  release (id: string, fence: number, ttlMs: number): Promise<fastifyReliableWs.WriteResult> {
-    return this.answer('release', () => this.memory.release(id, fence, ttlMs))
+  release (id: string, fence: number, ttlMs: number, handover?: fastifyReliableWs.SessionHandover): Promise<fastifyReliableWs.WriteResult> {
+    return this.answer('release', () => this.memory.release(id, fence, ttlMs, handover))
   }
 
   end (id: string, fence: number): Promise<fastifyReliableWs.WriteResult> {

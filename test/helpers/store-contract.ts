@@ -7,6 +7,7 @@ import { sleep } from './helpers'
 type SessionStore = fastifyReliableWs.SessionStore
 type SessionRecord = fastifyReliableWs.SessionRecord
 type ClaimRequest = fastifyReliableWs.ClaimRequest
+type SessionHandover = fastifyReliableWs.SessionHandover
 type Awaitable<T> = fastifyReliableWs.Awaitable<T>
 
 // Windows long enough that a loaded machine stays inside them, and waits twice as long as the ones they outlast.
@@ -57,6 +58,31 @@ async function claimed (store: SessionStore): Promise<SessionRecord> {
   const result = await store.claim(request(record))
   if (!result.ok) throw new Error(`the first claim was refused: ${result.refusal}`)
   return result.record
+}
+
+/**
+ * What an instance closing hands over: message 4 (text, non-ASCII), 5 (bytes that are no UTF-8), 6 (empty text) and 7
+ * (empty bytes) sent and not acknowledged, 3 acknowledged before them.
+ */
+function handover (): SessionHandover {
+  return {
+    received: 9,
+    acknowledged: 3,
+    messages: [
+      { data: 'héllo ✓', binary: false },
+      { data: Buffer.from([0xff, 0x00, 0xc3, 0x28, 0x80, 0xfe]), binary: true },
+      { data: '', binary: false },
+      { data: Buffer.alloc(0), binary: true }
+    ]
+  }
+}
+
+/** A session claimed (fence 2, secret s1), then released by its holder with `handedOver`: away, held by nobody. */
+async function released (store: SessionStore, handedOver?: SessionHandover): Promise<SessionRecord> {
+  const first = await claimed(store)
+  const result = await store.release(first.id, 2, TTL_MS, handedOver)
+  if (result !== 'ok') throw new Error(`the release was refused: ${result}`)
+  return first
 }
 
 /**
@@ -182,5 +208,102 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore, clock:
     t.equal(await store.release(first.id, 2, TTL_MS), 'ok')
     t.match(await store.read(first.id), { state: 'away', instance: '', fence: 2, heldSecret: 's0' })
     t.match(await store.claim(request(first, { secret: 's0', newSecret: 's2' })), { ok: true, previous: '', record: { fence: 3, state: 'claimed', secret: 's2' } })
+  })
+
+  t.test('a release with a handover: a claim from an instance that does not hold the session takes it out, exactly as it was handed over', async (t) => {
+    const store = makeStore()
+    const first = await released(store, handover())
+    const away = await store.read(first.id)
+    t.strictSame(away, { ...first, instance: '', state: 'away', expiresAt: away!.expiresAt }, 'read gives the record alone')
+    const result = await store.claim(request(first, { instance: 'C', secret: 's1', newSecret: 's2', received: 5, sent: null }))
+    t.match(result, { ok: true, previous: '', record: { fence: 3, instance: 'C', state: 'claimed', secret: 's2', heldSecret: 's1' } })
+    if (!result.ok) return
+    t.strictSame(result.handover, handover(), 'its counts, and its messages in order: text as strings, bytes as Buffers, the empty ones too')
+    t.ok(Buffer.isBuffer(result.handover!.messages[1].data) && typeof result.handover!.messages[0].data === 'string')
+    t.strictSame(await store.read(first.id), result.record, 'the record as claimed, and no more')
+    const again = await store.claim(request(first, { instance: 'C', secret: 's2', newSecret: 's3', received: 5, sent: 7 }))
+    t.match(again, { ok: true, handover: null, record: { fence: 4 } }, 'taken out: the next claim gets none')
+    t.same(await store.claim(request(first, { instance: 'D', secret: 's3', newSecret: 's4', received: 5, sent: null })), { ok: false, refusal: 'held' },
+      'nor may another instance claim it without one')
+  })
+
+  t.test('a handover of no messages: the client has every message it was sent', async (t) => {
+    const store = makeStore()
+    const first = await released(store, { received: 2, acknowledged: 4, messages: [] })
+    t.same(await store.claim(request(first, { secret: 's1', received: 5, sent: null })), { ok: false, refusal: 'count' }, 'one more than was sent')
+    t.same(await store.claim(request(first, { secret: 's1', received: 3, sent: null })), { ok: false, refusal: 'count' }, 'one fewer than was acknowledged')
+    t.match(await store.claim(request(first, { secret: 's1', received: 4, sent: null })), { ok: true, handover: { received: 2, acknowledged: 4, messages: [] } })
+  })
+
+  t.test('an instance that does not hold the session claims only one handed over: held, and nothing changes', async (t) => {
+    const store = makeStore()
+    const first = await claimed(store)
+    t.match(await store.claim(request(first, { instance: 'C', secret: 's0', sent: null })), { ok: false, refusal: 'busy' }, 'a busy claim is busy first')
+    t.same(await store.claim(request(first, { instance: 'C', secret: 's1', sent: null })), { ok: false, refusal: 'held' }, 'held by another instance')
+    t.same(await store.read(first.id), first, 'the record is as it was')
+    t.same(await store.claim(request(first, { instance: 'C', secret: 's9', sent: null })), { ok: false, refusal: 'secret' }, 'a wrong secret is refused as such')
+    t.same(await store.claim(request(first, { instance: 'C', url: '/rooms/b', sent: null })), { ok: false, refusal: 'mismatch' })
+    t.same(await store.claim(request(first, { instance: 'C', id: 'd'.repeat(32), sent: null })), { ok: false, refusal: 'unknown' })
+    t.equal(await store.release(first.id, 2, TTL_MS), 'ok')
+    t.same(await store.claim(request(first, { instance: 'C', secret: 's1', sent: null })), { ok: false, refusal: 'held' }, 'released with no handover')
+    t.match(await store.claim(request(first, { instance: 'B', secret: 's1', newSecret: 's2', received: 2, sent: 2 })), { ok: true, handover: null, record: { fence: 3 } },
+      'the instance holding its messages still claims it')
+  })
+
+  t.test('a count against the handover: more than was handed over, or fewer than was acknowledged, is refused and leaves it', async (t) => {
+    const store = makeStore()
+    const first = await released(store, handover())
+    for (const received of [8, 2, 0]) {
+      t.same(await store.claim(request(first, { secret: 's1', received, sent: null })), { ok: false, refusal: 'count' }, `received ${received}`)
+    }
+    t.same(await store.claim(request(first, { secret: 's9', received: 8, sent: null })), { ok: false, refusal: 'secret' }, 'the secret is judged first')
+    t.match(await store.claim(request(first, { secret: 's1', received: 7, sent: null })), { ok: true, handover: { acknowledged: 3 } }, 'every message handed over fits')
+  })
+
+  t.test('a claim that names its own count (the instance holding the messages) is judged by it, and takes the handover out too', async (t) => {
+    const store = makeStore()
+    for (const received of [8, 1]) {
+      const first = await released(store, handover())
+      t.match(await store.claim(request(first, { received, sent: 9 })), { ok: true, handover: { received: 9, acknowledged: 3 } },
+        `received ${received} of the 9 it counts, 7 handed over and 3 acknowledged`)
+    }
+  })
+
+  t.test('a release replaces the handover kept: without one, none is kept', async (t) => {
+    const store = makeStore()
+    const first = await released(store, handover())
+    t.equal(await store.release(first.id, 2, TTL_MS, { received: 1, acknowledged: 7, messages: [{ data: 'next', binary: false }] }), 'ok')
+    t.match(await store.claim(request(first, { instance: 'C', secret: 's1', newSecret: 's2', received: 8, sent: null })),
+      { ok: true, handover: { received: 1, acknowledged: 7, messages: [{ data: 'next', binary: false }] } }, 'the later one')
+    t.equal(await store.release(first.id, 3, TTL_MS, handover()), 'ok')
+    t.equal(await store.release(first.id, 3, TTL_MS), 'ok')
+    t.same(await store.claim(request(first, { instance: 'D', secret: 's2', received: 5, sent: null })), { ok: false, refusal: 'held' }, 'dropped')
+  })
+
+  t.test('end, and a claim of a record expired, take the handover with the record', async (t) => {
+    const store = makeStore()
+    const ended = await released(store, handover())
+    t.equal(await store.end(ended.id, 2), 'ok')
+    const expired = await released(store, handover())
+    t.equal(await store.release(expired.id, 2, 1, handover()), 'ok')
+    await sleep(20)
+    t.same(await store.claim(request(expired, { secret: 's1', received: 5, sent: null })), { ok: false, refusal: 'unknown' })
+    for (const gone of [ended, expired]) {
+      // A record of the same id begun anew (no instance does so): nothing handed over is left for it.
+      await store.create(newRecord({ id: gone.id, state: 'away' }))
+      t.same(await store.claim(request(gone, { secret: 's0', received: 5, sent: null })), { ok: false, refusal: 'held' })
+    }
+  })
+
+  t.test('the store keeps a copy of the handover: what the caller changes after the release changes nothing', async (t) => {
+    const store = makeStore()
+    const given = handover()
+    const first = await released(store, given)
+    given.acknowledged = 0
+    given.messages[0].data = 'changed'
+    given.messages.push({ data: 'more', binary: false })
+    const result = await store.claim(request(first, { secret: 's1', received: 5, sent: null }))
+    t.match(result, { ok: true })
+    if (result.ok) t.strictSame(result.handover, handover())
   })
 }
