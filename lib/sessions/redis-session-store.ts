@@ -1,5 +1,5 @@
-// Sessions' records in Redis: one hash per session, each method one atomic Lua script, time taken from Redis
-// (docs/sessions.md, "Records in Redis").
+// Sessions' records in Redis: one hash per session (and a list of the messages handed over with it), each method one
+// atomic Lua script, time taken from Redis (docs/sessions.md, "Records in Redis").
 import type fastifyReliableWs = require('../../types/index')
 import { checkKeyPrefix, DEFAULTS } from '../core/options'
 import type { SessionStore } from './session-store'
@@ -10,6 +10,7 @@ type ClaimResult = fastifyReliableWs.ClaimResult
 type ClaimRefusal = fastifyReliableWs.ClaimRefusal
 type RecordChanges = fastifyReliableWs.RecordChanges
 type WriteResult = fastifyReliableWs.WriteResult
+type SessionHandover = fastifyReliableWs.SessionHandover
 
 /** A record's fields as the hash names them, in the order of `SessionRecord`; every script that returns a record returns them so. */
 const FIELDS = ['id', 'rt', 'url', 'o', 's', 'h', 'f', 'a', 'st', 'cu', 'ea', 'ca'] as const
@@ -19,21 +20,27 @@ const FIELDS = ['id', 'rt', 'url', 'o', 's', 'h', 'f', 'a', 'st', 'cu', 'ea', 'c
 // past expiresAt is refused by the claim itself.
 export const GRACE_MS = 5000
 
+// Messages RPUSHed per call: Lua's unpack takes at most a few thousand values at once.
+const PUSH_CHUNK = 1000
+
 /**
  * What every script begins with. Time is Redis's, one clock for every instance. A script that reads TIME and then
  * writes replicates its effects, not itself: the default from Redis 5 on (the least the project supports), the only
  * way from Redis 7. A record is kept while it is held (its holder ends or releases it: nothing refreshes it yet, so an
- * expiry would drop the record of a session still connected) and until `expiresAt` plus the grace once away.
+ * expiry would drop the record of a session still connected) and until `expiresAt` plus the grace once away. Its
+ * list of messages handed over (KEYS[2], where a script names it) is kept alike: it goes with the record.
  */
 const PRELUDE = `
 local time = redis.call('time')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local FIELDS = { ${FIELDS.map((field) => `'${field}'`).join(', ')} }
 local function keep (state, expiresAt)
-  if state == 'away' then
-    redis.call('pexpire', KEYS[1], tonumber(expiresAt) - now + ${GRACE_MS})
-  else
-    redis.call('persist', KEYS[1])
+  for _, key in ipairs(KEYS) do
+    if state == 'away' then
+      redis.call('pexpire', key, tonumber(expiresAt) - now + ${GRACE_MS})
+    else
+      redis.call('persist', key)
+    end
   end
 end
 -- Nil while the claim numbered ARGV[1] holds the record; else 'lost' (no record) or 'fenced' (another claim since).
@@ -59,14 +66,16 @@ return 1
  * The secrets are compared here, without a constant-time compare: Redis's Lua interns strings, so equality compares
  * references, and the bytes are compared only when a string is interned beside another of the same hash.
  *
- * KEYS: the record. ARGV: instance, route, url, owner (`0` for null, else `1` and the owner), secret, received, sent,
- * new secret, confirmMs. Returns [refusal] or ['busy', retryMs], or ['ok', previous instance, the record's fields].
+ * KEYS: the record, its messages handed over. ARGV: instance, route, url, owner (`0` for null, else `1` and the owner),
+ * secret, received, sent (`''` for null), new secret, confirmMs. Returns [refusal] or ['busy', retryMs], or
+ * ['ok', previous instance, the record's fields], followed, when a handover was kept, by its received, its acknowledged
+ * and its messages (taken out).
  */
 const CLAIM = `${PRELUDE}
 local r = redis.call('hmget', KEYS[1], unpack(FIELDS))
 if not r[7] then return { 'unknown' } end
 if r[9] == 'away' and tonumber(r[11]) <= now then
-  redis.call('del', KEYS[1])
+  redis.call('del', KEYS[1], KEYS[2])
   return { 'unknown' }
 end
 local owner = r[4] and ('1' .. r[4]) or '0'
@@ -77,14 +86,30 @@ if r[5] ~= ARGV[5] and not (held and not waiting) then
   if held and waiting then return { 'busy', math.max(tonumber(r[10]) - now, 0) } end
   return { 'secret' }
 end
-if tonumber(ARGV[6]) > tonumber(ARGV[7]) then return { 'count' } end
+local handover = redis.call('hmget', KEYS[1], 'hr', 'ha')
+local received = tonumber(ARGV[6])
+local sent = tonumber(ARGV[7])
+if ARGV[7] == '' then
+  if not handover[2] then return { 'held' } end
+  if received < tonumber(handover[2]) then return { 'count' } end
+  sent = tonumber(handover[2]) + redis.call('llen', KEYS[2])
+end
+if received > sent then return { 'count' } end
 redis.call('hincrby', KEYS[1], 'f', 1)
 redis.call('hset', KEYS[1], 'a', ARGV[1], 'st', 'claimed', 'cu', now + tonumber(ARGV[9]), 's', ARGV[8], 'h', ARGV[5])
+local reply = { 'ok', r[8], redis.call('hmget', KEYS[1], unpack(FIELDS)) }
+if handover[2] then
+  reply[4] = handover[1]
+  reply[5] = handover[2]
+  reply[6] = redis.call('lrange', KEYS[2], 0, -1)
+  redis.call('hdel', KEYS[1], 'hr', 'ha')
+  redis.call('del', KEYS[2])
+end
 keep('claimed')
-return { 'ok', r[8], redis.call('hmget', KEYS[1], unpack(FIELDS)) }
+return reply
 `
 
-/** KEYS: the record. ARGV: fence, heard (0/1), away (0/1), ttlMs. Returns ok, fenced or lost. */
+/** KEYS: the record, its messages handed over. ARGV: fence, heard (0/1), away (0/1), ttlMs. Returns ok, fenced or lost. */
 const WRITE = `${PRELUDE}
 local refused = fenced()
 if refused then return refused end
@@ -103,21 +128,32 @@ keep(state, expiresAt)
 return 'ok'
 `
 
-/** KEYS: the record. ARGV: fence, ttlMs. Returns ok, fenced or lost. */
+/**
+ * KEYS: the record, its messages handed over. ARGV: fence, ttlMs, then with a handover its received, its acknowledged
+ * and its messages, each a byte (0 text, 1 binary) and the message's bytes. Returns ok, fenced or lost.
+ */
 const RELEASE = `${PRELUDE}
 local refused = fenced()
 if refused then return refused end
 local expiresAt = now + tonumber(ARGV[2])
 redis.call('hset', KEYS[1], 'a', '', 'st', 'away', 'ea', expiresAt)
+redis.call('hdel', KEYS[1], 'hr', 'ha')
+redis.call('del', KEYS[2])
+if #ARGV > 2 then
+  redis.call('hset', KEYS[1], 'hr', ARGV[3], 'ha', ARGV[4])
+  for first = 5, #ARGV, ${PUSH_CHUNK} do
+    redis.call('rpush', KEYS[2], unpack(ARGV, first, math.min(first + ${PUSH_CHUNK - 1}, #ARGV)))
+  end
+end
 keep('away', expiresAt)
 return 'ok'
 `
 
-/** KEYS: the record. ARGV: fence. Returns ok, fenced or lost. */
+/** KEYS: the record, its messages handed over. ARGV: fence. Returns ok, fenced or lost. */
 const END = `${PRELUDE}
 local refused = fenced()
 if refused then return refused end
-redis.call('del', KEYS[1])
+redis.call('del', KEYS[1], KEYS[2])
 return 'ok'
 `
 
@@ -129,31 +165,37 @@ return r
 `
 
 type Fields = Array<string | null>
-type ClaimReply = [ClaimRefusal, number?] | ['ok', string, Fields]
+/** The claim's replies, every string as bytes (integers stay numbers, or strings with `stringNumbers`). */
+type ClaimReply = [Buffer, (number | string)?] | ClaimWon
+type ClaimWon = [Buffer, Buffer, Array<Buffer | null>, Buffer?, Buffer?, Buffer[]?]
 
 /** The scripts, as ioredis's defineCommand adds them to the client. */
 interface ScriptedClient {
   reliableWsSessionCreate (key: string, ...fields: string[]): Promise<0 | 1>
-  reliableWsSessionClaim (key: string, ...args: string[]): Promise<ClaimReply>
-  reliableWsSessionWrite (key: string, fence: string, heard: string, away: string, ttlMs: string): Promise<WriteResult>
-  reliableWsSessionRelease (key: string, fence: string, ttlMs: string): Promise<WriteResult>
-  reliableWsSessionEnd (key: string, fence: string): Promise<WriteResult>
+  // Its Buffer variant: messages handed over keep their bytes exactly.
+  reliableWsSessionClaimBuffer (key: string, messagesKey: string, ...args: string[]): Promise<ClaimReply>
+  reliableWsSessionWrite (key: string, messagesKey: string, fence: string, heard: string, away: string, ttlMs: string): Promise<WriteResult>
+  // The handover as one array: ioredis flattens it (a spread of many thousand arguments could overflow the stack).
+  reliableWsSessionRelease (key: string, messagesKey: string, fence: string, ttlMs: string, handover: Array<string | Buffer>): Promise<WriteResult>
+  reliableWsSessionEnd (key: string, messagesKey: string, fence: string): Promise<WriteResult>
   reliableWsSessionRead (key: string): Promise<Fields | null>
 }
 
+/** Each script and how many keys it names: the record, and its list of messages handed over where it touches that. */
 const SCRIPTS = {
-  reliableWsSessionCreate: CREATE,
-  reliableWsSessionClaim: CLAIM,
-  reliableWsSessionWrite: WRITE,
-  reliableWsSessionRelease: RELEASE,
-  reliableWsSessionEnd: END,
-  reliableWsSessionRead: READ
-}
+  reliableWsSessionCreate: [CREATE, 1],
+  reliableWsSessionClaim: [CLAIM, 2],
+  reliableWsSessionWrite: [WRITE, 2],
+  reliableWsSessionRelease: [RELEASE, 2],
+  reliableWsSessionEnd: [END, 2],
+  reliableWsSessionRead: [READ, 1]
+} as const
 
 /**
  * Sessions' records in Redis, through the application's ioredis client (or Cluster client): commands only, on the
  * client as it is (its own `keyPrefix`, if any, goes before the names), never closed. Every record is a hash of its
- * own, `<prefix>:{s:<id>}`: on a Cluster the hash tag keeps each session on one slot, where its scripts run.
+ * own, `<prefix>:{s:<id>}`, and the messages handed over with it a list, `<prefix>:{s:<id>}:m`: on a Cluster the hash
+ * tag keeps each session on one slot, where its scripts run.
  */
 export class RedisSessionStore implements SessionStore {
   private readonly client: ScriptedClient
@@ -161,13 +203,18 @@ export class RedisSessionStore implements SessionStore {
 
   constructor (client: fastifyReliableWs.RedisScriptClient, options: fastifyReliableWs.RedisSessionStoreOptions = {}) {
     this.prefix = options.prefix === undefined ? DEFAULTS.topics.keyPrefix : checkKeyPrefix('prefix', options.prefix)
-    for (const [name, lua] of Object.entries(SCRIPTS)) client.defineCommand(name, { numberOfKeys: 1, lua })
+    for (const [name, [lua, numberOfKeys]] of Object.entries(SCRIPTS)) client.defineCommand(name, { numberOfKeys, lua })
     this.client = client as unknown as ScriptedClient
   }
 
   /** The name of a session's record. */
   private key (id: string): string {
     return `${this.prefix}:{s:${id}}`
+  }
+
+  /** The name of the list of messages handed over with a session's record. */
+  private messagesKey (id: string): string {
+    return `${this.key(id)}:m`
   }
 
   async create (record: SessionRecord): Promise<void> {
@@ -184,24 +231,36 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async claim (request: ClaimRequest): Promise<ClaimResult> {
-    const reply = await this.client.reliableWsSessionClaim(this.key(request.id), request.instance, request.route, request.url,
-      request.owner === null ? '0' : `1${request.owner}`, request.secret, String(request.received), String(request.sent),
-      request.newSecret, String(request.confirmMs))
-    if (reply[0] === 'ok') return { ok: true, record: toRecord(reply[2]), previous: reply[1] }
-    return reply[0] === 'busy' ? { ok: false, refusal: 'busy', retryMs: Number(reply[1]) } : { ok: false, refusal: reply[0] }
+    const reply = await this.client.reliableWsSessionClaimBuffer(this.key(request.id), this.messagesKey(request.id),
+      request.instance, request.route, request.url, request.owner === null ? '0' : `1${request.owner}`, request.secret,
+      String(request.received), request.sent === null ? '' : String(request.sent), request.newSecret, String(request.confirmMs))
+    const answer = reply[0].toString()
+    if (answer === 'ok') {
+      const [, previous, fields, received, acknowledged, messages] = reply as ClaimWon
+      return {
+        ok: true,
+        record: toRecord(fields.map((field) => field === null ? null : field.toString())),
+        previous: previous.toString(),
+        handover: messages === undefined ? null : { received: Number(received!.toString()), acknowledged: Number(acknowledged!.toString()), messages: messages.map(toMessage) }
+      }
+    }
+    return answer === 'busy' ? { ok: false, refusal: 'busy', retryMs: Number(reply[1]) } : { ok: false, refusal: answer as ClaimRefusal }
   }
 
   async write (id: string, fence: number, changes: RecordChanges, ttlMs: number): Promise<WriteResult> {
-    return await this.client.reliableWsSessionWrite(this.key(id), String(fence), changes.heard === true ? '1' : '0',
-      changes.away === true ? '1' : '0', wholeMs(ttlMs))
+    return await this.client.reliableWsSessionWrite(this.key(id), this.messagesKey(id), String(fence),
+      changes.heard === true ? '1' : '0', changes.away === true ? '1' : '0', wholeMs(ttlMs))
   }
 
-  async release (id: string, fence: number, ttlMs: number): Promise<WriteResult> {
-    return await this.client.reliableWsSessionRelease(this.key(id), String(fence), wholeMs(ttlMs))
+  async release (id: string, fence: number, ttlMs: number, handover?: SessionHandover): Promise<WriteResult> {
+    const handedOver = handover === undefined
+      ? []
+      : [String(handover.received), String(handover.acknowledged), ...handover.messages.map(fromMessage)]
+    return await this.client.reliableWsSessionRelease(this.key(id), this.messagesKey(id), String(fence), wholeMs(ttlMs), handedOver)
   }
 
   async end (id: string, fence: number): Promise<WriteResult> {
-    return await this.client.reliableWsSessionEnd(this.key(id), String(fence))
+    return await this.client.reliableWsSessionEnd(this.key(id), this.messagesKey(id), String(fence))
   }
 
   async read (id: string): Promise<SessionRecord | null> {
@@ -213,6 +272,18 @@ export class RedisSessionStore implements SessionStore {
 // PEXPIRE takes whole milliseconds; ttlMs may have a fraction.
 function wholeMs (ms: number): string {
   return String(Math.ceil(ms))
+}
+
+const TEXT = Buffer.of(0)
+const BINARY = Buffer.of(1)
+
+/** A message handed over as one list element: a byte saying whether it is binary, then its bytes (a string's in UTF-8). */
+function fromMessage ({ data, binary }: SessionHandover['messages'][number]): Buffer {
+  return Buffer.concat([binary ? BINARY : TEXT, typeof data === 'string' ? Buffer.from(data) : data])
+}
+
+function toMessage (element: Buffer): SessionHandover['messages'][number] {
+  return element[0] === 1 ? { data: element.subarray(1), binary: true } : { data: element.toString('utf8', 1), binary: false }
 }
 
 function toRecord (fields: Fields): SessionRecord {

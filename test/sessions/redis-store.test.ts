@@ -133,6 +133,79 @@ t.test('time to live: none while held (nothing refreshes a held record yet), exp
   t.ok(await client.pttl(`reliable-ws:{s:${away.id}}`) > 1000)
 })
 
+t.test('the messages handed over: a list beside the hash, kept as long, gone with it', needs(REDIS), async (t) => {
+  const server = await RedisServer.start(t)
+  const client = server.client()
+  const store = new RedisSessionStore(client)
+  const clock = redisClock(client)
+  const handover = { received: 4, acknowledged: 2, messages: [{ data: 'one', binary: false }, { data: Buffer.from([0xff]), binary: true }] }
+  const kept = record()
+  const key = `reliable-ws:{s:${kept.id}}`
+  const list = `${key}:m`
+  await store.create(kept)
+  t.ok((await store.claim(claimOf(kept))).ok)
+
+  /** Both keys expire expiresAt plus the grace from now. */
+  const bothAway = async (what: string): Promise<void> => {
+    const { expiresAt } = (await store.read(kept.id))!
+    const now = await clock()
+    for (const name of [key, list]) {
+      const ttl = await client.pttl(name)
+      t.ok(ttl > 0 && ttl <= expiresAt + GRACE_MS - now + 1 && ttl >= expiresAt + GRACE_MS - now - 1000, `${what}, ${name === key ? 'hash' : 'list'}: ${ttl} ms, expiresAt + grace`)
+    }
+  }
+  t.equal(await store.release(kept.id, 2, 30_000, handover), 'ok')
+  t.match(await client.hgetall(key), { hr: '4', ha: '2' }, 'its counts in the hash')
+  t.same(await client.lrangeBuffer(list, 0, -1), [Buffer.from('\x00one', 'latin1'), Buffer.from([1, 0xff])], 'a byte saying text or binary, then the bytes')
+  await bothAway('released')
+  t.equal(await store.write(kept.id, 2, { heard: true }, 30_000), 'ok')
+  t.same([await client.pttl(key), await client.pttl(list)], [-1, -1], 'held again by its fence: both kept')
+  t.equal(await store.write(kept.id, 2, { away: true }, 30_000), 'ok')
+  await bothAway('away')
+  t.match(await store.claim(claimOf(kept, { secret: 's1', newSecret: 's2', instance: 'C', received: 3, sent: null })), { ok: true, handover })
+  t.equal(await client.exists(list), 0, 'claimed: the list taken out')
+  t.equal(await client.hexists(key, 'ha') + await client.hexists(key, 'hr'), 0, 'and its counts')
+  t.equal(await client.pttl(key), -1, 'the record kept')
+
+  t.equal(await store.release(kept.id, 3, 30_000, handover), 'ok')
+  t.equal(await store.release(kept.id, 3, 30_000), 'ok')
+  t.same(await client.keys('*'), [key], 'released again without one: the list is dropped')
+  t.equal(await store.release(kept.id, 3, 30_000, handover), 'ok')
+  t.equal(await store.end(kept.id, 3), 'ok')
+  t.same(await client.keys('*'), [], 'ended: no key left')
+
+  const expired = record()
+  await store.create(expired)
+  t.ok((await store.claim(claimOf(expired))).ok)
+  t.equal(await store.release(expired.id, 2, 1, handover), 'ok')
+  await sleep(20)
+  t.equal(await client.exists(`reliable-ws:{s:${expired.id}}:m`), 1, 'past expiresAt, within the grace')
+  t.same(await store.claim(claimOf(expired, { secret: 's1', received: 3, sent: null })), { ok: false, refusal: 'unknown' })
+  t.same(await client.keys('*'), [], 'a claim of it expired deletes both')
+})
+
+t.test('a handover of 200,000 messages (more than Lua unpacks, or a call takes spread, at once); a client with keyPrefix and stringNumbers', needs(REDIS), async (t) => {
+  const server = await RedisServer.start(t)
+  const store = new RedisSessionStore(server.client())
+  const messages = Array.from({ length: 200_000 }, (_, i) => ({ data: String(i), binary: false }))
+  const kept = record()
+  await store.create(kept)
+  t.equal(await store.release(kept.id, 1, 60_000, { received: 0, acknowledged: 0, messages }), 'ok')
+  const result = await store.claim(claimOf(kept, { received: 200_000, sent: null }))
+  t.ok(result.ok && result.handover!.messages.length === 200_000 && result.handover!.messages.every(({ data }, i) => data === String(i)), 'every one, in order')
+
+  const other = new RedisClient(server.port, '127.0.0.1', { keyPrefix: 'tenant:', stringNumbers: true })
+  t.teardown(() => other.disconnect())
+  const prefixed = new RedisSessionStore(other)
+  const second = record()
+  await prefixed.create(second)
+  t.equal(await prefixed.release(second.id, 1, 60_000, { received: 5, acknowledged: 1, messages: [{ data: 'x', binary: false }] }), 'ok')
+  t.ok(await server.client().exists(`tenant:reliable-ws:{s:${second.id}}:m`), 'the list under the client\'s keyPrefix')
+  t.strictSame(await prefixed.claim(claimOf(second, { received: 2, sent: null })).then((claim) => claim.ok && claim.handover),
+    { received: 5, acknowledged: 1, messages: [{ data: 'x', binary: false }] }, 'numbers as numbers')
+  t.same(await server.client().keys('tenant:*'), [`tenant:reliable-ws:{s:${second.id}}`])
+})
+
 t.test('a record names its route, URL and owner: a null owner is none of \'\', \'null\' or a name', needs(REDIS), async (t) => {
   const client = (await RedisServer.start(t)).client()
   const store = new RedisSessionStore(client)
