@@ -82,8 +82,9 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     else if (entry instanceof Session) sessions.expire(entry)
     else onSocketDue(entry, now)
   })
+  // A store of the application's outlives the instance (the default, in its memory, does not): sessions are handed over.
   const sessions = new SessionRegistry(stats, scheduler, settings.sessionStore ?? new MemorySessionStore(), settings.sessionLimits, fastify.log,
-    (session) => topics.sessionEnded(session))
+    settings.sessionStore !== null, (session) => topics.sessionEnded(session))
   const topics = new TopicHub(broker, stats, sessions, settings.topics, fastify.log)
   const ctx: Context = {
     settings,

@@ -637,6 +637,12 @@ declare namespace fastifyReliableWs {
      * client has not been heard yet, while its connection lives.
      */
     busy: number
+    /** Resumes of a session another instance handed over as it closed (its messages and counts came with it). */
+    claimedRemote: number
+    /** Sessions this instance handed over as it closed, for their clients to resume on another instance. */
+    handedOver: number
+    /** Sessions this instance failed to hand over as it closed (the store failed or refused): their clients begin anew. */
+    handoverFailed: number
     /** Messages sent again on resume. */
     replayed: number
     /** Bytes all sessions keep unacknowledged now, as counted against sessionBufferBytes. */

@@ -77,8 +77,8 @@ export interface SocketSession extends fastifyReliableWs.Session {
   // The topics its sockets subscribed it to: they outlive each socket, not the session.
   [kTopics]: Set<string> | null
   send (data: unknown, options?: { binary?: boolean }, cb?: SendCallback): boolean
-  /** A data message arrived from the client. */
-  onMessage (): void
+  /** A data message arrived from the client: false when it is to be dropped (the session went to another instance). */
+  onMessage (): boolean
   /** A frame arrived from the client on its current connection. */
   heard (): void
   /** The client acknowledged `n` messages in all; false when it claims more than were sent. */
@@ -183,10 +183,16 @@ export interface Sessions {
   /** Makes the prepared session the socket's, or refuses it by closing the socket. Synchronous. */
   open (socket: ReliableSocket, route: SessionRoute, prepared: PreparedSession): void
   /** The socket closed while its session was being prepared: what was settled is let go. */
-  abandon (prepared: PreparedSession): void
+  abandon (route: SessionRoute, prepared: PreparedSession): void
   detach (session: SocketSession, now: number): void
   /** Messages of a topic the session subscribes to were lost: it ends, and its connection with 4801. */
   topicLost (session: SocketSession): void
+  /**
+   * The instance is closing gracefully, before its sockets are told: with a store shared by the instances, each
+   * session it can hand over is released with what another instance needs to go on with it. Settles within
+   * `timeoutMs`, whatever the store does.
+   */
+  drain (timeoutMs: number): Awaitable<void>
 }
 
 /** The instance's subscriptions and publishes (topics/topic-hub.ts). */

@@ -8,15 +8,20 @@ import { isThenable } from '../core/thenable'
 import { SESSION_OVERFLOW_CODE, TOPIC_GAP_CODE } from '../protocol/protocol'
 import { Session } from './session'
 import type { SessionStore } from './session-store'
-import { kCause, kIp, kResume, kSession } from '../core/symbols'
+import { kCause, kIp, kResume, kSession, kTopics } from '../core/symbols'
 
 type Awaitable<T> = fastifyReliableWs.Awaitable<T>
 type SessionRecord = fastifyReliableWs.SessionRecord
 type ClaimResult = fastifyReliableWs.ClaimResult
+type SessionHandover = fastifyReliableWs.SessionHandover
 
-/** A connection's session as the store settled it: claimed (`session` is the live one held here) or created. */
+/**
+ * A connection's session as the store settled it: claimed (`session` is the live one held here, or `handover` what
+ * another instance handed over) or created.
+ */
 interface Prepared extends PreparedSession {
   readonly session: Session | null
+  readonly handover: SessionHandover | null
   /** The client's count of messages received, from its resume request. */
   readonly received: number
 }
@@ -53,6 +58,8 @@ export class SessionRegistry implements Sessions {
     private readonly store: SessionStore,
     private readonly limits: SessionLimitSettings,
     private readonly log: FastifyBaseLogger,
+    // Whether the store outlives this instance, and so takes its sessions as it closes.
+    private readonly sharedStore: boolean,
     // Whatever else a session holds (its topics) ends with it.
     private readonly onEnd: (session: Session) => void
   ) {}
@@ -71,33 +78,32 @@ export class SessionRegistry implements Sessions {
   prepare (route: SessionRoute, request: FastifyRequest, owner: string | null): Awaitable<Prepared | BusySession> {
     const resume = (request.raw as { [kResume]?: ResumeRequest })[kResume]
     if (resume === undefined) return this.create(route, request.url, owner)
-    // A record held by another instance cannot be resumed here yet: only a live session of this one is claimed. Its
-    // route is told apart here from another that shares its pattern (host constraints): the record names the pattern.
-    const session = this.held.get(resume.session)
-    if (session === undefined || session.route !== route) {
-      this.stats.sessions.resumeRefused++
-      return this.create(route, request.url, owner)
-    }
+    // A session this instance holds is claimed with its count of messages sent; any other only if another instance
+    // handed it over (the store then checks the count against the handover). A live session's route is told apart
+    // here from another that shares its pattern (host constraints): the record names the pattern.
+    const held = this.held.get(resume.session)
+    const session = held?.route === route ? held : undefined
     const claim = this.store.claim({
-      id: session.id,
+      id: resume.session,
       instance: this.instance,
       route: route.url,
       url: request.url,
       owner,
       secret: resume.secret,
       received: resume.received,
-      sent: session.sent,
+      sent: session === undefined ? null : session.sent,
       newSecret: this.nextSecret(),
       confirmMs: CONFIRM_MS
     })
     const afterClaim = (result: ClaimResult): Awaitable<Prepared | BusySession> => {
-      if (result.ok && !session.ended) return { record: result.record, session, received: resume.received }
+      const ended = session?.ended === true
+      if (result.ok && !ended) return { record: result.record, session: session ?? null, handover: session === undefined ? result.handover : null, received: resume.received }
       // The client's last welcome may have been lost with a connection not yet seen to close: a new session would
       // lose this one, so it comes back once the claim's window is over. Past it the claim waits only for a
       // connection whose client may never speak (a thief's, or a half-open one): no longer, or it could wait forever.
-      if (!result.ok && result.refusal === 'busy' && Number(result.retryMs) > 0 && !session.ended) return { retryMs: Number(result.retryMs) }
+      if (!result.ok && result.refusal === 'busy' && Number(result.retryMs) > 0 && !ended) return { retryMs: Number(result.retryMs) }
       // Ended while the claim was on its way: the record it took has no session left to resume.
-      if (result.ok) this.endRecord(session.id, result.record.fence)
+      if (result.ok) this.endRecord(result.record.id, result.record.fence)
       this.stats.sessions.resumeRefused++
       return this.create(route, request.url, owner)
     }
@@ -124,6 +130,10 @@ export class SessionRegistry implements Sessions {
       socket.close(1013, 'Session ended')
       return
     }
+    if (prepared.handover !== null) {
+      this.rebuild(socket, route, prepared, ip)
+      return
+    }
     if (claimed !== null) {
       this.takeOver(claimed)
       this.moveTo(claimed, ip)
@@ -134,19 +144,43 @@ export class SessionRegistry implements Sessions {
       this.stats.sessions.replayed += claimed.unacknowledged
       return
     }
+    const session = this.begin(socket, route, record, ip)
+    if (session !== null) session.attach(socket, 0, record.secret)
+  }
+
+  /** A session another instance handed over: held here from now on, with its messages, as if it had never left. */
+  private rebuild (socket: ReliableSocket, route: SessionRoute, prepared: Prepared, ip: string): void {
+    const { record, handover } = prepared
+    const session = this.begin(socket, route, record, ip)
+    if (session === null) return
+    if (!session.restore(handover!)) {
+      this.overflow(session)
+      socket[kCause] = 'session'
+      socket.close(SESSION_OVERFLOW_CODE, 'Session buffer full')
+      return
+    }
+    session.resumed = true
+    session.attach(socket, prepared.received, record.secret)
+    this.stats.sessions.resumed++
+    this.stats.sessions.claimedRemote++
+    this.stats.sessions.replayed += session.unacknowledged
+  }
+
+  /** A session held here from now on, within the caps; null, the record ended and the socket closed, when there is no room. */
+  private begin (socket: ReliableSocket, route: SessionRoute, record: SessionRecord, ip: string): Session | null {
     if (!this.makeRoom(ip)) {
       this.endRecord(record.id, record.fence)
       this.stats.sessions.rejected++
       socket[kCause] = 'session'
       socket.close(1013, 'Too many sessions')
-      return
+      return null
     }
     const session = new Session(record.id, route, this, record.url, record.owner, ip)
     session.fence = record.fence
     this.held.set(session.id, session)
     this.ipSessions(ip).add(session)
     this.stats.sessions.active++
-    session.attach(socket, 0, record.secret)
+    return session
   }
 
   /**
@@ -155,14 +189,21 @@ export class SessionRegistry implements Sessions {
    * with) and expiring as it would have; a new one, whose secret nobody saw,
    * ends.
    */
-  abandon (prepared: Prepared): void {
-    const { record, session } = prepared
+  abandon (route: SessionRoute, prepared: Prepared): void {
+    const { record, session, handover } = prepared
+    const ttlMs = route.resume.ttlMs
+    // What another instance handed over was taken out of the store by the claim: back it goes, for wherever the
+    // client resumes next.
+    if (handover !== null) {
+      this.settle('release', () => this.store.release(record.id, record.fence, ttlMs, handover))
+      return
+    }
     if (session === null) {
       this.endRecord(record.id, record.fence)
       return
     }
     session.fence = record.fence
-    this.settle('release', () => this.store.release(record.id, record.fence, session.route.resume.ttlMs))
+    this.settle('release', () => this.store.release(record.id, record.fence, ttlMs))
   }
 
   /** The client was heard on its connection: the secret it resumed with is no good any more. */
@@ -172,6 +213,8 @@ export class SessionRegistry implements Sessions {
 
   /** The session's socket closed: it waits `ttlMs` for the client to come back. */
   detach (session: Session, now: number): void {
+    // Handed over to another instance as this one closes: nothing of it is left here.
+    if (session.ended) return
     const ttlMs = session.route.resume.ttlMs
     session.socket = null
     this.away.add(session)
@@ -231,6 +274,42 @@ export class SessionRegistry implements Sessions {
     this.stats.sessions.bufferedBytes -= bytes + count * MESSAGE_OVERHEAD
   }
 
+  /**
+   * The instance is closing, its sockets not told yet: with a store that outlives it, every session is released
+   * with what its next holder needs, wherever its client resumes. What the client sends from here on is dropped
+   * unacknowledged, so it sends that again there. A session with topics stays, and ends with the instance: where
+   * it stood in each topic cannot be handed over yet.
+   */
+  drain (timeoutMs: number): Awaitable<void> {
+    if (!this.sharedStore) return
+    const releases: Array<Promise<unknown>> = []
+    for (const session of this.held.values()) {
+      if (session[kTopics] !== null && session[kTopics].size > 0) continue
+      const handover = session.handOver()
+      this.letGo(session)
+      releases.push(this.handOver(session, handover))
+    }
+    if (releases.length === 0) return
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs).unref() })
+    return Promise.race([Promise.all(releases), late]).then(() => clearTimeout(timer))
+  }
+
+  /** Released with its handover; one that fails ends with the instance's store as it stands (the client's next resume begins anew). */
+  private async handOver (session: Session, handover: SessionHandover): Promise<void> {
+    try {
+      const result = await this.store.release(session.id, session.fence, session.route.resume.ttlMs, handover)
+      if (result === 'ok') {
+        this.stats.sessions.handedOver++
+        return
+      }
+      this.log.warn({ session: session.id, result }, 'session store: handover refused')
+    } catch (err) {
+      this.log.warn({ err, session: session.id }, 'session store: handover failed')
+    }
+    this.stats.sessions.handoverFailed++
+  }
+
   /** The instance is closing: its sessions, kept in its memory, end with it. */
   endAll (): void {
     for (const sessions of this.perIp.values()) {
@@ -239,8 +318,15 @@ export class SessionRegistry implements Sessions {
   }
 
   private end (session: Session): void {
-    session.ended = true
     this.endRecord(session.id, session.fence)
+    this.letGo(session)
+    if (session.socket !== null) session.socket[kSession] = null
+    this.onEnd(session)
+  }
+
+  /** Nothing of the session is held here any more, its record aside: it sends nothing more, and its messages leave the budget. */
+  private letGo (session: Session): void {
+    session.ended = true
     this.held.delete(session.id)
     this.stats.sessions.active--
     this.scheduler.remove(session)
@@ -248,8 +334,6 @@ export class SessionRegistry implements Sessions {
     this.leaveIp(session)
     const { bytes, count } = session.clear()
     this.release(bytes, count)
-    if (session.socket !== null) session.socket[kSession] = null
-    this.onEnd(session)
   }
 
   private create (route: SessionRoute, url: string, owner: string | null): Awaitable<Prepared> {
@@ -269,7 +353,7 @@ export class SessionRegistry implements Sessions {
       createdAt: now
     }
     const created = this.store.create(record)
-    const prepared: Prepared = { record, session: null, received: 0 }
+    const prepared: Prepared = { record, session: null, handover: null, received: 0 }
     return isThenable(created) ? Promise.resolve(created).then(() => prepared) : prepared
   }
 

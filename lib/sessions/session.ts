@@ -1,9 +1,11 @@
+import type fastifyReliableWs = require('../../types/index')
 import type { ReliableSocket, SessionRoute, SocketSession } from '../core/shapes'
 import { kPublished, kSendControl, kSession, kTopics, kTransmit, kWheelPos, kWheelTick } from '../core/symbols'
 import { toJSONText } from '../messages/json-messages'
 import { ACK_EVERY, encodeControl } from '../protocol/protocol'
 
 type SendCallback = (err?: Error) => void
+type SessionHandover = fastifyReliableWs.SessionHandover
 
 /**
  * What a session asks of the instance's sessions (session-registry.ts): room for its messages under their limits,
@@ -99,8 +101,7 @@ export class Session implements SocketSession {
   private keep (data: unknown, binary: boolean, cb: SendCallback | undefined, frame: Buffer[] | undefined): boolean {
     if (this.ended) return false
     const bytes = Buffer.byteLength(data as string | Uint8Array)
-    const { maxBufferedMessages, maxBufferedBytes } = this.route.resume
-    if (this.unacknowledged >= maxBufferedMessages || this.bufferedBytes + bytes > maxBufferedBytes || !this.registry.reserve(this, bytes)) {
+    if (!this.fits(bytes)) {
       this.registry.overflow(this)
       return false
     }
@@ -121,8 +122,9 @@ export class Session implements SocketSession {
    */
   acknowledge (n: number): boolean {
     const count = n - this.acked
-    // An older acknowledgement overtaken by a newer one says nothing new.
-    if (count <= 0) return true
+    // An older acknowledgement overtaken by a newer one says nothing new; nor does one to a session handed over,
+    // whose messages went with it.
+    if (count <= 0 || this.ended) return true
     if (count > this.unacknowledged) return false
     let bytes = 0
     for (let i = this.head; i < this.head + count; i++) {
@@ -140,15 +142,20 @@ export class Session implements SocketSession {
     return true
   }
 
-  /** A data message from the client reached the application. */
-  onMessage (): void {
+  /**
+   * A data message from the client is on its way to the application: false when it is not to reach it, the session
+   * having been handed to another instance (the client sends it again there, as it was not acknowledged).
+   */
+  onMessage (): boolean {
+    if (this.ended) return false
     this.heard()
     if (++this.received - this.receivedAcked >= ACK_EVERY) this.sendAck()
+    return true
   }
 
-  /** A frame from the client on its current connection: the first tells the record. */
+  /** A frame from the client on its current connection: the first tells the record (a handed-over record no more). */
   heard (): void {
-    if (this.heardHere) return
+    if (this.heardHere || this.ended) return
     this.heardHere = true
     this.registry.heard(this)
   }
@@ -178,6 +185,35 @@ export class Session implements SocketSession {
     }
   }
 
+  /**
+   * What another instance needs to go on with the session: the counts and the messages the client has not
+   * acknowledged, each as a string or a Buffer of its bytes (the outbox keeps whatever the application sent).
+   */
+  handOver (): SessionHandover {
+    const messages: SessionHandover['messages'] = []
+    for (let i = this.head; i < this.outbox.length; i++) {
+      const { data, binary } = this.outbox[i]!
+      messages.push({ data: typeof data === 'string' ? data : bytesOf(data as ArrayBuffer | ArrayBufferView), binary })
+    }
+    return { received: this.received, acknowledged: this.acked, messages }
+  }
+
+  /**
+   * Takes on what another instance handed over, before the client's connection is attached: the messages count
+   * against the session's limits and the instance's as if sent here. False when they do not fit.
+   */
+  restore (handover: SessionHandover): boolean {
+    this.received = handover.received
+    this.acked = handover.acknowledged
+    for (const { data, binary } of handover.messages) {
+      const bytes = Buffer.byteLength(data)
+      if (!this.fits(bytes)) return false
+      this.outbox.push({ data, binary, bytes })
+      this.bufferedBytes += bytes
+    }
+    return true
+  }
+
   /** Lets go of every message it holds; returns their bytes and count, for the instance's budget. */
   clear (): { bytes: number, count: number } {
     const freed = { bytes: this.bufferedBytes, count: this.unacknowledged }
@@ -185,8 +221,19 @@ export class Session implements SocketSession {
     return freed
   }
 
+  /** Room for one more message of `bytes` under the session's limits and the instance's, taken if there is. */
+  private fits (bytes: number): boolean {
+    const { maxBufferedMessages, maxBufferedBytes } = this.route.resume
+    return this.unacknowledged < maxBufferedMessages && this.bufferedBytes + bytes <= maxBufferedBytes && this.registry.reserve(this, bytes)
+  }
+
   private sendAck (): void {
     this.receivedAcked = this.received
     this.socket![kSendControl](encodeControl({ t: 'ack', n: this.received }))
   }
+}
+
+/** The bytes of a message the application sent as a Buffer, typed array or ArrayBuffer, without copying them. */
+function bytesOf (data: ArrayBuffer | ArrayBufferView): Buffer {
+  return ArrayBuffer.isView(data) ? Buffer.from(data.buffer, data.byteOffset, data.byteLength) : Buffer.from(data)
 }

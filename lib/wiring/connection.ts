@@ -224,7 +224,7 @@ function beginSession (socket: ReliableSocket, request: FastifyRequest, prepared
     return tellRetry(socket, prepared.retryMs, 'Session busy')
   }
   // Closed while the store answered (by shutdown or a timeout: a paused socket does not see its peer leave).
-  if (socket.readyState !== OPEN) sessions.abandon(prepared)
+  if (socket.readyState !== OPEN) sessions.abandon(route, prepared)
   else sessions.open(socket, route, prepared)
   return callHandler(socket, request, handler, thisArg, paused)
 }

@@ -155,7 +155,8 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
             args[0] = data
           }
           // Counted before the gate: a message the rate limit drops still has its number in the session.
-          this[kSession]?.onMessage()
+          const session = this[kSession]
+          if (session !== null && !session.onMessage()) return false
           if (route.gateMessages && !admitMessage(this, route)) return false
         }
       }

@@ -9,6 +9,7 @@ import type { StatsCollector } from '../observability/stats'
 import { encodeControl } from '../protocol/protocol'
 import { kCause, kFramed, kSendControl } from '../core/symbols'
 import { interceptRequests } from '../core/ws-internals'
+import { isThenable } from '../core/thenable'
 
 export interface Shutdown {
   /** The preClose handed to @fastify/websocket. */
@@ -39,20 +40,13 @@ export function createShutdown (ctx: Context, stats: StatsCollector, handshakes:
       // Connections still short of their first request stay guarded: shutdown does not lift handshakeTimeoutMs.
       handshakes.drain()
       answerWhileDraining(this.server, ctx, stats, wss.clients)
-      // One slot per client that is told a moment: a socket off the subprotocol (or off the plugin) takes none, or the
-      // moments would bunch in the front of the window.
-      let framed = 0
-      for (const socket of wss.clients as Set<ReliableSocket>) if (socket[kFramed]) framed++
-      const hints = new RetryHints(reconnectWindowMs, framed)
-      for (const socket of wss.clients as Set<ReliableSocket>) {
-        socket[kCause] ??= 'shutdown'
-        if (socket[kFramed] && reconnectWindowMs > 0) socket[kSendControl](encodeControl({ t: 'retry', ms: hints.next() }))
-        socket.close(closeCode, reason)
-      }
       timer = setTimeout(cutOff, timeoutMs, wss, this.server, handshakes)
       timer.unref()
-      // ws calls back once its last client has closed.
-      wss.close(() => done())
+      // Sessions go to the store before their clients are told, so that they find them wherever they resume; within
+      // half the time allowed, so that a hung store still leaves the clients told before they are cut off.
+      const drained = ctx.sessions.drain(timeoutMs / 2)
+      if (isThenable(drained)) drained.then(() => closeAll(wss, closeCode, reason, reconnectWindowMs, done))
+      else closeAll(wss, closeCode, reason, reconnectWindowMs, done)
     },
     finish () {
       if (timer !== null) clearTimeout(timer)
@@ -60,6 +54,22 @@ export function createShutdown (ctx: Context, stats: StatsCollector, handshakes:
       handshakes.detach()
     }
   }
+}
+
+/** Every client is told to come back, each at its own moment, and closed; `done` once the last has gone. */
+function closeAll (wss: WebSocketServer, closeCode: number, reason: string, reconnectWindowMs: number, done: () => void): void {
+  // One slot per client that is told a moment: a socket off the subprotocol (or off the plugin) takes none, or the
+  // moments would bunch in the front of the window.
+  let framed = 0
+  for (const socket of wss.clients as Set<ReliableSocket>) if (socket[kFramed]) framed++
+  const hints = new RetryHints(reconnectWindowMs, framed)
+  for (const socket of wss.clients as Set<ReliableSocket>) {
+    socket[kCause] ??= 'shutdown'
+    if (socket[kFramed] && reconnectWindowMs > 0) socket[kSendControl](encodeControl({ t: 'retry', ms: hints.next() }))
+    socket.close(closeCode, reason)
+  }
+  // ws calls back once its last client has closed.
+  wss.close(() => done())
 }
 
 /** When shutdown.timeoutMs is up: ends whatever would keep close() waiting. */

@@ -1,0 +1,376 @@
+// Sessions handed over between instances that share a store in Redis: an instance closing gracefully releases each
+// session with its counts and unacknowledged messages, and the client resumes it on another instance with nothing
+// lost or repeated either way.
+import t from 'tap'
+import { once } from 'node:events'
+import WebSocket from 'ws'
+import type { FastifyInstance, FastifyServerOptions } from 'fastify'
+import type { Redis } from 'ioredis'
+import type fastifyReliableWs = require('../../types/index')
+import { ReliableWebSocket, SessionLostEvent } from '../../lib/client'
+import { RedisSessionStore } from '../../lib/sessions/redis-session-store'
+import { resumeToken } from '../../lib/protocol/protocol'
+import { FaultProxy } from '../helpers/fault-proxy'
+import { sleep, start, waitFor } from '../helpers/helpers'
+import type { Options } from '../helpers/helpers'
+import { needs, REDIS } from '../helpers/programs'
+import { RedisServer } from '../helpers/redis'
+import { Peer } from '../helpers/session-peer'
+
+type Teardown = { teardown: (fn: () => unknown) => void }
+type Session = fastifyReliableWs.Session
+
+interface Instance {
+  app: FastifyInstance
+  port: number
+  url: (path: string) => string
+  /** What the application received, in order. */
+  received: string[]
+  /** The session of the latest connection its route handled. */
+  latest: Session | null
+  /** Whether the handler saw the latest one resumed. */
+  resumed: boolean[]
+}
+
+const QUICK_CLOSE = { reconnectWindowMs: 20, timeoutMs: 2000 }
+
+/** An instance of the application on the store: a route with sessions that records what it receives. */
+async function instance (t: Teardown, store: fastifyReliableWs.SessionStore, options: Options = {}, resume: object = {},
+  onSocket: (socket: WebSocket & fastifyReliableWs.SocketExtensions) => void = () => {}, serverOptions: FastifyServerOptions = {}): Promise<Instance> {
+  const self: Partial<Instance> = { received: [], latest: null, resumed: [] }
+  const server = await start({ heartbeat: false, logging: { connections: false }, sessionStore: store, shutdown: QUICK_CLOSE, ...options }, (app) => {
+    app.get('/s', { websocket: true, config: { reliable: { resume: { ttlMs: 60_000, ...resume } } } }, (socket) => {
+      self.latest = socket.session
+      self.resumed!.push(socket.session!.resumed)
+      socket.on('message', (data: Buffer) => self.received!.push(data.toString()))
+      onSocket(socket)
+    })
+  }, serverOptions)
+  t.teardown(() => server.app.close())
+  return Object.assign(self, server) as Instance
+}
+
+function storeOn (client: Redis): RedisSessionStore {
+  return new RedisSessionStore(client)
+}
+
+/** Until the session's record is gone from Redis. */
+async function untilEnded (client: Redis, session: string): Promise<void> {
+  const deadline = Date.now() + 3000
+  while ((await client.exists(`reliable-ws:{s:${session}}`)) !== 0) {
+    if (Date.now() > deadline) throw new Error(`the record of ${session} is still there`)
+    await sleep(5)
+  }
+}
+
+t.test('rolling restarts: every session moves to the next instance, each message delivered once, in order, both ways', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const TOTAL = 4000
+  let current = await instance(t, storeOn(redis.client()), {}, { maxBufferedMessages: 5000, maxBufferedBytes: 1 << 24 })
+  const proxy = await FaultProxy.start(current.port)
+  t.teardown(() => proxy.close())
+  const ws = new ReliableWebSocket(proxy.url('/s'), { WebSocket, queue: { maxMessages: 5000 }, backoff: { initialDelayMs: 5, maxDelayMs: 20, slowAfter: Infinity } })
+  const fromServer: string[] = []
+  const lost: SessionLostEvent[] = []
+  ws.addEventListener('message', (event) => fromServer.push(event.data as string))
+  ws.addEventListener('sessionlost', (event) => lost.push(event))
+  await once(ws as any, 'open')
+
+  let clientSent = 0
+  let serverSent = 0
+  const pump = setInterval(() => {
+    for (let i = 0; i < 20 && clientSent < TOTAL; i++) {
+      if (!ws.send(`c${clientSent}`)) break
+      clientSent++
+    }
+    // A session handed over refuses what is sent to it: the message goes to its next holder instead.
+    const session = current.latest
+    for (let i = 0; i < 20 && serverSent < TOTAL && session !== null && session.unacknowledged < 4000; i++) {
+      if (!session.send(`s${serverSent}`)) break
+      serverSent++
+    }
+  }, 2)
+  t.teardown(() => clearInterval(pump))
+
+  const instances = [current]
+  let handedOver = 0
+  for (let restart = 0; restart < 4; restart++) {
+    await waitFor(() => clientSent > (restart + 1) * TOTAL / 6 && serverSent > (restart + 1) * TOTAL / 6, 10_000, `traffic before restart ${restart}`)
+    const next = await instance(t, storeOn(redis.client()), {}, { maxBufferedMessages: 5000, maxBufferedBytes: 1 << 24 })
+    instances.push(next)
+    proxy.target = next.port
+    const closing = current
+    await closing.app.close()
+    handedOver += closing.app.wsStats.sessions.handedOver
+    t.equal(closing.app.wsStats.sessions.handedOver, 1, `restart ${restart}: the session was handed over`)
+    current = next
+    await waitFor(() => current.latest !== null && ws.readyState === ws.OPEN, 10_000, `the resume after restart ${restart}`)
+  }
+  await waitFor(() => fromServer.length >= TOTAL && clientSent >= TOTAL && serverSent >= TOTAL, 20_000, 'every message sent and received by the client')
+  const everyReceived = (): string[] => instances.flatMap((one) => one.received)
+  await waitFor(() => everyReceived().length >= TOTAL, 10_000, 'every message received by the instances')
+  clearInterval(pump)
+  const seen = everyReceived()
+  t.equal(seen.length, TOTAL, `the instances received ${TOTAL} messages between them`)
+  t.ok(seen.every((text, i) => text === `c${i}`), 'client to server: each once, in order, across 4 instances')
+  t.equal(fromServer.length, TOTAL)
+  t.ok(fromServer.every((text, i) => text === `s${i}`), 'server to client: each once, in order')
+  t.same(lost, [], 'the session was never lost')
+  t.equal(handedOver, 4)
+  t.same(instances.map((one) => one.resumed), [[false], [true], [true], [true], [true]], 'each new instance took the same session, resumed')
+  t.match(current.app.wsStats.sessions, { claimedRemote: 1, resumed: 1, active: 1 })
+  ws.close()
+  await once(ws as any, 'close')
+})
+
+/** A store whose releases wait for `open()`; `released` resolves when the first is asked for. */
+class GatedStore extends RedisSessionStore {
+  private readonly gate: Promise<void>
+  open!: () => void
+  released: Promise<void>
+  private entered!: () => void
+
+  constructor (client: Redis) {
+    super(client)
+    this.gate = new Promise((resolve) => { this.open = resolve })
+    this.released = new Promise((resolve) => { this.entered = resolve })
+  }
+
+  override async release (...args: Parameters<RedisSessionStore['release']>): ReturnType<RedisSessionStore['release']> {
+    this.entered()
+    await this.gate
+    return await super.release(...args)
+  }
+}
+
+t.test('while an instance hands its sessions over, what the client sends is dropped unacknowledged, and sent again to the next', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const store = new GatedStore(redis.client())
+  const a = await instance(t, store)
+  const b = await instance(t, storeOn(redis.client()))
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  peer.ws.send('one')
+  peer.ws.send('two')
+  await waitFor(() => a.received.length === 2, 3000, 'the first messages')
+  a.latest!.send('reply')
+  await waitFor(() => peer.data().length === 1, 3000, 'the reply')
+
+  const closed = a.app.close()
+  await store.released
+  t.equal(a.app.wsSessions.get(welcome.session), undefined, 'no longer held by the instance closing')
+  t.notOk(a.latest!.send('too late'), 'a session handed over refuses what the application sends it')
+  peer.ws.send('three')
+  // More than the session ever sent: on a live session, a protocol error.
+  peer.ws.send('\u0000{"t":"ack","n":99}')
+  await sleep(50)
+  store.open()
+  t.match(await peer.closed, { code: 1001 }, 'closed as any client of an instance restarting, not for its acknowledgement')
+  await closed
+  t.same(a.received, ['one', 'two'], 'what came after the handover did not reach the application')
+  t.match(peer.frames.at(-1), { t: 'retry' })
+  t.match(a.app.wsStats.sessions, { handedOver: 1, handoverFailed: 0, active: 0 })
+
+  const back = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  t.match(await back.welcome(), { session: welcome.session, resumed: true, n: 2 }, 'the next instance counts what the first received')
+  await waitFor(() => back.data().length === 1, 3000, 'the replay')
+  t.same(back.data(), ['reply'], 'what the client had not acknowledged, sent again')
+  back.ws.send('three')
+  await waitFor(() => b.received.length === 1, 3000, 'the message sent again')
+  t.same(b.received, ['three'])
+  t.equal(b.latest!.received, 3, 'numbered after the first instance\'s')
+  t.ok(b.latest!.send('four'))
+  await waitFor(() => back.data().length === 2, 3000, 'a new message')
+  t.match(b.app.wsStats.sessions, { claimedRemote: 1, resumed: 1, replayed: 1, resumeRefused: 0, active: 1 })
+  back.ws.close()
+  await back.closed
+})
+
+t.test('a session away when its instance closes is handed over too, with what it keeps for its client', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const a = await instance(t, storeOn(redis.client()))
+  const b = await instance(t, storeOn(redis.client()))
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  peer.ws.terminate()
+  await waitFor(() => a.latest!.connected === false, 3000, 'away')
+  const binary = Buffer.from([0xff, 0x00, 0xfe])
+  a.latest!.send('text')
+  a.latest!.send(binary)
+  a.latest!.send(new Uint8Array([1, 2, 3]).subarray(1))
+  await a.app.close()
+  t.equal(a.app.wsStats.sessions.handedOver, 1)
+
+  const back = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  const frames: Array<[Buffer, boolean]> = []
+  back.ws.on('message', (data: Buffer, isBinary: boolean) => frames.push([data, isBinary]))
+  await back.welcome()
+  await waitFor(() => frames.length === 4, 3000, 'the replay')
+  t.same(frames.slice(1).map(([data, isBinary]) => [[...data], isBinary]), [[[...Buffer.from('text')], false], [[0xff, 0x00, 0xfe], true], [[2, 3], true]],
+    'text as text, bytes as bytes, a view of a larger buffer as its own bytes')
+  back.ws.close()
+  await back.closed
+})
+
+t.test('a session subscribed to a topic is not handed over: it ends with its instance, and its client begins anew', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  let sockets = 0
+  const a = await instance(t, storeOn(redis.client()), {}, {}, (socket) => {
+    socket.subscribe('news')
+    // The second has left its topic: nothing stands in the way of its handover.
+    if (sockets++ === 1) socket.unsubscribe('news')
+  })
+  const b = await instance(t, storeOn(redis.client()))
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  const unsubscribed = new Peer(a.url('/s'))
+  await unsubscribed.welcome()
+  await a.app.close()
+  t.match(a.app.wsStats.sessions, { handedOver: 1, handoverFailed: 0 }, 'the session that left its topic, alone')
+  await untilEnded(redis.client(), welcome.session)
+  const back = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  const again = await back.welcome()
+  t.match(again, { resumed: false })
+  t.not(again.session, welcome.session)
+  t.match(b.app.wsStats.sessions, { resumeRefused: 1, claimedRemote: 0 })
+  back.ws.close()
+  await back.closed
+})
+
+t.test('with the default store in memory, nothing is handed over: sessions end with their instance', async (t) => {
+  const server = await start({ heartbeat: false, shutdown: QUICK_CLOSE }, (app) => {
+    app.get('/s', { websocket: true, config: { reliable: { resume: true } } }, () => {})
+  })
+  const peer = new Peer(server.url('/s'))
+  await peer.welcome()
+  await server.app.close()
+  t.match(server.app.wsStats.sessions, { handedOver: 0, handoverFailed: 0, active: 0 })
+  t.match(await peer.closed, { code: 1001 })
+})
+
+t.test('a handover the store refuses or fails is counted and logged; the instance still closes and tells its clients', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  class FailingStore extends RedisSessionStore {
+    calls = 0
+    override async release (): ReturnType<RedisSessionStore['release']> {
+      // The first refused (another claim took it meanwhile), the second failed.
+      if (this.calls++ === 0) return 'fenced'
+      throw new Error('store down')
+    }
+  }
+  const store = new FailingStore(redis.client())
+  const logs: string[] = []
+  const a = await instance(t, store, {}, {}, () => {}, { logger: { level: 'warn', stream: { write: (line: string) => logs.push(line) } } })
+  const peers = [new Peer(a.url('/s')), new Peer(a.url('/s'))]
+  for (const peer of peers) await peer.welcome()
+  await a.app.close()
+  t.match(a.app.wsStats.sessions, { handedOver: 0, handoverFailed: 2 })
+  for (const peer of peers) t.match(await peer.closed, { code: 1001 })
+  t.ok(logs.some((line) => line.includes('handover refused') && line.includes('fenced')), 'the refusal logged with its result')
+  t.ok(logs.some((line) => line.includes('handover failed') && line.includes('store down')), 'the failure logged with its error')
+})
+
+t.test('a store that never answers holds the close for half of shutdown.timeoutMs at most, and the clients are still told', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  class HungStore extends RedisSessionStore {
+    override async release (): ReturnType<RedisSessionStore['release']> {
+      return await new Promise(() => {})
+    }
+  }
+  const a = await instance(t, new HungStore(redis.client()), { shutdown: { reconnectWindowMs: 20, timeoutMs: 600 } })
+  const peer = new Peer(a.url('/s'))
+  await peer.welcome()
+  const began = Date.now()
+  await a.app.close()
+  const took = Date.now() - began
+  t.ok(took >= 250 && took < 3000, `closed after ${took} ms`)
+  t.match(await peer.closed, { code: 1001 }, 'closed, not cut off')
+  t.match(peer.frames.at(-1), { t: 'retry' })
+})
+
+t.test('on another instance, a session held there is not taken, nor one handed over with the wrong secret', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const a = await instance(t, storeOn(redis.client()))
+  const b = await instance(t, storeOn(redis.client()))
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  peer.ws.send('hello')
+  await waitFor(() => a.received.length === 1, 3000, 'heard')
+
+  // Held by a live instance: its messages are there, not in the store.
+  const elsewhere = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  t.match(await elsewhere.welcome(), { resumed: false })
+  t.equal(b.app.wsStats.sessions.resumeRefused, 1)
+  t.equal(a.latest!.connected, true, 'the session stays where it is')
+  t.ok(a.latest!.send('still here'))
+  await waitFor(() => peer.data().length === 1, 3000, 'a message on the first connection')
+
+  await a.app.close()
+  const thief = new Peer(b.url('/s'), resumeToken(welcome.session, 'f'.repeat(32), 0))
+  t.match(await thief.welcome(), { resumed: false })
+  t.equal(b.app.wsStats.sessions.resumeRefused, 2)
+  const back = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  t.match(await back.welcome(), { session: welcome.session, resumed: true, n: 1 }, 'the handover waited for the right secret')
+  for (const one of [elsewhere, thief, back]) one.ws.close()
+})
+
+t.test('a client that leaves while its handed-over session is claimed leaves it in the store for its next resume', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  class SlowClaim extends RedisSessionStore {
+    slow = true
+    override async claim (...args: Parameters<RedisSessionStore['claim']>): ReturnType<RedisSessionStore['claim']> {
+      const result = await super.claim(...args)
+      if (this.slow) await sleep(200)
+      return result
+    }
+  }
+  const store = new SlowClaim(redis.client())
+  const a = await instance(t, storeOn(redis.client()))
+  const b = await instance(t, store)
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  peer.ws.terminate()
+  await waitFor(() => a.latest!.connected === false, 3000, 'away')
+  a.latest!.send('kept')
+  await a.app.close()
+
+  const leaving = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  await once(leaving.ws, 'open')
+  leaving.ws.terminate()
+  await sleep(400)
+  t.equal(b.app.wsStats.sessions.claimedRemote, 0, 'never attached')
+  store.slow = false
+  // The claim raised the fence and took the secret the client resumed with as the held one.
+  const back = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  t.match(await back.welcome(), { session: welcome.session, resumed: true })
+  await waitFor(() => back.data().length === 1, 3000, 'the replay')
+  t.same(back.data(), ['kept'])
+  t.equal(b.app.wsStats.sessions.claimedRemote, 1)
+  back.ws.close()
+})
+
+t.test('a handed-over session that finds no room ends: the instance is full, or its messages exceed the route\'s limits', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const a = await instance(t, storeOn(redis.client()))
+  const full = await instance(t, storeOn(redis.client()), { limits: { maxSessions: 1 } })
+  const narrow = await instance(t, storeOn(redis.client()), {}, { maxBufferedMessages: 2 })
+  const occupant = new Peer(full.url('/s'))
+  await occupant.welcome()
+  const peers = [new Peer(a.url('/s')), new Peer(a.url('/s'))]
+  const welcomes = [await peers[0]!.welcome(), await peers[1]!.welcome()]
+  const sessions = welcomes.map(({ session }) => a.app.wsSessions.get(session)!)
+  for (const peer of peers) peer.ws.terminate()
+  await waitFor(() => sessions.every((session) => !session.connected), 3000, 'away')
+  for (const session of sessions) for (const text of ['1', '2', '3']) session.send(text)
+  await a.app.close()
+  t.equal(a.app.wsStats.sessions.handedOver, 2)
+
+  const first = new Peer(full.url('/s'), resumeToken(welcomes[0]!.session, welcomes[0]!.token, 0))
+  t.match(await first.closed, { code: 1013, reason: 'Too many sessions' })
+  t.match(full.app.wsStats.sessions, { rejected: 1, claimedRemote: 0, active: 1 })
+  const second = new Peer(narrow.url('/s'), resumeToken(welcomes[1]!.session, welcomes[1]!.token, 0))
+  t.match(await second.closed, { code: 4800, reason: 'Session buffer full' })
+  t.match(narrow.app.wsStats.sessions, { overflowed: 1, claimedRemote: 0, active: 0, bufferedBytes: 0 })
+  for (const { session } of welcomes) await untilEnded(redis.client(), session)
+  occupant.ws.close()
+})
