@@ -123,12 +123,13 @@ t.test('rolling restarts: every session moves to the next instance, each message
   await once(ws as any, 'close')
 })
 
-/** A store whose releases wait for `open()`; `released` resolves when the first is asked for. */
+/** A store whose releases wait for `open()`; `released` resolves when the first is asked for. It notes every write asked for after that. */
 class GatedStore extends RedisSessionStore {
   private readonly gate: Promise<void>
   open!: () => void
   released: Promise<void>
   private entered!: () => void
+  lateWrites: Array<fastifyReliableWs.RecordChanges> | null = null
 
   constructor (client: Redis) {
     super(client)
@@ -136,7 +137,13 @@ class GatedStore extends RedisSessionStore {
     this.released = new Promise((resolve) => { this.entered = resolve })
   }
 
+  override async write (...args: Parameters<RedisSessionStore['write']>): ReturnType<RedisSessionStore['write']> {
+    this.lateWrites?.push(args[2])
+    return await super.write(...args)
+  }
+
   override async release (...args: Parameters<RedisSessionStore['release']>): ReturnType<RedisSessionStore['release']> {
+    this.lateWrites ??= []
     this.entered()
     await this.gate
     return await super.release(...args)
@@ -155,6 +162,9 @@ t.test('while an instance hands its sessions over, what the client sends is drop
   await waitFor(() => a.received.length === 2, 3000, 'the first messages')
   a.latest!.send('reply')
   await waitFor(() => peer.data().length === 1, 3000, 'the reply')
+  // A client not heard yet on its connection when its session is handed over.
+  const silent = new Peer(a.url('/s'))
+  await silent.welcome()
 
   const closed = a.app.close()
   await store.released
@@ -163,13 +173,17 @@ t.test('while an instance hands its sessions over, what the client sends is drop
   peer.ws.send('three')
   // More than the session ever sent: on a live session, a protocol error.
   peer.ws.send('\u0000{"t":"ack","n":99}')
+  silent.ws.send('\u0000{"t":"ping"}')
+  await waitFor(() => silent.frames.length === 2, 3000, 'the pong')
+  t.match(silent.frames[1], { t: 'pong', n: 0 }, 'a ping answered as ever')
   await sleep(50)
+  t.same(store.lateWrites, [], 'nothing written to a record once handed over: hearing its client would mark it connected again')
   store.open()
   t.match(await peer.closed, { code: 1001 }, 'closed as any client of an instance restarting, not for its acknowledgement')
   await closed
   t.same(a.received, ['one', 'two'], 'what came after the handover did not reach the application')
   t.match(peer.frames.at(-1), { t: 'retry' })
-  t.match(a.app.wsStats.sessions, { handedOver: 1, handoverFailed: 0, active: 0 })
+  t.match(a.app.wsStats.sessions, { handedOver: 2, handoverFailed: 0, active: 0 })
 
   const back = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
   t.match(await back.welcome(), { session: welcome.session, resumed: true, n: 2 }, 'the next instance counts what the first received')
