@@ -20,7 +20,7 @@ export const groups = {
   },
   sessions: {
     mutate: ['lib/sessions/session.ts', 'lib/sessions/session-registry.ts', 'lib/sessions/session-store.ts'],
-    tests: ['test/sessions/sessions.test.ts', 'test/sessions/sessions.mutants.test.ts', 'test/sessions/hostile-sessions.test.ts', 'test/sessions/memory-store.test.ts', 'test/sessions/async-store.test.ts', 'test/topics/topics.test.ts']
+    tests: ['test/sessions/sessions.test.ts', 'test/sessions/sessions.mutants.test.ts', 'test/sessions/hostile-sessions.test.ts', 'test/sessions/memory-store.test.ts', 'test/sessions/async-store.test.ts', 'test/sessions/handover.test.ts', 'test/topics/topics.test.ts']
   },
   subprotocol: {
     mutate: ['lib/messages/subprotocol.ts'],

@@ -1,14 +1,15 @@
-// Sessions handed over between instances that share a store in Redis: an instance closing gracefully releases each
-// session with its counts and unacknowledged messages, and the client resumes it on another instance with nothing
-// lost or repeated either way.
+// Sessions handed over between instances that share a store (one store object shared by instances in one process, and
+// Redis): an instance closing gracefully releases each session with its counts and unacknowledged messages, and the
+// client resumes it on another instance with nothing lost or repeated either way.
 import t from 'tap'
+import type { Test } from 'tap'
 import { once } from 'node:events'
 import WebSocket from 'ws'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
-import type { Redis } from 'ioredis'
 import type fastifyReliableWs = require('../../types/index')
 import { ReliableWebSocket, SessionLostEvent } from '../../lib/client'
 import { RedisSessionStore } from '../../lib/sessions/redis-session-store'
+import { MemorySessionStore } from '../../lib/sessions/session-store'
 import { resumeToken } from '../../lib/protocol/protocol'
 import { FaultProxy } from '../helpers/fault-proxy'
 import { sleep, start, waitFor } from '../helpers/helpers'
@@ -19,6 +20,7 @@ import { Peer } from '../helpers/session-peer'
 
 type Teardown = { teardown: (fn: () => unknown) => void }
 type Session = fastifyReliableWs.Session
+type SessionStore = fastifyReliableWs.SessionStore
 
 interface Instance {
   app: FastifyInstance
@@ -50,23 +52,64 @@ async function instance (t: Teardown, store: fastifyReliableWs.SessionStore, opt
   return Object.assign(self, server) as Instance
 }
 
-function storeOn (client: Redis): RedisSessionStore {
-  return new RedisSessionStore(client)
+/** Every call passed on to the store underneath; the stores of the tests below change one method each. */
+class Through implements SessionStore {
+  constructor (private readonly base: SessionStore) {}
+  create (...args: Parameters<SessionStore['create']>): ReturnType<SessionStore['create']> { return this.base.create(...args) }
+  claim (...args: Parameters<SessionStore['claim']>): ReturnType<SessionStore['claim']> { return this.base.claim(...args) }
+  write (...args: Parameters<SessionStore['write']>): ReturnType<SessionStore['write']> { return this.base.write(...args) }
+  release (...args: Parameters<SessionStore['release']>): ReturnType<SessionStore['release']> { return this.base.release(...args) }
+  end (...args: Parameters<SessionStore['end']>): ReturnType<SessionStore['end']> { return this.base.end(...args) }
+  read (...args: Parameters<SessionStore['read']>): ReturnType<SessionStore['read']> { return this.base.read(...args) }
 }
 
-/** Until the session's record is gone from Redis. */
-async function untilEnded (client: Redis, session: string): Promise<void> {
+/** Where the instances of a test keep their sessions: `store()` for each instance, all on the same records. */
+interface Shared {
+  store: () => SessionStore
+  /** Until the session's record is gone. */
+  untilEnded: (session: string) => Promise<void>
+}
+
+async function until (what: string, condition: () => Promise<boolean>): Promise<void> {
   const deadline = Date.now() + 3000
-  while ((await client.exists(`reliable-ws:{s:${session}}`)) !== 0) {
-    if (Date.now() > deadline) throw new Error(`the record of ${session} is still there`)
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
     await sleep(5)
   }
 }
 
-t.test('rolling restarts: every session moves to the next instance, each message delivered once, in order, both ways', needs(REDIS), async (t) => {
-  const redis = await RedisServer.start(t)
+const KINDS: Array<{ name: string, needs: { skip?: string }, shared: (t: Teardown) => Promise<Shared> }> = [
+  {
+    name: 'one store object shared by the instances',
+    needs: {},
+    async shared () {
+      const memory = new MemorySessionStore()
+      return { store: () => memory, untilEnded: async (session) => await until('the record ended', async () => memory.read(session) === null) }
+    }
+  },
+  {
+    name: 'Redis',
+    needs: needs(REDIS),
+    async shared (t) {
+      const redis = await RedisServer.start(t)
+      return {
+        store: () => new RedisSessionStore(redis.client()),
+        untilEnded: async (session) => await until('the record ended', async () => (await redis.client().exists(`reliable-ws:{s:${session}}`)) === 0)
+      }
+    }
+  }
+]
+
+const TESTS: Array<[string, (t: Test, shared: Shared) => Promise<void>]> = []
+
+/** A test each kind of shared store runs. */
+function test (name: string, fn: (t: Test, shared: Shared) => Promise<void>): void {
+  TESTS.push([name, fn])
+}
+
+test('rolling restarts: every session moves to the next instance, each message delivered once, in order, both ways', async (t, shared) => {
   const TOTAL = 4000
-  let current = await instance(t, storeOn(redis.client()), {}, { maxBufferedMessages: 5000, maxBufferedBytes: 1 << 24 })
+  let current = await instance(t, shared.store(), {}, { maxBufferedMessages: 5000, maxBufferedBytes: 1 << 24 })
   const proxy = await FaultProxy.start(current.port)
   t.teardown(() => proxy.close())
   const ws = new ReliableWebSocket(proxy.url('/s'), { WebSocket, queue: { maxMessages: 5000 }, backoff: { initialDelayMs: 5, maxDelayMs: 20, slowAfter: Infinity } })
@@ -96,7 +139,7 @@ t.test('rolling restarts: every session moves to the next instance, each message
   let handedOver = 0
   for (let restart = 0; restart < 4; restart++) {
     await waitFor(() => clientSent > (restart + 1) * TOTAL / 6 && serverSent > (restart + 1) * TOTAL / 6, 10_000, `traffic before restart ${restart}`)
-    const next = await instance(t, storeOn(redis.client()), {}, { maxBufferedMessages: 5000, maxBufferedBytes: 1 << 24 })
+    const next = await instance(t, shared.store(), {}, { maxBufferedMessages: 5000, maxBufferedBytes: 1 << 24 })
     instances.push(next)
     proxy.target = next.port
     const closing = current
@@ -124,25 +167,25 @@ t.test('rolling restarts: every session moves to the next instance, each message
 })
 
 /** A store whose releases wait for `open()`; `released` resolves when the first is asked for. It notes every write asked for after that. */
-class GatedStore extends RedisSessionStore {
+class GatedStore extends Through {
   private readonly gate: Promise<void>
   open!: () => void
   released: Promise<void>
   private entered!: () => void
   lateWrites: Array<fastifyReliableWs.RecordChanges> | null = null
 
-  constructor (client: Redis) {
-    super(client)
+  constructor (base: SessionStore) {
+    super(base)
     this.gate = new Promise((resolve) => { this.open = resolve })
     this.released = new Promise((resolve) => { this.entered = resolve })
   }
 
-  override async write (...args: Parameters<RedisSessionStore['write']>): ReturnType<RedisSessionStore['write']> {
+  override async write (...args: Parameters<SessionStore['write']>): Promise<fastifyReliableWs.WriteResult> {
     this.lateWrites?.push(args[2])
     return await super.write(...args)
   }
 
-  override async release (...args: Parameters<RedisSessionStore['release']>): ReturnType<RedisSessionStore['release']> {
+  override async release (...args: Parameters<SessionStore['release']>): Promise<fastifyReliableWs.WriteResult> {
     this.lateWrites ??= []
     this.entered()
     await this.gate
@@ -150,11 +193,10 @@ class GatedStore extends RedisSessionStore {
   }
 }
 
-t.test('while an instance hands its sessions over, what the client sends is dropped unacknowledged, and sent again to the next', needs(REDIS), async (t) => {
-  const redis = await RedisServer.start(t)
-  const store = new GatedStore(redis.client())
+test('while an instance hands its sessions over, what the client sends is dropped unacknowledged, and sent again to the next', async (t, shared) => {
+  const store = new GatedStore(shared.store())
   const a = await instance(t, store)
-  const b = await instance(t, storeOn(redis.client()))
+  const b = await instance(t, shared.store())
   const peer = new Peer(a.url('/s'))
   const welcome = await peer.welcome()
   peer.ws.send('one')
@@ -200,10 +242,9 @@ t.test('while an instance hands its sessions over, what the client sends is drop
   await back.closed
 })
 
-t.test('a session away when its instance closes is handed over too, with what it keeps for its client', needs(REDIS), async (t) => {
-  const redis = await RedisServer.start(t)
-  const a = await instance(t, storeOn(redis.client()))
-  const b = await instance(t, storeOn(redis.client()))
+test('a session away when its instance closes is handed over too, with what it keeps for its client', async (t, shared) => {
+  const a = await instance(t, shared.store())
+  const b = await instance(t, shared.store())
   const peer = new Peer(a.url('/s'))
   const welcome = await peer.welcome()
   peer.ws.terminate()
@@ -226,22 +267,21 @@ t.test('a session away when its instance closes is handed over too, with what it
   await back.closed
 })
 
-t.test('a session subscribed to a topic is not handed over: it ends with its instance, and its client begins anew', needs(REDIS), async (t) => {
-  const redis = await RedisServer.start(t)
+test('a session subscribed to a topic is not handed over: it ends with its instance, and its client begins anew', async (t, shared) => {
   let sockets = 0
-  const a = await instance(t, storeOn(redis.client()), {}, {}, (socket) => {
+  const a = await instance(t, shared.store(), {}, {}, (socket) => {
     socket.subscribe('news')
     // The second has left its topic: nothing stands in the way of its handover.
     if (sockets++ === 1) socket.unsubscribe('news')
   })
-  const b = await instance(t, storeOn(redis.client()))
+  const b = await instance(t, shared.store())
   const peer = new Peer(a.url('/s'))
   const welcome = await peer.welcome()
   const unsubscribed = new Peer(a.url('/s'))
   await unsubscribed.welcome()
   await a.app.close()
   t.match(a.app.wsStats.sessions, { handedOver: 1, handoverFailed: 0 }, 'the session that left its topic, alone')
-  await untilEnded(redis.client(), welcome.session)
+  await shared.untilEnded(welcome.session)
   const back = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
   const again = await back.welcome()
   t.match(again, { resumed: false })
@@ -251,28 +291,16 @@ t.test('a session subscribed to a topic is not handed over: it ends with its ins
   await back.closed
 })
 
-t.test('with the default store in memory, nothing is handed over: sessions end with their instance', async (t) => {
-  const server = await start({ heartbeat: false, shutdown: QUICK_CLOSE }, (app) => {
-    app.get('/s', { websocket: true, config: { reliable: { resume: true } } }, () => {})
-  })
-  const peer = new Peer(server.url('/s'))
-  await peer.welcome()
-  await server.app.close()
-  t.match(server.app.wsStats.sessions, { handedOver: 0, handoverFailed: 0, active: 0 })
-  t.match(await peer.closed, { code: 1001 })
-})
-
-t.test('a handover the store refuses or fails is counted and logged; the instance still closes and tells its clients', needs(REDIS), async (t) => {
-  const redis = await RedisServer.start(t)
-  class FailingStore extends RedisSessionStore {
+test('a handover the store refuses or fails is counted and logged; the instance still closes and tells its clients', async (t, shared) => {
+  class FailingStore extends Through {
     calls = 0
-    override async release (): ReturnType<RedisSessionStore['release']> {
+    override async release (): Promise<fastifyReliableWs.WriteResult> {
       // The first refused (another claim took it meanwhile), the second failed.
       if (this.calls++ === 0) return 'fenced'
       throw new Error('store down')
     }
   }
-  const store = new FailingStore(redis.client())
+  const store = new FailingStore(shared.store())
   const logs: string[] = []
   const a = await instance(t, store, {}, {}, () => {}, { logger: { level: 'warn', stream: { write: (line: string) => logs.push(line) } } })
   const peers = [new Peer(a.url('/s')), new Peer(a.url('/s'))]
@@ -284,14 +312,13 @@ t.test('a handover the store refuses or fails is counted and logged; the instanc
   t.ok(logs.some((line) => line.includes('handover failed') && line.includes('store down')), 'the failure logged with its error')
 })
 
-t.test('a store that never answers holds the close for half of shutdown.timeoutMs at most, and the clients are still told', needs(REDIS), async (t) => {
-  const redis = await RedisServer.start(t)
-  class HungStore extends RedisSessionStore {
-    override async release (): ReturnType<RedisSessionStore['release']> {
+test('a store that never answers holds the close for half of shutdown.timeoutMs at most, and the clients are still told', async (t, shared) => {
+  class HungStore extends Through {
+    override async release (): Promise<fastifyReliableWs.WriteResult> {
       return await new Promise(() => {})
     }
   }
-  const a = await instance(t, new HungStore(redis.client()), { shutdown: { reconnectWindowMs: 20, timeoutMs: 600 } })
+  const a = await instance(t, new HungStore(shared.store()), { shutdown: { reconnectWindowMs: 20, timeoutMs: 600 } })
   const peer = new Peer(a.url('/s'))
   await peer.welcome()
   const began = Date.now()
@@ -302,10 +329,9 @@ t.test('a store that never answers holds the close for half of shutdown.timeoutM
   t.match(peer.frames.at(-1), { t: 'retry' })
 })
 
-t.test('on another instance, a session held there is not taken, nor one handed over with the wrong secret', needs(REDIS), async (t) => {
-  const redis = await RedisServer.start(t)
-  const a = await instance(t, storeOn(redis.client()))
-  const b = await instance(t, storeOn(redis.client()))
+test('on another instance, a session held there is not taken, nor one handed over with the wrong secret', async (t, shared) => {
+  const a = await instance(t, shared.store())
+  const b = await instance(t, shared.store())
   const peer = new Peer(a.url('/s'))
   const welcome = await peer.welcome()
   peer.ws.send('hello')
@@ -328,18 +354,17 @@ t.test('on another instance, a session held there is not taken, nor one handed o
   for (const one of [elsewhere, thief, back]) one.ws.close()
 })
 
-t.test('a client that leaves while its handed-over session is claimed leaves it in the store for its next resume', needs(REDIS), async (t) => {
-  const redis = await RedisServer.start(t)
-  class SlowClaim extends RedisSessionStore {
+test('a client that leaves while its handed-over session is claimed leaves it in the store for its next resume', async (t, shared) => {
+  class SlowClaim extends Through {
     slow = true
-    override async claim (...args: Parameters<RedisSessionStore['claim']>): ReturnType<RedisSessionStore['claim']> {
+    override async claim (...args: Parameters<SessionStore['claim']>): Promise<fastifyReliableWs.ClaimResult> {
       const result = await super.claim(...args)
       if (this.slow) await sleep(200)
       return result
     }
   }
-  const store = new SlowClaim(redis.client())
-  const a = await instance(t, storeOn(redis.client()))
+  const store = new SlowClaim(shared.store())
+  const a = await instance(t, shared.store())
   const b = await instance(t, store)
   const peer = new Peer(a.url('/s'))
   const welcome = await peer.welcome()
@@ -363,11 +388,10 @@ t.test('a client that leaves while its handed-over session is claimed leaves it 
   back.ws.close()
 })
 
-t.test('a handed-over session that finds no room ends: the instance is full, or its messages exceed the route\'s limits', needs(REDIS), async (t) => {
-  const redis = await RedisServer.start(t)
-  const a = await instance(t, storeOn(redis.client()))
-  const full = await instance(t, storeOn(redis.client()), { limits: { maxSessions: 1 } })
-  const narrow = await instance(t, storeOn(redis.client()), {}, { maxBufferedMessages: 2 })
+test('a handed-over session that finds no room ends: the instance is full, or its messages exceed the route\'s limits', async (t, shared) => {
+  const a = await instance(t, shared.store())
+  const full = await instance(t, shared.store(), { limits: { maxSessions: 1 } })
+  const narrow = await instance(t, shared.store(), {}, { maxBufferedMessages: 2 })
   const occupant = new Peer(full.url('/s'))
   await occupant.welcome()
   const peers = [new Peer(a.url('/s')), new Peer(a.url('/s'))]
@@ -385,6 +409,24 @@ t.test('a handed-over session that finds no room ends: the instance is full, or 
   const second = new Peer(narrow.url('/s'), resumeToken(welcomes[1]!.session, welcomes[1]!.token, 0))
   t.match(await second.closed, { code: 4800, reason: 'Session buffer full' })
   t.match(narrow.app.wsStats.sessions, { overflowed: 1, claimedRemote: 0, active: 0, bufferedBytes: 0 })
-  for (const { session } of welcomes) await untilEnded(redis.client(), session)
+  for (const { session } of welcomes) await shared.untilEnded(session)
   occupant.ws.close()
 })
+
+t.test('with the default store in memory, nothing is handed over: sessions end with their instance', async (t) => {
+  const server = await start({ heartbeat: false, shutdown: QUICK_CLOSE }, (app) => {
+    app.get('/s', { websocket: true, config: { reliable: { resume: true } } }, () => {})
+  })
+  const peer = new Peer(server.url('/s'))
+  await peer.welcome()
+  await server.app.close()
+  t.match(server.app.wsStats.sessions, { handedOver: 0, handoverFailed: 0, active: 0 })
+  t.match(await peer.closed, { code: 1001 })
+})
+
+for (const kind of KINDS) {
+  t.test(kind.name, kind.needs, async (t) => {
+    const shared = await kind.shared(t)
+    for (const [name, fn] of TESTS) await t.test(name, async (t) => await fn(t, shared))
+  })
+}
