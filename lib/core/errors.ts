@@ -22,6 +22,11 @@ export const FST_RELIABLE_WS_NOT_OPEN = createError(
   'Message not sent: the websocket is no longer open (readyState %d)'
 )
 
+export const FST_RELIABLE_WS_SESSION_ENDED = createError(
+  'FST_RELIABLE_WS_SESSION_ENDED',
+  'Message not sent: the session has ended, or was handed over to another instance'
+)
+
 export const FST_RELIABLE_WS_NOT_JSON = createError(
   'FST_RELIABLE_WS_NOT_JSON',
   'sendJSON: the value has no JSON representation',

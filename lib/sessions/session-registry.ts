@@ -51,6 +51,10 @@ export class SessionRegistry implements Sessions {
   private readonly held = new Map<string, Session>()
   // Whoever holds a record: this instance, while it lives.
   private readonly instance = createIdGenerator()()
+  // Sessions on their way through the store (resumed or begun), each until it is opened or given up: a drain waits
+  // for them, so that none is left out of the handover.
+  private readonly pending = new Set<Promise<void>>()
+  private draining = false
 
   constructor (
     private readonly stats: Counters,
@@ -76,6 +80,8 @@ export class SessionRegistry implements Sessions {
    * the store is; throws or rejects when it fails.
    */
   prepare (route: SessionRoute, request: FastifyRequest, owner: string | null): Awaitable<Prepared | BusySession> {
+    // Closing, after its sessions went to the store: the client is to begin or resume where it reconnects.
+    if (this.draining) return { retryMs: 0 }
     const resume = (request.raw as { [kResume]?: ResumeRequest })[kResume]
     if (resume === undefined) return this.create(route, request.url, owner)
     // A session this instance holds is claimed with its count of messages sent; any other only if another instance
@@ -107,7 +113,7 @@ export class SessionRegistry implements Sessions {
       this.stats.sessions.resumeRefused++
       return this.create(route, request.url, owner)
     }
-    return isThenable(claim) ? Promise.resolve(claim).then(afterClaim) : afterClaim(claim)
+    return isThenable(claim) ? this.track(Promise.resolve(claim).then(afterClaim)) : afterClaim(claim)
   }
 
   /**
@@ -282,17 +288,32 @@ export class SessionRegistry implements Sessions {
    */
   drain (timeoutMs: number): Awaitable<void> {
     if (!this.sharedStore) return
-    const releases: Array<Promise<unknown>> = []
+    this.draining = true
+    // A session the store is settling now is opened first (its socket's turn comes before the drain's), then handed
+    // over with the rest.
+    const work = this.pending.size === 0 ? this.handOverAll() : Promise.all(this.pending).then(() => this.handOverAll())
+    if (work === null) return
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs).unref() })
+    return Promise.race([work, late]).then(() => clearTimeout(timer))
+  }
+
+  private handOverAll (): Promise<unknown> | null {
+    const releases: Array<Promise<void>> = []
     for (const session of this.held.values()) {
       if (session[kTopics] !== null && session[kTopics].size > 0) continue
       const handover = session.handOver()
       this.letGo(session)
       releases.push(this.handOver(session, handover))
     }
-    if (releases.length === 0) return
-    let timer: NodeJS.Timeout | undefined
-    const late = new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs).unref() })
-    return Promise.race([Promise.all(releases), late]).then(() => clearTimeout(timer))
+    return releases.length === 0 ? null : Promise.all(releases)
+  }
+
+  /** `work`, noted as pending until it settles, whichever way. */
+  private track<T> (work: Promise<T>): Promise<T> {
+    const settled: Promise<void> = work.then(() => { this.pending.delete(settled) }, () => { this.pending.delete(settled) })
+    this.pending.add(settled)
+    return work
   }
 
   /** Released with its handover; one that fails ends with the instance's store as it stands (the client's next resume begins anew). */
@@ -354,7 +375,7 @@ export class SessionRegistry implements Sessions {
     }
     const created = this.store.create(record)
     const prepared: Prepared = { record, session: null, handover: null, received: 0 }
-    return isThenable(created) ? Promise.resolve(created).then(() => prepared) : prepared
+    return isThenable(created) ? this.track(Promise.resolve(created).then(() => prepared)) : prepared
   }
 
   private endRecord (id: string, fence: number): void {

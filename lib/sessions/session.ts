@@ -1,6 +1,7 @@
 import type fastifyReliableWs = require('../../types/index')
 import type { ReliableSocket, SessionRoute, SocketSession } from '../core/shapes'
 import { kPublished, kSendControl, kSession, kTopics, kTransmit, kWheelPos, kWheelTick } from '../core/symbols'
+import { FST_RELIABLE_WS_SESSION_ENDED } from '../core/errors'
 import { toJSONText } from '../messages/json-messages'
 import { ACK_EVERY, encodeControl } from '../protocol/protocol'
 
@@ -99,7 +100,10 @@ export class Session implements SocketSession {
   }
 
   private keep (data: unknown, binary: boolean, cb: SendCallback | undefined, frame: Buffer[] | undefined): boolean {
-    if (this.ended) return false
+    if (this.ended) {
+      if (cb !== undefined) process.nextTick(cb, new FST_RELIABLE_WS_SESSION_ENDED())
+      return false
+    }
     const bytes = Buffer.byteLength(data as string | Uint8Array)
     if (!this.fits(bytes)) {
       this.registry.overflow(this)

@@ -28,8 +28,9 @@ interface Instance {
   url: (path: string) => string
   /** What the application received, in order. */
   received: string[]
-  /** The session of the latest connection its route handled. */
+  /** The session of the latest connection its route handled, and that connection. */
   latest: Session | null
+  socket: (WebSocket & fastifyReliableWs.SocketExtensions) | null
   /** Whether the handler saw the latest one resumed. */
   resumed: boolean[]
 }
@@ -39,10 +40,11 @@ const QUICK_CLOSE = { reconnectWindowMs: 20, timeoutMs: 2000 }
 /** An instance of the application on the store: a route with sessions that records what it receives. */
 async function instance (t: Teardown, store: fastifyReliableWs.SessionStore, options: Options = {}, resume: object = {},
   onSocket: (socket: WebSocket & fastifyReliableWs.SocketExtensions) => void = () => {}, serverOptions: FastifyServerOptions = {}): Promise<Instance> {
-  const self: Partial<Instance> = { received: [], latest: null, resumed: [] }
+  const self: Partial<Instance> = { received: [], latest: null, socket: null, resumed: [] }
   const server = await start({ heartbeat: false, logging: { connections: false }, sessionStore: store, shutdown: QUICK_CLOSE, ...options }, (app) => {
     app.get('/s', { websocket: true, config: { reliable: { resume: { ttlMs: 60_000, ...resume } } } }, (socket) => {
       self.latest = socket.session
+      self.socket = socket
       self.resumed!.push(socket.session!.resumed)
       socket.on('message', (data: Buffer) => self.received!.push(data.toString()))
       onSocket(socket)
@@ -212,6 +214,8 @@ test('while an instance hands its sessions over, what the client sends is droppe
   await store.released
   t.equal(a.app.wsSessions.get(welcome.session), undefined, 'no longer held by the instance closing')
   t.notOk(a.latest!.send('too late'), 'a session handed over refuses what the application sends it')
+  const [refused] = await new Promise<unknown[]>((resolve) => a.socket!.send('too late', (...args: unknown[]) => resolve(args)))
+  t.match(refused, { code: 'FST_RELIABLE_WS_SESSION_ENDED' }, 'and says so to a callback')
   peer.ws.send('three')
   // More than the session ever sent: on a live session, a protocol error.
   peer.ws.send('\u0000{"t":"ack","n":99}')
@@ -240,6 +244,31 @@ test('while an instance hands its sessions over, what the client sends is droppe
   t.match(b.app.wsStats.sessions, { claimedRemote: 1, resumed: 1, replayed: 1, resumeRefused: 0, active: 1 })
   back.ws.close()
   await back.closed
+})
+
+test('a connection whose session is settled once the handover has begun is told to come back, its session untouched', async (t, shared) => {
+  const store = new GatedStore(shared.store())
+  let letIn: () => void = () => {}
+  let owners = 0
+  const a = await instance(t, store, {}, {
+    // The second connection's owner is known only once the instance has begun handing its sessions over.
+    owner: async () => {
+      if (owners++ === 1) await new Promise<void>((resolve) => { letIn = resolve })
+      return 'alice'
+    }
+  })
+  const peer = new Peer(a.url('/s'))
+  await peer.welcome()
+  const late = new Peer(a.url('/s'))
+  await waitFor(() => owners === 2, 3000, 'the second owner asked for')
+  const closed = a.app.close()
+  await store.released
+  letIn()
+  t.match(await late.closed, { code: 1013, reason: 'Session busy' })
+  t.match(late.frames, [{ t: 'retry' }], 'a retry hint, and no welcome')
+  store.open()
+  await closed
+  t.match(a.app.wsStats.sessions, { handedOver: 1, busy: 1, active: 0 })
 })
 
 test('a session away when its instance closes is handed over too, with what it keeps for its client', async (t, shared) => {
@@ -354,15 +383,26 @@ test('on another instance, a session held there is not taken, nor one handed ove
   for (const one of [elsewhere, thief, back]) one.ws.close()
 })
 
-test('a client that leaves while its handed-over session is claimed leaves it in the store for its next resume', async (t, shared) => {
-  class SlowClaim extends Through {
-    slow = true
-    override async claim (...args: Parameters<SessionStore['claim']>): Promise<fastifyReliableWs.ClaimResult> {
-      const result = await super.claim(...args)
-      if (this.slow) await sleep(200)
-      return result
-    }
+/** A store whose claims answer 200 ms after they took effect, while `slow`; `claimed` resolves as the first takes effect. */
+class SlowClaim extends Through {
+  slow = true
+  claimed: Promise<void>
+  private took!: () => void
+
+  constructor (base: SessionStore) {
+    super(base)
+    this.claimed = new Promise((resolve) => { this.took = resolve })
   }
+
+  override async claim (...args: Parameters<SessionStore['claim']>): Promise<fastifyReliableWs.ClaimResult> {
+    const result = await super.claim(...args)
+    this.took()
+    if (this.slow) await sleep(200)
+    return result
+  }
+}
+
+test('a client that leaves while its handed-over session is claimed leaves it in the store for its next resume', async (t, shared) => {
   const store = new SlowClaim(shared.store())
   const a = await instance(t, shared.store())
   const b = await instance(t, store)
@@ -387,6 +427,33 @@ test('a client that leaves while its handed-over session is claimed leaves it in
   t.equal(b.app.wsStats.sessions.claimedRemote, 1)
   back.ws.close()
 })
+
+for (const [what, handedOverFirst] of [['a session it holds', false], ['a session handed over by another instance', true]] as const) {
+  test(`an instance closing while it claims ${what} opens it first, then hands it over with the rest`, async (t, shared) => {
+    const store = new SlowClaim(shared.store())
+    const first = await instance(t, handedOverFirst ? shared.store() : store)
+    const a = handedOverFirst ? await instance(t, store) : first
+    const b = await instance(t, shared.store())
+    const peer = new Peer(first.url('/s'))
+    const welcome = await peer.welcome()
+    peer.ws.terminate()
+    await waitFor(() => first.latest!.connected === false, 3000, 'away')
+    first.latest!.send('kept')
+    if (handedOverFirst) await first.app.close()
+    // The resume on `a`, its claim on the way while `a` closes.
+    const resuming = new Peer(a.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+    await store.claimed
+    const closing = a.app
+    await closing.close()
+    t.match(closing.wsStats.sessions, { handedOver: 1, handoverFailed: 0, active: 0 })
+    t.match(await resuming.closed, { code: 1001 })
+    const back = new Peer(b.url('/s'), resumeToken(welcome.session, (resuming.frames[0] as { token: string }).token, 0))
+    t.match(await back.welcome(), { session: welcome.session, resumed: true })
+    await waitFor(() => back.data().length === 1, 3000, 'the replay')
+    t.same(back.data(), ['kept'], 'the message kept for the client, once more')
+    back.ws.close()
+  })
+}
 
 test('a handed-over session that finds no room ends: the instance is full, or its messages exceed the route\'s limits', async (t, shared) => {
   const a = await instance(t, shared.store())
