@@ -1,10 +1,12 @@
 // deploy/nginx.conf, run by Debian's nginx in front of three instances (processes of their own, on the build) that
-// share topics over a real redis-server: upgrades through it, spreading, idle connections kept by the heartbeat, a
-// rolling restart, a crash and an nginx reload, with a topic published all along.
+// share topics and sessions over a real redis-server: upgrades through it, spreading, idle connections kept by the
+// heartbeat, a rolling restart, a crash and an nginx reload, with a topic published all along; and sessions moving to
+// another instance at each graceful restart, with messages both ways.
 import t from 'tap'
 import net from 'node:net'
 import WebSocket from 'ws'
 import { ReliableWebSocket } from '../../lib/client'
+import type fastifyReliableWs = require('../../types/index')
 import { busiest, closeEvent, sleep, start, waitFor } from '../helpers/helpers'
 import { Instance } from '../helpers/instance'
 import { Nginx } from '../helpers/nginx'
@@ -27,6 +29,9 @@ const SHUTDOWN_CLOSE_CODE = 1001
 const WORKER_SHUTDOWN_TIMEOUT_MS = 2000
 // How long nginx leaves an instance alone after it failed a request (refused it, or answered 503 while draining).
 const FAIL_TIMEOUT_MS = 1000
+const SESSION_CLIENTS = 40
+// Each session's client sends a message this often, from its first connection until the restarts are over.
+const SEND_EVERY_MS = 25
 
 /** One client through nginx, and what it saw. */
 class Watcher {
@@ -79,6 +84,48 @@ class Watcher {
       if (this.opened && this.closeCode === SHUTDOWN_CLOSE_CODE) this.hint = event.delayMs
       this.opened = false
     })
+  }
+}
+
+/** A client with a session through nginx, sending `c0`, `c1`… and checking the server's replies `s0`, `s1`…. */
+class Conversation {
+  readonly ws: ReliableWebSocket
+  sent = 0
+  refused = 0
+  /** Replies received in order: the next one expected is `s<replies>`. */
+  replies = 0
+  /** Anything else: a reply twice or out of order, or the server's report of a message it saw twice or missed. */
+  wrong: string[] = []
+  /** Every connection's greeting: its session, the instance it reached, whether it resumed the session, when it arrived. */
+  greetings: Array<{ session: string, instance: number, resumed: boolean, at: number }> = []
+  lost = 0
+  closeCodes: number[] = []
+
+  constructor (url: string) {
+    this.ws = new ReliableWebSocket(url, { WebSocket, backoff: { initialDelayMs: 200, maxDelayMs: 1000 } })
+    this.ws.addEventListener('message', (event) => {
+      const data = (event as MessageEvent).data as string
+      if (data.startsWith('{')) {
+        this.greetings.push({ ...JSON.parse(data) as { session: string, instance: number, resumed: boolean }, at: Date.now() })
+      } else if (data === `s${this.replies}`) {
+        this.replies++
+      } else {
+        this.wrong.push(data)
+      }
+    })
+    this.ws.addEventListener('sessionlost', () => { this.lost++ })
+    this.ws.addEventListener('close', (event) => { this.closeCodes.push(event.code) })
+  }
+
+  get instance (): number {
+    return this.greetings.at(-1)?.instance ?? 0
+  }
+
+  /** Sends the next message once the session has begun (queued by the client while it reconnects). */
+  next (): void {
+    if (this.greetings.length === 0) return
+    if (this.ws.send(`c${this.sent}`)) this.sent++
+    else this.refused++
   }
 }
 
@@ -200,6 +247,62 @@ t.test('three instances behind deploy/nginx.conf', needsAll([REDIS, NGINX]), asy
     t.equal(failedAttempts, 0, 'every reconnection succeeded at its first attempt: nginx never handed a client a failed upgrade')
     t.comment(`published ${published}, delivered ${delivered} (${(delivered / published / CLIENTS * 100).toFixed(1)} % of ${published} × ${CLIENTS}: ` +
       `without sessions a client misses what is published while it reconnects), ${reconnections} reconnections`)
+  })
+
+  t.test(`sessions move with every graceful restart: ${SESSION_CLIENTS} clients, messages both ways, each once and in order`, async (t) => {
+    const clients: Conversation[] = []
+    t.teardown(() => { for (const { ws } of clients) ws.close() })
+    for (let i = 0; i < SESSION_CLIENTS; i++) clients.push(new Conversation(nginx.url('/session')))
+    await waitFor(() => clients.every((c) => c.greetings.length === 1), 30_000, 'every session begun')
+    const sending = setInterval(() => { for (const c of clients) c.next() }, SEND_EVERY_MS)
+    t.teardown(() => clearInterval(sending))
+    await waitFor(() => clients.every((c) => c.replies >= 20), 10_000, 'replies reaching every client')
+
+    // Each instance in turn closes gracefully while every client sends: the sessions it holds go to Redis, and their
+    // clients resume them on the other two (least_conn picks), the messages of the moment included.
+    const handedOver: number[] = []
+    for (const instance of instances) {
+      const moving = clients.filter((c) => c.instance === instance.port)
+      const greeted = moving.map((c) => c.greetings.length)
+      await instance.stop('SIGTERM')
+      const stats = JSON.parse(/^closed (.*)$/m.exec(instance.output)?.[1] ?? 'null') as fastifyReliableWs.SessionStats | null
+      t.match(stats, { handedOver: moving.length, handoverFailed: 0 }, `instance ${instance.port} handed its ${moving.length} sessions over`)
+      handedOver.push(stats?.handedOver ?? 0)
+      await waitFor(() => moving.every((c, i) => c.greetings.length > greeted[i]), 20_000, 'the sessions of the restarted instance resumed')
+      const back = moving.map((c, i) => c.greetings[greeted[i]])
+      t.ok(back.every((g) => g.resumed && g.instance !== instance.port), `each resumed on another instance: ${moving.length} sessions`)
+      t.comment(`their resumes: at most ${busiest(back.map((g) => g.at).sort((a, b) => a - b), 100)} in any 100 ms`)
+      await instance.restart()
+      await backInRotation(nginx, instance.port)
+    }
+    // Some traffic with every instance back, then the last replies.
+    await sleep(500)
+    clearInterval(sending)
+    await waitFor(() => clients.every((c) => c.replies + c.wrong.length >= c.sent), 20_000, 'a reply to every message')
+
+    const sum = (of: (c: Conversation) => number): number => clients.reduce((total, c) => total + of(c), 0)
+    const wrong = clients.flatMap((c) => c.wrong)
+    t.same(wrong.slice(0, 10), [], `no reply twice or out of order, no message reaching the application twice or missed (${wrong.length} wrong)`)
+    t.ok(clients.every((c) => c.replies === c.sent), 'every client received the reply to each of its messages')
+    // What the application received on all instances together: a message that reached an instance after it handed
+    // its session over would be received again by the next, each instance's count in the session none the wiser.
+    const log = redis.client()
+    const appReceived = await Promise.all(clients.map(async (c) => await log.lrange(`received:${c.greetings[0].session}`, 0, -1)))
+    t.ok(clients.every((c, i) => appReceived[i].length === c.sent && appReceived[i].every((k, j) => k === String(j))),
+      `the application, over every instance, received each message once, in order (${sum((c) => c.sent)} sent, ` +
+      `${appReceived.reduce((total, list) => total + list.length, 0)} received)`)
+    t.ok(clients.every((c) => c.greetings.every((g) => g.session === c.greetings[0].session)), 'each client kept its one session')
+    t.equal(sum((c) => c.lost), 0, 'no session lost')
+    t.equal(sum((c) => c.refused), 0, 'no message refused by a client')
+    const handed = handedOver.reduce((total, n) => total + n, 0)
+    const reconnections = sum((c) => c.greetings.length - 1)
+    const resumes = sum((c) => c.greetings.filter((g) => g.resumed).length)
+    const moves = sum((c) => c.greetings.filter((g, i) => i > 0 && g.instance !== c.greetings[i - 1].instance).length)
+    t.same({ reconnections, resumes, moves }, { reconnections: handed, resumes: handed, moves: handed },
+      'every connection after the first resumed a session handed over, on another instance')
+    t.comment(`${sum((c) => c.sent)} messages each way (${Math.min(...clients.map((c) => c.sent))}–${Math.max(...clients.map((c) => c.sent))} a client), ` +
+      `${reconnections} reconnections, ${handedOver.join(' + ')} sessions handed over, close codes seen: ` +
+      `${[...new Set(clients.flatMap((c) => c.closeCodes))].join(', ')}`)
   })
 })
 

@@ -11,6 +11,8 @@ const FIXTURE = join(__dirname, '..', 'fixtures', 'instance.mjs')
  */
 export class Instance {
   private child: ChildProcess | null = null
+  /** What the process printed on stdout, in its latest run. */
+  output = ''
 
   private constructor (readonly port: number, private readonly env: Record<string, string>) {}
 
@@ -27,17 +29,24 @@ export class Instance {
       stdio: ['ignore', 'pipe', 'inherit']
     })
     this.child = child
+    this.output = ''
     await new Promise<void>((resolve, reject) => {
-      child.stdout!.setEncoding('utf8').on('data', (chunk: string) => { if (chunk.includes('listening')) resolve() })
+      child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+        this.output += chunk
+        if (this.output.includes('listening')) resolve()
+      })
       child.once('exit', (code) => reject(new Error(`the instance on ${this.port} exited (${code}) before it listened`)))
     })
   }
 
-  /** SIGTERM: the application closes (a rolling deploy); SIGKILL: a crash. Resolves once the process is gone. */
+  /**
+   * SIGTERM: the application closes (a rolling deploy); SIGKILL: a crash. Resolves once the process is gone and all
+   * it printed has been read.
+   */
   async stop (signal: 'SIGTERM' | 'SIGKILL'): Promise<void> {
     const child = this.child
     if (child === null || child.exitCode !== null || child.signalCode !== null) return
-    const exited = once(child, 'exit')
+    const exited = once(child, 'close')
     child.kill(signal)
     // Kept until it is gone: an instance stuck in close() is still there for the teardown's SIGKILL.
     await exited
