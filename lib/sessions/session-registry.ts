@@ -54,7 +54,8 @@ export class SessionRegistry implements Sessions {
   // Sessions on their way through the store (resumed or begun), each until it is opened or given up: a drain waits
   // for them, so that none is left out of the handover.
   private readonly pending = new Set<Promise<void>>()
-  private draining = false
+  // Set by drain: settles once the handover is written (or given up on).
+  private drained: Promise<void> | null = null
 
   constructor (
     private readonly stats: Counters,
@@ -80,8 +81,9 @@ export class SessionRegistry implements Sessions {
    * the store is; throws or rejects when it fails.
    */
   prepare (route: SessionRoute, request: FastifyRequest, owner: string | null): Awaitable<Prepared | BusySession> {
-    // Closing, after its sessions went to the store: the client is to begin or resume where it reconnects.
-    if (this.draining) return { retryMs: 0 }
+    // Closing: the client is to begin or resume where it reconnects, once the handover is in the store (sooner, it
+    // could find its session still held here).
+    if (this.drained !== null) return this.drained.then(() => ({ retryMs: 0 }))
     const resume = (request.raw as { [kResume]?: ResumeRequest })[kResume]
     if (resume === undefined) return this.create(route, request.url, owner)
     // A session this instance holds is claimed with its count of messages sent; any other only if another instance
@@ -288,17 +290,18 @@ export class SessionRegistry implements Sessions {
    */
   drain (timeoutMs: number): Awaitable<void> {
     if (!this.sharedStore) return
-    this.draining = true
+    const timers: NodeJS.Timeout[] = []
+    const after = (ms: number): Promise<void> => new Promise((resolve) => { timers.push(setTimeout(resolve, ms).unref()) })
     // A session the store is settling now is opened first (its socket's turn comes before the drain's), then handed
-    // over with the rest.
-    const work = this.pending.size === 0 ? this.handOverAll() : Promise.all(this.pending).then(() => this.handOverAll())
-    if (work === null) return
-    let timer: NodeJS.Timeout | undefined
-    const late = new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs).unref() })
-    return Promise.race([work, late]).then(() => clearTimeout(timer))
+    // over with the rest; a store call slower than half the time allowed holds back no other session's handover.
+    const opened = this.pending.size === 0 ? null : Promise.race([Promise.all(this.pending), after(timeoutMs / 2)])
+    const work = opened === null ? this.handOverAll() : opened.then(() => this.handOverAll())
+    const drained = Promise.race([work, after(timeoutMs)]).then(() => { for (const timer of timers) clearTimeout(timer) })
+    this.drained = drained
+    return drained
   }
 
-  private handOverAll (): Promise<unknown> | null {
+  private handOverAll (): Promise<unknown> {
     const releases: Array<Promise<void>> = []
     for (const session of this.held.values()) {
       if (session[kTopics] !== null && session[kTopics].size > 0) continue
@@ -306,7 +309,7 @@ export class SessionRegistry implements Sessions {
       this.letGo(session)
       releases.push(this.handOver(session, handover))
     }
-    return releases.length === 0 ? null : Promise.all(releases)
+    return Promise.all(releases)
   }
 
   /** `work`, noted as pending until it settles, whichever way. */

@@ -100,15 +100,16 @@ export class Session implements SocketSession {
   }
 
   private keep (data: unknown, binary: boolean, cb: SendCallback | undefined, frame: Buffer[] | undefined): boolean {
-    if (this.ended) {
-      if (cb !== undefined) process.nextTick(cb, new FST_RELIABLE_WS_SESSION_ENDED())
-      return false
-    }
-    const bytes = Buffer.byteLength(data as string | Uint8Array)
-    if (!this.fits(bytes)) {
+    if (!this.ended) {
+      const bytes = Buffer.byteLength(data as string | Uint8Array)
+      if (this.fits(bytes)) return this.push(data, binary, bytes, cb, frame)
       this.registry.overflow(this)
-      return false
     }
+    if (cb !== undefined) process.nextTick(cb, new FST_RELIABLE_WS_SESSION_ENDED())
+    return false
+  }
+
+  private push (data: unknown, binary: boolean, bytes: number, cb: SendCallback | undefined, frame: Buffer[] | undefined): boolean {
     this.outbox.push({ data, binary, bytes })
     this.bufferedBytes += bytes
     this.route.counters.messagesSent++

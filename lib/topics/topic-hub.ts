@@ -2,7 +2,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import {
   FST_RELIABLE_WS_BROKER_UNAVAILABLE, FST_RELIABLE_WS_NOT_OPEN, FST_RELIABLE_WS_NOT_PUBLISHABLE, FST_RELIABLE_WS_PUBLISH_BACKLOG,
-  FST_RELIABLE_WS_TOO_MANY_SUBSCRIPTIONS, FST_RELIABLE_WS_TOO_MANY_TOPICS
+  FST_RELIABLE_WS_SESSION_ENDED, FST_RELIABLE_WS_TOO_MANY_SUBSCRIPTIONS, FST_RELIABLE_WS_TOO_MANY_TOPICS
 } from '../core/errors'
 import type { TopicSettings } from '../core/options'
 import type { Counters, ReliableSocket, Sessions, SocketSession, Topics } from '../core/shapes'
@@ -76,6 +76,8 @@ export class TopicHub implements Topics, BrokerEvents {
     }
     if (socket.readyState !== OPEN) throw new FST_RELIABLE_WS_NOT_OPEN(socket.readyState)
     const subscriber = subscriberOf(socket)
+    // Handed over to another instance as this one closes, its socket not closed yet: nothing would ever take it out.
+    if (subscriber instanceof Session && subscriber.ended) throw new FST_RELIABLE_WS_SESSION_ENDED()
     let mine = subscriber[kTopics]
     if (mine?.has(topic) === true) return false
     if (mine !== null && mine.size >= maxSubscriptions) {

@@ -216,6 +216,7 @@ test('while an instance hands its sessions over, what the client sends is droppe
   t.notOk(a.latest!.send('too late'), 'a session handed over refuses what the application sends it')
   const [refused] = await new Promise<unknown[]>((resolve) => a.socket!.send('too late', (...args: unknown[]) => resolve(args)))
   t.match(refused, { code: 'FST_RELIABLE_WS_SESSION_ENDED' }, 'and says so to a callback')
+  t.throws(() => a.socket!.subscribe('news'), { code: 'FST_RELIABLE_WS_SESSION_ENDED' }, 'nor does it take a subscription it could never leave')
   peer.ws.send('three')
   // More than the session ever sent: on a live session, a protocol error.
   peer.ws.send('\u0000{"t":"ack","n":99}')
@@ -246,7 +247,7 @@ test('while an instance hands its sessions over, what the client sends is droppe
   await back.closed
 })
 
-test('a connection whose session is settled once the handover has begun is told to come back, its session untouched', async (t, shared) => {
+test('a connection whose session would be settled once the handover has begun waits for it, then is told to come back with the others', async (t, shared) => {
   const store = new GatedStore(shared.store())
   let letIn: () => void = () => {}
   let owners = 0
@@ -264,11 +265,13 @@ test('a connection whose session is settled once the handover has begun is told 
   const closed = a.app.close()
   await store.released
   letIn()
-  t.match(await late.closed, { code: 1013, reason: 'Session busy' })
-  t.match(late.frames, [{ t: 'retry' }], 'a retry hint, and no welcome')
+  await sleep(50)
+  t.same(late.frames, [], 'nothing yet: sooner, its client could find its session still held here')
   store.open()
+  t.match(await late.closed, { code: 1001 })
+  t.match(late.frames, [{ t: 'retry' }], 'a retry hint, and no welcome')
   await closed
-  t.match(a.app.wsStats.sessions, { handedOver: 1, busy: 1, active: 0 })
+  t.match(a.app.wsStats.sessions, { handedOver: 1, busy: 0, active: 0 })
 })
 
 test('a session away when its instance closes is handed over too, with what it keeps for its client', async (t, shared) => {
@@ -454,6 +457,25 @@ for (const [what, handedOverFirst] of [['a session it holds', false], ['a sessio
     back.ws.close()
   })
 }
+
+test('a store call that never answers holds back no other session\'s handover', async (t, shared) => {
+  class HungClaim extends Through {
+    override async claim (): Promise<fastifyReliableWs.ClaimResult> {
+      return await new Promise(() => {})
+    }
+  }
+  const a = await instance(t, new HungClaim(shared.store()), { shutdown: { reconnectWindowMs: 20, timeoutMs: 1200 } })
+  const peer = new Peer(a.url('/s'))
+  await peer.welcome()
+  const stuck = new Peer(a.url('/s'), resumeToken('a'.repeat(32), 'b'.repeat(32), 0))
+  await once(stuck.ws, 'open')
+  const began = Date.now()
+  await a.app.close()
+  // The stuck connection itself is cut off at shutdown.timeoutMs, as any.
+  t.ok(Date.now() - began < 1200 + 1500, `closed after ${Date.now() - began} ms`)
+  t.match(a.app.wsStats.sessions, { handedOver: 1, handoverFailed: 0 }, 'the session whose client was connected, handed over')
+  t.match(await peer.closed, { code: 1001 })
+})
 
 test('a handed-over session that finds no room ends: the instance is full, or its messages exceed the route\'s limits', async (t, shared) => {
   const a = await instance(t, shared.store())

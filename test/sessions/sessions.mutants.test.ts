@@ -4,6 +4,7 @@ import { once } from 'node:events'
 import WebSocket from 'ws'
 import type { FastifyInstance } from 'fastify'
 import type fastifyReliableWs = require('../../types/index')
+import type { SocketSession } from '../../lib/core/shapes'
 import { PROTOCOL, resumeToken } from '../../lib/protocol/protocol'
 import { MemorySessionStore } from '../../lib/sessions/session-store'
 import { closeEvent, sleep, start, waitFor } from '../helpers/helpers'
@@ -41,7 +42,9 @@ t.test("the instance's sessionBufferBytes may be filled exactly; past it the ses
   t.ok(session.send('a'.repeat(10)))
   t.ok(session.send('b'.repeat(10)), 'the budget filled exactly')
   t.equal(app.wsStats.sessions.bufferedBytes, 148)
+  const refused = new Promise<unknown>((resolve) => (session as unknown as SocketSession).send('c', undefined, resolve))
   t.notOk(session.send('c'), 'one byte more')
+  t.match(await refused, { code: 'FST_RELIABLE_WS_SESSION_ENDED' }, 'a callback hears of the refusal, the session having ended')
   t.same(await closed, { code: 4800, reason: 'Session buffer full' })
   t.equal(app.wsStats.sessions.bufferedBytes, 0)
 })
