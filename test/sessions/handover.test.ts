@@ -285,6 +285,7 @@ test('a session away when its instance closes is handed over too, with what it k
   a.latest!.send('text')
   a.latest!.send(binary)
   a.latest!.send(new Uint8Array([1, 2, 3]).subarray(1))
+  a.latest!.send(new Uint8Array([4, 5]).buffer)
   await a.app.close()
   t.equal(a.app.wsStats.sessions.handedOver, 1)
 
@@ -292,9 +293,9 @@ test('a session away when its instance closes is handed over too, with what it k
   const frames: Array<[Buffer, boolean]> = []
   back.ws.on('message', (data: Buffer, isBinary: boolean) => frames.push([data, isBinary]))
   await back.welcome()
-  await waitFor(() => frames.length === 4, 3000, 'the replay')
-  t.same(frames.slice(1).map(([data, isBinary]) => [[...data], isBinary]), [[[...Buffer.from('text')], false], [[0xff, 0x00, 0xfe], true], [[2, 3], true]],
-    'text as text, bytes as bytes, a view of a larger buffer as its own bytes')
+  await waitFor(() => frames.length === 5, 3000, 'the replay')
+  t.same(frames.slice(1).map(([data, isBinary]) => [[...data], isBinary]), [[[...Buffer.from('text')], false], [[0xff, 0x00, 0xfe], true], [[2, 3], true], [[4, 5], true]],
+    'text as text, bytes as bytes, a view of a larger buffer as its own bytes, an ArrayBuffer as its bytes')
   back.ws.close()
   await back.closed
 })
