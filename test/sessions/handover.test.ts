@@ -351,7 +351,7 @@ test('a store that never answers holds the close for half of shutdown.timeoutMs 
       return await new Promise(() => {})
     }
   }
-  const a = await instance(t, new HungStore(shared.store()), { shutdown: { reconnectWindowMs: 20, timeoutMs: 600 } })
+  const a = await instance(t, new HungStore(shared.store()), { shutdown: { ...QUICK_CLOSE, timeoutMs: 600 } })
   const peer = new Peer(a.url('/s'))
   await peer.welcome()
   const began = Date.now()
@@ -465,7 +465,7 @@ test('a store call that never answers holds back no other session\'s handover', 
       return await new Promise(() => {})
     }
   }
-  const a = await instance(t, new HungClaim(shared.store()), { shutdown: { reconnectWindowMs: 20, timeoutMs: 1200 } })
+  const a = await instance(t, new HungClaim(shared.store()), { shutdown: { ...QUICK_CLOSE, timeoutMs: 1200 } })
   const peer = new Peer(a.url('/s'))
   await peer.welcome()
   const stuck = new Peer(a.url('/s'), resumeToken('a'.repeat(32), 'b'.repeat(32), 0))
