@@ -116,7 +116,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     handshakes.watch(this.websocketServer)
     negotiateDeflatePerRequest(this.websocketServer, deflateFor)
     this.websocketServer.on('connection', noteErrorListeners)
-    topics.start().then(() => done(), done)
+    Promise.all([topics.start(), sessions.start()]).then(() => done(), done)
   })
 
   fastify.decorate('wsStats', {
@@ -155,7 +155,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     ctx.scheduler.stop()
     sessions.endAll()
     metrics?.unregister()
-    topics.close().then(() => next(), next)
+    Promise.all([topics.close(), sessions.stop()]).then(() => next(), next)
   })
   done()
 }

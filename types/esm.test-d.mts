@@ -14,7 +14,7 @@ await app.register(reliableWs, {
   }
 })
 await app.register(fastifyReliableWs, { heartbeat: false })
-await app.register(reliableWs, { sessionStore: new RedisSessionStore({ defineCommand () {} }) })
+await app.register(reliableWs, { sessionStore: new RedisSessionStore({ defineCommand () {}, publish: async () => 0, duplicate () { return this } }) })
 app.get('/chat', { websocket: true, config: { reliable: { json: true } satisfies RouteReliableOptions } }, (socket) => {
   names.set(socket, socket.id)
   const plain: WebSocket = socket

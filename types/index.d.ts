@@ -381,12 +381,18 @@ declare namespace fastifyReliableWs {
     newSecret: string
     /** How long the claim awaits the client before the held secret may take the session over again. */
     confirmMs: number
+    /**
+     * How long the instance holding the session has, once asked, to hand it over; past that, a claim from an instance
+     * that does not hold it is refused for good (`held` with no `retryMs`).
+     */
+    askMs: number
   }
 
   /**
    * Why a claim was refused: no such session (or expired); another route, URL or owner; a wrong secret; a count of
    * messages the session never sent; another claim awaiting its client (`retryMs`: until it stops waiting); or,
-   * to an instance that does not hold it, a session nobody handed over (`held`: its messages are another instance's).
+   * to an instance that does not hold it, a session nobody handed over (`held`: its messages are another instance's;
+   * see `ClaimResult`).
    */
   export type ClaimRefusal = 'unknown' | 'mismatch' | 'secret' | 'count' | 'busy' | 'held'
 
@@ -406,7 +412,13 @@ declare namespace fastifyReliableWs {
   /** A claim that won: the record as it now stands, who held it before, and what was handed over (taken out of the store). */
   export type ClaimResult =
     | { ok: true, record: SessionRecord, previous: string, handover: SessionHandover | null }
-    | { ok: false, refusal: ClaimRefusal, retryMs?: number }
+    /**
+     * `held`: `holder` (`''` for nobody) holds it as claim `fence`. With `retryMs`, that holder is to be asked to hand
+     * it over (`SessionStore.ask`) and the client to come back after `retryMs`; without, the holder was asked and
+     * never did, or nobody holds it: the session cannot move.
+     */
+    | { ok: false, refusal: 'held', holder: string, fence: number, retryMs?: number }
+    | { ok: false, refusal: Exclude<ClaimRefusal, 'held'>, retryMs?: number }
 
   /** `'fenced'`: another claim took the session since; `'lost'`: no such record. */
   export type WriteResult = 'ok' | 'fenced' | 'lost'
@@ -438,11 +450,22 @@ declare namespace fastifyReliableWs {
     end (id: string, fence: number): Awaitable<WriteResult>
     /** The record, changing nothing; `null` when there is none (or it expired). */
     read (id: string): Awaitable<SessionRecord | null>
+    /**
+     * Optional, with `ask`: once the plugin is ready, `onAsk` is to be called for every `ask` naming `instance`, from
+     * any instance sharing the store. Resolves to what stops it, called as the plugin closes. Without the pair, a
+     * session moves only when its instance closes.
+     */
+    listen? (instance: string, onAsk: (id: string, fence: number) => void): Awaitable<() => Awaitable<void>>
+    /** Optional, with `listen`: asks `instance` to hand session `id` over, if it still holds it as claim `fence`. At most once; may be lost. */
+    ask? (instance: string, id: string, fence: number): Awaitable<void>
   }
 
   /** What `RedisSessionStore` needs of its client: an ioredis client or Cluster client (`app.redis` of @fastify/redis). */
   export interface RedisScriptClient {
     defineCommand (name: string, definition: { lua: string, numberOfKeys?: number }): void
+    publish (channel: string, message: string): Promise<unknown>
+    /** For `listen`'s subscription: a connection of the store's own, closed when listening stops. */
+    duplicate (...args: any[]): unknown
   }
 
   export interface RedisSessionStoreOptions {
@@ -460,9 +483,11 @@ declare namespace fastifyReliableWs {
     create (record: SessionRecord): Promise<void>
     claim (request: ClaimRequest): Promise<ClaimResult>
     write (id: string, fence: number, changes: RecordChanges, ttlMs: number): Promise<WriteResult>
-    release (id: string, fence: number, ttlMs: number): Promise<WriteResult>
+    release (id: string, fence: number, ttlMs: number, handover?: SessionHandover): Promise<WriteResult>
     end (id: string, fence: number): Promise<WriteResult>
     read (id: string): Promise<SessionRecord | null>
+    listen (instance: string, onAsk: (id: string, fence: number) => void): Promise<() => Promise<void>>
+    ask (instance: string, id: string, fence: number): Promise<void>
   }
 
   export interface DisconnectInfo {
@@ -637,12 +662,17 @@ declare namespace fastifyReliableWs {
      * client has not been heard yet, while its connection lives.
      */
     busy: number
-    /** Resumes of a session another instance handed over as it closed (its messages and counts came with it). */
+    /** Resumes of a session another instance handed over (its messages and counts came with it). */
     claimedRemote: number
-    /** Sessions this instance handed over as it closed, for their clients to resume on another instance. */
+    /** Sessions this instance handed over, as it closed or when asked, for their clients to resume on another instance. */
     handedOver: number
-    /** Sessions this instance failed to hand over as it closed (the store failed or refused): their clients begin anew. */
+    /** Sessions this instance failed to hand over (the store failed or refused): their clients begin anew. */
     handoverFailed: number
+    /**
+     * Sessions given up because their client resumed on another instance, which asked for them: handed over, or ended
+     * when they had topics. Their socket here, if still open, was ended with cause `replaced`.
+     */
+    replacedRemote: number
     /** Messages sent again on resume. */
     replayed: number
     /** Bytes all sessions keep unacknowledged now, as counted against sessionBufferBytes. */

@@ -218,7 +218,7 @@ const METRICS_KEYS = keysOf<fastifyReliableWs.MetricsOptions>({ registry: true, 
 const LOGGING_KEYS = keysOf<fastifyReliableWs.LoggingOptions>({ connections: true, warningsPerSecond: true })
 const LOG_LEVELS = keysOf<Record<LogLevel, unknown>>({ fatal: true, error: true, warn: true, info: true, debug: true, trace: true })
 const REGISTRY_METHODS = [...keysOf<fastifyReliableWs.MetricsRegistry>({ registerMetric: true, getSingleMetric: true, removeSingleMetric: true })]
-const SESSION_STORE_METHODS = [...keysOf<SessionStore>({ create: true, claim: true, write: true, release: true, end: true, read: true })]
+const SESSION_STORE_METHODS = ['create', 'claim', 'write', 'release', 'end', 'read'] satisfies Array<keyof SessionStore>
 // What Prometheus accepts at the start of a metric name.
 const METRIC_PREFIX = /^([a-zA-Z_:][a-zA-Z0-9_:]*)?$/
 const COMPRESSION_KEYS = keysOf<fastifyReliableWs.CompressionOptions>({
@@ -458,7 +458,12 @@ function resolveSessionStore (value: unknown): SessionStore | null {
       throw invalid('sessionStore', `must be an object with ${SESSION_STORE_METHODS.join(', ')} methods (${method} is missing)`)
     }
   }
-  return value as SessionStore
+  // One without the other would ask instances that never hear, or listen to asks never made.
+  const store = value as SessionStore
+  if ((typeof store.listen === 'function') !== (typeof store.ask === 'function')) {
+    throw invalid('sessionStore', 'must have both listen and ask methods, or neither')
+  }
+  return store
 }
 
 function resolveShutdown (value: unknown): ShutdownSettings {

@@ -1,4 +1,5 @@
 // The plugin's own Redis connections, from what the application gives: its ioredis client, ioredis options or a URL.
+import { once } from 'node:events'
 import type { Cluster, Redis, RedisOptions } from 'ioredis'
 import { FST_RELIABLE_WS_REDIS_MISSING } from '../core/errors'
 import { loadOptionalPeer } from '../core/optional-peer'
@@ -38,4 +39,25 @@ export function openConnection (option: RedisOption, overrides: RedisOptions, sh
   }
   const { Redis } = loadIoredis(load)
   return typeof option === 'string' ? new Redis(option, settings) : new Redis({ ...option, ...settings })
+}
+
+/**
+ * Connects; resolves once the connection is ready. A Cluster client whose ready check fails (a node not yet, or no
+ * longer, `cluster_state:ok`) reconnects by itself and leaves the promise of that first connect() pending for good:
+ * its 'ready' says when it is up.
+ */
+export async function connected (connection: Connection): Promise<unknown> {
+  return await Promise.race([connection.connect(), once(connection, 'ready')])
+}
+
+/** Connects; resolves once the connection is ready, or rejects with its first error. */
+export async function ready (connection: Connection): Promise<void> {
+  let fail!: (err: Error) => void
+  const failed = new Promise<never>((_resolve, reject) => { fail = reject })
+  connection.once('error', fail)
+  try {
+    await Promise.race([connected(connection), failed])
+  } finally {
+    connection.off('error', fail)
+  }
 }

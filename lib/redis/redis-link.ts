@@ -1,9 +1,8 @@
 // Redis as the instance reaches it: two connections of the plugin's own (commands, and subscriptions), whether they
 // are up, the liveness probe of the subscription, and subscribing again after a reconnection — for the topic broker
 // now, and for whatever else of the plugin keeps state in Redis (docs/redis.md).
-import { once } from 'node:events'
 import { createIdGenerator } from '../core/ids'
-import { openConnection } from './redis-connection'
+import { connected, openConnection } from './redis-connection'
 import type { Connection, RedisOption } from './redis-connection'
 import { pubSubFor } from './redis-pubsub'
 import type { PubSub } from './redis-pubsub'
@@ -14,15 +13,6 @@ const LAG_WEIGHT = 0.2
 // For the commands whose failure needs no handling of its own: the connection that failed them reconnects, and its
 // 'ready' subscribes everything again (a subscription) or the next tick finds the probe missing.
 function ignore (): void {}
-
-/**
- * Connects; resolves once the connection is ready. A Cluster client whose ready check fails (a node not yet, or no
- * longer, `cluster_state:ok`) reconnects by itself and leaves the promise of that first connect() pending for good:
- * its 'ready' says when it is up.
- */
-async function connected (connection: Connection): Promise<unknown> {
-  return await Promise.race([connection.connect(), once(connection, 'ready')])
-}
 
 /** `up`: commands are taken and the subscription delivers; `down`: either may fail. */
 export type LinkState = 'up' | 'connecting' | 'down'

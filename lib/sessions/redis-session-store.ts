@@ -2,6 +2,8 @@
 // atomic Lua script, time taken from Redis (docs/sessions.md, "Records in Redis").
 import type fastifyReliableWs = require('../../types/index')
 import { checkKeyPrefix, DEFAULTS } from '../core/options'
+import { openConnection, ready } from '../redis/redis-connection'
+import type { RedisOption } from '../redis/redis-connection'
 import type { SessionStore } from './session-store'
 
 type SessionRecord = fastifyReliableWs.SessionRecord
@@ -67,9 +69,10 @@ return 1
  * references, and the bytes are compared only when a string is interned beside another of the same hash.
  *
  * KEYS: the record, its messages handed over. ARGV: instance, route, url, owner (`0` for null, else `1` and the owner),
- * secret, received, sent (`''` for null), new secret, confirmMs. Returns [refusal] or ['busy', retryMs], or
- * ['ok', previous instance, the record's fields], followed, when a handover was kept, by its received, its acknowledged
- * and its messages (taken out).
+ * secret, received, sent (`''` for null), new secret, confirmMs, askMs. Returns [refusal], ['busy', retryMs],
+ * ['held', holder, fence, retryMs?], or ['ok', previous instance, the record's fields], followed, when a handover was
+ * kept, by its received, its acknowledged and its messages (taken out). The moment until which the holder, asked for
+ * the session, may hand it over is the hash's field `q`, until the record changes hands.
  */
 const CLAIM = `${PRELUDE}
 local r = redis.call('hmget', KEYS[1], unpack(FIELDS))
@@ -90,13 +93,24 @@ local handover = redis.call('hmget', KEYS[1], 'hr', 'ha')
 local received = tonumber(ARGV[6])
 local sent = tonumber(ARGV[7])
 if ARGV[7] == '' then
-  if not handover[2] then return { 'held' } end
+  if not handover[2] then
+    local holder = r[8]
+    if holder == '' or holder == ARGV[1] then return { 'held', holder, r[7] } end
+    local asked = redis.call('hget', KEYS[1], 'q')
+    if not asked then
+      redis.call('hset', KEYS[1], 'q', now + tonumber(ARGV[10]))
+      return { 'held', holder, r[7], tonumber(ARGV[10]) }
+    end
+    if tonumber(asked) > now then return { 'held', holder, r[7], tonumber(asked) - now } end
+    return { 'held', holder, r[7] }
+  end
   if received < tonumber(handover[2]) then return { 'count' } end
   sent = tonumber(handover[2]) + redis.call('llen', KEYS[2])
 end
 if received > sent then return { 'count' } end
 redis.call('hincrby', KEYS[1], 'f', 1)
 redis.call('hset', KEYS[1], 'a', ARGV[1], 'st', 'claimed', 'cu', now + tonumber(ARGV[9]), 's', ARGV[8], 'h', ARGV[5])
+redis.call('hdel', KEYS[1], 'q')
 local reply = { 'ok', r[8], redis.call('hmget', KEYS[1], unpack(FIELDS)) }
 if handover[2] then
   reply[4] = handover[1]
@@ -166,7 +180,8 @@ return r
 
 type Fields = Array<string | null>
 /** The claim's replies, every string as bytes (integers stay numbers, or strings with `stringNumbers`). */
-type ClaimReply = [Buffer, (number | string)?] | ClaimWon
+type ClaimReply = [Buffer, (number | string)?] | ClaimHeld | ClaimWon
+type ClaimHeld = [Buffer, Buffer, Buffer, (number | string)?]
 type ClaimWon = [Buffer, Buffer, Array<Buffer | null>, Buffer?, Buffer?, Buffer[]?]
 
 /** The scripts, as ioredis's defineCommand adds them to the client. */
@@ -192,19 +207,19 @@ const SCRIPTS = {
 } as const
 
 /**
- * Sessions' records in Redis, through the application's ioredis client (or Cluster client): commands only, on the
- * client as it is (its own `keyPrefix`, if any, goes before the names), never closed. Every record is a hash of its
- * own, `<prefix>:{s:<id>}`, and the messages handed over with it a list, `<prefix>:{s:<id>}:m`: on a Cluster the hash
+ * Sessions' records in Redis, through the application's ioredis client (or Cluster client): commands on the
+ * client as it is (its own `keyPrefix`, if any, goes before the names), never closed; `listen` subscribes on a
+ * duplicate of it. Every record is a hash of its own, `<prefix>:{s:<id>}`, and the messages handed over with it a list, `<prefix>:{s:<id>}:m`: on a Cluster the hash
  * tag keeps each session on one slot, where its scripts run.
  */
 export class RedisSessionStore implements SessionStore {
-  private readonly client: ScriptedClient
+  private readonly client: ScriptedClient & fastifyReliableWs.RedisScriptClient
   private readonly prefix: string
 
   constructor (client: fastifyReliableWs.RedisScriptClient, options: fastifyReliableWs.RedisSessionStoreOptions = {}) {
     this.prefix = options.prefix === undefined ? DEFAULTS.topics.keyPrefix : checkKeyPrefix('prefix', options.prefix)
     for (const [name, [lua, numberOfKeys]] of Object.entries(SCRIPTS)) client.defineCommand(name, { numberOfKeys, lua })
-    this.client = client as unknown as ScriptedClient
+    this.client = client as ScriptedClient & fastifyReliableWs.RedisScriptClient
   }
 
   /** The name of a session's record. */
@@ -233,7 +248,8 @@ export class RedisSessionStore implements SessionStore {
   async claim (request: ClaimRequest): Promise<ClaimResult> {
     const reply = await this.client.reliableWsSessionClaimBuffer(this.key(request.id), this.messagesKey(request.id),
       request.instance, request.route, request.url, request.owner === null ? '0' : `1${request.owner}`, request.secret,
-      String(request.received), request.sent === null ? '' : String(request.sent), request.newSecret, String(request.confirmMs))
+      String(request.received), request.sent === null ? '' : String(request.sent), request.newSecret, wholeMs(request.confirmMs),
+      wholeMs(request.askMs))
     const answer = reply[0].toString()
     if (answer === 'ok') {
       const [, previous, fields, received, acknowledged, messages] = reply as ClaimWon
@@ -244,7 +260,12 @@ export class RedisSessionStore implements SessionStore {
         handover: messages === undefined ? null : { received: Number(received!.toString()), acknowledged: Number(acknowledged!.toString()), messages: messages.map(toMessage) }
       }
     }
-    return answer === 'busy' ? { ok: false, refusal: 'busy', retryMs: Number(reply[1]) } : { ok: false, refusal: answer as ClaimRefusal }
+    if (answer === 'held') {
+      const [, holder, fence, retryMs] = reply as ClaimHeld
+      const held = { ok: false as const, refusal: 'held' as const, holder: holder.toString(), fence: Number(fence.toString()) }
+      return retryMs === undefined ? held : { ...held, retryMs: Number(retryMs) }
+    }
+    return answer === 'busy' ? { ok: false, refusal: 'busy', retryMs: Number(reply[1]) } : { ok: false, refusal: answer as Exclude<ClaimRefusal, 'held'> }
   }
 
   async write (id: string, fence: number, changes: RecordChanges, ttlMs: number): Promise<WriteResult> {
@@ -267,7 +288,44 @@ export class RedisSessionStore implements SessionStore {
     const fields = await this.client.reliableWsSessionRead(this.key(id))
     return fields === null ? null : toRecord(fields)
   }
+
+  /**
+   * Subscribes to the instance's channel, `<prefix>:i:<instance>`, on a connection of the store's own (the client's
+   * duplicate); resolves once subscribed, or rejects with the first failure. Asks published while that connection is
+   * down are lost: their sessions do not move.
+   */
+  async listen (instance: string, onAsk: (id: string, fence: number) => void): Promise<() => Promise<void>> {
+    const channel = this.channel(instance)
+    const connection = openConnection(this.client as unknown as RedisOption, {}, false)
+    // It reconnects and subscribes again by itself; until then, asks are lost as documented.
+    connection.on('error', ignore)
+    connection.on('message', (from: string, message: string) => {
+      const space = message.indexOf(' ')
+      if (from === channel && space > 0) onAsk(message.slice(space + 1), Number(message.slice(0, space)))
+    })
+    const stop = async (): Promise<void> => { await connection.quit().catch(() => connection.disconnect()) }
+    try {
+      await ready(connection)
+      await connection.subscribe(channel)
+    } catch (err) {
+      connection.disconnect()
+      throw err
+    }
+    return stop
+  }
+
+  async ask (instance: string, id: string, fence: number): Promise<void> {
+    await this.client.publish(this.channel(instance), `${fence} ${id}`)
+  }
+
+  /** The channel on which an instance is asked for the sessions it holds. */
+  private channel (instance: string): string {
+    return `${this.prefix}:i:${instance}`
+  }
 }
+
+// For the errors of the listening connection: it reconnects by itself.
+function ignore (): void {}
 
 // PEXPIRE takes whole milliseconds; ttlMs may have a fraction.
 function wholeMs (ms: number): string {

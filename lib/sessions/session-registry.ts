@@ -32,6 +32,9 @@ const MESSAGE_OVERHEAD = 64
 // How long another instance's claim awaits its client before the secret the client resumed with may take the session
 // over again (the claimer may have died before its welcome went out); a live client acknowledges its welcome at once.
 const CONFIRM_MS = 5000
+// How long the instance holding a session has to hand it over once another instance, where its client resumed, asks
+// for it: a live one takes a few ms; one that has not by then is taken for dead, and the client begins anew.
+const ASK_MS = 500
 
 /**
  * The sessions of one Fastify instance: begun or resumed once a socket of a
@@ -56,6 +59,8 @@ export class SessionRegistry implements Sessions {
   private readonly pending = new Set<Promise<void>>()
   // Set by drain: settles once the handover is written (or given up on).
   private drained: Promise<void> | null = null
+  // Stops the store telling this instance of sessions asked for elsewhere; set once start has listened, when the store can.
+  private stopListening: (() => Awaitable<void>) | null = null
 
   constructor (
     private readonly stats: Counters,
@@ -71,6 +76,24 @@ export class SessionRegistry implements Sessions {
 
   get (id: string): Session | undefined {
     return this.held.get(id)
+  }
+
+  /** Once the plugin is ready: another instance where the client of a session held here resumes may ask for it. */
+  start (): Awaitable<void> {
+    if (this.store.listen === undefined) return
+    const listening = this.store.listen(this.instance, (id, fence) => this.surrender(id, fence))
+    if (!isThenable(listening)) {
+      this.stopListening = listening
+      return
+    }
+    return Promise.resolve(listening).then((stop) => { this.stopListening = stop })
+  }
+
+  /** As the plugin closes, after the drain. */
+  async stop (): Promise<void> {
+    const stop = this.stopListening
+    this.stopListening = null
+    if (stop !== null) await stop()
   }
 
   /**
@@ -101,7 +124,8 @@ export class SessionRegistry implements Sessions {
       received: resume.received,
       sent: session === undefined ? null : session.sent,
       newSecret: this.nextSecret(),
-      confirmMs: CONFIRM_MS
+      confirmMs: CONFIRM_MS,
+      askMs: ASK_MS
     })
     const afterClaim = (result: ClaimResult): Awaitable<Prepared | BusySession> => {
       const ended = session?.ended === true
@@ -110,6 +134,13 @@ export class SessionRegistry implements Sessions {
       // lose this one, so it comes back once the claim's window is over. Past it the claim waits only for a
       // connection whose client may never speak (a thief's, or a half-open one): no longer, or it could wait forever.
       if (!result.ok && result.refusal === 'busy' && Number(result.retryMs) > 0 && !ended) return { retryMs: Number(result.retryMs) }
+      // Held by another live instance, where the client was last: that instance is asked to hand it over, and the
+      // client to come back once it will have.
+      if (!result.ok && result.refusal === 'held' && Number(result.retryMs) > 0 && this.store.ask !== undefined) {
+        const { holder, fence } = result
+        this.settle('ask', () => this.store.ask!(holder, resume.session, Number(fence)))
+        return { retryMs: Number(result.retryMs) }
+      }
       // Ended while the claim was on its way: the record it took has no session left to resume.
       if (result.ok) this.endRecord(result.record.id, result.record.fence)
       this.stats.sessions.resumeRefused++
@@ -304,12 +335,32 @@ export class SessionRegistry implements Sessions {
   private handOverAll (): Promise<unknown> {
     const releases: Array<Promise<void>> = []
     for (const session of this.held.values()) {
-      if (session[kTopics] !== null && session[kTopics].size > 0) continue
+      if (hasTopics(session)) continue
       const handover = session.handOver()
       this.letGo(session)
       releases.push(this.handOver(session, handover))
     }
     return Promise.all(releases)
+  }
+
+  /**
+   * Another instance asks for a session held here, as claim `fence`: its client resumed there. Its socket here, if
+   * still open (the client found out first), is ended `replaced`, and the session handed over like at a drain; one
+   * with topics, which cannot be yet, ends, so that its client begins anew at once. An ask of an older claim (the
+   * client came back here since) changes nothing.
+   */
+  private surrender (id: string, fence: number): void {
+    const session = this.held.get(id)
+    if (session === undefined || session.fence !== fence) return
+    this.stats.sessions.replacedRemote++
+    this.takeOver(session)
+    if (hasTopics(session)) {
+      this.end(session)
+      return
+    }
+    const handover = session.handOver()
+    this.letGo(session)
+    this.handOver(session, handover)
   }
 
   /** `work`, noted as pending until it settles, whichever way. */
@@ -319,7 +370,7 @@ export class SessionRegistry implements Sessions {
     return work
   }
 
-  /** Released with its handover; one that fails ends with the instance's store as it stands (the client's next resume begins anew). */
+  /** Released with its handover; one that fails leaves the store as it stands (the client's next resume begins anew). Never rejects. */
   private async handOver (session: Session, handover: SessionHandover): Promise<void> {
     try {
       const result = await this.store.release(session.id, session.fence, session.route.resume.ttlMs, handover)
@@ -460,4 +511,8 @@ export class SessionRegistry implements Sessions {
     old[kCause] = 'replaced'
     old.terminate()
   }
+}
+
+function hasTopics (session: Session): boolean {
+  return session[kTopics] !== null && session[kTopics].size > 0
 }

@@ -22,6 +22,10 @@ export class MemorySessionStore implements SessionStore {
   private readonly records = new Map<string, SessionRecord>()
   /** What was handed over with a record, by its id: kept beside it, never part of what `read` gives. */
   private readonly handovers = new Map<string, SessionHandover>()
+  /** Until when the holder of a record, asked for it, may still hand it over; by its id, until the record changes hands. */
+  private readonly asked = new Map<string, number>()
+  /** Each listening instance's `onAsk`. */
+  private readonly listeners = new Map<string, (id: string, fence: number) => void>()
 
   create (record: SessionRecord): void {
     if (this.records.has(record.id)) throw new Error(`session ${record.id} exists already`)
@@ -51,7 +55,7 @@ export class MemorySessionStore implements SessionStore {
     let sent = request.sent
     if (sent === null) {
       // The session's messages are with the instance holding it, unless it handed them over.
-      if (handover === undefined) return { ok: false, refusal: 'held' }
+      if (handover === undefined) return this.held(record, request, now)
       // The messages handed over begin after those the client acknowledged: one that says it received fewer cannot
       // be given the rest.
       if (request.received < handover.acknowledged) return { ok: false, refusal: 'count' }
@@ -71,6 +75,7 @@ export class MemorySessionStore implements SessionStore {
     this.records.set(claimed.id, claimed)
     // Taken out: the store keeps no reference to what it gives (its own copy, made on release).
     this.handovers.delete(claimed.id)
+    this.asked.delete(claimed.id)
     return { ok: true, record: { ...claimed }, previous: record.instance, handover: handover ?? null }
   }
 
@@ -107,6 +112,34 @@ export class MemorySessionStore implements SessionStore {
     return record === undefined || expired(record, Date.now()) ? null : { ...record }
   }
 
+  listen (instance: string, onAsk: (id: string, fence: number) => void): () => void {
+    this.listeners.set(instance, onAsk)
+    return () => {
+      if (this.listeners.get(instance) === onAsk) this.listeners.delete(instance)
+    }
+  }
+
+  ask (instance: string, id: string, fence: number): void {
+    const onAsk = this.listeners.get(instance)
+    // Told later, as over a channel: never inside the claim of the instance asking.
+    if (onAsk !== undefined) queueMicrotask(() => onAsk(id, fence))
+  }
+
+  /**
+   * A session another instance holds, asked for by one that does not: its holder is asked once, and has `askMs` to
+   * hand it over; the claims in that time are to come back once it is over, those after it cannot move the session.
+   */
+  private held (record: SessionRecord, request: ClaimRequest, now: number): ClaimResult {
+    const { instance: holder, fence } = record
+    if (holder === '' || holder === request.instance) return { ok: false, refusal: 'held', holder, fence }
+    const until = this.asked.get(record.id)
+    if (until === undefined) {
+      this.asked.set(record.id, now + request.askMs)
+      return { ok: false, refusal: 'held', holder, fence, retryMs: request.askMs }
+    }
+    return until > now ? { ok: false, refusal: 'held', holder, fence, retryMs: until - now } : { ok: false, refusal: 'held', holder, fence }
+  }
+
   /** The record, if the claim numbered `fence` still holds it: a write of an older claim is refused. */
   private fenced (id: string, fence: number): SessionRecord | 'lost' | 'fenced' {
     const record = this.records.get(id)
@@ -117,6 +150,7 @@ export class MemorySessionStore implements SessionStore {
   private drop (id: string): void {
     this.records.delete(id)
     this.handovers.delete(id)
+    this.asked.delete(id)
   }
 
   private leave (record: SessionRecord, ttlMs: number): void {

@@ -73,6 +73,8 @@ const badPluginOptions: Array<[string, unknown, RegExp]> = [
   ['fractional session buffer', { resume: { maxBufferedMessages: 1.5 } }, /"resume\.maxBufferedMessages"/],
   ['zero session bytes', { resume: { maxBufferedBytes: 0 } }, /"resume\.maxBufferedBytes"/],
   ['a session store without read', { sessionStore: { create () {}, claim () {}, write () {}, release () {}, end () {} } }, /"sessionStore": must be an object with create, claim, write, release, end, read methods \(read is missing\)/],
+  ['a session store with listen and no ask', { sessionStore: { create () {}, claim () {}, write () {}, release () {}, end () {}, read () {}, listen () {} } }, /"sessionStore": must have both listen and ask methods, or neither/],
+  ['a session store with ask and no listen', { sessionStore: { create () {}, claim () {}, write () {}, release () {}, end () {}, read () {}, ask () {} } }, /"sessionStore": must have both listen and ask methods, or neither/],
   ['a session store of the former kind', { sessionStore: new Map() }, /"sessionStore".*create is missing/],
   ['a session store that is not an object', { sessionStore: null }, /"sessionStore".*create is missing/]
 ]

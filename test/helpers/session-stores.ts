@@ -40,6 +40,14 @@ export class AsyncStore implements SessionStore {
     return this.answer('read', () => this.memory.read(id))
   }
 
+  listen (instance: string, onAsk: (id: string, fence: number) => void): Promise<() => void> {
+    return this.answer('listen', () => this.memory.listen(instance, onAsk))
+  }
+
+  ask (instance: string, id: string, fence: number): Promise<void> {
+    return this.answer('ask', () => this.memory.ask(instance, id, fence))
+  }
+
   private async answer<T> (method: Method, call: () => T): Promise<T> {
     this.calls.push(method)
     const failing = this.failing.has(method)

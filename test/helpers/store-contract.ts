@@ -2,7 +2,7 @@
 // Every answer is awaited, so one contract holds for stores that answer at once and with promises alike.
 import type { Test } from 'tap'
 import type fastifyReliableWs = require('../../types/index')
-import { sleep } from './helpers'
+import { sleep, waitFor } from './helpers'
 
 type SessionStore = fastifyReliableWs.SessionStore
 type SessionRecord = fastifyReliableWs.SessionRecord
@@ -12,6 +12,7 @@ type Awaitable<T> = fastifyReliableWs.Awaitable<T>
 
 // Windows long enough that a loaded machine stays inside them, and waits twice as long as the ones they outlast.
 const CONFIRM_MS = 200
+const ASK_MS = 300
 const TTL_MS = 60_000
 
 let ids = 0
@@ -47,6 +48,7 @@ function request (record: SessionRecord, overrides: Partial<ClaimRequest> = {}):
     sent: 0,
     newSecret: 's1',
     confirmMs: CONFIRM_MS,
+    askMs: ASK_MS,
     ...overrides
   }
 }
@@ -223,7 +225,7 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore, clock:
     t.strictSame(await store.read(first.id), result.record, 'the record as claimed, and no more')
     const again = await store.claim(request(first, { instance: 'C', secret: 's2', newSecret: 's3', received: 5, sent: 7 }))
     t.match(again, { ok: true, handover: null, record: { fence: 4 } }, 'taken out: the next claim gets none')
-    t.same(await store.claim(request(first, { instance: 'D', secret: 's3', newSecret: 's4', received: 5, sent: null })), { ok: false, refusal: 'held' },
+    t.same(await store.claim(request(first, { instance: 'D', secret: 's3', newSecret: 's4', received: 5, sent: null })), { ok: false, refusal: 'held', holder: 'C', fence: 4, retryMs: ASK_MS },
       'nor may another instance claim it without one')
   })
 
@@ -239,15 +241,59 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore, clock:
     const store = makeStore()
     const first = await claimed(store)
     t.match(await store.claim(request(first, { instance: 'C', secret: 's0', sent: null })), { ok: false, refusal: 'busy' }, 'a busy claim is busy first')
-    t.same(await store.claim(request(first, { instance: 'C', secret: 's1', sent: null })), { ok: false, refusal: 'held' }, 'held by another instance')
+    t.same(await store.claim(request(first, { instance: 'C', secret: 's1', sent: null })), { ok: false, refusal: 'held', holder: 'B', fence: 2, retryMs: ASK_MS }, 'held by another instance')
     t.same(await store.read(first.id), first, 'the record is as it was')
     t.same(await store.claim(request(first, { instance: 'C', secret: 's9', sent: null })), { ok: false, refusal: 'secret' }, 'a wrong secret is refused as such')
     t.same(await store.claim(request(first, { instance: 'C', url: '/rooms/b', sent: null })), { ok: false, refusal: 'mismatch' })
     t.same(await store.claim(request(first, { instance: 'C', id: 'd'.repeat(32), sent: null })), { ok: false, refusal: 'unknown' })
     t.equal(await store.release(first.id, 2, TTL_MS), 'ok')
-    t.same(await store.claim(request(first, { instance: 'C', secret: 's1', sent: null })), { ok: false, refusal: 'held' }, 'released with no handover')
+    t.same(await store.claim(request(first, { instance: 'C', secret: 's1', sent: null })), { ok: false, refusal: 'held', holder: '', fence: 2 }, 'released with no handover: nobody to ask')
     t.match(await store.claim(request(first, { instance: 'B', secret: 's1', newSecret: 's2', received: 2, sent: 2 })), { ok: true, handover: null, record: { fence: 3 } },
       'the instance holding its messages still claims it')
+  })
+
+  t.test('asked for by an instance that does not hold it, the holder has askMs to hand the session over; after that, it cannot move', async (t) => {
+    const store = makeStore()
+    const first = await claimed(store)
+    const asking = request(first, { instance: 'C', secret: 's1', sent: null })
+    t.same(await store.claim(asking), { ok: false, refusal: 'held', holder: 'B', fence: 2, retryMs: ASK_MS }, 'the holder is to be asked, and the client to come back')
+    const again = await store.claim({ ...asking, instance: 'D' })
+    t.ok(!again.ok && again.refusal === 'held' && again.holder === 'B' && again.retryMs! > 0 && again.retryMs! <= ASK_MS, 'asked once: the time left')
+    t.same(await store.claim({ ...asking, instance: 'B' }), { ok: false, refusal: 'held', holder: 'B', fence: 2 }, 'the holder itself is not told to ask itself')
+    t.same(await store.claim({ ...asking, secret: 's9' }), { ok: false, refusal: 'secret' }, 'the secret is judged first')
+    t.same(await store.read(first.id), first, 'the record is as it was')
+    await sleep(ASK_MS + 20)
+    t.same(await store.claim(asking), { ok: false, refusal: 'held', holder: 'B', fence: 2 }, 'past askMs: not handed over, the session cannot move')
+    t.equal(await store.release(first.id, 2, TTL_MS, handover()), 'ok', 'handed over late')
+    t.match(await store.claim({ ...asking, received: 5 }), { ok: true, record: { fence: 3, instance: 'C' }, handover: { acknowledged: 3 } }, 'what was handed over is claimed all the same')
+  })
+
+  t.test('a claim that wins ends the asking: the next holder has askMs of its own', async (t) => {
+    const store = makeStore()
+    const first = await claimed(store)
+    t.match(await store.claim(request(first, { instance: 'C', secret: 's1', sent: null })), { refusal: 'held', retryMs: ASK_MS })
+    t.match(await store.claim(request(first, { secret: 's1', newSecret: 's2' })), { ok: true, record: { fence: 3, instance: 'B' } }, 'the holder claims it again')
+    t.same(await store.claim(request(first, { instance: 'C', secret: 's2', sent: null })), { ok: false, refusal: 'held', holder: 'B', fence: 3, retryMs: ASK_MS }, 'asked anew')
+    t.equal(await store.release(first.id, 3, TTL_MS, handover()), 'ok')
+    t.match(await store.claim(request(first, { instance: 'C', secret: 's2', newSecret: 's3', received: 5, sent: null })), { ok: true, record: { fence: 4, instance: 'C' } })
+    t.same(await store.claim(request(first, { instance: 'D', secret: 's3', sent: null })), { ok: false, refusal: 'held', holder: 'C', fence: 4, retryMs: ASK_MS }, 'the new holder is asked in its turn')
+  })
+
+  t.test('ask reaches the instance listening under that name, once, with the id and the fence; stopped, it hears no more', async (t) => {
+    const store = makeStore()
+    const heard: Array<[string, string, number]> = []
+    const stopB = await store.listen!('B', (id, fence) => heard.push(['B', id, fence]))
+    const stopC = await store.listen!('C', (id, fence) => heard.push(['C', id, fence]))
+    await store.ask!('B', 'a'.repeat(32), 7)
+    await waitFor(() => heard.length > 0, 3000, 'the ask')
+    await store.ask!('D', 'c'.repeat(32), 1)
+    await stopB()
+    await store.ask!('B', 'a'.repeat(32), 8)
+    await store.ask!('C', 'b'.repeat(32), 12345678901)
+    await waitFor(() => heard.length > 1, 3000, 'the ask of C')
+    await sleep(50)
+    t.same(heard, [['B', 'a'.repeat(32), 7], ['C', 'b'.repeat(32), 12345678901]], 'each to its instance alone; none to nobody, nor to one stopped')
+    await stopC()
   })
 
   t.test('a count against the handover: more than was handed over, or fewer than was acknowledged, is refused and leaves it', async (t) => {
@@ -277,7 +323,7 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore, clock:
       { ok: true, handover: { received: 1, acknowledged: 7, messages: [{ data: 'next', binary: false }] } }, 'the later one')
     t.equal(await store.release(first.id, 3, TTL_MS, handover()), 'ok')
     t.equal(await store.release(first.id, 3, TTL_MS), 'ok')
-    t.same(await store.claim(request(first, { instance: 'D', secret: 's2', received: 5, sent: null })), { ok: false, refusal: 'held' }, 'dropped')
+    t.same(await store.claim(request(first, { instance: 'D', secret: 's2', received: 5, sent: null })), { ok: false, refusal: 'held', holder: '', fence: 3 }, 'dropped')
   })
 
   t.test('end, and a claim of a record expired, take the handover with the record', async (t) => {
@@ -291,7 +337,7 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore, clock:
     for (const gone of [ended, expired]) {
       // A record of the same id begun anew (no instance does so): nothing handed over is left for it.
       await store.create(newRecord({ id: gone.id, state: 'away' }))
-      t.same(await store.claim(request(gone, { secret: 's0', received: 5, sent: null })), { ok: false, refusal: 'held' })
+      t.match(await store.claim(request(gone, { secret: 's0', received: 5, sent: null })), { ok: false, refusal: 'held', holder: 'A' })
     }
   })
 

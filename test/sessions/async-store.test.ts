@@ -186,7 +186,7 @@ t.test('a socket closed while an async owner is asked gets no session: the store
   upgraded[0].terminate()
   await gone.closed
   await sleep(150)
-  t.same(store.calls, [])
+  t.same(store.calls, ['listen'], 'nothing but the listening begun at ready')
   t.same(handled, [])
   t.same(gone.frames, [])
 })

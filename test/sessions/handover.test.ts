@@ -12,7 +12,7 @@ import { RedisSessionStore } from '../../lib/sessions/redis-session-store'
 import { MemorySessionStore } from '../../lib/sessions/session-store'
 import { resumeToken } from '../../lib/protocol/protocol'
 import { FaultProxy } from '../helpers/fault-proxy'
-import { sleep, start, waitFor } from '../helpers/helpers'
+import { bootWith, sleep, start, waitFor } from '../helpers/helpers'
 import type { Options } from '../helpers/helpers'
 import { needs, REDIS } from '../helpers/programs'
 import { RedisServer } from '../helpers/redis'
@@ -63,6 +63,23 @@ class Through implements SessionStore {
   release (...args: Parameters<SessionStore['release']>): ReturnType<SessionStore['release']> { return this.base.release(...args) }
   end (...args: Parameters<SessionStore['end']>): ReturnType<SessionStore['end']> { return this.base.end(...args) }
   read (...args: Parameters<SessionStore['read']>): ReturnType<SessionStore['read']> { return this.base.read(...args) }
+  listen (...args: Parameters<NonNullable<SessionStore['listen']>>): ReturnType<NonNullable<SessionStore['listen']>> { return this.base.listen!(...args) }
+  ask (...args: Parameters<NonNullable<SessionStore['ask']>>): ReturnType<NonNullable<SessionStore['ask']>> { return this.base.ask!(...args) }
+}
+
+/** A store that notes the name each instance listens under, in order, and every ask. */
+class Listening extends Through {
+  readonly names: string[] = []
+  readonly asks: Array<[string, string, number]> = []
+  override listen (...args: Parameters<NonNullable<SessionStore['listen']>>): ReturnType<NonNullable<SessionStore['listen']>> {
+    this.names.push(args[0])
+    return super.listen(...args)
+  }
+
+  override ask (...args: Parameters<NonNullable<SessionStore['ask']>>): ReturnType<NonNullable<SessionStore['ask']>> {
+    this.asks.push(args)
+    return super.ask(...args)
+  }
 }
 
 /** Where the instances of a test keep their sessions: `store()` for each instance, all on the same records. */
@@ -70,6 +87,17 @@ interface Shared {
   store: () => SessionStore
   /** Until the session's record is gone. */
   untilEnded: (session: string) => Promise<void>
+}
+
+/** How `peer`'s connection closed; fails after 3 s. */
+async function closed (peer: Peer): Promise<{ code: number, reason: string }> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error('timed out waiting for the close')), 3000) })
+  try {
+    return await Promise.race([peer.closed, late])
+  } finally {
+    clearTimeout(timer)
+  }
 }
 
 async function until (what: string, condition: () => Promise<boolean>): Promise<void> {
@@ -362,29 +390,185 @@ test('a store that never answers holds the close for half of shutdown.timeoutMs 
   t.match(peer.frames.at(-1), { t: 'retry' })
 })
 
-test('on another instance, a session held there is not taken, nor one handed over with the wrong secret', async (t, shared) => {
-  const a = await instance(t, shared.store())
-  const b = await instance(t, shared.store())
+test('a client that resumes on another instance while its session is held by a live one: asked, that one hands it over and ends its old socket `replaced`', async (t, shared) => {
+  const store = new Listening(shared.store())
+  const causes: string[] = []
+  const a = await instance(t, store, { onDisconnect: (_socket: unknown, info: { cause: string }) => { causes.push(info.cause) } })
+  const b = await instance(t, store)
   const peer = new Peer(a.url('/s'))
   const welcome = await peer.welcome()
   peer.ws.send('hello')
   await waitFor(() => a.received.length === 1, 3000, 'heard')
+  const session = a.latest!
+  t.ok(session.send('one') && session.send('two'))
+  await waitFor(() => peer.data().length === 2, 3000, 'two messages on the first connection')
 
-  // Held by a live instance: its messages are there, not in the store.
-  const elsewhere = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
-  t.match(await elsewhere.welcome(), { resumed: false })
-  t.equal(b.app.wsStats.sessions.resumeRefused, 1)
-  t.equal(a.latest!.connected, true, 'the session stays where it is')
-  t.ok(a.latest!.send('still here'))
-  await waitFor(() => peer.data().length === 1, 3000, 'a message on the first connection')
-
-  await a.app.close()
+  // A thief with the id alone asks nothing of anyone.
   const thief = new Peer(b.url('/s'), resumeToken(welcome.session, 'f'.repeat(32), 0))
   t.match(await thief.welcome(), { resumed: false })
-  t.equal(b.app.wsStats.sessions.resumeRefused, 2)
+  t.same(store.asks, [], 'a wrong secret asks nothing')
+  t.equal(session.connected, true)
+
+  // The client's first connection still looks open to A: the client found out first.
+  const elsewhere = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  t.match(await closed(elsewhere), { code: 1013, reason: 'Session busy' })
+  const retry = elsewhere.frames[0] as { t: string, ms: number }
+  t.ok(retry.t === 'retry' && retry.ms >= 500 && retry.ms < 2500, `told to come back once A has had its time (${retry.ms} ms)`)
+  t.same(store.asks, [[store.names[0], welcome.session, 1]], 'A asked, under its name, for the claim it holds')
+  t.match(await closed(peer), { code: 1006 }, 'the old socket ended')
+  await waitFor(() => causes.length === 1, 3000, 'the old socket\'s disconnect')
+  t.same(causes, ['replaced'])
+  t.match(a.app.wsStats.sessions, { replacedRemote: 1, handedOver: 1, active: 0 })
+  t.equal(session.send('too late'), false, 'what A holds no longer takes messages')
+  t.equal(a.app.wsSessions.get(welcome.session), undefined)
+
   const back = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
-  t.match(await back.welcome(), { session: welcome.session, resumed: true, n: 1 }, 'the handover waited for the right secret')
-  for (const one of [elsewhere, thief, back]) one.ws.close()
+  t.match(await back.welcome(), { session: welcome.session, resumed: true, n: 1 }, 'the message A received is counted')
+  await waitFor(() => back.data().length === 2, 3000, 'the replay')
+  t.same(back.data(), ['one', 'two'], 'what the client had not acknowledged, in order')
+  t.match(b.app.wsStats.sessions, { claimedRemote: 1, resumed: 1, busy: 1, resumeRefused: 1 })
+  t.ok(b.latest!.send('three'))
+  await waitFor(() => back.data().length === 3, 3000, 'a message from B')
+  for (const one of [thief, back]) one.ws.close()
+})
+
+test('a client moving between two live instances at every dropped connection keeps its session: each message once, in order, both ways', async (t, shared) => {
+  const TOTAL = 2000
+  const resume = { maxBufferedMessages: 5000, maxBufferedBytes: 1 << 24 }
+  // What both instances received, in the order they received it.
+  const everything: string[] = []
+  const onSocket = (socket: WebSocket): void => { socket.on('message', (data: Buffer) => everything.push(data.toString())) }
+  const a = await instance(t, shared.store(), {}, resume, onSocket)
+  const b = await instance(t, shared.store(), {}, resume, onSocket)
+  const proxy = await FaultProxy.start(a.port)
+  t.teardown(() => proxy.close())
+  const ws = new ReliableWebSocket(proxy.url('/s'), { WebSocket, queue: { maxMessages: 5000 }, backoff: { initialDelayMs: 5, maxDelayMs: 20, slowAfter: Infinity } })
+  const fromServer: string[] = []
+  const lost: SessionLostEvent[] = []
+  ws.addEventListener('message', (event) => fromServer.push(event.data as string))
+  ws.addEventListener('sessionlost', (event) => lost.push(event))
+  await once(ws as any, 'open')
+
+  let current = a
+  let clientSent = 0
+  let serverSent = 0
+  const pump = setInterval(() => {
+    for (let i = 0; i < 20 && clientSent < TOTAL; i++) {
+      if (!ws.send(`c${clientSent}`)) break
+      clientSent++
+    }
+    const session = current.latest
+    for (let i = 0; i < 20 && serverSent < TOTAL && session !== null; i++) {
+      if (!session.send(`s${serverSent}`)) break
+      serverSent++
+    }
+  }, 2)
+  t.teardown(() => clearInterval(pump))
+
+  for (let move = 0; move < 4; move++) {
+    await waitFor(() => clientSent > (move + 1) * TOTAL / 6 && serverSent > (move + 1) * TOTAL / 6, 10_000, `traffic before move ${move}`)
+    const next = current === a ? b : a
+    const resumes = next.resumed.length
+    proxy.target = next.port
+    proxy.cut()
+    await waitFor(() => next.resumed.length > resumes && ws.readyState === ws.OPEN, 10_000, `the resume after move ${move}`)
+    current = next
+  }
+  await waitFor(() => fromServer.length >= TOTAL && clientSent >= TOTAL && serverSent >= TOTAL, 20_000, 'every message sent and received by the client')
+  await waitFor(() => everything.length >= TOTAL, 10_000, 'every message received by the instances')
+  clearInterval(pump)
+  t.same(lost, [], 'the session was never lost')
+  t.same([...a.resumed, ...b.resumed].length, 5)
+  t.same(b.resumed, [true, true])
+  t.same(a.resumed, [false, true, true])
+  for (const one of [a, b]) t.match(one.app.wsStats.sessions, { replacedRemote: 2, handedOver: 2, claimedRemote: 2, handoverFailed: 0 })
+  t.equal(fromServer.length, TOTAL)
+  t.ok(fromServer.every((text, i) => text === `s${i}`), 'server to client: each once, in order')
+  t.equal(everything.length, TOTAL)
+  t.ok(everything.every((text, i) => text === `c${i}`), 'client to server: each once, in order, across both instances')
+  t.ok(a.received.length > 0 && b.received.length > 0)
+  ws.close()
+  await once(ws as any, 'close')
+})
+
+test('asked for a session with an older claim, an instance keeps it: the client came back to it since', async (t, shared) => {
+  const store = new Listening(shared.store())
+  const a = await instance(t, store)
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  await store.ask(store.names[0], welcome.session, 2)
+  await store.ask(store.names[0], 'f'.repeat(32), 1)
+  await sleep(50)
+  t.equal(a.latest!.connected, true)
+  t.equal(a.app.wsStats.sessions.replacedRemote, 0)
+  await store.ask(store.names[0], welcome.session, 1)
+  await waitFor(() => a.app.wsStats.sessions.replacedRemote === 1, 3000, 'the session given up')
+  t.match(await closed(peer), { code: 1006 })
+})
+
+test('when the holder does not answer, the client is told to come back, then begins anew once the holder\'s time is up', async (t, shared) => {
+  // Asks that are lost (the holder's subscription is down, or it is stalled).
+  class Deaf extends Listening {
+    override ask (...args: Parameters<NonNullable<SessionStore['ask']>>): ReturnType<NonNullable<SessionStore['ask']>> {
+      this.asks.push(args)
+    }
+  }
+  const store = new Deaf(shared.store())
+  const a = await instance(t, store)
+  const b = await instance(t, store)
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  const first = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  t.match(await closed(first), { code: 1013, reason: 'Session busy' })
+  t.equal(store.asks.length, 1)
+  await sleep(550)
+  const second = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  const again = await second.welcome()
+  t.match(again, { resumed: false }, 'a new session')
+  t.not(again.session, welcome.session)
+  t.equal(store.asks.length, 1, 'asked once')
+  t.match(b.app.wsStats.sessions, { busy: 1, resumeRefused: 1, claimedRemote: 0 })
+  t.equal(a.latest!.connected, true, 'the session stays with its holder')
+  second.ws.close()
+})
+
+test('asked for a session with topics, which cannot be handed over yet, the holder ends it: its client begins anew at once', async (t, shared) => {
+  const a = await instance(t, shared.store(), {}, {}, (socket) => socket.subscribe('news'))
+  const b = await instance(t, shared.store())
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  const first = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  t.match(await closed(first), { code: 1013, reason: 'Session busy' })
+  await shared.untilEnded(welcome.session)
+  t.match(a.app.wsStats.sessions, { replacedRemote: 1, handedOver: 0, active: 0 })
+  t.equal(a.app.wsTopicStats('news')?.subscribers ?? 0, 0, 'its topic left')
+  t.match(await closed(peer), { code: 1006 })
+  const second = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  t.match(await second.welcome(), { resumed: false })
+  second.ws.close()
+})
+
+test('an instance listens while it runs: a store that cannot listen fails ready; close stops it', async (t, shared) => {
+  const stopped: string[] = []
+  class Stopping extends Through {
+    override async listen (...args: Parameters<NonNullable<SessionStore['listen']>>): Promise<() => Promise<void>> {
+      const stop = await super.listen(...args)
+      return async () => {
+        stopped.push(args[0])
+        await stop()
+      }
+    }
+  }
+  const a = await instance(t, new Stopping(shared.store()))
+  t.same(stopped, [])
+  await a.app.close()
+  t.equal(stopped.length, 1)
+  class Failing extends Through {
+    override async listen (): Promise<() => void> {
+      throw new Error('no subscription')
+    }
+  }
+  await t.rejects(bootWith({ sessionStore: new Failing(shared.store()) }), { message: 'no subscription' }, 'and the instance closes all the same')
 })
 
 /** A store whose claims answer 200 ms after they took effect, while `slow`; `claimed` resolves as the first takes effect. */
@@ -512,6 +696,41 @@ t.test('with the default store in memory, nothing is handed over: sessions end w
   await server.app.close()
   t.match(server.app.wsStats.sessions, { handedOver: 0, handoverFailed: 0, active: 0 })
   t.match(await peer.closed, { code: 1001 })
+})
+
+t.test('Redis flushed: a session whose record or handover is gone ends at its client\'s next resume, on its own instance or another: sessionlost, never a silent gap', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const a = await instance(t, new RedisSessionStore(redis.client()))
+  const b = await instance(t, new RedisSessionStore(redis.client()))
+  const proxy = await FaultProxy.start(a.port)
+  t.teardown(() => proxy.close())
+  const ws = new ReliableWebSocket(proxy.url('/s'), { WebSocket, backoff: { initialDelayMs: 5, maxDelayMs: 20, slowAfter: Infinity } })
+  const lost: SessionLostEvent[] = []
+  ws.addEventListener('sessionlost', (event) => lost.push(event))
+  await once(ws as any, 'open')
+  const first = a.latest!.id
+
+  // Its record gone while it is connected: the session goes on where it is, and ends at the next resume.
+  await redis.client().flushall()
+  t.ok(a.latest!.send('still here'))
+  proxy.cut()
+  await waitFor(() => lost.length === 1 && a.latest!.id !== first, 5000, 'a new session on the same instance')
+  t.equal(a.app.wsStats.sessions.resumeRefused, 1)
+
+  // Its handover gone: the instance closed gracefully, then Redis lost what it kept.
+  const second = a.latest!.id
+  // The client comes back only once Redis has lost the handover.
+  proxy.refuse = true
+  await a.app.close()
+  t.equal(a.app.wsStats.sessions.handedOver, 1)
+  await redis.client().flushall()
+  proxy.target = b.port
+  proxy.refuse = false
+  await waitFor(() => lost.length === 2 && b.latest !== null, 5000, 'a new session on the other instance')
+  t.not(b.latest!.id, second)
+  t.match(b.app.wsStats.sessions, { resumeRefused: 1, claimedRemote: 0, resumed: 0 })
+  ws.close()
+  await once(ws as any, 'close')
 })
 
 for (const kind of KINDS) {

@@ -1,6 +1,7 @@
 // The session store in Redis: the one store contract on a redis-server and on a 3-master Cluster, claims racing,
 // the records' time to live, and an application resuming a session whose record is in Redis.
 import t from 'tap'
+import net from 'node:net'
 import { Cluster, Redis as RedisClient } from 'ioredis'
 import type { Redis } from 'ioredis'
 import reliableWs = require('../../index')
@@ -55,7 +56,7 @@ function record (overrides: Partial<SessionRecord> = {}): SessionRecord {
 }
 
 function claimOf (kept: SessionRecord, overrides: Partial<ClaimRequest> = {}): ClaimRequest {
-  return { id: kept.id, instance: 'B', route: kept.route, url: kept.url, owner: kept.owner, secret: kept.secret, received: 0, sent: 0, newSecret: 's1', confirmMs: 5000, ...overrides }
+  return { id: kept.id, instance: 'B', route: kept.route, url: kept.url, owner: kept.owner, secret: kept.secret, received: 0, sent: 0, newSecret: 's1', confirmMs: 5000, askMs: 500, ...overrides }
 }
 
 async function cluster (t: { teardown: (fn: () => unknown) => void }): Promise<Cluster> {
@@ -316,4 +317,29 @@ t.test("a fractional ttlMs is taken up to a whole millisecond; a client's string
   const busy = await store.claim(claimOf(other, { instance: 'C', newSecret: 's2' }))
   t.match(busy, { ok: false, refusal: 'busy' })
   t.equal(typeof (busy as { retryMs: unknown }).retryMs, 'number')
+  t.same(await store.claim(claimOf(other, { instance: 'C', secret: 's1', sent: null })), { ok: false, refusal: 'held', holder: 'B', fence: 2, retryMs: 500 })
+})
+
+t.test('listen subscribes on a connection of its own, which what it resolves to closes; with Redis out of reach, it rejects', needs(REDIS), async (t) => {
+  const server = await RedisServer.start(t)
+  const client = server.client()
+  const store = new RedisSessionStore(client)
+  const heard: string[] = []
+  const stop = await store.listen('I1', (id, fence) => heard.push(`${fence} ${id}`))
+  t.same(await client.pubsub('NUMSUB', 'reliable-ws:i:I1'), ['reliable-ws:i:I1', 1], 'subscribed once it resolves')
+  await client.publish('reliable-ws:i:I1', 'nonsense')
+  await store.ask('I1', 'a'.repeat(32), 3)
+  await waitFor(() => heard.length > 0, 3000, 'the ask')
+  t.same(heard, [`3 ${'a'.repeat(32)}`], 'a message that is no ask is ignored')
+  await stop()
+  t.same(await client.pubsub('NUMSUB', 'reliable-ws:i:I1'), ['reliable-ws:i:I1', 0], 'stopped: its connection closed')
+  t.equal(client.status, 'ready', "the application's client is left as it was")
+
+  const free = net.createServer()
+  await new Promise<void>((resolve) => free.listen(0, '127.0.0.1', resolve))
+  const port = (free.address() as net.AddressInfo).port
+  await new Promise((resolve) => free.close(resolve))
+  const away = new RedisClient(port, '127.0.0.1', { lazyConnect: true })
+  t.teardown(() => away.disconnect())
+  await t.rejects(new RedisSessionStore(away).listen('I2', () => {}), { code: 'ECONNREFUSED' })
 })
