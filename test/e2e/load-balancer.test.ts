@@ -1,7 +1,8 @@
 // deploy/nginx.conf, run by Debian's nginx in front of three instances (processes of their own, on the build) that
 // share topics and sessions over a real redis-server: upgrades through it, spreading, idle connections kept by the
 // heartbeat, a rolling restart, a crash and an nginx reload, with a topic published all along; and sessions moving to
-// another instance at each graceful restart, with messages both ways.
+// another instance at each graceful restart, and after a reload to wherever nginx sends their client, with messages
+// both ways.
 import t from 'tap'
 import net from 'node:net'
 import WebSocket from 'ws'
@@ -249,7 +250,7 @@ t.test('three instances behind deploy/nginx.conf', needsAll([REDIS, NGINX]), asy
       `without sessions a client misses what is published while it reconnects), ${reconnections} reconnections`)
   })
 
-  t.test(`sessions move with every graceful restart: ${SESSION_CLIENTS} clients, messages both ways, each once and in order`, async (t) => {
+  t.test(`sessions move with every graceful restart, and follow their clients after a reload: ${SESSION_CLIENTS} clients, messages both ways, each once and in order`, async (t) => {
     const clients: Conversation[] = []
     t.teardown(() => { for (const { ws } of clients) ws.close() })
     for (let i = 0; i < SESSION_CLIENTS; i++) clients.push(new Conversation(nginx.url('/session')))
@@ -275,6 +276,17 @@ t.test('three instances behind deploy/nginx.conf', needsAll([REDIS, NGINX]), asy
       await instance.restart()
       await backInRotation(nginx, instance.port)
     }
+    // A reload: the old workers cut every websocket at worker_shutdown_timeout, and least_conn, its counts begun anew,
+    // sends many clients to another instance than the live one holding their session, which is asked to hand it over.
+    const beforeReload = clients.map((c) => c.greetings.length)
+    nginx.reload()
+    await waitFor(() => clients.every((c, i) => c.greetings.length > beforeReload[i]), 30_000, 'every client cut by the old workers and back')
+    const reloaded = clients.map((c, i) => ({ was: c.greetings[beforeReload[i] - 1], now: c.greetings[beforeReload[i]] }))
+    const taken = reloaded.filter(({ was, now }) => now.instance !== was.instance).length
+    t.ok(reloaded.every(({ now }) => now.resumed), 'every session resumed after the reload')
+    t.ok(taken > 0, `${taken} of ${SESSION_CLIENTS} sessions taken from the live instance holding them`)
+    t.comment(`after the reload: ${taken} sessions taken from another live instance, ${SESSION_CLIENTS - taken} back on their own`)
+
     // Some traffic with every instance back, then the last replies.
     await sleep(500)
     clearInterval(sending)
@@ -298,8 +310,8 @@ t.test('three instances behind deploy/nginx.conf', needsAll([REDIS, NGINX]), asy
     const reconnections = sum((c) => c.greetings.length - 1)
     const resumes = sum((c) => c.greetings.filter((g) => g.resumed).length)
     const moves = sum((c) => c.greetings.filter((g, i) => i > 0 && g.instance !== c.greetings[i - 1].instance).length)
-    t.same({ reconnections, resumes, moves }, { reconnections: handed, resumes: handed, moves: handed },
-      'every connection after the first resumed a session handed over, on another instance')
+    t.same({ reconnections, resumes, moves }, { reconnections: handed + SESSION_CLIENTS, resumes: handed + SESSION_CLIENTS, moves: handed + taken },
+      'every connection after the first resumed its session: after a restart on another instance, after the reload wherever nginx sent it')
     t.comment(`${sum((c) => c.sent)} messages each way (${Math.min(...clients.map((c) => c.sent))}–${Math.max(...clients.map((c) => c.sent))} a client), ` +
       `${reconnections} reconnections, ${handedOver.join(' + ')} sessions handed over, close codes seen: ` +
       `${[...new Set(clients.flatMap((c) => c.closeCodes))].join(', ')}`)
