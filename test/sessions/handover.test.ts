@@ -491,6 +491,20 @@ test('a client moving between two live instances at every dropped connection kee
   await once(ws as any, 'close')
 })
 
+test('with a store that cannot ask (no listen, no ask), a session held by a live instance stays there: the client begins anew elsewhere', async (t, shared) => {
+  const unasked = (): SessionStore => Object.assign(new Through(shared.store()), { listen: undefined, ask: undefined })
+  const a = await instance(t, unasked())
+  const b = await instance(t, unasked())
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  const elsewhere = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  t.match(await elsewhere.welcome(), { resumed: false })
+  t.match(b.app.wsStats.sessions, { resumeRefused: 1, busy: 0 })
+  t.equal(a.latest!.connected, true, 'the session stays where it is')
+  t.equal(a.app.wsStats.sessions.replacedRemote, 0)
+  elsewhere.ws.close()
+})
+
 test('asked for a session with an older claim, an instance keeps it: the client came back to it since', async (t, shared) => {
   const store = new Listening(shared.store())
   const a = await instance(t, store)
