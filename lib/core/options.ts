@@ -218,7 +218,7 @@ const METRICS_KEYS = keysOf<fastifyReliableWs.MetricsOptions>({ registry: true, 
 const LOGGING_KEYS = keysOf<fastifyReliableWs.LoggingOptions>({ connections: true, warningsPerSecond: true })
 const LOG_LEVELS = keysOf<Record<LogLevel, unknown>>({ fatal: true, error: true, warn: true, info: true, debug: true, trace: true })
 const REGISTRY_METHODS = [...keysOf<fastifyReliableWs.MetricsRegistry>({ registerMetric: true, getSingleMetric: true, removeSingleMetric: true })]
-const SESSION_STORE_METHODS = ['create', 'claim', 'write', 'release', 'end', 'read'] satisfies Array<keyof SessionStore>
+const SESSION_STORE_METHODS = [...keysOf<Omit<SessionStore, 'listen' | 'ask'>>({ create: true, claim: true, write: true, release: true, end: true, read: true })]
 // What Prometheus accepts at the start of a metric name.
 const METRIC_PREFIX = /^([a-zA-Z_:][a-zA-Z0-9_:]*)?$/
 const COMPRESSION_KEYS = keysOf<fastifyReliableWs.CompressionOptions>({

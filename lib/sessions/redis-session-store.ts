@@ -296,8 +296,9 @@ export class RedisSessionStore implements SessionStore {
    */
   async listen (instance: string, onAsk: (id: string, fence: number) => void): Promise<() => Promise<void>> {
     const channel = this.channel(instance)
-    const connection = openConnection(this.client as unknown as RedisOption, {}, false)
-    // It reconnects and subscribes again by itself; until then, asks are lost as documented.
+    // It reconnects and subscribes again by itself, whatever the client's settings; until then, asks are lost as
+    // documented.
+    const connection = openConnection(this.client as unknown as RedisOption, { autoResubscribe: true }, false)
     connection.on('error', ignore)
     connection.on('message', (from: string, message: string) => {
       const space = message.indexOf(' ')

@@ -33,8 +33,10 @@ const MESSAGE_OVERHEAD = 64
 // over again (the claimer may have died before its welcome went out); a live client acknowledges its welcome at once.
 const CONFIRM_MS = 5000
 // How long the instance holding a session has to hand it over once another instance, where its client resumed, asks
-// for it: a live one takes a few ms; one that has not by then is taken for dead, and the client begins anew.
-const ASK_MS = 500
+// for it: a live one takes a few ms; one that has not by then is taken for dead, and the client begins anew. Its
+// client comes back after ASK_RETRY_MS (and the spread of every retry), and again while that time lasts.
+const ASK_MS = 3000
+const ASK_RETRY_MS = 250
 
 /**
  * The sessions of one Fastify instance: begun or resumed once a socket of a
@@ -59,6 +61,9 @@ export class SessionRegistry implements Sessions {
   private readonly pending = new Set<Promise<void>>()
   // Set by drain: settles once the handover is written (or given up on).
   private drained: Promise<void> | null = null
+  // Sessions held here whose client resumes here, the store's answer still on its way: the store has raised the fence,
+  // the session not yet, so an ask of another instance made before that claim must not take it.
+  private readonly claiming = new Set<Session>()
   // Stops the store telling this instance of sessions asked for elsewhere; set once start has listened, when the store can.
   private stopListening: (() => Awaitable<void>) | null = null
 
@@ -80,7 +85,7 @@ export class SessionRegistry implements Sessions {
 
   /** Once the plugin is ready: another instance where the client of a session held here resumes may ask for it. */
   start (): Awaitable<void> {
-    if (this.store.listen === undefined) return
+    if (typeof this.store.listen !== 'function') return
     const listening = this.store.listen(this.instance, (id, fence) => this.surrender(id, fence))
     if (!isThenable(listening)) {
       this.stopListening = listening
@@ -136,17 +141,27 @@ export class SessionRegistry implements Sessions {
       if (!result.ok && result.refusal === 'busy' && Number(result.retryMs) > 0 && !ended) return { retryMs: Number(result.retryMs) }
       // Held by another live instance, where the client was last: that instance is asked to hand it over, and the
       // client to come back once it will have.
-      if (!result.ok && result.refusal === 'held' && Number(result.retryMs) > 0 && this.store.ask !== undefined) {
+      if (!result.ok && result.refusal === 'held' && Number(result.retryMs) > 0 && typeof this.store.ask === 'function') {
         const { holder, fence } = result
         this.settle('ask', () => this.store.ask!(holder, resume.session, Number(fence)))
-        return { retryMs: Number(result.retryMs) }
+        return { retryMs: Math.min(Number(result.retryMs), ASK_RETRY_MS) }
       }
       // Ended while the claim was on its way: the record it took has no session left to resume.
       if (result.ok) this.endRecord(result.record.id, result.record.fence)
       this.stats.sessions.resumeRefused++
       return this.create(route, request.url, owner)
     }
-    return isThenable(claim) ? this.track(Promise.resolve(claim).then(afterClaim)) : afterClaim(claim)
+    if (!isThenable(claim)) return afterClaim(claim)
+    if (session === undefined) return this.track(Promise.resolve(claim).then(afterClaim))
+    this.claiming.add(session)
+    const answered = (): boolean => this.claiming.delete(session)
+    return this.track(Promise.resolve(claim).then((result) => {
+      answered()
+      return afterClaim(result)
+    }, (err: unknown) => {
+      answered()
+      throw err
+    }))
   }
 
   /**
@@ -223,10 +238,10 @@ export class SessionRegistry implements Sessions {
   }
 
   /**
-   * The socket closed while its session was prepared: a claimed session is
-   * let go, away as it was (its client still holds the secret it resumed
-   * with) and expiring as it would have; a new one, whose secret nobody saw,
-   * ends.
+   * The socket closed while its session was prepared: a claimed session
+   * stays as it was, away (its client still holds the secret it resumed
+   * with) and expiring as it would have; one handed over goes back to the
+   * store; a new one, whose secret nobody saw, ends.
    */
   abandon (route: SessionRoute, prepared: Prepared): void {
     const { record, session, handover } = prepared
@@ -241,8 +256,9 @@ export class SessionRegistry implements Sessions {
       this.endRecord(record.id, record.fence)
       return
     }
+    // Still held here, away: another instance where the client resumes next asks for it.
     session.fence = record.fence
-    this.settle('release', () => this.store.release(record.id, record.fence, ttlMs))
+    this.settle('write', () => this.store.write(record.id, record.fence, { away: true }, ttlMs))
   }
 
   /** The client was heard on its connection: the secret it resumed with is no good any more. */
@@ -346,12 +362,12 @@ export class SessionRegistry implements Sessions {
   /**
    * Another instance asks for a session held here, as claim `fence`: its client resumed there. Its socket here, if
    * still open (the client found out first), is ended `replaced`, and the session handed over like at a drain; one
-   * with topics, which cannot be yet, ends, so that its client begins anew at once. An ask of an older claim (the
-   * client came back here since) changes nothing.
+   * with topics, which cannot be yet, ends, so that its client's next try begins anew. An ask of an older claim (the
+   * client came back here since, or is coming back: its claim on its way) changes nothing.
    */
   private surrender (id: string, fence: number): void {
     const session = this.held.get(id)
-    if (session === undefined || session.fence !== fence) return
+    if (session === undefined || session.fence !== fence || this.claiming.has(session)) return
     this.stats.sessions.replacedRemote++
     this.takeOver(session)
     if (hasTopics(session)) {
@@ -360,7 +376,8 @@ export class SessionRegistry implements Sessions {
     }
     const handover = session.handOver()
     this.letGo(session)
-    this.handOver(session, handover)
+    // A drain beginning meanwhile waits for it, as for a claim on its way.
+    this.track(this.handOver(session, handover))
   }
 
   /** `work`, noted as pending until it settles, whichever way. */

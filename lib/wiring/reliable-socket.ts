@@ -156,7 +156,10 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
           }
           // Counted before the gate: a message the rate limit drops still has its number in the session.
           const session = this[kSession]
-          if (session !== null && !session.onMessage()) return false
+          if (session !== null) {
+            if (!session.onMessage()) return false
+          // Cut loose from its session by a resume elsewhere: what ws still parses is the client's to send again there.
+          } else if (this[kCause] === 'replaced') return false
           if (route.gateMessages && !admitMessage(this, route)) return false
         }
       }

@@ -160,14 +160,16 @@ t.test('with a store answering with promises a resume the claim refuses begins a
   owner.ws.close()
 })
 
-t.test('a socket closed while its claim is pending lets the claim go: the session stays away, resumable later', async (t) => {
+t.test('a socket closed while its claim is pending leaves the session as it was: away, held by its instance, resumable later', async (t) => {
   const store = new AsyncStore()
   const { app, url, handled, old, gone } = await cutWhileClaiming(t, store)
-  await waitFor(() => store.calls.includes('release'), 3000, 'the claim to be let go')
+  await waitFor(() => store.memory.read(old.session)?.state === 'away', 3000, 'the session away again')
   t.same(gone.frames, [], 'no welcome')
   t.same(handled, [false], 'no handler for it')
   t.match(app.wsSessions.get(old.session), { connected: false, ended: false, unacknowledged: 1 })
-  t.match(store.memory.read(old.session), { state: 'away', instance: '', fence: 2 })
+  t.match(store.memory.read(old.session), { state: 'away', fence: 2 })
+  t.not(store.memory.read(old.session)!.instance, '', 'held by its instance, which another may ask for it')
+  t.notOk(store.calls.includes('release'))
   t.match(app.wsStats.sessions, { resumed: 0, active: 1 })
   store.delays.claim = 0
   const back = new Peer(url('/s'), resumeToken(old.session, old.token, 0))
@@ -339,12 +341,12 @@ t.test('a store that fails after the socket closed: nobody is told, nothing is c
   t.match(app.wsStats.sessions, { storeUnavailable: 0 })
 })
 
-t.test('a claim let go whose release fails: logged with its error, and the session stays away here', async (t) => {
+t.test('a claim given up whose write fails: logged with its error, and the session stays away here', async (t) => {
   const store = new AsyncStore()
-  store.failing.add('release')
   const { app, warnings, errors, old } = await cutWhileClaiming(t, store)
-  await waitFor(() => warnings.includes('session store: release failed'), 3000, 'the failure logged')
-  t.equal(errors[warnings.indexOf('session store: release failed')], 'store down (release)', 'with the store\'s error')
+  store.failing.add('write')
+  await waitFor(() => warnings.includes('session store: write failed'), 3000, 'the failure logged')
+  t.equal(errors[warnings.indexOf('session store: write failed')], 'store down (write)', 'with the store\'s error')
   t.match(app.wsSessions.get(old.session), { connected: false, ended: false })
 })
 

@@ -335,6 +335,17 @@ t.test('listen subscribes on a connection of its own, which what it resolves to 
   t.same(await client.pubsub('NUMSUB', 'reliable-ws:i:I1'), ['reliable-ws:i:I1', 0], 'stopped: its connection closed')
   t.equal(client.status, 'ready', "the application's client is left as it was")
 
+  // A client that would not subscribe again: the store's own connection does, after Redis dropped it.
+  const unsubscribing = new RedisClient(server.port, '127.0.0.1', { autoResubscribe: false })
+  t.teardown(() => unsubscribing.disconnect())
+  const again = await new RedisSessionStore(unsubscribing).listen('I3', (id, fence) => heard.push(`${fence} ${id}`))
+  t.teardown(again)
+  await client.call('CLIENT', 'KILL', 'TYPE', 'pubsub')
+  await untilRedis('subscribed again', async () => (await client.pubsub('NUMSUB', 'reliable-ws:i:I3') as [string, number])[1] === 1)
+  await store.ask('I3', 'b'.repeat(32), 4)
+  await waitFor(() => heard.length > 1, 3000, 'the ask after the reconnection')
+  t.same(heard.at(-1), `4 ${'b'.repeat(32)}`)
+
   const free = net.createServer()
   await new Promise<void>((resolve) => free.listen(0, '127.0.0.1', resolve))
   const port = (free.address() as net.AddressInfo).port
