@@ -131,6 +131,41 @@ const KINDS: Array<{ name: string, needs: { skip?: string }, shared: (t: Teardow
   }
 ]
 
+interface Traffic {
+  ws: ReliableWebSocket
+  fromServer: string[]
+  lost: SessionLostEvent[]
+  clientSent: number
+  serverSent: number
+  stop: () => void
+}
+
+/**
+ * A reliable client through `proxy`, once open sending `total` numbered messages (`c<k>`), while the session of the
+ * latest connection of `current()` sends as many (`s<k>`); a session handed over refuses what is sent to it, which
+ * goes to its next holder instead.
+ */
+async function bothWays (t: Teardown, proxy: FaultProxy, total: number, current: () => Instance): Promise<Traffic> {
+  const ws = new ReliableWebSocket(proxy.url('/s'), { WebSocket, queue: { maxMessages: 5000 }, backoff: { initialDelayMs: 5, maxDelayMs: 20, slowAfter: Infinity } })
+  const traffic: Traffic = { ws, fromServer: [], lost: [], clientSent: 0, serverSent: 0, stop: () => clearInterval(pump) }
+  ws.addEventListener('message', (event) => traffic.fromServer.push(event.data as string))
+  ws.addEventListener('sessionlost', (event) => traffic.lost.push(event))
+  await once(ws as any, 'open')
+  const pump = setInterval(() => {
+    for (let i = 0; i < 20 && traffic.clientSent < total; i++) {
+      if (!ws.send(`c${traffic.clientSent}`)) break
+      traffic.clientSent++
+    }
+    const session = current().latest
+    for (let i = 0; i < 20 && traffic.serverSent < total && session !== null && session.unacknowledged < 4000; i++) {
+      if (!session.send(`s${traffic.serverSent}`)) break
+      traffic.serverSent++
+    }
+  }, 2)
+  t.teardown(traffic.stop)
+  return traffic
+}
+
 const TESTS: Array<[string, (t: Test, shared: Shared) => Promise<void>]> = []
 
 /** A test each kind of shared store runs. */
@@ -143,33 +178,13 @@ test('rolling restarts: every session moves to the next instance, each message d
   let current = await instance(t, shared.store(), {}, { maxBufferedMessages: 5000, maxBufferedBytes: 1 << 24 })
   const proxy = await FaultProxy.start(current.port)
   t.teardown(() => proxy.close())
-  const ws = new ReliableWebSocket(proxy.url('/s'), { WebSocket, queue: { maxMessages: 5000 }, backoff: { initialDelayMs: 5, maxDelayMs: 20, slowAfter: Infinity } })
-  const fromServer: string[] = []
-  const lost: SessionLostEvent[] = []
-  ws.addEventListener('message', (event) => fromServer.push(event.data as string))
-  ws.addEventListener('sessionlost', (event) => lost.push(event))
-  await once(ws as any, 'open')
-
-  let clientSent = 0
-  let serverSent = 0
-  const pump = setInterval(() => {
-    for (let i = 0; i < 20 && clientSent < TOTAL; i++) {
-      if (!ws.send(`c${clientSent}`)) break
-      clientSent++
-    }
-    // A session handed over refuses what is sent to it: the message goes to its next holder instead.
-    const session = current.latest
-    for (let i = 0; i < 20 && serverSent < TOTAL && session !== null && session.unacknowledged < 4000; i++) {
-      if (!session.send(`s${serverSent}`)) break
-      serverSent++
-    }
-  }, 2)
-  t.teardown(() => clearInterval(pump))
+  const traffic = await bothWays(t, proxy, TOTAL, () => current)
+  const { ws, fromServer, lost } = traffic
 
   const instances = [current]
   let handedOver = 0
   for (let restart = 0; restart < 4; restart++) {
-    await waitFor(() => clientSent > (restart + 1) * TOTAL / 6 && serverSent > (restart + 1) * TOTAL / 6, 10_000, `traffic before restart ${restart}`)
+    await waitFor(() => traffic.clientSent > (restart + 1) * TOTAL / 6 && traffic.serverSent > (restart + 1) * TOTAL / 6, 10_000, `traffic before restart ${restart}`)
     const next = await instance(t, shared.store(), {}, { maxBufferedMessages: 5000, maxBufferedBytes: 1 << 24 })
     instances.push(next)
     proxy.target = next.port
@@ -180,10 +195,10 @@ test('rolling restarts: every session moves to the next instance, each message d
     current = next
     await waitFor(() => current.latest !== null && ws.readyState === ws.OPEN, 10_000, `the resume after restart ${restart}`)
   }
-  await waitFor(() => fromServer.length >= TOTAL && clientSent >= TOTAL && serverSent >= TOTAL, 20_000, 'every message sent and received by the client')
+  await waitFor(() => fromServer.length >= TOTAL && traffic.clientSent >= TOTAL && traffic.serverSent >= TOTAL, 20_000, 'every message sent and received by the client')
   const everyReceived = (): string[] => instances.flatMap((one) => one.received)
   await waitFor(() => everyReceived().length >= TOTAL, 10_000, 'every message received by the instances')
-  clearInterval(pump)
+  traffic.stop()
   const seen = everyReceived()
   t.equal(seen.length, TOTAL, `the instances received ${TOTAL} messages between them`)
   t.ok(seen.every((text, i) => text === `c${i}`), 'client to server: each once, in order, across 4 instances')
@@ -443,31 +458,12 @@ test('a client moving between two live instances at every dropped connection kee
   const b = await instance(t, shared.store(), {}, resume, onSocket)
   const proxy = await FaultProxy.start(a.port)
   t.teardown(() => proxy.close())
-  const ws = new ReliableWebSocket(proxy.url('/s'), { WebSocket, queue: { maxMessages: 5000 }, backoff: { initialDelayMs: 5, maxDelayMs: 20, slowAfter: Infinity } })
-  const fromServer: string[] = []
-  const lost: SessionLostEvent[] = []
-  ws.addEventListener('message', (event) => fromServer.push(event.data as string))
-  ws.addEventListener('sessionlost', (event) => lost.push(event))
-  await once(ws as any, 'open')
-
   let current = a
-  let clientSent = 0
-  let serverSent = 0
-  const pump = setInterval(() => {
-    for (let i = 0; i < 20 && clientSent < TOTAL; i++) {
-      if (!ws.send(`c${clientSent}`)) break
-      clientSent++
-    }
-    const session = current.latest
-    for (let i = 0; i < 20 && serverSent < TOTAL && session !== null; i++) {
-      if (!session.send(`s${serverSent}`)) break
-      serverSent++
-    }
-  }, 2)
-  t.teardown(() => clearInterval(pump))
+  const traffic = await bothWays(t, proxy, TOTAL, () => current)
+  const { ws, fromServer, lost } = traffic
 
   for (let move = 0; move < 4; move++) {
-    await waitFor(() => clientSent > (move + 1) * TOTAL / 6 && serverSent > (move + 1) * TOTAL / 6, 10_000, `traffic before move ${move}`)
+    await waitFor(() => traffic.clientSent > (move + 1) * TOTAL / 6 && traffic.serverSent > (move + 1) * TOTAL / 6, 10_000, `traffic before move ${move}`)
     const next = current === a ? b : a
     const resumes = next.resumed.length
     proxy.target = next.port
@@ -475,9 +471,9 @@ test('a client moving between two live instances at every dropped connection kee
     await waitFor(() => next.resumed.length > resumes && ws.readyState === ws.OPEN, 10_000, `the resume after move ${move}`)
     current = next
   }
-  await waitFor(() => fromServer.length >= TOTAL && clientSent >= TOTAL && serverSent >= TOTAL, 20_000, 'every message sent and received by the client')
+  await waitFor(() => fromServer.length >= TOTAL && traffic.clientSent >= TOTAL && traffic.serverSent >= TOTAL, 20_000, 'every message sent and received by the client')
   await waitFor(() => everything.length >= TOTAL, 10_000, 'every message received by the instances')
-  clearInterval(pump)
+  traffic.stop()
   t.same(lost, [], 'the session was never lost')
   t.same([...a.resumed, ...b.resumed].length, 5)
   t.same(b.resumed, [true, true])
