@@ -475,8 +475,9 @@ declare namespace fastifyReliableWs {
 
   /**
    * Sessions' records in Redis, one hash per session (`<prefix>:{s:<id>}`), each method one atomic Lua script, time
-   * taken from Redis. Issues commands on the client it is given (the scripts defined on it), never closes it. Sessions
-   * still resume only on the instance that holds them: docs/sessions.md, "Records in Redis".
+   * taken from Redis. Issues commands on the client it is given (the scripts defined on it), never closes it; listens
+   * for asks on a duplicate of it. Sessions move between instances when handed over (graceful close, or asked for by
+   * the instance their client resumed on), not after a crash: docs/sessions.md, "Records in Redis".
    */
   export class RedisSessionStore implements SessionStore {
     constructor (client: RedisScriptClient, options?: RedisSessionStoreOptions)

@@ -207,10 +207,10 @@ const SCRIPTS = {
 } as const
 
 /**
- * Sessions' records in Redis, through the application's ioredis client (or Cluster client): commands on the
- * client as it is (its own `keyPrefix`, if any, goes before the names), never closed; `listen` subscribes on a
- * duplicate of it. Every record is a hash of its own, `<prefix>:{s:<id>}`, and the messages handed over with it a list, `<prefix>:{s:<id>}:m`: on a Cluster the hash
- * tag keeps each session on one slot, where its scripts run.
+ * Sessions' records in Redis, through the application's ioredis client (or Cluster client): commands on the client
+ * as it is (its own `keyPrefix`, if any, goes before the names), never closed; `listen` subscribes on a duplicate of
+ * it. Every record is a hash of its own, `<prefix>:{s:<id>}`, and the messages handed over with it a list,
+ * `<prefix>:{s:<id>}:m`: on a Cluster the hash tag keeps each session on one slot, where its scripts run.
  */
 export class RedisSessionStore implements SessionStore {
   private readonly client: ScriptedClient & fastifyReliableWs.RedisScriptClient
