@@ -352,9 +352,7 @@ export class SessionRegistry implements Sessions {
     const releases: Array<Promise<void>> = []
     for (const session of this.held.values()) {
       if (hasTopics(session)) continue
-      const handover = session.handOver()
-      this.letGo(session)
-      releases.push(this.handOver(session, handover))
+      releases.push(this.handOver(session))
     }
     return Promise.all(releases)
   }
@@ -374,10 +372,8 @@ export class SessionRegistry implements Sessions {
       this.end(session)
       return
     }
-    const handover = session.handOver()
-    this.letGo(session)
     // A drain beginning meanwhile waits for it, as for a claim on its way.
-    this.track(this.handOver(session, handover))
+    this.track(this.handOver(session))
   }
 
   /** `work`, noted as pending until it settles, whichever way. */
@@ -387,8 +383,14 @@ export class SessionRegistry implements Sessions {
     return work
   }
 
-  /** Released with its handover; one that fails leaves the store as it stands (the client's next resume begins anew). Never rejects. */
-  private async handOver (session: Session, handover: SessionHandover): Promise<void> {
+  /**
+   * Let go of here and released with what its next holder needs, taken before the session clears its messages (at
+   * once, before the first await). One that fails leaves the store as it stands (the client's next resume begins
+   * anew). Never rejects.
+   */
+  private async handOver (session: Session): Promise<void> {
+    const handover = session.handOver()
+    this.letGo(session)
     try {
       const result = await this.store.release(session.id, session.fence, session.route.resume.ttlMs, handover)
       if (result === 'ok') {
