@@ -434,6 +434,8 @@ test('a client that resumes on another instance while its session is held by a l
   t.match(await closed(peer), { code: 1006 }, 'the old socket ended')
   await waitFor(() => causes.length === 1, 3000, 'the old socket\'s disconnect')
   t.same(causes, ['replaced'])
+  // The store's release may answer after the socket's disconnect.
+  await waitFor(() => a.app.wsStats.sessions.handedOver === 1, 3000, 'the handover')
   t.match(a.app.wsStats.sessions, { replacedRemote: 1, handedOver: 1, active: 0 })
   t.equal(session.send('too late'), false, 'what A holds no longer takes messages')
   t.equal(a.app.wsSessions.get(welcome.session), undefined)
