@@ -61,3 +61,16 @@ export async function ready (connection: Connection): Promise<void> {
     connection.off('error', fail)
   }
 }
+
+/**
+ * Closes: QUIT lets Redis answer what is in flight. A connection that is not up, or whose QUIT Redis does not answer
+ * within `ms` (stalled, or a Cluster node's connection queueing it until it reconnects), is dropped.
+ */
+export async function closeConnection (connection: Connection, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<false>((resolve) => { timer = setTimeout(resolve, ms, false).unref() })
+  const quit = connection.quit().then(() => true, () => false)
+  const quitted = await Promise.race([quit, late])
+  clearTimeout(timer)
+  if (!quitted) connection.disconnect()
+}

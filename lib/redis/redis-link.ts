@@ -2,7 +2,7 @@
 // are up, the liveness probe of the subscription, and subscribing again after a reconnection — for the topic broker
 // now, and for whatever else of the plugin keeps state in Redis (docs/redis.md).
 import { createIdGenerator } from '../core/ids'
-import { connected, openConnection } from './redis-connection'
+import { closeConnection, connected, openConnection } from './redis-connection'
 import type { Connection, RedisOption } from './redis-connection'
 import { pubSubFor } from './redis-pubsub'
 import type { PubSub } from './redis-pubsub'
@@ -147,8 +147,7 @@ export class RedisLink {
     this.closed = true
     if (this.timer !== null) clearInterval(this.timer)
     this.channels.clear()
-    // quit() lets Redis answer what is in flight; a connection that is not up is just dropped.
-    await Promise.all([this.pub, this.sub].map((connection) => connection.quit().catch(() => connection.disconnect())))
+    await Promise.all([this.pub, this.sub].map((connection) => closeConnection(connection, this.settings.commandTimeoutMs)))
   }
 
   /** The state as the connections and the probe say; the change is told once start() has resolved. */

@@ -2,7 +2,7 @@
 // atomic Lua script, time taken from Redis (docs/sessions.md, "Records in Redis").
 import type fastifyReliableWs = require('../../types/index')
 import { checkKeyPrefix, DEFAULTS } from '../core/options'
-import { openConnection, ready } from '../redis/redis-connection'
+import { closeConnection, openConnection, ready } from '../redis/redis-connection'
 import type { RedisOption } from '../redis/redis-connection'
 import type { SessionStore } from './session-store'
 
@@ -21,6 +21,10 @@ const FIELDS = ['id', 'rt', 'url', 'o', 's', 'h', 'f', 'a', 'st', 'cu', 'ea', 'c
 // run behind Redis's: its `end` should still find the record. Claims never rely on the key's expiry: a record away
 // past expiresAt is refused by the claim itself.
 export const GRACE_MS = 5000
+
+// How long the listening connection's QUIT may wait for Redis before the connection is dropped: a stalled Redis must
+// not hold the instance's close.
+const QUIT_MS = 1000
 
 // Messages RPUSHed per call: Lua's unpack takes at most a few thousand values at once.
 const PUSH_CHUNK = 1000
@@ -304,7 +308,7 @@ export class RedisSessionStore implements SessionStore {
       const space = message.indexOf(' ')
       if (from === channel && space > 0) onAsk(message.slice(space + 1), Number(message.slice(0, space)))
     })
-    const stop = async (): Promise<void> => { await connection.quit().catch(() => connection.disconnect()) }
+    const stop = async (): Promise<void> => { await closeConnection(connection, QUIT_MS) }
     try {
       await ready(connection)
       await connection.subscribe(channel)

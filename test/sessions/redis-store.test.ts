@@ -320,7 +320,7 @@ t.test("a fractional ttlMs is taken up to a whole millisecond; a client's string
   t.same(await store.claim(claimOf(other, { instance: 'C', secret: 's1', sent: null })), { ok: false, refusal: 'held', holder: 'B', fence: 2, retryMs: 500 })
 })
 
-t.test('listen subscribes on a connection of its own, which what it resolves to closes; with Redis out of reach, it rejects', needs(REDIS), async (t) => {
+t.test('listen subscribes on a connection of its own, which what it resolves to closes, even with Redis stalled; with Redis out of reach, it rejects', needs(REDIS), async (t) => {
   const server = await RedisServer.start(t)
   const client = server.client()
   const store = new RedisSessionStore(client)
@@ -334,6 +334,16 @@ t.test('listen subscribes on a connection of its own, which what it resolves to 
   await stop()
   t.same(await client.pubsub('NUMSUB', 'reliable-ws:i:I1'), ['reliable-ws:i:I1', 0], 'stopped: its connection closed')
   t.equal(client.status, 'ready', "the application's client is left as it was")
+
+  // Redis stalled: its QUIT never answered, the connection is dropped within a second, so the instance still closes.
+  const stalled = await store.listen('I4', () => {})
+  server.signal('SIGSTOP')
+  const began = Date.now()
+  await stalled()
+  const took = Date.now() - began
+  server.signal('SIGCONT')
+  t.ok(took >= 900 && took < 2000, `stopped after ${took} ms, Redis stalled`)
+  await untilRedis('the stalled connection gone', async () => (await client.pubsub('NUMSUB', 'reliable-ws:i:I4') as [string, number])[1] === 0)
 
   // A client that would not subscribe again: the store's own connection does, after Redis dropped it.
   const unsubscribing = new RedisClient(server.port, '127.0.0.1', { autoResubscribe: false })
