@@ -79,7 +79,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
   }
   const scheduler = new Scheduler<ReliableSocket | PendingConnection | Session>((entry, now) => {
     if (entry instanceof Socket) handshakes.onDue(entry)
-    else if (entry instanceof Session) sessions.expire(entry)
+    else if (entry instanceof Session) sessions.due(entry, now)
     else onSocketDue(entry, now)
   })
   // A store of the application's outlives the instance (the default, in its memory, does not): sessions are handed over.

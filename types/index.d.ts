@@ -354,7 +354,10 @@ declare namespace fastifyReliableWs {
     state: 'away' | 'claimed' | 'connected'
     /** Until this moment (ms since the epoch) a claim awaits the client: the held secret does not take it over. */
     claimedUntil: number
-    /** While away, not resumable after this moment (ms since the epoch). */
+    /**
+     * Not resumable after this moment (ms since the epoch): `ttlMs` after it went away, or, while held, after its holder
+     * last wrote it. A live holder writes it again every half of that, so that the records of one that died go.
+     */
     expiresAt: number
     /** When it began (ms since the epoch). */
     createdAt: number
@@ -386,6 +389,8 @@ declare namespace fastifyReliableWs {
      * that does not hold it is refused for good (`held` with no `retryMs`).
      */
     askMs: number
+    /** How long the record lives, held by the claimer, unless it writes it again. */
+    ttlMs: number
   }
 
   /**
@@ -423,6 +428,7 @@ declare namespace fastifyReliableWs {
   /** `'fenced'`: another claim took the session since; `'lost'`: no such record. */
   export type WriteResult = 'ok' | 'fenced' | 'lost'
 
+  /** A write with neither keeps a held record `ttlMs` more, and leaves an away one as it is. */
   export interface RecordChanges {
     /** The client was heard on its connection: state `'connected'`, the held secret forgotten. */
     heard?: true
@@ -433,13 +439,15 @@ declare namespace fastifyReliableWs {
   /**
    * Where sessions' records are kept; in memory by default. Every method may answer at once or with a promise; a
    * rejection (or a throw) while a connection begins or resumes its session closes it with 1013 and a retry hint.
-   * Expiry is the plugin's: it calls `end` when a session ends. The contract: docs/sessions.md.
+   * A record past its `expiresAt` is gone; ending a session is the plugin's: it calls `end`. The contract:
+   * docs/sessions.md.
    */
   export interface SessionStore {
     /** A new session, claimed by its instance. Rejects if the id is taken. */
     create (record: SessionRecord): Awaitable<void>
     /** Checks a resume request against the record and, if it fits, raises the fence and takes the session. */
     claim (request: ClaimRequest): Awaitable<ClaimResult>
+    /** The holder's write: `changes`, and a held record kept `ttlMs` more. */
     write (id: string, fence: number, changes: RecordChanges, ttlMs: number): Awaitable<WriteResult>
     /**
      * Lets go of a claim: held by nobody, away, resumable for `ttlMs` from now. With a handover, any instance may

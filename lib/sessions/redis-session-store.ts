@@ -32,21 +32,17 @@ const PUSH_CHUNK = 1000
 /**
  * What every script begins with. Time is Redis's, one clock for every instance. A script that reads TIME and then
  * writes replicates its effects, not itself: the default from Redis 5 on (the least the project supports), the only
- * way from Redis 7. A record is kept while it is held (its holder ends or releases it: nothing refreshes it yet, so an
- * expiry would drop the record of a session still connected) and until `expiresAt` plus the grace once away. Its
- * list of messages handed over (KEYS[2], where a script names it) is kept alike: it goes with the record.
+ * way from Redis 7. A record is kept until `expiresAt` plus the grace: `ttlMs` after it went away, or, held, after
+ * its holder last wrote it (a live holder renews it; the records of one that died go). Its list of messages handed
+ * over (KEYS[2], where a script names it) is kept alike: it goes with the record.
  */
 const PRELUDE = `
 local time = redis.call('time')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local FIELDS = { ${FIELDS.map((field) => `'${field}'`).join(', ')} }
-local function keep (state, expiresAt)
+local function keep (expiresAt)
   for _, key in ipairs(KEYS) do
-    if state == 'away' then
-      redis.call('pexpire', key, tonumber(expiresAt) - now + ${GRACE_MS})
-    else
-      redis.call('persist', key)
-    end
+    redis.call('pexpire', key, tonumber(expiresAt) - now + ${GRACE_MS})
   end
 end
 -- Nil while the claim numbered ARGV[1] holds the record; else 'lost' (no record) or 'fenced' (another claim since).
@@ -62,8 +58,7 @@ end
 const CREATE = `${PRELUDE}
 if redis.call('exists', KEYS[1]) == 1 then return 0 end
 redis.call('hset', KEYS[1], unpack(ARGV))
-local kept = redis.call('hmget', KEYS[1], 'st', 'ea')
-keep(kept[1], kept[2])
+keep(redis.call('hget', KEYS[1], 'ea'))
 return 1
 `
 
@@ -73,7 +68,7 @@ return 1
  * references, and the bytes are compared only when a string is interned beside another of the same hash.
  *
  * KEYS: the record, its messages handed over. ARGV: instance, route, url, owner (`0` for null, else `1` and the owner),
- * secret, received, sent (`''` for null), new secret, confirmMs, askMs. Returns [refusal], ['busy', retryMs],
+ * secret, received, sent (`''` for null), new secret, confirmMs, askMs, ttlMs. Returns [refusal], ['busy', retryMs],
  * ['held', holder, fence, retryMs?], or ['ok', previous instance, the record's fields], followed, when a handover was
  * kept, by its received, its acknowledged and its messages (taken out). The moment until which the holder, asked for
  * the session, may hand it over is the hash's field `q`, until the record changes hands.
@@ -81,7 +76,7 @@ return 1
 const CLAIM = `${PRELUDE}
 local r = redis.call('hmget', KEYS[1], unpack(FIELDS))
 if not r[7] then return { 'unknown' } end
-if r[9] == 'away' and tonumber(r[11]) <= now then
+if tonumber(r[11]) <= now then
   redis.call('del', KEYS[1], KEYS[2])
   return { 'unknown' }
 end
@@ -113,7 +108,8 @@ if ARGV[7] == '' then
 end
 if received > sent then return { 'count' } end
 redis.call('hincrby', KEYS[1], 'f', 1)
-redis.call('hset', KEYS[1], 'a', ARGV[1], 'st', 'claimed', 'cu', now + tonumber(ARGV[9]), 's', ARGV[8], 'h', ARGV[5])
+local expiresAt = now + tonumber(ARGV[11])
+redis.call('hset', KEYS[1], 'a', ARGV[1], 'st', 'claimed', 'cu', now + tonumber(ARGV[9]), 'ea', expiresAt, 's', ARGV[8], 'h', ARGV[5])
 redis.call('hdel', KEYS[1], 'q')
 local reply = { 'ok', r[8], redis.call('hmget', KEYS[1], unpack(FIELDS)) }
 if handover[2] then
@@ -123,7 +119,7 @@ if handover[2] then
   redis.call('hdel', KEYS[1], 'hr', 'ha')
   redis.call('del', KEYS[2])
 end
-keep('claimed')
+keep(expiresAt)
 return reply
 `
 
@@ -137,12 +133,13 @@ if ARGV[2] == '1' then
   state = 'connected'
   redis.call('hset', KEYS[1], 'st', state, 'h', '')
 end
-if ARGV[3] == '1' then
-  state = 'away'
+-- Its holder lives: held, it is kept ttlMs more. Away, it keeps the moment it left by.
+if ARGV[3] == '1' or state ~= 'away' then
+  if ARGV[3] == '1' then state = 'away' end
   expiresAt = now + tonumber(ARGV[4])
   redis.call('hset', KEYS[1], 'st', state, 'ea', expiresAt)
 end
-keep(state, expiresAt)
+keep(expiresAt)
 return 'ok'
 `
 
@@ -163,7 +160,7 @@ if #ARGV > 2 then
     redis.call('rpush', KEYS[2], unpack(ARGV, first, math.min(first + ${PUSH_CHUNK - 1}, #ARGV)))
   end
 end
-keep('away', expiresAt)
+keep(expiresAt)
 return 'ok'
 `
 
@@ -175,10 +172,10 @@ redis.call('del', KEYS[1], KEYS[2])
 return 'ok'
 `
 
-/** KEYS: the record. Returns its fields, or nil when there is none or it is away past expiresAt. Changes nothing. */
+/** KEYS: the record. Returns its fields, or nil when there is none or it is past expiresAt. Changes nothing. */
 const READ = `${PRELUDE}
 local r = redis.call('hmget', KEYS[1], unpack(FIELDS))
-if not r[7] or (r[9] == 'away' and tonumber(r[11]) <= now) then return false end
+if not r[7] or tonumber(r[11]) <= now then return false end
 return r
 `
 
@@ -253,7 +250,7 @@ export class RedisSessionStore implements SessionStore {
     const reply = await this.client.reliableWsSessionClaimBuffer(this.key(request.id), this.messagesKey(request.id),
       request.instance, request.route, request.url, request.owner === null ? '0' : `1${request.owner}`, request.secret,
       String(request.received), request.sent === null ? '' : String(request.sent), request.newSecret, wholeMs(request.confirmMs),
-      wholeMs(request.askMs))
+      wholeMs(request.askMs), wholeMs(request.ttlMs))
     const answer = reply[0].toString()
     if (answer === 'ok') {
       const [, previous, fields, received, acknowledged, messages] = reply as ClaimWon

@@ -1,4 +1,5 @@
 // Sessions: a client's conversation across its connections, numbered, acknowledged and replayed on resume.
+import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import type fastifyReliableWs = require('../../types/index')
 import { createIdGenerator } from '../core/ids'
@@ -37,6 +38,8 @@ const CONFIRM_MS = 5000
 // client comes back after ASK_RETRY_MS (and the spread of every retry), and again while that time lasts.
 const ASK_MS = 3000
 const ASK_RETRY_MS = 250
+// A write that changes nothing: the holder lives.
+const KEEP = Object.freeze({})
 
 /**
  * The sessions of one Fastify instance: begun or resumed once a socket of a
@@ -130,7 +133,8 @@ export class SessionRegistry implements Sessions {
       sent: session === undefined ? null : session.sent,
       newSecret: this.nextSecret(),
       confirmMs: CONFIRM_MS,
-      askMs: ASK_MS
+      askMs: ASK_MS,
+      ttlMs: route.resume.ttlMs
     })
     const afterClaim = (result: ClaimResult): Awaitable<Prepared | BusySession> => {
       const ended = session?.ended === true
@@ -193,13 +197,13 @@ export class SessionRegistry implements Sessions {
       this.moveTo(claimed, ip)
       claimed.fence = record.fence
       claimed.resumed = true
-      claimed.attach(socket, prepared.received, record.secret)
+      this.attach(claimed, socket, prepared.received, record.secret)
       this.stats.sessions.resumed++
       this.stats.sessions.replayed += claimed.unacknowledged
       return
     }
     const session = this.begin(socket, route, record, ip)
-    if (session !== null) session.attach(socket, 0, record.secret)
+    if (session !== null) this.attach(session, socket, 0, record.secret)
   }
 
   /** A session another instance handed over: held here from now on, with its messages, as if it had never left. */
@@ -214,10 +218,20 @@ export class SessionRegistry implements Sessions {
       return
     }
     session.resumed = true
-    session.attach(socket, prepared.received, record.secret)
+    this.attach(session, socket, prepared.received, record.secret)
     this.stats.sessions.resumed++
     this.stats.sessions.claimedRemote++
     this.stats.sessions.replayed += session.unacknowledged
+  }
+
+  /**
+   * The socket's from now on; its record is written again every half of `ttlMs` while the socket lasts, on the
+   * shared scheduler: the store lets a record go once its holder has not written it for `ttlMs` (it died).
+   */
+  private attach (session: Session, socket: ReliableSocket, received: number, secret: string): void {
+    session.attach(socket, received, secret)
+    this.scheduler.remove(session)
+    this.scheduler.add(session, performance.now() + session.route.resume.ttlMs / 2)
   }
 
   /** A session held here from now on, within the caps; null, the record ended and the socket closed, when there is no room. */
@@ -277,14 +291,21 @@ export class SessionRegistry implements Sessions {
     const mine = this.perIp.get(session.ip)!
     mine.delete(session)
     mine.add(session)
+    this.scheduler.remove(session)
     this.scheduler.add(session, now + ttlMs)
     this.settle('write', () => this.store.write(session.id, session.fence, { away: true }, ttlMs))
   }
 
-  /** The scheduler's callback for a session: nobody came back in time. */
-  expire (session: Session): void {
-    this.stats.sessions.expired++
-    this.end(session)
+  /** The scheduler's callback for a session: connected, its record is kept; away, nobody came back in time. */
+  due (session: Session, now: number): void {
+    if (session.socket === null) {
+      this.stats.sessions.expired++
+      this.end(session)
+      return
+    }
+    const ttlMs = session.route.resume.ttlMs
+    this.scheduler.add(session, now + ttlMs / 2)
+    this.settle('write', () => this.store.write(session.id, session.fence, KEEP, ttlMs))
   }
 
   /** The client fell too far behind: the session ends, and its connection with a code that says so. */

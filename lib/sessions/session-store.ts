@@ -36,7 +36,8 @@ export class MemorySessionStore implements SessionStore {
     const now = Date.now()
     const record = this.records.get(request.id)
     if (record === undefined) return { ok: false, refusal: 'unknown' }
-    // Gone for good: its holder's own expiry ends the live session.
+    // Gone for good: away too long (its holder's own expiry ends the live session), or held by an instance that has
+    // not written it for ttlMs (it died).
     if (expired(record, now)) {
       this.drop(record.id)
       return { ok: false, refusal: 'unknown' }
@@ -69,6 +70,7 @@ export class MemorySessionStore implements SessionStore {
       instance: request.instance,
       state: 'claimed',
       claimedUntil: now + request.confirmMs,
+      expiresAt: now + request.ttlMs,
       secret: request.newSecret,
       heldSecret: request.secret
     }
@@ -87,6 +89,8 @@ export class MemorySessionStore implements SessionStore {
       record.heldSecret = ''
     }
     if (changes.away === true) this.leave(record, ttlMs)
+    // Its holder lives: held, it is kept ttlMs more. Away, it keeps the moment it left by.
+    else if (record.state !== 'away') record.expiresAt = Date.now() + ttlMs
     return 'ok'
   }
 
@@ -160,7 +164,7 @@ export class MemorySessionStore implements SessionStore {
 }
 
 function expired (record: SessionRecord, now: number): boolean {
-  return record.state === 'away' && record.expiresAt <= now
+  return record.expiresAt <= now
 }
 
 /**

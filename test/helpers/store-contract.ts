@@ -49,6 +49,7 @@ function request (record: SessionRecord, overrides: Partial<ClaimRequest> = {}):
     newSecret: 's1',
     confirmMs: CONFIRM_MS,
     askMs: ASK_MS,
+    ttlMs: TTL_MS,
     ...overrides
   }
 }
@@ -202,6 +203,33 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore, clock:
     t.equal(await store.read(first.id), null)
     t.same(await store.claim(request(first, { secret: 's1' })), { ok: false, refusal: 'unknown' })
     t.equal(await store.end(first.id, 2), 'lost', 'the claim let it go')
+  })
+
+  t.test('held, a session lives ttlMs from its holder\'s last write: a claim and every write keep it; past that (its holder died), it is gone', async (t) => {
+    const store = makeStore()
+    const first = await claimed(store)
+    for (const [what, write] of [
+      ['a claim', async () => { await store.claim(request(first, { secret: 's1', newSecret: 's2', instance: 'C', ttlMs: 30_000 })) }],
+      ['heard', async () => { await store.write(first.id, 3, { heard: true }, 40_000) }],
+      ['no change', async () => { await store.write(first.id, 3, {}, 50_000) }]
+    ] as const) {
+      const before = await clock()
+      await write()
+      const after = await clock()
+      const { expiresAt } = (await store.read(first.id))!
+      const ttlMs = { 'a claim': 30_000, heard: 40_000, 'no change': 50_000 }[what]
+      t.ok(expiresAt >= before + ttlMs && expiresAt <= after + ttlMs, `${what}: ttlMs from it`)
+    }
+    t.equal(await store.write(first.id, 3, {}, 1), 'ok')
+    await sleep(20)
+    t.equal(await store.read(first.id), null, 'not written for ttlMs: read gives null')
+    t.same(await store.claim(request(first, { secret: 's2', sent: 0, instance: 'C' })), { ok: false, refusal: 'unknown' }, 'a claim, even its holder\'s, unknown')
+
+    const away = await claimed(store)
+    t.equal(await store.write(away.id, 2, { away: true }, 1000), 'ok')
+    const { expiresAt } = (await store.read(away.id))!
+    t.equal(await store.write(away.id, 2, {}, TTL_MS), 'ok')
+    t.equal((await store.read(away.id))!.expiresAt, expiresAt, 'away, a write of no change keeps the moment it left by')
   })
 
   t.test('a claim released is held by nobody, away, and claimable with the secret the client resumed with', async (t) => {

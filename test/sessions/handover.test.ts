@@ -623,6 +623,40 @@ test('when the holder does not answer, the client is told to come back, then beg
   second.ws.close()
 })
 
+test('a connected session\'s record is written again while it lasts; once its holder dies, it goes ttlMs later, and a client resuming elsewhere begins anew at once', async (t, shared) => {
+  // Every call of the holder's fails once it has died, as its process would have.
+  class Dying extends Through {
+    dead = false
+    writes = 0
+    override write (...args: Parameters<SessionStore['write']>): ReturnType<SessionStore['write']> {
+      if (this.dead) return Promise.reject(new Error('dead'))
+      this.writes++
+      return super.write(...args)
+    }
+  }
+  const dying = new Dying(shared.store())
+  const survivor = new Listening(shared.store())
+  const a = await instance(t, dying, {}, { ttlMs: 300 })
+  const b = await instance(t, survivor, {}, { ttlMs: 300 })
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  await sleep(900)
+  t.ok(dying.writes >= 3, `written again every half of ttlMs while connected (${dying.writes} writes in 900 ms)`)
+  t.not(await shared.store().read(welcome.session), null, 'connected three times ttlMs: the record is still there')
+
+  dying.dead = true
+  // Past its expiresAt: Redis keeps the key a grace longer, which no claim takes for a session.
+  await until('the record gone', async () => (await shared.store().read(welcome.session)) === null)
+  const began = Date.now()
+  const elsewhere = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  const fresh = await elsewhere.welcome()
+  t.match(fresh, { resumed: false }, 'a new session, at once')
+  t.ok(Date.now() - began < 1000, `welcomed after ${Date.now() - began} ms, not after the holder's time to answer`)
+  t.same(survivor.asks, [], 'nobody asked')
+  t.match(b.app.wsStats.sessions, { busy: 0, resumeRefused: 1 })
+  elsewhere.ws.close()
+})
+
 test('asked for a session with topics, which cannot be handed over yet, the holder ends it: its client\'s next try begins anew', async (t, shared) => {
   const a = await instance(t, shared.store(), {}, {}, (socket) => socket.subscribe('news'))
   const b = await instance(t, shared.store())

@@ -10,9 +10,9 @@ t.test('a store answering with promises', async (t) => runStoreContract(t, () =>
 t.test('the memory store answers at once: plain values, never promises', async (t) => {
   const store = new MemorySessionStore()
   const now = Date.now()
-  const record = { id: '1'.padStart(32, '0'), route: '/s', url: '/s', owner: null, secret: 's0', heldSecret: '', fence: 1, instance: 'A', state: 'claimed' as const, claimedUntil: now, expiresAt: now, createdAt: now }
+  const record = { id: '1'.padStart(32, '0'), route: '/s', url: '/s', owner: null, secret: 's0', heldSecret: '', fence: 1, instance: 'A', state: 'claimed' as const, claimedUntil: now, expiresAt: now + 10_000, createdAt: now }
   t.equal(store.create(record), undefined)
-  const claim = store.claim({ id: record.id, instance: 'A', route: '/s', url: '/s', owner: null, secret: 's0', received: 0, sent: 0, newSecret: 's1', confirmMs: 10, askMs: 10 })
+  const claim = store.claim({ id: record.id, instance: 'A', route: '/s', url: '/s', owner: null, secret: 's0', received: 0, sent: 0, newSecret: 's1', confirmMs: 10, askMs: 10, ttlMs: 10_000 })
   t.equal(claim.ok, true)
   t.equal(store.write(record.id, 2, { heard: true }, 10), 'ok')
   t.equal(store.release(record.id, 2, 10_000), 'ok')
@@ -23,7 +23,7 @@ t.test('the memory store answers at once: plain values, never promises', async (
 t.test('the memory store refuses an id taken by throwing, naming the id', async (t) => {
   const store = new MemorySessionStore()
   const now = Date.now()
-  const record = { id: '2'.padStart(32, '0'), route: '/s', url: '/s', owner: null, secret: 's0', heldSecret: '', fence: 1, instance: 'A', state: 'claimed' as const, claimedUntil: now, expiresAt: now, createdAt: now }
+  const record = { id: '2'.padStart(32, '0'), route: '/s', url: '/s', owner: null, secret: 's0', heldSecret: '', fence: 1, instance: 'A', state: 'claimed' as const, claimedUntil: now, expiresAt: now + 10_000, createdAt: now }
   store.create(record)
   t.throws(() => store.create({ ...record }), { message: `session ${record.id} exists already` })
 })

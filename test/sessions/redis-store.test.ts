@@ -56,7 +56,7 @@ function record (overrides: Partial<SessionRecord> = {}): SessionRecord {
 }
 
 function claimOf (kept: SessionRecord, overrides: Partial<ClaimRequest> = {}): ClaimRequest {
-  return { id: kept.id, instance: 'B', route: kept.route, url: kept.url, owner: kept.owner, secret: kept.secret, received: 0, sent: 0, newSecret: 's1', confirmMs: 5000, askMs: 500, ...overrides }
+  return { id: kept.id, instance: 'B', route: kept.route, url: kept.url, owner: kept.owner, secret: kept.secret, received: 0, sent: 0, newSecret: 's1', confirmMs: 5000, askMs: 500, ttlMs: 60_000, ...overrides }
 }
 
 async function cluster (t: { teardown: (fn: () => unknown) => void }): Promise<Cluster> {
@@ -89,49 +89,49 @@ t.test('100 claims of one session at once with its secret: exactly one wins, on 
   }
 })
 
-t.test('time to live: none while held (nothing refreshes a held record yet), expiresAt plus a grace once away', needs(REDIS), async (t) => {
+t.test('time to live: expiresAt plus a grace, always; held, every write of its holder keeps it ttlMs more; away, it keeps the moment it left by', needs(REDIS), async (t) => {
   const server = await RedisServer.start(t)
   const client = server.client()
   const store = new RedisSessionStore(client)
   const clock = redisClock(client)
   const kept = record()
   const key = `reliable-ws:{s:${kept.id}}`
-  await store.create(kept)
-  t.equal(await client.pttl(key), -1, 'created, held: kept')
-  const claim = await store.claim(claimOf(kept))
-  t.ok(claim.ok)
-  t.equal(await client.pttl(key), -1, 'claimed: kept')
-  t.equal(await store.write(kept.id, 2, { heard: true }, 60_000), 'ok')
-  t.equal(await client.pttl(key), -1, 'connected: kept')
-
-  const bounded = async (what: string): Promise<void> => {
+  const bounded = async (what: string, ttlMs: number): Promise<void> => {
     const { expiresAt } = (await store.read(kept.id))!
     // Redis's time before the key's: the time to live read after it can only be shorter.
     const now = await clock()
     const ttl = await client.pttl(key)
     t.ok(ttl > 0 && ttl <= expiresAt + GRACE_MS - now + 1 && ttl >= expiresAt + GRACE_MS - now - 1000, `${what}: ${ttl} ms, expiresAt + grace`)
+    t.ok(expiresAt <= now + ttlMs && expiresAt >= now + ttlMs - 1000, `${what}: expiresAt ${ttlMs} ms on`)
   }
-  t.equal(await store.write(kept.id, 2, { away: true }, 60_000), 'ok')
-  await bounded('away')
-  t.equal(await store.write(kept.id, 2, { heard: true }, 60_000), 'ok')
-  t.equal(await client.pttl(key), -1, 'heard again: kept')
-  t.equal(await store.release(kept.id, 2, 30_000), 'ok')
-  await bounded('released')
-  t.ok(await client.pttl(key) <= 30_000 + GRACE_MS, 'from the release\'s ttlMs')
-  t.equal(await store.write(kept.id, 2, {}, 60_000), 'ok')
-  await bounded('no change')
-  t.match(await store.claim(claimOf(kept, { secret: 's1', newSecret: 's2', instance: 'C' })), { ok: true }, 'claimed again')
-  t.equal(await client.pttl(key), -1, 'held again: kept')
+  await store.create(kept)
+  await bounded('created', 60_000)
+  t.ok((await store.claim(claimOf(kept, { ttlMs: 40_000 }))).ok)
+  await bounded('claimed, for the claim\'s ttlMs', 40_000)
+  t.equal(await store.write(kept.id, 2, { heard: true }, 50_000), 'ok')
+  await bounded('connected', 50_000)
+  t.equal(await store.write(kept.id, 2, {}, 45_000), 'ok')
+  await bounded('no change, held: kept for the write\'s ttlMs', 45_000)
 
-  // A session resumed late in its window, or connected longer than ttlMs, is past its expiresAt while held.
-  const late = record({ state: 'connected', expiresAt: Date.now() - 60_000 })
-  await store.create(late)
-  t.equal(await client.pttl(`reliable-ws:{s:${late.id}}`), -1)
-  t.match(await store.claim(claimOf(late)), { ok: true }, 'held past expiresAt, still resumable')
-  // Created away (no instance does that, the store allows it): it expires as any away record.
-  const away = record({ state: 'away', expiresAt: Date.now() + 1000 })
-  await store.create(away)
-  t.ok(await client.pttl(`reliable-ws:{s:${away.id}}`) > 1000)
+  t.equal(await store.write(kept.id, 2, { away: true }, 35_000), 'ok')
+  await bounded('away', 35_000)
+  t.equal(await store.write(kept.id, 2, {}, 60_000), 'ok')
+  await bounded('no change, away: as it was', 35_000)
+  t.equal(await store.write(kept.id, 2, { heard: true }, 60_000), 'ok')
+  await bounded('heard again', 60_000)
+  t.equal(await store.release(kept.id, 2, 30_000), 'ok')
+  await bounded('released', 30_000)
+  t.match(await store.claim(claimOf(kept, { secret: 's1', newSecret: 's2', instance: 'C' })), { ok: true }, 'claimed again')
+  await bounded('held again', 60_000)
+
+  // Held by an instance that has not written it for ttlMs: it died, and the record goes with it.
+  const orphan = record({ state: 'connected', expiresAt: Date.now() + 60_000 })
+  await store.create(orphan)
+  t.equal(await store.write(orphan.id, 1, {}, 1), 'ok')
+  await sleep(20)
+  t.equal(await store.read(orphan.id), null, 'past expiresAt, held: read gives nothing')
+  t.same(await store.claim(claimOf(orphan)), { ok: false, refusal: 'unknown' }, 'a claim finds nothing')
+  t.equal(await client.exists(`reliable-ws:{s:${orphan.id}}`), 0, 'and deletes it, before the grace would')
 })
 
 t.test('the messages handed over: a list beside the hash, kept as long, gone with it', needs(REDIS), async (t) => {
@@ -147,7 +147,7 @@ t.test('the messages handed over: a list beside the hash, kept as long, gone wit
   t.ok((await store.claim(claimOf(kept))).ok)
 
   /** Both keys expire expiresAt plus the grace from now. */
-  const bothAway = async (what: string): Promise<void> => {
+  const bothKept = async (what: string): Promise<void> => {
     const { expiresAt } = (await store.read(kept.id))!
     const now = await clock()
     for (const name of [key, list]) {
@@ -158,15 +158,15 @@ t.test('the messages handed over: a list beside the hash, kept as long, gone wit
   t.equal(await store.release(kept.id, 2, 30_000, handover), 'ok')
   t.match(await client.hgetall(key), { hr: '4', ha: '2' }, 'its counts in the hash')
   t.same(await client.lrangeBuffer(list, 0, -1), [Buffer.from('\x00one', 'latin1'), Buffer.from([1, 0xff])], 'a byte saying text or binary, then the bytes')
-  await bothAway('released')
+  await bothKept('released')
   t.equal(await store.write(kept.id, 2, { heard: true }, 30_000), 'ok')
-  t.same([await client.pttl(key), await client.pttl(list)], [-1, -1], 'held again by its fence: both kept')
+  await bothKept('held again by its fence')
   t.equal(await store.write(kept.id, 2, { away: true }, 30_000), 'ok')
-  await bothAway('away')
+  await bothKept('away')
   t.match(await store.claim(claimOf(kept, { secret: 's1', newSecret: 's2', instance: 'C', received: 3, sent: null })), { ok: true, handover })
   t.equal(await client.exists(list), 0, 'claimed: the list taken out')
   t.equal(await client.hexists(key, 'ha') + await client.hexists(key, 'hr'), 0, 'and its counts')
-  t.equal(await client.pttl(key), -1, 'the record kept')
+  t.ok(await client.pttl(key) > 0, 'the record kept')
 
   t.equal(await store.release(kept.id, 3, 30_000, handover), 'ok')
   t.equal(await store.release(kept.id, 3, 30_000), 'ok')
