@@ -236,6 +236,13 @@ declare namespace fastifyReliableWs {
      * Default `67108864` (64 MiB).
      */
     sessionBufferBytes?: number
+    /**
+     * Connections whose session the store is settling at once (a resume's claim or a new session's create on its way,
+     * with a store that answers with promises; a handover another instance asked for counts too). One more is told
+     * to come back (a `retry` hint of 0.25–2.25 s) and closed with 1013 `Server busy`, so that a crowd of clients
+     * arriving together (a peer instance died) waits on the clients' side, not on the store. Default `512`.
+     */
+    maxPendingSessions?: number
     /** Topics one socket (or session) may subscribe to at once; one more throws `FST_RELIABLE_WS_TOO_MANY_SUBSCRIPTIONS`. Default `100`. */
     maxSubscriptions?: number
   }
@@ -671,6 +678,8 @@ declare namespace fastifyReliableWs {
      * client has not been heard yet, while its connection lives.
      */
     busy: number
+    /** Connections closed with 1013 `Server busy` (and a retry hint) because maxPendingSessions sessions were being settled by the store. */
+    throttled: number
     /** Resumes of a session another instance handed over (its messages and counts came with it). */
     claimedRemote: number
     /** Sessions this instance handed over, as it closed or when asked, for their clients to resume on another instance. */

@@ -18,7 +18,7 @@ export interface ResumeSettings {
   owner: ((request: FastifyRequest) => string | PromiseLike<string>) | null
 }
 /** Bounds on all sessions of the instance together, whatever routes they belong to. */
-export interface SessionLimitSettings { maxSessions: number, maxSessionsPerIp: number, sessionBufferBytes: number }
+export interface SessionLimitSettings { maxSessions: number, maxSessionsPerIp: number, sessionBufferBytes: number, maxPendingSessions: number }
 export interface ShutdownSettings { closeCode: number, reason: string, timeoutMs: number, reconnectWindowMs: number }
 /** Who may open a socket from a browser: origins as browsers send them, or the application's own test. */
 export type OriginPolicy = ReadonlySet<string> | ((origin: string | undefined, request: FastifyRequest) => boolean)
@@ -129,7 +129,7 @@ export const DEFAULTS = Object.freeze({
   }),
   handshakeTimeoutMs: 10_000,
   // Sessions outlive their sockets, so connection limits do not bound them: these do, whatever clients send.
-  sessionLimits: Object.freeze({ maxSessions: 10_000, maxSessionsPerIp: 100, sessionBufferBytes: 64 * 1_048_576 }),
+  sessionLimits: Object.freeze({ maxSessions: 10_000, maxSessionsPerIp: 100, sessionBufferBytes: 64 * 1_048_576, maxPendingSessions: 512 }),
   // Topic names usually come from clients: what one connection can make the server hold is maxSubscriptions names
   // of maxTopicLength bytes (docs/security.md). historySize and historyTtlMs bound a history-keeping broker's streams.
   topics: Object.freeze({
@@ -202,12 +202,13 @@ const ROUTE_LIMIT_KEYS = keysOf<fastifyReliableWs.LimitOptions>({
   idleTimeoutMs: true,
   fragmentTimeoutMs: true
 })
-const SESSION_LIMIT_KEYS = ['maxSessions', 'maxSessionsPerIp', 'sessionBufferBytes'] as const satisfies ReadonlyArray<keyof SessionLimitSettings>
+const SESSION_LIMIT_KEYS = ['maxSessions', 'maxSessionsPerIp', 'sessionBufferBytes', 'maxPendingSessions'] as const satisfies ReadonlyArray<keyof SessionLimitSettings>
 const PLUGIN_LIMIT_KEYS = new Set([...ROUTE_LIMIT_KEYS, ...keysOf<Omit<fastifyReliableWs.PluginLimitOptions, keyof fastifyReliableWs.LimitOptions>>({
   handshakeTimeoutMs: true,
   maxSessions: true,
   maxSessionsPerIp: true,
   sessionBufferBytes: true,
+  maxPendingSessions: true,
   maxSubscriptions: true
 })])
 const HEARTBEAT_KEYS = keysOf<fastifyReliableWs.HeartbeatOptions>({ intervalMs: true, timeoutMs: true })
@@ -565,7 +566,7 @@ function resolvePluginLimits (value: unknown, websocket: unknown): { limits: Lim
   return {
     limits: mergeLimits('limits', base, o, Infinity),
     handshakeTimeoutMs: o.handshakeTimeoutMs === undefined ? DEFAULTS.handshakeTimeoutMs : checkLimit('limits.handshakeTimeoutMs', o.handshakeTimeoutMs, false),
-    sessionLimits: { maxSessions: sessionLimit('maxSessions'), maxSessionsPerIp: sessionLimit('maxSessionsPerIp'), sessionBufferBytes: sessionLimit('sessionBufferBytes') }
+    sessionLimits: { maxSessions: sessionLimit('maxSessions'), maxSessionsPerIp: sessionLimit('maxSessionsPerIp'), sessionBufferBytes: sessionLimit('sessionBufferBytes'), maxPendingSessions: sessionLimit('maxPendingSessions') }
   }
 }
 

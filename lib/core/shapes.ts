@@ -174,6 +174,8 @@ export interface PreparedSession {
  */
 export interface BusySession {
   readonly retryMs: number
+  /** Not this session's doing: the store had maxPendingSessions to settle. */
+  readonly throttled?: true
 }
 
 /** The instance's sessions, as connections begin and leave them (sessions/session-registry.ts). */

@@ -38,6 +38,8 @@ const CONFIRM_MS = 5000
 // client comes back after ASK_RETRY_MS (and the spread of every retry), and again while that time lasts.
 const ASK_MS = 3000
 const ASK_RETRY_MS = 250
+// Past maxPendingSessions, a client comes back after this (and the spread of every retry).
+const THROTTLED: BusySession = Object.freeze({ retryMs: 250, throttled: true })
 // A write that changes nothing: the holder lives.
 const KEEP = Object.freeze({})
 
@@ -115,6 +117,9 @@ export class SessionRegistry implements Sessions {
     // Closing: the client is to begin or resume where it reconnects, once the handover is in the store (sooner, it
     // could find its session still held here).
     if (this.drained !== null) return this.drained.then(() => ({ retryMs: 0 }))
+    // A store slow to answer, or a crowd of clients at once (a peer instance died): the ones past the cap come back
+    // later, spread, rather than pile up paused sockets here and calls on the store.
+    if (this.pending.size >= this.limits.maxPendingSessions) return THROTTLED
     const resume = (request.raw as { [kResume]?: ResumeRequest })[kResume]
     if (resume === undefined) return this.create(route, request.url, owner)
     // A session this instance holds is claimed with its count of messages sent; any other only if another instance

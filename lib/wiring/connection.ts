@@ -220,6 +220,10 @@ function beginSession (socket: ReliableSocket, request: FastifyRequest, prepared
   if ('retryMs' in prepared) {
     if (paused) readAgain(socket)
     if (socket.readyState !== OPEN) return
+    if (prepared.throttled === true) {
+      route.ctx.stats.sessions.throttled++
+      return tellRetry(socket, prepared.retryMs, 'Server busy')
+    }
     route.ctx.stats.sessions.busy++
     return tellRetry(socket, prepared.retryMs, 'Session busy')
   }

@@ -30,3 +30,14 @@ export class Peer {
     return this.frames.filter((frame) => typeof frame === 'string')
   }
 }
+
+/** How `peer`'s connection closed; fails after 3 s. */
+export async function closed (peer: Peer): Promise<{ code: number, reason: string }> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error('timed out waiting for the close')), 3000) })
+  try {
+    return await Promise.race([peer.closed, late])
+  } finally {
+    clearTimeout(timer)
+  }
+}

@@ -13,7 +13,7 @@ import type { SessionStore } from '../../lib/sessions/session-store'
 import { resumeToken } from '../../lib/protocol/protocol'
 import { FaultProxy } from '../helpers/fault-proxy'
 import { sleep, start, waitFor } from '../helpers/helpers'
-import { Peer } from '../helpers/session-peer'
+import { closed, Peer } from '../helpers/session-peer'
 import type { Welcome } from '../helpers/session-peer'
 import { AsyncStore } from '../helpers/session-stores'
 
@@ -391,4 +391,30 @@ t.test('a session that ends while a busy claim is on its way: the client begins 
   t.match(app.wsStats.sessions, { busy: 0, resumeRefused: 1, overflowed: 1 })
   unheard.ws.close()
   peer.ws.close()
+})
+
+t.test('past limits.maxPendingSessions sessions the store is settling, a connection is told to come back and closed with 1013 `Server busy`, the store not asked', async (t) => {
+  const store = new AsyncStore()
+  const { app, url } = await storeServer(t, store, { limits: { maxPendingSessions: 2 } })
+  const old = await away(app, url)
+  store.delays.create = 300
+  store.delays.claim = 300
+  const asked = (): number => store.calls.filter((call) => call === 'create' || call === 'claim').length
+  const before = asked()
+  const resuming = new Peer(url('/s'), resumeToken(old.session, old.token, 0))
+  const beginning = new Peer(url('/s'))
+  await waitFor(() => asked() === before + 2, 3000, 'a claim and a create on their way')
+  const crowd = [new Peer(url('/s')), new Peer(url('/s'), resumeToken(old.session, old.token, 0))]
+  for (const peer of crowd) {
+    t.match(await closed(peer), { code: 1013, reason: 'Server busy' })
+    const retry = peer.frames[0] as { t: string, ms: number }
+    t.ok(retry.t === 'retry' && retry.ms >= 250 && retry.ms < 2250, `told to come back in ${retry.ms} ms`)
+  }
+  t.equal(asked(), before + 2, 'the store was not asked for them')
+  t.match(app.wsStats.sessions, { throttled: 2, busy: 0, storeUnavailable: 0 })
+  t.match(await resuming.welcome(), { session: old.session, resumed: true }, 'those on their way are settled')
+  t.match(await beginning.welcome(), { resumed: false })
+  const later = new Peer(url('/s'))
+  t.match(await later.welcome(), { resumed: false }, 'settled, room for more')
+  for (const peer of [resuming, beginning, later]) peer.ws.close()
 })

@@ -16,7 +16,7 @@ import { bootWith, buildFrame, OPCODE, RawPeer, sleep, start, waitFor } from '..
 import type { Options } from '../helpers/helpers'
 import { needs, REDIS } from '../helpers/programs'
 import { RedisServer } from '../helpers/redis'
-import { Peer } from '../helpers/session-peer'
+import { closed, Peer } from '../helpers/session-peer'
 import type { Welcome } from '../helpers/session-peer'
 
 type Teardown = { teardown: (fn: () => unknown) => void }
@@ -88,17 +88,6 @@ interface Shared {
   store: () => SessionStore
   /** Until the session's record is gone. */
   untilEnded: (session: string) => Promise<void>
-}
-
-/** How `peer`'s connection closed; fails after 3 s. */
-async function closed (peer: Peer): Promise<{ code: number, reason: string }> {
-  let timer: NodeJS.Timeout | undefined
-  const late = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error('timed out waiting for the close')), 3000) })
-  try {
-    return await Promise.race([peer.closed, late])
-  } finally {
-    clearTimeout(timer)
-  }
 }
 
 async function until (what: string, condition: () => Promise<boolean>): Promise<void> {
