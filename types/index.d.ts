@@ -330,7 +330,34 @@ declare namespace fastifyReliableWs {
   }
 
   export interface Sessions {
+    /** A session this instance holds; `undefined` for any other, wherever it is. */
     get (id: string): Session | undefined
+    /**
+     * Where session `id` is, as the session store says: held by which instance, in what state. `null` when there is
+     * no such session (never begun, ended, expired). Rejects when the store fails.
+     */
+    lookup (id: string): Promise<SessionInfo | null>
+    /** This instance's name in the session store: 32 hex digits, new with each process. */
+    readonly instance: string
+  }
+
+  /** A session as the store keeps it, without its secrets. */
+  export interface SessionInfo {
+    id: string
+    /** The instance holding it (its `app.wsSessions.instance`); `''` once handed over, until its client resumes somewhere. */
+    instance: string
+    /** Whether this instance holds it (`get` gives it). */
+    here: boolean
+    /** `'claimed'`: welcome sent, client not heard yet; `'connected'`: heard; `'away'`: no connection. */
+    state: 'away' | 'claimed' | 'connected'
+    /** The pattern of the route it began on. */
+    route: string
+    /** The concrete URL it began on. */
+    url: string
+    /** What `resume.owner` returned, or `null` without one. */
+    owner: string | null
+    /** Not resumable after this moment (ms since the epoch), unless its holder writes it again. */
+    expiresAt: number
   }
 
   /** A value, or a promise of it: a store that answers at once keeps the plugin's path synchronous. */

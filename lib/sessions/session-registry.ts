@@ -15,6 +15,7 @@ type Awaitable<T> = fastifyReliableWs.Awaitable<T>
 type SessionRecord = fastifyReliableWs.SessionRecord
 type ClaimResult = fastifyReliableWs.ClaimResult
 type SessionHandover = fastifyReliableWs.SessionHandover
+type SessionInfo = fastifyReliableWs.SessionInfo
 
 /**
  * A connection's session as the store settled it: claimed (`session` is the live one held here, or `handover` what
@@ -60,7 +61,7 @@ export class SessionRegistry implements Sessions {
   // Every live session this instance holds, by id.
   private readonly held = new Map<string, Session>()
   // Whoever holds a record: this instance, while it lives.
-  private readonly instance = createIdGenerator()()
+  readonly instance = createIdGenerator()()
   // Sessions on their way through the store (resumed or begun), each until it is opened or given up: a drain waits
   // for them, so that none is left out of the handover.
   private readonly pending = new Set<Promise<void>>()
@@ -86,6 +87,14 @@ export class SessionRegistry implements Sessions {
 
   get (id: string): Session | undefined {
     return this.held.get(id)
+  }
+
+  async lookup (id: string): Promise<SessionInfo | null> {
+    const record = await this.store.read(id)
+    if (record === null) return null
+    const { instance, state, route, url, owner, expiresAt } = record
+    // Not the record's word: handed over a moment ago, its release on its way, it still names this instance.
+    return { id, instance, here: this.held.has(id), state, route, url, owner, expiresAt }
   }
 
   /** Once the plugin is ready: another instance where the client of a session held here resumes may ask for it. */

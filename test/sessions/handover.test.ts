@@ -646,6 +646,54 @@ test('a connected session\'s record is written again while it lasts; once its ho
   elsewhere.ws.close()
 })
 
+test('wsSessions.lookup says where a session is, from any instance: held by which, in what state; never its secrets', async (t, shared) => {
+  const a = await instance(t, shared.store())
+  const b = await instance(t, shared.store())
+  t.match(a.app.wsSessions.instance, /^[0-9a-f]{32}$/)
+  t.not(a.app.wsSessions.instance, b.app.wsSessions.instance, 'each instance its own name')
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  peer.ws.send('hello')
+  await waitFor(() => a.received.length === 1, 3000, 'heard')
+  const where = { id: welcome.session, instance: a.app.wsSessions.instance, route: '/s', url: '/s', owner: null }
+  await until('connected in the store', async () => (await b.app.wsSessions.lookup(welcome.session))?.state === 'connected')
+  const there = await b.app.wsSessions.lookup(welcome.session)
+  t.strictSame(there, { ...where, here: false, state: 'connected', expiresAt: there!.expiresAt }, 'from another instance')
+  t.ok(there!.expiresAt > Date.now() + 50_000, 'held: ttlMs on')
+  t.match(await a.app.wsSessions.lookup(welcome.session), { ...where, here: true, state: 'connected' }, 'from its holder')
+
+  peer.ws.terminate()
+  await until('away in the store', async () => (await b.app.wsSessions.lookup(welcome.session))?.state === 'away')
+  t.match(await b.app.wsSessions.lookup(welcome.session), { ...where, here: false, state: 'away' })
+  await a.app.close()
+  t.match(await b.app.wsSessions.lookup(welcome.session), { ...where, instance: '', here: false, state: 'away' }, 'handed over: held by nobody')
+  const back = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  t.match(await back.welcome(), { resumed: true })
+  t.match(await b.app.wsSessions.lookup(welcome.session), { ...where, instance: b.app.wsSessions.instance, here: true, state: 'claimed' }, 'resumed elsewhere')
+  t.equal(await b.app.wsSessions.lookup('0'.repeat(32)), null, 'no such session')
+  back.ws.close()
+})
+
+test('wsSessions.lookup on the instance handing a session over, its release on its way: named holder still, not here any more', async (t, shared) => {
+  class SlowRelease extends Through {
+    override async release (...args: Parameters<SessionStore['release']>): Promise<fastifyReliableWs.WriteResult> {
+      await sleep(300)
+      return await super.release(...args)
+    }
+  }
+  const a = await instance(t, new SlowRelease(shared.store()))
+  const b = await instance(t, shared.store())
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  const elsewhere = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  t.match(await closed(elsewhere), { code: 1013, reason: 'Session busy' })
+  await waitFor(() => a.app.wsStats.sessions.replacedRemote === 1, 3000, 'the handover begun')
+  t.equal(a.app.wsSessions.get(welcome.session), undefined)
+  t.match(await a.app.wsSessions.lookup(welcome.session), { instance: a.app.wsSessions.instance, here: false })
+  await waitFor(() => a.app.wsStats.sessions.handedOver === 1, 3000, 'the handover in')
+  t.match(await a.app.wsSessions.lookup(welcome.session), { instance: '', here: false })
+})
+
 test('asked for a session with topics, which cannot be handed over yet, the holder ends it: its client\'s next try begins anew', async (t, shared) => {
   const a = await instance(t, shared.store(), {}, {}, (socket) => socket.subscribe('news'))
   const b = await instance(t, shared.store())
