@@ -724,6 +724,8 @@ declare namespace fastifyReliableWs {
     bufferedBytes: number
     /** Sessions ended because a topic they subscribe to lost messages (4801). */
     topicGaps: number
+    /** Sessions ended because the session store lost their record (flushed, evicted): closed with 4802. */
+    storeLost: number
   }
 
   export interface TopicStats {

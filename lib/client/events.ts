@@ -53,8 +53,9 @@ export class DropEvent extends Event {
 
 /**
  * The server no longer has the client's session: it expired (the client was
- * away longer than the server's ttlMs), overflowed (close code 4800), or the
- * server restarted. A new session has begun or is about to. `unconfirmed`
+ * away longer than the server's ttlMs), overflowed (close code 4800), a topic
+ * of it lost messages (4801), its record was lost by the session store (4802),
+ * or the server restarted. A new session has begun or is about to. `unconfirmed`
  * holds the messages sent in the old session that the server never
  * acknowledged: each may or may not have reached it. Messages the server
  * sent and the client never received are lost with the session.

@@ -1,4 +1,4 @@
-import { ACK_EVERY, CLOSED, CLOSING, CONNECTING, CONTROL_MARK, countOf, decodeControl, encodeControl, isSessionKey, OPEN, PING_FRAME, PROTOCOL, resumeToken, SESSION_OVERFLOW_CODE, TOPIC_GAP_CODE } from '../protocol/protocol'
+import { ACK_EVERY, CLOSED, CLOSING, CONNECTING, CONTROL_MARK, countOf, decodeControl, encodeControl, isSessionKey, OPEN, PING_FRAME, PROTOCOL, resumeToken, SESSION_OVERFLOW_CODE, STATE_LOST_CODE, TOPIC_GAP_CODE } from '../protocol/protocol'
 import { Backoff } from './backoff'
 import { DropEvent, GiveUpEvent, ReconnectingEvent, ReliableCloseEvent, SessionLostEvent } from './events'
 import { resolveClientOptions } from './options'
@@ -349,7 +349,7 @@ export class ReliableWebSocket extends EventTarget {
       return
     }
     if (this.state === OPEN) this.backoff.connectionEnded(Date.now() - this.openedAt)
-    if ((code === SESSION_OVERFLOW_CODE || code === TOPIC_GAP_CODE) && this.sessionId !== null) this.loseSession()
+    if ((code === SESSION_OVERFLOW_CODE || code === TOPIC_GAP_CODE || code === STATE_LOST_CODE) && this.sessionId !== null) this.loseSession()
     const retry = this.settings.shouldReconnect(status === undefined ? { code, reason, wasClean } : { code, reason, wasClean, status })
     if (!retry || this.backoff.exhausted) {
       return this.giveUp(code, reason, wasClean, retry ? 'maxRetries' : status === undefined ? 'closeCode' : 'httpStatus', status)

@@ -48,6 +48,9 @@ export const SESSION_OVERFLOW_CODE = 4800
 /** The server ended the session because a topic it subscribes to lost messages before they reached it. */
 export const TOPIC_GAP_CODE = 4801
 
+/** The server ended the session because the session store lost its record (flushed, evicted): it could not be resumed. */
+export const STATE_LOST_CODE = 4802
+
 /** Control frames are a few dozen bytes: a larger one is refused before it is parsed (close code 1009). */
 export const MAX_CONTROL_BYTES = 256
 

@@ -6,7 +6,7 @@ import { createIdGenerator } from '../core/ids'
 import type { SessionLimitSettings } from '../core/options'
 import type { BusySession, Counters, PendingConnection, PreparedSession, ReliableSocket, ResumeRequest, Schedule, SessionRoute, Sessions } from '../core/shapes'
 import { isThenable } from '../core/thenable'
-import { SESSION_OVERFLOW_CODE, TOPIC_GAP_CODE } from '../protocol/protocol'
+import { SESSION_OVERFLOW_CODE, STATE_LOST_CODE, TOPIC_GAP_CODE } from '../protocol/protocol'
 import { Session } from './session'
 import type { SessionStore } from './session-store'
 import { kCause, kIp, kResume, kSession, kTopics } from '../core/symbols'
@@ -286,12 +286,12 @@ export class SessionRegistry implements Sessions {
     }
     // Still held here, away: another instance where the client resumes next asks for it.
     session.fence = record.fence
-    this.settle('write', () => this.store.write(record.id, record.fence, { away: true }, ttlMs))
+    this.write(session, { away: true })
   }
 
   /** The client was heard on its connection: the secret it resumed with is no good any more. */
   heard (session: Session): void {
-    this.settle('write', () => this.store.write(session.id, session.fence, { heard: true }, session.route.resume.ttlMs))
+    this.write(session, { heard: true })
   }
 
   /** The session's socket closed: it waits `ttlMs` for the client to come back. */
@@ -307,7 +307,7 @@ export class SessionRegistry implements Sessions {
     mine.add(session)
     this.scheduler.remove(session)
     this.scheduler.add(session, now + ttlMs)
-    this.settle('write', () => this.store.write(session.id, session.fence, { away: true }, ttlMs))
+    this.write(session, { away: true })
   }
 
   /** The scheduler's callback for a session: connected, its record is kept; away, nobody came back in time. */
@@ -317,9 +317,29 @@ export class SessionRegistry implements Sessions {
       this.end(session)
       return
     }
-    const ttlMs = session.route.resume.ttlMs
-    this.scheduler.add(session, now + ttlMs / 2)
-    this.settle('write', () => this.store.write(session.id, session.fence, KEEP, ttlMs))
+    this.scheduler.add(session, now + session.route.resume.ttlMs / 2)
+    this.write(session, KEEP)
+  }
+
+  /**
+   * A write of the session's holder. One that finds no record (the store was flushed, or evicted it) ends the session
+   * at once, its client told with 4802: it could not be resumed, and its client should know now, not at its next
+   * resume. A write refused because another claim took the session since is right to be.
+   */
+  private write (session: Session, changes: fastifyReliableWs.RecordChanges): void {
+    const { id, fence } = session
+    this.settle('write', () => {
+      const result = this.store.write(id, fence, changes, session.route.resume.ttlMs)
+      if (!isThenable(result)) return this.lost(session, result)
+      return Promise.resolve(result).then((settled) => this.lost(session, settled))
+    })
+  }
+
+  private lost (session: Session, result: fastifyReliableWs.WriteResult): void {
+    if (result !== 'lost' || session.ended) return
+    this.stats.sessions.storeLost++
+    this.log.warn({ session: session.id }, 'session store: record lost')
+    this.endAndClose(session, STATE_LOST_CODE, 'Session state lost')
   }
 
   /** The client fell too far behind: the session ends, and its connection with a code that says so. */

@@ -418,3 +418,23 @@ t.test('past limits.maxPendingSessions sessions the store is settling, a connect
   t.match(await later.welcome(), { resumed: false }, 'settled, room for more')
   for (const peer of [resuming, beginning, later]) peer.ws.close()
 })
+
+t.test('a write that finds no record because its session ended meanwhile (the end reached the store first) ends nothing more', async (t) => {
+  // Its writes reach the records late: after the end sent later.
+  class LateWrites extends AsyncStore {
+    late = 0
+    override write (...args: Parameters<AsyncStore['write']>): ReturnType<AsyncStore['write']> {
+      this.late++
+      return sleep(300).then(() => this.memory.write(...args))
+    }
+  }
+  const store = new LateWrites()
+  const { app, url } = await storeServer(t, store, {}, { ttlMs: 50 })
+  const peer = new Peer(url('/s'))
+  await peer.welcome()
+  peer.ws.terminate()
+  await waitFor(() => app.wsStats.sessions.expired === 1, 3000, 'the expiry')
+  t.ok(store.late >= 1, 'the away write was on its way')
+  await sleep(400)
+  t.match(app.wsStats.sessions, { active: 0, expired: 1, storeLost: 0 })
+})

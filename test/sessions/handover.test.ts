@@ -88,6 +88,8 @@ interface Shared {
   store: () => SessionStore
   /** Until the session's record is gone. */
   untilEnded: (session: string) => Promise<void>
+  /** Deletes the session's record behind its holder's back, as a flush or an eviction would. */
+  forget: (session: string) => Promise<void>
 }
 
 async function until (what: string, condition: () => Promise<boolean>): Promise<void> {
@@ -104,7 +106,11 @@ const KINDS: Array<{ name: string, needs: { skip?: string }, shared: (t: Teardow
     needs: {},
     async shared () {
       const memory = new MemorySessionStore()
-      return { store: () => memory, untilEnded: async (session) => await until('the record ended', async () => memory.read(session) === null) }
+      return {
+        store: () => memory,
+        untilEnded: async (session) => await until('the record ended', async () => memory.read(session) === null),
+        forget: async (session) => { memory.end(session, memory.read(session)!.fence) }
+      }
     }
   },
   {
@@ -114,7 +120,8 @@ const KINDS: Array<{ name: string, needs: { skip?: string }, shared: (t: Teardow
       const redis = await RedisServer.start(t)
       return {
         store: () => new RedisSessionStore(redis.client()),
-        untilEnded: async (session) => await until('the record ended', async () => (await redis.client().exists(`reliable-ws:{s:${session}}`)) === 0)
+        untilEnded: async (session) => await until('the record ended', async () => (await redis.client().exists(`reliable-ws:{s:${session}}`)) === 0),
+        forget: async (session) => { await redis.client().del(`reliable-ws:{s:${session}}`) }
       }
     }
   }
@@ -625,13 +632,13 @@ test('a connected session\'s record is written again while it lasts; once its ho
   }
   const dying = new Dying(shared.store())
   const survivor = new Listening(shared.store())
-  const a = await instance(t, dying, {}, { ttlMs: 300 })
-  const b = await instance(t, survivor, {}, { ttlMs: 300 })
+  const a = await instance(t, dying, {}, { ttlMs: 1000 })
+  const b = await instance(t, survivor, {}, { ttlMs: 1000 })
   const peer = new Peer(a.url('/s'))
   const welcome = await peer.welcome()
-  await sleep(900)
-  t.ok(dying.writes >= 3, `written again every half of ttlMs while connected (${dying.writes} writes in 900 ms)`)
-  t.not(await shared.store().read(welcome.session), null, 'connected three times ttlMs: the record is still there')
+  await sleep(2200)
+  t.ok(dying.writes >= 3, `written again every half of ttlMs while connected (${dying.writes} writes in 2.2 s)`)
+  t.not(await shared.store().read(welcome.session), null, 'connected twice ttlMs: the record is still there')
 
   dying.dead = true
   // Past its expiresAt: Redis keeps the key a grace longer, which no claim takes for a session.
@@ -692,6 +699,27 @@ test('wsSessions.lookup on the instance handing a session over, its release on i
   t.match(await a.app.wsSessions.lookup(welcome.session), { instance: a.app.wsSessions.instance, here: false })
   await waitFor(() => a.app.wsStats.sessions.handedOver === 1, 3000, 'the handover in')
   t.match(await a.app.wsSessions.lookup(welcome.session), { instance: '', here: false })
+})
+
+test('a session whose record the store lost ends at its holder\'s next write, its client told with 4802: sessionlost now, not at its next resume', async (t, shared) => {
+  const a = await instance(t, shared.store(), {}, { ttlMs: 1000 })
+  const ws = new ReliableWebSocket(a.url('/s'), { WebSocket, backoff: { initialDelayMs: 5, maxDelayMs: 20 } })
+  t.teardown(() => ws.close())
+  const lost: SessionLostEvent[] = []
+  const codes: number[] = []
+  ws.addEventListener('sessionlost', (event) => lost.push(event))
+  ws.addEventListener('close', (event) => codes.push(event.code))
+  await once(ws as any, 'open')
+  const first = ws.session!
+  await shared.forget(first)
+  // The next write is the record's renewal, half of ttlMs after the welcome.
+  await waitFor(() => lost.length === 1, 3000, 'sessionlost')
+  t.same(codes, [4802], 'closed with 4802')
+  t.match(a.app.wsStats.sessions, { storeLost: 1, resumeRefused: 0 })
+  t.equal(a.app.wsSessions.get(first), undefined, 'ended')
+  await once(ws as any, 'reconnected')
+  t.not(ws.session, first, 'a new session')
+  t.match(a.app.wsStats.sessions, { storeLost: 1, active: 1 })
 })
 
 test('asked for a session with topics, which cannot be handed over yet, the holder ends it: its client\'s next try begins anew', async (t, shared) => {
