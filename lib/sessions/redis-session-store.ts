@@ -54,11 +54,17 @@ local function fenced ()
 end
 `
 
-/** KEYS: the record. ARGV: its fields and values, pairs as the hash names them. Returns 0 when the id is taken. */
+/**
+ * KEYS: the record. ARGV: its fields and values, pairs as the hash names them, `cu` and `ea` as distances from its
+ * beginning: it begins now, by Redis's clock, whatever the instance's says. Returns 0 when the id is taken.
+ */
 const CREATE = `${PRELUDE}
 if redis.call('exists', KEYS[1]) == 1 then return 0 end
 redis.call('hset', KEYS[1], unpack(ARGV))
-keep(redis.call('hget', KEYS[1], 'ea'))
+local after = redis.call('hmget', KEYS[1], 'cu', 'ea')
+local expiresAt = now + tonumber(after[2])
+redis.call('hset', KEYS[1], 'ca', now, 'cu', now + tonumber(after[1]), 'ea', expiresAt)
+keep(expiresAt)
 return 1
 `
 
@@ -76,7 +82,7 @@ return 1
 const CLAIM = `${PRELUDE}
 local r = redis.call('hmget', KEYS[1], unpack(FIELDS))
 if not r[7] then return { 'unknown' } end
-if tonumber(r[11]) <= now then
+if r[9] == 'away' and tonumber(r[11]) <= now then
   redis.call('del', KEYS[1], KEYS[2])
   return { 'unknown' }
 end
@@ -87,6 +93,10 @@ local waiting = r[9] == 'claimed' and (tonumber(r[10]) > now or r[8] == ARGV[1])
 if r[5] ~= ARGV[5] and not (held and not waiting) then
   if held and waiting then return { 'busy', math.max(tonumber(r[10]) - now, 0) } end
   return { 'secret' }
+end
+if tonumber(r[11]) <= now and r[8] ~= ARGV[1] then
+  redis.call('del', KEYS[1], KEYS[2])
+  return { 'unknown' }
 end
 local handover = redis.call('hmget', KEYS[1], 'hr', 'ha')
 local received = tonumber(ARGV[6])
@@ -236,8 +246,8 @@ export class RedisSessionStore implements SessionStore {
   async create (record: SessionRecord): Promise<void> {
     const fields = [
       'id', record.id, 'rt', record.route, 'url', record.url, 's', record.secret, 'h', record.heldSecret,
-      'f', String(record.fence), 'a', record.instance, 'st', record.state, 'cu', String(record.claimedUntil),
-      'ea', String(record.expiresAt), 'ca', String(record.createdAt)
+      'f', String(record.fence), 'a', record.instance, 'st', record.state,
+      'cu', wholeMs(record.claimedUntil - record.createdAt), 'ea', wholeMs(record.expiresAt - record.createdAt)
     ]
     // A null owner is no field at all: told apart from every string, '' and 'null' included.
     if (record.owner !== null) fields.push('o', record.owner)

@@ -16,6 +16,7 @@ type SessionRecord = fastifyReliableWs.SessionRecord
 type ClaimResult = fastifyReliableWs.ClaimResult
 type SessionHandover = fastifyReliableWs.SessionHandover
 type SessionInfo = fastifyReliableWs.SessionInfo
+type RecordChanges = fastifyReliableWs.RecordChanges
 
 /**
  * A connection's session as the store settled it: claimed (`session` is the live one held here, or `handover` what
@@ -41,8 +42,14 @@ const ASK_MS = 3000
 const ASK_RETRY_MS = 250
 // Past maxPendingSessions, a client comes back after this (and the spread of every retry).
 const THROTTLED: BusySession = Object.freeze({ retryMs: 250, throttled: true })
-// A write that changes nothing: the holder lives.
-const KEEP = Object.freeze({})
+// The holder's writes of a record: nothing changed (it lives), its client gone, its client heard.
+const KEEP: RecordChanges = Object.freeze({})
+const AWAY: RecordChanges = Object.freeze({ away: true })
+const HEARD: RecordChanges = Object.freeze({ heard: true })
+// A held record lives at least this long after its holder last wrote it (the route's ttlMs if longer), and is written
+// again every half of that: with a ttlMs of a few ms, every connected session would be written many times a second,
+// and a stall of the event loop longer than half of it would lose the records of sessions still connected.
+const MIN_HOLD_MS = 2000
 
 /**
  * The sessions of one Fastify instance: begun or resumed once a socket of a
@@ -148,7 +155,7 @@ export class SessionRegistry implements Sessions {
       newSecret: this.nextSecret(),
       confirmMs: CONFIRM_MS,
       askMs: ASK_MS,
-      ttlMs: route.resume.ttlMs
+      ttlMs: holdMs(route)
     })
     const afterClaim = (result: ClaimResult): Awaitable<Prepared | BusySession> => {
       const ended = session?.ended === true
@@ -239,13 +246,13 @@ export class SessionRegistry implements Sessions {
   }
 
   /**
-   * The socket's from now on; its record is written again every half of `ttlMs` while the socket lasts, on the
-   * shared scheduler: the store lets a record go once its holder has not written it for `ttlMs` (it died).
+   * The socket's from now on; its record is written again every half of `holdMs` while the socket lasts, on the
+   * shared scheduler: the store lets a record go once its holder has not written it for that long (it died).
    */
   private attach (session: Session, socket: ReliableSocket, received: number, secret: string): void {
     session.attach(socket, received, secret)
     this.scheduler.remove(session)
-    this.scheduler.add(session, performance.now() + session.route.resume.ttlMs / 2)
+    this.scheduler.add(session, performance.now() + holdMs(session.route) / 2)
   }
 
   /** A session held here from now on, within the caps; null, the record ended and the socket closed, when there is no room. */
@@ -286,12 +293,12 @@ export class SessionRegistry implements Sessions {
     }
     // Still held here, away: another instance where the client resumes next asks for it.
     session.fence = record.fence
-    this.write(session, { away: true })
+    this.write(session, AWAY)
   }
 
   /** The client was heard on its connection: the secret it resumed with is no good any more. */
   heard (session: Session): void {
-    this.write(session, { heard: true })
+    this.write(session, HEARD)
   }
 
   /** The session's socket closed: it waits `ttlMs` for the client to come back. */
@@ -307,7 +314,7 @@ export class SessionRegistry implements Sessions {
     mine.add(session)
     this.scheduler.remove(session)
     this.scheduler.add(session, now + ttlMs)
-    this.write(session, { away: true })
+    this.write(session, AWAY)
   }
 
   /** The scheduler's callback for a session: connected, its record is kept; away, nobody came back in time. */
@@ -317,7 +324,7 @@ export class SessionRegistry implements Sessions {
       this.end(session)
       return
     }
-    this.scheduler.add(session, now + session.route.resume.ttlMs / 2)
+    this.scheduler.add(session, now + holdMs(session.route) / 2)
     this.write(session, KEEP)
   }
 
@@ -326,10 +333,11 @@ export class SessionRegistry implements Sessions {
    * at once, its client told with 4802: it could not be resumed, and its client should know now, not at its next
    * resume. A write refused because another claim took the session since is right to be.
    */
-  private write (session: Session, changes: fastifyReliableWs.RecordChanges): void {
+  private write (session: Session, changes: RecordChanges): void {
     const { id, fence } = session
     this.settle('write', () => {
-      const result = this.store.write(id, fence, changes, session.route.resume.ttlMs)
+      const { route } = session
+      const result = this.store.write(id, fence, changes, changes === AWAY ? route.resume.ttlMs : holdMs(route))
       if (!isThenable(result)) return this.lost(session, result)
       return Promise.resolve(result).then((settled) => this.lost(session, settled))
     })
@@ -498,7 +506,7 @@ export class SessionRegistry implements Sessions {
       instance: this.instance,
       state: 'claimed',
       claimedUntil: now + CONFIRM_MS,
-      expiresAt: now + route.resume.ttlMs,
+      expiresAt: now + holdMs(route),
       createdAt: now
     }
     const created = this.store.create(record)
@@ -585,6 +593,11 @@ export class SessionRegistry implements Sessions {
     old[kCause] = 'replaced'
     old.terminate()
   }
+}
+
+/** How long a record held by this instance lives after its last write of it. */
+function holdMs (route: SessionRoute): number {
+  return Math.max(route.resume.ttlMs, MIN_HOLD_MS)
 }
 
 function hasTopics (session: Session): boolean {

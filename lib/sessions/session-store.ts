@@ -36,9 +36,8 @@ export class MemorySessionStore implements SessionStore {
     const now = Date.now()
     const record = this.records.get(request.id)
     if (record === undefined) return { ok: false, refusal: 'unknown' }
-    // Gone for good: away too long (its holder's own expiry ends the live session), or held by an instance that has
-    // not written it for ttlMs (it died).
-    if (expired(record, now)) {
+    // Away too long: gone for good (its holder's own expiry ends the live session).
+    if (record.state === 'away' && expired(record, now)) {
       this.drop(record.id)
       return { ok: false, refusal: 'unknown' }
     }
@@ -51,6 +50,12 @@ export class MemorySessionStore implements SessionStore {
     const waiting = record.state === 'claimed' && (record.claimedUntil > now || record.instance === request.instance)
     if (!sameSecret(record.secret, request.secret) && !(held && !waiting)) {
       return held && waiting ? { ok: false, refusal: 'busy', retryMs: Math.max(record.claimedUntil - now, 0) } : { ok: false, refusal: 'secret' }
+    }
+    // Held by an instance that has not written it for its time: it died, and the session with it. Never on an id
+    // alone (a thief could not end a live session so), nor for the holder itself (alive, if late).
+    if (expired(record, now) && record.instance !== request.instance) {
+      this.drop(record.id)
+      return { ok: false, refusal: 'unknown' }
     }
     const handover = this.handovers.get(record.id)
     let sent = request.sent

@@ -97,9 +97,14 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore, clock:
     const store = makeStore()
     const record = newRecord()
     await store.create(record)
+    const after = await clock()
     record.secret = 'changed after create'
-    const read = await store.read(record.id)
-    t.same(read, { ...record, secret: 's0' })
+    const { createdAt, claimedUntil, expiresAt, ...read } = (await store.read(record.id))!
+    const { createdAt: made, claimedUntil: until, expiresAt: expires, ...given } = record
+    t.same(read, { ...given, secret: 's0' })
+    // A store may put the record's beginning on its own clock (Redis's), its moments as far from it as they were.
+    t.ok(createdAt >= made && createdAt <= after, 'begun when it was created')
+    t.same([claimedUntil - createdAt, expiresAt - createdAt], [until - made, expires - made], 'its moments as far from its beginning')
     read!.state = 'away'
     t.equal((await store.read(record.id))!.state, 'claimed', 'a copy read out is not the record')
     t.equal(await store.read('f'.repeat(32)), null, 'no such record')
@@ -110,13 +115,14 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore, clock:
     const store = makeStore()
     const record = newRecord({ state: 'connected' })
     await store.create(record)
+    const { createdAt } = (await store.read(record.id))!
     const before = await clock()
     const result = await store.claim(request(record, { received: 3, sent: 3 }))
     const after = await clock()
     t.ok(result.ok)
     if (!result.ok) return
     t.equal(result.previous, 'A')
-    t.match(result.record, { id: record.id, fence: 2, instance: 'B', state: 'claimed', secret: 's1', heldSecret: 's0', route: record.route, url: record.url, owner: 'alice', createdAt: record.createdAt })
+    t.match(result.record, { id: record.id, fence: 2, instance: 'B', state: 'claimed', secret: 's1', heldSecret: 's0', route: record.route, url: record.url, owner: 'alice', createdAt })
     t.ok(result.record.claimedUntil >= before + CONFIRM_MS && result.record.claimedUntil <= after + CONFIRM_MS, 'awaits the client confirmMs')
     t.same(await store.read(record.id), result.record, 'as kept')
     result.record.fence = 99
@@ -223,7 +229,12 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore, clock:
     t.equal(await store.write(first.id, 3, {}, 1), 'ok')
     await sleep(20)
     t.equal(await store.read(first.id), null, 'not written for ttlMs: read gives null')
-    t.same(await store.claim(request(first, { secret: 's2', sent: 0, instance: 'C' })), { ok: false, refusal: 'unknown' }, 'a claim, even its holder\'s, unknown')
+    t.same(await store.claim(request(first, { secret: 'wrong', sent: null, instance: 'D' })), { ok: false, refusal: 'secret' }, 'a wrong secret is refused as ever, and ends nothing')
+    t.match(await store.claim(request(first, { secret: 's2', newSecret: 's3', sent: 0, instance: 'C' })), { ok: true, record: { fence: 4 } }, 'its holder, late but alive, claims it still')
+    t.equal(await store.write(first.id, 4, {}, 1), 'ok')
+    await sleep(20)
+    t.same(await store.claim(request(first, { secret: 's3', sent: null, instance: 'D' })), { ok: false, refusal: 'unknown' }, 'another instance, with the secret: unknown, its holder taken for dead')
+    t.equal(await store.write(first.id, 4, {}, TTL_MS), 'lost', 'and the record is gone')
 
     const away = await claimed(store)
     t.equal(await store.write(away.id, 2, { away: true }, 1000), 'ok')

@@ -298,6 +298,25 @@ t.test('Redis down: a client beginning a session is told to retry and closed wit
   t.match(app.wsStats.sessions, { storeUnavailable: 1, active: 0 })
 })
 
+t.test("an instance whose clock is behind Redis's, or a fractional ttlMs, changes no moment: they are Redis's, in whole ms", needs(REDIS), async (t) => {
+  const server = await RedisServer.start(t)
+  const client = server.client()
+  const store = new RedisSessionStore(client)
+  const clock = redisClock(client)
+  // 10 s behind: by its clock the record would be past its expiresAt already.
+  const behind = Date.now() - 10_000
+  const kept = record({ createdAt: behind, claimedUntil: behind + 5000, expiresAt: behind + 3000.5 })
+  const before = await clock()
+  await store.create(kept)
+  const after = await clock()
+  const read = (await store.read(kept.id))!
+  t.ok(read.createdAt >= before && read.createdAt <= after, 'begun by Redis\'s clock')
+  t.same([read.claimedUntil - read.createdAt, read.expiresAt - read.createdAt], [5000, 3001], 'as far from it, in whole ms')
+  const ttl = await client.pttl(`reliable-ws:{s:${kept.id}}`)
+  t.ok(ttl > 3001 + GRACE_MS - 1000 && ttl <= 3001 + GRACE_MS, `kept expiresAt plus the grace (${ttl} ms)`)
+  t.match(await store.claim(claimOf(kept)), { ok: true }, 'and claimed')
+})
+
 t.test("a fractional ttlMs is taken up to a whole millisecond; a client's stringNumbers changes no answer", needs(REDIS), async (t) => {
   const server = await RedisServer.start(t)
   const plain = new RedisSessionStore(server.client())
