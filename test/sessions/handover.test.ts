@@ -68,6 +68,18 @@ class Through implements SessionStore {
   ask (...args: Parameters<NonNullable<SessionStore['ask']>>): ReturnType<NonNullable<SessionStore['ask']>> { return this.base.ask!(...args) }
 }
 
+/** A store whose releases (the handovers) reach the store underneath `ms` late. */
+class SlowRelease extends Through {
+  constructor (base: SessionStore, private readonly ms: number) {
+    super(base)
+  }
+
+  override async release (...args: Parameters<SessionStore['release']>): Promise<fastifyReliableWs.WriteResult> {
+    await sleep(this.ms)
+    return await super.release(...args)
+  }
+}
+
 /** A store that notes the name each instance listens under, in order, and every ask. */
 class Listening extends Through {
   readonly names: string[] = []
@@ -516,13 +528,7 @@ test('asked for a session with an older claim, an instance keeps it: the client 
 })
 
 test('a holder slow to hand over, within its time: the client comes back as often as told, and resumes once the handover is in', async (t, shared) => {
-  class Slow extends Through {
-    override async release (...args: Parameters<SessionStore['release']>): Promise<fastifyReliableWs.WriteResult> {
-      await sleep(1200)
-      return await super.release(...args)
-    }
-  }
-  const a = await instance(t, new Slow(shared.store()))
+  const a = await instance(t, new SlowRelease(shared.store(), 1200))
   const b = await instance(t, shared.store())
   const peer = new Peer(a.url('/s'))
   const welcome = await peer.welcome()
@@ -683,13 +689,7 @@ test('wsSessions.lookup says where a session is, from any instance: held by whic
 })
 
 test('wsSessions.lookup on the instance handing a session over, its release on its way: named holder still, not here any more', async (t, shared) => {
-  class SlowRelease extends Through {
-    override async release (...args: Parameters<SessionStore['release']>): Promise<fastifyReliableWs.WriteResult> {
-      await sleep(300)
-      return await super.release(...args)
-    }
-  }
-  const a = await instance(t, new SlowRelease(shared.store()))
+  const a = await instance(t, new SlowRelease(shared.store(), 300))
   const b = await instance(t, shared.store())
   const peer = new Peer(a.url('/s'))
   const welcome = await peer.welcome()
