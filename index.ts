@@ -83,9 +83,13 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     else onSocketDue(entry, now)
   })
   // A store of the application's outlives the instance (the default, in its memory, does not): sessions are handed over.
-  const sessions = new SessionRegistry(stats, scheduler, settings.sessionStore ?? new MemorySessionStore(), settings.sessionLimits, fastify.log,
-    settings.sessionStore !== null, (session) => topics.sessionEnded(session))
-  const topics = new TopicHub(broker, stats, sessions, settings.topics, fastify.log)
+  const sessions: SessionRegistry = new SessionRegistry(stats, scheduler, settings.sessionStore ?? new MemorySessionStore(), settings.sessionLimits, fastify.log,
+    settings.sessionStore !== null, {
+      sessionEnded: (session) => topics.sessionEnded(session),
+      positions: (session) => topics.positions(session),
+      rejoin: (session, positions) => topics.rejoin(session, positions)
+    })
+  const topics: TopicHub = new TopicHub(broker, stats, sessions, settings.topics, fastify.log)
   const ctx: Context = {
     settings,
     stats,

@@ -446,6 +446,18 @@ declare namespace fastifyReliableWs {
     acknowledged: number
     /** The messages sent and not acknowledged, in order: the first is message `acknowledged + 1`. */
     messages: Array<{ data: string | Buffer, binary: boolean }>
+    /** Where the session stands in each topic it subscribes to: the next holder goes on from there. */
+    topics: TopicPosition[]
+  }
+
+  /**
+   * A session's place in a topic: it has had every message of `topic` up to `offset` of `epoch` (epoch `''`, offset
+   * 0: the topic had no messages yet when it subscribed).
+   */
+  export interface TopicPosition {
+    topic: string
+    epoch: string
+    offset: number
   }
 
   /** A claim that won: the record as it now stands, who held it before, and what was handed over (taken out of the store). */

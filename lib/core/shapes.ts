@@ -8,7 +8,7 @@ import type { BackpressureSettings, CompressionSettings, HeartbeatSettings, Limi
 import type {
   kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
   kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kOnConnectPending,
-  kCloseCodeSent, kMessageStartedAt, kPendingPongs, kPongSent, kTcp, kErrorListeners, kMidMessage, kCompressFrom, kTopics
+  kCloseCodeSent, kMessageStartedAt, kPendingPongs, kPongSent, kTcp, kErrorListeners, kMidMessage, kCompressFrom, kTopics, kPlaces
 } from './symbols'
 
 type Cause = fastifyReliableWs.DisconnectInfo['cause']
@@ -70,12 +70,35 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   [kTopics]: Set<string> | null
 }
 
+/** A published message as the broker hands it to an instance (topics/broker.ts). */
+export interface Delivery {
+  readonly topic: string
+  /** The message's place in its topic: 1, 2, 3… with no gaps within one epoch. */
+  readonly offset: number
+  /** Changes when the topic's history was lost (a broker restarted or flushed): offsets then start again. */
+  readonly epoch: string
+  readonly data: Buffer | string
+  readonly binary: boolean
+}
+
+/**
+ * A session's place in one topic: the last message of it the session keeps (its epoch and offset). While the messages
+ * after a handed-over place are read from the topic's history, the ones arriving live wait in `held`.
+ */
+export interface TopicPlace {
+  epoch: string
+  offset: number
+  held: Delivery[] | null
+}
+
 /** A socket's session as the socket and the subprotocol use it (sessions/session.ts is one). */
 export interface SocketSession extends fastifyReliableWs.Session {
   [kWheelTick]: number
   [kWheelPos]: number
   // The topics its sockets subscribed it to: they outlive each socket, not the session.
   [kTopics]: Set<string> | null
+  // Where it stands in each of them; set with kTopics.
+  [kPlaces]: Map<string, TopicPlace> | null
   send (data: unknown, options?: { binary?: boolean }, cb?: SendCallback): boolean
   /** A data message arrived from the client: false when it is to be dropped (the session went to another instance). */
   onMessage (): boolean

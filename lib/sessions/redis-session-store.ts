@@ -76,7 +76,7 @@ return 1
  * KEYS: the record, its messages handed over. ARGV: instance, route, url, owner (`0` for null, else `1` and the owner),
  * secret, received, sent (`''` for null), new secret, confirmMs, askMs, ttlMs. Returns [refusal], ['busy', retryMs],
  * ['held', holder, fence, retryMs?], or ['ok', previous instance, the record's fields], followed, when a handover was
- * kept, by its received, its acknowledged and its messages (taken out). The moment until which the holder, asked for
+ * kept, by its received, its acknowledged, its messages and its topics (taken out). The moment until which the holder, asked for
  * the session, may hand it over is the hash's field `q`, until the record changes hands.
  */
 const CLAIM = `${PRELUDE}
@@ -98,7 +98,7 @@ if tonumber(r[11]) <= now and r[8] ~= ARGV[1] then
   redis.call('del', KEYS[1], KEYS[2])
   return { 'unknown' }
 end
-local handover = redis.call('hmget', KEYS[1], 'hr', 'ha')
+local handover = redis.call('hmget', KEYS[1], 'hr', 'ha', 'ht')
 local received = tonumber(ARGV[6])
 local sent = tonumber(ARGV[7])
 if ARGV[7] == '' then
@@ -126,7 +126,8 @@ if handover[2] then
   reply[4] = handover[1]
   reply[5] = handover[2]
   reply[6] = redis.call('lrange', KEYS[2], 0, -1)
-  redis.call('hdel', KEYS[1], 'hr', 'ha')
+  reply[7] = handover[3]
+  redis.call('hdel', KEYS[1], 'hr', 'ha', 'ht')
   redis.call('del', KEYS[2])
 end
 keep(expiresAt)
@@ -154,19 +155,19 @@ return 'ok'
 `
 
 /**
- * KEYS: the record, its messages handed over. ARGV: fence, ttlMs, then with a handover its received, its acknowledged
- * and its messages, each a byte (0 text, 1 binary) and the message's bytes. Returns ok, fenced or lost.
+ * KEYS: the record, its messages handed over. ARGV: fence, ttlMs, then with a handover its received, its acknowledged,
+ * its topics (JSON) and its messages, each a byte (0 text, 1 binary) and the message's bytes. Returns ok, fenced or lost.
  */
 const RELEASE = `${PRELUDE}
 local refused = fenced()
 if refused then return refused end
 local expiresAt = now + tonumber(ARGV[2])
 redis.call('hset', KEYS[1], 'a', '', 'st', 'away', 'ea', expiresAt)
-redis.call('hdel', KEYS[1], 'hr', 'ha')
+redis.call('hdel', KEYS[1], 'hr', 'ha', 'ht')
 redis.call('del', KEYS[2])
 if #ARGV > 2 then
-  redis.call('hset', KEYS[1], 'hr', ARGV[3], 'ha', ARGV[4])
-  for first = 5, #ARGV, ${PUSH_CHUNK} do
+  redis.call('hset', KEYS[1], 'hr', ARGV[3], 'ha', ARGV[4], 'ht', ARGV[5])
+  for first = 6, #ARGV, ${PUSH_CHUNK} do
     redis.call('rpush', KEYS[2], unpack(ARGV, first, math.min(first + ${PUSH_CHUNK - 1}, #ARGV)))
   end
 end
@@ -193,7 +194,7 @@ type Fields = Array<string | null>
 /** The claim's replies, every string as bytes (integers stay numbers, or strings with `stringNumbers`). */
 type ClaimReply = [Buffer, (number | string)?] | ClaimHeld | ClaimWon
 type ClaimHeld = [Buffer, Buffer, Buffer, (number | string)?]
-type ClaimWon = [Buffer, Buffer, Array<Buffer | null>, Buffer?, Buffer?, Buffer[]?]
+type ClaimWon = [Buffer, Buffer, Array<Buffer | null>, Buffer?, Buffer?, Buffer[]?, Buffer?]
 
 /** The scripts, as ioredis's defineCommand adds them to the client. */
 interface ScriptedClient {
@@ -263,12 +264,14 @@ export class RedisSessionStore implements SessionStore {
       wholeMs(request.askMs), wholeMs(request.ttlMs))
     const answer = reply[0].toString()
     if (answer === 'ok') {
-      const [, previous, fields, received, acknowledged, messages] = reply as ClaimWon
+      const [, previous, fields, received, acknowledged, messages, topics] = reply as ClaimWon
       return {
         ok: true,
         record: toRecord(fields.map((field) => field === null ? null : field.toString())),
         previous: previous.toString(),
-        handover: messages === undefined ? null : { received: Number(received!.toString()), acknowledged: Number(acknowledged!.toString()), messages: messages.map(toMessage) }
+        handover: messages === undefined
+          ? null
+          : { received: Number(received!.toString()), acknowledged: Number(acknowledged!.toString()), messages: messages.map(toMessage), topics: JSON.parse(topics!.toString()) }
       }
     }
     if (answer === 'held') {
@@ -287,7 +290,7 @@ export class RedisSessionStore implements SessionStore {
   async release (id: string, fence: number, ttlMs: number, handover?: SessionHandover): Promise<WriteResult> {
     const handedOver = handover === undefined
       ? []
-      : [String(handover.received), String(handover.acknowledged), ...handover.messages.map(fromMessage)]
+      : [String(handover.received), String(handover.acknowledged), JSON.stringify(handover.topics), ...handover.messages.map(fromMessage)]
     return await this.client.reliableWsSessionRelease(this.key(id), this.messagesKey(id), String(fence), wholeMs(ttlMs), handedOver)
   }
 

@@ -9,7 +9,7 @@ import { isThenable } from '../core/thenable'
 import { SESSION_OVERFLOW_CODE, STATE_LOST_CODE, TOPIC_GAP_CODE } from '../protocol/protocol'
 import { Session } from './session'
 import type { SessionStore } from './session-store'
-import { kCause, kIp, kResume, kSession, kTopics } from '../core/symbols'
+import { kCause, kIp, kResume, kSession } from '../core/symbols'
 
 type Awaitable<T> = fastifyReliableWs.Awaitable<T>
 type SessionRecord = fastifyReliableWs.SessionRecord
@@ -17,6 +17,17 @@ type ClaimResult = fastifyReliableWs.ClaimResult
 type SessionHandover = fastifyReliableWs.SessionHandover
 type SessionInfo = fastifyReliableWs.SessionInfo
 type RecordChanges = fastifyReliableWs.RecordChanges
+type TopicPosition = fastifyReliableWs.TopicPosition
+
+/** What the instance's topics (topics/topic-hub.ts) do for its sessions. */
+export interface SessionTopics {
+  /** Whatever ends a session, or hands it over, ends its subscriptions here. */
+  sessionEnded (session: Session): void
+  /** Where the session stands in each topic it subscribes to; null when that cannot be told yet. */
+  positions (session: Session): TopicPosition[] | null
+  /** Subscribes a session handed over to its topics again, from where it stood; false when there is no room for them. */
+  rejoin (session: Session, positions: TopicPosition[]): boolean
+}
 
 /**
  * A connection's session as the store settled it: claimed (`session` is the live one held here, or `handover` what
@@ -88,8 +99,8 @@ export class SessionRegistry implements Sessions {
     private readonly log: FastifyBaseLogger,
     // Whether the store outlives this instance, and so takes its sessions as it closes.
     private readonly sharedStore: boolean,
-    // Whatever else a session holds (its topics) ends with it.
-    private readonly onEnd: (session: Session) => void
+    // Its subscriptions end with it, and move with it.
+    private readonly topics: SessionTopics
   ) {}
 
   get (id: string): Session | undefined {
@@ -236,6 +247,14 @@ export class SessionRegistry implements Sessions {
       this.overflow(session)
       socket[kCause] = 'session'
       socket.close(SESSION_OVERFLOW_CODE, 'Session buffer full')
+      return
+    }
+    // Each topic's messages after where it stood are read from the topic's history, after the welcome.
+    if (!this.topics.rejoin(session, handover!.topics)) {
+      this.stats.sessions.rejected++
+      socket[kCause] = 'session'
+      this.end(session)
+      socket.close(1013, 'Too many topics')
       return
     }
     session.resumed = true
@@ -395,8 +414,7 @@ export class SessionRegistry implements Sessions {
   /**
    * The instance is closing, its sockets not told yet: with a store that outlives it, every session is released
    * with what its next holder needs, wherever its client resumes. What the client sends from here on is dropped
-   * unacknowledged, so it sends that again there. A session with topics stays, and ends with the instance: where
-   * it stood in each topic cannot be handed over yet.
+   * unacknowledged, so it sends that again there.
    */
   drain (timeoutMs: number): Awaitable<void> {
     if (!this.sharedStore) return
@@ -413,28 +431,20 @@ export class SessionRegistry implements Sessions {
 
   private handOverAll (): Promise<unknown> {
     const releases: Array<Promise<void>> = []
-    for (const session of this.held.values()) {
-      if (hasTopics(session)) continue
-      releases.push(this.handOver(session))
-    }
+    for (const session of this.held.values()) releases.push(this.handOver(session))
     return Promise.all(releases)
   }
 
   /**
    * Another instance asks for a session held here, as claim `fence`: its client resumed there. Its socket here, if
-   * still open (the client found out first), is ended `replaced`, and the session handed over like at a drain; one
-   * with topics, which cannot be yet, ends, so that its client's next try begins anew. An ask of an older claim (the
-   * client came back here since, or is coming back: its claim on its way) changes nothing.
+   * still open (the client found out first), is ended `replaced`, and the session handed over like at a drain. An ask
+   * of an older claim (the client came back here since, or is coming back: its claim on its way) changes nothing.
    */
   private surrender (id: string, fence: number): void {
     const session = this.held.get(id)
     if (session === undefined || session.fence !== fence || this.claiming.has(session)) return
     this.stats.sessions.replacedRemote++
     this.takeOver(session)
-    if (hasTopics(session)) {
-      this.end(session)
-      return
-    }
     // A drain beginning meanwhile waits for it, as for a claim on its way.
     this.track(this.handOver(session))
   }
@@ -452,8 +462,16 @@ export class SessionRegistry implements Sessions {
    * anew). Never rejects.
    */
   private async handOver (session: Session): Promise<void> {
-    const handover = session.handOver()
+    const topics = this.topics.positions(session)
+    if (topics === null) {
+      this.log.warn({ session: session.id }, 'session not handed over: where it stands in a topic is not known yet (the topic broker has been down since it subscribed)')
+      this.stats.sessions.handoverFailed++
+      this.end(session)
+      return
+    }
+    const handover = session.handOver(topics)
     this.letGo(session)
+    this.topics.sessionEnded(session)
     try {
       const result = await this.store.release(session.id, session.fence, session.route.resume.ttlMs, handover)
       if (result === 'ok') {
@@ -478,7 +496,7 @@ export class SessionRegistry implements Sessions {
     this.endRecord(session.id, session.fence)
     this.letGo(session)
     if (session.socket !== null) session.socket[kSession] = null
-    this.onEnd(session)
+    this.topics.sessionEnded(session)
   }
 
   /** Nothing of the session is held here any more, its record aside: it sends nothing more, and its messages leave the budget. */
@@ -598,8 +616,4 @@ export class SessionRegistry implements Sessions {
 /** How long a record held by this instance lives after its last write of it. */
 function holdMs (route: SessionRoute): number {
   return Math.max(route.resume.ttlMs, MIN_HOLD_MS)
-}
-
-function hasTopics (session: Session): boolean {
-  return session[kTopics] !== null && session[kTopics].size > 0
 }

@@ -180,7 +180,8 @@ function copyHandover (handover: SessionHandover): SessionHandover {
   return {
     received: handover.received,
     acknowledged: handover.acknowledged,
-    messages: handover.messages.map(({ data, binary }) => ({ data, binary }))
+    messages: handover.messages.map(({ data, binary }) => ({ data, binary })),
+    topics: handover.topics.map(({ topic, epoch, offset }) => ({ topic, epoch, offset }))
   }
 }
 

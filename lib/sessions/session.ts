@@ -1,6 +1,6 @@
 import type fastifyReliableWs = require('../../types/index')
-import type { ReliableSocket, SessionRoute, SocketSession } from '../core/shapes'
-import { kPublished, kSendControl, kSession, kTopics, kTransmit, kWheelPos, kWheelTick } from '../core/symbols'
+import type { ReliableSocket, SessionRoute, SocketSession, TopicPlace } from '../core/shapes'
+import { kPlaces, kPublished, kSendControl, kSession, kTopics, kTransmit, kWheelPos, kWheelTick } from '../core/symbols'
 import { FST_RELIABLE_WS_SESSION_ENDED } from '../core/errors'
 import { toJSONText } from '../messages/json-messages'
 import { ACK_EVERY, encodeControl } from '../protocol/protocol'
@@ -42,7 +42,8 @@ const COMPACT_AFTER = 1024
 export class Session implements SocketSession {
   [kWheelTick] = -1;
   [kWheelPos] = -1;
-  [kTopics]: Set<string> | null = null
+  [kTopics]: Set<string> | null = null;
+  [kPlaces]: Map<string, TopicPlace> | null = null
   socket: ReliableSocket | null = null
   resumed = false
   ended = false
@@ -191,16 +192,16 @@ export class Session implements SocketSession {
   }
 
   /**
-   * What another instance needs to go on with the session: the counts and the messages the client has not
-   * acknowledged, each as a string or a Buffer of its bytes (the outbox keeps whatever the application sent).
+   * What another instance needs to go on with the session: the counts, the messages the client has not acknowledged,
+   * each as a string or a Buffer of its bytes (the outbox keeps whatever the application sent), and its `topics`.
    */
-  handOver (): SessionHandover {
+  handOver (topics: SessionHandover['topics']): SessionHandover {
     const messages: SessionHandover['messages'] = []
     for (let i = this.head; i < this.outbox.length; i++) {
       const { data, binary } = this.outbox[i]!
       messages.push({ data: typeof data === 'string' ? data : bytesOf(data as ArrayBuffer | ArrayBufferView), binary })
     }
-    return { received: this.received, acknowledged: this.acked, messages }
+    return { received: this.received, acknowledged: this.acked, messages, topics }
   }
 
   /**

@@ -1,18 +1,19 @@
 // What carries published messages between the instances of an application: in this process alone (memory-broker.ts)
 // or through Redis (redis-broker.ts). The topic hub (topic-hub.ts) is its one user.
+import type { Delivery } from '../core/shapes'
+
+export type { Delivery }
 
 /** Where the broker stands: `up` takes publishes and delivers; `down` refuses publishes and delivers nothing. */
 export type BrokerState = 'up' | 'connecting' | 'down'
 
-/** A published message as the broker hands it to an instance. */
-export interface Delivery {
-  readonly topic: string
-  /** The message's place in its topic: 1, 2, 3… with no gaps within one epoch. */
-  readonly offset: number
-  /** Changes when the topic's history was lost (a broker restarted or flushed): offsets then start again. */
+/** What a topic's history holds after a place in it (Broker.history). */
+export interface History {
+  /** The topic's epoch now; `''` when it has no history. */
   readonly epoch: string
-  readonly data: Buffer | string
-  readonly binary: boolean
+  /** Its last offset now. */
+  readonly top: number
+  readonly messages: Delivery[]
 }
 
 /** Why messages of a topic can no longer reach this instance in order. */
@@ -44,6 +45,16 @@ export interface Broker {
   listen (topic: string): void
   /** This instance's last local subscriber of `topic` has gone. */
   unlisten (topic: string): void
+  /**
+   * The last message of `topic` handed to this instance (or passed over when listening began), while it listens;
+   * null while it cannot tell yet (its position in the topic is being read). Epoch `''`: the topic has no history.
+   */
+  position (topic: string): { epoch: string, offset: number } | null
+  /**
+   * Up to `count` messages of `topic` after `offset`, oldest first, from its history, with the topic's epoch and its
+   * last offset now; a broker without history (in memory) has none to give. Rejects when it cannot be read.
+   */
+  history (topic: string, offset: number, count: number): Promise<History>
   /** How far behind the broker delivery runs, in ms (0 when it cannot tell). */
   readonly lagMs: number
   close (): Promise<void>

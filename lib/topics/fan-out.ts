@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { Counters, ReliableSocket, SocketSession } from '../core/shapes'
+import type { Counters, ReliableSocket, Sessions, SocketSession, TopicPlace } from '../core/shapes'
 import { failConnection } from '../core/socket-errors'
-import { kCompressFrom, kFramed, kMidMessage, kOverHighWater, kPublished, kRoute, kTransmit } from '../core/symbols'
+import { kCompressFrom, kFramed, kMidMessage, kOverHighWater, kPlaces, kPublished, kRoute, kTransmit } from '../core/symbols'
 import { frameMessage, writeFrame } from '../core/ws-internals'
 import { refuse, watchHighWater } from '../limits/backpressure'
 import { Session } from '../sessions/session'
@@ -54,7 +54,13 @@ export class FanOut {
   private running = false
   private immediate: NodeJS.Immediate | null = null
 
-  constructor (private readonly stats: Counters, private readonly log: FastifyBaseLogger) {}
+  constructor (
+    private readonly stats: Counters,
+    private readonly sessions: Sessions,
+    // Messages a session catching up on a topic's history may have waiting for it, as a topic's fan-out may.
+    private readonly maxHeld: number,
+    private readonly log: FastifyBaseLogger
+  ) {}
 
   add (topic: Topic, message: Delivery): void {
     topic.queue.push(message)
@@ -150,13 +156,18 @@ export class FanOut {
   private deliver (topic: Topic, message: Delivery, subscriber: Subscriber): void {
     const stats = this.stats.topics
     if (subscriber instanceof Session) {
+      const place = subscriber[kPlaces]!.get(topic.name)!
+      if (place.held !== null) {
+        // Its messages before this one are being read from the topic's history: this one waits for them.
+        if (place.held.push(message) > this.maxHeld) this.sessions.topicLost(subscriber)
+        return
+      }
       // Its connection writes the shared frame too, unless it compresses (its route's compressor sees the string).
       const connection = subscriber.socket
       const frame = connection !== null && connection.readyState === OPEN && connection[kCompressFrom] === Infinity
         ? frameOf(topic, message, connection[kFramed])
         : undefined
-      // False: it overflowed and has ended (the registry counted it, and it has left its topics).
-      if (subscriber[kPublished](message.data, message.binary, frame)) stats.delivered++
+      keepPublished(subscriber, place, message, frame, this.stats)
       return
     }
     const socket = subscriber as ReliableSocket
@@ -191,6 +202,20 @@ export class FanOut {
     topic.dropped++
     this.stats.topics.dropped++
   }
+}
+
+/**
+ * A message of a topic for a session subscribed to it: kept, and where the session stands in the topic from then on,
+ * unless it has it already (read from the topic's history as it caught up). False when the session has ended (it
+ * overflowed: the registry counted it, and it has left its topics).
+ */
+export function keepPublished (session: Session, place: TopicPlace, message: Delivery, frame: Buffer[] | undefined, stats: Counters): boolean {
+  if (message.offset <= place.offset && message.epoch === place.epoch) return true
+  place.epoch = message.epoch
+  place.offset = message.offset
+  if (!session[kPublished](message.data, message.binary, frame)) return false
+  stats.topics.delivered++
+  return true
 }
 
 function runAgain (fanOut: FanOut): void {

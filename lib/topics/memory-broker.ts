@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
-import type { Broker, BrokerEvents, BrokerState } from './broker'
+import type { Broker, BrokerEvents, BrokerState, History } from './broker'
 
-interface History { offset: number, readonly epoch: string }
+interface Numbering { offset: number, readonly epoch: string }
 
 // What a publish to a topic nobody in this process listens to gets: nothing holds it.
 const UNHEARD = Object.freeze({ offset: 0, epoch: '' })
@@ -15,18 +15,29 @@ export class MemoryBroker implements Broker {
   readonly state: BrokerState = 'up'
   readonly lagMs = 0
   private events: BrokerEvents | null = null
-  private readonly topics = new Map<string, History>()
+  private readonly topics = new Map<string, Numbering>()
 
   async start (events: BrokerEvents): Promise<void> {
     this.events = events
   }
 
   async publish (topic: string, data: Buffer | string, binary: boolean): Promise<{ offset: number, epoch: string }> {
-    const history = this.topics.get(topic)
-    if (history === undefined) return UNHEARD
-    const offset = ++history.offset
-    this.events!.deliver({ topic, offset, epoch: history.epoch, data, binary })
-    return { offset, epoch: history.epoch }
+    const numbering = this.topics.get(topic)
+    if (numbering === undefined) return UNHEARD
+    const offset = ++numbering.offset
+    this.events!.deliver({ topic, offset, epoch: numbering.epoch, data, binary })
+    return { offset, epoch: numbering.epoch }
+  }
+
+  position (topic: string): { epoch: string, offset: number } | null {
+    const numbering = this.topics.get(topic)
+    return numbering === undefined ? null : { epoch: numbering.epoch, offset: numbering.offset }
+  }
+
+  // Nothing is kept: only a place at the topic's last offset, in its epoch, is missing nothing.
+  async history (topic: string): Promise<History> {
+    const numbering = this.topics.get(topic)
+    return { epoch: numbering?.epoch ?? '', top: numbering?.offset ?? 0, messages: [] }
   }
 
   listen (topic: string): void {

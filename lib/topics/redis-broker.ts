@@ -7,7 +7,7 @@ import type { TopicSettings } from '../core/options'
 import { createIdGenerator } from '../core/ids'
 import type { Connection, RedisOption } from '../redis/redis-connection'
 import { RedisLink } from '../redis/redis-link'
-import type { Broker, BrokerEvents, BrokerState, GapReason } from './broker'
+import type { Broker, BrokerEvents, BrokerState, Delivery, GapReason, History } from './broker'
 import { entryNotification, parseNotification, publishScript, READ_SCRIPT, topicKeys } from './redis-scripts'
 import type { Notification, TopicKeys } from './redis-scripts'
 
@@ -102,6 +102,23 @@ export class RedisBroker implements Broker {
       receive: (message) => this.receive(listened, message),
       subscribed: () => this.catchUp(listened)
     })
+  }
+
+  position (topic: string): { epoch: string, offset: number } | null {
+    const listened = this.topics.get(topic)
+    return listened?.based === true ? { epoch: listened.epoch ?? '', offset: listened.last } : null
+  }
+
+  async history (topic: string, offset: number, count: number): Promise<History> {
+    const { meta, stream } = topicKeys(this.settings.keyPrefix, topic)
+    const [epochBytes, top, entries] = await this.pub.reliableWsReadBuffer(meta, stream, offset + 1, count)
+    if (epochBytes === null) return { epoch: '', top, messages: [] }
+    const epoch = epochBytes.toString()
+    const messages: Delivery[] = entries.map((entry) => {
+      const { offset, data, binary } = entryNotification(epoch, entry)
+      return { topic, offset, epoch, data, binary }
+    })
+    return { epoch, top, messages }
   }
 
   unlisten (topic: string): void {

@@ -1,20 +1,25 @@
 // Topics: publish/subscribe between the instance's sockets and sessions, through a broker (memory or Redis).
 import type { FastifyBaseLogger } from 'fastify'
+import type fastifyReliableWs = require('../../types/index')
 import {
   FST_RELIABLE_WS_BROKER_UNAVAILABLE, FST_RELIABLE_WS_NOT_OPEN, FST_RELIABLE_WS_NOT_PUBLISHABLE, FST_RELIABLE_WS_PUBLISH_BACKLOG,
   FST_RELIABLE_WS_SESSION_ENDED, FST_RELIABLE_WS_TOO_MANY_SUBSCRIPTIONS, FST_RELIABLE_WS_TOO_MANY_TOPICS
 } from '../core/errors'
 import type { TopicSettings } from '../core/options'
-import type { Counters, ReliableSocket, Sessions, SocketSession, Topics } from '../core/shapes'
-import { kSession, kTopics } from '../core/symbols'
+import type { Counters, ReliableSocket, Sessions, SocketSession, TopicPlace, Topics } from '../core/shapes'
+import { kPlaces, kSession, kTopics } from '../core/symbols'
 import { OPEN } from '../protocol/protocol'
 import { Session } from '../sessions/session'
 import type { Broker, BrokerEvents, BrokerState, Delivery, GapReason } from './broker'
-import { FanOut } from './fan-out'
+import { FanOut, keepPublished } from './fan-out'
 import type { Subscriber, Topic } from './fan-out'
 import { invalidTopic, isTopic } from './topic-names'
 
 type Publishable = string | Buffer | ArrayBuffer | ArrayBufferView
+type TopicPosition = fastifyReliableWs.TopicPosition
+
+// Messages read from a topic's history per call while a session handed over catches up.
+const HISTORY_BATCH = 500
 
 /**
  * The instance's subscriptions: topic → local subscribers, each a socket without a session or a session (whose
@@ -34,7 +39,7 @@ export class TopicHub implements Topics, BrokerEvents {
     private readonly settings: TopicSettings,
     private readonly log: FastifyBaseLogger
   ) {
-    this.fanOut = new FanOut(stats, log)
+    this.fanOut = new FanOut(stats, sessions, settings.maxQueuedMessages, log)
   }
 
   async start (): Promise<void> {
@@ -78,29 +83,117 @@ export class TopicHub implements Topics, BrokerEvents {
     const subscriber = subscriberOf(socket)
     // Handed over to another instance as this one closes, its socket not closed yet: nothing would ever take it out.
     if (subscriber instanceof Session && subscriber.ended) throw new FST_RELIABLE_WS_SESSION_ENDED()
-    let mine = subscriber[kTopics]
+    const mine = subscriber[kTopics]
     if (mine?.has(topic) === true) return false
     if (mine !== null && mine.size >= maxSubscriptions) {
       this.stats.topics.refused++
       throw new FST_RELIABLE_WS_TOO_MANY_SUBSCRIPTIONS(maxSubscriptions)
     }
-    let entry = this.topics.get(topic)
-    if (entry === undefined) {
-      if (this.topics.size >= maxTopics) {
-        this.stats.topics.refused++
-        throw new FST_RELIABLE_WS_TOO_MANY_TOPICS(maxTopics)
-      }
-      entry = { name: topic, subscribers: new Set(), queue: [], head: 0, cursor: null, joined: null, payload: null, frame: null, escaped: null, pending: false, dropped: 0 }
-      this.topics.set(topic, entry)
-      this.stats.topics.topics++
-      this.broker.listen(topic)
+    const entry = this.entryOf(topic)
+    if (entry === null) throw new FST_RELIABLE_WS_TOO_MANY_TOPICS(maxTopics)
+    if (subscriber instanceof Session) this.join(subscriber, entry, placeOf(entry, this.broker, entry.cursor !== null))
+    else this.add(subscriber, entry)
+    return true
+  }
+
+  /**
+   * Where a session stands in each topic it subscribes to, for its handover; null when the broker cannot tell yet
+   * where one began (it has been down since), and nothing of it has reached the session.
+   */
+  positions (session: SocketSession): TopicPosition[] | null {
+    const positions: TopicPosition[] = []
+    for (const [topic, place] of session[kPlaces] ?? []) {
+      // Nothing of it has reached the session: it stands before the first message queued here, or the broker's last.
+      const { epoch, offset } = place.offset >= 0 ? place : placeOf(this.topics.get(topic)!, this.broker, false)
+      if (offset < 0) return null
+      positions.push({ topic, epoch, offset })
     }
-    mine ??= subscriber[kTopics] = new Set()
-    mine.add(topic)
+    return positions
+  }
+
+  /**
+   * A session another instance handed over subscribes again to its topics, each from where it stood: the messages
+   * after that are read from the topic's history, while those arriving meanwhile wait. A topic whose history no longer
+   * holds them (trimmed, or another epoch: a broker in memory keeps none) ends the session with 4801, as a gap does.
+   * False, the session partly subscribed, when the instance's limits have no room for its topics.
+   */
+  rejoin (session: Session, positions: TopicPosition[]): boolean {
+    if (positions.length > this.settings.maxSubscriptions) {
+      this.stats.topics.refused++
+      return false
+    }
+    for (const { topic, epoch, offset } of positions) {
+      const entry = this.entryOf(topic)
+      if (entry === null) return false
+      const place: TopicPlace = { epoch, offset, held: [] }
+      this.join(session, entry, place)
+      this.catchUp(session, topic, place)
+    }
+    return true
+  }
+
+  private async catchUp (session: Session, topic: string, place: TopicPlace): Promise<void> {
+    // False once the session has ended (or been handed over again), or left the topic.
+    const here = (): boolean => session[kPlaces]?.get(topic) === place
+    try {
+      let top = Infinity
+      while (place.offset < top) {
+        const history = await this.broker.history(topic, place.offset, HISTORY_BATCH)
+        if (!here()) return
+        const { messages } = history
+        top = history.top
+        // Another epoch, or trimmed past where it stood (a stream's messages follow each other from its first; any
+        // epoch goes on from a place in a topic that had none).
+        if (history.epoch !== place.epoch && place.epoch !== '') return this.lost(session)
+        if (place.offset < top && messages[0]?.offset !== place.offset + 1) return this.lost(session)
+        for (const message of messages) {
+          if (!keepPublished(session, place, message, undefined, this.stats)) return
+        }
+      }
+    } catch (err) {
+      if (!here()) return
+      this.log.warn({ err, topic, session: session.id }, 'topic history could not be read for a session handed over')
+      return this.lost(session)
+    }
+    // What arrived meanwhile follows what was read: the broker delivers each epoch's messages in order, from at most
+    // the history's last offset when it was read, and whatever it cannot deliver ends the session (a gap).
+    const held = place.held!
+    place.held = null
+    for (const message of held) {
+      if (!keepPublished(session, place, message, undefined, this.stats)) return
+    }
+  }
+
+  private lost (session: Session): void {
+    this.stats.topics.gaps++
+    this.sessions.topicLost(session)
+  }
+
+  /** The topic's entry, made (and listened to) if it is new; null when the instance holds as many topics as it may. */
+  private entryOf (topic: string): Topic | null {
+    let entry = this.topics.get(topic)
+    if (entry !== undefined) return entry
+    if (this.topics.size >= this.settings.maxTopics) {
+      this.stats.topics.refused++
+      return null
+    }
+    entry = { name: topic, subscribers: new Set(), queue: [], head: 0, cursor: null, joined: null, payload: null, frame: null, escaped: null, pending: false, dropped: 0 }
+    this.topics.set(topic, entry)
+    this.stats.topics.topics++
+    this.broker.listen(topic)
+    return entry
+  }
+
+  private join (session: Session, entry: Topic, place: TopicPlace): void {
+    (session[kPlaces] ??= new Map()).set(entry.name, place)
+    this.add(session, entry)
+  }
+
+  private add (subscriber: Subscriber, entry: Topic): void {
+    (subscriber[kTopics] ??= new Set()).add(entry.name)
     entry.subscribers.add(subscriber)
     this.fanOut.joined(entry, subscriber)
     this.stats.topics.subscriptions++
-    return true
   }
 
   unsubscribe (socket: ReliableSocket, topic: string): boolean {
@@ -169,10 +262,12 @@ export class TopicHub implements Topics, BrokerEvents {
     const mine = subscriber[kTopics]
     if (mine === null) return
     subscriber[kTopics] = null
+    if (subscriber instanceof Session) subscriber[kPlaces] = null
     for (const topic of mine) this.leave(subscriber, topic)
   }
 
   private leave (subscriber: Subscriber, topic: string): void {
+    if (subscriber instanceof Session) subscriber[kPlaces]?.delete(topic)
     const entry = this.topics.get(topic)!
     entry.subscribers.delete(subscriber)
     this.stats.topics.subscriptions--
@@ -181,6 +276,17 @@ export class TopicHub implements Topics, BrokerEvents {
     this.stats.topics.topics--
     this.broker.unlisten(topic)
   }
+}
+
+/**
+ * Where a session joining `entry` now stands: before the first message queued for the topic here (at it, when that
+ * one's fan-out has `started`: it is not the newcomer's), else at the broker's last; offset -1 while that is unknown.
+ */
+function placeOf (entry: Topic, broker: Broker, started: boolean): TopicPlace {
+  const first = entry.queue[entry.head]
+  if (first !== undefined) return { epoch: first.epoch, offset: started ? first.offset : first.offset - 1, held: null }
+  const last = broker.position(entry.name)
+  return last === null ? { epoch: '', offset: -1, held: null } : { epoch: last.epoch, offset: last.offset, held: null }
 }
 
 /** Messages of the topic waiting for its fan-out. */

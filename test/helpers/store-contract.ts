@@ -76,7 +76,8 @@ function handover (): SessionHandover {
       { data: Buffer.from([0xff, 0x00, 0xc3, 0x28, 0x80, 0xfe]), binary: true },
       { data: '', binary: false },
       { data: Buffer.alloc(0), binary: true }
-    ]
+    ],
+    topics: [{ topic: 'news', epoch: 'e1', offset: 41 }, { topic: 'fresh', epoch: '', offset: 0 }]
   }
 }
 
@@ -271,10 +272,10 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore, clock:
 
   t.test('a handover of no messages: the client has every message it was sent', async (t) => {
     const store = makeStore()
-    const first = await released(store, { received: 2, acknowledged: 4, messages: [] })
+    const first = await released(store, { received: 2, acknowledged: 4, messages: [], topics: [] })
     t.same(await store.claim(request(first, { secret: 's1', received: 5, sent: null })), { ok: false, refusal: 'count' }, 'one more than was sent')
     t.same(await store.claim(request(first, { secret: 's1', received: 3, sent: null })), { ok: false, refusal: 'count' }, 'one fewer than was acknowledged')
-    t.match(await store.claim(request(first, { secret: 's1', received: 4, sent: null })), { ok: true, handover: { received: 2, acknowledged: 4, messages: [] } })
+    t.match(await store.claim(request(first, { secret: 's1', received: 4, sent: null })), { ok: true, handover: { received: 2, acknowledged: 4, messages: [], topics: [] } })
   })
 
   t.test('an instance that does not hold the session claims only one handed over: held, and nothing changes', async (t) => {
@@ -358,9 +359,9 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore, clock:
   t.test('a release replaces the handover kept: without one, none is kept', async (t) => {
     const store = makeStore()
     const first = await released(store, handover())
-    t.equal(await store.release(first.id, 2, TTL_MS, { received: 1, acknowledged: 7, messages: [{ data: 'next', binary: false }] }), 'ok')
+    t.equal(await store.release(first.id, 2, TTL_MS, { received: 1, acknowledged: 7, messages: [{ data: 'next', binary: false }], topics: [] }), 'ok')
     t.match(await store.claim(request(first, { instance: 'C', secret: 's1', newSecret: 's2', received: 8, sent: null })),
-      { ok: true, handover: { received: 1, acknowledged: 7, messages: [{ data: 'next', binary: false }] } }, 'the later one')
+      { ok: true, handover: { received: 1, acknowledged: 7, messages: [{ data: 'next', binary: false }], topics: [] } }, 'the later one')
     t.equal(await store.release(first.id, 3, TTL_MS, handover()), 'ok')
     t.equal(await store.release(first.id, 3, TTL_MS), 'ok')
     t.same(await store.claim(request(first, { instance: 'D', secret: 's2', received: 5, sent: null })), { ok: false, refusal: 'held', holder: '', fence: 3 }, 'dropped')

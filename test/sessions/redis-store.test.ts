@@ -139,7 +139,7 @@ t.test('the messages handed over: a list beside the hash, kept as long, gone wit
   const client = server.client()
   const store = new RedisSessionStore(client)
   const clock = redisClock(client)
-  const handover = { received: 4, acknowledged: 2, messages: [{ data: 'one', binary: false }, { data: Buffer.from([0xff]), binary: true }] }
+  const handover = { received: 4, acknowledged: 2, messages: [{ data: 'one', binary: false }, { data: Buffer.from([0xff]), binary: true }], topics: [{ topic: 'news', epoch: 'e1', offset: 7 }] }
   const kept = record()
   const key = `reliable-ws:{s:${kept.id}}`
   const list = `${key}:m`
@@ -156,7 +156,7 @@ t.test('the messages handed over: a list beside the hash, kept as long, gone wit
     }
   }
   t.equal(await store.release(kept.id, 2, 30_000, handover), 'ok')
-  t.match(await client.hgetall(key), { hr: '4', ha: '2' }, 'its counts in the hash')
+  t.match(await client.hgetall(key), { hr: '4', ha: '2', ht: '[{"topic":"news","epoch":"e1","offset":7}]' }, 'its counts and topics in the hash')
   t.same(await client.lrangeBuffer(list, 0, -1), [Buffer.from('\x00one', 'latin1'), Buffer.from([1, 0xff])], 'a byte saying text or binary, then the bytes')
   await bothKept('released')
   t.equal(await store.write(kept.id, 2, { heard: true }, 30_000), 'ok')
@@ -165,7 +165,7 @@ t.test('the messages handed over: a list beside the hash, kept as long, gone wit
   await bothKept('away')
   t.match(await store.claim(claimOf(kept, { secret: 's1', newSecret: 's2', instance: 'C', received: 3, sent: null })), { ok: true, handover })
   t.equal(await client.exists(list), 0, 'claimed: the list taken out')
-  t.equal(await client.hexists(key, 'ha') + await client.hexists(key, 'hr'), 0, 'and its counts')
+  t.equal(await client.hexists(key, 'ha') + await client.hexists(key, 'hr') + await client.hexists(key, 'ht'), 0, 'and its counts and topics')
   t.ok(await client.pttl(key) > 0, 'the record kept')
 
   t.equal(await store.release(kept.id, 3, 30_000, handover), 'ok')
@@ -191,7 +191,7 @@ t.test('a handover of 200,000 messages (more than Lua unpacks, or a call takes s
   const messages = Array.from({ length: 200_000 }, (_, i) => ({ data: String(i), binary: false }))
   const kept = record()
   await store.create(kept)
-  t.equal(await store.release(kept.id, 1, 60_000, { received: 0, acknowledged: 0, messages }), 'ok')
+  t.equal(await store.release(kept.id, 1, 60_000, { received: 0, acknowledged: 0, messages, topics: [] }), 'ok')
   const result = await store.claim(claimOf(kept, { received: 200_000, sent: null }))
   t.ok(result.ok && result.handover!.messages.length === 200_000 && result.handover!.messages.every(({ data }, i) => data === String(i)), 'every one, in order')
 
@@ -200,10 +200,10 @@ t.test('a handover of 200,000 messages (more than Lua unpacks, or a call takes s
   const prefixed = new RedisSessionStore(other)
   const second = record()
   await prefixed.create(second)
-  t.equal(await prefixed.release(second.id, 1, 60_000, { received: 5, acknowledged: 1, messages: [{ data: 'x', binary: false }] }), 'ok')
+  t.equal(await prefixed.release(second.id, 1, 60_000, { received: 5, acknowledged: 1, messages: [{ data: 'x', binary: false }], topics: [] }), 'ok')
   t.ok(await server.client().exists(`tenant:reliable-ws:{s:${second.id}}:m`), 'the list under the client\'s keyPrefix')
   t.strictSame(await prefixed.claim(claimOf(second, { received: 2, sent: null })).then((claim) => claim.ok && claim.handover),
-    { received: 5, acknowledged: 1, messages: [{ data: 'x', binary: false }] }, 'numbers as numbers')
+    { received: 5, acknowledged: 1, messages: [{ data: 'x', binary: false }], topics: [] }, 'numbers as numbers')
   t.same(await server.client().keys('tenant:*'), [`tenant:reliable-ws:{s:${second.id}}`])
 })
 

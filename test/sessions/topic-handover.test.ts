@@ -1,0 +1,422 @@
+// Sessions subscribed to topics, handed over between instances that share Redis (for topics and for sessions): the next
+// holder subscribes the session again from where it stood, reads what came after from the topic's history while what
+// arrives live waits, and the client gets every message of the topic once, in order; where that cannot be, the
+// session ends explicitly (4801, or 4800 past its limits), never with a silent gap.
+import t from 'tap'
+import type { Test } from 'tap'
+import { once } from 'node:events'
+import WebSocket from 'ws'
+import type { FastifyInstance } from 'fastify'
+import type { Redis } from 'ioredis'
+import type fastifyReliableWs = require('../../types/index')
+import { ReliableWebSocket } from '../../lib/client'
+import type { SessionLostEvent } from '../../lib/client'
+import { RedisSessionStore } from '../../lib/sessions/redis-session-store'
+import { MemorySessionStore } from '../../lib/sessions/session-store'
+import { resumeToken } from '../../lib/protocol/protocol'
+import { FaultProxy } from '../helpers/fault-proxy'
+import { sleep, start, waitFor } from '../helpers/helpers'
+import { SLICE } from '../../lib/topics/fan-out'
+import type { Options } from '../helpers/helpers'
+import { needs, REDIS } from '../helpers/programs'
+import { RedisServer } from '../helpers/redis'
+import { closed, Peer } from '../helpers/session-peer'
+
+type Socket = WebSocket & fastifyReliableWs.SocketExtensions
+
+interface Instance {
+  app: FastifyInstance
+  port: number
+  url: (path: string) => string
+  /** Whether the handler saw each connection's session resumed. */
+  resumed: boolean[]
+  logs: Array<{ level: number, msg: string }>
+}
+
+const QUICK_CLOSE = { reconnectWindowMs: 20, timeoutMs: 2000 }
+
+/** An instance whose route `/s` has sessions and subscribes each connection's session to `news` (`onSocket` may change that). */
+async function instance (t: Test, options: Options, resume: object = {}, onSocket: (socket: Socket) => void = (socket) => { socket.subscribe('news') }): Promise<Instance> {
+  const self: Partial<Instance> = { resumed: [], logs: [] }
+  const stream = { write: (line: string) => { self.logs!.push(JSON.parse(line)) } }
+  const server = await start({ heartbeat: false, logging: { connections: false }, shutdown: QUICK_CLOSE, ...options }, (app) => {
+    app.get('/s', { websocket: true, config: { reliable: { resume: { ttlMs: 60_000, ...resume } } } }, (socket) => {
+      self.resumed!.push(socket.session?.resumed ?? false)
+      onSocket(socket)
+    })
+  }, { logger: { level: 'warn', stream } })
+  t.teardown(() => server.app.close())
+  return Object.assign(self, server) as Instance
+}
+
+// Every message of the longest test stays in the topic's history.
+const HISTORY = { historySize: 20_000 }
+
+/** An instance on `redis` for both topics and sessions. */
+async function onRedis (t: Test, redis: RedisServer, resume: object = {}, onSocket?: (socket: Socket) => void): Promise<Instance> {
+  return await instance(t, { redis: redis.url, sessionStore: new RedisSessionStore(redis.client()), topics: HISTORY }, resume, onSocket)
+}
+
+/** An instance that publishes, its history as long as the others'. */
+async function publisherOn (t: Test, redis: RedisServer): Promise<Instance> {
+  return await instance(t, { redis: redis.url, topics: HISTORY })
+}
+
+/** Publishes `p0`… `p<total - 1>` to `news`, one after the other, `each` between pauses of a few ms; resolves when all are in. */
+async function publishAll (app: FastifyInstance, total: number, published: { count: number }, each: number): Promise<void> {
+  while (published.count < total) {
+    await app.wsPublish('news', `p${published.count}`)
+    if (++published.count % each === 0) await sleep(2)
+  }
+}
+
+/** A reliable client through `proxy` noting every message and lost session. */
+async function client (t: Test, proxy: FaultProxy): Promise<{ ws: ReliableWebSocket, received: string[], lost: SessionLostEvent[] }> {
+  const ws = new ReliableWebSocket(proxy.url('/s'), { WebSocket, backoff: { initialDelayMs: 5, maxDelayMs: 20, slowAfter: Infinity } })
+  const self = { ws, received: [] as string[], lost: [] as SessionLostEvent[] }
+  ws.addEventListener('message', (event) => self.received.push(event.data as string))
+  ws.addEventListener('sessionlost', (event) => self.lost.push(event))
+  t.teardown(() => ws.close())
+  await once(ws as any, 'open')
+  return self
+}
+
+function inOrder (received: string[], total: number): boolean {
+  return received.length === total && received.every((text, i) => text === `p${i}`)
+}
+
+t.test('rolling restarts while a topic is published to: the session moves with its topic, and the client gets each message once, in order', needs(REDIS), async (t) => {
+  const TOTAL = 4000
+  const redis = await RedisServer.start(t)
+  const publisher = await publisherOn(t, redis)
+  let current = await onRedis(t, redis)
+  const instances = [current]
+  const proxy = await FaultProxy.start(current.port)
+  t.teardown(() => proxy.close())
+  const { ws, received, lost } = await client(t, proxy)
+  await waitFor(() => current.app.wsTopicStats('news')?.subscribers === 1, 3000, 'the subscription')
+  const published = { count: 0 }
+  const publishing = publishAll(publisher.app, TOTAL, published, 25)
+  for (let restart = 0; restart < 4; restart++) {
+    await waitFor(() => published.count > (restart + 1) * TOTAL / 6, 10_000, `messages before restart ${restart}`)
+    const next = await onRedis(t, redis)
+    instances.push(next)
+    proxy.target = next.port
+    await current.app.close()
+    t.match(current.app.wsStats.sessions, { handedOver: 1, handoverFailed: 0 }, `restart ${restart}: handed over`)
+    current = next
+    await waitFor(() => current.resumed.length === 1 && ws.readyState === ws.OPEN, 10_000, `the resume after restart ${restart}`)
+  }
+  await publishing
+  await waitFor(() => received.length >= TOTAL, 20_000, 'every message')
+  await sleep(50)
+  t.ok(inOrder(received, TOTAL), `each of ${TOTAL} once, in order (${received.length} received)`)
+  t.same(lost, [], 'the session was never lost')
+  t.same(instances.map((one) => one.resumed), [[false], [true], [true], [true], [true]])
+  for (const one of instances) t.match(one.app.wsStats.topics, { gaps: 0 })
+  t.match(current.app.wsStats.sessions, { claimedRemote: 1, topicGaps: 0, active: 1 })
+  t.equal(current.app.wsTopicStats('news')?.subscribers, 1, 'subscribed on the last instance')
+})
+
+t.test('a client moving between two live instances at every dropped connection keeps its topic: each message once, in order', needs(REDIS), async (t) => {
+  const TOTAL = 3000
+  const redis = await RedisServer.start(t)
+  const publisher = await publisherOn(t, redis)
+  // A move takes up to 2.25 s (the client is told to come back while the holder hands over): what was published
+  // meanwhile is caught up at once.
+  const resume = { maxBufferedMessages: 10_000, maxBufferedBytes: 1 << 24 }
+  const a = await onRedis(t, redis, resume)
+  const b = await onRedis(t, redis, resume)
+  const proxy = await FaultProxy.start(a.port)
+  t.teardown(() => proxy.close())
+  const { ws, received, lost } = await client(t, proxy)
+  await waitFor(() => a.app.wsTopicStats('news')?.subscribers === 1, 3000, 'the subscription')
+  const published = { count: 0 }
+  const publishing = publishAll(publisher.app, TOTAL, published, 2)
+  let current = a
+  for (let move = 0; move < 4; move++) {
+    await waitFor(() => published.count > (move + 1) * TOTAL / 6, 10_000, `messages before move ${move}`)
+    const next = current === a ? b : a
+    const resumes = next.resumed.length
+    proxy.target = next.port
+    proxy.cut()
+    await waitFor(() => next.resumed.length > resumes && ws.readyState === ws.OPEN, 10_000, `the resume after move ${move}`)
+    current = next
+  }
+  await publishing
+  await waitFor(() => received.length >= TOTAL, 20_000, 'every message')
+  await sleep(50)
+  t.ok(inOrder(received, TOTAL), `each of ${TOTAL} once, in order (${received.length} received)`)
+  t.same(lost, [])
+  for (const one of [a, b]) t.match(one.app.wsStats.sessions, { handedOver: 2, claimedRemote: 2, topicGaps: 0 })
+  t.equal((a.app.wsTopicStats('news')?.subscribers ?? 0) + (b.app.wsTopicStats('news')?.subscribers ?? 0), 1, 'subscribed where it is, only')
+})
+
+/**
+ * A session of `a` subscribed to `news` that has received `p0` (not acknowledged), then handed over (`a` closed), and
+ * `p1`… `p<count>` published meanwhile.
+ */
+async function handedOver (t: Test, a: Instance, publisher: FastifyInstance, count: number): Promise<{ session: string, token: string }> {
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  await waitFor(() => a.app.wsTopicStats('news')?.subscribers === 1, 3000, 'the subscription')
+  await publisher.wsPublish('news', 'p0')
+  await waitFor(() => peer.data().length === 1, 3000, 'p0')
+  await a.app.close()
+  t.equal(a.app.wsStats.sessions.handedOver, 1)
+  for (let i = 1; i <= count; i++) await publisher.wsPublish('news', `p${i}`)
+  return { session: welcome.session, token: welcome.token }
+}
+
+/** A client of `instance` without the subprotocol (its socket subscribes, without a session), noting what it receives. */
+async function plain (instance: Instance): Promise<string[]> {
+  const ws = new WebSocket(instance.url('/s'))
+  const received: string[] = []
+  ws.on('message', (data: Buffer) => received.push(data.toString()))
+  await once(ws, 'open')
+  await waitFor(() => instance.app.wsTopicStats('news') !== null, 3000, 'the subscription')
+  return received
+}
+
+t.test('the topic\'s history trimmed past where the session stood: the next instance ends it with 4801', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const options = { redis: redis.url, sessionStore: new RedisSessionStore(redis.client()), topics: { historySize: 10 } }
+  const publisher = await instance(t, { redis: redis.url, topics: { historySize: 10 } })
+  const a = await instance(t, options)
+  const b = await instance(t, options)
+  const { session, token } = await handedOver(t, a, publisher.app, 30)
+  const back = new Peer(b.url('/s'), resumeToken(session, token, 0))
+  t.match(await back.welcome(), { resumed: true })
+  t.match(await closed(back), { code: 4801, reason: 'Topic history lost' })
+  t.same(back.data(), ['p0'], 'what it had been sent, then none of what was left: never a gap')
+  t.match(b.app.wsStats.sessions, { topicGaps: 1, active: 0 })
+  t.equal(b.app.wsTopicStats('news'), null)
+})
+
+t.test('what the session missed while it moved outgrows its limits: it ends with 4800 as it catches up', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const publisher = await publisherOn(t, redis)
+  const a = await onRedis(t, redis, { maxBufferedMessages: 20 })
+  const b = await onRedis(t, redis, { maxBufferedMessages: 20 })
+  const { session, token } = await handedOver(t, a, publisher.app, 30)
+  const back = new Peer(b.url('/s'), resumeToken(session, token, 0))
+  t.match(await closed(back), { code: 4800, reason: 'Session buffer full' })
+  t.equal(back.data().length, 20, 'as many as it may keep unacknowledged')
+  t.match(b.app.wsStats.sessions, { overflowed: 1, active: 0 })
+})
+
+t.test('a handler that leaves the topic as the session arrives: nothing more of it is read or sent', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const publisher = await publisherOn(t, redis)
+  const a = await onRedis(t, redis)
+  const b = await onRedis(t, redis, {}, (socket) => { t.ok(socket.unsubscribe('news'), 'subscribed when the handler runs') })
+  const { session, token } = await handedOver(t, a, publisher.app, 5)
+  const back = new Peer(b.url('/s'), resumeToken(session, token, 0))
+  t.match(await back.welcome(), { resumed: true })
+  await publisher.app.wsPublish('news', 'later')
+  await sleep(100)
+  t.same(back.data(), ['p0'], 'what it had been sent, nothing more')
+  t.equal(b.app.wsTopicStats('news'), null)
+  t.match(b.app.wsStats.sessions, { active: 1, topicGaps: 0 })
+  back.ws.close()
+})
+
+/**
+ * `redis` as an ioredis client whose connections the broker opens (duplicates) are noted: once `arm()` is called, the
+ * test holds back the broker's reads of a topic's stream on them until `open()`, `before` Redis reads it or after;
+ * `reading` resolves once the first is held back.
+ */
+function gatedReads (client: Redis, before = false): { client: Redis, arm: () => void, open: () => void, reading: Promise<void> } {
+  let armed = false
+  let open!: () => void
+  let entered!: () => void
+  const gate = new Promise<void>((resolve) => { open = resolve })
+  const reading = new Promise<void>((resolve) => { entered = resolve })
+  const duplicate = client.duplicate.bind(client)
+  client.duplicate = (...args: Parameters<Redis['duplicate']>) => {
+    const connection = duplicate(...args) as Redis & { defineCommand: Redis['defineCommand'] }
+    const define = connection.defineCommand.bind(connection)
+    connection.defineCommand = (name, definition) => {
+      define(name, definition)
+      if (name !== 'reliableWsRead') return
+      const c = connection as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>
+      const read = c.reliableWsReadBuffer.bind(connection)
+      c.reliableWsReadBuffer = async (...args: unknown[]) => {
+        // Reads of a topic's position (count 0) go on; only those of its history wait.
+        if (!armed || args[3] === 0) return await read(...args)
+        if (before) {
+          entered()
+          await gate
+          return await read(...args)
+        }
+        const result = await read(...args)
+        entered()
+        await gate
+        return result
+      }
+    }
+    return connection
+  }
+  return { client, arm: () => { armed = true }, open, reading }
+}
+
+t.test('messages that arrive while the session reads its topic\'s history wait for it, and follow it in order', needs(REDIS), async (t) => {
+  // The read answered before they arrive (they follow it), or asked after (it has them already: each is passed over).
+  for (const before of [false, true]) await t.test(before ? 'read after they arrive' : 'read before they arrive', async (t) => await heldWhileReading(t, before))
+})
+
+async function heldWhileReading (t: Test, before: boolean): Promise<void> {
+  const redis = await RedisServer.start(t)
+  const publisher = await publisherOn(t, redis)
+  const a = await onRedis(t, redis)
+  const gated = gatedReads(redis.client(), before)
+  const b = await instance(t, { redis: gated.client, sessionStore: new RedisSessionStore(redis.client()) })
+  // B listens to the topic already, through another client: the live messages reach it while the history is read.
+  const other = await plain(b)
+  await sleep(50)
+  gated.arm()
+  const { session, token } = await handedOver(t, a, publisher.app, 4)
+  const back = new Peer(b.url('/s'), resumeToken(session, token, 0))
+  await gated.reading
+  for (let i = 5; i < 10; i++) await publisher.app.wsPublish('news', `p${i}`)
+  await waitFor(() => other.length === 10, 3000, 'the live messages at B')
+  t.same(back.data(), ['p0'], 'what it had been sent; the rest held while the history is read')
+  gated.open()
+  await waitFor(() => back.data().length === 10, 3000, 'every message')
+  t.same(back.data(), Array.from({ length: 10 }, (_, i) => `p${i}`), 'the history, then what waited')
+  await publisher.app.wsPublish('news', 'p10')
+  await waitFor(() => back.data().length === 11, 3000, 'a live one')
+  t.equal(back.data()[10], 'p10')
+  t.match(b.app.wsStats.sessions, { claimedRemote: 1, topicGaps: 0 })
+  back.ws.close()
+}
+
+t.test('what waits for a session reading its topic\'s history is bounded: past topics.maxQueuedMessages, or past its own limits, it ends', needs(REDIS), async (t) => {
+  for (const [name, topics, resume, code] of [
+    ['maxQueuedMessages', { maxQueuedMessages: 3 }, {}, 4801],
+    ['maxBufferedMessages', {}, { maxBufferedMessages: 3 }, 4800]
+  ] as const) {
+    const redis = await RedisServer.start(t)
+    const publisher = await publisherOn(t, redis)
+    const a = await onRedis(t, redis, resume)
+    const gated = gatedReads(redis.client())
+    const b = await instance(t, { redis: gated.client, sessionStore: new RedisSessionStore(redis.client()), topics }, resume)
+    const other = await plain(b)
+    await sleep(50)
+    gated.arm()
+    const { session, token } = await handedOver(t, a, publisher.app, 0)
+    const back = new Peer(b.url('/s'), resumeToken(session, token, 0))
+    await gated.reading
+    for (let i = 1; i <= 5; i++) await publisher.app.wsPublish('news', `p${i}`)
+    await waitFor(() => other.length === 6, 3000, 'the live messages at B')
+    gated.open()
+    t.match(await closed(back), { code }, name)
+    t.ok(back.data().length <= 3, `${name}: ${back.data().length} sent`)
+  }
+})
+
+t.test('Redis does not answer the history read: the session ends with 4801 and a warning; one that ended meanwhile, silently', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  // Sessions in this process's memory, shared by the instances; only the topics in Redis.
+  const store = new MemorySessionStore()
+  const options = { redis: redis.url, sessionStore: store, topics: { publishTimeoutMs: 200 } }
+  const a = await instance(t, options)
+  const first = new Peer(a.url('/s'))
+  const second = new Peer(a.url('/s'))
+  const welcomes = [await first.welcome(), await second.welcome()]
+  await waitFor(() => a.app.wsTopicStats('news')?.subscribers === 2, 3000, 'the subscriptions')
+  await a.app.close()
+  t.equal(a.app.wsStats.sessions.handedOver, 2)
+  const b = await instance(t, options)
+  const c = await instance(t, options)
+  redis.signal('SIGSTOP')
+  t.teardown(() => redis.signal('SIGCONT'))
+  const back = new Peer(b.url('/s'), resumeToken(welcomes[0].session, welcomes[0].token, 0))
+  t.match(await closed(back), { code: 4801 })
+  t.ok(b.logs.some((line) => line.msg === 'topic history could not be read for a session handed over'), 'logged')
+  t.match(b.app.wsStats.sessions, { topicGaps: 1 })
+
+  const later = new Peer(c.url('/s'), resumeToken(welcomes[1].session, welcomes[1].token, 0))
+  await later.welcome()
+  // Its session handed over again as the instance closes, while its read waits: the read's failure concerns nobody.
+  await c.app.close()
+  t.match(c.app.wsStats.sessions, { handedOver: 1, topicGaps: 0 })
+  await sleep(300)
+  t.notOk(c.logs.some((line) => line.msg === 'topic history could not be read for a session handed over'))
+  t.match(await closed(later), { code: 1001 })
+})
+
+t.test('where a session stands in a topic is not known yet (the broker was down since it subscribed): not handed over, counted and logged', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const options = { redis: redis.url, sessionStore: new MemorySessionStore(), topics: { publishTimeoutMs: 200 } }
+  const a = await instance(t, options)
+  redis.signal('SIGSTOP')
+  t.teardown(() => redis.signal('SIGCONT'))
+  const peer = new Peer(a.url('/s'))
+  await peer.welcome()
+  await a.app.close()
+  t.match(a.app.wsStats.sessions, { handedOver: 0, handoverFailed: 1, active: 0 })
+  t.ok(a.logs.some((line) => line.msg.startsWith('session not handed over: where it stands in a topic is not known yet')), 'logged')
+  t.match(await closed(peer), { code: 1001 })
+})
+
+t.test('a session that subscribes while the topic\'s fan-out is under way stands where that leaves it: a message going out is not its own, one queued is', async (t) => {
+  // Sessions in this process's memory, shared by the instances; topics on the in-process broker, which delivers in the
+  // publish's turn: past SLICE subscribers a fan-out goes on in the next turn.
+  const releases: fastifyReliableWs.SessionHandover[] = []
+  const memory = new MemorySessionStore()
+  const store = Object.assign(Object.create(memory) as MemorySessionStore, {
+    release: (...args: Parameters<MemorySessionStore['release']>) => {
+      releases.push(args[3]!)
+      return memory.release(...args)
+    }
+  })
+  let sessionSocket: Socket | null = null
+  let sockets = 0
+  const a = await instance(t, { sessionStore: store }, {}, (socket) => {
+    if (socket.session === null) socket.subscribe(sockets++ === 0 ? 'other' : 'news')
+    else sessionSocket = socket
+  })
+  const plainSockets = await Promise.all(Array.from({ length: SLICE + 2 }, async () => {
+    const ws = new WebSocket(a.url('/s'))
+    await once(ws, 'open')
+    return ws
+  }))
+  t.teardown(() => { for (const ws of plainSockets) ws.terminate() })
+  await waitFor(() => a.app.wsTopicStats('news')?.subscribers === SLICE + 1, 5000, 'the subscribers')
+  const peer = new Peer(a.url('/s'))
+  await peer.welcome()
+  // In one turn: the first slice of news's fan-out goes out, other's message waits its turn, and the session subscribes.
+  await Promise.all([a.app.wsPublish('news', 'n1'), a.app.wsPublish('other', 'o1'), Promise.resolve().then(() => {
+    t.equal(a.app.wsStats.topics.queued, 2, 'both under way')
+    sessionSocket!.subscribe('news')
+    sessionSocket!.subscribe('other')
+  })])
+  await waitFor(() => a.app.wsStats.topics.queued === 0, 3000, 'both fan-outs')
+  await sleep(50)
+  t.same(peer.data(), ['o1'], 'news\'s going out was not its own; other\'s, queued, was')
+  await a.app.close()
+  t.match(releases, [{ topics: [{ topic: 'news', offset: 1 }, { topic: 'other', offset: 1 }] }], 'where it stood: n1 counted as passed, o1 as kept')
+})
+
+t.test('an instance with no room for a handed-over session\'s topics (limits.maxSubscriptions, topics.maxTopics) ends it: 1013 before the welcome', async (t) => {
+  const store = new MemorySessionStore()
+  const a = await instance(t, { sessionStore: store }, {}, (socket) => {
+    socket.subscribe('news')
+    socket.subscribe('sport')
+  })
+  const peers = [new Peer(a.url('/s')), new Peer(a.url('/s'))]
+  const welcomes = [await peers[0].welcome(), await peers[1].welcome()]
+  await a.app.close()
+  t.equal(a.app.wsStats.sessions.handedOver, 2)
+  for (const [i, [name, limit]] of ([['limits.maxSubscriptions', { limits: { maxSubscriptions: 1 } }], ['topics.maxTopics', { topics: { maxTopics: 1 } }]] as const).entries()) {
+    const b = await instance(t, { sessionStore: store, ...limit })
+    const back = new Peer(b.url('/s'), resumeToken(welcomes[i].session, welcomes[i].token, 0))
+    t.match(await closed(back), { code: 1013, reason: 'Too many topics' }, name)
+    t.same(back.frames, [], 'no welcome')
+    t.match(b.app.wsStats.sessions, { rejected: 1, active: 0 })
+    t.match(b.app.wsStats.topics, { refused: 1, subscriptions: 0, topics: 0 })
+    t.same(b.resumed, [], 'nor the handler')
+    t.equal(store.read(welcomes[i].session), null, 'the session ended')
+  }
+})
