@@ -30,6 +30,8 @@ export interface Topic {
   // In the fan-out's list of topics with work.
   pending: boolean
   dropped: number
+  // Messages of the topic that reached this instance: a history read asked before the last of them may not reach it.
+  arrived: number
 }
 
 // Subscribers served in one turn of the event loop. Each costs a write to the kernel, 10-15 µs on a loaded 2-core

@@ -10,7 +10,7 @@ import type { Counters, ReliableSocket, Sessions, SocketSession, TopicPlace, Top
 import { kPlaces, kSession, kTopics } from '../core/symbols'
 import { OPEN } from '../protocol/protocol'
 import { Session } from '../sessions/session'
-import type { Broker, BrokerEvents, BrokerState, Delivery, GapReason } from './broker'
+import type { Broker, BrokerEvents, BrokerState, Delivery, GapReason, History } from './broker'
 import { FanOut, keepPublished } from './fan-out'
 import type { Subscriber, Topic } from './fan-out'
 import { invalidTopic, isTopic } from './topic-names'
@@ -29,6 +29,9 @@ const HISTORY_BATCH = 500
 export class TopicHub implements Topics, BrokerEvents {
   private readonly topics = new Map<string, Topic>()
   private readonly fanOut: FanOut
+  // History reads on their way, by place and topic: the sessions an instance hands over stand at the same place in a
+  // topic (they kept the same messages), and the instance they move to reads from there once for them all.
+  private readonly reads = new Map<string, { arrived: number, history: Promise<History> }>()
   // Publishes are taken between the instance's ready and its close.
   private phase: 'not ready' | 'open' | 'closed' = 'not ready'
 
@@ -138,7 +141,7 @@ export class TopicHub implements Topics, BrokerEvents {
     try {
       let top = Infinity
       while (place.offset < top) {
-        const history = await this.broker.history(topic, place.offset, HISTORY_BATCH)
+        const history = await this.historyAfter(this.topics.get(topic)!, place.offset)
         if (!here()) return
         const { messages } = history
         top = history.top
@@ -164,6 +167,21 @@ export class TopicHub implements Topics, BrokerEvents {
     }
   }
 
+  /**
+   * The topic's history after `offset`: a read already on its way from there is shared if nothing of the topic has
+   * arrived here since it was asked, as its answer then reaches at least as far as what a newcomer did not get live.
+   */
+  private historyAfter (entry: Topic, offset: number): Promise<History> {
+    const key = `${offset} ${entry.name}`
+    const read = this.reads.get(key)
+    if (read !== undefined && read.arrived === entry.arrived) return read.history
+    const mine = { arrived: entry.arrived, history: this.broker.history(entry.name, offset, HISTORY_BATCH) }
+    this.reads.set(key, mine)
+    const done = (): void => { if (this.reads.get(key) === mine) this.reads.delete(key) }
+    mine.history.then(done, done)
+    return mine.history
+  }
+
   private lost (session: Session): void {
     this.stats.topics.gaps++
     this.sessions.topicLost(session)
@@ -177,7 +195,7 @@ export class TopicHub implements Topics, BrokerEvents {
       this.stats.topics.refused++
       return null
     }
-    entry = { name: topic, subscribers: new Set(), queue: [], head: 0, cursor: null, joined: null, payload: null, frame: null, escaped: null, pending: false, dropped: 0 }
+    entry = { name: topic, subscribers: new Set(), queue: [], head: 0, cursor: null, joined: null, payload: null, frame: null, escaped: null, pending: false, dropped: 0, arrived: 0 }
     this.topics.set(topic, entry)
     this.stats.topics.topics++
     this.broker.listen(topic)
@@ -228,6 +246,7 @@ export class TopicHub implements Topics, BrokerEvents {
     // Unlistened meanwhile: nobody here is waiting for it.
     const entry = this.topics.get(message.topic)
     if (entry === undefined) return
+    entry.arrived++
     if (backlogOf(entry) < this.settings.maxQueuedMessages) {
       this.fanOut.add(entry, message)
       return

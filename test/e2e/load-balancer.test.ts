@@ -2,7 +2,7 @@
 // share topics and sessions over a real redis-server: upgrades through it, spreading, idle connections kept by the
 // heartbeat, a rolling restart, a crash and an nginx reload, with a topic published all along; and sessions moving to
 // another instance at each graceful restart, and after a reload to wherever nginx sends their client, with messages
-// both ways.
+// both ways and a topic of their own.
 import t from 'tap'
 import net from 'node:net'
 import WebSocket from 'ws'
@@ -88,13 +88,20 @@ class Watcher {
   }
 }
 
-/** A client with a session through nginx, sending `c0`, `c1`… and checking the server's replies `s0`, `s1`…. */
+/**
+ * A client with a session through nginx, sending `c0`, `c1`… and checking the server's replies `s0`, `s1`…, and the
+ * messages of its session's topic, `u<n>`, numbered by their publisher.
+ */
 class Conversation {
   readonly ws: ReliableWebSocket
   sent = 0
   refused = 0
   /** Replies received in order: the next one expected is `s<replies>`. */
   replies = 0
+  /** The topic's messages: the first one's number, and the last one's (each must follow the one before). */
+  firstUpdate = 0
+  lastUpdate = 0
+  updates = 0
   /** Anything else: a reply twice or out of order, or the server's report of a message it saw twice or missed. */
   wrong: string[] = []
   /** Every connection's greeting: its session, the instance it reached, whether it resumed the session, when it arrived. */
@@ -110,6 +117,9 @@ class Conversation {
         this.greetings.push({ ...JSON.parse(data) as { session: string, instance: number, resumed: boolean }, at: Date.now() })
       } else if (data === `s${this.replies}`) {
         this.replies++
+      } else if (data.startsWith('u') && (this.updates === 0 || data === `u${this.lastUpdate + 1}`)) {
+        this.lastUpdate = Number(data.slice(1))
+        if (this.updates++ === 0) this.firstUpdate = this.lastUpdate
       } else {
         this.wrong.push(data)
       }
@@ -250,14 +260,29 @@ t.test('three instances behind deploy/nginx.conf', needsAll([REDIS, NGINX]), asy
       `without sessions a client misses what is published while it reconnects), ${reconnections} reconnections`)
   })
 
-  t.test(`sessions move with every graceful restart, and follow their clients after a reload: ${SESSION_CLIENTS} clients, messages both ways, each once and in order`, async (t) => {
+  t.test(`sessions move with every graceful restart, and follow their clients after a reload: ${SESSION_CLIENTS} clients, messages both ways and a topic, each once and in order`, async (t) => {
     const clients: Conversation[] = []
     t.teardown(() => { for (const { ws } of clients) ws.close() })
     for (let i = 0; i < SESSION_CLIENTS; i++) clients.push(new Conversation(nginx.url('/session')))
     await waitFor(() => clients.every((c) => c.greetings.length === 1), 30_000, 'every session begun')
     const sending = setInterval(() => { for (const c of clients) c.next() }, SEND_EVERY_MS)
     t.teardown(() => clearInterval(sending))
-    await waitFor(() => clients.every((c) => c.replies >= 20), 10_000, 'replies reaching every client')
+    // The sessions' topic, published all along from a fourth instance.
+    const publisher = await start({ redis: redis.url }, () => {})
+    let published = 0
+    let publishing = true
+    const publishes = (async () => {
+      while (publishing) {
+        await publisher.app.wsPublish('updates', `u${++published}`)
+        await sleep(10)
+      }
+    })()
+    t.teardown(async () => {
+      publishing = false
+      await publishes.catch(() => {})
+      await publisher.app.close()
+    })
+    await waitFor(() => clients.every((c) => c.replies >= 20 && c.updates > 0), 10_000, 'replies and the topic reaching every client')
 
     // Each instance in turn closes gracefully while every client sends: the sessions it holds go to Redis, and their
     // clients resume them on the other two (least_conn picks), the messages of the moment included.
@@ -287,14 +312,19 @@ t.test('three instances behind deploy/nginx.conf', needsAll([REDIS, NGINX]), asy
     t.ok(taken > 0, `${taken} of ${SESSION_CLIENTS} sessions taken from the live instance holding them`)
     t.comment(`after the reload: ${taken} sessions taken from another live instance, ${SESSION_CLIENTS - taken} back on their own`)
 
-    // Some traffic with every instance back, then the last replies.
+    // Some traffic with every instance back, then the last replies and the topic's last message.
     await sleep(500)
     clearInterval(sending)
-    await waitFor(() => clients.every((c) => c.replies + c.wrong.length >= c.sent), 20_000, 'a reply to every message')
+    publishing = false
+    await publishes
+    await waitFor(() => clients.every((c) => c.replies + c.wrong.length >= c.sent && c.lastUpdate === published), 20_000, 'a reply to every message, and the last update')
 
     const sum = (of: (c: Conversation) => number): number => clients.reduce((total, c) => total + of(c), 0)
     const wrong = clients.flatMap((c) => c.wrong)
-    t.same(wrong.slice(0, 10), [], `no reply twice or out of order, no message reaching the application twice or missed (${wrong.length} wrong)`)
+    t.same(wrong.slice(0, 10), [], `no reply or topic message twice or out of order, no message reaching the application twice or missed (${wrong.length} wrong)`)
+    t.ok(clients.every((c) => c.updates === c.lastUpdate - c.firstUpdate + 1 && c.lastUpdate === published),
+      `every topic message from its subscription on reached every session once, in order, across every move (${published} published, ` +
+      `${sum((c) => c.updates)} delivered, the first at ${Math.max(...clients.map((c) => c.firstUpdate))} at the latest)`)
     t.ok(clients.every((c) => c.replies === c.sent), 'every client received the reply to each of its messages')
     // What the application received on all instances together: a message that reached an instance after it handed
     // its session over would be received again by the next, each instance's count in the session none the wiser.

@@ -226,8 +226,9 @@ t.test('a handler that leaves the topic as the session arrives: nothing more of 
  * test holds back the broker's reads of a topic's stream on them until `open()`, `before` Redis reads it or after;
  * `reading` resolves once the first is held back.
  */
-function gatedReads (client: Redis, before = false): { client: Redis, arm: () => void, open: () => void, reading: Promise<void> } {
+function gatedReads (client: Redis, before = false): { client: Redis, arm: () => void, open: () => void, reading: Promise<void>, reads: () => number } {
   let armed = false
+  let reads = 0
   let open!: () => void
   let entered!: () => void
   const gate = new Promise<void>((resolve) => { open = resolve })
@@ -244,6 +245,7 @@ function gatedReads (client: Redis, before = false): { client: Redis, arm: () =>
       c.reliableWsReadBuffer = async (...args: unknown[]) => {
         // Reads of a topic's position (count 0) go on; only those of its history wait.
         if (!armed || args[3] === 0) return await read(...args)
+        reads++
         if (before) {
           entered()
           await gate
@@ -257,7 +259,7 @@ function gatedReads (client: Redis, before = false): { client: Redis, arm: () =>
     }
     return connection
   }
-  return { client, arm: () => { armed = true }, open, reading }
+  return { client, arm: () => { armed = true }, open, reading, reads: () => reads }
 }
 
 t.test('messages that arrive while the session reads its topic\'s history wait for it, and follow it in order', needs(REDIS), async (t) => {
@@ -419,4 +421,42 @@ t.test('an instance with no room for a handed-over session\'s topics (limits.max
     t.same(b.resumed, [], 'nor the handler')
     t.equal(store.read(welcomes[i].session), null, 'the session ended')
   }
+})
+
+t.test('sessions handed over together read their topic\'s history once on the instance they move to, unless something of it arrived in between', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const publisher = await publisherOn(t, redis)
+  const a = await onRedis(t, redis)
+  const peers = [new Peer(a.url('/s')), new Peer(a.url('/s')), new Peer(a.url('/s'))]
+  const welcomes = await Promise.all(peers.map(async (peer) => await peer.welcome()))
+  await waitFor(() => a.app.wsTopicStats('news')?.subscribers === 3, 3000, 'the subscriptions')
+  await publisher.app.wsPublish('news', 'p0')
+  await waitFor(() => peers.every((peer) => peer.data().length === 1), 3000, 'p0')
+  await a.app.close()
+  t.equal(a.app.wsStats.sessions.handedOver, 3)
+  for (let i = 1; i <= 4; i++) await publisher.app.wsPublish('news', `p${i}`)
+  const gated = gatedReads(redis.client())
+  const b = await instance(t, { redis: gated.client, sessionStore: new RedisSessionStore(redis.client()) })
+  // B listens to the topic already (its own reads of the topic's stream are not held back).
+  await plain(b)
+  await sleep(50)
+  gated.arm()
+  const back = (i: number): Peer => new Peer(b.url('/s'), resumeToken(welcomes[i].session, welcomes[i].token, 0))
+  const first = back(0)
+  await gated.reading
+  const second = back(1)
+  await second.welcome()
+  t.equal(gated.reads(), 1, 'the second shares the first one\'s read')
+  await publisher.app.wsPublish('news', 'p5')
+  await waitFor(() => b.app.wsStats.topics.queued === 0 && b.app.wsTopicStats('news') !== null, 3000, 'p5 at B')
+  const third = back(2)
+  await third.welcome()
+  await waitFor(() => gated.reads() === 2, 3000, 'a read of its own')
+  t.pass('the third reads anew: p5 arrived since the first read was asked, and it did not get it live')
+  gated.open()
+  const all = Array.from({ length: 6 }, (_, i) => `p${i}`)
+  await waitFor(() => [first, second, third].every((peer) => peer.data().length === 6), 3000, 'every message')
+  for (const [i, peer] of [first, second, third].entries()) t.same(peer.data(), all, `session ${i + 1}: each once, in order`)
+  t.equal(gated.reads(), 2)
+  for (const peer of [first, second, third]) peer.ws.close()
 })

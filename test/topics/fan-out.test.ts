@@ -22,7 +22,7 @@ t.test('a queue never empty (one and a half slices per message, a publish every 
     session[kPlaces] = new Map([['t', { epoch: 'e', offset: 0, held: null }]])
     return session
   }))
-  const topic: Topic = { name: 't', subscribers, queue: [], head: 0, cursor: null, joined: null, payload: null, frame: null, escaped: null, pending: false, dropped: 0 }
+  const topic: Topic = { name: 't', subscribers, queue: [], head: 0, cursor: null, joined: null, payload: null, frame: null, escaped: null, pending: false, dropped: 0, arrived: 0 }
   let offset = 0
   const message = (): Delivery => ({ topic: 't', offset: ++offset, epoch: 'e', data: 'x', binary: false })
   for (let i = 0; i < 10; i++) fanOut.add(topic, message())
