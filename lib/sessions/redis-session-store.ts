@@ -194,7 +194,7 @@ type Fields = Array<string | null>
 /** The claim's replies, every string as bytes (integers stay numbers, or strings with `stringNumbers`). */
 type ClaimReply = [Buffer, (number | string)?] | ClaimHeld | ClaimWon
 type ClaimHeld = [Buffer, Buffer, Buffer, (number | string)?]
-type ClaimWon = [Buffer, Buffer, Array<Buffer | null>, Buffer?, Buffer?, Buffer[]?, Buffer?]
+type ClaimWon = [Buffer, Buffer, Array<Buffer | null>, Buffer?, Buffer?, Buffer[]?, (Buffer | null)?]
 
 /** The scripts, as ioredis's defineCommand adds them to the client. */
 interface ScriptedClient {
@@ -271,7 +271,7 @@ export class RedisSessionStore implements SessionStore {
         previous: previous.toString(),
         handover: messages === undefined
           ? null
-          : { received: Number(received!.toString()), acknowledged: Number(acknowledged!.toString()), messages: messages.map(toMessage), topics: JSON.parse(topics!.toString()) }
+          : { received: Number(received!.toString()), acknowledged: Number(acknowledged!.toString()), messages: messages.map(toMessage), topics: topicsOf(topics!) }
       }
     }
     if (answer === 'held') {
@@ -357,6 +357,11 @@ function fromMessage ({ data, binary }: SessionHandover['messages'][number]): Bu
 
 function toMessage (element: Buffer): SessionHandover['messages'][number] {
   return element[0] === 1 ? { data: element.subarray(1), binary: true } : { data: element.toString('utf8', 1), binary: false }
+}
+
+// A handover written without its topics (by a version of the plugin that handed over only sessions without any).
+function topicsOf (field: Buffer | null): SessionHandover['topics'] {
+  return field === null ? [] : JSON.parse(field.toString())
 }
 
 function toRecord (fields: Fields): SessionRecord {

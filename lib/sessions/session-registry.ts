@@ -464,7 +464,7 @@ export class SessionRegistry implements Sessions {
   private async handOver (session: Session): Promise<void> {
     const topics = this.topics.positions(session)
     if (topics === null) {
-      this.log.warn({ session: session.id }, 'session not handed over: where it stands in a topic is not known yet (the topic broker has been down since it subscribed)')
+      this.log.warn({ session: session.id }, 'session not handed over: where it stands in a topic is not known yet (the topic broker has not read where the topic stood when it subscribed)')
       this.stats.sessions.handoverFailed++
       this.end(session)
       return

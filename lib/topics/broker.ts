@@ -46,13 +46,14 @@ export interface Broker {
   /** This instance's last local subscriber of `topic` has gone. */
   unlisten (topic: string): void
   /**
-   * The last message of `topic` handed to this instance (or passed over when listening began), while it listens;
-   * null while it cannot tell yet (its position in the topic is being read). Epoch `''`: the topic has no history.
+   * The last message of `topic`, a topic it listens to, handed to this instance (or passed over when listening
+   * began); null while it cannot tell yet (its position in the topic is being read). Epoch `''`: no history.
    */
   position (topic: string): { epoch: string, offset: number } | null
   /**
-   * Up to `count` messages of `topic` after `offset`, oldest first, from its history, with the topic's epoch and its
-   * last offset now; a broker without history (in memory) has none to give. Rejects when it cannot be read.
+   * Up to `count` messages of `topic`, a topic it listens to, after `offset`, oldest first, from its history, with the
+   * topic's epoch and its last offset now; a broker without history (in memory) has none to give. Rejects when it
+   * cannot be read.
    */
   history (topic: string, offset: number, count: number): Promise<History>
   /** How far behind the broker delivery runs, in ms (0 when it cannot tell). */

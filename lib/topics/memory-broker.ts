@@ -29,15 +29,16 @@ export class MemoryBroker implements Broker {
     return { offset, epoch: numbering.epoch }
   }
 
-  position (topic: string): { epoch: string, offset: number } | null {
-    const numbering = this.topics.get(topic)
-    return numbering === undefined ? null : { epoch: numbering.epoch, offset: numbering.offset }
+  // Known from the moment it listens (the hub asks only of a topic it listens to).
+  position (topic: string): { epoch: string, offset: number } {
+    const { epoch, offset } = this.topics.get(topic)!
+    return { epoch, offset }
   }
 
   // Nothing is kept: only a place at the topic's last offset, in its epoch, is missing nothing.
   async history (topic: string): Promise<History> {
-    const numbering = this.topics.get(topic)
-    return { epoch: numbering?.epoch ?? '', top: numbering?.offset ?? 0, messages: [] }
+    const { epoch, offset } = this.topics.get(topic)!
+    return { epoch, top: offset, messages: [] }
   }
 
   listen (topic: string): void {

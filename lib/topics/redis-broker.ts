@@ -105,8 +105,8 @@ export class RedisBroker implements Broker {
   }
 
   position (topic: string): { epoch: string, offset: number } | null {
-    const listened = this.topics.get(topic)
-    return listened?.based === true ? { epoch: listened.epoch ?? '', offset: listened.last } : null
+    const listened = this.topics.get(topic)!
+    return listened.based ? { epoch: listened.epoch ?? '', offset: listened.last } : null
   }
 
   async history (topic: string, offset: number, count: number): Promise<History> {

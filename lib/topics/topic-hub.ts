@@ -31,7 +31,7 @@ export class TopicHub implements Topics, BrokerEvents {
   private readonly fanOut: FanOut
   // History reads on their way, by place and topic: the sessions an instance hands over stand at the same place in a
   // topic (they kept the same messages), and the instance they move to reads from there once for them all.
-  private readonly reads = new Map<string, { arrived: number, history: Promise<History> }>()
+  private readonly reads = new Map<string, { entry: Topic, arrived: number, history: Promise<History> }>()
   // Publishes are taken between the instance's ready and its close.
   private phase: 'not ready' | 'open' | 'closed' = 'not ready'
 
@@ -169,13 +169,14 @@ export class TopicHub implements Topics, BrokerEvents {
 
   /**
    * The topic's history after `offset`: a read already on its way from there is shared if nothing of the topic has
-   * arrived here since it was asked, as its answer then reaches at least as far as what a newcomer did not get live.
+   * arrived here since it was asked, as its answer then reaches at least as far as what a newcomer did not get live;
+   * not if the topic was let go and listened to again meanwhile (its arrivals counted afresh).
    */
   private historyAfter (entry: Topic, offset: number): Promise<History> {
     const key = `${offset} ${entry.name}`
     const read = this.reads.get(key)
-    if (read !== undefined && read.arrived === entry.arrived) return read.history
-    const mine = { arrived: entry.arrived, history: this.broker.history(entry.name, offset, HISTORY_BATCH) }
+    if (read !== undefined && read.entry === entry && read.arrived === entry.arrived) return read.history
+    const mine = { entry, arrived: entry.arrived, history: this.broker.history(entry.name, offset, HISTORY_BATCH) }
     this.reads.set(key, mine)
     const done = (): void => { if (this.reads.get(key) === mine) this.reads.delete(key) }
     mine.history.then(done, done)

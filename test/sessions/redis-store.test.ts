@@ -185,6 +185,19 @@ t.test('the messages handed over: a list beside the hash, kept as long, gone wit
   t.same(await client.keys('*'), [], 'a claim of it expired deletes both')
 })
 
+t.test('a handover kept without topics (`ht`, as a version that handed over only sessions without any wrote it) is claimed with none', needs(REDIS), async (t) => {
+  const server = await RedisServer.start(t)
+  const client = server.client()
+  const store = new RedisSessionStore(client)
+  const kept = record()
+  await store.create(kept)
+  t.ok((await store.claim(claimOf(kept))).ok)
+  t.equal(await store.release(kept.id, 2, 60_000, { received: 1, acknowledged: 0, messages: [{ data: 'one', binary: false }], topics: [{ topic: 'news', epoch: 'e', offset: 3 }] }), 'ok')
+  await client.hdel(`reliable-ws:{s:${kept.id}}`, 'ht')
+  t.match(await store.claim(claimOf(kept, { secret: 's1', instance: 'C', received: 1, sent: null })),
+    { ok: true, handover: { received: 1, acknowledged: 0, messages: [{ data: 'one', binary: false }], topics: [] } })
+})
+
 t.test('a handover of 200,000 messages (more than Lua unpacks, or a call takes spread, at once); a client with keyPrefix and stringNumbers', needs(REDIS), async (t) => {
   const server = await RedisServer.start(t)
   const store = new RedisSessionStore(server.client())

@@ -16,6 +16,7 @@ import { MemorySessionStore } from '../../lib/sessions/session-store'
 import { resumeToken } from '../../lib/protocol/protocol'
 import { FaultProxy } from '../helpers/fault-proxy'
 import { sleep, start, waitFor } from '../helpers/helpers'
+import { topicKeys } from '../../lib/topics/redis-scripts'
 import { SLICE } from '../../lib/topics/fan-out'
 import type { Options } from '../helpers/helpers'
 import { needs, REDIS } from '../helpers/programs'
@@ -223,8 +224,8 @@ t.test('a handler that leaves the topic as the session arrives: nothing more of 
 
 /**
  * `redis` as an ioredis client whose connections the broker opens (duplicates) are noted: once `arm()` is called, the
- * test holds back the broker's reads of a topic's stream on them until `open()`, `before` Redis reads it or after;
- * `reading` resolves once the first is held back.
+ * test holds back the reads of a topic's history for sessions moved here until `open()`, `before` Redis reads it or
+ * after; `reading` resolves once the first is held back.
  */
 function gatedReads (client: Redis, before = false): { client: Redis, arm: () => void, open: () => void, reading: Promise<void>, reads: () => number } {
   let armed = false
@@ -243,8 +244,8 @@ function gatedReads (client: Redis, before = false): { client: Redis, arm: () =>
       const c = connection as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>
       const read = c.reliableWsReadBuffer.bind(connection)
       c.reliableWsReadBuffer = async (...args: unknown[]) => {
-        // Reads of a topic's position (count 0) go on; only those of its history wait.
-        if (!armed || args[3] === 0) return await read(...args)
+        // The broker's own reads go on; only those of a topic's history for a session moved here wait.
+        if (!armed || new Error().stack?.includes('historyAfter') !== true) return await read(...args)
         reads++
         if (before) {
           entered()
@@ -459,4 +460,74 @@ t.test('sessions handed over together read their topic\'s history once on the in
   for (const [i, peer] of [first, second, third].entries()) t.same(peer.data(), all, `session ${i + 1}: each once, in order`)
   t.equal(gated.reads(), 2)
   for (const peer of [first, second, third]) peer.ws.close()
+})
+
+t.test('a topic without messages yet when its session moves: the session goes on from the topic\'s first message, in whatever epoch it begins', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const publisher = await publisherOn(t, redis)
+  const a = await onRedis(t, redis)
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  // A listens once it has read where the topic stands (nowhere: it has no history) and subscribed to its channel.
+  const { channel } = topicKeys('reliable-ws', 'news')
+  const listening = async (): Promise<void> => {
+    await waitFor(() => redis.commandSync('PUBSUB', 'NUMSUB', channel).endsWith('1'), 3000, 'an instance listening')
+    await sleep(50)
+  }
+  await listening()
+  await a.app.close()
+  t.match(a.app.wsStats.sessions, { handedOver: 1, handoverFailed: 0 })
+
+  // On B, still nothing published: its history read finds no history at all.
+  const b = await onRedis(t, redis)
+  const onB = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  const second = await onB.welcome()
+  t.match(second, { resumed: true })
+  await listening()
+  await b.app.close()
+  t.match(b.app.wsStats.sessions, { handedOver: 1, topicGaps: 0 })
+
+  // Published while it moves to C, the topic's first messages, in the epoch they began.
+  for (let i = 0; i < 3; i++) await publisher.app.wsPublish('news', `p${i}`)
+  const c = await onRedis(t, redis)
+  const onC = new Peer(c.url('/s'), resumeToken(second.session, second.token, 0))
+  await waitFor(() => onC.data().length === 3, 3000, 'what was published while it moved')
+  await publisher.app.wsPublish('news', 'p3')
+  await waitFor(() => onC.data().length === 4, 3000, 'a live one')
+  t.same(onC.data(), ['p0', 'p1', 'p2', 'p3'])
+  t.match(c.app.wsStats.sessions, { topicGaps: 0, claimedRemote: 1 })
+  onC.ws.close()
+})
+
+t.test('a read shared only within one listening: a session arriving after its topic was let go and listened to again reads anew', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const publisher = await publisherOn(t, redis)
+  const a = await onRedis(t, redis)
+  const peers = [new Peer(a.url('/s')), new Peer(a.url('/s'))]
+  const welcomes = await Promise.all(peers.map(async (peer) => await peer.welcome()))
+  await waitFor(() => a.app.wsTopicStats('news')?.subscribers === 2, 3000, 'the subscriptions')
+  await publisher.app.wsPublish('news', 'p0')
+  await waitFor(() => peers.every((peer) => peer.data().length === 1), 3000, 'p0')
+  await a.app.close()
+  const gated = gatedReads(redis.client())
+  let sockets = 0
+  // The first session to arrive leaves the topic at once: B, with no other subscriber, lets the topic go.
+  const b = await instance(t, { redis: gated.client, sessionStore: new RedisSessionStore(redis.client()), topics: HISTORY }, {}, (socket) => {
+    if (sockets++ === 0) socket.unsubscribe('news')
+  })
+  gated.arm()
+  const first = new Peer(b.url('/s'), resumeToken(welcomes[0].session, welcomes[0].token, 0))
+  await first.welcome()
+  await gated.reading
+  t.equal(b.app.wsTopicStats('news'), null, 'let go')
+  for (let i = 1; i <= 3; i++) await publisher.app.wsPublish('news', `p${i}`)
+  const second = new Peer(b.url('/s'), resumeToken(welcomes[1].session, welcomes[1].token, 0))
+  await second.welcome()
+  await waitFor(() => gated.reads() === 2, 3000, 'a read of its own')
+  gated.open()
+  await publisher.app.wsPublish('news', 'p4')
+  await waitFor(() => second.data().length === 5, 3000, 'every message')
+  t.same(second.data(), ['p0', 'p1', 'p2', 'p3', 'p4'])
+  t.same(first.data(), ['p0'])
+  for (const peer of [first, second]) peer.ws.close()
 })
