@@ -1,6 +1,8 @@
 // A client speaking the reliable subprotocol by hand, for tests of what a server's sessions do.
 import WebSocket from 'ws'
+import type { ReliableWebSocket } from '../../lib/client'
 import { PROTOCOL } from '../../lib/protocol/protocol'
+import type { FaultProxy } from './fault-proxy'
 import { closeEvent, waitFor } from './helpers'
 
 export interface Welcome { t: 'welcome', session: string, token: string, resumed: boolean, n: number }
@@ -40,4 +42,15 @@ export async function closed (peer: Peer): Promise<{ code: number, reason: strin
   } finally {
     clearTimeout(timer)
   }
+}
+
+/**
+ * The client's connection through `proxy` dropped, and its next one sent to `next`: resolves once `next`'s handler has
+ * seen one more connection (`resumed` has one entry per connection) and the client is open again.
+ */
+export async function moveTo (proxy: FaultProxy, ws: ReliableWebSocket, next: { port: number, resumed: boolean[] }, what: string): Promise<void> {
+  const resumes = next.resumed.length
+  proxy.target = next.port
+  proxy.cut()
+  await waitFor(() => next.resumed.length > resumes && ws.readyState === ws.OPEN, 10_000, what)
 }

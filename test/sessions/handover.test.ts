@@ -16,7 +16,7 @@ import { bootWith, buildFrame, OPCODE, RawPeer, sleep, start, waitFor } from '..
 import type { Options } from '../helpers/helpers'
 import { needs, REDIS } from '../helpers/programs'
 import { RedisServer } from '../helpers/redis'
-import { closed, Peer } from '../helpers/session-peer'
+import { closed, moveTo, Peer } from '../helpers/session-peer'
 import type { Welcome } from '../helpers/session-peer'
 
 type Teardown = { teardown: (fn: () => unknown) => void }
@@ -467,12 +467,8 @@ test('a client moving between two live instances at every dropped connection kee
 
   for (let move = 0; move < 4; move++) {
     await waitFor(() => traffic.clientSent > (move + 1) * TOTAL / 6 && traffic.serverSent > (move + 1) * TOTAL / 6, 10_000, `traffic before move ${move}`)
-    const next = current === a ? b : a
-    const resumes = next.resumed.length
-    proxy.target = next.port
-    proxy.cut()
-    await waitFor(() => next.resumed.length > resumes && ws.readyState === ws.OPEN, 10_000, `the resume after move ${move}`)
-    current = next
+    current = current === a ? b : a
+    await moveTo(proxy, ws, current, `the resume after move ${move}`)
   }
   await waitFor(() => fromServer.length >= TOTAL && traffic.clientSent >= TOTAL && traffic.serverSent >= TOTAL, 20_000, 'every message sent and received by the client')
   await waitFor(() => everything.length >= TOTAL, 10_000, 'every message received by the instances')

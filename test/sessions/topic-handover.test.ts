@@ -21,7 +21,7 @@ import { SLICE } from '../../lib/topics/fan-out'
 import type { Options } from '../helpers/helpers'
 import { needs, REDIS } from '../helpers/programs'
 import { RedisServer } from '../helpers/redis'
-import { closed, Peer } from '../helpers/session-peer'
+import { closed, moveTo, Peer } from '../helpers/session-peer'
 
 type Socket = WebSocket & fastifyReliableWs.SocketExtensions
 
@@ -71,19 +71,32 @@ async function publishAll (app: FastifyInstance, total: number, published: { cou
   }
 }
 
-/** A reliable client through `proxy` noting every message and lost session. */
-async function client (t: Test, proxy: FaultProxy): Promise<{ ws: ReliableWebSocket, received: string[], lost: SessionLostEvent[] }> {
+/**
+ * A reliable client of `first` through a proxy, its session subscribed; then `total` messages published from
+ * `publisher` (`each` between pauses). `check()`, once the test has moved the client about, waits for the last one
+ * and checks that each arrived once, in order, and the session was never lost.
+ */
+async function followed (t: Test, publisher: Instance, first: Instance, total: number, each: number): Promise<{ proxy: FaultProxy, ws: ReliableWebSocket, published: { count: number }, check: () => Promise<void> }> {
+  const proxy = await FaultProxy.start(first.port)
+  t.teardown(() => proxy.close())
   const ws = new ReliableWebSocket(proxy.url('/s'), { WebSocket, backoff: { initialDelayMs: 5, maxDelayMs: 20, slowAfter: Infinity } })
-  const self = { ws, received: [] as string[], lost: [] as SessionLostEvent[] }
-  ws.addEventListener('message', (event) => self.received.push(event.data as string))
-  ws.addEventListener('sessionlost', (event) => self.lost.push(event))
+  const received: string[] = []
+  const lost: SessionLostEvent[] = []
+  ws.addEventListener('message', (event) => received.push(event.data as string))
+  ws.addEventListener('sessionlost', (event) => lost.push(event))
   t.teardown(() => ws.close())
   await once(ws as any, 'open')
-  return self
-}
-
-function inOrder (received: string[], total: number): boolean {
-  return received.length === total && received.every((text, i) => text === `p${i}`)
+  await waitFor(() => first.app.wsTopicStats('news')?.subscribers === 1, 3000, 'the subscription')
+  const published = { count: 0 }
+  const publishing = publishAll(publisher.app, total, published, each)
+  const check = async (): Promise<void> => {
+    await publishing
+    await waitFor(() => received.length >= total, 20_000, 'every message')
+    await sleep(50)
+    t.ok(received.length === total && received.every((text, i) => text === `p${i}`), `each of ${total} once, in order (${received.length} received)`)
+    t.same(lost, [], 'the session was never lost')
+  }
+  return { proxy, ws, published, check }
 }
 
 t.test('rolling restarts while a topic is published to: the session moves with its topic, and the client gets each message once, in order', needs(REDIS), async (t) => {
@@ -92,12 +105,7 @@ t.test('rolling restarts while a topic is published to: the session moves with i
   const publisher = await publisherOn(t, redis)
   let current = await onRedis(t, redis)
   const instances = [current]
-  const proxy = await FaultProxy.start(current.port)
-  t.teardown(() => proxy.close())
-  const { ws, received, lost } = await client(t, proxy)
-  await waitFor(() => current.app.wsTopicStats('news')?.subscribers === 1, 3000, 'the subscription')
-  const published = { count: 0 }
-  const publishing = publishAll(publisher.app, TOTAL, published, 25)
+  const { proxy, ws, published, check } = await followed(t, publisher, current, TOTAL, 25)
   for (let restart = 0; restart < 4; restart++) {
     await waitFor(() => published.count > (restart + 1) * TOTAL / 6, 10_000, `messages before restart ${restart}`)
     const next = await onRedis(t, redis)
@@ -108,11 +116,7 @@ t.test('rolling restarts while a topic is published to: the session moves with i
     current = next
     await waitFor(() => current.resumed.length === 1 && ws.readyState === ws.OPEN, 10_000, `the resume after restart ${restart}`)
   }
-  await publishing
-  await waitFor(() => received.length >= TOTAL, 20_000, 'every message')
-  await sleep(50)
-  t.ok(inOrder(received, TOTAL), `each of ${TOTAL} once, in order (${received.length} received)`)
-  t.same(lost, [], 'the session was never lost')
+  await check()
   t.same(instances.map((one) => one.resumed), [[false], [true], [true], [true], [true]])
   for (const one of instances) t.match(one.app.wsStats.topics, { gaps: 0 })
   t.match(current.app.wsStats.sessions, { claimedRemote: 1, topicGaps: 0, active: 1 })
@@ -128,27 +132,14 @@ t.test('a client moving between two live instances at every dropped connection k
   const resume = { maxBufferedMessages: 10_000, maxBufferedBytes: 1 << 24 }
   const a = await onRedis(t, redis, resume)
   const b = await onRedis(t, redis, resume)
-  const proxy = await FaultProxy.start(a.port)
-  t.teardown(() => proxy.close())
-  const { ws, received, lost } = await client(t, proxy)
-  await waitFor(() => a.app.wsTopicStats('news')?.subscribers === 1, 3000, 'the subscription')
-  const published = { count: 0 }
-  const publishing = publishAll(publisher.app, TOTAL, published, 2)
+  const { proxy, ws, published, check } = await followed(t, publisher, a, TOTAL, 2)
   let current = a
   for (let move = 0; move < 4; move++) {
     await waitFor(() => published.count > (move + 1) * TOTAL / 6, 10_000, `messages before move ${move}`)
-    const next = current === a ? b : a
-    const resumes = next.resumed.length
-    proxy.target = next.port
-    proxy.cut()
-    await waitFor(() => next.resumed.length > resumes && ws.readyState === ws.OPEN, 10_000, `the resume after move ${move}`)
-    current = next
+    current = current === a ? b : a
+    await moveTo(proxy, ws, current, `the resume after move ${move}`)
   }
-  await publishing
-  await waitFor(() => received.length >= TOTAL, 20_000, 'every message')
-  await sleep(50)
-  t.ok(inOrder(received, TOTAL), `each of ${TOTAL} once, in order (${received.length} received)`)
-  t.same(lost, [])
+  await check()
   for (const one of [a, b]) t.match(one.app.wsStats.sessions, { handedOver: 2, claimedRemote: 2, topicGaps: 0 })
   t.equal((a.app.wsTopicStats('news')?.subscribers ?? 0) + (b.app.wsTopicStats('news')?.subscribers ?? 0), 1, 'subscribed where it is, only')
 })
@@ -268,23 +259,32 @@ t.test('messages that arrive while the session reads its topic\'s history wait f
   for (const before of [false, true]) await t.test(before ? 'read after they arrive' : 'read before they arrive', async (t) => await heldWhileReading(t, before))
 })
 
-async function heldWhileReading (t: Test, before: boolean): Promise<void> {
+/**
+ * A session of A that kept `p0`, handed over while `p1`… `p<published>` were published, resuming on B, whose read of
+ * the topic's history for it is held back (`before` Redis runs it, or after) while `p<published + 1>`…
+ * `p<published + arriving>` arrive live at B (where another client listens to the topic already).
+ */
+async function resumingWhileHeld (t: Test, published: number, arriving: number, { before = false, topics = {}, resume = {} }: { before?: boolean, topics?: object, resume?: object }): Promise<{ publisher: Instance, b: Instance, back: Peer, open: () => void }> {
   const redis = await RedisServer.start(t)
   const publisher = await publisherOn(t, redis)
-  const a = await onRedis(t, redis)
+  const a = await onRedis(t, redis, resume)
   const gated = gatedReads(redis.client(), before)
-  const b = await instance(t, { redis: gated.client, sessionStore: new RedisSessionStore(redis.client()) })
-  // B listens to the topic already, through another client: the live messages reach it while the history is read.
+  const b = await instance(t, { redis: gated.client, sessionStore: new RedisSessionStore(redis.client()), topics }, resume)
   const other = await plain(b)
   await sleep(50)
   gated.arm()
-  const { session, token } = await handedOver(t, a, publisher.app, 4)
+  const { session, token } = await handedOver(t, a, publisher.app, published)
   const back = new Peer(b.url('/s'), resumeToken(session, token, 0))
   await gated.reading
-  for (let i = 5; i < 10; i++) await publisher.app.wsPublish('news', `p${i}`)
-  await waitFor(() => other.length === 10, 3000, 'the live messages at B')
+  for (let i = published + 1; i <= published + arriving; i++) await publisher.app.wsPublish('news', `p${i}`)
+  await waitFor(() => other.length === published + arriving + 1, 3000, 'the live messages at B')
+  return { publisher, b, back, open: gated.open }
+}
+
+async function heldWhileReading (t: Test, before: boolean): Promise<void> {
+  const { publisher, b, back, open } = await resumingWhileHeld(t, 4, 5, { before })
   t.same(back.data(), ['p0'], 'what it had been sent; the rest held while the history is read')
-  gated.open()
+  open()
   await waitFor(() => back.data().length === 10, 3000, 'every message')
   t.same(back.data(), Array.from({ length: 10 }, (_, i) => `p${i}`), 'the history, then what waited')
   await publisher.app.wsPublish('news', 'p10')
@@ -299,20 +299,8 @@ t.test('what waits for a session reading its topic\'s history is bounded: past t
     ['maxQueuedMessages', { maxQueuedMessages: 3 }, {}, 4801],
     ['maxBufferedMessages', {}, { maxBufferedMessages: 3 }, 4800]
   ] as const) {
-    const redis = await RedisServer.start(t)
-    const publisher = await publisherOn(t, redis)
-    const a = await onRedis(t, redis, resume)
-    const gated = gatedReads(redis.client())
-    const b = await instance(t, { redis: gated.client, sessionStore: new RedisSessionStore(redis.client()), topics }, resume)
-    const other = await plain(b)
-    await sleep(50)
-    gated.arm()
-    const { session, token } = await handedOver(t, a, publisher.app, 0)
-    const back = new Peer(b.url('/s'), resumeToken(session, token, 0))
-    await gated.reading
-    for (let i = 1; i <= 5; i++) await publisher.app.wsPublish('news', `p${i}`)
-    await waitFor(() => other.length === 6, 3000, 'the live messages at B')
-    gated.open()
+    const { back, open } = await resumingWhileHeld(t, 0, 5, { topics, resume })
+    open()
     t.match(await closed(back), { code }, name)
     t.ok(back.data().length <= 3, `${name}: ${back.data().length} sent`)
   }
