@@ -50,5 +50,5 @@ export const kCompressFrom = Symbol('reliable-ws.compressFrom')
 export const kDeflateOffer = Symbol('reliable-ws.deflateOffer')
 // The topics a socket (of a route without a session) or a session subscribes to; null until the first.
 export const kTopics = Symbol('reliable-ws.topics')
-// Where a session stands in each topic it subscribes to (topics/fan-out.ts's TopicPlace), for its handover.
+// Where a session stands in each topic it subscribes to (a TopicPlace each, core/shapes.ts), for its handover.
 export const kPlaces = Symbol('reliable-ws.places')

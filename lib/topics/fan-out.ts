@@ -161,7 +161,10 @@ export class FanOut {
       const place = subscriber[kPlaces]!.get(topic.name)!
       if (place.held !== null) {
         // Its messages before this one are being read from the topic's history: this one waits for them.
-        if (place.held.push(message) > this.maxHeld) this.sessions.topicLost(subscriber)
+        if (place.held.push(message) > this.maxHeld) {
+          this.stats.topics.gaps++
+          this.sessions.topicLost(subscriber)
+        }
         return
       }
       // Its connection writes the shared frame too, unless it compresses (its route's compressor sees the string).

@@ -100,8 +100,8 @@ export class TopicHub implements Topics, BrokerEvents {
   }
 
   /**
-   * Where a session stands in each topic it subscribes to, for its handover; null when the broker cannot tell yet
-   * where one began (it has been down since), and nothing of it has reached the session.
+   * Where a session stands in each topic it subscribes to, for its handover; null when the broker has not yet read
+   * where one stood when the session subscribed (Redis out of reach), and nothing of it has reached the session.
    */
   positions (session: SocketSession): TopicPosition[] | null {
     const positions: TopicPosition[] = []

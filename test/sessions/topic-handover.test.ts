@@ -299,9 +299,10 @@ t.test('what waits for a session reading its topic\'s history is bounded: past t
     ['maxQueuedMessages', { maxQueuedMessages: 3 }, {}, 4801],
     ['maxBufferedMessages', {}, { maxBufferedMessages: 3 }, 4800]
   ] as const) {
-    const { back, open } = await resumingWhileHeld(t, 0, 5, { topics, resume })
+    const { b, back, open } = await resumingWhileHeld(t, 0, 5, { topics, resume })
     open()
     t.match(await closed(back), { code }, name)
+    t.match(b.app.wsStats, code === 4801 ? { topics: { gaps: 1 }, sessions: { topicGaps: 1 } } : { topics: { gaps: 0 }, sessions: { overflowed: 1 } }, `${name}: counted`)
     t.ok(back.data().length <= 3, `${name}: ${back.data().length} sent`)
   }
 })
