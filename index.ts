@@ -88,7 +88,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
       sessionEnded: (session) => topics.sessionEnded(session),
       positions: (session) => topics.positions(session),
       rejoin: (session, positions) => topics.rejoin(session, positions)
-    })
+    }, settings.resume === false ? DEFAULTS.resume : settings.resume)
   const topics: TopicHub = new TopicHub(broker, stats, sessions, settings.topics, fastify.log)
   const ctx: Context = {
     settings,

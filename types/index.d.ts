@@ -337,9 +337,25 @@ declare namespace fastifyReliableWs {
      * no such session (never begun, ended, expired). Rejects when the store fails.
      */
     lookup (id: string): Promise<SessionInfo | null>
+    /**
+     * Sends to session `id` wherever its client is: as `get(id).send()` when this instance holds it, else through the
+     * session store, for the instance holding it or, handed over, for whichever instance its client resumes on. Per
+     * caller in the order of the calls; no order between callers on different instances. Rejects when the store fails.
+     */
+    send (id: string, data: string | Buffer | ArrayBuffer | ArrayBufferView, options?: { binary?: boolean }): Promise<SessionSendResult>
+    sendJSON (id: string, value: unknown): Promise<SessionSendResult>
     /** This instance's name in the session store: 32 hex digits, new with each process. */
     readonly instance: string
   }
+
+  /**
+   * What became of `wsSessions.send`: `'sent'`, held here (sent now, or kept for its client); `'posted'`, in the
+   * session store for the instance holding it (or the next one); `'unknown'`, no such session (never begun, ended,
+   * expired); `'full'`, the store already keeps as many messages for it as `resume.maxBufferedMessages` or
+   * `maxBufferedBytes` allow (nothing changed); `'overflowed'`, held here, and this message took it past its limits:
+   * it ended, as `Session.send` returning false.
+   */
+  export type SessionSendResult = 'sent' | 'posted' | 'unknown' | 'full' | 'overflowed'
 
   /** A session as the store keeps it, without its secrets. */
   export interface SessionInfo {
@@ -444,8 +460,11 @@ declare namespace fastifyReliableWs {
     received: number
     /** Data messages sent in the session that the client has acknowledged. */
     acknowledged: number
-    /** The messages sent and not acknowledged, in order: the first is message `acknowledged + 1`. */
-    messages: Array<{ data: string | Buffer, binary: boolean }>
+    /**
+     * The messages sent and not acknowledged, in order: the first is message `acknowledged + 1`. A claim that takes
+     * the handover adds after them the messages posted since, which no client has had yet.
+     */
+    messages: SessionMessage[]
     /** Where the session stands in each topic it subscribes to: the next holder goes on from there. */
     topics: TopicPosition[]
   }
@@ -471,8 +490,31 @@ declare namespace fastifyReliableWs {
     | { ok: false, refusal: 'held', holder: string, fence: number, retryMs?: number }
     | { ok: false, refusal: Exclude<ClaimRefusal, 'held'>, retryMs?: number }
 
-  /** `'fenced'`: another claim took the session since; `'lost'`: no such record. */
-  export type WriteResult = 'ok' | 'fenced' | 'lost'
+  /**
+   * `'fenced'`: another claim took the session since; `'lost'`: no such record; `'posted'`: done, and messages posted
+   * to the session wait for its holder to `take` them (its notice may have been lost).
+   */
+  export type WriteResult = 'ok' | 'fenced' | 'lost' | 'posted'
+
+  /** A message for a session, as posted to the store, and kept in a handover. */
+  export interface SessionMessage {
+    data: string | Buffer
+    binary: boolean
+  }
+
+  /**
+   * What `post` did: kept it for `holder` (`''`: nobody holds the session; the claim that takes its handover takes
+   * it too), or refused it: no such session, or its limits reached.
+   */
+  export type PostResult = { holder: string } | 'unknown' | 'full'
+
+  /** What the store tells a listening instance. */
+  export interface StoreNotices {
+    /** Another instance asks for session `id`, if this one still holds it as claim `fence` (`ask`). */
+    asked (id: string, fence: number): void
+    /** A message was posted to session `id`, held here: `take` it. */
+    posted (id: string): void
+  }
 
   /** A write with neither keeps a held record `ttlMs` more, and leaves an away one as it is. */
   export interface RecordChanges {
@@ -505,13 +547,22 @@ declare namespace fastifyReliableWs {
     /** The record, changing nothing; `null` when there is none (or it expired). */
     read (id: string): Awaitable<SessionRecord | null>
     /**
-     * Optional, with `ask`: once the plugin is ready, `onAsk` is to be called for every `ask` naming `instance`, from
-     * any instance sharing the store. Resolves to what stops it, called as the plugin closes. Without the pair, a
-     * session moves only when its instance closes.
+     * Optional, with `ask`: once the plugin is ready, `notices` is to be told of every `ask` naming `instance`, and of
+     * every `post` to a session it holds, from any instance sharing the store. Resolves to what stops it, called as
+     * the plugin closes. Without the pair, a session moves only when its instance closes.
      */
-    listen? (instance: string, onAsk: (id: string, fence: number) => void): Awaitable<() => Awaitable<void>>
+    listen? (instance: string, notices: StoreNotices): Awaitable<() => Awaitable<void>>
     /** Optional, with `listen`: asks `instance` to hand session `id` over, if it still holds it as claim `fence`. At most once; may be lost. */
     ask? (instance: string, id: string, fence: number): Awaitable<void>
+    /**
+     * Optional, with `take`: keeps a message for session `id`, after those kept before it, unless `maxMessages` are
+     * kept already or its bytes would take them past `maxBytes`; tells its holder (`StoreNotices.posted`, at most
+     * once, may be lost; the holder's next write answers `'posted'`). Without the pair, `wsSessions.send` reaches
+     * only sessions held by the calling instance.
+     */
+    post? (id: string, message: SessionMessage, maxMessages: number, maxBytes: number): Awaitable<PostResult>
+    /** Optional, with `post`: the messages kept for session `id`, in order, taken out; refused unless claim `fence` holds it. */
+    take? (id: string, fence: number): Awaitable<SessionMessage[] | 'fenced' | 'lost'>
   }
 
   /** What `RedisSessionStore` needs of its client: an ioredis client or Cluster client (`app.redis` of @fastify/redis). */
@@ -541,8 +592,10 @@ declare namespace fastifyReliableWs {
     release (id: string, fence: number, ttlMs: number, handover?: SessionHandover): Promise<WriteResult>
     end (id: string, fence: number): Promise<WriteResult>
     read (id: string): Promise<SessionRecord | null>
-    listen (instance: string, onAsk: (id: string, fence: number) => void): Promise<() => Promise<void>>
+    listen (instance: string, notices: StoreNotices): Promise<() => Promise<void>>
     ask (instance: string, id: string, fence: number): Promise<void>
+    post (id: string, message: SessionMessage, maxMessages: number, maxBytes: number): Promise<PostResult>
+    take (id: string, fence: number): Promise<SessionMessage[] | 'fenced' | 'lost'>
   }
 
   export interface DisconnectInfo {
@@ -732,6 +785,10 @@ declare namespace fastifyReliableWs {
     replacedRemote: number
     /** Messages sent again on resume. */
     replayed: number
+    /** Messages `wsSessions.send` gave the session store, for sessions held by another instance or by none. */
+    posted: number
+    /** Messages this instance took from the session store for sessions it holds, posted by any instance. */
+    postsTaken: number
     /** Bytes all sessions keep unacknowledged now, as counted against sessionBufferBytes. */
     bufferedBytes: number
     /** Sessions ended because a topic they subscribe to lost messages (4801). */

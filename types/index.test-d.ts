@@ -7,7 +7,7 @@ import type { WebSocket } from 'ws'
 import reliableWs, { fastifyReliableWs, RedisSessionStore } from '..'
 import type {
   AllowedOrigins, DisconnectInfo, FastifyReliableWsOptions, InvalidMessageReply, LimitOptions, LimitStats, LoggingOptions, LogLevel,
-  MetricsOptions, MetricsRegistry, PluginLimitOptions, RouteReliableOptions, RouteStats, Session, SessionStats, SessionStore, SessionRecord, ClaimResult,
+  MetricsOptions, MetricsRegistry, PluginLimitOptions, RouteReliableOptions, RouteStats, Session, SessionStats, SessionStore, SessionRecord, ClaimResult, SessionSendResult, PostResult,
   SocketExtensions, WsStats
 } from '..'
 import { ReliableWebSocket } from '../lib/client'
@@ -154,6 +154,22 @@ app.get('/resumable', { websocket: true, config: { reliable: { resume: { ttlMs: 
   }
 })
 app.wsSessions.get('0123')?.send(Buffer.from('x'), { binary: true })
+// From any instance sharing the store: what became of it.
+expectType<Promise<SessionSendResult>>(app.wsSessions.send('0123', 'hi'))
+expectType<Promise<SessionSendResult>>(app.wsSessions.send('0123', new Uint8Array(2), { binary: true }))
+expectType<Promise<SessionSendResult>>(app.wsSessions.sendJSON('0123', { hi: 1 }))
+// @ts-expect-error a result is one of five
+expectType<SessionSendResult>('dropped')
+// A store that posts: both methods, with the notices its listen gives.
+const posting: SessionStore = {
+  ...store,
+  listen: (_instance, notices) => { notices.posted('0123'); notices.asked('0123', 2); return () => {} },
+  ask: () => {},
+  post: (_id, message) => message.binary ? { holder: '' } : 'full',
+  take: async () => [{ data: Buffer.from('x'), binary: true }]
+}
+app.register(reliableWs, { resume: true, sessionStore: posting })
+expectType<Promise<PostResult>>(new RedisSessionStore(new Redis({ lazyConnect: true })).post('0123', { data: 'x', binary: false }, 10, Infinity))
 expectExact<typeof app.wsStats.sessions, SessionStats>(true)
 app.get('/schema', { websocket: true, config: { reliable: { messageSchema: { type: 'object' } } } }, () => {})
 // @ts-expect-error json is a boolean

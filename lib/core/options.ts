@@ -219,7 +219,7 @@ const METRICS_KEYS = keysOf<fastifyReliableWs.MetricsOptions>({ registry: true, 
 const LOGGING_KEYS = keysOf<fastifyReliableWs.LoggingOptions>({ connections: true, warningsPerSecond: true })
 const LOG_LEVELS = keysOf<Record<LogLevel, unknown>>({ fatal: true, error: true, warn: true, info: true, debug: true, trace: true })
 const REGISTRY_METHODS = [...keysOf<fastifyReliableWs.MetricsRegistry>({ registerMetric: true, getSingleMetric: true, removeSingleMetric: true })]
-const SESSION_STORE_METHODS = [...keysOf<Omit<SessionStore, 'listen' | 'ask'>>({ create: true, claim: true, write: true, release: true, end: true, read: true })]
+const SESSION_STORE_METHODS = [...keysOf<Omit<SessionStore, 'listen' | 'ask' | 'post' | 'take'>>({ create: true, claim: true, write: true, release: true, end: true, read: true })]
 // What Prometheus accepts at the start of a metric name.
 const METRIC_PREFIX = /^([a-zA-Z_:][a-zA-Z0-9_:]*)?$/
 const COMPRESSION_KEYS = keysOf<fastifyReliableWs.CompressionOptions>({
@@ -459,10 +459,13 @@ function resolveSessionStore (value: unknown): SessionStore | null {
       throw invalid('sessionStore', `must be an object with ${SESSION_STORE_METHODS.join(', ')} methods (${method} is missing)`)
     }
   }
-  // One without the other would ask instances that never hear, or listen to asks never made.
+  // One without the other would ask instances that never hear, or listen to asks never made; post messages nobody
+  // takes, or take what was never posted.
   const store = value as SessionStore
-  if ((typeof store.listen === 'function') !== (typeof store.ask === 'function')) {
-    throw invalid('sessionStore', 'must have both listen and ask methods, or neither')
+  for (const [one, other] of [['listen', 'ask'], ['post', 'take']] as const) {
+    if ((typeof store[one] === 'function') !== (typeof store[other] === 'function')) {
+      throw invalid('sessionStore', `must have both ${one} and ${other} methods, or neither`)
+    }
   }
   return store
 }

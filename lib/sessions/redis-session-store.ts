@@ -1,5 +1,5 @@
-// Sessions' records in Redis: one hash per session (and a list of the messages handed over with it), each method one
-// atomic Lua script, time taken from Redis (docs/sessions.md, "Records in Redis").
+// Sessions' records in Redis: one hash per session (and lists of the messages handed over with it and posted to it),
+// each method one atomic Lua script, time taken from Redis (docs/sessions.md, "Records in Redis").
 import type fastifyReliableWs = require('../../types/index')
 import { checkKeyPrefix, DEFAULTS } from '../core/options'
 import { closeConnection, openConnection, ready } from '../redis/redis-connection'
@@ -13,6 +13,9 @@ type ClaimRefusal = fastifyReliableWs.ClaimRefusal
 type RecordChanges = fastifyReliableWs.RecordChanges
 type WriteResult = fastifyReliableWs.WriteResult
 type SessionHandover = fastifyReliableWs.SessionHandover
+type SessionMessage = fastifyReliableWs.SessionMessage
+type StoreNotices = fastifyReliableWs.StoreNotices
+type PostResult = fastifyReliableWs.PostResult
 
 /** A record's fields as the hash names them, in the order of `SessionRecord`; every script that returns a record returns them so. */
 const FIELDS = ['id', 'rt', 'url', 'o', 's', 'h', 'f', 'a', 'st', 'cu', 'ea', 'ca'] as const
@@ -33,8 +36,8 @@ const PUSH_CHUNK = 1000
  * What every script begins with. Time is Redis's, one clock for every instance. A script that reads TIME and then
  * writes replicates its effects, not itself: the default from Redis 5 on (the least the project supports), the only
  * way from Redis 7. A record is kept until `expiresAt` plus the grace: `ttlMs` after it went away, or, held, after
- * its holder last wrote it (a live holder renews it; the records of one that died go). Its list of messages handed
- * over (KEYS[2], where a script names it) is kept alike: it goes with the record.
+ * its holder last wrote it (a live holder renews it; the records of one that died go). Its lists of messages handed
+ * over and posted (KEYS[2] and KEYS[3], where a script names them) are kept alike: they go with the record.
  */
 const PRELUDE = `
 local time = redis.call('time')
@@ -73,17 +76,18 @@ return 1
  * The secrets are compared here, without a constant-time compare: Redis's Lua interns strings, so equality compares
  * references, and the bytes are compared only when a string is interned beside another of the same hash.
  *
- * KEYS: the record, its messages handed over. ARGV: instance, route, url, owner (`0` for null, else `1` and the owner),
- * secret, received, sent (`''` for null), new secret, confirmMs, askMs, ttlMs. Returns [refusal], ['busy', retryMs],
- * ['held', holder, fence, retryMs?], or ['ok', previous instance, the record's fields], followed, when a handover was
- * kept, by its received, its acknowledged, its messages and its topics (taken out). The moment until which the holder, asked for
- * the session, may hand it over is the hash's field `q`, until the record changes hands.
+ * KEYS: the record, its messages handed over, its messages posted. ARGV: instance, route, url, owner (`0` for null,
+ * else `1` and the owner), secret, received, sent (`''` for null), new secret, confirmMs, askMs, ttlMs. Returns
+ * [refusal], ['busy', retryMs], ['held', holder, fence, retryMs?], or ['ok', previous instance, the record's fields],
+ * followed, when a handover was kept, by its received, its acknowledged, its messages then those posted, and its topics
+ * (taken out). The moment until which the holder, asked for the session, may hand it over is the hash's field `q`,
+ * until the record changes hands.
  */
 const CLAIM = `${PRELUDE}
 local r = redis.call('hmget', KEYS[1], unpack(FIELDS))
 if not r[7] then return { 'unknown' } end
 if r[9] == 'away' and tonumber(r[11]) <= now then
-  redis.call('del', KEYS[1], KEYS[2])
+  redis.call('del', KEYS[1], KEYS[2], KEYS[3])
   return { 'unknown' }
 end
 local owner = r[4] and ('1' .. r[4]) or '0'
@@ -95,7 +99,7 @@ if r[5] ~= ARGV[5] and not (held and not waiting) then
   return { 'secret' }
 end
 if tonumber(r[11]) <= now and r[8] ~= ARGV[1] then
-  redis.call('del', KEYS[1], KEYS[2])
+  redis.call('del', KEYS[1], KEYS[2], KEYS[3])
   return { 'unknown' }
 end
 local handover = redis.call('hmget', KEYS[1], 'hr', 'ha', 'ht')
@@ -125,16 +129,21 @@ local reply = { 'ok', r[8], redis.call('hmget', KEYS[1], unpack(FIELDS)) }
 if handover[2] then
   reply[4] = handover[1]
   reply[5] = handover[2]
-  reply[6] = redis.call('lrange', KEYS[2], 0, -1)
+  local messages = redis.call('lrange', KEYS[2], 0, -1)
+  for _, posted in ipairs(redis.call('lrange', KEYS[3], 0, -1)) do messages[#messages + 1] = posted end
+  reply[6] = messages
   reply[7] = handover[3]
-  redis.call('hdel', KEYS[1], 'hr', 'ha', 'ht')
-  redis.call('del', KEYS[2])
+  redis.call('hdel', KEYS[1], 'hr', 'ha', 'ht', 'pb')
+  redis.call('del', KEYS[2], KEYS[3])
 end
 keep(expiresAt)
 return reply
 `
 
-/** KEYS: the record, its messages handed over. ARGV: fence, heard (0/1), away (0/1), ttlMs. Returns ok, fenced or lost. */
+/**
+ * KEYS: the record, its messages handed over, its messages posted. ARGV: fence, heard (0/1), away (0/1), ttlMs.
+ * Returns ok, posted (ok, and messages wait to be taken), fenced or lost.
+ */
 const WRITE = `${PRELUDE}
 local refused = fenced()
 if refused then return refused end
@@ -151,12 +160,14 @@ if ARGV[3] == '1' or state ~= 'away' then
   redis.call('hset', KEYS[1], 'st', state, 'ea', expiresAt)
 end
 keep(expiresAt)
+if redis.call('exists', KEYS[3]) == 1 then return 'posted' end
 return 'ok'
 `
 
 /**
- * KEYS: the record, its messages handed over. ARGV: fence, ttlMs, then with a handover its received, its acknowledged,
- * its topics (JSON) and its messages, each a byte (0 text, 1 binary) and the message's bytes. Returns ok, fenced or lost.
+ * KEYS: the record, its messages handed over, its messages posted (kept for the next claim). ARGV: fence, ttlMs, then
+ * with a handover its received, its acknowledged, its topics (JSON) and its messages, each a byte (0 text, 1 binary)
+ * and the message's bytes. Returns ok, fenced or lost.
  */
 const RELEASE = `${PRELUDE}
 local refused = fenced()
@@ -175,12 +186,39 @@ keep(expiresAt)
 return 'ok'
 `
 
-/** KEYS: the record, its messages handed over. ARGV: fence. Returns ok, fenced or lost. */
+/** KEYS: the record, its messages handed over, its messages posted. ARGV: fence. Returns ok, fenced or lost. */
 const END = `${PRELUDE}
 local refused = fenced()
 if refused then return refused end
-redis.call('del', KEYS[1], KEYS[2])
+redis.call('del', KEYS[1], KEYS[2], KEYS[3])
 return 'ok'
+`
+
+/**
+ * KEYS: the record, its messages posted. ARGV: how many messages and bytes may wait (-1: no bound), the message (as
+ * handed over: a byte, then its bytes). Returns ['unknown'] (no record, or past expiresAt), ['full'], or ['ok', the
+ * holder]. The bytes waiting are the hash's field `pb`.
+ */
+const POST = `${PRELUDE}
+local r = redis.call('hmget', KEYS[1], 'f', 'ea', 'a', 'pb')
+if not r[1] or tonumber(r[2]) <= now then return { 'unknown' } end
+local maxMessages, maxBytes = tonumber(ARGV[1]), tonumber(ARGV[2])
+local bytes = (tonumber(r[4]) or 0) + string.len(ARGV[3]) - 1
+if (maxMessages >= 0 and redis.call('llen', KEYS[2]) >= maxMessages) or (maxBytes >= 0 and bytes > maxBytes) then return { 'full' } end
+redis.call('rpush', KEYS[2], ARGV[3])
+redis.call('hset', KEYS[1], 'pb', bytes)
+keep(r[2])
+return { 'ok', r[3] }
+`
+
+/** KEYS: the record, its messages posted. ARGV: fence. Returns the messages posted (taken out), fenced or lost. */
+const TAKE = `${PRELUDE}
+local refused = fenced()
+if refused then return refused end
+local posted = redis.call('lrange', KEYS[2], 0, -1)
+redis.call('del', KEYS[2])
+redis.call('hdel', KEYS[1], 'pb')
+return posted
 `
 
 /** KEYS: the record. Returns its fields, or nil when there is none or it is past expiresAt. Changes nothing. */
@@ -200,29 +238,34 @@ type ClaimWon = [Buffer, Buffer, Array<Buffer | null>, Buffer?, Buffer?, Buffer[
 interface ScriptedClient {
   reliableWsSessionCreate (key: string, ...fields: string[]): Promise<0 | 1>
   // Its Buffer variant: messages handed over keep their bytes exactly.
-  reliableWsSessionClaimBuffer (key: string, messagesKey: string, ...args: string[]): Promise<ClaimReply>
-  reliableWsSessionWrite (key: string, messagesKey: string, fence: string, heard: string, away: string, ttlMs: string): Promise<WriteResult>
+  reliableWsSessionClaimBuffer (key: string, messagesKey: string, postsKey: string, ...args: string[]): Promise<ClaimReply>
+  reliableWsSessionWrite (key: string, messagesKey: string, postsKey: string, fence: string, heard: string, away: string, ttlMs: string): Promise<WriteResult>
   // The handover as one array: ioredis flattens it (a spread of many thousand arguments could overflow the stack).
-  reliableWsSessionRelease (key: string, messagesKey: string, fence: string, ttlMs: string, handover: Array<string | Buffer>): Promise<WriteResult>
-  reliableWsSessionEnd (key: string, messagesKey: string, fence: string): Promise<WriteResult>
+  reliableWsSessionRelease (key: string, messagesKey: string, postsKey: string, fence: string, ttlMs: string, handover: Array<string | Buffer>): Promise<WriteResult>
+  reliableWsSessionEnd (key: string, messagesKey: string, postsKey: string, fence: string): Promise<WriteResult>
   reliableWsSessionRead (key: string): Promise<Fields | null>
+  reliableWsSessionPost (key: string, postsKey: string, maxMessages: string, maxBytes: string, message: Buffer): Promise<[string, string?]>
+  reliableWsSessionTakeBuffer (key: string, postsKey: string, fence: string): Promise<Buffer | Buffer[]>
 }
 
-/** Each script and how many keys it names: the record, and its list of messages handed over where it touches that. */
+/** Each script and how many keys it names: the record, then its lists of messages handed over and posted where it touches them. */
 const SCRIPTS = {
   reliableWsSessionCreate: [CREATE, 1],
-  reliableWsSessionClaim: [CLAIM, 2],
-  reliableWsSessionWrite: [WRITE, 2],
-  reliableWsSessionRelease: [RELEASE, 2],
-  reliableWsSessionEnd: [END, 2],
-  reliableWsSessionRead: [READ, 1]
+  reliableWsSessionClaim: [CLAIM, 3],
+  reliableWsSessionWrite: [WRITE, 3],
+  reliableWsSessionRelease: [RELEASE, 3],
+  reliableWsSessionEnd: [END, 3],
+  reliableWsSessionRead: [READ, 1],
+  reliableWsSessionPost: [POST, 2],
+  reliableWsSessionTake: [TAKE, 2]
 } as const
 
 /**
  * Sessions' records in Redis, through the application's ioredis client (or Cluster client): commands on the client
  * as it is (its own `keyPrefix`, if any, goes before the names), never closed; `listen` subscribes on a duplicate of
- * it. Every record is a hash of its own, `<prefix>:{s:<id>}`, and the messages handed over with it a list,
- * `<prefix>:{s:<id>}:m`: on a Cluster the hash tag keeps each session on one slot, where its scripts run.
+ * it. Every record is a hash of its own, `<prefix>:{s:<id>}`, the messages handed over with it a list,
+ * `<prefix>:{s:<id>}:m`, and those posted to it another, `<prefix>:{s:<id>}:p`: on a Cluster the hash tag keeps each
+ * session on one slot, where its scripts run.
  */
 export class RedisSessionStore implements SessionStore {
   private readonly client: ScriptedClient & fastifyReliableWs.RedisScriptClient
@@ -244,6 +287,11 @@ export class RedisSessionStore implements SessionStore {
     return `${this.key(id)}:m`
   }
 
+  /** The name of the list of messages posted to a session, waiting for its holder. */
+  private postsKey (id: string): string {
+    return `${this.key(id)}:p`
+  }
+
   async create (record: SessionRecord): Promise<void> {
     const fields = [
       'id', record.id, 'rt', record.route, 'url', record.url, 's', record.secret, 'h', record.heldSecret,
@@ -258,7 +306,7 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async claim (request: ClaimRequest): Promise<ClaimResult> {
-    const reply = await this.client.reliableWsSessionClaimBuffer(this.key(request.id), this.messagesKey(request.id),
+    const reply = await this.client.reliableWsSessionClaimBuffer(this.key(request.id), this.messagesKey(request.id), this.postsKey(request.id),
       request.instance, request.route, request.url, request.owner === null ? '0' : `1${request.owner}`, request.secret,
       String(request.received), request.sent === null ? '' : String(request.sent), request.newSecret, wholeMs(request.confirmMs),
       wholeMs(request.askMs), wholeMs(request.ttlMs))
@@ -283,7 +331,7 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async write (id: string, fence: number, changes: RecordChanges, ttlMs: number): Promise<WriteResult> {
-    return await this.client.reliableWsSessionWrite(this.key(id), this.messagesKey(id), String(fence),
+    return await this.client.reliableWsSessionWrite(this.key(id), this.messagesKey(id), this.postsKey(id), String(fence),
       changes.heard === true ? '1' : '0', changes.away === true ? '1' : '0', wholeMs(ttlMs))
   }
 
@@ -291,11 +339,24 @@ export class RedisSessionStore implements SessionStore {
     const handedOver = handover === undefined
       ? []
       : [String(handover.received), String(handover.acknowledged), JSON.stringify(handover.topics), ...handover.messages.map(fromMessage)]
-    return await this.client.reliableWsSessionRelease(this.key(id), this.messagesKey(id), String(fence), wholeMs(ttlMs), handedOver)
+    return await this.client.reliableWsSessionRelease(this.key(id), this.messagesKey(id), this.postsKey(id), String(fence), wholeMs(ttlMs), handedOver)
   }
 
   async end (id: string, fence: number): Promise<WriteResult> {
-    return await this.client.reliableWsSessionEnd(this.key(id), this.messagesKey(id), String(fence))
+    return await this.client.reliableWsSessionEnd(this.key(id), this.messagesKey(id), this.postsKey(id), String(fence))
+  }
+
+  async post (id: string, message: SessionMessage, maxMessages: number, maxBytes: number): Promise<PostResult> {
+    const [answer, holder] = await this.client.reliableWsSessionPost(this.key(id), this.postsKey(id), bound(maxMessages), bound(maxBytes), fromMessage(message))
+    if (answer !== 'ok') return answer as 'unknown' | 'full'
+    // The message is kept whatever becomes of the notice: without it, the holder takes it at its next write.
+    if (holder !== '') await this.client.publish(this.channel(holder!), `+ ${id}`).catch(ignore)
+    return { holder: holder! }
+  }
+
+  async take (id: string, fence: number): Promise<SessionMessage[] | 'fenced' | 'lost'> {
+    const reply = await this.client.reliableWsSessionTakeBuffer(this.key(id), this.postsKey(id), String(fence))
+    return Array.isArray(reply) ? reply.map(toMessage) : reply.toString() as 'fenced' | 'lost'
   }
 
   async read (id: string): Promise<SessionRecord | null> {
@@ -305,18 +366,22 @@ export class RedisSessionStore implements SessionStore {
 
   /**
    * Subscribes to the instance's channel, `<prefix>:i:<instance>`, on a connection of the store's own (the client's
-   * duplicate); resolves once subscribed, or rejects with the first failure. Asks published while that connection is
-   * down are lost: their sessions do not move.
+   * duplicate); resolves once subscribed, or rejects with the first failure. Notices published while that connection
+   * is down are lost: asked-for sessions do not move, and posted messages wait for their holder's next write.
    */
-  async listen (instance: string, onAsk: (id: string, fence: number) => void): Promise<() => Promise<void>> {
+  async listen (instance: string, notices: StoreNotices): Promise<() => Promise<void>> {
     const channel = this.channel(instance)
     // It reconnects and subscribes again by itself, whatever the client's settings; until then, asks are lost as
     // documented.
     const connection = openConnection(this.client as unknown as RedisOption, { autoResubscribe: true }, false)
     connection.on('error', ignore)
+    // `<fence> <id>`: asked for; `+ <id>`: posted to.
     connection.on('message', (from: string, message: string) => {
       const space = message.indexOf(' ')
-      if (from === channel && space > 0) onAsk(message.slice(space + 1), Number(message.slice(0, space)))
+      if (from !== channel || space <= 0) return
+      const id = message.slice(space + 1)
+      if (message[0] === '+') notices.posted(id)
+      else notices.asked(id, Number(message.slice(0, space)))
     })
     const stop = async (): Promise<void> => { await closeConnection(connection, QUIT_MS) }
     try {
@@ -339,8 +404,13 @@ export class RedisSessionStore implements SessionStore {
   }
 }
 
-// For the errors of the listening connection: it reconnects by itself.
+// For the errors of the listening connection (it reconnects by itself), and of a post's notice (it may be lost).
 function ignore (): void {}
+
+// A bound for a script: -1 for none (Lua's tonumber reads no Infinity).
+function bound (limit: number): string {
+  return limit === Infinity ? '-1' : String(limit)
+}
 
 // PEXPIRE takes whole milliseconds; ttlMs may have a fraction.
 function wholeMs (ms: number): string {
@@ -351,11 +421,11 @@ const TEXT = Buffer.of(0)
 const BINARY = Buffer.of(1)
 
 /** A message handed over as one list element: a byte saying whether it is binary, then its bytes (a string's in UTF-8). */
-function fromMessage ({ data, binary }: SessionHandover['messages'][number]): Buffer {
+function fromMessage ({ data, binary }: SessionMessage): Buffer {
   return Buffer.concat([binary ? BINARY : TEXT, typeof data === 'string' ? Buffer.from(data) : data])
 }
 
-function toMessage (element: Buffer): SessionHandover['messages'][number] {
+function toMessage (element: Buffer): SessionMessage {
   return element[0] === 1 ? { data: element.subarray(1), binary: true } : { data: element.toString('utf8', 1), binary: false }
 }
 

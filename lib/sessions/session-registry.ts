@@ -7,7 +7,8 @@ import type { SessionLimitSettings } from '../core/options'
 import type { BusySession, Counters, PendingConnection, PreparedSession, ReliableSocket, ResumeRequest, Schedule, SessionRoute, Sessions } from '../core/shapes'
 import { isThenable } from '../core/thenable'
 import { SESSION_OVERFLOW_CODE, STATE_LOST_CODE, TOPIC_GAP_CODE } from '../protocol/protocol'
-import { Session } from './session'
+import { toJSONText } from '../messages/json-messages'
+import { bytesOf, Session } from './session'
 import type { SessionStore } from './session-store'
 import { kCause, kIp, kResume, kSession } from '../core/symbols'
 
@@ -18,6 +19,9 @@ type SessionHandover = fastifyReliableWs.SessionHandover
 type SessionInfo = fastifyReliableWs.SessionInfo
 type RecordChanges = fastifyReliableWs.RecordChanges
 type TopicPosition = fastifyReliableWs.TopicPosition
+type SessionMessage = fastifyReliableWs.SessionMessage
+type SessionSendResult = fastifyReliableWs.SessionSendResult
+type WriteResult = fastifyReliableWs.WriteResult
 
 /** What the instance's topics (topics/topic-hub.ts) do for its sessions. */
 export interface SessionTopics {
@@ -90,6 +94,10 @@ export class SessionRegistry implements Sessions {
   private readonly claiming = new Set<Session>()
   // Stops the store telling this instance of sessions asked for elsewhere; set once start has listened, when the store can.
   private stopListening: (() => Awaitable<void>) | null = null
+  // Sessions whose posted messages are being taken from the store, each until they are sent: a handover waits for
+  // them, so that none is taken out of the store and then left behind. In `retake`, those posted to again meanwhile.
+  private readonly taking = new Map<Session, Promise<void>>()
+  private readonly retake = new Set<Session>()
 
   constructor (
     private readonly stats: Counters,
@@ -100,7 +108,9 @@ export class SessionRegistry implements Sessions {
     // Whether the store outlives this instance, and so takes its sessions as it closes.
     private readonly sharedStore: boolean,
     // Its subscriptions end with it, and move with it.
-    private readonly topics: SessionTopics
+    private readonly topics: SessionTopics,
+    // How many messages, and bytes, the store keeps posted to a session until its holder takes them.
+    private readonly posts: { readonly maxBufferedMessages: number, readonly maxBufferedBytes: number }
   ) {}
 
   get (id: string): Session | undefined {
@@ -115,10 +125,35 @@ export class SessionRegistry implements Sessions {
     return { id, instance, here: this.held.has(id), state, route, url, owner, expiresAt }
   }
 
-  /** Once the plugin is ready: another instance where the client of a session held here resumes may ask for it. */
+  async send (id: string, data: string | Buffer | ArrayBuffer | ArrayBufferView, options?: { binary?: boolean }): Promise<SessionSendResult> {
+    const session = this.held.get(id)
+    if (session !== undefined) return session.send(data, options) ? 'sent' : 'overflowed'
+    if (typeof this.store.post !== 'function') return 'unknown'
+    const binary = options?.binary ?? typeof data !== 'string'
+    const message: SessionMessage = { data: typeof data === 'string' ? data : bytesOf(data), binary }
+    const posted = await this.store.post(id, message, this.posts.maxBufferedMessages, this.posts.maxBufferedBytes)
+    if (typeof posted === 'string') return posted
+    this.stats.sessions.posted++
+    return 'posted'
+  }
+
+  sendJSON (id: string, value: unknown): Promise<SessionSendResult> {
+    return this.send(id, toJSONText(value))
+  }
+
+  /**
+   * Once the plugin is ready: another instance where the client of a session held here resumes may ask for it, and
+   * any instance may post to one.
+   */
   start (): Awaitable<void> {
     if (typeof this.store.listen !== 'function') return
-    const listening = this.store.listen(this.instance, (id, fence) => this.surrender(id, fence))
+    const listening = this.store.listen(this.instance, {
+      asked: (id, fence) => this.surrender(id, fence),
+      posted: (id) => {
+        const session = this.held.get(id)
+        if (session !== undefined) this.takePosts(session)
+      }
+    })
     if (!isThenable(listening)) {
       this.stopListening = listening
       return
@@ -357,12 +392,49 @@ export class SessionRegistry implements Sessions {
     this.settle('write', () => {
       const { route } = session
       const result = this.store.write(id, fence, changes, changes === AWAY ? route.resume.ttlMs : holdMs(route))
-      if (!isThenable(result)) return this.lost(session, result)
-      return Promise.resolve(result).then((settled) => this.lost(session, settled))
+      if (!isThenable(result)) return this.written(session, result)
+      return Promise.resolve(result).then((settled) => this.written(session, settled))
     })
   }
 
-  private lost (session: Session, result: fastifyReliableWs.WriteResult): void {
+  /** What a write found: messages posted to the session (their notice may have been lost), or no record. */
+  private written (session: Session, result: WriteResult): void {
+    if (result === 'posted') this.takePosts(session)
+    else this.lost(session, result)
+  }
+
+  /**
+   * Takes the messages posted to a session held here and sends them, in order: one take at a time per session, and
+   * another once it is over if more were posted meanwhile. A take refused because another claim took the session
+   * leaves them for that claim.
+   */
+  private takePosts (session: Session): void {
+    if (this.taking.has(session)) {
+      this.retake.add(session)
+      return
+    }
+    this.settle('take', () => {
+      const taken = this.store.take!(session.id, session.fence)
+      if (!isThenable(taken)) return this.deliver(session, taken)
+      const delivered = Promise.resolve(taken).then((messages) => this.deliver(session, messages)).finally(() => {
+        this.taking.delete(session)
+        if (this.retake.delete(session) && !session.ended) this.takePosts(session)
+      })
+      this.taking.set(session, delivered.then(undefined, noop))
+      return delivered
+    })
+  }
+
+  private deliver (session: Session, taken: SessionMessage[] | 'fenced' | 'lost'): void {
+    if (typeof taken === 'string') return this.lost(session, taken)
+    if (session.ended) return
+    this.stats.sessions.postsTaken += taken.length
+    for (const { data, binary } of taken) {
+      if (!session.send(data, { binary })) return
+    }
+  }
+
+  private lost (session: Session, result: WriteResult): void {
     if (result !== 'lost' || session.ended) return
     this.stats.sessions.storeLost++
     this.log.warn({ session: session.id }, 'session store: record lost')
@@ -462,6 +534,12 @@ export class SessionRegistry implements Sessions {
    * anew). Never rejects.
    */
   private async handOver (session: Session): Promise<void> {
+    // Messages taken from the store a moment ago are in no handover unless they are the session's first.
+    const taking = this.taking.get(session)
+    if (taking !== undefined) {
+      await taking
+      if (session.ended) return
+    }
     const topics = this.topics.positions(session)
     if (topics === null) {
       this.log.warn({ session: session.id }, 'session not handed over: where it stands in a topic is not known yet (the topic broker has not read where the topic stood when it subscribed)')
@@ -617,3 +695,5 @@ export class SessionRegistry implements Sessions {
 function holdMs (route: SessionRoute): number {
   return Math.max(route.resume.ttlMs, MIN_HOLD_MS)
 }
+
+function noop (): void {}

@@ -7,6 +7,15 @@ type ClaimResult = fastifyReliableWs.ClaimResult
 type RecordChanges = fastifyReliableWs.RecordChanges
 type WriteResult = fastifyReliableWs.WriteResult
 type SessionHandover = fastifyReliableWs.SessionHandover
+type SessionMessage = fastifyReliableWs.SessionMessage
+type StoreNotices = fastifyReliableWs.StoreNotices
+type PostResult = fastifyReliableWs.PostResult
+
+/** Messages posted to a session, waiting for its holder to take them (or its next claim, with a handover). */
+interface Posts {
+  readonly messages: SessionMessage[]
+  bytes: number
+}
 
 export type SessionStore = fastifyReliableWs.SessionStore
 
@@ -24,8 +33,10 @@ export class MemorySessionStore implements SessionStore {
   private readonly handovers = new Map<string, SessionHandover>()
   /** Until when the holder of a record, asked for it, may still hand it over; by its id, until the record changes hands. */
   private readonly asked = new Map<string, number>()
-  /** Each listening instance's `onAsk`. */
-  private readonly listeners = new Map<string, (id: string, fence: number) => void>()
+  /** Messages posted to a record, by its id: kept beside it, like a handover, and gone with it. */
+  private readonly posts = new Map<string, Posts>()
+  /** Each listening instance's notices. */
+  private readonly listeners = new Map<string, StoreNotices>()
 
   create (record: SessionRecord): void {
     if (this.records.has(record.id)) throw new Error(`session ${record.id} exists already`)
@@ -80,9 +91,11 @@ export class MemorySessionStore implements SessionStore {
       heldSecret: request.secret
     }
     this.records.set(claimed.id, claimed)
-    // Taken out: the store keeps no reference to what it gives (its own copy, made on release).
+    // Taken out: the store keeps no reference to what it gives (its own copy, made on release). What was posted since
+    // the handover comes after its messages: nobody had it yet.
     this.handovers.delete(claimed.id)
     this.asked.delete(claimed.id)
+    if (handover !== undefined) handover.messages.push(...this.takePosts(claimed.id))
     return { ok: true, record: { ...claimed }, previous: record.instance, handover: handover ?? null }
   }
 
@@ -96,7 +109,7 @@ export class MemorySessionStore implements SessionStore {
     if (changes.away === true) this.leave(record, ttlMs)
     // Its holder lives: held, it is kept ttlMs more. Away, it keeps the moment it left by.
     else if (record.state !== 'away') record.expiresAt = Date.now() + ttlMs
-    return 'ok'
+    return this.posts.has(id) ? 'posted' : 'ok'
   }
 
   release (id: string, fence: number, ttlMs: number, handover?: SessionHandover): WriteResult {
@@ -121,17 +134,42 @@ export class MemorySessionStore implements SessionStore {
     return record === undefined || expired(record, Date.now()) ? null : { ...record }
   }
 
-  listen (instance: string, onAsk: (id: string, fence: number) => void): () => void {
-    this.listeners.set(instance, onAsk)
+  listen (instance: string, notices: StoreNotices): () => void {
+    this.listeners.set(instance, notices)
     return () => {
-      if (this.listeners.get(instance) === onAsk) this.listeners.delete(instance)
+      if (this.listeners.get(instance) === notices) this.listeners.delete(instance)
     }
   }
 
   ask (instance: string, id: string, fence: number): void {
-    const onAsk = this.listeners.get(instance)
+    const notices = this.listeners.get(instance)
     // Told later, as over a channel: never inside the claim of the instance asking.
-    if (onAsk !== undefined) queueMicrotask(() => onAsk(id, fence))
+    if (notices !== undefined) queueMicrotask(() => notices.asked(id, fence))
+  }
+
+  post (id: string, message: SessionMessage, maxMessages: number, maxBytes: number): PostResult {
+    const record = this.records.get(id)
+    if (record === undefined || expired(record, Date.now())) return 'unknown'
+    const bytes = Buffer.byteLength(message.data)
+    const posts = this.posts.get(id) ?? { messages: [], bytes: 0 }
+    if (posts.messages.length >= maxMessages || posts.bytes + bytes > maxBytes) return 'full'
+    posts.messages.push({ data: message.data, binary: message.binary })
+    posts.bytes += bytes
+    this.posts.set(id, posts)
+    const notices = this.listeners.get(record.instance)
+    if (notices !== undefined) queueMicrotask(() => notices.posted(id))
+    return { holder: record.instance }
+  }
+
+  take (id: string, fence: number): SessionMessage[] | 'fenced' | 'lost' {
+    const record = this.fenced(id, fence)
+    return typeof record === 'string' ? record : this.takePosts(id)
+  }
+
+  private takePosts (id: string): SessionMessage[] {
+    const posts = this.posts.get(id)
+    this.posts.delete(id)
+    return posts === undefined ? [] : posts.messages
   }
 
   /**
@@ -160,6 +198,7 @@ export class MemorySessionStore implements SessionStore {
     this.records.delete(id)
     this.handovers.delete(id)
     this.asked.delete(id)
+    this.posts.delete(id)
   }
 
   private leave (record: SessionRecord, ttlMs: number): void {

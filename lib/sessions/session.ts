@@ -240,6 +240,6 @@ export class Session implements SocketSession {
 }
 
 /** The bytes of a message the application sent as a Buffer, typed array or ArrayBuffer, without copying them. */
-function bytesOf (data: ArrayBuffer | ArrayBufferView): Buffer {
+export function bytesOf (data: ArrayBuffer | ArrayBufferView): Buffer {
   return ArrayBuffer.isView(data) ? Buffer.from(data.buffer, data.byteOffset, data.byteLength) : Buffer.from(data)
 }

@@ -76,6 +76,8 @@ const badPluginOptions: Array<[string, unknown, RegExp]> = [
   ['a session store without read', { sessionStore: { create () {}, claim () {}, write () {}, release () {}, end () {} } }, /"sessionStore": must be an object with create, claim, write, release, end, read methods \(read is missing\)/],
   ['a session store with listen and no ask', { sessionStore: { create () {}, claim () {}, write () {}, release () {}, end () {}, read () {}, listen () {} } }, /"sessionStore": must have both listen and ask methods, or neither/],
   ['a session store with ask and no listen', { sessionStore: { create () {}, claim () {}, write () {}, release () {}, end () {}, read () {}, ask () {} } }, /"sessionStore": must have both listen and ask methods, or neither/],
+  ['a session store with post and no take', { sessionStore: { create () {}, claim () {}, write () {}, release () {}, end () {}, read () {}, post () {} } }, /"sessionStore": must have both post and take methods, or neither/],
+  ['a session store with take and no post', { sessionStore: { create () {}, claim () {}, write () {}, release () {}, end () {}, read () {}, listen () {}, ask () {}, take () {} } }, /"sessionStore": must have both post and take methods, or neither/],
   ['a session store of the former kind', { sessionStore: new Map() }, /"sessionStore".*create is missing/],
   ['a session store that is not an object', { sessionStore: null }, /"sessionStore".*create is missing/]
 ]

@@ -40,12 +40,20 @@ export class AsyncStore implements SessionStore {
     return this.answer('read', () => this.memory.read(id))
   }
 
-  listen (instance: string, onAsk: (id: string, fence: number) => void): Promise<() => void> {
-    return this.answer('listen', () => this.memory.listen(instance, onAsk))
+  listen (instance: string, notices: fastifyReliableWs.StoreNotices): Promise<() => void> {
+    return this.answer('listen', () => this.memory.listen(instance, notices))
   }
 
   ask (instance: string, id: string, fence: number): Promise<void> {
     return this.answer('ask', () => this.memory.ask(instance, id, fence))
+  }
+
+  post (id: string, message: fastifyReliableWs.SessionMessage, maxMessages: number, maxBytes: number): Promise<fastifyReliableWs.PostResult> {
+    return this.answer('post', () => this.memory.post(id, message, maxMessages, maxBytes))
+  }
+
+  take (id: string, fence: number): Promise<fastifyReliableWs.SessionMessage[] | 'fenced' | 'lost'> {
+    return this.answer('take', () => this.memory.take(id, fence))
   }
 
   private async answer<T> (method: Method, call: () => T): Promise<T> {

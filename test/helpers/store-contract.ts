@@ -323,8 +323,8 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore, clock:
   t.test('ask reaches the instance listening under that name, once, with the id and the fence; stopped, it hears no more', async (t) => {
     const store = makeStore()
     const heard: Array<[string, string, number]> = []
-    const stopB = await store.listen!('B', (id, fence) => heard.push(['B', id, fence]))
-    const stopC = await store.listen!('C', (id, fence) => heard.push(['C', id, fence]))
+    const stopB = await store.listen!('B', { asked: (id, fence) => heard.push(['B', id, fence]), posted: unexpected(t) })
+    const stopC = await store.listen!('C', { asked: (id, fence) => heard.push(['C', id, fence]), posted: unexpected(t) })
     await store.ask!('B', 'a'.repeat(32), 7)
     await waitFor(() => heard.length > 0, 3000, 'the ask')
     await store.ask!('D', 'c'.repeat(32), 1)
@@ -393,4 +393,71 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore, clock:
     t.match(result, { ok: true })
     if (result.ok) t.strictSame(result.handover, handover())
   })
+
+  t.test('post keeps messages for the holder, in order and exact, and tells it once; take, fenced, takes them out', async (t) => {
+    const store = makeStore()
+    const first = await claimed(store)
+    const posted: string[] = []
+    const stop = await store.listen!('B', { asked: unexpected(t), posted: (id) => posted.push(id) })
+    t.equal(await store.post!('f'.repeat(32), { data: 'x', binary: false }, 10, 100), 'unknown', 'no such session')
+    for (const message of handover().messages) t.same(await store.post!(first.id, message, 10, 100), { holder: 'B' })
+    await waitFor(() => posted.length === 4, 3000, 'the notices')
+    await sleep(50)
+    t.same(posted, [first.id, first.id, first.id, first.id], 'one notice a message, to the holder')
+    t.equal(await store.write(first.id, 2, {}, TTL_MS), 'posted', 'a write says messages wait')
+    t.equal(await store.take!(first.id, 1), 'fenced', 'an older claim takes nothing')
+    t.equal(await store.take!('f'.repeat(32), 1), 'lost')
+    t.strictSame(await store.take!(first.id, 2), handover().messages, 'taken: text and bytes as posted, in order')
+    t.strictSame(await store.take!(first.id, 2), [], 'once')
+    t.equal(await store.write(first.id, 2, {}, TTL_MS), 'ok', 'none wait')
+    await stop()
+  })
+
+  t.test('post refuses what would take the messages waiting past maxMessages or maxBytes; a take makes room', async (t) => {
+    const store = makeStore()
+    const first = await claimed(store)
+    t.same(await store.post!(first.id, { data: 'ab', binary: false }, 2, 5), { holder: 'B' })
+    t.equal(await store.post!(first.id, { data: 'abcd', binary: false }, 2, 5), 'full', 'bytes')
+    t.same(await store.post!(first.id, { data: Buffer.from('é'), binary: true }, 2, 5), { holder: 'B' }, 'bytes, not characters')
+    t.equal(await store.post!(first.id, { data: '', binary: false }, 2, Infinity), 'full', 'messages')
+    t.equal((await store.take!(first.id, 2) as unknown[]).length, 2)
+    t.same(await store.post!(first.id, { data: 'abcd', binary: false }, 1, 4), { holder: 'B' }, 'room again')
+    for (let i = 0; i < 3; i++) t.same(await store.post!(first.id, { data: 'abcd', binary: false }, Infinity, Infinity), { holder: 'B' }, 'no bound')
+  })
+
+  t.test('messages posted to a session handed over wait for the claim that takes the handover: after its messages', async (t) => {
+    const store = makeStore()
+    const first = await claimed(store)
+    t.same(await store.post!(first.id, { data: 'before', binary: false }, 10, 100), { holder: 'B' })
+    t.equal(await store.release(first.id, 2, TTL_MS, handover()), 'ok')
+    t.same(await store.post!(first.id, { data: 'after', binary: false }, 10, 100), { holder: '' }, 'held by nobody')
+    const result = await store.claim(request(first, { instance: 'C', secret: 's1', newSecret: 's2', received: 5, sent: null }))
+    t.match(result, { ok: true })
+    if (result.ok) t.strictSame(result.handover!.messages, [...handover().messages, { data: 'before', binary: false }, { data: 'after', binary: false }])
+    t.same(await store.post!(first.id, { data: 'a', binary: false }, 1, 1), { holder: 'C' }, 'taken with it: room again')
+    t.strictSame(await store.take!(first.id, 3), [{ data: 'a', binary: false }], 'only what came after')
+  })
+
+  t.test('a claim without a handover leaves the messages posted; end and expiry take them with the record', async (t) => {
+    const store = makeStore()
+    const first = await claimed(store)
+    t.same(await store.post!(first.id, { data: 'kept', binary: false }, 10, 100), { holder: 'B' })
+    t.match(await store.claim(request(first, { secret: 's1', newSecret: 's2' })), { ok: true, handover: null })
+    t.strictSame(await store.take!(first.id, 3), [{ data: 'kept', binary: false }], 'the holder resumed here takes them')
+    t.same(await store.post!(first.id, { data: 'ended', binary: false }, 10, 100), { holder: 'B' })
+    t.equal(await store.end(first.id, 3), 'ok')
+    t.equal(await store.post!(first.id, { data: 'late', binary: false }, 10, 100), 'unknown', 'ended: nobody to post to')
+    await store.create(newRecord({ id: first.id }))
+    t.strictSame(await store.take!(first.id, 1), [], 'a record begun anew under the id has nothing posted')
+    const expiring = await released(store)
+    t.same(await store.post!(expiring.id, { data: 'x', binary: false }, 10, 100), { holder: '' })
+    t.equal(await store.release(expiring.id, 2, 1), 'ok')
+    await sleep(20)
+    t.equal(await store.post!(expiring.id, { data: 'x', binary: false }, 10, 100), 'unknown', 'expired')
+  })
+}
+
+/** A notice no test expects. */
+function unexpected (t: Test): () => void {
+  return () => t.fail('an unexpected notice')
 }

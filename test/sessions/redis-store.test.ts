@@ -152,7 +152,8 @@ t.test('the messages handed over: a list beside the hash, kept as long, gone wit
     const now = await clock()
     for (const name of [key, list]) {
       const ttl = await client.pttl(name)
-      t.ok(ttl > 0 && ttl <= expiresAt + GRACE_MS - now + 1 && ttl >= expiresAt + GRACE_MS - now - 1000, `${what}, ${name === key ? 'hash' : 'list'}: ${ttl} ms, expiresAt + grace`)
+      // PTTL counts from the moment Redis took for its command, which may be a few ms behind TIME under load.
+      t.ok(ttl > 0 && ttl <= expiresAt + GRACE_MS - now + 20 && ttl >= expiresAt + GRACE_MS - now - 1000, `${what}, ${name === key ? 'hash' : 'list'}: ${ttl} ms, expiresAt + grace`)
     }
   }
   t.equal(await store.release(kept.id, 2, 30_000, handover), 'ok')
@@ -357,18 +358,20 @@ t.test('listen subscribes on a connection of its own, which what it resolves to 
   const client = server.client()
   const store = new RedisSessionStore(client)
   const heard: string[] = []
-  const stop = await store.listen('I1', (id, fence) => heard.push(`${fence} ${id}`))
+  const stop = await store.listen('I1', { asked: (id, fence) => heard.push(`${fence} ${id}`), posted: (id) => heard.push(`+ ${id}`) })
   t.same(await client.pubsub('NUMSUB', 'reliable-ws:i:I1'), ['reliable-ws:i:I1', 1], 'subscribed once it resolves')
   await client.publish('reliable-ws:i:I1', 'nonsense')
+  await client.publish('reliable-ws:i:I9', `+ ${'c'.repeat(32)}`)
   await store.ask('I1', 'a'.repeat(32), 3)
-  await waitFor(() => heard.length > 0, 3000, 'the ask')
-  t.same(heard, [`3 ${'a'.repeat(32)}`], 'a message that is no ask is ignored')
+  await client.publish('reliable-ws:i:I1', `+ ${'c'.repeat(32)}`)
+  await waitFor(() => heard.length > 1, 3000, 'the ask and the post')
+  t.same(heard, [`3 ${'a'.repeat(32)}`, `+ ${'c'.repeat(32)}`], 'a message that is no notice is ignored')
   await stop()
   t.same(await client.pubsub('NUMSUB', 'reliable-ws:i:I1'), ['reliable-ws:i:I1', 0], 'stopped: its connection closed')
   t.equal(client.status, 'ready', "the application's client is left as it was")
 
   // Redis stalled: its QUIT never answered, the connection is dropped within a second, so the instance still closes.
-  const stalled = await store.listen('I4', () => {})
+  const stalled = await store.listen('I4', { asked: () => {}, posted: () => {} })
   server.signal('SIGSTOP')
   const began = Date.now()
   await stalled()
@@ -380,12 +383,12 @@ t.test('listen subscribes on a connection of its own, which what it resolves to 
   // A client that would not subscribe again: the store's own connection does, after Redis dropped it.
   const unsubscribing = new RedisClient(server.port, '127.0.0.1', { autoResubscribe: false })
   t.teardown(() => unsubscribing.disconnect())
-  const again = await new RedisSessionStore(unsubscribing).listen('I3', (id, fence) => heard.push(`${fence} ${id}`))
+  const again = await new RedisSessionStore(unsubscribing).listen('I3', { asked: (id, fence) => heard.push(`${fence} ${id}`), posted: () => {} })
   t.teardown(again)
   await client.call('CLIENT', 'KILL', 'TYPE', 'pubsub')
   await untilRedis('subscribed again', async () => (await client.pubsub('NUMSUB', 'reliable-ws:i:I3') as [string, number])[1] === 1)
   await store.ask('I3', 'b'.repeat(32), 4)
-  await waitFor(() => heard.length > 1, 3000, 'the ask after the reconnection')
+  await waitFor(() => heard.length > 2, 3000, 'the ask after the reconnection')
   t.same(heard.at(-1), `4 ${'b'.repeat(32)}`)
 
   const free = net.createServer()
@@ -394,5 +397,5 @@ t.test('listen subscribes on a connection of its own, which what it resolves to 
   await new Promise((resolve) => free.close(resolve))
   const away = new RedisClient(port, '127.0.0.1', { lazyConnect: true })
   t.teardown(() => away.disconnect())
-  await t.rejects(new RedisSessionStore(away).listen('I2', () => {}), { code: 'ECONNREFUSED' })
+  await t.rejects(new RedisSessionStore(away).listen('I2', { asked: () => {}, posted: () => {} }), { code: 'ECONNREFUSED' })
 })
