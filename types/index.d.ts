@@ -339,8 +339,8 @@ declare namespace fastifyReliableWs {
     lookup (id: string): Promise<SessionInfo | null>
     /**
      * Sends to session `id` wherever its client is: as `get(id).send()` when this instance holds it, else through the
-     * session store, for the instance holding it or, handed over, for whichever instance its client resumes on. Per
-     * caller in the order of the calls; no order between callers on different instances. Rejects when the store fails.
+     * session store, for the instance holding it or, handed over, for whichever instance its client resumes on. One
+     * instance's messages in the order of its calls; none between instances. Rejects when the store fails.
      */
     send (id: string, data: string | Buffer | ArrayBuffer | ArrayBufferView, options?: { binary?: boolean }): Promise<SessionSendResult>
     sendJSON (id: string, value: unknown): Promise<SessionSendResult>
@@ -785,9 +785,9 @@ declare namespace fastifyReliableWs {
     replacedRemote: number
     /** Messages sent again on resume. */
     replayed: number
-    /** Messages `wsSessions.send` gave the session store, for sessions held by another instance or by none. */
+    /** Messages `wsSessions.send` gave the session store: for sessions held by another instance or by none, or held here while earlier ones wait there. */
     posted: number
-    /** Messages this instance took from the session store for sessions it holds, posted by any instance. */
+    /** Messages this instance took from the session store for sessions it holds, posted by any instance (not those a claim takes with a handover). */
     postsTaken: number
     /** Bytes all sessions keep unacknowledged now, as counted against sessionBufferBytes. */
     bufferedBytes: number

@@ -211,10 +211,14 @@ keep(r[2])
 return { 'ok', r[3] }
 `
 
-/** KEYS: the record, its messages posted. ARGV: fence. Returns the messages posted (taken out), fenced or lost. */
+/**
+ * KEYS: the record, its messages posted. ARGV: fence. Returns the messages posted (taken out), fenced or lost. Released,
+ * its claim holds it no more: what is posted waits for the claim that takes the handover.
+ */
 const TAKE = `${PRELUDE}
 local refused = fenced()
 if refused then return refused end
+if redis.call('hget', KEYS[1], 'a') == '' then return 'fenced' end
 local posted = redis.call('lrange', KEYS[2], 0, -1)
 redis.call('del', KEYS[2])
 redis.call('hdel', KEYS[1], 'pb')

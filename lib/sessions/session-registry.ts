@@ -98,6 +98,16 @@ export class SessionRegistry implements Sessions {
   // them, so that none is taken out of the store and then left behind. In `retake`, those posted to again meanwhile.
   private readonly taking = new Map<Session, Promise<void>>()
   private readonly retake = new Set<Session>()
+  // Sessions being handed over: no take begins for them, so that what is posted meanwhile stays in the store for the
+  // claim that takes the handover.
+  private readonly handing = new Set<Session>()
+  // Posts of this instance, numbered as they are made; by session id, the number of the latest one addressed to this
+  // instance (or on its way) and not yet taken back by it: till then a message for that session goes through the store
+  // too, even held here, so that it arrives after them.
+  private posts = 0
+  private readonly addressed = new Map<string, number>()
+  // Ids of sessions held elsewhere whose client's resume is being claimed here.
+  private readonly arriving = new Set<string>()
 
   constructor (
     private readonly stats: Counters,
@@ -110,7 +120,7 @@ export class SessionRegistry implements Sessions {
     // Its subscriptions end with it, and move with it.
     private readonly topics: SessionTopics,
     // How many messages, and bytes, the store keeps posted to a session until its holder takes them.
-    private readonly posts: { readonly maxBufferedMessages: number, readonly maxBufferedBytes: number }
+    private readonly postLimits: { readonly maxBufferedMessages: number, readonly maxBufferedBytes: number }
   ) {}
 
   get (id: string): Session | undefined {
@@ -127,18 +137,28 @@ export class SessionRegistry implements Sessions {
 
   async send (id: string, data: string | Buffer | ArrayBuffer | ArrayBufferView, options?: { binary?: boolean }): Promise<SessionSendResult> {
     const session = this.held.get(id)
-    if (session !== undefined) return session.send(data, options) ? 'sent' : 'overflowed'
+    if (session !== undefined && !this.addressed.has(id)) return session.send(data, options) ? 'sent' : 'overflowed'
     if (typeof this.store.post !== 'function') return 'unknown'
     const binary = options?.binary ?? typeof data !== 'string'
     const message: SessionMessage = { data: typeof data === 'string' ? data : bytesOf(data), binary }
-    const posted = await this.store.post(id, message, this.posts.maxBufferedMessages, this.posts.maxBufferedBytes)
+    const number = ++this.posts
+    this.addressed.set(id, number)
+    let posted: fastifyReliableWs.PostResult | null = null
+    try {
+      posted = await this.store.post(id, message, this.postLimits.maxBufferedMessages, this.postLimits.maxBufferedBytes)
+    } finally {
+      // Unless this instance is to take it (the store named it, and it holds the session or is claiming it), nothing
+      // here waits for this post: another holder hands it over with the session, a claim of its handover takes it.
+      const mine = posted !== null && typeof posted !== 'string' && posted.holder === this.instance && (this.held.has(id) || this.arriving.has(id))
+      if (!mine && this.addressed.get(id) === number) this.addressed.delete(id)
+    }
     if (typeof posted === 'string') return posted
     this.stats.sessions.posted++
     return 'posted'
   }
 
-  sendJSON (id: string, value: unknown): Promise<SessionSendResult> {
-    return this.send(id, toJSONText(value))
+  async sendJSON (id: string, value: unknown): Promise<SessionSendResult> {
+    return await this.send(id, toJSONText(value))
   }
 
   /**
@@ -206,6 +226,7 @@ export class SessionRegistry implements Sessions {
     const afterClaim = (result: ClaimResult): Awaitable<Prepared | BusySession> => {
       const ended = session?.ended === true
       if (result.ok && !ended) return { record: result.record, session: session ?? null, handover: session === undefined ? result.handover : null, received: resume.received }
+      this.arriving.delete(resume.session)
       // The client's last welcome may have been lost with a connection not yet seen to close: a new session would
       // lose this one, so it comes back once the claim's window is over. Past it the claim waits only for a
       // connection whose client may never speak (a thief's, or a half-open one): no longer, or it could wait forever.
@@ -223,7 +244,14 @@ export class SessionRegistry implements Sessions {
       return this.create(route, request.url, owner)
     }
     if (!isThenable(claim)) return afterClaim(claim)
-    if (session === undefined) return this.track(Promise.resolve(claim).then(afterClaim))
+    if (session === undefined) {
+      // Until it is opened here or given up: what is posted to it meanwhile is for this instance to take.
+      this.arriving.add(resume.session)
+      return this.track(Promise.resolve(claim).then(afterClaim, (err: unknown) => {
+        this.arriving.delete(resume.session)
+        throw err
+      }))
+    }
     this.claiming.add(session)
     const answered = (): boolean => this.claiming.delete(session)
     return this.track(Promise.resolve(claim).then((result) => {
@@ -246,6 +274,7 @@ export class SessionRegistry implements Sessions {
     // Read once at the upgrade, while the TCP socket surely still has a peer address.
     const ip = socket[kIp]
     const { record, session: claimed } = prepared
+    this.arriving.delete(record.id)
     // Ended after the store's answer, before this turn (made room for another, overflowed): nothing is left to
     // resume, and a new session cannot begin without the store. The client comes back and begins one.
     if (claimed?.ended === true) {
@@ -335,6 +364,8 @@ export class SessionRegistry implements Sessions {
   abandon (route: SessionRoute, prepared: Prepared): void {
     const { record, session, handover } = prepared
     const ttlMs = route.resume.ttlMs
+    this.arriving.delete(record.id)
+    this.addressed.delete(record.id)
     // What another instance handed over was taken out of the store by the claim: back it goes, for wherever the
     // client resumes next.
     if (handover !== null) {
@@ -409,28 +440,32 @@ export class SessionRegistry implements Sessions {
    * leaves them for that claim.
    */
   private takePosts (session: Session): void {
+    if (session.ended || this.handing.has(session)) return
     if (this.taking.has(session)) {
       this.retake.add(session)
       return
     }
+    // The store takes in the order it is called: this take has every post this instance made so far.
+    const upTo = this.posts
     this.settle('take', () => {
       const taken = this.store.take!(session.id, session.fence)
-      if (!isThenable(taken)) return this.deliver(session, taken)
-      const delivered = Promise.resolve(taken).then((messages) => this.deliver(session, messages)).finally(() => {
+      if (!isThenable(taken)) return this.deliver(session, taken, upTo)
+      const delivered = Promise.resolve(taken).then((messages) => this.deliver(session, messages, upTo)).finally(() => {
         this.taking.delete(session)
-        if (this.retake.delete(session) && !session.ended) this.takePosts(session)
+        if (this.retake.delete(session)) this.takePosts(session)
       })
       this.taking.set(session, delivered.then(undefined, noop))
       return delivered
     })
   }
 
-  private deliver (session: Session, taken: SessionMessage[] | 'fenced' | 'lost'): void {
+  private deliver (session: Session, taken: SessionMessage[] | 'fenced' | 'lost', upTo: number): void {
     if (typeof taken === 'string') return this.lost(session, taken)
     if (session.ended) return
-    this.stats.sessions.postsTaken += taken.length
+    if ((this.addressed.get(session.id) ?? Infinity) <= upTo) this.addressed.delete(session.id)
     for (const { data, binary } of taken) {
       if (!session.send(data, { binary })) return
+      this.stats.sessions.postsTaken++
     }
   }
 
@@ -534,11 +569,17 @@ export class SessionRegistry implements Sessions {
    * anew). Never rejects.
    */
   private async handOver (session: Session): Promise<void> {
-    // Messages taken from the store a moment ago are in no handover unless they are the session's first.
+    this.handing.add(session)
+    // A take on its way has taken its messages out of the store already: they go with the handover once they are the
+    // session's. Its client may come back here meanwhile (a claim on its way, or won): then the session stays.
     const taking = this.taking.get(session)
     if (taking !== undefined) {
+      const { fence } = session
       await taking
-      if (session.ended) return
+      if (session.ended || session.fence !== fence || this.claiming.has(session)) {
+        this.handing.delete(session)
+        return
+      }
     }
     const topics = this.topics.positions(session)
     if (topics === null) {
@@ -581,6 +622,8 @@ export class SessionRegistry implements Sessions {
   private letGo (session: Session): void {
     session.ended = true
     this.held.delete(session.id)
+    this.handing.delete(session)
+    this.addressed.delete(session.id)
     this.stats.sessions.active--
     this.scheduler.remove(session)
     this.away.delete(session)

@@ -163,7 +163,9 @@ export class MemorySessionStore implements SessionStore {
 
   take (id: string, fence: number): SessionMessage[] | 'fenced' | 'lost' {
     const record = this.fenced(id, fence)
-    return typeof record === 'string' ? record : this.takePosts(id)
+    if (typeof record === 'string') return record
+    // Released, its claim holds it no more: what is posted waits for the claim that takes the handover.
+    return record.instance === '' ? 'fenced' : this.takePosts(id)
   }
 
   private takePosts (id: string): SessionMessage[] {

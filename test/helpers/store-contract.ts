@@ -431,6 +431,7 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore, clock:
     t.same(await store.post!(first.id, { data: 'before', binary: false }, 10, 100), { holder: 'B' })
     t.equal(await store.release(first.id, 2, TTL_MS, handover()), 'ok')
     t.same(await store.post!(first.id, { data: 'after', binary: false }, 10, 100), { holder: '' }, 'held by nobody')
+    t.equal(await store.take!(first.id, 2), 'fenced', 'released: its claim takes nothing more')
     const result = await store.claim(request(first, { instance: 'C', secret: 's1', newSecret: 's2', received: 5, sent: null }))
     t.match(result, { ok: true })
     if (result.ok) t.strictSame(result.handover!.messages, [...handover().messages, { data: 'before', binary: false }, { data: 'after', binary: false }])

@@ -158,19 +158,107 @@ test('posted again while a take is on its way: taken once that one is over, in o
   peer.ws.close()
 })
 
-test('a session handed over while a take is on its way: what that take brings goes with the handover', async (t, shared) => {
-  const a = await instance(t, new SlowTake(shared.store(), 200))
+test('a session handed over while a take is on its way: what that take brings goes with the handover, what is posted meanwhile waits for the claim', async (t, shared) => {
+  const slow = new SlowTake(shared.store(), 200)
+  const a = await instance(t, slow)
   const b = await instance(t, shared.store())
   const c = await instance(t, shared.store())
   const { peer, session, token } = await connectedTo(a)
   t.equal(await c.app.wsSessions.send(session, 'in flight'), 'posted')
-  await sleep(50)
+  await waitFor(() => slow.takes === 1, 3000, 'the take on its way')
+  t.equal(await c.app.wsSessions.send(session, 'meanwhile'), 'posted')
+  await sleep(20)
   await a.app.close()
   t.match(a.app.wsStats.sessions, { handedOver: 1, postsTaken: 1 })
+  t.equal(slow.takes, 1, 'no take once the handover began')
   t.match(await closed(peer), { code: 1001 })
   const back = new Peer(b.url('/s'), resumeToken(session, token, 0))
+  await waitFor(() => back.data().length === 2, 3000, 'replayed')
+  t.same(back.data(), ['in flight', 'meanwhile'])
+  back.ws.close()
+})
+
+test('a write that finds posts, answered once the session was handed over: no take; they wait for the claim', async (t, shared) => {
+  class SlowAway extends Unnoticed {
+    takes = 0
+    override take (...args: Parameters<NonNullable<SessionStore['take']>>): ReturnType<NonNullable<SessionStore['take']>> {
+      this.takes++
+      return super.take(...args)
+    }
+
+    override async write (...args: Parameters<SessionStore['write']>): Promise<fastifyReliableWs.WriteResult> {
+      const result = await super.write(...args)
+      if (args[2].away === true) await sleep(300)
+      return result
+    }
+  }
+  const slow = new SlowAway(shared.store())
+  const a = await instance(t, slow)
+  const b = await instance(t, shared.store())
+  const c = await instance(t, shared.store())
+  const { peer, session, token } = await connectedTo(a)
+  t.equal(await c.app.wsSessions.send(session, 'waiting'), 'posted')
+  peer.ws.terminate()
+  await untilAway(shared, session)
+  await a.app.close()
+  t.match(a.app.wsStats.sessions, { handedOver: 1 })
+  await sleep(400)
+  t.equal(slow.takes, 0, 'the answer came after the handover: no take')
+  const back = new Peer(b.url('/s'), resumeToken(session, token, 0))
   await waitFor(() => back.data().length === 1, 3000, 'replayed')
+  t.same(back.data(), ['waiting'])
+  back.ws.close()
+})
+
+test('asked for while a take is on its way, its client back meanwhile: the session stays, with what the take brought', async (t, shared) => {
+  const a = await instance(t, new SlowTake(shared.store(), 300))
+  const b = await instance(t, shared.store())
+  const c = await instance(t, shared.store())
+  const { peer, session, token } = await connectedTo(a)
+  t.equal(await c.app.wsSessions.send(session, 'in flight'), 'posted')
+  await sleep(20)
+  // Its client tries the other instance, which asks for it; then comes back here before the take is in.
+  const there = new Peer(b.url('/s'), resumeToken(session, token, 0))
+  t.match(await closed(there), { code: 1013 })
+  t.match(await closed(peer), { code: 1006 })
+  await waitFor(() => a.app.wsStats.sessions.replacedRemote === 1, 3000, 'asked')
+  const back = new Peer(a.url('/s'), resumeToken(session, token, 0))
+  t.match(await back.welcome(), { resumed: true })
+  await sleep(400)
+  t.equal(a.app.wsStats.sessions.handedOver, 0, 'not handed over')
+  t.not(a.app.wsSessions.get(session), undefined, 'held here still')
   t.same(back.data(), ['in flight'])
+  const heard = a.received.length
+  back.ws.send('still here')
+  await waitFor(() => a.received.length > heard, 3000, 'its messages reach the application')
+  t.equal(await c.app.wsSessions.send(session, 'later'), 'posted')
+  await waitFor(() => back.data().length === 2, 3000, 'taken here')
+  back.ws.close()
+})
+
+test('one caller\'s messages in the order of its calls across the session\'s arrival on the caller\'s instance', async (t, shared) => {
+  class SlowClaim extends Through {
+    override async claim (...args: Parameters<SessionStore['claim']>): Promise<fastifyReliableWs.ClaimResult> {
+      const result = await super.claim(...args)
+      await sleep(200)
+      return result
+    }
+  }
+  const a = await instance(t, shared.store())
+  const c = await instance(t, new SlowClaim(shared.store()))
+  const { peer, session, token } = await connectedTo(a)
+  await a.app.close()
+  t.match(await closed(peer), { code: 1001 })
+  const back = new Peer(c.url('/s'), resumeToken(session, token, 0))
+  await until('claimed by c', async () => (await c.app.wsSessions.lookup(session))?.instance === c.app.wsSessions.instance)
+  t.equal(c.app.wsSessions.get(session), undefined, 'not opened yet')
+  t.equal(await c.app.wsSessions.send(session, 'm1'), 'posted')
+  await waitFor(() => c.app.wsSessions.get(session) !== undefined, 3000, 'opened')
+  t.equal(await c.app.wsSessions.send(session, 'm2'), 'posted', 'through the store still, after m1')
+  await waitFor(() => back.data().length === 2, 3000, 'both')
+  t.same(back.data(), ['m1', 'm2'])
+  t.equal(await c.app.wsSessions.send(session, 'm3'), 'sent', 'once taken, at once')
+  await waitFor(() => back.data().length === 3, 3000, 'the third')
   back.ws.close()
 })
 
