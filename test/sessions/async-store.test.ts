@@ -257,6 +257,10 @@ t.test('a claim that rejects: the client is told to retry, the session left away
   t.match(peer.frames, [{ t: 'retry' }])
   t.match(app.wsSessions.get(old.session), { connected: false, ended: false, unacknowledged: 1 })
   t.match(app.wsStats.sessions, { storeUnavailable: 1, resumeRefused: 0, resumed: 0 })
+  // A session this instance does not hold (another instance's, for all it knows) alike.
+  const elsewhere = new Peer(url('/s'), resumeToken('f'.repeat(32), old.token, 0))
+  t.match(await elsewhere.closed, { code: 1013, reason: 'Session store unavailable' })
+  t.equal(app.wsStats.sessions.storeUnavailable, 2)
   store.failing.delete('claim')
   const back = new Peer(url('/s'), resumeToken(old.session, old.token, 0))
   t.match(await back.welcome(), { session: old.session, resumed: true })
