@@ -107,3 +107,19 @@ t.test('smoke test of npm run bench -- --smoke: every scenario, contender and fi
   t.match(stdout, /\| publish 100 B to 20: server CPU \/ publish ≤ 0\.6× a loop of ws\.send \| \d+\.\d+× \|/, 'the publish targets are evaluated')
   t.match(stdout, /\| snapshot: wire bytes ≤ 0\.4× uncompressed \| \d+\.\d+× \|/, 'the compression targets are evaluated')
 })
+
+t.test('smoke test of bench/mass-resume.mjs: 20 sessions, graceful then crash; the counts, never the timings', needs(REDIS), async (t) => {
+  const stdout = await new Promise<string>((resolve, reject) => {
+    execFile(process.execPath, [join(__dirname, '..', '..', 'bench', 'mass-resume.mjs'), '--sessions', '20'], { env: { ...process.env, REDIS_SERVER_PATH: find(REDIS)! } }, (err, stdout, stderr) => {
+      if (err !== null) reject(new Error(`${err.message}\n${stderr}`))
+      else resolve(stdout)
+    })
+  })
+  const [drain, crash] = stdout.trim().split('\n').map((line) => JSON.parse(line))
+  t.match(drain, { end: 'drain', back: 20, resumed: 20, lost: 0, handedOver: 20 }, 'handed over: every session resumed')
+  t.match(crash, { end: 'crash', back: 20, resumed: 0, lost: 20, handedOver: 0 }, 'crashed: every session begun anew')
+  for (const run of [drain, crash]) {
+    const figures = [run.perSecond, run.busiest100ms, run.redisCpuMs, run.redisScripts, run.survivorCpuPerBackMs, ...run.survivorCpuMs, ...run.survivorDelayP99Ms]
+    t.ok(figures.every(Number.isFinite), `${run.end}: every figure is a number`)
+  }
+})
