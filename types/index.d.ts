@@ -552,8 +552,12 @@ declare namespace fastifyReliableWs {
      * the plugin closes. Without the pair, a session moves only when its instance closes.
      */
     listen? (instance: string, notices: StoreNotices): Awaitable<() => Awaitable<void>>
-    /** Optional, with `listen`: asks `instance` to hand session `id` over, if it still holds it as claim `fence`. At most once; may be lost. */
-    ask? (instance: string, id: string, fence: number): Awaitable<void>
+    /**
+     * Optional, with `listen`: asks `instance` to hand session `id` over, if it still holds it as claim `fence`. At most
+     * once; may be lost. `false` when the store knows that no instance listens under that name (it died, or cannot
+     * hear): the session is then begun anew at once rather than waited for. Anything else: it may hear.
+     */
+    ask? (instance: string, id: string, fence: number): Awaitable<boolean | void>
     /**
      * Optional, with `take`: keeps a message for session `id`, after those kept before it, unless `maxMessages` are
      * kept already or its bytes would take them past `maxBytes`; tells its holder (`StoreNotices.posted`, at most
@@ -568,7 +572,10 @@ declare namespace fastifyReliableWs {
   /** What `RedisSessionStore` needs of its client: an ioredis client or Cluster client (`app.redis` of @fastify/redis). */
   export interface RedisScriptClient {
     defineCommand (name: string, definition: { lua: string, numberOfKeys?: number }): void
+    /** Resolves to the count of subscribers reached (on a Cluster, those of the node it ran on only). */
     publish (channel: string, message: string): Promise<unknown>
+    /** `true` on an ioredis Cluster client. */
+    readonly isCluster?: boolean
     /** For `listen`'s subscription: a connection of the store's own, closed when listening stops. */
     duplicate (...args: any[]): unknown
   }
@@ -593,7 +600,7 @@ declare namespace fastifyReliableWs {
     end (id: string, fence: number): Promise<WriteResult>
     read (id: string): Promise<SessionRecord | null>
     listen (instance: string, notices: StoreNotices): Promise<() => Promise<void>>
-    ask (instance: string, id: string, fence: number): Promise<void>
+    ask (instance: string, id: string, fence: number): Promise<boolean>
     post (id: string, message: SessionMessage, maxMessages: number, maxBytes: number): Promise<PostResult>
     take (id: string, fence: number): Promise<SessionMessage[] | 'fenced' | 'lost'>
   }

@@ -398,8 +398,13 @@ export class RedisSessionStore implements SessionStore {
     return stop
   }
 
-  async ask (instance: string, id: string, fence: number): Promise<void> {
-    await this.client.publish(this.channel(instance), `${fence} ${id}`)
+  /**
+   * False when nobody subscribes to the instance's channel: it died, or its listening connection is down (an ask would
+   * be lost either way). On a Cluster, PUBLISH counts only the subscribers of the node it ran on: there, never false.
+   */
+  async ask (instance: string, id: string, fence: number): Promise<boolean> {
+    const reached = await this.client.publish(this.channel(instance), `${fence} ${id}`)
+    return this.client.isCluster === true || Number(reached) > 0
   }
 
   /** The channel on which an instance is asked for the sessions it holds. */

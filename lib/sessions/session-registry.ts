@@ -162,6 +162,23 @@ export class SessionRegistry implements Sessions {
   }
 
   /**
+   * Asks the holder of a session for it: false only when the store knows that nobody listens under that name. A failed
+   * ask is logged, and taken as heard (the client comes back, and asks again).
+   */
+  private ask (holder: string, id: string, fence: number): Awaitable<boolean> {
+    const failed = (err: unknown): boolean => {
+      this.log.warn({ err }, 'session store: ask failed')
+      return true
+    }
+    try {
+      const asked = this.store.ask!(holder, id, fence)
+      return isThenable(asked) ? Promise.resolve(asked).then((heard) => heard !== false, failed) : asked !== false
+    } catch (err) {
+      return failed(err)
+    }
+  }
+
+  /**
    * Once the plugin is ready: another instance where the client of a session held here resumes may ask for it, and
    * any instance may post to one.
    */
@@ -232,14 +249,19 @@ export class SessionRegistry implements Sessions {
       // connection whose client may never speak (a thief's, or a half-open one): no longer, or it could wait forever.
       if (!result.ok && result.refusal === 'busy' && Number(result.retryMs) > 0 && !ended) return { retryMs: Number(result.retryMs) }
       // Held by another live instance, where the client was last: that instance is asked to hand it over, and the
-      // client to come back once it will have.
+      // client to come back once it will have; at once anew when the store knows nobody hears under the holder's name
+      // (it died): it cannot hand anything over, and the client would only come back until the holder's time is up.
       if (!result.ok && result.refusal === 'held' && Number(result.retryMs) > 0 && typeof this.store.ask === 'function') {
-        const { holder, fence } = result
-        this.settle('ask', () => this.store.ask!(holder, resume.session, Number(fence)))
-        return { retryMs: Math.min(Number(result.retryMs), ASK_RETRY_MS) }
+        const retry = { retryMs: Math.min(Number(result.retryMs), ASK_RETRY_MS) }
+        const asked = this.ask(result.holder, resume.session, Number(result.fence))
+        const heard = (reached: boolean): Awaitable<Prepared | BusySession> => reached ? retry : refused()
+        return isThenable(asked) ? Promise.resolve(asked).then(heard) : heard(asked)
       }
       // Ended while the claim was on its way: the record it took has no session left to resume.
       if (result.ok) this.endRecord(result.record.id, result.record.fence)
+      return refused()
+    }
+    const refused = (): Awaitable<Prepared> => {
       this.stats.sessions.resumeRefused++
       return this.create(route, request.url, owner)
     }

@@ -141,10 +141,12 @@ export class MemorySessionStore implements SessionStore {
     }
   }
 
-  ask (instance: string, id: string, fence: number): void {
+  ask (instance: string, id: string, fence: number): boolean {
     const notices = this.listeners.get(instance)
+    if (notices === undefined) return false
     // Told later, as over a channel: never inside the claim of the instance asking.
-    if (notices !== undefined) queueMicrotask(() => notices.asked(id, fence))
+    queueMicrotask(() => notices.asked(id, fence))
+    return true
   }
 
   post (id: string, message: SessionMessage, maxMessages: number, maxBytes: number): PostResult {

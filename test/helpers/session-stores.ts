@@ -44,7 +44,7 @@ export class AsyncStore implements SessionStore {
     return this.answer('listen', () => this.memory.listen(instance, notices))
   }
 
-  ask (instance: string, id: string, fence: number): Promise<void> {
+  ask (instance: string, id: string, fence: number): Promise<boolean> {
     return this.answer('ask', () => this.memory.ask(instance, id, fence))
   }
 

@@ -492,6 +492,26 @@ test('an ask made before the holder\'s own claim of the session, answered while 
   back.ws.close()
 })
 
+test('an ask that fails (rejects or throws) is logged and taken as heard: the client is told to come back', async (t, shared) => {
+  for (const how of ['rejects', 'throws'] as const) {
+    class Failing extends Through {
+      override ask (): ReturnType<NonNullable<SessionStore['ask']>> {
+        if (how === 'throws') throw new Error('store down')
+        return Promise.reject(new Error('store down'))
+      }
+    }
+    const logs: string[] = []
+    const a = await instance(t, shared.store())
+    const b = await instance(t, new Failing(shared.store()), {}, {}, () => {}, { logger: { level: 'warn', stream: { write: (line: string) => { logs.push(JSON.parse(line).msg) } } } })
+    const peer = new Peer(a.url('/s'))
+    const welcome = await peer.welcome()
+    const elsewhere = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+    t.match(await closed(elsewhere), { code: 1013, reason: 'Session busy' }, how)
+    t.ok(logs.includes('session store: ask failed'), `${how}: logged`)
+    peer.ws.close()
+  }
+})
+
 test('when the holder does not answer, the client is told to come back, then begins anew once the holder\'s time is up', async (t, shared) => {
   // Asks that are lost (the holder's subscription is down, or it is stalled).
   class Deaf extends Listening {
@@ -520,6 +540,28 @@ test('when the holder does not answer, the client is told to come back, then beg
   t.match(b.app.wsStats.sessions, { busy: 2, resumeRefused: 1, claimedRemote: 0 })
   t.equal(a.latest!.connected, true, 'the session stays with its holder')
   second.ws.close()
+})
+
+test('a holder nobody hears any more (it died; here, it stopped listening): a client resuming elsewhere begins anew at once, not after its time to answer', async (t, shared) => {
+  class Unheard extends Through {
+    stop: (() => unknown) | null = null
+    override async listen (...args: Parameters<NonNullable<SessionStore['listen']>>): Promise<() => void> {
+      const stop = await super.listen(...args)
+      this.stop = stop
+      return () => {}
+    }
+  }
+  const unheard = new Unheard(shared.store())
+  const a = await instance(t, unheard)
+  const b = await instance(t, shared.store())
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  await unheard.stop!()
+  const elsewhere = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  t.match(await elsewhere.welcome(), { resumed: false }, 'a new session, without a retry')
+  t.match(b.app.wsStats.sessions, { resumeRefused: 1, busy: 0 })
+  t.equal(a.app.wsStats.sessions.replacedRemote, 0, 'nobody heard')
+  for (const one of [peer, elsewhere]) one.ws.close()
 })
 
 test('a connected session\'s record is written again while it lasts; once its holder dies, it goes 2 s (or ttlMs, if longer) later, and a client resuming elsewhere begins anew at once', async (t, shared) => {

@@ -27,3 +27,16 @@ t.test('the memory store refuses an id taken by throwing, naming the id', async 
   store.create(record)
   t.throws(() => store.create({ ...record }), { message: `session ${record.id} exists already` })
 })
+
+t.test('the memory store knows who listens: an ask to nobody is false, and lost', async (t) => {
+  const store = new MemorySessionStore()
+  t.equal(store.ask('A', '1'.padStart(32, '0'), 1), false, 'nobody listens')
+  let asked = 0
+  const stop = store.listen('A', { asked: () => { asked++ }, posted: () => {} })
+  t.equal(store.ask('A', '1'.padStart(32, '0'), 1), true)
+  await new Promise((resolve) => setTimeout(resolve, 10))
+  stop()
+  t.equal(store.ask('A', '1'.padStart(32, '0'), 1), false, 'stopped')
+  await new Promise((resolve) => setTimeout(resolve, 10))
+  t.equal(asked, 1, 'only the one heard')
+})
