@@ -73,4 +73,16 @@ export async function closeConnection (connection: Connection, ms: number): Prom
   const quitted = await Promise.race([quit, late])
   clearTimeout(timer)
   if (!quitted) connection.disconnect()
+  if (connection.isCluster) stopRefreshing(connection as unknown as Cluster)
+}
+
+/**
+ * Stops a closed Cluster client's `slotsRefreshInterval` for good. A refresh still under way when it closed sets that
+ * timer again as it ends, and from then on every refresh fails at once and sets it again (ioredis 6.0): the process
+ * never exits. A refresh asked for now ends right after that one, at once if none is under way (the client holds no
+ * node after disconnect(), so none is asked), and the disconnect() after it clears the timer.
+ */
+export function stopRefreshing (cluster: Cluster): void {
+  cluster.disconnect()
+  cluster.refreshSlotsCache(() => cluster.disconnect())
 }

@@ -7,7 +7,7 @@ import { createRedisBroker } from '../../lib/topics/redis-broker'
 import type { RedisBroker } from '../../lib/topics/redis-broker'
 import { DEFAULTS } from '../../lib/core/options'
 import type { TopicSettings } from '../../lib/core/options'
-import { loadIoredis } from '../../lib/redis/redis-connection'
+import { loadIoredis, stopRefreshing } from '../../lib/redis/redis-connection'
 import { publishScript, topicKeys } from '../../lib/topics/redis-scripts'
 import { hashSlot } from '../../lib/redis/hash-slot'
 import { shardProbeChannels } from '../../lib/redis/redis-pubsub'
@@ -437,7 +437,8 @@ function ownerOf (app: Cluster, servers: RedisServer[], name: string): number {
 async function cluster (t: Test, options: ClusterOptions = {}): Promise<{ servers: RedisServer[], app: Cluster }> {
   const servers = await startCluster(t)
   const app = new Cluster(servers.map(({ port }) => ({ host: '127.0.0.1', port })), options)
-  t.teardown(() => app.disconnect())
+  // As the broker closes its own: disconnect() alone may leave the slotsRefreshInterval timer running for good.
+  t.teardown(() => stopRefreshing(app))
   await until('the application\'s client', () => app.status === 'ready')
   return { servers, app }
 }
@@ -673,4 +674,20 @@ t.test('Redis Cluster: a broker started while the cluster is failing comes up on
   await until('started', () => started, 15_000)
   await starting
   t.equal(b.state, 'up')
+})
+
+t.test('Redis Cluster: a broker closed while its connections refresh the slots leaves no refresh timer behind', needs(REDIS), async (t) => {
+  const { servers, app } = await cluster(t, { slotsRefreshInterval: 100 })
+  const b = await broker(t, app, { publishTimeoutMs: 200 })
+  // Stopped, every node takes CLUSTER SLOTS and never answers: each connection's refresh is under way, until its
+  // slotsRefreshTimeout (1 s), when the broker has long closed.
+  for (const server of servers) server.signal('SIGSTOP')
+  await sleep(300)
+  await b.broker.close()
+  await sleep(1500)
+  const { pub, sub } = (b.raw as { link: { pub: unknown, sub: unknown } }).link
+  for (const [name, connection] of [['command', pub], ['subscriber', sub]] as const) {
+    t.equal((connection as { slotsTimer: unknown }).slotsTimer, null, `the ${name} connection refreshes no more`)
+  }
+  for (const server of servers) server.signal('SIGCONT')
 })
