@@ -303,6 +303,17 @@ declare namespace fastifyReliableWs {
      * rejecting refuses the connection with 1008. Default: none (the resume secret alone decides).
      */
     owner?: (request: FastifyRequest) => string | Promise<string>
+    /**
+     * Sessions that survive a crash of their instance, with a session store that has `keep` (`RedisSessionStore`
+     * has): each message to the client is kept in the store before it is sent, and the count of the client's messages
+     * reserved ahead, so that another instance goes on with the session. Default `false`.
+     */
+    durable?: boolean
+    /**
+     * With `durable`: the client's messages counted ahead in the store, one write every half of them; after a crash,
+     * at most this many reach the application again, marked `redelivered`. Default `64`.
+     */
+    receiveWindow?: number
   }
 
   /** One client's conversation across its connections. */
@@ -324,6 +335,11 @@ declare namespace fastifyReliableWs {
     readonly received: number
     /** What `resume.owner` returned when the session began, or `null` without one. */
     readonly owner: string | null
+    /**
+     * With `resume.durable`, during a `message` event: true when the application may have had this message already
+     * (its number is `received`), from the instance that held the session before it crashed. Otherwise false.
+     */
+    readonly redelivered: boolean
     /** Sends now, or on resume if the client is away. False when the session has ended, or when this message ends it. */
     send (data: BufferLike, options?: { binary?: boolean }): boolean
     sendJSON (value: unknown): boolean
@@ -441,6 +457,14 @@ declare namespace fastifyReliableWs {
     askMs: number
     /** How long the record lives, held by the claimer, unless it writes it again. */
     ttlMs: number
+    /**
+     * With `resume.durable`: whatever handover the claim takes stays in the store as the claimer's kept copy (`keep`),
+     * until the claimer keeps its own; and a kept copy is taken over when its holder is `dead`, or has not written the
+     * record for its time.
+     */
+    durable?: boolean
+    /** With `durable`: the instance the store said nobody listens as (`ask` answered `false`): it died. */
+    dead?: string
   }
 
   /**
@@ -467,6 +491,16 @@ declare namespace fastifyReliableWs {
     messages: SessionMessage[]
     /** Where the session stands in each topic it subscribes to: the next holder goes on from there. */
     topics: TopicPosition[]
+    /**
+     * With `resume.durable`: the client's messages that may have reached the application, `received` or more. After a
+     * crash of its holder, those numbered `received + 1` to here reach the application again, marked `redelivered`.
+     */
+    reserved?: number
+    /**
+     * How many of the messages posted to the session (the first ones, taken with `peek`) `messages` holds already: the
+     * store drops them from its posted messages as it keeps this.
+     */
+    taken?: number
   }
 
   /**
@@ -565,8 +599,18 @@ declare namespace fastifyReliableWs {
      * only sessions held by the calling instance.
      */
     post? (id: string, message: SessionMessage, maxMessages: number, maxBytes: number): Awaitable<PostResult>
-    /** Optional, with `post`: the messages kept for session `id`, in order, taken out; refused unless claim `fence` holds it. */
-    take? (id: string, fence: number): Awaitable<SessionMessage[] | 'fenced' | 'lost'>
+    /**
+     * Optional, with `post`: the messages kept for session `id`, in order, taken out; refused unless claim `fence` holds
+     * it. With `peek`, left in the store: the holder's next `keep` or `release` drops them (`SessionHandover.taken`).
+     */
+    take? (id: string, fence: number, peek?: boolean): Awaitable<SessionMessage[] | 'fenced' | 'lost'>
+    /**
+     * Optional; `resume.durable` needs it: the holder's copy of what a next holder needs should this one die, kept
+     * beside the record and replacing the last (a claim from an instance that does not hold the session takes it only
+     * once its holder is dead: `ClaimRequest.durable`). Refused (`'fenced'`) once another claim took the session, or it
+     * was released; otherwise as `write` with no changes.
+     */
+    keep? (id: string, fence: number, ttlMs: number, kept: SessionHandover): Awaitable<WriteResult>
   }
 
   /** What `RedisSessionStore` needs of its client: an ioredis client or Cluster client (`app.redis` of @fastify/redis). */
@@ -602,7 +646,8 @@ declare namespace fastifyReliableWs {
     listen (instance: string, notices: StoreNotices): Promise<() => Promise<void>>
     ask (instance: string, id: string, fence: number): Promise<boolean>
     post (id: string, message: SessionMessage, maxMessages: number, maxBytes: number): Promise<PostResult>
-    take (id: string, fence: number): Promise<SessionMessage[] | 'fenced' | 'lost'>
+    take (id: string, fence: number, peek?: boolean): Promise<SessionMessage[] | 'fenced' | 'lost'>
+    keep (id: string, fence: number, ttlMs: number, kept: SessionHandover): Promise<WriteResult>
   }
 
   export interface DisconnectInfo {
@@ -781,6 +826,15 @@ declare namespace fastifyReliableWs {
     throttled: number
     /** Resumes of a session another instance handed over (its messages and counts came with it). */
     claimedRemote: number
+    /**
+     * Resumes of a session whose instance died, from the copy it kept in the store (`resume.durable`); counted in
+     * `claimedRemote` too.
+     */
+    takenOver: number
+    /** The client's messages that reached the application a second time after a crash, marked `redelivered`. */
+    redelivered: number
+    /** Sessions given up here because another instance took them over, taking this one for dead: closed with cause `replaced`. */
+    fenced: number
     /** Sessions this instance handed over, as it closed or when asked, for their clients to resume on another instance. */
     handedOver: number
     /** Sessions this instance failed to hand over (the store failed or refused): their clients begin anew. */

@@ -16,6 +16,9 @@ export interface ResumeSettings {
   maxBufferedBytes: number
   // Who the request is, for a session to be resumed only by whoever began it; null: the secret alone.
   owner: ((request: FastifyRequest) => string | PromiseLike<string>) | null
+  // Kept in the store as it goes (it survives a crash of its instance), the client's messages reserved a window ahead.
+  durable: boolean
+  receiveWindow: number
 }
 /** Bounds on all sessions of the instance together, whatever routes they belong to. */
 export interface SessionLimitSettings { maxSessions: number, maxSessionsPerIp: number, sessionBufferBytes: number, maxPendingSessions: number }
@@ -148,7 +151,7 @@ export const DEFAULTS = Object.freeze({
   // Connection lines at info, like Fastify's own request lines.
   logging: Object.freeze({ connections: 'info' as const, warningsPerSecond: 10 }),
   // What `resume: true` means; sessions are off unless asked for.
-  resume: Object.freeze({ ttlMs: 120_000, maxBufferedMessages: 1000, maxBufferedBytes: 1_048_576, owner: null }),
+  resume: Object.freeze({ ttlMs: 120_000, maxBufferedMessages: 1000, maxBufferedBytes: 1_048_576, owner: null, durable: false, receiveWindow: 64 }),
   // What `compression: true` means. Without context takeover each message is compressed on its own, so the sockets
   // of a route share a few zlib streams and hold none themselves (ws keeps ~110 KB of them per active socket),
   // which leaves room for zlib's own defaults. bench/notes.md has the measurements; docs/compression.md when to use it.
@@ -219,7 +222,7 @@ const METRICS_KEYS = keysOf<fastifyReliableWs.MetricsOptions>({ registry: true, 
 const LOGGING_KEYS = keysOf<fastifyReliableWs.LoggingOptions>({ connections: true, warningsPerSecond: true })
 const LOG_LEVELS = keysOf<Record<LogLevel, unknown>>({ fatal: true, error: true, warn: true, info: true, debug: true, trace: true })
 const REGISTRY_METHODS = [...keysOf<fastifyReliableWs.MetricsRegistry>({ registerMetric: true, getSingleMetric: true, removeSingleMetric: true })]
-const SESSION_STORE_METHODS = [...keysOf<Omit<SessionStore, 'listen' | 'ask' | 'post' | 'take'>>({ create: true, claim: true, write: true, release: true, end: true, read: true })]
+const SESSION_STORE_METHODS = [...keysOf<Omit<SessionStore, 'listen' | 'ask' | 'post' | 'take' | 'keep'>>({ create: true, claim: true, write: true, release: true, end: true, read: true })]
 // What Prometheus accepts at the start of a metric name.
 const METRIC_PREFIX = /^([a-zA-Z_:][a-zA-Z0-9_:]*)?$/
 const COMPRESSION_KEYS = keysOf<fastifyReliableWs.CompressionOptions>({
@@ -243,7 +246,7 @@ const TOPIC_KEYS = keysOf<fastifyReliableWs.TopicOptions>({
   publishTimeoutMs: true,
   probeIntervalMs: true
 })
-const RESUME_KEYS = keysOf<fastifyReliableWs.ResumeOptions>({ ttlMs: true, maxBufferedMessages: true, maxBufferedBytes: true, owner: true })
+const RESUME_KEYS = keysOf<fastifyReliableWs.ResumeOptions>({ ttlMs: true, maxBufferedMessages: true, maxBufferedBytes: true, owner: true, durable: true, receiveWindow: true })
 
 function invalid (name: string, why: string): Error {
   return new FST_RELIABLE_WS_INVALID_OPTION(name, why)
@@ -379,7 +382,9 @@ function resolveResume (name: string, base: ResumeSettings | false, value: unkno
     ttlMs: o.ttlMs === undefined ? start.ttlMs : checkNumber(`${name}.ttlMs`, o.ttlMs, 1, true),
     maxBufferedMessages: o.maxBufferedMessages === undefined ? start.maxBufferedMessages : checkLimit(`${name}.maxBufferedMessages`, o.maxBufferedMessages, true),
     maxBufferedBytes: o.maxBufferedBytes === undefined ? start.maxBufferedBytes : checkLimit(`${name}.maxBufferedBytes`, o.maxBufferedBytes, true),
-    owner: o.owner === undefined ? start.owner : checkFunction(`${name}.owner`, o.owner)
+    owner: o.owner === undefined ? start.owner : checkFunction(`${name}.owner`, o.owner),
+    durable: o.durable === undefined ? start.durable : checkBoolean(`${name}.durable`, o.durable),
+    receiveWindow: o.receiveWindow === undefined ? start.receiveWindow : checkInteger(`${name}.receiveWindow`, o.receiveWindow, 1, 65_536)
   }
 }
 
@@ -468,6 +473,14 @@ function resolveSessionStore (value: unknown): SessionStore | null {
     }
   }
   return store
+}
+
+// A durable session is kept where another instance finds it once its own died: in a store shared by instances, that keeps.
+function checkDurable (name: string, resume: ResumeSettings | false, store: SessionStore | null): ResumeSettings | false {
+  if (resume !== false && resume.durable && typeof store?.keep !== 'function') {
+    throw invalid(`${name}.durable`, 'needs a sessionStore shared by the instances, with a keep method (RedisSessionStore has one)')
+  }
+  return resume
 }
 
 function resolveShutdown (value: unknown): ShutdownSettings {
@@ -578,6 +591,7 @@ export function resolvePluginSettings (options: Options): PluginSettings {
   const o = checkObject('options', options, PLUGIN_KEYS) as Options
   const shutdown = resolveShutdown(o.shutdown)
   const { limits, handshakeTimeoutMs, sessionLimits } = resolvePluginLimits(o.limits, o.websocket)
+  const sessionStore = resolveSessionStore(o.sessionStore)
   return {
     heartbeat: resolveHeartbeat('heartbeat', DEFAULTS.heartbeat, o.heartbeat === undefined ? {} : o.heartbeat),
     backpressure: mergeBackpressure('backpressure', DEFAULTS.backpressure, o.backpressure),
@@ -592,8 +606,8 @@ export function resolvePluginSettings (options: Options): PluginSettings {
     sessionLimits,
     metrics: resolveMetrics(o.metrics),
     logging: resolveLogging(o.logging),
-    resume: resolveResume('resume', false, o.resume),
-    sessionStore: resolveSessionStore(o.sessionStore),
+    resume: checkDurable('resume', resolveResume('resume', false, o.resume), sessionStore),
+    sessionStore,
     compression: resolveCompression('compression', false, o.compression, false),
     topics: resolveTopics(o.topics, isPlainObject(o.limits) ? o.limits.maxSubscriptions : undefined),
     redis: resolveRedis(o.redis)
@@ -624,7 +638,7 @@ export function resolveRouteSettings (plugin: PluginSettings, value: RouteOption
     messageSchema: (o.messageSchema as object | undefined) ?? null,
     allowedOrigins: resolveOrigins(`${name}.allowedOrigins`, plugin.allowedOrigins, o.allowedOrigins),
     limits: resolveRouteLimits(`${name}.limits`, plugin.limits, o.limits),
-    resume: resolveResume(`${name}.resume`, plugin.resume, o.resume),
+    resume: checkDurable(`${name}.resume`, resolveResume(`${name}.resume`, plugin.resume, o.resume), plugin.sessionStore),
     compression: resolveCompression(`${name}.compression`, plugin.compression, o.compression, true)
   }
 }

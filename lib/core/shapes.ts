@@ -7,7 +7,7 @@ import type fastifyReliableWs = require('../../types/index')
 import type { BackpressureSettings, CompressionSettings, HeartbeatSettings, LimitSettings, PluginSettings, ResumeSettings } from './options'
 import type {
   kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
-  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kOnConnectPending,
+  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kDeliver, kOnConnectPending,
   kCloseCodeSent, kMessageStartedAt, kPendingPongs, kPongSent, kTcp, kErrorListeners, kMidMessage, kCompressFrom, kTopics, kPlaces
 } from './symbols'
 
@@ -64,6 +64,7 @@ export interface ReliableSocket extends WebSocket.WebSocket {
   [kOnConnectPending]: boolean
   // `frame`: the message's frame as built once for all of a topic's subscribers, written as is when the sender is idle.
   [kTransmit]: (data: unknown, binary: boolean, cb: SendCallback | undefined, frame?: Buffer[]) => void
+  [kDeliver]: (data: unknown, binary: boolean) => void
   [kCloseCodeSent]: number
   [kMessageStartedAt]: number
   // Its topics when it subscribes without a session.
@@ -100,8 +101,10 @@ export interface SocketSession extends fastifyReliableWs.Session {
   // Where it stands in each of them; set with kTopics.
   [kPlaces]: Map<string, TopicPlace> | null
   send (data: unknown, options?: { binary?: boolean }, cb?: SendCallback): boolean
-  /** A data message arrived from the client: false when it is to be dropped (the session went to another instance). */
-  onMessage (): boolean
+  /** A data message arrived from the client: DELIVER, DROP, or WAIT for the store (session.ts). */
+  onMessage (): Verdict
+  /** A message that is to WAIT, given to the session. */
+  hold (data: unknown, binary: boolean): void
   /** A frame arrived from the client on its current connection. */
   heard (): void
   /** The client acknowledged `n` messages in all; false when it claims more than were sent. */
@@ -109,6 +112,12 @@ export interface SocketSession extends fastifyReliableWs.Session {
   /** The pong frame that answers the client's ping, carrying what this session has received. */
   pong (): string
 }
+
+/** What becomes of a data message from the client: it reaches the application, is dropped, or waits for the store. */
+export const DELIVER = 0
+export const DROP = 1
+export const WAIT = 2
+export type Verdict = typeof DELIVER | typeof DROP | typeof WAIT
 
 /** A TCP connection whose first request has not fully arrived yet (on a TLS server: the TCP connection under the TLS one). */
 export interface PendingConnection extends Socket {

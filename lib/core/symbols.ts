@@ -30,6 +30,8 @@ export const kPongSent = Symbol('reliable-ws.pongSent')
 export const kSession = Symbol('reliable-ws.session')
 export const kResume = Symbol('reliable-ws.resume')
 export const kTransmit = Symbol('reliable-ws.transmit')
+// A client's message that waited for its session's store (resume.durable), its turn come.
+export const kDeliver = Symbol('reliable-ws.deliver')
 export const kPublished = Symbol('reliable-ws.published')
 export const kOnConnectPending = Symbol('reliable-ws.onConnectPending')
 // The code of the close frame the server sent (1006 while none), for a peer ws stopped reading before it could answer.

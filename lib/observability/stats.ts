@@ -47,7 +47,7 @@ export class StatsCollector implements Counters {
   }
 
   readonly routes = new Map<string, RouteCounters>()
-  readonly sessions: SessionStats = { active: 0, resumed: 0, resumeRefused: 0, expired: 0, overflowed: 0, evicted: 0, rejected: 0, storeUnavailable: 0, busy: 0, throttled: 0, claimedRemote: 0, handedOver: 0, handoverFailed: 0, replacedRemote: 0, replayed: 0, posted: 0, postsTaken: 0, bufferedBytes: 0, topicGaps: 0, storeLost: 0 }
+  readonly sessions: SessionStats = { active: 0, resumed: 0, resumeRefused: 0, expired: 0, overflowed: 0, evicted: 0, rejected: 0, storeUnavailable: 0, busy: 0, throttled: 0, claimedRemote: 0, takenOver: 0, redelivered: 0, fenced: 0, handedOver: 0, handoverFailed: 0, replacedRemote: 0, replayed: 0, posted: 0, postsTaken: 0, bufferedBytes: 0, topicGaps: 0, storeLost: 0 }
   readonly topics: TopicStats = { topics: 0, subscriptions: 0, published: 0, delivered: 0, dropped: 0, queued: 0, gaps: 0, refused: 0, invalid: 0 }
   broker: BrokerStats = { state: 'down', lagMs: 0 }
   readonly compression: CompressionCounters = { sent: { messages: 0, bytesIn: 0, bytesOut: 0 }, received: { messages: 0, bytesIn: 0, bytesOut: 0 } }

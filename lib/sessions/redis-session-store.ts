@@ -77,11 +77,13 @@ return 1
  * references, and the bytes are compared only when a string is interned beside another of the same hash.
  *
  * KEYS: the record, its messages handed over, its messages posted. ARGV: instance, route, url, owner (`0` for null,
- * else `1` and the owner), secret, received, sent (`''` for null), new secret, confirmMs, askMs, ttlMs. Returns
- * [refusal], ['busy', retryMs], ['held', holder, fence, retryMs?], or ['ok', previous instance, the record's fields],
- * followed, when a handover was kept, by its received, its acknowledged, its messages then those posted, and its topics
- * (taken out). The moment until which the holder, asked for the session, may hand it over is the hash's field `q`,
- * until the record changes hands.
+ * else `1` and the owner), secret, received, sent (`''` for null), new secret, confirmMs, askMs, ttlMs, durable (0/1),
+ * the instance known dead (or `''`). Returns [refusal], ['busy', retryMs], ['held', holder, fence, retryMs?], or ['ok',
+ * previous instance, the record's fields], followed, when a handover was taken, by its received, its acknowledged, its
+ * messages then those posted, its topics and its reserved. Taken out, unless the claim is durable: then it stays, the
+ * posts joined to its messages, as the claimer's kept copy. The moment until which the holder, asked for the session,
+ * may hand it over is the hash's field `q`, until the record changes hands. A handover (`hr ha ht hm`, the list `:m`)
+ * with a holder is a copy that holder kept (`keep`): a durable claim takes it once the holder is dead.
  */
 const CLAIM = `${PRELUDE}
 local r = redis.call('hmget', KEYS[1], unpack(FIELDS))
@@ -98,15 +100,18 @@ if r[5] ~= ARGV[5] and not (held and not waiting) then
   if held and waiting then return { 'busy', math.max(tonumber(r[10]) - now, 0) } end
   return { 'secret' }
 end
-if tonumber(r[11]) <= now and r[8] ~= ARGV[1] then
+local handover = redis.call('hmget', KEYS[1], 'hr', 'ha', 'ht', 'hm')
+local kept = ARGV[12] == '1' and r[8] ~= '' and handover[2]
+local died = tonumber(r[11]) <= now and r[8] ~= ARGV[1]
+if died and not kept then
   redis.call('del', KEYS[1], KEYS[2], KEYS[3])
   return { 'unknown' }
 end
-local handover = redis.call('hmget', KEYS[1], 'hr', 'ha', 'ht')
 local received = tonumber(ARGV[6])
 local sent = tonumber(ARGV[7])
+local take = handover[2] and (r[8] == '' or (ARGV[7] == '' and kept and (died or ARGV[13] == r[8])))
 if ARGV[7] == '' then
-  if not handover[2] then
+  if not take then
     local holder = r[8]
     if holder == '' or holder == ARGV[1] then return { 'held', holder, r[7] } end
     local asked = redis.call('hget', KEYS[1], 'q')
@@ -126,15 +131,26 @@ local expiresAt = now + tonumber(ARGV[11])
 redis.call('hset', KEYS[1], 'a', ARGV[1], 'st', 'claimed', 'cu', now + tonumber(ARGV[9]), 'ea', expiresAt, 's', ARGV[8], 'h', ARGV[5])
 redis.call('hdel', KEYS[1], 'q')
 local reply = { 'ok', r[8], redis.call('hmget', KEYS[1], unpack(FIELDS)) }
-if handover[2] then
+if take then
   reply[4] = handover[1]
   reply[5] = handover[2]
-  local messages = redis.call('lrange', KEYS[2], 0, -1)
-  for _, posted in ipairs(redis.call('lrange', KEYS[3], 0, -1)) do messages[#messages + 1] = posted end
-  reply[6] = messages
+  local posts = redis.call('lrange', KEYS[3], 0, -1)
+  redis.call('hdel', KEYS[1], 'pb')
+  redis.call('del', KEYS[3])
+  if ARGV[12] == '1' then
+    for first = 1, #posts, ${PUSH_CHUNK} do
+      redis.call('rpush', KEYS[2], unpack(posts, first, math.min(first + ${PUSH_CHUNK - 1}, #posts)))
+    end
+    reply[6] = redis.call('lrange', KEYS[2], 0, -1)
+  else
+    local messages = redis.call('lrange', KEYS[2], 0, -1)
+    for _, posted in ipairs(posts) do messages[#messages + 1] = posted end
+    reply[6] = messages
+    redis.call('hdel', KEYS[1], 'hr', 'ha', 'ht', 'hm')
+    redis.call('del', KEYS[2])
+  end
   reply[7] = handover[3]
-  redis.call('hdel', KEYS[1], 'hr', 'ha', 'ht', 'pb')
-  redis.call('del', KEYS[2], KEYS[3])
+  reply[8] = handover[4]
 end
 keep(expiresAt)
 return reply
@@ -165,24 +181,60 @@ return 'ok'
 `
 
 /**
- * KEYS: the record, its messages handed over, its messages posted (kept for the next claim). ARGV: fence, ttlMs, then
- * with a handover its received, its acknowledged, its topics (JSON) and its messages, each a byte (0 text, 1 binary)
- * and the message's bytes. Returns ok, fenced or lost.
+ * Writes the handover given from ARGV[3] on: its received, its acknowledged, its topics (JSON), its reserved, how many
+ * posts it took, and its messages, each a byte (0 text, 1 binary) and the message's bytes. The posts it took leave
+ * the list of those posted.
  */
-const RELEASE = `${PRELUDE}
+const HAND_OVER = `
+local function handOver ()
+  redis.call('hset', KEYS[1], 'hr', ARGV[3], 'ha', ARGV[4], 'ht', ARGV[5], 'hm', ARGV[6])
+  local taken = tonumber(ARGV[7])
+  if taken > 0 then
+    local bytes = tonumber(redis.call('hget', KEYS[1], 'pb')) or 0
+    for _, posted in ipairs(redis.call('lrange', KEYS[3], 0, taken - 1)) do bytes = bytes - string.len(posted) + 1 end
+    redis.call('ltrim', KEYS[3], taken, -1)
+    if redis.call('exists', KEYS[3]) == 1 then redis.call('hset', KEYS[1], 'pb', bytes) else redis.call('hdel', KEYS[1], 'pb') end
+  end
+  redis.call('del', KEYS[2])
+  for first = 8, #ARGV, ${PUSH_CHUNK} do
+    redis.call('rpush', KEYS[2], unpack(ARGV, first, math.min(first + ${PUSH_CHUNK - 1}, #ARGV)))
+  end
+end
+`
+
+/**
+ * KEYS: the record, its messages handed over, its messages posted (kept for the next claim). ARGV: fence, ttlMs, then
+ * the handover, if any (HAND_OVER). Returns ok, fenced or lost.
+ */
+const RELEASE = `${PRELUDE}${HAND_OVER}
 local refused = fenced()
 if refused then return refused end
 local expiresAt = now + tonumber(ARGV[2])
 redis.call('hset', KEYS[1], 'a', '', 'st', 'away', 'ea', expiresAt)
-redis.call('hdel', KEYS[1], 'hr', 'ha', 'ht')
+redis.call('hdel', KEYS[1], 'hr', 'ha', 'ht', 'hm')
 redis.call('del', KEYS[2])
-if #ARGV > 2 then
-  redis.call('hset', KEYS[1], 'hr', ARGV[3], 'ha', ARGV[4], 'ht', ARGV[5])
-  for first = 6, #ARGV, ${PUSH_CHUNK} do
-    redis.call('rpush', KEYS[2], unpack(ARGV, first, math.min(first + ${PUSH_CHUNK - 1}, #ARGV)))
-  end
+if #ARGV > 2 then handOver() end
+keep(expiresAt)
+return 'ok'
+`
+
+/**
+ * KEYS: the record, its messages handed over (here: kept), its messages posted. ARGV: fence, ttlMs, the copy kept
+ * (HAND_OVER). Refused once released. Returns as WRITE.
+ */
+const KEEP = `${PRELUDE}${HAND_OVER}
+local refused = fenced()
+if refused then return refused end
+local r = redis.call('hmget', KEYS[1], 'a', 'st', 'ea')
+if r[1] == '' then return 'fenced' end
+handOver()
+local expiresAt = r[3]
+if r[2] ~= 'away' then
+  expiresAt = now + tonumber(ARGV[2])
+  redis.call('hset', KEYS[1], 'ea', expiresAt)
 end
 keep(expiresAt)
+if redis.call('exists', KEYS[3]) == 1 then return 'posted' end
 return 'ok'
 `
 
@@ -212,14 +264,16 @@ return { 'ok', r[3] }
 `
 
 /**
- * KEYS: the record, its messages posted. ARGV: fence. Returns the messages posted (taken out), fenced or lost. Released,
- * its claim holds it no more: what is posted waits for the claim that takes the handover.
+ * KEYS: the record, its messages posted. ARGV: fence, peek (0/1). Returns the messages posted (taken out, unless
+ * peeked), fenced or lost. Released, its claim holds it no more: what is posted waits for the claim that takes the
+ * handover.
  */
 const TAKE = `${PRELUDE}
 local refused = fenced()
 if refused then return refused end
 if redis.call('hget', KEYS[1], 'a') == '' then return 'fenced' end
 local posted = redis.call('lrange', KEYS[2], 0, -1)
+if ARGV[2] == '1' then return posted end
 redis.call('del', KEYS[2])
 redis.call('hdel', KEYS[1], 'pb')
 return posted
@@ -236,7 +290,7 @@ type Fields = Array<string | null>
 /** The claim's replies, every string as bytes (integers stay numbers, or strings with `stringNumbers`). */
 type ClaimReply = [Buffer, (number | string)?] | ClaimHeld | ClaimWon
 type ClaimHeld = [Buffer, Buffer, Buffer, (number | string)?]
-type ClaimWon = [Buffer, Buffer, Array<Buffer | null>, Buffer?, Buffer?, Buffer[]?, (Buffer | null)?]
+type ClaimWon = [Buffer, Buffer, Array<Buffer | null>, Buffer?, Buffer?, Buffer[]?, (Buffer | null)?, (Buffer | null)?]
 
 /** The scripts, as ioredis's defineCommand adds them to the client. */
 interface ScriptedClient {
@@ -249,7 +303,8 @@ interface ScriptedClient {
   reliableWsSessionEnd (key: string, messagesKey: string, postsKey: string, fence: string): Promise<WriteResult>
   reliableWsSessionRead (key: string): Promise<Fields | null>
   reliableWsSessionPost (key: string, postsKey: string, maxMessages: string, maxBytes: string, message: Buffer): Promise<[string, string?]>
-  reliableWsSessionTakeBuffer (key: string, postsKey: string, fence: string): Promise<Buffer | Buffer[]>
+  reliableWsSessionTakeBuffer (key: string, postsKey: string, fence: string, peek: string): Promise<Buffer | Buffer[]>
+  reliableWsSessionKeep (key: string, messagesKey: string, postsKey: string, fence: string, ttlMs: string, kept: Array<string | Buffer>): Promise<WriteResult>
 }
 
 /** Each script and how many keys it names: the record, then its lists of messages handed over and posted where it touches them. */
@@ -261,7 +316,8 @@ const SCRIPTS = {
   reliableWsSessionEnd: [END, 3],
   reliableWsSessionRead: [READ, 1],
   reliableWsSessionPost: [POST, 2],
-  reliableWsSessionTake: [TAKE, 2]
+  reliableWsSessionTake: [TAKE, 2],
+  reliableWsSessionKeep: [KEEP, 3]
 } as const
 
 /**
@@ -313,18 +369,16 @@ export class RedisSessionStore implements SessionStore {
     const reply = await this.client.reliableWsSessionClaimBuffer(this.key(request.id), this.messagesKey(request.id), this.postsKey(request.id),
       request.instance, request.route, request.url, request.owner === null ? '0' : `1${request.owner}`, request.secret,
       String(request.received), request.sent === null ? '' : String(request.sent), request.newSecret, wholeMs(request.confirmMs),
-      wholeMs(request.askMs), wholeMs(request.ttlMs))
+      wholeMs(request.askMs), wholeMs(request.ttlMs), request.durable === true ? '1' : '0', request.dead ?? '')
     const answer = reply[0].toString()
     if (answer === 'ok') {
-      const [, previous, fields, received, acknowledged, messages, topics] = reply as ClaimWon
-      return {
-        ok: true,
-        record: toRecord(fields.map((field) => field === null ? null : field.toString())),
-        previous: previous.toString(),
-        handover: messages === undefined
-          ? null
-          : { received: Number(received!.toString()), acknowledged: Number(acknowledged!.toString()), messages: messages.map(toMessage), topics: topicsOf(topics!) }
-      }
+      const [, previous, fields, received, acknowledged, messages, topics, reserved] = reply as ClaimWon
+      const handover: SessionHandover | null = messages === undefined
+        ? null
+        : { received: Number(received!.toString()), acknowledged: Number(acknowledged!.toString()), messages: messages.map(toMessage), topics: topicsOf(topics!) }
+      // Written by every handover since `resume.durable`; a session handed over without topics or a copy kept has none.
+      if (handover !== null && reserved !== undefined && reserved !== null) handover.reserved = Number(reserved.toString())
+      return { ok: true, record: toRecord(fields.map((field) => field === null ? null : field.toString())), previous: previous.toString(), handover }
     }
     if (answer === 'held') {
       const [, holder, fence, retryMs] = reply as ClaimHeld
@@ -340,10 +394,12 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async release (id: string, fence: number, ttlMs: number, handover?: SessionHandover): Promise<WriteResult> {
-    const handedOver = handover === undefined
-      ? []
-      : [String(handover.received), String(handover.acknowledged), JSON.stringify(handover.topics), ...handover.messages.map(fromMessage)]
-    return await this.client.reliableWsSessionRelease(this.key(id), this.messagesKey(id), this.postsKey(id), String(fence), wholeMs(ttlMs), handedOver)
+    return await this.client.reliableWsSessionRelease(this.key(id), this.messagesKey(id), this.postsKey(id), String(fence), wholeMs(ttlMs),
+      handover === undefined ? [] : handoverArgs(handover))
+  }
+
+  async keep (id: string, fence: number, ttlMs: number, kept: SessionHandover): Promise<WriteResult> {
+    return await this.client.reliableWsSessionKeep(this.key(id), this.messagesKey(id), this.postsKey(id), String(fence), wholeMs(ttlMs), handoverArgs(kept))
   }
 
   async end (id: string, fence: number): Promise<WriteResult> {
@@ -358,8 +414,8 @@ export class RedisSessionStore implements SessionStore {
     return { holder: holder! }
   }
 
-  async take (id: string, fence: number): Promise<SessionMessage[] | 'fenced' | 'lost'> {
-    const reply = await this.client.reliableWsSessionTakeBuffer(this.key(id), this.postsKey(id), String(fence))
+  async take (id: string, fence: number, peek = false): Promise<SessionMessage[] | 'fenced' | 'lost'> {
+    const reply = await this.client.reliableWsSessionTakeBuffer(this.key(id), this.postsKey(id), String(fence), peek ? '1' : '0')
     return Array.isArray(reply) ? reply.map(toMessage) : reply.toString() as 'fenced' | 'lost'
   }
 
@@ -432,6 +488,12 @@ const BINARY = Buffer.of(1)
 /** A message handed over as one list element: a byte saying whether it is binary, then its bytes (a string's in UTF-8). */
 function fromMessage ({ data, binary }: SessionMessage): Buffer {
   return Buffer.concat([binary ? BINARY : TEXT, typeof data === 'string' ? Buffer.from(data) : data])
+}
+
+/** A handover as HAND_OVER reads it. */
+function handoverArgs (handover: SessionHandover): Array<string | Buffer> {
+  return [String(handover.received), String(handover.acknowledged), JSON.stringify(handover.topics), String(handover.reserved ?? handover.received),
+    String(handover.taken ?? 0), ...handover.messages.map(fromMessage)]
 }
 
 function toMessage (element: Buffer): SessionMessage {

@@ -22,6 +22,7 @@ type TopicPosition = fastifyReliableWs.TopicPosition
 type SessionMessage = fastifyReliableWs.SessionMessage
 type SessionSendResult = fastifyReliableWs.SessionSendResult
 type WriteResult = fastifyReliableWs.WriteResult
+type ClaimRequest = fastifyReliableWs.ClaimRequest
 
 /** What the instance's topics (topics/topic-hub.ts) do for its sessions. */
 export interface SessionTopics {
@@ -42,6 +43,8 @@ interface Prepared extends PreparedSession {
   readonly handover: SessionHandover | null
   /** The client's count of messages received, from its resume request. */
   readonly received: number
+  /** Who held it before the claim: `''` when nobody did (handed over, or new). */
+  readonly previous: string
 }
 
 // What a kept message costs beyond its bytes (its record and its slot in the outbox), so that the instance's
@@ -55,6 +58,8 @@ const CONFIRM_MS = 5000
 // client comes back after ASK_RETRY_MS (and the spread of every retry), and again while that time lasts.
 const ASK_MS = 3000
 const ASK_RETRY_MS = 250
+// resume.durable: how soon a session whose keep failed, or whose place in a topic is not known yet, is kept again.
+const STALL_RETRY_MS = 50
 // Past maxPendingSessions, a client comes back after this (and the spread of every retry).
 const THROTTLED: BusySession = Object.freeze({ retryMs: 250, throttled: true })
 // The holder's writes of a record: nothing changed (it lives), its client gone, its client heard.
@@ -108,6 +113,15 @@ export class SessionRegistry implements Sessions {
   private readonly addressed = new Map<string, number>()
   // Ids of sessions held elsewhere whose client's resume is being claimed here.
   private readonly arriving = new Set<string>()
+  // resume.durable: sessions to keep in the store at the next turn (one keep for what a turn changed), each session's
+  // keep on its way (and in `rekeep`, those changed again meanwhile), those whose keep failed (kept again on a timer of
+  // the instance's), and how many posts each took (peeked) that no keep has dropped from the store yet.
+  private readonly dirtied = new Set<Session>()
+  private readonly keeping = new Set<Session>()
+  private readonly rekeep = new Set<Session>()
+  private readonly stalled = new Set<Session>()
+  private stallTimer: NodeJS.Timeout | null = null
+  private readonly peeked = new Map<Session, number>()
 
   constructor (
     private readonly stats: Counters,
@@ -200,6 +214,8 @@ export class SessionRegistry implements Sessions {
 
   /** As the plugin closes, after the drain. */
   async stop (): Promise<void> {
+    if (this.stallTimer !== null) clearTimeout(this.stallTimer)
+    this.stallTimer = null
     const stop = this.stopListening
     this.stopListening = null
     if (stop !== null) await stop()
@@ -226,7 +242,8 @@ export class SessionRegistry implements Sessions {
     // here from another that shares its pattern (host constraints): the record names the pattern.
     const held = this.held.get(resume.session)
     const session = held?.route === route ? held : undefined
-    const claim = this.store.claim({
+    const { durable } = route.resume
+    const claimRequest: ClaimRequest = {
       id: resume.session,
       instance: this.instance,
       route: route.url,
@@ -238,11 +255,16 @@ export class SessionRegistry implements Sessions {
       newSecret: this.nextSecret(),
       confirmMs: CONFIRM_MS,
       askMs: ASK_MS,
-      ttlMs: holdMs(route)
-    })
-    const afterClaim = (result: ClaimResult): Awaitable<Prepared | BusySession> => {
+      ttlMs: holdMs(route),
+      durable
+    }
+    const claim = this.store.claim(claimRequest)
+    // `dead`: the claim after an ask nobody heard.
+    const afterClaim = (result: ClaimResult, dead = false): Awaitable<Prepared | BusySession> => {
       const ended = session?.ended === true
-      if (result.ok && !ended) return { record: result.record, session: session ?? null, handover: session === undefined ? result.handover : null, received: resume.received }
+      if (result.ok && !ended) {
+        return { record: result.record, session: session ?? null, handover: session === undefined ? result.handover : null, received: resume.received, previous: result.previous }
+      }
       this.arriving.delete(resume.session)
       // The client's last welcome may have been lost with a connection not yet seen to close: a new session would
       // lose this one, so it comes back once the claim's window is over. Past it the claim waits only for a
@@ -251,10 +273,16 @@ export class SessionRegistry implements Sessions {
       // Held by another live instance, where the client was last: that instance is asked to hand it over, and the
       // client to come back once it will have; at once anew when the store knows nobody hears under the holder's name
       // (it died): it cannot hand anything over, and the client would only come back until the holder's time is up.
-      if (!result.ok && result.refusal === 'held' && Number(result.retryMs) > 0 && typeof this.store.ask === 'function') {
+      // Durable, it is taken over from the copy the dead holder kept, if it kept one.
+      if (!result.ok && result.refusal === 'held' && Number(result.retryMs) > 0 && typeof this.store.ask === 'function' && !dead) {
         const retry = { retryMs: Math.min(Number(result.retryMs), ASK_RETRY_MS) }
         const asked = this.ask(result.holder, resume.session, Number(result.fence))
-        const heard = (reached: boolean): Awaitable<Prepared | BusySession> => reached ? retry : refused()
+        const heard = (reached: boolean): Awaitable<Prepared | BusySession> => {
+          if (reached) return retry
+          if (!durable) return refused()
+          const again = this.store.claim({ ...claimRequest, dead: result.holder })
+          return isThenable(again) ? Promise.resolve(again).then((settled) => afterClaim(settled, true)) : afterClaim(again, true)
+        }
         return isThenable(asked) ? Promise.resolve(asked).then(heard) : heard(asked)
       }
       // Ended while the claim was on its way: the record it took has no session left to resume.
@@ -278,6 +306,8 @@ export class SessionRegistry implements Sessions {
     const answered = (): boolean => this.claiming.delete(session)
     return this.track(Promise.resolve(claim).then((result) => {
       answered()
+      // Its writes from now on name the claim's fence: one refused for naming the one before is no news.
+      if (result.ok && !session.ended) session.fence = result.record.fence
       return afterClaim(result)
     }, (err: unknown) => {
       answered()
@@ -321,7 +351,10 @@ export class SessionRegistry implements Sessions {
       return
     }
     const session = this.begin(socket, route, record, ip)
-    if (session !== null) this.attach(session, socket, 0, record.secret)
+    if (session === null) return
+    this.attach(session, socket, 0, record.secret)
+    // Kept from the start: a claim after a crash finds it, however little happened in it.
+    if (route.resume.durable) this.dirty(session)
   }
 
   /** A session another instance handed over: held here from now on, with its messages, as if it had never left. */
@@ -347,6 +380,8 @@ export class SessionRegistry implements Sessions {
     this.attach(session, socket, prepared.received, record.secret)
     this.stats.sessions.resumed++
     this.stats.sessions.claimedRemote++
+    // Its instance died with it: what it kept goes on here.
+    if (prepared.previous !== '') this.stats.sessions.takenOver++
     this.stats.sessions.replayed += session.unacknowledged
   }
 
@@ -413,7 +448,7 @@ export class SessionRegistry implements Sessions {
     // Handed over to another instance as this one closes: nothing of it is left here.
     if (session.ended) return
     const ttlMs = session.route.resume.ttlMs
-    session.socket = null
+    session.detach()
     this.away.add(session)
     // Its address's sessions too are kept longest away first, for the per-address cap.
     const mine = this.perIp.get(session.ip)!
@@ -445,15 +480,34 @@ export class SessionRegistry implements Sessions {
     this.settle('write', () => {
       const { route } = session
       const result = this.store.write(id, fence, changes, changes === AWAY ? route.resume.ttlMs : holdMs(route))
-      if (!isThenable(result)) return this.written(session, result)
-      return Promise.resolve(result).then((settled) => this.written(session, settled))
+      if (!isThenable(result)) return this.written(session, result, fence)
+      return Promise.resolve(result).then((settled) => this.written(session, settled, fence))
     })
   }
 
   /** What a write found: messages posted to the session (their notice may have been lost), or no record. */
-  private written (session: Session, result: WriteResult): void {
+  private written (session: Session, result: WriteResult, fence: number): void {
     if (result === 'posted') this.takePosts(session)
+    else if (result === 'fenced') this.fenced(session, fence)
     else this.lost(session, result)
+  }
+
+  /**
+   * A write of claim `fence` was refused: another instance took the session since, taking this one for dead (its
+   * listening connection was down, or it stalled past its time). It goes on there; nothing of it here may go on.
+   */
+  private fenced (session: Session, fence: number): void {
+    if (session.ended || session.fence !== fence || this.claiming.has(session)) return
+    this.stats.sessions.fenced++
+    this.log.warn({ session: session.id }, 'session taken over by another instance')
+    const socket = session.socket
+    this.letGo(session)
+    this.topics.sessionEnded(session)
+    if (socket !== null) {
+      socket[kSession] = null
+      socket[kCause] = 'replaced'
+      socket.terminate()
+    }
   }
 
   /**
@@ -467,12 +521,19 @@ export class SessionRegistry implements Sessions {
       this.retake.add(session)
       return
     }
+    // Durable, the posts taken stay in the store until the keep that holds them: one take at a time till then.
+    const durable = session.route.resume.durable
+    if (this.peeked.has(session)) {
+      this.retake.add(session)
+      return
+    }
     // The store takes in the order it is called: this take has every post this instance made so far.
     const upTo = this.posts
+    const { fence } = session
     this.settle('take', () => {
-      const taken = this.store.take!(session.id, session.fence)
-      if (!isThenable(taken)) return this.deliver(session, taken, upTo)
-      const delivered = Promise.resolve(taken).then((messages) => this.deliver(session, messages, upTo)).finally(() => {
+      const taken = this.store.take!(session.id, fence, durable)
+      if (!isThenable(taken)) return this.deliver(session, taken, upTo, fence)
+      const delivered = Promise.resolve(taken).then((messages) => this.deliver(session, messages, upTo, fence)).finally(() => {
         this.taking.delete(session)
         if (this.retake.delete(session)) this.takePosts(session)
       })
@@ -481,10 +542,11 @@ export class SessionRegistry implements Sessions {
     })
   }
 
-  private deliver (session: Session, taken: SessionMessage[] | 'fenced' | 'lost', upTo: number): void {
-    if (typeof taken === 'string') return this.lost(session, taken)
+  private deliver (session: Session, taken: SessionMessage[] | 'fenced' | 'lost', upTo: number, fence: number): void {
+    if (typeof taken === 'string') return this.written(session, taken, fence)
     if (session.ended) return
     if ((this.addressed.get(session.id) ?? Infinity) <= upTo) this.addressed.delete(session.id)
+    if (session.route.resume.durable && taken.length > 0) this.peeked.set(session, taken.length)
     for (const { data, binary } of taken) {
       if (!session.send(data, { binary })) return
       this.stats.sessions.postsTaken++
@@ -517,6 +579,88 @@ export class SessionRegistry implements Sessions {
       socket[kCause] = 'session'
       socket.close(code, reason)
     }
+  }
+
+  /**
+   * resume.durable: the session changed (a message to send, the client's count near its reservation); it is kept in
+   * the store at the end of this turn, with whatever else the turn changed.
+   */
+  dirty (session: Session): void {
+    if (session.ended || this.dirtied.has(session)) return
+    if (this.dirtied.size === 0) queueMicrotask(() => this.keepDirtied())
+    this.dirtied.add(session)
+  }
+
+  redelivered (): void {
+    this.stats.sessions.redelivered++
+  }
+
+  private keepDirtied (): void {
+    // Out of the set before its keep: one that lands at once may dirty the session again.
+    for (const session of this.dirtied) {
+      this.dirtied.delete(session)
+      this.keep(session)
+    }
+  }
+
+  /**
+   * Writes the session's copy for its next holder (`SessionStore.keep`), one write at a time per session; what it
+   * covers then goes on. One that fails is tried again shortly; until it lands, messages wait (within the session's
+   * limits) and so does reading the client's. A session whose place in a topic is not known yet waits likewise.
+   */
+  private keep (session: Session): void {
+    if (session.ended) return
+    if (this.keeping.has(session)) {
+      this.rekeep.add(session)
+      return
+    }
+    const topics = this.topics.positions(session)
+    if (topics === null) return this.stall(session)
+    const kept = session.handOver(topics)
+    const taken = this.peeked.get(session) ?? 0
+    kept.taken = taken
+    kept.reserved = session.received + session.route.resume.receiveWindow
+    const counts = { sent: session.sent, received: session.received, reserved: kept.reserved }
+    const { fence } = session
+    this.keeping.add(session)
+    const landed = (result: WriteResult): void => {
+      this.keeping.delete(session)
+      if (result === 'ok' || result === 'posted') {
+        const peeked = (this.peeked.get(session) ?? 0) - taken
+        if (peeked > 0) this.peeked.set(session, peeked)
+        else this.peeked.delete(session)
+        session.landed(counts)
+        if (this.retake.delete(session) || result === 'posted') this.takePosts(session)
+      } else {
+        this.written(session, result, fence)
+      }
+      if (this.rekeep.delete(session)) this.keep(session)
+    }
+    const failed = (err: unknown): void => {
+      this.keeping.delete(session)
+      this.rekeep.delete(session)
+      this.log.warn({ err, session: session.id }, 'session store: keep failed')
+      this.stall(session)
+    }
+    try {
+      const result = this.store.keep!(session.id, fence, holdMs(session.route), kept)
+      if (isThenable(result)) Promise.resolve(result).then(landed, failed)
+      else landed(result)
+    } catch (err) {
+      failed(err)
+    }
+  }
+
+  /** Kept again in a while: one timer for the instance, as long as some session waits so. */
+  private stall (session: Session): void {
+    this.stalled.add(session)
+    if (this.stallTimer !== null) return
+    this.stallTimer = setTimeout(() => {
+      this.stallTimer = null
+      const stalled = [...this.stalled]
+      this.stalled.clear()
+      for (const waiting of stalled) this.dirty(waiting)
+    }, STALL_RETRY_MS).unref()
   }
 
   /**
@@ -611,6 +755,7 @@ export class SessionRegistry implements Sessions {
       return
     }
     const handover = session.handOver(topics)
+    handover.taken = this.peeked.get(session)
     this.letGo(session)
     this.topics.sessionEnded(session)
     try {
@@ -646,6 +791,9 @@ export class SessionRegistry implements Sessions {
     this.held.delete(session.id)
     this.handing.delete(session)
     this.addressed.delete(session.id)
+    this.dirtied.delete(session)
+    this.stalled.delete(session)
+    this.peeked.delete(session)
     this.stats.sessions.active--
     this.scheduler.remove(session)
     this.away.delete(session)
@@ -671,7 +819,7 @@ export class SessionRegistry implements Sessions {
       createdAt: now
     }
     const created = this.store.create(record)
-    const prepared: Prepared = { record, session: null, handover: null, received: 0 }
+    const prepared: Prepared = { record, session: null, handover: null, received: 0, previous: '' }
     return isThenable(created) ? this.track(Promise.resolve(created).then(() => prepared)) : prepared
   }
 
@@ -750,7 +898,7 @@ export class SessionRegistry implements Sessions {
       return
     }
     old[kSession] = null
-    session.socket = null
+    session.detach()
     old[kCause] = 'replaced'
     old.terminate()
   }

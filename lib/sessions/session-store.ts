@@ -11,6 +11,9 @@ type SessionMessage = fastifyReliableWs.SessionMessage
 type StoreNotices = fastifyReliableWs.StoreNotices
 type PostResult = fastifyReliableWs.PostResult
 
+// A write that changes nothing: a held record is kept ttlMs more.
+const KEEP: RecordChanges = Object.freeze({})
+
 /** Messages posted to a session, waiting for its holder to take them (or its next claim, with a handover). */
 interface Posts {
   readonly messages: SessionMessage[]
@@ -33,6 +36,11 @@ export class MemorySessionStore implements SessionStore {
   private readonly handovers = new Map<string, SessionHandover>()
   /** Until when the holder of a record, asked for it, may still hand it over; by its id, until the record changes hands. */
   private readonly asked = new Map<string, number>()
+  /**
+   * What the holder of a record keeps of it for the next holder should it die (`keep`), by its id: its handover, were
+   * it to hand it over now.
+   */
+  private readonly kept = new Map<string, SessionHandover>()
   /** Messages posted to a record, by its id: kept beside it, like a handover, and gone with it. */
   private readonly posts = new Map<string, Posts>()
   /** Each listening instance's notices. */
@@ -62,16 +70,20 @@ export class MemorySessionStore implements SessionStore {
     if (!sameSecret(record.secret, request.secret) && !(held && !waiting)) {
       return held && waiting ? { ok: false, refusal: 'busy', retryMs: Math.max(record.claimedUntil - now, 0) } : { ok: false, refusal: 'secret' }
     }
-    // Held by an instance that has not written it for its time: it died, and the session with it. Never on an id
-    // alone (a thief could not end a live session so), nor for the holder itself (alive, if late).
-    if (expired(record, now) && record.instance !== request.instance) {
+    // Held by an instance that has not written it for its time: it died, and the session with it, unless it kept a
+    // copy for a durable claim. Never on an id alone (a thief could not end a live session so), nor for the holder
+    // itself (alive, if late).
+    const died = expired(record, now) && record.instance !== request.instance
+    const kept = request.durable === true && record.instance !== '' ? this.kept.get(record.id) : undefined
+    if (died && kept === undefined) {
       this.drop(record.id)
       return { ok: false, refusal: 'unknown' }
     }
-    const handover = this.handovers.get(record.id)
+    let handover = this.handovers.get(record.id)
     let sent = request.sent
     if (sent === null) {
-      // The session's messages are with the instance holding it, unless it handed them over.
+      // The session's messages are with the instance holding it, unless it handed them over, or died with a copy kept.
+      if (handover === undefined && kept !== undefined && (died || request.dead === record.instance)) handover = kept
       if (handover === undefined) return this.held(record, request, now)
       // The messages handed over begin after those the client acknowledged: one that says it received fewer cannot
       // be given the rest.
@@ -92,11 +104,16 @@ export class MemorySessionStore implements SessionStore {
     }
     this.records.set(claimed.id, claimed)
     // Taken out: the store keeps no reference to what it gives (its own copy, made on release). What was posted since
-    // the handover comes after its messages: nobody had it yet.
+    // the handover comes after its messages: nobody had it yet. A durable claim keeps a copy of it all, as the
+    // claimer's until it keeps its own: the claimer may die before that.
     this.handovers.delete(claimed.id)
     this.asked.delete(claimed.id)
-    if (handover !== undefined) handover.messages.push(...this.takePosts(claimed.id))
-    return { ok: true, record: { ...claimed }, previous: record.instance, handover: handover ?? null }
+    if (handover === undefined) return { ok: true, record: { ...claimed }, previous: record.instance, handover: null }
+    handover = copyHandover(handover)
+    handover.messages.push(...this.takePosts(claimed.id))
+    if (request.durable === true) this.kept.set(claimed.id, copyHandover(handover))
+    else this.kept.delete(claimed.id)
+    return { ok: true, record: { ...claimed }, previous: record.instance, handover }
   }
 
   write (id: string, fence: number, changes: RecordChanges, ttlMs: number): WriteResult {
@@ -116,10 +133,30 @@ export class MemorySessionStore implements SessionStore {
     const record = this.fenced(id, fence)
     if (typeof record === 'string') return record
     record.instance = ''
+    this.kept.delete(id)
     if (handover === undefined) this.handovers.delete(id)
-    else this.handovers.set(id, copyHandover(handover))
+    else this.handovers.set(id, this.dropTaken(id, handover))
     this.leave(record, ttlMs)
     return 'ok'
+  }
+
+  keep (id: string, fence: number, ttlMs: number, kept: SessionHandover): WriteResult {
+    const record = this.fenced(id, fence)
+    if (typeof record === 'string') return record
+    if (record.instance === '') return 'fenced'
+    this.kept.set(id, this.dropTaken(id, kept))
+    return this.write(id, fence, KEEP, ttlMs)
+  }
+
+  /** A copy of the handover; the posts it holds already leave the posted ones. */
+  private dropTaken (id: string, handover: SessionHandover): SessionHandover {
+    const posts = this.posts.get(id)
+    const taken = handover.taken ?? 0
+    if (posts !== undefined && taken > 0) {
+      for (const { data } of posts.messages.splice(0, taken)) posts.bytes -= Buffer.byteLength(data)
+      if (posts.messages.length === 0) this.posts.delete(id)
+    }
+    return { ...copyHandover(handover), reserved: handover.reserved ?? handover.received }
   }
 
   end (id: string, fence: number): WriteResult {
@@ -163,11 +200,12 @@ export class MemorySessionStore implements SessionStore {
     return { holder: record.instance }
   }
 
-  take (id: string, fence: number): SessionMessage[] | 'fenced' | 'lost' {
+  take (id: string, fence: number, peek = false): SessionMessage[] | 'fenced' | 'lost' {
     const record = this.fenced(id, fence)
     if (typeof record === 'string') return record
     // Released, its claim holds it no more: what is posted waits for the claim that takes the handover.
-    return record.instance === '' ? 'fenced' : this.takePosts(id)
+    if (record.instance === '') return 'fenced'
+    return peek ? (this.posts.get(id)?.messages ?? []).map(({ data, binary }) => ({ data, binary })) : this.takePosts(id)
   }
 
   private takePosts (id: string): SessionMessage[] {
@@ -201,6 +239,7 @@ export class MemorySessionStore implements SessionStore {
   private drop (id: string): void {
     this.records.delete(id)
     this.handovers.delete(id)
+    this.kept.delete(id)
     this.asked.delete(id)
     this.posts.delete(id)
   }
@@ -224,7 +263,8 @@ function copyHandover (handover: SessionHandover): SessionHandover {
     received: handover.received,
     acknowledged: handover.acknowledged,
     messages: handover.messages.map(({ data, binary }) => ({ data, binary })),
-    topics: handover.topics.map(({ topic, epoch, offset }) => ({ topic, epoch, offset }))
+    topics: handover.topics.map(({ topic, epoch, offset }) => ({ topic, epoch, offset })),
+    ...(handover.reserved === undefined ? {} : { reserved: handover.reserved })
   }
 }
 

@@ -1,6 +1,7 @@
 import type fastifyReliableWs = require('../../types/index')
-import type { ReliableSocket, SessionRoute, SocketSession, TopicPlace } from '../core/shapes'
-import { kPlaces, kPublished, kSendControl, kSession, kTopics, kTransmit, kWheelPos, kWheelTick } from '../core/symbols'
+import { DELIVER, DROP, WAIT } from '../core/shapes'
+import type { ReliableSocket, SessionRoute, SocketSession, TopicPlace, Verdict } from '../core/shapes'
+import { kDeliver, kPlaces, kPublished, kSendControl, kSession, kTopics, kTransmit, kWheelPos, kWheelTick } from '../core/symbols'
 import { FST_RELIABLE_WS_SESSION_ENDED } from '../core/errors'
 import { toJSONText } from '../messages/json-messages'
 import { ACK_EVERY, encodeControl } from '../protocol/protocol'
@@ -17,12 +18,25 @@ export interface SessionBudget {
   overflow (session: Session): void
   release (bytes: number, count: number): void
   heard (session: Session): void
+  /** With `resume.durable`: the session is to be kept in the store before it goes on (messages to send, the client's to count). */
+  dirty (session: Session): void
+  /** A message of the client's reached the application again, marked `redelivered`. */
+  redelivered (): void
 }
 
 interface Outgoing {
   readonly data: unknown
   readonly binary: boolean
   readonly bytes: number
+  // Waiting to be kept in the store (resume.durable), the callback its first transmission is to call.
+  cb: SendCallback | undefined
+}
+
+/** What a keep of the session wrote: its counts then. */
+export interface Kept {
+  readonly sent: number
+  readonly received: number
+  readonly reserved: number
 }
 
 // Sent messages the client has acknowledged leave the front of the outbox; it is compacted once they are most of it.
@@ -61,6 +75,25 @@ export class Session implements SocketSession {
   // Whether the client has been heard on its current connection: it has had the welcome (a client sends nothing
   // before it), so the secret it resumed with may be forgotten.
   private heardHere = false
+  // With resume.durable, what the store keeps: messages up to number keptSent (only those go out), the client's
+  // messages counted (acknowledgements never say more) and reserved (none reaches the application past it). Without,
+  // everything at once.
+  private keptSent = Infinity
+  private keptReceived = Infinity
+  private reserved = Infinity
+  // Message number last transmitted on the current connection (durable only).
+  private transmitted = 0
+  // After a crash of the instance before: the client's messages up to this number may have reached the application.
+  private redeliverUntil = 0
+  /** During a `message` event: whether the application may have had this message before (resume.durable). */
+  redelivered = false
+  // The client's messages the application had already, sent again on this connection (a resume here, the count kept
+  // behind it): dropped, uncounted.
+  private skip = 0
+  // The client's messages on the current connection waiting for their reservation, in order; reading is paused meanwhile.
+  private readonly waiting: Array<[unknown, boolean]> = []
+  private admitting = false
+  private pausedHere = false
 
   constructor (
     readonly id: string,
@@ -70,7 +103,9 @@ export class Session implements SocketSession {
     readonly owner: string | null,
     /** The address of its latest connection, for the per-address cap. */
     public ip: string
-  ) {}
+  ) {
+    if (route.resume.durable) this.keptSent = this.keptReceived = this.reserved = 0
+  }
 
   get connected (): boolean {
     return this.socket !== null
@@ -111,11 +146,75 @@ export class Session implements SocketSession {
   }
 
   private push (data: unknown, binary: boolean, bytes: number, cb: SendCallback | undefined, frame: Buffer[] | undefined): boolean {
-    this.outbox.push({ data, binary, bytes })
     this.bufferedBytes += bytes
     this.route.counters.messagesSent++
-    if (this.socket !== null) this.socket[kTransmit](data, binary, cb, frame)
+    if (this.keptSent === Infinity) {
+      this.outbox.push({ data, binary, bytes, cb: undefined })
+      if (this.socket !== null) this.socket[kTransmit](data, binary, cb, frame)
+      return true
+    }
+    // Goes out once the store keeps it: an instance that dies has sent nothing its successor does not have.
+    this.outbox.push({ data, binary, bytes, cb })
+    this.registry.dirty(this)
     return true
+  }
+
+  /** The store keeps what `kept` says (resume.durable): what it covers goes out, and the client's messages it reserved come in. */
+  landed (kept: Kept): void {
+    if (this.ended) return
+    this.keptSent = kept.sent
+    this.keptReceived = kept.received
+    this.reserved = kept.reserved
+    if (this.socket === null) return
+    this.transmit()
+    if (this.counted - this.receivedAcked >= ACK_EVERY) this.sendAck()
+    this.admit()
+  }
+
+  /** Sends the messages kept and not yet sent on the current connection. */
+  private transmit (): void {
+    const socket = this.socket!
+    const last = Math.min(this.keptSent, this.sent)
+    for (let n = Math.max(this.transmitted, this.acked) + 1; n <= last; n++) {
+      const message = this.outbox[this.head + n - this.acked - 1]!
+      socket[kTransmit](message.data, message.binary, message.cb)
+      message.cb = undefined
+    }
+    if (last > this.transmitted) this.transmitted = last
+  }
+
+  /** The client's messages that waited for their reservation, as far as it goes; reading goes on once none waits. */
+  private admit (): void {
+    const socket = this.socket!
+    this.admitting = true
+    try {
+      while (this.waiting.length > 0 && this.received < this.reserved) {
+        const [data, binary] = this.waiting.shift()!
+        this.count()
+        socket[kDeliver](data, binary)
+        // The application closed the connection, or a resume elsewhere took the session.
+        if (this.socket !== socket) return
+      }
+    } finally {
+      this.admitting = false
+    }
+    if (this.waiting.length === 0 && this.pausedHere) {
+      this.pausedHere = false
+      socket.resume()
+    }
+  }
+
+  /** It subscribed or unsubscribed: with resume.durable, the store is to know before a crash could lose that. */
+  subscriptionsChanged (): void {
+    if (this.keptReceived !== Infinity) this.registry.dirty(this)
+  }
+
+  /** A message of the client's waits for its reservation: reading stops until it comes. */
+  hold (data: unknown, binary: boolean): void {
+    this.waiting.push([data, binary])
+    this.pausedHere = true
+    this.socket!.pause()
+    this.registry.dirty(this)
   }
 
   sendJSON (value: unknown): boolean {
@@ -149,14 +248,36 @@ export class Session implements SocketSession {
   }
 
   /**
-   * A data message from the client is on its way to the application: false when it is not to reach it, the session
-   * having been handed to another instance (the client sends it again there, as it was not acknowledged).
+   * A data message from the client is on its way to the application: dropped when the session was handed to another
+   * instance (the client sends it again there, as it was not acknowledged), or when the application had it already;
+   * waiting when the store has not reserved its number yet (resume.durable).
    */
-  onMessage (): boolean {
-    if (this.ended) return false
+  onMessage (): Verdict {
+    if (this.ended) return DROP
     this.heard()
-    if (++this.received - this.receivedAcked >= ACK_EVERY) this.sendAck()
-    return true
+    if (this.skip > 0) {
+      this.skip--
+      return DROP
+    }
+    if (this.received >= this.reserved || (this.waiting.length > 0 && !this.admitting)) return WAIT
+    this.count()
+    return DELIVER
+  }
+
+  private count (): void {
+    const received = ++this.received
+    if (this.keptReceived !== Infinity) {
+      this.redelivered = received <= this.redeliverUntil
+      if (this.redelivered) this.registry.redelivered()
+      // Reserved ahead, half a window at a time: reading seldom waits for the store.
+      if (received >= this.reserved - this.route.resume.receiveWindow / 2) this.registry.dirty(this)
+    }
+    if (this.counted - this.receivedAcked >= ACK_EVERY) this.sendAck()
+  }
+
+  /** What the client may be told the session has of its messages: with resume.durable, no more than the store counts. */
+  private get counted (): number {
+    return this.received < this.keptReceived ? this.received : this.keptReceived
   }
 
   /** A frame from the client on its current connection: the first tells the record (a handed-over record no more). */
@@ -168,8 +289,8 @@ export class Session implements SocketSession {
 
   /** The count of messages received, for a ping's answer; it acknowledges them too. */
   pong (): string {
-    this.receivedAcked = this.received
-    return encodeControl({ t: 'pong', n: this.received })
+    this.receivedAcked = this.counted
+    return encodeControl({ t: 'pong', n: this.receivedAcked })
   }
 
   /**
@@ -183,12 +304,19 @@ export class Session implements SocketSession {
     this.heardHere = false
     this.socket = socket
     socket[kSession] = this
-    this.receivedAcked = this.received
-    socket[kSendControl](encodeControl({ t: 'welcome', session: this.id, token: secret, resumed: this.resumed, n: this.received }))
-    for (let i = this.head; i < this.outbox.length; i++) {
-      const message = this.outbox[i]!
-      socket[kTransmit](message.data, message.binary, undefined)
-    }
+    this.receivedAcked = this.counted
+    this.skip = this.received - this.receivedAcked
+    this.waiting.length = 0
+    this.pausedHere = false
+    socket[kSendControl](encodeControl({ t: 'welcome', session: this.id, token: secret, resumed: this.resumed, n: this.receivedAcked }))
+    this.transmitted = 0
+    this.transmit()
+  }
+
+  /** Its connection is gone: the client's messages that waited for it are the client's to send again. */
+  detach (): void {
+    this.socket = null
+    this.waiting.length = 0
   }
 
   /**
@@ -214,8 +342,15 @@ export class Session implements SocketSession {
     for (const { data, binary } of handover.messages) {
       const bytes = Buffer.byteLength(data)
       if (!this.fits(bytes)) return false
-      this.outbox.push({ data, binary, bytes })
+      this.outbox.push({ data, binary, bytes, cb: undefined })
       this.bufferedBytes += bytes
+    }
+    // A durable claim left it all in the store, as this instance's: its instance before may have died after it let
+    // the application have the client's messages up to `reserved`.
+    if (this.keptSent !== Infinity) {
+      this.keptSent = this.sent
+      this.keptReceived = handover.received
+      this.reserved = this.redeliverUntil = handover.reserved ?? handover.received
     }
     return true
   }
@@ -223,6 +358,10 @@ export class Session implements SocketSession {
   /** Lets go of every message it holds; returns their bytes and count, for the instance's budget. */
   clear (): { bytes: number, count: number } {
     const freed = { bytes: this.bufferedBytes, count: this.unacknowledged }
+    for (let i = this.head; i < this.outbox.length; i++) {
+      const { cb } = this.outbox[i]!
+      if (cb !== undefined) process.nextTick(cb, new FST_RELIABLE_WS_SESSION_ENDED())
+    }
     this.outbox.length = this.head = this.bufferedBytes = 0
     return freed
   }
@@ -234,8 +373,8 @@ export class Session implements SocketSession {
   }
 
   private sendAck (): void {
-    this.receivedAcked = this.received
-    this.socket![kSendControl](encodeControl({ t: 'ack', n: this.received }))
+    this.receivedAcked = this.counted
+    this.socket![kSendControl](encodeControl({ t: 'ack', n: this.receivedAcked }))
   }
 }
 

@@ -94,8 +94,12 @@ export class TopicHub implements Topics, BrokerEvents {
     }
     const entry = this.entryOf(topic)
     if (entry === null) throw new FST_RELIABLE_WS_TOO_MANY_TOPICS(maxTopics)
-    if (subscriber instanceof Session) this.join(subscriber, entry, placeOf(entry, this.broker, entry.cursor !== null))
-    else this.add(subscriber, entry)
+    if (subscriber instanceof Session) {
+      this.join(subscriber, entry, placeOf(entry, this.broker, entry.cursor !== null))
+      subscriber.subscriptionsChanged()
+    } else {
+      this.add(subscriber, entry)
+    }
     return true
   }
 
@@ -221,6 +225,7 @@ export class TopicHub implements Topics, BrokerEvents {
     const subscriber = subscriberOf(socket)
     if (subscriber[kTopics]?.delete(topic) !== true) return false
     this.leave(subscriber, topic)
+    if (subscriber instanceof Session) subscriber.subscriptionsChanged()
     return true
   }
 

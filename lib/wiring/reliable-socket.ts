@@ -4,11 +4,11 @@ import type WebSocket from 'ws'
 import type fastifyReliableWs = require('../../types/index')
 import { FST_RELIABLE_WS_NO_TOPICS, FST_RELIABLE_WS_NOT_OPEN } from '../core/errors'
 import { createIdGenerator } from '../core/ids'
-import { ALIVE } from '../core/shapes'
+import { ALIVE, DELIVER, WAIT } from '../core/shapes'
 import type { PongState, Route, SocketSession, Topics } from '../core/shapes'
 import {
   kPongState, kBytesReadAtOpen, kLatency, kBytesWrittenAtOpen, kCause, kNextPingAt, kOpenedAt, kOverHighWater, kPingAt,
-  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kOnConnectPending,
+  kRoute, kWheelPos, kWheelTick, kHeartbeatDueAt, kLastMessageAt, kTat, kRateNoticeAt, kIp, kLog, kFramed, kSendControl, kSession, kTransmit, kDeliver, kOnConnectPending,
   kCloseCodeSent, kMessageStartedAt, kPendingPongs, kPongSent, kTcp, kErrorListeners, kMidMessage, kCompressFrom, kTopics
 } from '../core/symbols'
 import { closeFrameReceived, writeFrame } from '../core/ws-internals'
@@ -157,13 +157,23 @@ export function createSocketClass (Base: typeof WebSocket): typeof WebSocket {
           // Counted before the gate: a message the rate limit drops still has its number in the session.
           const session = this[kSession]
           if (session !== null) {
-            if (!session.onMessage()) return false
+            const verdict = session.onMessage()
+            if (verdict !== DELIVER) {
+              if (verdict === WAIT) session.hold(args[0], args[1] as boolean)
+              return false
+            }
           // Cut loose from its session by a resume elsewhere: what ws still parses is the client's to send again there.
           } else if (this[kCause] === 'replaced') return false
           if (route.gateMessages && !admitMessage(this, route)) return false
         }
       }
       return super.emit(event, ...args)
+    }
+
+    [kDeliver] (data: unknown, binary: boolean): void {
+      const route = this[kRoute]!
+      if (route.gateMessages && !admitMessage(this, route)) return
+      super.emit('message', data, binary)
     }
 
     // A session's message going out, new or replayed: counted by the session, watched for backpressure, never refused.

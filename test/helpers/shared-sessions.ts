@@ -59,6 +59,7 @@ export class Through implements SessionStore {
   ask (...args: Parameters<NonNullable<SessionStore['ask']>>): ReturnType<NonNullable<SessionStore['ask']>> { return this.base.ask!(...args) }
   post (...args: Parameters<NonNullable<SessionStore['post']>>): ReturnType<NonNullable<SessionStore['post']>> { return this.base.post!(...args) }
   take (...args: Parameters<NonNullable<SessionStore['take']>>): ReturnType<NonNullable<SessionStore['take']>> { return this.base.take!(...args) }
+  keep (...args: Parameters<NonNullable<SessionStore['keep']>>): ReturnType<NonNullable<SessionStore['keep']>> { return this.base.keep!(...args) }
 }
 
 /** Where the instances of a test keep their sessions: `store()` for each instance, all on the same records. */

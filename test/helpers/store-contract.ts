@@ -261,7 +261,7 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore, clock:
     const result = await store.claim(request(first, { instance: 'C', secret: 's1', newSecret: 's2', received: 5, sent: null }))
     t.match(result, { ok: true, previous: '', record: { fence: 3, instance: 'C', state: 'claimed', secret: 's2', heldSecret: 's1' } })
     if (!result.ok) return
-    t.strictSame(result.handover, handover(), 'its counts, and its messages in order: text as strings, bytes as Buffers, the empty ones too')
+    t.strictSame(result.handover, { ...handover(), reserved: 9 }, 'its counts (reserved: received, when it says none), and its messages in order: text as strings, bytes as Buffers, the empty ones too')
     t.ok(Buffer.isBuffer(result.handover!.messages[1].data) && typeof result.handover!.messages[0].data === 'string')
     t.strictSame(await store.read(first.id), result.record, 'the record as claimed, and no more')
     const again = await store.claim(request(first, { instance: 'C', secret: 's2', newSecret: 's3', received: 5, sent: 7 }))
@@ -391,7 +391,7 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore, clock:
     given.messages.push({ data: 'more', binary: false })
     const result = await store.claim(request(first, { secret: 's1', received: 5, sent: null }))
     t.match(result, { ok: true })
-    if (result.ok) t.strictSame(result.handover, handover())
+    if (result.ok) t.strictSame(result.handover, { ...handover(), reserved: 9 })
   })
 
   t.test('post keeps messages for the holder, in order and exact, and tells it once; take, fenced, takes them out', async (t) => {
@@ -455,6 +455,81 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore, clock:
     t.equal(await store.release(expiring.id, 2, 1), 'ok')
     await sleep(20)
     t.equal(await store.post!(expiring.id, { data: 'x', binary: false }, 10, 100), 'unknown', 'expired')
+  })
+
+  t.test('keep: the holder\'s copy for its next holder; a durable claim takes it from a dead holder only, and keeps it as the claimer\'s', async (t) => {
+    const store = makeStore()
+    const first = await claimed(store)
+    const kept: SessionHandover = { ...handover(), reserved: 20 }
+    t.equal(await store.keep!(first.id, 1, TTL_MS, kept), 'fenced', 'an older claim keeps nothing')
+    t.equal(await store.keep!('f'.repeat(32), 1, TTL_MS, kept), 'lost')
+    t.equal(await store.keep!(first.id, 2, TTL_MS, kept), 'ok')
+    const durable: Partial<ClaimRequest> = { instance: 'C', secret: 's1', newSecret: 's2', received: 5, sent: null, durable: true }
+    t.same(await store.claim(request(first, durable)), { ok: false, refusal: 'held', holder: 'B', fence: 2, retryMs: ASK_MS }, 'its holder alive: asked, as ever')
+    t.match(await store.claim(request(first, { ...durable, dead: 'X' })), { ok: false, refusal: 'held' }, 'another instance dead: nothing moves')
+    t.match(await store.claim(request(first, { ...durable, durable: false, dead: 'B' })), { ok: false, refusal: 'held' }, 'a claim that is not durable takes no copy')
+    t.same(await store.claim(request(first, { ...durable, received: 2, dead: 'B' })), { ok: false, refusal: 'count' }, 'judged as a handover: fewer than acknowledged')
+    const result = await store.claim(request(first, { ...durable, dead: 'B' }))
+    t.match(result, { ok: true, previous: 'B', record: { fence: 3, instance: 'C' } })
+    if (result.ok) t.strictSame(result.handover, kept, 'the copy, reserved count included')
+    t.equal(await store.keep!(first.id, 2, TTL_MS, kept), 'fenced', 'the dead holder\'s late keep is refused')
+    t.equal(await store.write(first.id, 2, {}, TTL_MS), 'fenced', 'and its writes')
+    const again = await store.claim(request(first, { ...durable, instance: 'D', secret: 's2', newSecret: 's3', dead: 'C' }))
+    t.match(again, { ok: true, previous: 'C' }, 'the claimer died before it kept its own: the next claim takes the same')
+    if (again.ok) t.strictSame(again.handover, kept)
+    t.equal(await store.keep!(first.id, 4, TTL_MS, { ...kept, messages: [], acknowledged: 7, reserved: 9 }), 'ok')
+    const last = await store.claim(request(first, { ...durable, instance: 'E', secret: 's3', newSecret: 's4', received: 7, dead: 'D' }))
+    if (last.ok) t.strictSame(last.handover, { ...kept, messages: [], acknowledged: 7, reserved: 9 }, 'the latest copy replaces the one before')
+    else t.fail(`refused: ${last.refusal}`)
+  })
+
+  t.test('a durable claim takes the copy kept by a holder that has not written the record for its time; any other claim finds nothing', async (t) => {
+    const store = makeStore()
+    for (const durable of [true, false]) {
+      const record = newRecord()
+      await store.create(record)
+      t.match(await store.claim(request(record, { ttlMs: 40 })), { ok: true })
+      t.equal(await store.keep!(record.id, 2, 40, { ...handover(), reserved: 9 }), 'ok')
+      await sleep(100)
+      const result = await store.claim(request(record, { instance: 'C', secret: 's1', newSecret: 's2', received: 3, sent: null, durable }))
+      if (durable) t.match(result, { ok: true, previous: 'B', handover: { acknowledged: 3, reserved: 9 } }, 'durable: taken over')
+      else t.same(result, { ok: false, refusal: 'unknown' }, 'not durable: gone')
+    }
+  })
+
+  t.test('keep drops the posts it took (peeked); a durable claim joins those left to the copy it keeps', async (t) => {
+    const store = makeStore()
+    const first = await claimed(store)
+    const posts = ['p1', 'p2', 'p3'].map((data) => ({ data, binary: false }))
+    for (const message of posts) t.same(await store.post!(first.id, message, 10, 100), { holder: 'B' })
+    t.strictSame(await store.take!(first.id, 2, true), posts, 'peeked')
+    t.strictSame(await store.take!(first.id, 2, true), posts, 'left in the store')
+    t.equal(await store.keep!(first.id, 2, TTL_MS, { received: 0, acknowledged: 0, messages: posts.slice(0, 2), topics: [], taken: 2 }), 'posted', 'p3 still waits')
+    t.strictSame(await store.take!(first.id, 2, true), posts.slice(2), 'the two kept left the posts')
+    t.same(await store.post!(first.id, { data: 'p4', binary: false }, 2, 4), { holder: 'B' }, 'and their bytes the bound')
+    const durable: Partial<ClaimRequest> = { instance: 'C', secret: 's1', newSecret: 's2', received: 0, sent: null, durable: true, dead: 'B' }
+    const result = await store.claim(request(first, durable))
+    const all = [...posts, { data: 'p4', binary: false }]
+    if (result.ok) t.strictSame(result.handover!.messages, all, 'the copy, then the posts')
+    else t.fail(`refused: ${result.refusal}`)
+    t.strictSame(await store.take!(first.id, 3), [], 'the posts joined the copy')
+    const again = await store.claim(request(first, { ...durable, instance: 'D', secret: 's2', newSecret: 's3', dead: 'C' }))
+    if (again.ok) t.strictSame(again.handover!.messages, all, 'kept with it')
+    else t.fail(`refused: ${again.refusal}`)
+  })
+
+  t.test('a release replaces the copy kept: without a handover nothing is left to take; keep after it is refused', async (t) => {
+    const store = makeStore()
+    const first = await claimed(store)
+    t.equal(await store.keep!(first.id, 2, TTL_MS, { ...handover(), reserved: 20 }), 'ok')
+    t.equal(await store.release(first.id, 2, TTL_MS), 'ok')
+    t.equal(await store.keep!(first.id, 2, TTL_MS, handover()), 'fenced', 'released: its claim keeps nothing more')
+    t.match(await store.claim(request(first, { instance: 'C', secret: 's1', received: 5, sent: null, durable: true, dead: 'B' })), { ok: false, refusal: 'held', holder: '' })
+    const second = await claimed(store)
+    t.equal(await store.keep!(second.id, 2, TTL_MS, { ...handover(), reserved: 20 }), 'ok')
+    t.equal(await store.release(second.id, 2, TTL_MS, { ...handover(), received: 12 }), 'ok')
+    const result = await store.claim(request(second, { instance: 'C', secret: 's1', received: 5, sent: null, durable: true }))
+    t.match(result, { ok: true, previous: '', handover: { received: 12, reserved: 12 } }, 'the handover, exact, not the copy')
   })
 }
 

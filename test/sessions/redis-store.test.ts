@@ -217,7 +217,7 @@ t.test('a handover of 200,000 messages (more than Lua unpacks, or a call takes s
   t.equal(await prefixed.release(second.id, 1, 60_000, { received: 5, acknowledged: 1, messages: [{ data: 'x', binary: false }], topics: [] }), 'ok')
   t.ok(await server.client().exists(`tenant:reliable-ws:{s:${second.id}}:m`), 'the list under the client\'s keyPrefix')
   t.strictSame(await prefixed.claim(claimOf(second, { received: 2, sent: null })).then((claim) => claim.ok && claim.handover),
-    { received: 5, acknowledged: 1, messages: [{ data: 'x', binary: false }], topics: [] }, 'numbers as numbers')
+    { received: 5, acknowledged: 1, messages: [{ data: 'x', binary: false }], topics: [], reserved: 5 }, 'numbers as numbers')
   t.same(await server.client().keys('tenant:*'), [`tenant:reliable-ws:{s:${second.id}}`])
 })
 

@@ -1,0 +1,344 @@
+// Durable sessions (resume.durable) on a shared store (one store object shared by instances in one process, and Redis):
+// the instance holding a session dies without a word, and another goes on with it from the copy the first kept in the
+// store, nothing lost either way, the client's messages it may have delivered already marked `redelivered`.
+import t from 'tap'
+import type { Test } from 'tap'
+import { once } from 'node:events'
+import WebSocket from 'ws'
+import type fastifyReliableWs = require('../../types/index')
+import { ReliableWebSocket, SessionLostEvent } from '../../lib/client'
+import { resumeToken } from '../../lib/protocol/protocol'
+import { RedisSessionStore } from '../../lib/sessions/redis-session-store'
+import { FaultProxy } from '../helpers/fault-proxy'
+import { sleep, waitFor } from '../helpers/helpers'
+import { needs, REDIS } from '../helpers/programs'
+import { RedisServer } from '../helpers/redis'
+import { closed, Peer } from '../helpers/session-peer'
+import { instance, KINDS, Through } from '../helpers/shared-sessions'
+import type { Instance, Shared } from '../helpers/shared-sessions'
+
+type SessionStore = fastifyReliableWs.SessionStore
+type Socket = WebSocket & fastifyReliableWs.SocketExtensions
+
+const DURABLE = { durable: true, maxBufferedMessages: 5000, maxBufferedBytes: 1 << 24 }
+
+/**
+ * The store as an instance that can die sees it: once dead, every call fails, and it listens no more (an ask for its
+ * sessions reaches nobody), as when its process is killed.
+ */
+class Mortal extends Through {
+  dead = false
+  private readonly stops: Array<() => unknown> = []
+
+  constructor (base: SessionStore) {
+    super(base)
+    const self = this as unknown as Record<string, (...args: unknown[]) => unknown>
+    for (const name of ['create', 'claim', 'write', 'release', 'end', 'read', 'keep', 'take', 'post', 'ask']) {
+      const call = self[name].bind(this)
+      self[name] = (...args: unknown[]) => this.dead ? Promise.reject(new Error('dead')) : call(...args)
+    }
+  }
+
+  override listen (...args: Parameters<NonNullable<SessionStore['listen']>>): ReturnType<NonNullable<SessionStore['listen']>> {
+    const listening = super.listen(...args)
+    Promise.resolve(listening).then((stop) => this.stops.push(stop), () => {})
+    return listening
+  }
+
+  async die (): Promise<void> {
+    this.dead = true
+    for (const stop of this.stops) await stop()
+  }
+}
+
+/** An instance whose sessions are durable, noting for each message its application receives whether it was marked redelivered. */
+async function durable (t: Test, store: SessionStore, resume: object = {}): Promise<Instance & { redelivered: boolean[] }> {
+  const redelivered: boolean[] = []
+  const one = await instance(t, store, {}, { ...DURABLE, ...resume }, (socket: Socket) => {
+    socket.on('message', () => redelivered.push(socket.session!.redelivered))
+  })
+  return Object.assign(one, { redelivered })
+}
+
+/** Ends the instance's connections as its death would: no close frame, the TCP connections reset. */
+function killConnections (one: Instance): void {
+  for (const socket of one.app.websocketServer.clients) (socket as unknown as { _socket: { resetAndDestroy: () => void } })._socket.resetAndDestroy()
+}
+
+const TESTS: Array<[string, (t: Test, shared: Shared) => Promise<void>]> = []
+
+function test (name: string, fn: (t: Test, shared: Shared) => Promise<void>): void {
+  TESTS.push([name, fn])
+}
+
+test('a crash: the client resumes on another instance, each server message delivered once in order; its own, none lost, those delivered twice marked', async (t, shared) => {
+  const TOTAL = 3000
+  const mortal = new Mortal(shared.store())
+  const a = await durable(t, mortal)
+  const b = await durable(t, shared.store())
+  const proxy = await FaultProxy.start(a.port)
+  t.teardown(() => proxy.close())
+  const ws = new ReliableWebSocket(proxy.url('/s'), { WebSocket, queue: { maxMessages: 5000 }, backoff: { initialDelayMs: 5, maxDelayMs: 20, slowAfter: Infinity } })
+  const fromServer: string[] = []
+  const lost: SessionLostEvent[] = []
+  ws.addEventListener('message', (event) => fromServer.push(event.data as string))
+  ws.addEventListener('sessionlost', (event) => lost.push(event))
+  await once(ws as any, 'open')
+  let current: Instance = a
+  let clientSent = 0
+  let serverSent = 0
+  const pump = setInterval(() => {
+    for (let i = 0; i < 20 && clientSent < TOTAL; i++) {
+      if (!ws.send(`c${clientSent}`)) break
+      clientSent++
+    }
+    const session = current.latest
+    for (let i = 0; i < 20 && serverSent < TOTAL && session !== null && session.unacknowledged < 4000; i++) {
+      if (!session.send(`s${serverSent}`)) break
+      serverSent++
+    }
+  }, 2)
+  t.teardown(() => clearInterval(pump))
+
+  await waitFor(() => clientSent > TOTAL / 3 && serverSent > TOTAL / 3, 10_000, 'traffic before the crash')
+  // The application on the dying instance sends nothing more; what it sent is in the store once the client has it.
+  current = b
+  await waitFor(() => fromServer.length === serverSent, 5000, 'what the first instance sent, received')
+  await mortal.die()
+  proxy.target = b.port
+  killConnections(a)
+  proxy.cut()
+  await waitFor(() => b.latest !== null && ws.readyState === ws.OPEN, 10_000, 'the resume on the other instance')
+  await waitFor(() => fromServer.length >= TOTAL && clientSent >= TOTAL && serverSent >= TOTAL, 20_000, 'every message sent and received by the client')
+  // The client sends again every message after the count kept, some of which the dead instance may have delivered.
+  const overlap = (): number => b.received.length === 0 ? 0 : a.received.length - Number(b.received[0].slice(1))
+  await waitFor(() => a.received.length + b.received.length - overlap() >= TOTAL, 10_000, 'every message received by the instances')
+  clearInterval(pump)
+
+  t.same(b.resumed, [true], 'the other instance took the same session')
+  t.ok(fromServer.every((text, i) => text === `s${i}`) && fromServer.length === TOTAL, 'server to client: each once, in order, across the crash')
+  t.same(lost, [], 'the session was never lost')
+  const marked = b.redelivered.filter(Boolean).length
+  t.ok(overlap() >= 0 && overlap() <= marked && marked <= 64, `delivered twice: ${overlap()}, marked: ${marked}, at most receiveWindow`)
+  t.ok(b.redelivered.every((flag, i) => flag === (i < marked)), 'the first ones after the crash marked, and only they')
+  const seen = [...a.received, ...b.received.slice(overlap())]
+  t.ok(seen.length === TOTAL && seen.every((text, i) => text === `c${i}`), `client to server: none lost, none twice unmarked (${a.received.length} before, ${b.received.length} after)`)
+  t.match(b.app.wsStats.sessions, { takenOver: 1, claimedRemote: 1, resumed: 1, redelivered: marked, resumeRefused: 0 })
+  ws.close()
+  await once(ws as any, 'close')
+})
+
+test('receiveWindow 1: at most the one message being delivered comes again; reading waits for each count to be kept, in order', async (t, shared) => {
+  const mortal = new Mortal(shared.store())
+  const a = await durable(t, mortal, { receiveWindow: 1 })
+  const b = await durable(t, shared.store(), { receiveWindow: 1 })
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  for (let i = 0; i < 50; i++) peer.ws.send(`c${i}`)
+  await waitFor(() => a.received.length === 50, 5000, 'every message, each waiting for its count')
+  t.same(a.received, Array.from({ length: 50 }, (_, i) => `c${i}`), 'in order')
+  await sleep(50)
+  await mortal.die()
+  killConnections(a)
+  // The client had no acknowledgement past what the store counted: it sends again from there.
+  const elsewhere = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  const resumed = await elsewhere.welcome()
+  t.match(resumed, { resumed: true })
+  t.ok(resumed.n === 49 || resumed.n === 50, `the count kept: ${resumed.n}`)
+  for (let i = resumed.n; i < 50; i++) elsewhere.ws.send(`c${i}`)
+  elsewhere.ws.send('next')
+  await waitFor(() => b.received.includes('next'), 3000, 'the message after')
+  t.same(b.received, [...Array.from({ length: 50 - resumed.n }, (_, i) => `c${resumed.n + i}`), 'next'])
+  // Reserved: one past the count kept, which may have reached the application had it come before the crash.
+  t.same(b.redelivered, b.received.map((_, i) => i === 0), 'one marked: the first after the count kept')
+  elsewhere.ws.close()
+})
+
+test('the client\'s messages wait for the store to reserve their numbers: none reaches the application before, all in order after', async (t, shared) => {
+  let open: () => void = () => {}
+  const gate = new Promise<void>((resolve) => { open = resolve })
+  class Gated extends Through {
+    override async keep (...args: Parameters<NonNullable<SessionStore['keep']>>): Promise<fastifyReliableWs.WriteResult> {
+      await gate
+      return await super.keep(...args)
+    }
+  }
+  const a = await durable(t, new Gated(shared.store()), { receiveWindow: 1 })
+  const peer = new Peer(a.url('/s'))
+  await peer.welcome()
+  for (let i = 0; i < 5; i++) peer.ws.send(`c${i}`)
+  await sleep(100)
+  t.same(a.received, [], 'nothing counted in the store yet: nothing delivered')
+  open()
+  await waitFor(() => a.received.length === 5, 3000, 'every message')
+  t.same(a.received, ['c0', 'c1', 'c2', 'c3', 'c4'], 'in order')
+  peer.ws.close()
+})
+
+test('a resume on the same instance, the store\'s count behind: the client sends again what the application had, and it is dropped', async (t, shared) => {
+  const a = await durable(t, shared.store())
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  for (let i = 0; i < 10; i++) peer.ws.send(`c${i}`)
+  await waitFor(() => a.received.length === 10, 3000, 'the messages')
+  peer.ws.terminate()
+  await waitFor(() => a.latest!.connected === false, 3000, 'away')
+  const again = new Peer(a.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  const resumed = await again.welcome()
+  // Reserved ahead, counted in the store only when half the window is used: none of the ten.
+  t.match(resumed, { resumed: true, n: 0 }, 'told no more than the store counts')
+  for (let i = 0; i < 10; i++) again.ws.send(`c${i}`)
+  again.ws.send('next')
+  await waitFor(() => a.received.includes('next'), 3000, 'the message after')
+  t.same(a.received, [...Array.from({ length: 10 }, (_, i) => `c${i}`), 'next'], 'each once')
+  t.same(a.redelivered, a.received.map(() => false), 'none marked: the same instance knows')
+  again.ws.close()
+})
+
+test('an instance taken for dead that lives on: its next write is refused, its connection ended as replaced, its sends fail', async (t, shared) => {
+  const mortal = new Mortal(shared.store())
+  const a = await durable(t, mortal)
+  const b = await durable(t, shared.store())
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  await waitFor(() => a.latest !== null, 2000, 'the session')
+  const stale = a.latest!
+  // Its listening connection down: an ask reaches nobody, so the client's resume elsewhere takes the session over.
+  await mortal.die()
+  mortal.dead = false
+  const elsewhere = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  t.match(await elsewhere.welcome(), { resumed: true })
+  const failed = new Promise<Error | undefined>((resolve) => (stale as fastifyReliableWs.Session & { send: (data: string, options: undefined, cb: (err?: Error) => void) => boolean }).send('late', undefined, resolve))
+  t.match(await closed(peer), { code: 1006 }, 'its connection here ended')
+  t.match(await failed, { code: 'FST_RELIABLE_WS_SESSION_ENDED' }, 'the send\'s callback says it never went')
+  t.equal(stale.ended, true)
+  t.equal(a.app.wsStats.sessions.fenced, 1)
+  t.equal(a.app.wsSessions.get(welcome.session), undefined)
+  b.latest!.send('there')
+  await waitFor(() => elsewhere.data().includes('there'), 2000, 'the session goes on there')
+  t.notOk(elsewhere.data().includes('late'))
+  elsewhere.ws.close()
+})
+
+test('a session crashed before anything happened in it is taken over all the same; one whose instance did not keep it begins anew', async (t, shared) => {
+  const mortal = new Mortal(shared.store())
+  const a = await durable(t, mortal)
+  const b = await durable(t, shared.store())
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  await sleep(50)
+  await mortal.die()
+  killConnections(a)
+  const elsewhere = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  t.match(await elsewhere.welcome(), { resumed: true, n: 0, session: welcome.session })
+  elsewhere.ws.close()
+
+  const plainStore = new Mortal(shared.store())
+  const plain = await instance(t, plainStore)
+  const other = new Peer(plain.url('/s'))
+  const second = await other.welcome()
+  await plainStore.die()
+  killConnections(plain)
+  const again = new Peer(b.url('/s'), resumeToken(second.session, second.token, 0))
+  t.match(await again.welcome(), { resumed: false }, 'kept by nobody: a new session')
+  again.ws.close()
+})
+
+test('messages posted from any instance to a durable session reach its client once each, in order, across the crash of its holder', async (t, shared) => {
+  const mortal = new Mortal(shared.store())
+  const a = await durable(t, mortal)
+  const b = await durable(t, shared.store())
+  const c = await durable(t, shared.store())
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  for (let i = 0; i < 30; i++) t.equal(await c.app.wsSessions.send(welcome.session, `p${i}`), 'posted')
+  await waitFor(() => peer.data().length === 30, 3000, 'the posts, through the holder')
+  for (let i = 30; i < 40; i++) t.equal(await c.app.wsSessions.send(welcome.session, `p${i}`), 'posted')
+  await sleep(50)
+  await mortal.die()
+  killConnections(a)
+  for (let i = 40; i < 50; i++) t.equal(await c.app.wsSessions.send(welcome.session, `p${i}`), 'posted')
+  const had = peer.data().length
+  const elsewhere = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, had))
+  t.match(await elsewhere.welcome(), { resumed: true })
+  await waitFor(() => had + elsewhere.data().length >= 50, 3000, 'the rest')
+  await sleep(50)
+  t.same([...peer.data().slice(0, had), ...elsewhere.data()], Array.from({ length: 50 }, (_, i) => `p${i}`), 'each once, in order')
+  elsewhere.ws.close()
+})
+
+t.test('a crash while a topic is published to: the session goes on with its topic on the next instance, each message once, in order', needs(REDIS), async (t) => {
+  const TOTAL = 3000
+  const redis = await RedisServer.start(t)
+  const options = { redis: redis.url, topics: { historySize: 20_000 } }
+  const onRedis = async (store: SessionStore): Promise<Instance> => await instance(t, store, options, DURABLE, (socket: Socket) => {
+    // Subscribed once, when the session begins: a session taken over comes with its topics.
+    if (!socket.session!.resumed) socket.subscribe('news')
+  })
+  const mortal = new Mortal(new RedisSessionStore(redis.client()))
+  const a = await onRedis(mortal)
+  const b = await onRedis(new RedisSessionStore(redis.client()))
+  const publisher = await instance(t, new RedisSessionStore(redis.client()), options)
+  const proxy = await FaultProxy.start(a.port)
+  t.teardown(() => proxy.close())
+  const ws = new ReliableWebSocket(proxy.url('/s'), { WebSocket, backoff: { initialDelayMs: 5, maxDelayMs: 20, slowAfter: Infinity } })
+  const received: string[] = []
+  const lost: SessionLostEvent[] = []
+  ws.addEventListener('message', (event) => received.push(event.data as string))
+  ws.addEventListener('sessionlost', (event) => lost.push(event))
+  t.teardown(() => ws.close())
+  await once(ws as any, 'open')
+  await waitFor(() => a.app.wsTopicStats('news')?.subscribers === 1, 3000, 'the subscription')
+  let published = 0
+  const publishing = (async () => {
+    while (published < TOTAL) {
+      await publisher.app.wsPublish('news', `p${published}`)
+      if (++published % 10 === 0) await sleep(2)
+    }
+  })()
+  await waitFor(() => received.length > TOTAL / 3, 10_000, 'messages before the crash')
+  await mortal.die()
+  proxy.target = b.port
+  killConnections(a)
+  proxy.cut()
+  await publishing
+  await waitFor(() => received.length >= TOTAL, 20_000, 'every message')
+  await sleep(50)
+  t.ok(received.length === TOTAL && received.every((text, i) => text === `p${i}`), `each of ${TOTAL} once, in order (${received.length} received)`)
+  t.same(lost, [], 'the session was never lost')
+  t.same(b.resumed, [true])
+  t.match(b.app.wsStats.sessions, { takenOver: 1, topicGaps: 0 })
+  t.equal(b.app.wsTopicStats('news')?.subscribers, 1, 'subscribed there')
+})
+
+t.test('a subscription made after the session began is kept at once: a crash before any message of it loses nothing', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const options = { redis: redis.url }
+  const onRedis = async (store: SessionStore): Promise<Instance> => await instance(t, store, options, DURABLE, (socket: Socket) => {
+    socket.on('message', (data: Buffer) => { if (data.toString() === 'join') socket.subscribe('news') })
+  })
+  const mortal = new Mortal(new RedisSessionStore(redis.client()))
+  const a = await onRedis(mortal)
+  const b = await onRedis(new RedisSessionStore(redis.client()))
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  await sleep(50)
+  peer.ws.send('join')
+  await waitFor(() => a.app.wsTopicStats('news')?.subscribers === 1, 3000, 'the subscription')
+  await sleep(50)
+  await mortal.die()
+  killConnections(a)
+  const elsewhere = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  t.match(await elsewhere.welcome(), { resumed: true })
+  await waitFor(() => b.app.wsTopicStats('news')?.subscribers === 1, 3000, 'subscribed on the next instance')
+  await b.app.wsPublish('news', 'first')
+  await waitFor(() => elsewhere.data().includes('first'), 3000, 'the topic\'s first message')
+  elsewhere.ws.close()
+})
+
+for (const kind of KINDS) {
+  t.test(kind.name, kind.needs, async (t) => {
+    const shared = await kind.shared(t)
+    for (const [name, fn] of TESTS) await t.test(name, async (t) => await fn(t, shared))
+  })
+}
