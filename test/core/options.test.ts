@@ -78,6 +78,11 @@ const badPluginOptions: Array<[string, unknown, RegExp]> = [
   ['a session store with ask and no listen', { sessionStore: { create () {}, claim () {}, write () {}, release () {}, end () {}, read () {}, ask () {} } }, /"sessionStore": must have both listen and ask methods, or neither/],
   ['a session store with post and no take', { sessionStore: { create () {}, claim () {}, write () {}, release () {}, end () {}, read () {}, post () {} } }, /"sessionStore": must have both post and take methods, or neither/],
   ['a session store with take and no post', { sessionStore: { create () {}, claim () {}, write () {}, release () {}, end () {}, read () {}, listen () {}, ask () {}, take () {} } }, /"sessionStore": must have both post and take methods, or neither/],
+  ['durable sessions in this process\'s memory only', { resume: { durable: true } }, /"resume\.durable": needs a sessionStore shared by the instances, with a keep method/],
+  ['durable sessions on a store without keep', { resume: { durable: true }, sessionStore: { create () {}, claim () {}, write () {}, release () {}, end () {}, read () {} } }, /"resume\.durable": needs a sessionStore/],
+  ['durable not a boolean', { resume: { durable: 1 } }, /"resume\.durable": must be a boolean/],
+  ['a fractional receiveWindow', { resume: { receiveWindow: 1.5 } }, /"resume\.receiveWindow": must be an integer from 1 to 65536/],
+  ['a zero receiveWindow', { resume: { receiveWindow: 0 } }, /"resume\.receiveWindow"/],
   ['a session store of the former kind', { sessionStore: new Map() }, /"sessionStore".*create is missing/],
   ['a session store that is not an object', { sessionStore: null }, /"sessionStore".*create is missing/]
 ]
@@ -99,6 +104,7 @@ const badRouteConfigs: Array<[string, unknown, RegExp]> = [
   ['a session cap per route', { limits: { maxSessionsPerIp: 5 } }, /"config\.reliable of \/ws\.limits\.maxSessionsPerIp": it bounds the sessions of every route together/],
   ['a cap on sessions being settled per route', { limits: { maxPendingSessions: 5 } }, /"config\.reliable of \/ws\.limits\.maxPendingSessions": it bounds the sessions of every route together/],
   ['an owner that is not a function', { resume: { owner: 'alice' } }, /"config\.reliable of \/ws\.resume\.owner": must be a function/],
+  ['durable sessions on a route, the store in memory', { resume: { durable: true } }, /"config\.reliable of \/ws\.resume\.durable": needs a sessionStore shared by the instances/],
   ['a route maxPayload above the plugin one', { limits: { maxPayload: 2_000_000 } }, /"config\.reliable of \/ws\.limits\.maxPayload": a route may lower the plugin's maxPayload, not raise it \(2000000 > 1048576\)/],
   ['an unknown route limit', { limits: { maxConections: 1 } }, /"config\.reliable of \/ws\.limits\.maxConections": unknown option/],
   ['route limits not an object', { limits: [] }, /"config\.reliable of \/ws\.limits": must be an object/],
@@ -128,7 +134,7 @@ t.test('good options register', async (t) => {
     heartbeat: { intervalMs: 1000, timeoutMs: 500 },
     backpressure: { highWaterMark: 2048, lowWaterMark: 0, onLimit: 'close' },
     shutdown: { closeCode: 4000, reason: 'bye', timeoutMs: 0, reconnectWindowMs: 0 },
-    resume: { ttlMs: 1000, maxBufferedMessages: Infinity, maxBufferedBytes: 1024 },
+    resume: { ttlMs: 1000, maxBufferedMessages: Infinity, maxBufferedBytes: 1024, durable: true, receiveWindow: 1 },
     sessionStore: new MemorySessionStore(),
     health: { path: '/status' },
     websocket: { options: { maxPayload: 1024 } },

@@ -123,3 +123,16 @@ t.test('smoke test of bench/mass-resume.mjs: 20 sessions, graceful then crash; t
     t.ok(figures.every(Number.isFinite), `${run.end}: every figure is a number`)
   }
 })
+
+t.test('smoke test of bench/durable.mjs: 3 sessions × 20 messages, every mode; the rows, never the figures', needs(REDIS), async (t) => {
+  const stdout = await new Promise<string>((resolve, reject) => {
+    execFile(process.execPath, [join(__dirname, '..', '..', 'bench', 'durable.mjs'), '--sessions', '3', '--messages', '20'], { env: { ...process.env, REDIS_SERVER_PATH: find(REDIS)! } }, (err, stdout, stderr) => {
+      if (err !== null) reject(new Error(`${err.message}\n${stderr}`))
+      else resolve(stdout)
+    })
+  })
+  t.match(stdout, /^3 sessions × 20 messages of 64 B each way$/m)
+  for (const mode of ['memory', 'redis', 'durable', 'durable-window-1']) {
+    t.match(stdout, new RegExp(`│ '${mode}' +│ \\d+ +│ [\\d.]+ +│ [\\d.]+ +│ \\d+ +│ [\\d.]+ +│ [\\d.]+ +│`), `${mode}: a row of figures`)
+  }
+})
