@@ -1,10 +1,10 @@
-// `node bench/mass-resume.mjs [--sessions N] [--ends drain,crash]` (after `npm run build`; needs redis-server)
+// `node bench/mass-resume.mjs [--sessions N] [--ends drain,crash] [--durable]` (after `npm run build`; needs redis-server)
 // What the other instances go through when one that holds many sessions goes: three instances on one redis-server
 // (sessions in RedisSessionStore, topics on the `redis` option), every client a ReliableWebSocket at the client's
 // default backoff, all of them connected to the first instance; then that instance closes gracefully (`drain`: every
 // session handed over) or is killed (`crash`: SIGKILL, nothing handed over), and each client comes back to one of the
 // two others, in turn. Measured from the end of the first instance until every client is open again: how many
-// resumed their session and how many began anew, the clients back per second, the busiest 100 ms, the survivors' CPU
+// resumed their session and how many began anew (with `--durable`, sessions with `resume.durable`: a crash loses none), the clients back per second, the busiest 100 ms, the survivors' CPU
 // and event-loop delay, Redis's CPU and commands. Each instance and the clients run in processes of their own.
 // Figures in bench/notes.md ("Mass resume").
 import { fork } from 'node:child_process'
@@ -28,10 +28,11 @@ async function server () {
   const { Redis } = require('ioredis')
   const reliableWs = require('../dist/index.js')
   const redisUrl = process.argv[3]
+  const resume = process.argv[4] === 'durable' ? { durable: true } : true
   const app = Fastify()
   const client = new Redis(redisUrl)
   await app.register(reliableWs, { redis: redisUrl, sessionStore: new reliableWs.RedisSessionStore(client), limits: { maxSessionsPerIp: Infinity } })
-  app.get('/s', { websocket: true, config: { reliable: { resume: true } } }, () => {})
+  app.get('/s', { websocket: true, config: { reliable: { resume } } }, () => {})
   await app.listen({ port: 0, host: '127.0.0.1' })
   const delay = monitorEventLoopDelay({ resolution: 10 })
   let cpu = process.cpuUsage()
@@ -101,9 +102,9 @@ async function clients () {
 }
 
 async function orchestrate () {
-  const { values: args } = parseArgs({ options: { sessions: { type: 'string', default: '10000' }, ends: { type: 'string', default: 'drain,crash' } } })
+  const { values: args } = parseArgs({ options: { sessions: { type: 'string', default: '10000' }, ends: { type: 'string', default: 'drain,crash' }, durable: { type: 'boolean', default: false } } })
   const sessions = Number(args.sessions)
-  for (const end of args.ends.split(',')) console.log(JSON.stringify({ end, sessions, ...await run(end, sessions) }))
+  for (const end of args.ends.split(',')) console.log(JSON.stringify({ end, sessions, durable: args.durable, ...await run(end, sessions, args.durable) }))
 }
 
 function reply (child, message) {
@@ -124,11 +125,11 @@ function first (child, predicate) {
   return new Promise((resolve) => child.on('message', (m) => { if (predicate(m)) resolve(m) }))
 }
 
-async function run (end, sessions) {
+async function run (end, sessions, durable) {
   const redis = await startRedis()
   const children = []
   try {
-    const instances = [0, 1, 2].map(() => fork(self, ['server', redis.url], { stdio: 'inherit' }))
+    const instances = [0, 1, 2].map(() => fork(self, ['server', redis.url, durable ? 'durable' : 'plain'], { stdio: 'inherit' }))
     children.push(...instances)
     const ports = (await Promise.all(instances.map((one) => first(one, (m) => m.ready)))).map((m) => m.port)
     const load = fork(self, ['clients', JSON.stringify(ports), String(sessions)], { stdio: 'inherit' })
@@ -169,7 +170,7 @@ async function run (end, sessions) {
       survivorCpuMs: samples.map((s) => Math.round(s.cpuMs)),
       survivorDelayP99Ms: samples.map((s) => Number(s.delayP99Ms.toFixed(1))),
       survivorDelayMaxMs: samples.map((s) => Number(s.delayMaxMs.toFixed(1))),
-      survivorSessions: samples.map((s) => ({ claimedRemote: s.sessions.claimedRemote, active: s.sessions.active, throttled: s.sessions.throttled, busy: s.sessions.busy, resumeRefused: s.sessions.resumeRefused })),
+      survivorSessions: samples.map((s) => ({ claimedRemote: s.sessions.claimedRemote, takenOver: s.sessions.takenOver, active: s.sessions.active, throttled: s.sessions.throttled, busy: s.sessions.busy, resumeRefused: s.sessions.resumeRefused })),
       redisCpuMs: Math.round(redis.cpuMs() - redisCpu),
       redisScripts: calls(['evalsha', 'eval']),
       redisCommands: calls(null),

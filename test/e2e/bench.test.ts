@@ -124,6 +124,18 @@ t.test('smoke test of bench/mass-resume.mjs: 20 sessions, graceful then crash; t
   }
 })
 
+t.test('smoke test of bench/mass-resume.mjs --durable: 20 durable sessions survive the SIGKILL of their instance', needs(REDIS), async (t) => {
+  const stdout = await new Promise<string>((resolve, reject) => {
+    execFile(process.execPath, [join(__dirname, '..', '..', 'bench', 'mass-resume.mjs'), '--sessions', '20', '--ends', 'crash', '--durable'], { env: { ...process.env, REDIS_SERVER_PATH: find(REDIS)! } }, (err, stdout, stderr) => {
+      if (err !== null) reject(new Error(`${err.message}\n${stderr}`))
+      else resolve(stdout)
+    })
+  })
+  const crash = JSON.parse(stdout.trim())
+  t.match(crash, { end: 'crash', durable: true, back: 20, resumed: 20, lost: 0, handedOver: 0 }, 'every session resumed on the survivors')
+  t.equal(crash.survivorSessions.reduce((total: number, one: { takenOver: number }) => total + one.takenOver, 0), 20, 'each taken over from what the dead instance kept')
+})
+
 t.test('smoke test of bench/durable.mjs: 3 sessions × 20 messages, every mode; the rows, never the figures', needs(REDIS), async (t) => {
   const stdout = await new Promise<string>((resolve, reject) => {
     execFile(process.execPath, [join(__dirname, '..', '..', 'bench', 'durable.mjs'), '--sessions', '3', '--messages', '20'], { env: { ...process.env, REDIS_SERVER_PATH: find(REDIS)! } }, (err, stdout, stderr) => {
