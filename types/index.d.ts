@@ -496,11 +496,6 @@ declare namespace fastifyReliableWs {
      * crash of its holder, those numbered `received + 1` to here reach the application again, marked `redelivered`.
      */
     reserved?: number
-    /**
-     * How many of the messages posted to the session (the first ones, taken with `peek`) `messages` holds already: the
-     * store drops them from its posted messages as it keeps this.
-     */
-    taken?: number
   }
 
   /**
@@ -601,14 +596,14 @@ declare namespace fastifyReliableWs {
     post? (id: string, message: SessionMessage, maxMessages: number, maxBytes: number): Awaitable<PostResult>
     /**
      * Optional, with `post`: the messages kept for session `id`, in order, taken out; refused unless claim `fence` holds
-     * it. With `peek`, left in the store: the holder's next `keep` or `release` drops them (`SessionHandover.taken`).
+     * it. With a copy kept (`keep`), they join its messages as they leave.
      */
-    take? (id: string, fence: number, peek?: boolean): Awaitable<SessionMessage[] | 'fenced' | 'lost'>
+    take? (id: string, fence: number): Awaitable<SessionMessage[] | 'fenced' | 'lost'>
     /**
      * Optional; `resume.durable` needs it: the holder's copy of what a next holder needs should this one die, kept
      * beside the record and replacing the last (a claim from an instance that does not hold the session takes it only
-     * once its holder is dead: `ClaimRequest.durable`). Refused (`'fenced'`) once another claim took the session, or it
-     * was released; otherwise as `write` with no changes.
+     * once its holder is dead: `ClaimRequest.durable`); what `take` takes joins its messages. Refused (`'fenced'`) once
+     * another claim took the session, or it was released; otherwise as `write` with no changes.
      */
     keep? (id: string, fence: number, ttlMs: number, kept: SessionHandover): Awaitable<WriteResult>
   }
@@ -646,7 +641,7 @@ declare namespace fastifyReliableWs {
     listen (instance: string, notices: StoreNotices): Promise<() => Promise<void>>
     ask (instance: string, id: string, fence: number): Promise<boolean>
     post (id: string, message: SessionMessage, maxMessages: number, maxBytes: number): Promise<PostResult>
-    take (id: string, fence: number, peek?: boolean): Promise<SessionMessage[] | 'fenced' | 'lost'>
+    take (id: string, fence: number): Promise<SessionMessage[] | 'fenced' | 'lost'>
     keep (id: string, fence: number, ttlMs: number, kept: SessionHandover): Promise<WriteResult>
   }
 

@@ -108,9 +108,11 @@ if died and not kept then
   return { 'unknown' }
 end
 local received = tonumber(ARGV[6])
+-- Durable, a count from an instance the record names no more is of a copy gone stale: judged as a claim from elsewhere.
+local fromElsewhere = ARGV[7] == '' or (ARGV[12] == '1' and r[8] ~= ARGV[1])
 local sent = tonumber(ARGV[7])
-local take = handover[2] and (r[8] == '' or (ARGV[7] == '' and kept and (died or ARGV[13] == r[8])))
-if ARGV[7] == '' then
+local take = handover[2] and (r[8] == '' or (fromElsewhere and kept and (died or ARGV[13] == r[8])))
+if fromElsewhere then
   if not take then
     local holder = r[8]
     if holder == '' or holder == ARGV[1] then return { 'held', holder, r[7] } end
@@ -181,22 +183,14 @@ return 'ok'
 `
 
 /**
- * Writes the handover given from ARGV[3] on: its received, its acknowledged, its topics (JSON), its reserved, how many
- * posts it took, and its messages, each a byte (0 text, 1 binary) and the message's bytes. The posts it took leave
- * the list of those posted.
+ * Writes the handover given from ARGV[3] on: its received, its acknowledged, its topics (JSON), its reserved, and its
+ * messages, each a byte (0 text, 1 binary) and the message's bytes.
  */
 const HAND_OVER = `
 local function handOver ()
   redis.call('hset', KEYS[1], 'hr', ARGV[3], 'ha', ARGV[4], 'ht', ARGV[5], 'hm', ARGV[6])
-  local taken = tonumber(ARGV[7])
-  if taken > 0 then
-    local bytes = tonumber(redis.call('hget', KEYS[1], 'pb')) or 0
-    for _, posted in ipairs(redis.call('lrange', KEYS[3], 0, taken - 1)) do bytes = bytes - string.len(posted) + 1 end
-    redis.call('ltrim', KEYS[3], taken, -1)
-    if redis.call('exists', KEYS[3]) == 1 then redis.call('hset', KEYS[1], 'pb', bytes) else redis.call('hdel', KEYS[1], 'pb') end
-  end
   redis.call('del', KEYS[2])
-  for first = 8, #ARGV, ${PUSH_CHUNK} do
+  for first = 7, #ARGV, ${PUSH_CHUNK} do
     redis.call('rpush', KEYS[2], unpack(ARGV, first, math.min(first + ${PUSH_CHUNK - 1}, #ARGV)))
   end
 end
@@ -264,18 +258,23 @@ return { 'ok', r[3] }
 `
 
 /**
- * KEYS: the record, its messages posted. ARGV: fence, peek (0/1). Returns the messages posted (taken out, unless
- * peeked), fenced or lost. Released, its claim holds it no more: what is posted waits for the claim that takes the
- * handover.
+ * KEYS: the record, its messages handed over (here: kept), its messages posted. ARGV: fence. Returns the messages posted
+ * (taken out), fenced or lost. Released, its claim holds it no more: what is posted waits for the claim that takes the
+ * handover. A durable holder's kept copy gets them as they leave: should it die before it keeps them itself, they are
+ * not lost.
  */
 const TAKE = `${PRELUDE}
 local refused = fenced()
 if refused then return refused end
 if redis.call('hget', KEYS[1], 'a') == '' then return 'fenced' end
-local posted = redis.call('lrange', KEYS[2], 0, -1)
-if ARGV[2] == '1' then return posted end
-redis.call('del', KEYS[2])
+local posted = redis.call('lrange', KEYS[3], 0, -1)
+redis.call('del', KEYS[3])
 redis.call('hdel', KEYS[1], 'pb')
+if redis.call('hexists', KEYS[1], 'ha') == 1 then
+  for first = 1, #posted, ${PUSH_CHUNK} do
+    redis.call('rpush', KEYS[2], unpack(posted, first, math.min(first + ${PUSH_CHUNK - 1}, #posted)))
+  end
+end
 return posted
 `
 
@@ -303,7 +302,7 @@ interface ScriptedClient {
   reliableWsSessionEnd (key: string, messagesKey: string, postsKey: string, fence: string): Promise<WriteResult>
   reliableWsSessionRead (key: string): Promise<Fields | null>
   reliableWsSessionPost (key: string, postsKey: string, maxMessages: string, maxBytes: string, message: Buffer): Promise<[string, string?]>
-  reliableWsSessionTakeBuffer (key: string, postsKey: string, fence: string, peek: string): Promise<Buffer | Buffer[]>
+  reliableWsSessionTakeBuffer (key: string, messagesKey: string, postsKey: string, fence: string): Promise<Buffer | Buffer[]>
   reliableWsSessionKeep (key: string, messagesKey: string, postsKey: string, fence: string, ttlMs: string, kept: Array<string | Buffer>): Promise<WriteResult>
 }
 
@@ -316,7 +315,7 @@ const SCRIPTS = {
   reliableWsSessionEnd: [END, 3],
   reliableWsSessionRead: [READ, 1],
   reliableWsSessionPost: [POST, 2],
-  reliableWsSessionTake: [TAKE, 2],
+  reliableWsSessionTake: [TAKE, 3],
   reliableWsSessionKeep: [KEEP, 3]
 } as const
 
@@ -376,7 +375,7 @@ export class RedisSessionStore implements SessionStore {
       const handover: SessionHandover | null = messages === undefined
         ? null
         : { received: Number(received!.toString()), acknowledged: Number(acknowledged!.toString()), messages: messages.map(toMessage), topics: topicsOf(topics!) }
-      // Written by every handover since `resume.durable`; a session handed over without topics or a copy kept has none.
+      // Absent from a handover written before durable sessions existed.
       if (handover !== null && reserved !== undefined && reserved !== null) handover.reserved = Number(reserved.toString())
       return { ok: true, record: toRecord(fields.map((field) => field === null ? null : field.toString())), previous: previous.toString(), handover }
     }
@@ -414,8 +413,8 @@ export class RedisSessionStore implements SessionStore {
     return { holder: holder! }
   }
 
-  async take (id: string, fence: number, peek = false): Promise<SessionMessage[] | 'fenced' | 'lost'> {
-    const reply = await this.client.reliableWsSessionTakeBuffer(this.key(id), this.postsKey(id), String(fence), peek ? '1' : '0')
+  async take (id: string, fence: number): Promise<SessionMessage[] | 'fenced' | 'lost'> {
+    const reply = await this.client.reliableWsSessionTakeBuffer(this.key(id), this.messagesKey(id), this.postsKey(id), String(fence))
     return Array.isArray(reply) ? reply.map(toMessage) : reply.toString() as 'fenced' | 'lost'
   }
 
@@ -493,7 +492,7 @@ function fromMessage ({ data, binary }: SessionMessage): Buffer {
 /** A handover as HAND_OVER reads it. */
 function handoverArgs (handover: SessionHandover): Array<string | Buffer> {
   return [String(handover.received), String(handover.acknowledged), JSON.stringify(handover.topics), String(handover.reserved ?? handover.received),
-    String(handover.taken ?? 0), ...handover.messages.map(fromMessage)]
+    ...handover.messages.map(fromMessage)]
 }
 
 function toMessage (element: Buffer): SessionMessage {

@@ -114,14 +114,13 @@ export class SessionRegistry implements Sessions {
   // Ids of sessions held elsewhere whose client's resume is being claimed here.
   private readonly arriving = new Set<string>()
   // resume.durable: sessions to keep in the store at the next turn (one keep for what a turn changed), each session's
-  // keep on its way (and in `rekeep`, those changed again meanwhile), those whose keep failed (kept again on a timer of
-  // the instance's), and how many posts each took (peeked) that no keep has dropped from the store yet.
+  // keep on its way (and in `rekeep`, those changed again meanwhile, or while a take was on its way: one of the two at
+  // a time), and those whose keep failed (kept again on a timer of the instance's).
   private readonly dirtied = new Set<Session>()
   private readonly keeping = new Set<Session>()
   private readonly rekeep = new Set<Session>()
   private readonly stalled = new Set<Session>()
   private stallTimer: NodeJS.Timeout | null = null
-  private readonly peeked = new Map<Session, number>()
 
   constructor (
     private readonly stats: Counters,
@@ -241,7 +240,7 @@ export class SessionRegistry implements Sessions {
     // handed it over (the store then checks the count against the handover). A live session's route is told apart
     // here from another that shares its pattern (host constraints): the record names the pattern.
     const held = this.held.get(resume.session)
-    const session = held?.route === route ? held : undefined
+    let session = held?.route === route ? held : undefined
     const { durable } = route.resume
     const claimRequest: ClaimRequest = {
       id: resume.session,
@@ -251,7 +250,7 @@ export class SessionRegistry implements Sessions {
       owner,
       secret: resume.secret,
       received: resume.received,
-      sent: session === undefined ? null : session.sent,
+      sent: session === undefined ? null : session.sentKept,
       newSecret: this.nextSecret(),
       confirmMs: CONFIRM_MS,
       askMs: ASK_MS,
@@ -261,6 +260,12 @@ export class SessionRegistry implements Sessions {
     const claim = this.store.claim(claimRequest)
     // `dead`: the claim after an ask nobody heard.
     const afterClaim = (result: ClaimResult, dead = false): Awaitable<Prepared | BusySession> => {
+      // Held here by the look of it, but the store names another instance: that one took it over since, taking this
+      // one for dead. What is left here is stale, and goes; the claim was judged as one from elsewhere.
+      if (session !== undefined && !session.ended && (result.ok ? result.previous !== this.instance : result.refusal === 'held' && result.holder !== this.instance)) {
+        this.fenced(session, session.fence)
+        session = undefined
+      }
       const ended = session?.ended === true
       if (result.ok && !ended) {
         return { record: result.record, session: session ?? null, handover: session === undefined ? result.handover : null, received: resume.received, previous: result.previous }
@@ -273,18 +278,20 @@ export class SessionRegistry implements Sessions {
       // Held by another live instance, where the client was last: that instance is asked to hand it over, and the
       // client to come back once it will have; at once anew when the store knows nobody hears under the holder's name
       // (it died): it cannot hand anything over, and the client would only come back until the holder's time is up.
-      // Durable, it is taken over from the copy the dead holder kept, if it kept one.
+      // Durable, it is taken over from the copy the dead holder kept, if it kept one: at once when nobody hears, or once
+      // the holder's time to answer is over (on a Redis Cluster no ask can tell). A holder alive after all is fenced.
+      const takeOver = (holder: string): Awaitable<Prepared | BusySession> => {
+        const again = this.store.claim({ ...claimRequest, dead: holder })
+        return isThenable(again) ? Promise.resolve(again).then((settled) => afterClaim(settled, true)) : afterClaim(again, true)
+      }
       if (!result.ok && result.refusal === 'held' && Number(result.retryMs) > 0 && typeof this.store.ask === 'function' && !dead) {
         const retry = { retryMs: Math.min(Number(result.retryMs), ASK_RETRY_MS) }
-        const asked = this.ask(result.holder, resume.session, Number(result.fence))
-        const heard = (reached: boolean): Awaitable<Prepared | BusySession> => {
-          if (reached) return retry
-          if (!durable) return refused()
-          const again = this.store.claim({ ...claimRequest, dead: result.holder })
-          return isThenable(again) ? Promise.resolve(again).then((settled) => afterClaim(settled, true)) : afterClaim(again, true)
-        }
+        const { holder } = result
+        const asked = this.ask(holder, resume.session, Number(result.fence))
+        const heard = (reached: boolean): Awaitable<Prepared | BusySession> => reached ? retry : durable ? takeOver(holder) : refused()
         return isThenable(asked) ? Promise.resolve(asked).then(heard) : heard(asked)
       }
+      if (!result.ok && result.refusal === 'held' && durable && !dead && result.holder !== '' && result.holder !== this.instance) return takeOver(result.holder)
       // Ended while the claim was on its way: the record it took has no session left to resume.
       if (result.ok) this.endRecord(result.record.id, result.record.fence)
       return refused()
@@ -302,12 +309,13 @@ export class SessionRegistry implements Sessions {
         throw err
       }))
     }
-    this.claiming.add(session)
-    const answered = (): boolean => this.claiming.delete(session)
+    const local = session
+    this.claiming.add(local)
+    const answered = (): boolean => this.claiming.delete(local)
     return this.track(Promise.resolve(claim).then((result) => {
       answered()
       // Its writes from now on name the claim's fence: one refused for naming the one before is no news.
-      if (result.ok && !session.ended) session.fence = result.record.fence
+      if (result.ok && !local.ended && result.previous === this.instance) local.fence = result.record.fence
       return afterClaim(result)
     }, (err: unknown) => {
       answered()
@@ -457,6 +465,8 @@ export class SessionRegistry implements Sessions {
     this.scheduler.remove(session)
     this.scheduler.add(session, now + ttlMs)
     this.write(session, AWAY)
+    // Kept with its exact count: should this instance die while the client is away, nothing is marked redelivered.
+    if (session.route.resume.durable) this.dirty(session)
   }
 
   /** The scheduler's callback for a session: connected, its record is kept; away, nobody came back in time. */
@@ -521,9 +531,8 @@ export class SessionRegistry implements Sessions {
       this.retake.add(session)
       return
     }
-    // Durable, the posts taken stay in the store until the keep that holds them: one take at a time till then.
-    const durable = session.route.resume.durable
-    if (this.peeked.has(session)) {
+    // Durable, the store joins what it takes to the copy kept: not while a keep, which replaces that copy, is on its way.
+    if (this.keeping.has(session)) {
       this.retake.add(session)
       return
     }
@@ -531,11 +540,12 @@ export class SessionRegistry implements Sessions {
     const upTo = this.posts
     const { fence } = session
     this.settle('take', () => {
-      const taken = this.store.take!(session.id, fence, durable)
+      const taken = this.store.take!(session.id, fence)
       if (!isThenable(taken)) return this.deliver(session, taken, upTo, fence)
       const delivered = Promise.resolve(taken).then((messages) => this.deliver(session, messages, upTo, fence)).finally(() => {
         this.taking.delete(session)
         if (this.retake.delete(session)) this.takePosts(session)
+        else if (this.rekeep.delete(session)) this.keep(session)
       })
       this.taking.set(session, delivered.then(undefined, noop))
       return delivered
@@ -546,7 +556,6 @@ export class SessionRegistry implements Sessions {
     if (typeof taken === 'string') return this.written(session, taken, fence)
     if (session.ended) return
     if ((this.addressed.get(session.id) ?? Infinity) <= upTo) this.addressed.delete(session.id)
-    if (session.route.resume.durable && taken.length > 0) this.peeked.set(session, taken.length)
     for (const { data, binary } of taken) {
       if (!session.send(data, { binary })) return
       this.stats.sessions.postsTaken++
@@ -610,27 +619,27 @@ export class SessionRegistry implements Sessions {
    */
   private keep (session: Session): void {
     if (session.ended) return
-    if (this.keeping.has(session)) {
+    if (this.keeping.has(session) || this.taking.has(session)) {
       this.rekeep.add(session)
       return
     }
     const topics = this.topics.positions(session)
     if (topics === null) return this.stall(session)
     const kept = session.handOver(topics)
-    const taken = this.peeked.get(session) ?? 0
-    kept.taken = taken
-    kept.reserved = session.received + session.route.resume.receiveWindow
+    // Away, nothing of the client's can arrive: the count is exact, and nothing is marked should this instance die.
+    kept.reserved = session.received + (session.connected ? session.route.resume.receiveWindow : 0)
     const counts = { sent: session.sent, received: session.received, reserved: kept.reserved }
     const { fence } = session
     this.keeping.add(session)
     const landed = (result: WriteResult): void => {
       this.keeping.delete(session)
       if (result === 'ok' || result === 'posted') {
-        const peeked = (this.peeked.get(session) ?? 0) - taken
-        if (peeked > 0) this.peeked.set(session, peeked)
-        else this.peeked.delete(session)
         session.landed(counts)
         if (this.retake.delete(session) || result === 'posted') this.takePosts(session)
+      } else if (result === 'fenced' && !session.ended && (session.fence !== fence || this.claiming.has(session))) {
+        // Refused for the fence of this instance's own claim of it, on its way or just won: kept again under that one.
+        this.rekeep.delete(session)
+        return this.stall(session)
       } else {
         this.written(session, result, fence)
       }
@@ -755,7 +764,8 @@ export class SessionRegistry implements Sessions {
       return
     }
     const handover = session.handOver(topics)
-    handover.taken = this.peeked.get(session)
+    // What waited to be kept goes with the handover: its next holder sends it.
+    session.handedOver()
     this.letGo(session)
     this.topics.sessionEnded(session)
     try {
@@ -793,7 +803,6 @@ export class SessionRegistry implements Sessions {
     this.addressed.delete(session.id)
     this.dirtied.delete(session)
     this.stalled.delete(session)
-    this.peeked.delete(session)
     this.stats.sessions.active--
     this.scheduler.remove(session)
     this.away.delete(session)

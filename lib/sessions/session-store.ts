@@ -80,7 +80,9 @@ export class MemorySessionStore implements SessionStore {
       return { ok: false, refusal: 'unknown' }
     }
     let handover = this.handovers.get(record.id)
-    let sent = request.sent
+    // Durable, claimed as held by an instance the record names no more (another took the session over since, taking
+    // that one for dead): its count is of a copy gone stale, and it is judged as a claim from elsewhere.
+    let sent = request.durable === true && record.instance !== request.instance ? null : request.sent
     if (sent === null) {
       // The session's messages are with the instance holding it, unless it handed them over, or died with a copy kept.
       if (handover === undefined && kept !== undefined && (died || request.dead === record.instance)) handover = kept
@@ -135,7 +137,7 @@ export class MemorySessionStore implements SessionStore {
     record.instance = ''
     this.kept.delete(id)
     if (handover === undefined) this.handovers.delete(id)
-    else this.handovers.set(id, this.dropTaken(id, handover))
+    else this.handovers.set(id, copyKept(handover))
     this.leave(record, ttlMs)
     return 'ok'
   }
@@ -144,19 +146,8 @@ export class MemorySessionStore implements SessionStore {
     const record = this.fenced(id, fence)
     if (typeof record === 'string') return record
     if (record.instance === '') return 'fenced'
-    this.kept.set(id, this.dropTaken(id, kept))
+    this.kept.set(id, copyKept(kept))
     return this.write(id, fence, KEEP, ttlMs)
-  }
-
-  /** A copy of the handover; the posts it holds already leave the posted ones. */
-  private dropTaken (id: string, handover: SessionHandover): SessionHandover {
-    const posts = this.posts.get(id)
-    const taken = handover.taken ?? 0
-    if (posts !== undefined && taken > 0) {
-      for (const { data } of posts.messages.splice(0, taken)) posts.bytes -= Buffer.byteLength(data)
-      if (posts.messages.length === 0) this.posts.delete(id)
-    }
-    return { ...copyHandover(handover), reserved: handover.reserved ?? handover.received }
   }
 
   end (id: string, fence: number): WriteResult {
@@ -200,12 +191,15 @@ export class MemorySessionStore implements SessionStore {
     return { holder: record.instance }
   }
 
-  take (id: string, fence: number, peek = false): SessionMessage[] | 'fenced' | 'lost' {
+  take (id: string, fence: number): SessionMessage[] | 'fenced' | 'lost' {
     const record = this.fenced(id, fence)
     if (typeof record === 'string') return record
     // Released, its claim holds it no more: what is posted waits for the claim that takes the handover.
     if (record.instance === '') return 'fenced'
-    return peek ? (this.posts.get(id)?.messages ?? []).map(({ data, binary }) => ({ data, binary })) : this.takePosts(id)
+    const taken = this.takePosts(id)
+    // A durable holder's copy gets them as they leave: should it die before it keeps them itself, they are not lost.
+    this.kept.get(id)?.messages.push(...taken.map(({ data, binary }) => ({ data, binary })))
+    return taken
   }
 
   private takePosts (id: string): SessionMessage[] {
@@ -252,6 +246,11 @@ export class MemorySessionStore implements SessionStore {
 
 function expired (record: SessionRecord, now: number): boolean {
   return record.expiresAt <= now
+}
+
+/** A copy of a handover or a kept copy, as the store keeps it: its reserved count told, `received` if not. */
+function copyKept (handover: SessionHandover): SessionHandover {
+  return { ...copyHandover(handover), reserved: handover.reserved ?? handover.received }
 }
 
 /**

@@ -92,7 +92,6 @@ export class Session implements SocketSession {
   private skip = 0
   // The client's messages on the current connection waiting for their reservation, in order; reading is paused meanwhile.
   private readonly waiting: Array<[unknown, boolean]> = []
-  private admitting = false
   private pausedHere = false
 
   constructor (
@@ -114,6 +113,11 @@ export class Session implements SocketSession {
   /** Data messages sent in the session, acknowledged or not. */
   get sent (): number {
     return this.acked + this.unacknowledged
+  }
+
+  /** Data messages sent in the session that may have reached the client: with resume.durable, those the store keeps. */
+  get sentKept (): number {
+    return Math.min(this.sent, this.keptSent)
   }
 
   /** Messages sent and not yet acknowledged. */
@@ -186,17 +190,11 @@ export class Session implements SocketSession {
   /** The client's messages that waited for their reservation, as far as it goes; reading goes on once none waits. */
   private admit (): void {
     const socket = this.socket!
-    this.admitting = true
-    try {
-      while (this.waiting.length > 0 && this.received < this.reserved) {
-        const [data, binary] = this.waiting.shift()!
-        this.count()
-        socket[kDeliver](data, binary)
-        // The application closed the connection, or a resume elsewhere took the session.
-        if (this.socket !== socket) return
-      }
-    } finally {
-      this.admitting = false
+    // Ended by the application's handler of one of them (it overflowed the session, say): the rest go nowhere.
+    while (this.waiting.length > 0 && this.received < this.reserved && !this.ended) {
+      const [data, binary] = this.waiting.shift()!
+      this.count()
+      socket[kDeliver](data, binary)
     }
     if (this.waiting.length === 0 && this.pausedHere) {
       this.pausedHere = false
@@ -230,7 +228,8 @@ export class Session implements SocketSession {
     // An older acknowledgement overtaken by a newer one says nothing new; nor does one to a session handed over,
     // whose messages went with it.
     if (count <= 0 || this.ended) return true
-    if (count > this.unacknowledged) return false
+    // Durable: messages not kept yet were never sent either.
+    if (n > this.sentKept) return false
     let bytes = 0
     for (let i = this.head; i < this.head + count; i++) {
       bytes += this.outbox[i]!.bytes
@@ -259,7 +258,8 @@ export class Session implements SocketSession {
       this.skip--
       return DROP
     }
-    if (this.received >= this.reserved || (this.waiting.length > 0 && !this.admitting)) return WAIT
+    // Those waiting already are past the reservation too: this one waits behind them.
+    if (this.received >= this.reserved) return WAIT
     this.count()
     return DELIVER
   }
@@ -353,6 +353,15 @@ export class Session implements SocketSession {
       this.reserved = this.redeliverUntil = handover.reserved ?? handover.received
     }
     return true
+  }
+
+  /** Handed over with every message it holds: those that waited to be kept go out from its next holder. */
+  handedOver (): void {
+    for (let i = this.head; i < this.outbox.length; i++) {
+      const message = this.outbox[i]!
+      if (message.cb !== undefined) process.nextTick(message.cb)
+      message.cb = undefined
+    }
   }
 
   /** Lets go of every message it holds; returns their bytes and count, for the instance's budget. */

@@ -52,8 +52,8 @@ export class AsyncStore implements SessionStore {
     return this.answer('post', () => this.memory.post(id, message, maxMessages, maxBytes))
   }
 
-  take (id: string, fence: number, peek?: boolean): Promise<fastifyReliableWs.SessionMessage[] | 'fenced' | 'lost'> {
-    return this.answer('take', () => this.memory.take(id, fence, peek))
+  take (id: string, fence: number): Promise<fastifyReliableWs.SessionMessage[] | 'fenced' | 'lost'> {
+    return this.answer('take', () => this.memory.take(id, fence))
   }
 
   keep (id: string, fence: number, ttlMs: number, kept: fastifyReliableWs.SessionHandover): Promise<fastifyReliableWs.WriteResult> {

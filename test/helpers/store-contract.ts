@@ -497,25 +497,37 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore, clock:
     }
   })
 
-  t.test('keep drops the posts it took (peeked); a durable claim joins those left to the copy it keeps', async (t) => {
+  t.test('a take joins the posts to the copy kept, so a durable claim after a crash has them; those left wait for it too', async (t) => {
     const store = makeStore()
     const first = await claimed(store)
     const posts = ['p1', 'p2', 'p3'].map((data) => ({ data, binary: false }))
-    for (const message of posts) t.same(await store.post!(first.id, message, 10, 100), { holder: 'B' })
-    t.strictSame(await store.take!(first.id, 2, true), posts, 'peeked')
-    t.strictSame(await store.take!(first.id, 2, true), posts, 'left in the store')
-    t.equal(await store.keep!(first.id, 2, TTL_MS, { received: 0, acknowledged: 0, messages: posts.slice(0, 2), topics: [], taken: 2 }), 'posted', 'p3 still waits')
-    t.strictSame(await store.take!(first.id, 2, true), posts.slice(2), 'the two kept left the posts')
-    t.same(await store.post!(first.id, { data: 'p4', binary: false }, 2, 4), { holder: 'B' }, 'and their bytes the bound')
+    t.equal(await store.keep!(first.id, 2, TTL_MS, { received: 0, acknowledged: 0, messages: [{ data: 'k', binary: false }], topics: [] }), 'ok')
+    for (const message of posts.slice(0, 2)) t.same(await store.post!(first.id, message, 10, 100), { holder: 'B' })
+    t.strictSame(await store.take!(first.id, 2), posts.slice(0, 2), 'taken out')
+    t.same(await store.post!(first.id, posts[2], 1, 2), { holder: 'B' }, 'their bytes left the bound')
     const durable: Partial<ClaimRequest> = { instance: 'C', secret: 's1', newSecret: 's2', received: 0, sent: null, durable: true, dead: 'B' }
     const result = await store.claim(request(first, durable))
-    const all = [...posts, { data: 'p4', binary: false }]
-    if (result.ok) t.strictSame(result.handover!.messages, all, 'the copy, then the posts')
+    const all = [{ data: 'k', binary: false }, ...posts]
+    if (result.ok) t.strictSame(result.handover!.messages, all, 'the copy, the posts it took, then those waiting')
     else t.fail(`refused: ${result.refusal}`)
     t.strictSame(await store.take!(first.id, 3), [], 'the posts joined the copy')
     const again = await store.claim(request(first, { ...durable, instance: 'D', secret: 's2', newSecret: 's3', dead: 'C' }))
     if (again.ok) t.strictSame(again.handover!.messages, all, 'kept with it')
     else t.fail(`refused: ${again.refusal}`)
+    const plain = await claimed(store)
+    t.same(await store.post!(plain.id, posts[0], 10, 100), { holder: 'B' })
+    t.strictSame(await store.take!(plain.id, 2), posts.slice(0, 1))
+    t.match(await store.claim(request(plain, { ...durable, received: 0 })), { ok: false, refusal: 'held' }, 'no copy kept: a take keeps nothing')
+  })
+
+  t.test('a durable claim naming a count from an instance the record names no more is judged as one from elsewhere', async (t) => {
+    const store = makeStore()
+    const first = await claimed(store)
+    t.equal(await store.keep!(first.id, 2, TTL_MS, { received: 3, acknowledged: 0, messages: [], topics: [], reserved: 5 }), 'ok')
+    const taken = await store.claim(request(first, { instance: 'C', secret: 's1', newSecret: 's2', received: 0, sent: null, durable: true, dead: 'B' }))
+    t.match(taken, { ok: true, previous: 'B' })
+    // B lived on, and the client comes back to it with the secret of C's welcome: B's count is of a stale copy.
+    t.same(await store.claim(request(first, { instance: 'B', secret: 's2', newSecret: 's3', received: 0, sent: 9, durable: true })), { ok: false, refusal: 'held', holder: 'C', fence: 3, retryMs: ASK_MS }, 'held by C: B is to ask for it')
   })
 
   t.test('a release replaces the copy kept: without a handover nothing is left to take; keep after it is refused', async (t) => {

@@ -14,6 +14,7 @@ import { sleep, waitFor } from '../helpers/helpers'
 import { needs, REDIS } from '../helpers/programs'
 import { RedisServer } from '../helpers/redis'
 import { closed, Peer } from '../helpers/session-peer'
+import type { Welcome } from '../helpers/session-peer'
 import { instance, KINDS, Through } from '../helpers/shared-sessions'
 import type { Instance, Shared } from '../helpers/shared-sessions'
 
@@ -175,14 +176,104 @@ test('the client\'s messages wait for the store to reserve their numbers: none r
   peer.ws.close()
 })
 
-test('a resume on the same instance, the store\'s count behind: the client sends again what the application had, and it is dropped', async (t, shared) => {
+/** A store whose keeps wait until `open()` is called. */
+class GatedKeeps extends Through {
+  private gate: Promise<void>
+  open: () => void = () => {}
+  constructor (base: SessionStore) {
+    super(base)
+    this.gate = new Promise<void>((resolve) => { this.open = resolve })
+  }
+
+  override async keep (...args: Parameters<NonNullable<SessionStore['keep']>>): Promise<fastifyReliableWs.WriteResult> {
+    await this.gate
+    return await super.keep(...args)
+  }
+}
+
+test('messages that waited for their reservation pass the rate limit as they are delivered; once the application ends the session, the rest go nowhere', async (t, shared) => {
+  const store = new GatedKeeps(shared.store())
+  const a = await instance(t, store, { limits: { messagesPerSecond: 1, burst: 2, onRateLimit: 'drop' } }, { ...DURABLE, maxBufferedMessages: 1 }, (socket: Socket) => {
+    socket.on('message', (data: Buffer) => {
+      if (data.toString() === 'end') for (let i = 0; i < 2; i++) socket.send('too much')
+    })
+  })
+  const peer = new Peer(a.url('/s'))
+  await peer.welcome()
+  for (const text of ['c0', 'c1', 'c2']) peer.ws.send(text)
+  await sleep(100)
+  store.open()
+  await waitFor(() => a.received.length === 2, 3000, 'what the rate limit lets through')
+  await sleep(50)
+  t.same(a.received, ['c0', 'c1'], 'the third dropped by the rate limit, as it would have been on arrival')
+  t.equal(a.app.wsStats.limits.rateLimited, 1)
+
+  const gated = new GatedKeeps(shared.store())
+  const b = await instance(t, gated, {}, { ...DURABLE, maxBufferedMessages: 1 }, (socket: Socket) => {
+    socket.on('message', (data: Buffer) => {
+      if (data.toString() === 'end') for (let i = 0; i < 2; i++) socket.send('too much')
+    })
+  })
+  const other = new Peer(b.url('/s'))
+  await other.welcome()
+  for (const text of ['end', 'c1', 'c2']) other.ws.send(text)
+  await sleep(100)
+  gated.open()
+  t.match(await closed(other), { code: 4800 }, 'the session overflowed')
+  t.same(b.received, ['end'], 'nothing after it reached the application')
+})
+
+test('a durable session handed over with messages not kept yet: their callbacks fire, and the next holder sends them', async (t, shared) => {
+  const store = new GatedKeeps(shared.store())
+  const a = await durable(t, store)
+  const b = await durable(t, shared.store())
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  const sent = new Promise<Error | undefined>((resolve) => (a.latest! as fastifyReliableWs.Session & { send: (data: string, options: undefined, cb: (err?: Error) => void) => boolean }).send('waiting', undefined, resolve))
+  await sleep(50)
+  t.same(peer.data(), [], 'not sent: not kept')
+  await a.app.close()
+  t.equal(await sent, undefined, 'the callback fired, without an error: the message went with the handover')
+  const there = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  t.match(await there.welcome(), { resumed: true })
+  await waitFor(() => there.data().length === 1, 3000, 'the message')
+  t.same(there.data(), ['waiting'])
+  there.ws.close()
+})
+
+test('a store that gives a copy back without its reserved count: the count received is taken for it, nothing marked', async (t, shared) => {
+  class Forgetful extends Through {
+    override async claim (...args: Parameters<SessionStore['claim']>): Promise<fastifyReliableWs.ClaimResult> {
+      const result = await super.claim(...args)
+      if (result.ok && result.handover !== null) delete result.handover.reserved
+      return result
+    }
+  }
+  const mortal = new Mortal(shared.store())
+  const a = await durable(t, mortal)
+  const b = await durable(t, new Forgetful(shared.store()))
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  peer.ws.send('c0')
+  await waitFor(() => a.received.length === 1, 3000, 'c0')
+  await sleep(50)
+  await mortal.die()
+  killConnections(a)
+  const there = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  t.match(await there.welcome(), { resumed: true, n: 0 })
+  there.ws.send('c0')
+  await waitFor(() => b.received.length === 1, 3000, 'c0 again')
+  t.same(b.redelivered, [false], 'not marked: the store did not say it may have come before')
+  there.ws.close()
+})
+
+test('a resume on the same instance before it saw the old connection close, the store\'s count behind: what the client sends again that the application had is dropped', async (t, shared) => {
   const a = await durable(t, shared.store())
   const peer = new Peer(a.url('/s'))
   const welcome = await peer.welcome()
   for (let i = 0; i < 10; i++) peer.ws.send(`c${i}`)
   await waitFor(() => a.received.length === 10, 3000, 'the messages')
-  peer.ws.terminate()
-  await waitFor(() => a.latest!.connected === false, 3000, 'away')
+  // The client finds its connection gone before the server does (the usual order): the old one is still open here.
   const again = new Peer(a.url('/s'), resumeToken(welcome.session, welcome.token, 0))
   const resumed = await again.welcome()
   // Reserved ahead, counted in the store only when half the window is used: none of the ten.
@@ -192,6 +283,44 @@ test('a resume on the same instance, the store\'s count behind: the client sends
   await waitFor(() => a.received.includes('next'), 3000, 'the message after')
   t.same(a.received, [...Array.from({ length: 10 }, (_, i) => `c${i}`), 'next'], 'each once')
   t.same(a.redelivered, a.received.map(() => false), 'none marked: the same instance knows')
+  again.ws.close()
+})
+
+test('a keep the store fails is tried again: what waited for it goes out then, in order, and the failure is logged', async (t, shared) => {
+  class Failing extends Through {
+    failures = 0
+    override keep (...args: Parameters<NonNullable<SessionStore['keep']>>): ReturnType<NonNullable<SessionStore['keep']>> {
+      if (this.failures > 0) {
+        // One store throws, another rejects: the same either way.
+        if (--this.failures % 2 === 0) throw new Error('store down')
+        return Promise.reject(new Error('store down'))
+      }
+      return super.keep(...args)
+    }
+  }
+  const store = new Failing(shared.store())
+  const logs: string[] = []
+  const a = await instance(t, store, {}, DURABLE, () => {}, { logger: { level: 'warn', stream: { write: (line: string) => { logs.push(JSON.parse(line).msg) } } } })
+  const peer = new Peer(a.url('/s'))
+  await peer.welcome()
+  await sleep(50)
+  store.failures = 3
+  for (let i = 0; i < 5; i++) a.latest!.send(`s${i}`)
+  await waitFor(() => peer.data().length === 5, 3000, 'the messages, once kept')
+  t.same(peer.data(), ['s0', 's1', 's2', 's3', 's4'])
+  t.equal(logs.filter((msg) => msg === 'session store: keep failed').length, 3, 'each failure logged')
+
+  // The client away while its messages wait for the store: they go out on its resume, once kept.
+  store.failures = 2
+  const welcome = await peer.welcome()
+  peer.ws.terminate()
+  await waitFor(() => a.latest!.connected === false, 3000, 'away')
+  a.latest!.send('s5')
+  await sleep(150)
+  const again = new Peer(a.url('/s'), resumeToken(welcome.session, welcome.token, 5))
+  t.match(await again.welcome(), { resumed: true })
+  await waitFor(() => again.data().length === 1, 3000, 's5')
+  t.same(again.data(), ['s5'])
   again.ws.close()
 })
 
@@ -218,6 +347,142 @@ test('an instance taken for dead that lives on: its next write is refused, its c
   await waitFor(() => elsewhere.data().includes('there'), 2000, 'the session goes on there')
   t.notOk(elsewhere.data().includes('late'))
   elsewhere.ws.close()
+})
+
+test('an instance taken for dead that lives on, its session away there: the client coming back to it resumes the session as the other left it, nothing twice', async (t, shared) => {
+  const mortal = new Mortal(shared.store())
+  const a = await durable(t, mortal)
+  const b = await durable(t, shared.store())
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  for (let i = 0; i < 3; i++) peer.ws.send(`c${i}`)
+  await waitFor(() => a.received.length === 3, 3000, 'three messages on the first instance')
+  peer.ws.terminate()
+  await waitFor(() => a.latest!.connected === false, 3000, 'away there')
+  await sleep(50)
+  // Its listening connection down for a moment: the client's resume on the other instance takes the session over.
+  await mortal.die()
+  mortal.dead = false
+  const there = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  const taken = await there.welcome()
+  t.match(taken, { resumed: true, n: 3 })
+  for (let i = 3; i < 5; i++) there.ws.send(`c${i}`)
+  await waitFor(() => b.received.length === 2, 3000, 'two more on the second')
+  there.ws.terminate()
+  await waitFor(() => b.latest!.connected === false, 3000, 'away there too')
+  // Back to the first: its copy is stale. It lets it go, asks the second for the session, and the client comes back.
+  const asking = new Peer(a.url('/s'), resumeToken(welcome.session, taken.token, 0))
+  t.match(await closed(asking), { code: 1013 }, 'told to come back while the holder hands it over')
+  t.equal(a.app.wsStats.sessions.fenced, 1, 'the stale copy let go')
+  await waitFor(() => b.app.wsStats.sessions.handedOver === 1, 3000, 'handed over by the second')
+  const back = new Peer(a.url('/s'), resumeToken(welcome.session, taken.token, 0))
+  t.match(await back.welcome(), { resumed: true, n: 5 }, 'the count the second instance had')
+  back.ws.send('c5')
+  await waitFor(() => a.received.length === 4, 3000, 'the next message')
+  t.same([...a.received.slice(0, 3), ...b.received, a.received[3]], ['c0', 'c1', 'c2', 'c3', 'c4', 'c5'], 'each once')
+  t.same(a.redelivered, [false, false, false, false])
+  back.ws.close()
+})
+
+test('posts taken while a keep is on its way, and posts waiting, all reach the client once when the session is handed over', async (t, shared) => {
+  class SlowKeepAnswer extends Through {
+    slow = false
+    override async keep (...args: Parameters<NonNullable<SessionStore['keep']>>): Promise<fastifyReliableWs.WriteResult> {
+      const result = await super.keep(...args)
+      if (this.slow) await sleep(300)
+      return result
+    }
+  }
+  const slow = new SlowKeepAnswer(shared.store())
+  const a = await durable(t, slow)
+  const b = await durable(t, shared.store())
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  await sleep(50)
+  slow.slow = true
+  t.equal(await b.app.wsSessions.send(welcome.session, 'p1'), 'posted')
+  await sleep(30)
+  t.equal(await b.app.wsSessions.send(welcome.session, 'p2'), 'posted')
+  await sleep(10)
+  peer.ws.terminate()
+  await waitFor(() => a.latest!.connected === false, 3000, 'away')
+  let there: Peer | null = null
+  for (let attempt = 0; there === null && attempt < 30; attempt++) {
+    const next = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+    const first = await Promise.race([next.welcome(), next.closed.then(() => null)])
+    if (first?.t === 'welcome') there = next
+    else await sleep(100)
+  }
+  await waitFor(() => there!.data().length >= 2, 3000, 'the posts')
+  await sleep(100)
+  t.same(there!.data(), ['p1', 'p2'], 'each once, in order')
+  there!.ws.close()
+})
+
+test('a keep, or a take, refused for the fence of the instance\'s own claim on its way: the session goes on, and what they carried follows', async (t, shared) => {
+  class SlowClaimAnswer extends Through {
+    onClaim: (() => void) | null = null
+    override async claim (...args: Parameters<SessionStore['claim']>): Promise<fastifyReliableWs.ClaimResult> {
+      const result = await super.claim(...args)
+      if (this.onClaim !== null) {
+        this.onClaim()
+        await sleep(100)
+      }
+      return result
+    }
+  }
+  const slow = new SlowClaimAnswer(shared.store())
+  const a = await durable(t, slow)
+  const b = await durable(t, shared.store())
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  await sleep(50)
+  const session = a.latest!
+  peer.ws.terminate()
+  await waitFor(() => !session.connected, 3000, 'away')
+  await sleep(50)
+  let posted: Promise<unknown> = Promise.resolve()
+  slow.onClaim = () => {
+    session.send('x')
+    posted = b.app.wsSessions.send(welcome.session, 'p')
+  }
+  const again = new Peer(a.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  t.match(await again.welcome(), { resumed: true })
+  t.equal(await posted, 'posted')
+  // Heard on its new connection: the write says a post waits.
+  again.ws.send('hi')
+  await waitFor(() => again.data().length === 2, 3000, 'what was sent and posted meanwhile')
+  t.same(again.data(), ['x', 'p'])
+  t.equal(a.app.wsStats.sessions.fenced, 0, 'nothing given up')
+  again.ws.close()
+})
+
+test('a holder that never answers the ask (a Redis Cluster cannot tell it is gone) is taken over once its time to answer is up', async (t, shared) => {
+  class AlwaysHeard extends Through {
+    override async ask (): Promise<boolean> { return true }
+  }
+  const mortal = new Mortal(shared.store())
+  const a = await durable(t, mortal)
+  const b = await durable(t, new AlwaysHeard(shared.store()))
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  await sleep(50)
+  mortal.dead = true
+  killConnections(a)
+  const began = Date.now()
+  let resumed: Welcome | null = null
+  while (resumed === null && Date.now() - began < 8000) {
+    const next = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+    const first = await Promise.race([next.welcome(), next.closed.then(() => null)])
+    if (first?.t === 'welcome') {
+      resumed = first
+      next.ws.close()
+    } else {
+      await sleep(250)
+    }
+  }
+  t.match(resumed, { resumed: true, session: welcome.session }, `taken over after ${Date.now() - began} ms`)
+  t.equal(b.app.wsStats.sessions.takenOver, 1)
 })
 
 test('a session crashed before anything happened in it is taken over all the same; one whose instance did not keep it begins anew', async (t, shared) => {
