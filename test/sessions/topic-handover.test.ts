@@ -9,12 +9,9 @@ import WebSocket from 'ws'
 import type { FastifyInstance } from 'fastify'
 import type { Redis } from 'ioredis'
 import type fastifyReliableWs = require('../../types/index')
-import { ReliableWebSocket } from '../../lib/client'
-import type { SessionLostEvent } from '../../lib/client'
 import { RedisSessionStore } from '../../lib/sessions/redis-session-store'
 import { MemorySessionStore } from '../../lib/sessions/session-store'
 import { resumeToken } from '../../lib/protocol/protocol'
-import { FaultProxy } from '../helpers/fault-proxy'
 import { sleep, start, waitFor } from '../helpers/helpers'
 import { topicKeys } from '../../lib/topics/redis-scripts'
 import { SLICE } from '../../lib/topics/fan-out'
@@ -22,6 +19,7 @@ import type { Options } from '../helpers/helpers'
 import { needs, REDIS } from '../helpers/programs'
 import { RedisServer } from '../helpers/redis'
 import { closed, moveTo, Peer } from '../helpers/session-peer'
+import { followed } from '../helpers/topic-follower'
 
 type Socket = WebSocket & fastifyReliableWs.SocketExtensions
 
@@ -61,42 +59,6 @@ async function onRedis (t: Test, redis: RedisServer, resume: object = {}, onSock
 /** An instance that publishes, its history as long as the others'. */
 async function publisherOn (t: Test, redis: RedisServer): Promise<Instance> {
   return await instance(t, { redis: redis.url, topics: HISTORY })
-}
-
-/** Publishes `p0`… `p<total - 1>` to `news`, one after the other, `each` between pauses of a few ms; resolves when all are in. */
-async function publishAll (app: FastifyInstance, total: number, published: { count: number }, each: number): Promise<void> {
-  while (published.count < total) {
-    await app.wsPublish('news', `p${published.count}`)
-    if (++published.count % each === 0) await sleep(2)
-  }
-}
-
-/**
- * A reliable client of `first` through a proxy, its session subscribed; then `total` messages published from
- * `publisher` (`each` between pauses). `check()`, once the test has moved the client about, waits for the last one
- * and checks that each arrived once, in order, and the session was never lost.
- */
-async function followed (t: Test, publisher: Instance, first: Instance, total: number, each: number): Promise<{ proxy: FaultProxy, ws: ReliableWebSocket, published: { count: number }, check: () => Promise<void> }> {
-  const proxy = await FaultProxy.start(first.port)
-  t.teardown(() => proxy.close())
-  const ws = new ReliableWebSocket(proxy.url('/s'), { WebSocket, backoff: { initialDelayMs: 5, maxDelayMs: 20, slowAfter: Infinity } })
-  const received: string[] = []
-  const lost: SessionLostEvent[] = []
-  ws.addEventListener('message', (event) => received.push(event.data as string))
-  ws.addEventListener('sessionlost', (event) => lost.push(event))
-  t.teardown(() => ws.close())
-  await once(ws as any, 'open')
-  await waitFor(() => first.app.wsTopicStats('news')?.subscribers === 1, 3000, 'the subscription')
-  const published = { count: 0 }
-  const publishing = publishAll(publisher.app, total, published, each)
-  const check = async (): Promise<void> => {
-    await publishing
-    await waitFor(() => received.length >= total, 20_000, 'every message')
-    await sleep(50)
-    t.ok(received.length === total && received.every((text, i) => text === `p${i}`), `each of ${total} once, in order (${received.length} received)`)
-    t.same(lost, [], 'the session was never lost')
-  }
-  return { proxy, ws, published, check }
 }
 
 t.test('rolling restarts while a topic is published to: the session moves with its topic, and the client gets each message once, in order', needs(REDIS), async (t) => {
