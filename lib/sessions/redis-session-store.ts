@@ -48,6 +48,12 @@ local function keep (expiresAt)
     redis.call('pexpire', key, tonumber(expiresAt) - now + ${GRACE_MS})
   end
 end
+-- Pushes values[first], values[first + 1]… onto a list, PUSH_CHUNK at a time.
+local function pushAll (key, values, first)
+  for from = first, #values, ${PUSH_CHUNK} do
+    redis.call('rpush', key, unpack(values, from, math.min(from + ${PUSH_CHUNK - 1}, #values)))
+  end
+end
 -- Nil while the claim numbered ARGV[1] holds the record; else 'lost' (no record) or 'fenced' (another claim since).
 local function fenced ()
   local fence = redis.call('hget', KEYS[1], 'f')
@@ -140,9 +146,7 @@ if take then
   redis.call('hdel', KEYS[1], 'pb')
   redis.call('del', KEYS[3])
   if ARGV[12] == '1' then
-    for first = 1, #posts, ${PUSH_CHUNK} do
-      redis.call('rpush', KEYS[2], unpack(posts, first, math.min(first + ${PUSH_CHUNK - 1}, #posts)))
-    end
+    pushAll(KEYS[2], posts, 1)
     reply[6] = redis.call('lrange', KEYS[2], 0, -1)
   else
     local messages = redis.call('lrange', KEYS[2], 0, -1)
@@ -190,9 +194,7 @@ const HAND_OVER = `
 local function handOver ()
   redis.call('hset', KEYS[1], 'hr', ARGV[3], 'ha', ARGV[4], 'ht', ARGV[5], 'hm', ARGV[6])
   redis.call('del', KEYS[2])
-  for first = 7, #ARGV, ${PUSH_CHUNK} do
-    redis.call('rpush', KEYS[2], unpack(ARGV, first, math.min(first + ${PUSH_CHUNK - 1}, #ARGV)))
-  end
+  pushAll(KEYS[2], ARGV, 7)
 end
 `
 
@@ -270,11 +272,7 @@ if redis.call('hget', KEYS[1], 'a') == '' then return 'fenced' end
 local posted = redis.call('lrange', KEYS[3], 0, -1)
 redis.call('del', KEYS[3])
 redis.call('hdel', KEYS[1], 'pb')
-if redis.call('hexists', KEYS[1], 'ha') == 1 then
-  for first = 1, #posted, ${PUSH_CHUNK} do
-    redis.call('rpush', KEYS[2], unpack(posted, first, math.min(first + ${PUSH_CHUNK - 1}, #posted)))
-  end
-end
+if redis.call('hexists', KEYS[1], 'ha') == 1 then pushAll(KEYS[2], posted, 1) end
 return posted
 `
 

@@ -510,14 +510,9 @@ export class SessionRegistry implements Sessions {
     if (session.ended || session.fence !== fence || this.claiming.has(session)) return
     this.stats.sessions.fenced++
     this.log.warn({ session: session.id }, 'session taken over by another instance')
-    const socket = session.socket
+    this.takeOver(session)
     this.letGo(session)
     this.topics.sessionEnded(session)
-    if (socket !== null) {
-      socket[kSession] = null
-      socket[kCause] = 'replaced'
-      socket.terminate()
-    }
   }
 
   /**
@@ -527,12 +522,9 @@ export class SessionRegistry implements Sessions {
    */
   private takePosts (session: Session): void {
     if (session.ended || this.handing.has(session)) return
-    if (this.taking.has(session)) {
-      this.retake.add(session)
-      return
-    }
-    // Durable, the store joins what it takes to the copy kept: not while a keep, which replaces that copy, is on its way.
-    if (this.keeping.has(session)) {
+    // One take at a time; durable, not while a keep is on its way either (the store joins what it takes to the copy kept,
+    // which a keep replaces).
+    if (this.taking.has(session) || this.keeping.has(session)) {
       this.retake.add(session)
       return
     }
@@ -765,7 +757,7 @@ export class SessionRegistry implements Sessions {
     }
     const handover = session.handOver(topics)
     // What waited to be kept goes with the handover: its next holder sends it.
-    session.handedOver()
+    session.settleCallbacks(false)
     this.letGo(session)
     this.topics.sessionEnded(session)
     try {

@@ -137,7 +137,7 @@ export class MemorySessionStore implements SessionStore {
     record.instance = ''
     this.kept.delete(id)
     if (handover === undefined) this.handovers.delete(id)
-    else this.handovers.set(id, copyKept(handover))
+    else this.handovers.set(id, copyHandover(handover))
     this.leave(record, ttlMs)
     return 'ok'
   }
@@ -146,7 +146,7 @@ export class MemorySessionStore implements SessionStore {
     const record = this.fenced(id, fence)
     if (typeof record === 'string') return record
     if (record.instance === '') return 'fenced'
-    this.kept.set(id, copyKept(kept))
+    this.kept.set(id, copyHandover(kept))
     return this.write(id, fence, KEEP, ttlMs)
   }
 
@@ -248,14 +248,9 @@ function expired (record: SessionRecord, now: number): boolean {
   return record.expiresAt <= now
 }
 
-/** A copy of a handover or a kept copy, as the store keeps it: its reserved count told, `received` if not. */
-function copyKept (handover: SessionHandover): SessionHandover {
-  return { ...copyHandover(handover), reserved: handover.reserved ?? handover.received }
-}
-
 /**
  * The handover's numbers, its list and each message anew; a message's Buffer is shared, not copied: the plugin never
- * writes into the bytes of a message it sent.
+ * writes into the bytes of a message it sent. Its reserved count told, `received` if not.
  */
 function copyHandover (handover: SessionHandover): SessionHandover {
   return {
@@ -263,7 +258,7 @@ function copyHandover (handover: SessionHandover): SessionHandover {
     acknowledged: handover.acknowledged,
     messages: handover.messages.map(({ data, binary }) => ({ data, binary })),
     topics: handover.topics.map(({ topic, epoch, offset }) => ({ topic, epoch, offset })),
-    ...(handover.reserved === undefined ? {} : { reserved: handover.reserved })
+    reserved: handover.reserved ?? handover.received
   }
 }
 

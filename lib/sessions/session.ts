@@ -355,11 +355,14 @@ export class Session implements SocketSession {
     return true
   }
 
-  /** Handed over with every message it holds: those that waited to be kept go out from its next holder. */
-  handedOver (): void {
+  /**
+   * Calls the callbacks of messages that waited to be kept (resume.durable): with an error when they never go out,
+   * without when they go with a handover (its next holder sends them).
+   */
+  settleCallbacks (failed: boolean): void {
     for (let i = this.head; i < this.outbox.length; i++) {
       const message = this.outbox[i]!
-      if (message.cb !== undefined) process.nextTick(message.cb)
+      if (message.cb !== undefined) process.nextTick(message.cb, failed ? new FST_RELIABLE_WS_SESSION_ENDED() : undefined)
       message.cb = undefined
     }
   }
@@ -367,10 +370,7 @@ export class Session implements SocketSession {
   /** Lets go of every message it holds; returns their bytes and count, for the instance's budget. */
   clear (): { bytes: number, count: number } {
     const freed = { bytes: this.bufferedBytes, count: this.unacknowledged }
-    for (let i = this.head; i < this.outbox.length; i++) {
-      const { cb } = this.outbox[i]!
-      if (cb !== undefined) process.nextTick(cb, new FST_RELIABLE_WS_SESSION_ENDED())
-    }
+    this.settleCallbacks(true)
     this.outbox.length = this.head = this.bufferedBytes = 0
     return freed
   }
