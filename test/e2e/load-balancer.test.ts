@@ -1,8 +1,8 @@
 // deploy/nginx.conf, run by Debian's nginx in front of three instances (processes of their own, on the build) that
 // share topics and sessions over a real redis-server: upgrades through it, spreading, idle connections kept by the
-// heartbeat, a rolling restart, a crash and an nginx reload, with a topic published all along; and sessions moving to
-// another instance at each graceful restart, and after a reload to wherever nginx sends their client, with messages
-// both ways and a topic of their own.
+// heartbeat, a rolling restart, a crash and an nginx reload, with a topic published all along; and durable sessions
+// through the same: moving to another instance at each graceful restart, taken over from Redis after the crash, and
+// after the reload following their client wherever nginx sends it, with messages both ways and a topic of their own.
 import t from 'tap'
 import net from 'node:net'
 import WebSocket from 'ws'
@@ -14,14 +14,16 @@ import { Nginx } from '../helpers/nginx'
 import { needsAll, NGINX, REDIS } from '../helpers/programs'
 import { freePort, RedisServer } from '../helpers/redis'
 
-t.setTimeout(180_000)
+t.setTimeout(600_000)
 
 const CLIENTS = 60
 // Also the heartbeat's deadline: a client whose process stalls longer is terminated by its instance.
 const HEARTBEAT_MS = 1000
 // Shortened from the deployed 75 s: an idle connection must outlive it on heartbeats alone (the first ping may come
 // half an interval late).
-const PROXY_READ_TIMEOUT_MS = 2500
+// It bounds the wait for an instance's answer to an upgrade as well: a resume there waits for Redis, and on this
+// loaded machine a survivor taking over a crashed instance's sessions answers some only after seconds.
+const PROXY_READ_TIMEOUT_MS = 6000
 const RECONNECT_WINDOW_MS = 2000
 // A draining instance holds on this long to a client that never answers its close frame.
 const SHUTDOWN_TIMEOUT_MS = 3000
@@ -30,9 +32,13 @@ const SHUTDOWN_CLOSE_CODE = 1001
 const WORKER_SHUTDOWN_TIMEOUT_MS = 2000
 // How long nginx leaves an instance alone after it failed a request (refused it, or answered 503 while draining).
 const FAIL_TIMEOUT_MS = 1000
-const SESSION_CLIENTS = 40
-// Each session's client sends a message this often, from its first connection until the restarts are over.
-const SEND_EVERY_MS = 25
+const SESSION_CLIENTS = 300
+// Published to the sessions' topic, and sent by their clients in all (one client after the other), one of each a
+// tick, over the rolling restart, the crash and the reload.
+const MESSAGES = 10_000
+const TICK_MS = 8
+// The route's resume.receiveWindow (the default): after a crash, at most this many messages of a session come again.
+const RECEIVE_WINDOW = 64
 
 /** One client through nginx, and what it saw. */
 class Watcher {
@@ -89,15 +95,20 @@ class Watcher {
 }
 
 /**
- * A client with a session through nginx, sending `c0`, `c1`… and checking the server's replies `s0`, `s1`…, and the
- * messages of its session's topic, `u<n>`, numbered by their publisher.
+ * A client with a durable session through nginx, sending `c0`, `c1`… and checking the server's replies `s0`, `s1`…
+ * (`r<k>` for a message redelivered after a crash), and the messages of its session's topic, `u<n>`, numbered by
+ * their publisher.
  */
 class Conversation {
   readonly ws: ReliableWebSocket
   sent = 0
   refused = 0
-  /** Replies received in order: the next one expected is `s<replies>`. */
+  /**
+   * Replies received in order: the next one expected is `s<replies>`, or `r<replies>` when its message was redelivered
+   * after the crash. Never both: a reply goes out once a copy holding it is kept, and that copy counts its message.
+   */
   replies = 0
+  redelivered = 0
   /** The topic's messages: the first one's number, and the last one's (each must follow the one before). */
   firstUpdate = 0
   lastUpdate = 0
@@ -109,8 +120,12 @@ class Conversation {
   lost = 0
   closeCodes: number[] = []
 
-  constructor (url: string) {
-    this.ws = new ReliableWebSocket(url, { WebSocket, backoff: { initialDelayMs: 200, maxDelayMs: 1000 } })
+  /** Connects from `localAddress`: nginx passes it on, and the instances' per-address limits apply to it. */
+  constructor (url: string, localAddress: string) {
+    const From = class extends WebSocket {
+      constructor (address: string, protocols: string[]) { super(address, protocols, { localAddress }) }
+    }
+    this.ws = new ReliableWebSocket(url, { WebSocket: From as unknown as typeof WebSocket, backoff: { initialDelayMs: 200, maxDelayMs: 1000 } })
     this.ws.addEventListener('message', (event) => {
       const data = (event as MessageEvent).data as string
       if (data.startsWith('{')) {
@@ -120,6 +135,9 @@ class Conversation {
       } else if (data.startsWith('u') && (this.updates === 0 || data === `u${this.lastUpdate + 1}`)) {
         this.lastUpdate = Number(data.slice(1))
         if (this.updates++ === 0) this.firstUpdate = this.lastUpdate
+      } else if (data === `r${this.replies}`) {
+        this.replies++
+        this.redelivered++
       } else {
         this.wrong.push(data)
       }
@@ -132,9 +150,8 @@ class Conversation {
     return this.greetings.at(-1)?.instance ?? 0
   }
 
-  /** Sends the next message once the session has begun (queued by the client while it reconnects). */
+  /** Sends the next message (queued by the client while it reconnects). */
   next (): void {
-    if (this.greetings.length === 0) return
     if (this.ws.send(`c${this.sent}`)) this.sent++
     else this.refused++
   }
@@ -169,7 +186,7 @@ t.test('three instances behind deploy/nginx.conf', needsAll([REDIS, NGINX]), asy
     const { code, after } = silentClose!
     t.ok(after >= PROXY_READ_TIMEOUT_MS * 0.9, `nginx closed the silent connection after ${after} ms`)
     t.equal(code, 1006, 'by dropping it: nginx, not the instance, closed it')
-    await sleep(Math.max(0, PROXY_READ_TIMEOUT_MS * 2.5 - (Date.now() - openedAt)))
+    await sleep(Math.max(0, PROXY_READ_TIMEOUT_MS * 2 - (Date.now() - openedAt)))
     t.equal(pingedClosed, false, `the pinged one is open after ${Date.now() - openedAt} ms`)
     pinged.close()
   })
@@ -260,91 +277,163 @@ t.test('three instances behind deploy/nginx.conf', needsAll([REDIS, NGINX]), asy
       `without sessions a client misses what is published while it reconnects), ${reconnections} reconnections`)
   })
 
-  t.test(`sessions move with every graceful restart, and follow their clients after a reload: ${SESSION_CLIENTS} clients, messages both ways and a topic, each once and in order`, async (t) => {
+  t.test(`durable sessions through a rolling restart, a crash and a reload: ${SESSION_CLIENTS} clients, ${MESSAGES} topic messages and ${MESSAGES} messages each way`, async (t) => {
     const clients: Conversation[] = []
     t.teardown(() => { for (const { ws } of clients) ws.close() })
-    for (let i = 0; i < SESSION_CLIENTS; i++) clients.push(new Conversation(nginx.url('/session')))
+    for (let i = 0; i < SESSION_CLIENTS; i++) clients.push(new Conversation(nginx.url('/session'), `127.1.${1 + Math.floor(i / 200)}.${1 + i % 200}`))
     await waitFor(() => clients.every((c) => c.greetings.length === 1), 30_000, 'every session begun')
-    const sending = setInterval(() => { for (const c of clients) c.next() }, SEND_EVERY_MS)
-    t.teardown(() => clearInterval(sending))
-    // The sessions' topic, published all along from a fourth instance.
-    const publisher = await start({ redis: redis.url }, () => {})
+
+    // The traffic: each tick the topic `updates` is published from a fourth instance and the next client sends. Each
+    // of the five events below is let through a seventh of it and then holds it at the next seventh until the event
+    // is over, so that each happens with traffic flowing, however slow the machine. The publisher, which trims the
+    // topic's stream, keeps all of it: a session away while the machine is loaded finds its messages there however
+    // long it took to come back, as a deployment sizes historySize for the longest it expects.
+    const publisher = await start({ redis: redis.url, topics: { historySize: MESSAGES } }, () => {})
     let published = 0
-    let publishing = true
-    const publishes = (async () => {
-      while (publishing) {
+    let allowed = MESSAGES / 7
+    let stopped = false
+    const traffic = (async () => {
+      while (published < MESSAGES && !stopped) {
+        if (published >= allowed) {
+          await sleep(10)
+          continue
+        }
         await publisher.app.wsPublish('updates', `u${++published}`)
-        await sleep(10)
+        clients[published % SESSION_CLIENTS].next()
+        await sleep(TICK_MS)
       }
     })()
     t.teardown(async () => {
-      publishing = false
-      await publishes.catch(() => {})
+      stopped = true
+      await traffic.catch(() => {})
       await publisher.app.close()
     })
-    await waitFor(() => clients.every((c) => c.replies >= 20 && c.updates > 0), 10_000, 'replies and the topic reaching every client')
-
-    // Each instance in turn closes gracefully while every client sends: the sessions it holds go to Redis, and their
-    // clients resume them on the other two (least_conn picks), the messages of the moment included.
-    const handedOver: number[] = []
-    for (const instance of instances) {
-      const moving = clients.filter((c) => c.instance === instance.port)
-      const greeted = moving.map((c) => c.greetings.length)
-      await instance.stop('SIGTERM')
-      const stats = JSON.parse(/^closed (.*)$/m.exec(instance.output)?.[1] ?? 'null') as fastifyReliableWs.SessionStats | null
-      t.match(stats, { handedOver: moving.length, handoverFailed: 0 }, `instance ${instance.port} handed its ${moving.length} sessions over`)
-      handedOver.push(stats?.handedOver ?? 0)
-      await waitFor(() => moving.every((c, i) => c.greetings.length > greeted[i]), 20_000, 'the sessions of the restarted instance resumed')
-      const back = moving.map((c, i) => c.greetings[greeted[i]])
-      t.ok(back.every((g) => g.resumed && g.instance !== instance.port), `each resumed on another instance: ${moving.length} sessions`)
-      t.comment(`their resumes: at most ${busiest(back.map((g) => g.at).sort((a, b) => a - b), 100)} in any 100 ms`)
-      await instance.restart()
-      await backInRotation(nginx, instance.port)
+    const event = async (run: () => Promise<void>): Promise<void> => {
+      await waitFor(() => published >= allowed, 120_000, 'the traffic before the next event')
+      allowed += MESSAGES / 7
+      await run()
     }
+    /** The event's action, then the wait for its clients to be back: traffic must have flowed between the two. */
+    const meanwhile = async (action: () => unknown, back: () => boolean, what: string): Promise<void> => {
+      const from = published
+      await action()
+      await waitFor(back, 30_000, what)
+      t.ok(published > from, `traffic flowed until ${what}: messages ${from + 1} to ${published}`)
+    }
+    const sum = (of: (c: Conversation) => number): number => clients.reduce((total, c) => total + of(c), 0)
+    // An instance's sessions' stats, from its health route.
+    const stats = async (port: number): Promise<fastifyReliableWs.SessionStats> => {
+      const response = await fetch(`http://127.0.0.1:${port}/health/ws`)
+      if (!response.ok) throw new Error(`instance ${port}: health ${response.status}`)
+      return ((await response.json()) as { sessions: fastifyReliableWs.SessionStats }).sessions
+    }
+
+    // Each instance in turn closes gracefully: the sessions it holds go to Redis, and their clients resume them on
+    // the other two (least_conn picks), the messages of the moment included.
+    const handedOver: number[] = []
+    // Sessions fenced on every instance over the test: those a live instance, taken for dead, let go.
+    let fenced = 0
+    for (const instance of instances) {
+      await event(async () => {
+        const moving = clients.filter((c) => c.instance === instance.port)
+        const greeted = moving.map((c) => c.greetings.length)
+        await meanwhile(async () => { await instance.stop('SIGTERM') },
+          () => moving.every((c, i) => c.greetings.length > greeted[i]), 'the sessions of the restarted instance resumed')
+        const closed = JSON.parse(/^closed (.*)$/m.exec(instance.output)?.[1] ?? 'null') as fastifyReliableWs.SessionStats | null
+        t.match(closed, { handedOver: moving.length, handoverFailed: 0 }, `instance ${instance.port} handed its ${moving.length} sessions over`)
+        handedOver.push(closed?.handedOver ?? 0)
+        fenced += closed?.fenced ?? 0
+        const back = moving.map((c, i) => c.greetings[greeted[i]])
+        t.ok(back.every((g) => g.resumed && g.instance !== instance.port), `each resumed on another instance: ${moving.length} sessions`)
+        t.comment(`their resumes: at most ${busiest(back.map((g) => g.at).sort((a, b) => a - b), 100)} in any 100 ms`)
+        await instance.restart()
+        await backInRotation(nginx, instance.port)
+      })
+    }
+
+    // A crash: the sessions of the killed instance are taken over from the copies it kept in Redis.
+    const crashed = instances[1]
+    let orphans: Conversation[] = []
+    let takenOverAfterCrash = 0
+    await event(async () => {
+      const survivors = instances.filter((i) => i !== crashed)
+      const counts = async (): Promise<{ takenOver: number, claimedRemote: number }> => {
+        const [one, other] = await Promise.all(survivors.map(async ({ port }) => await stats(port)))
+        return { takenOver: one.takenOver + other.takenOver, claimedRemote: one.claimedRemote + other.claimedRemote }
+      }
+      const before = await counts()
+      fenced += (await stats(crashed.port)).fenced
+      orphans = clients.filter((c) => c.instance === crashed.port)
+      const greeted = orphans.map((c) => c.greetings.length)
+      await meanwhile(async () => { await crashed.stop('SIGKILL') },
+        () => orphans.every((c, i) => c.greetings.length > greeted[i]), 'the sessions of the crashed instance resumed')
+      const back = orphans.map((c, i) => c.greetings[greeted[i]])
+      t.ok(back.every((g) => g.resumed && g.instance !== crashed.port), `each resumed on another instance: ${orphans.length} sessions`)
+      const after = await counts()
+      // Counted where the session opens: one taken over by an instance whose connection then closed before it opened
+      // goes back to the store, and the next instance resumes it as a handover.
+      takenOverAfterCrash = after.takenOver - before.takenOver
+      t.ok(after.claimedRemote - before.claimedRemote >= orphans.length && takenOverAfterCrash > 0 && takenOverAfterCrash <= orphans.length,
+        `each resumed from the store, ${takenOverAfterCrash} counted in sessions.takenOver`)
+      await crashed.restart()
+      await backInRotation(nginx, crashed.port)
+    })
+
     // A reload: the old workers cut every websocket at worker_shutdown_timeout, and least_conn, its counts begun anew,
     // sends many clients to another instance than the live one holding their session, which is asked to hand it over.
-    const beforeReload = clients.map((c) => c.greetings.length)
-    nginx.reload()
-    await waitFor(() => clients.every((c, i) => c.greetings.length > beforeReload[i]), 30_000, 'every client cut by the old workers and back')
-    const reloaded = clients.map((c, i) => ({ was: c.greetings[beforeReload[i] - 1], now: c.greetings[beforeReload[i]] }))
-    const taken = reloaded.filter(({ was, now }) => now.instance !== was.instance).length
-    t.ok(reloaded.every(({ now }) => now.resumed), 'every session resumed after the reload')
-    t.ok(taken > 0, `${taken} of ${SESSION_CLIENTS} sessions taken from the live instance holding them`)
-    t.comment(`after the reload: ${taken} sessions taken from another live instance, ${SESSION_CLIENTS - taken} back on their own`)
+    let taken = 0
+    await event(async () => {
+      const beforeReload = clients.map((c) => c.greetings.length)
+      await meanwhile(() => nginx.reload(),
+        () => clients.every((c, i) => c.greetings.length > beforeReload[i]), 'every client cut by the old workers and back')
+      const reloaded = clients.map((c, i) => ({ was: c.greetings[beforeReload[i] - 1], now: c.greetings[beforeReload[i]] }))
+      taken = reloaded.filter(({ was, now }) => now.instance !== was.instance).length
+      t.ok(reloaded.every(({ now }) => now.resumed), 'every session resumed after the reload')
+      t.ok(taken > 0, `${taken} of ${SESSION_CLIENTS} sessions taken from the live instance holding them`)
+    })
 
-    // Some traffic with every instance back, then the last replies and the topic's last message.
-    await sleep(500)
-    clearInterval(sending)
-    publishing = false
-    await publishes
-    await waitFor(() => clients.every((c) => c.replies + c.wrong.length >= c.sent && c.lastUpdate === published), 20_000, 'a reply to every message, and the last update')
+    allowed = MESSAGES
+    await traffic
+    await waitFor(() => clients.every((c) => c.replies + c.wrong.length >= c.sent && c.lastUpdate === published), 60_000, 'a reply to every message, and the last update')
 
-    const sum = (of: (c: Conversation) => number): number => clients.reduce((total, c) => total + of(c), 0)
     const wrong = clients.flatMap((c) => c.wrong)
-    t.same(wrong.slice(0, 10), [], `no reply or topic message twice or out of order, no message reaching the application twice or missed (${wrong.length} wrong)`)
-    t.ok(clients.every((c) => c.updates === c.lastUpdate - c.firstUpdate + 1 && c.lastUpdate === published),
-      `every topic message from its subscription on reached every session once, in order, across every move (${published} published, ` +
-      `${sum((c) => c.updates)} delivered, the first at ${Math.max(...clients.map((c) => c.firstUpdate))} at the latest)`)
+    t.same(wrong.slice(0, 10), [], `no reply or topic message twice or out of order, no client message counted twice or missed by the instances (${wrong.length} wrong)`)
+    t.ok(clients.every((c) => c.updates === published && c.firstUpdate === 1 && c.lastUpdate === published),
+      `every topic message reached every session once, in order, across every move and the crash (${published} published, ${sum((c) => c.updates)} delivered)`)
     t.ok(clients.every((c) => c.replies === c.sent), 'every client received the reply to each of its messages')
+    const sent = sum((c) => c.sent)
+    // The messages the crashed instance had reserved come marked to the next holder, only in its sessions. (A client
+    // here sends about 33 in all: the bound of receiveWindow a session is checked by test/sessions/durable.test.ts.)
+    const redelivered = sum((c) => c.redelivered)
+    const log = redis.client()
+    const [reapplied, late] = (await log.mget('reapplied', 'late')).map(Number)
+    for (const { port } of instances) fenced += (await stats(port)).fenced
+    t.ok(redelivered > 0 && clients.every((c) => c.redelivered <= (orphans.includes(c) ? RECEIVE_WINDOW : 0)),
+      `messages marked redelivered only in the crashed instance's ${orphans.length} sessions: ${redelivered} ` +
+      `(${reapplied} of them the dead instance had delivered, dropped by the application)`)
     // What the application received on all instances together: a message that reached an instance after it handed
     // its session over would be received again by the next, each instance's count in the session none the wiser.
-    const log = redis.client()
     const appReceived = await Promise.all(clients.map(async (c) => await log.lrange(`received:${c.greetings[0].session}`, 0, -1)))
-    t.ok(clients.every((c, i) => appReceived[i].length === c.sent && appReceived[i].every((k, j) => k === String(j))),
-      `the application, over every instance, received each message once, in order (${sum((c) => c.sent)} sent, ` +
-      `${appReceived.reduce((total, list) => total + list.length, 0)} received)`)
+    t.ok(clients.every((c, i) => appReceived[i].length === c.sent),
+      `the application, over every instance, applied every message (${sent} sent, ${appReceived.reduce((total, list) => total + list.length, 0)} applied)`)
+    // Only a holder taken for dead that lived on (its answer to the ask too late on a loaded machine) may apply, after
+    // the next one did, a message it had reserved: at most its reservation of each session fenced.
+    t.ok(late <= fenced * RECEIVE_WINDOW, `no message came unmarked to an application that had applied it (${late}), ` +
+      `but from a holder taken for dead that lived on (${fenced} sessions fenced)`)
     t.ok(clients.every((c) => c.greetings.every((g) => g.session === c.greetings[0].session)), 'each client kept its one session')
     t.equal(sum((c) => c.lost), 0, 'no session lost')
-    t.equal(sum((c) => c.refused), 0, 'no message refused by a client')
+    t.same({ sent, refused: sum((c) => c.refused) }, { sent: MESSAGES, refused: 0 }, `the clients sent ${MESSAGES} messages, none refused`)
     const handed = handedOver.reduce((total, n) => total + n, 0)
     const reconnections = sum((c) => c.greetings.length - 1)
     const resumes = sum((c) => c.greetings.filter((g) => g.resumed).length)
     const moves = sum((c) => c.greetings.filter((g, i) => i > 0 && g.instance !== c.greetings[i - 1].instance).length)
-    t.same({ reconnections, resumes, moves }, { reconnections: handed + SESSION_CLIENTS, resumes: handed + SESSION_CLIENTS, moves: handed + taken },
-      'every connection after the first resumed its session: after a restart on another instance, after the reload wherever nginx sent it')
-    t.comment(`${sum((c) => c.sent)} messages each way (${Math.min(...clients.map((c) => c.sent))}–${Math.max(...clients.map((c) => c.sent))} a client), ` +
-      `${reconnections} reconnections, ${handedOver.join(' + ')} sessions handed over, close codes seen: ` +
-      `${[...new Set(clients.flatMap((c) => c.closeCodes))].join(', ')}`)
+    // A restart's clients, the crash's and every client at the reload came back; a client the heartbeat found too slow
+    // under this load comes back too, and resumes as well.
+    t.ok(resumes === reconnections && reconnections >= handed + orphans.length + SESSION_CLIENTS && moves >= handed + orphans.length + taken,
+      `every connection after the first resumed its session: ${reconnections} reconnections, ${moves} to another instance`)
+    t.comment(`${published} topic messages, ${sum((c) => c.updates)} delivered; ${sent} messages each way; ${reconnections} reconnections ` +
+      `(${handedOver.join(' + ')} handed over, ${orphans.length} after the crash, ${takenOverAfterCrash} of them counted as taken over, ${taken} taken after the reload); ` +
+      `${redelivered} marked redelivered (${reapplied} had been delivered); ${fenced} fenced; close codes seen: ${[...new Set(clients.flatMap((c) => c.closeCodes))].join(', ')}`)
   })
 })
 
