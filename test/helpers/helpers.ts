@@ -109,6 +109,16 @@ export function busiest (sorted: number[], span: number): number {
   return most
 }
 
+/** mulberry32: a small seeded generator, so a run can be replayed exactly. */
+export function generator (state: number): () => number {
+  return () => {
+    state = (state + 0x6d2b79f5) | 0
+    let x = Math.imul(state ^ (state >>> 15), 1 | state)
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
+    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32
+  }
+}
+
 export function sleep (ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
 }

@@ -1,6 +1,5 @@
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
-import { once } from 'node:events'
 import { join } from 'node:path'
 
 const FIXTURE = join(__dirname, '..', 'fixtures', 'instance.mjs')
@@ -11,6 +10,8 @@ const FIXTURE = join(__dirname, '..', 'fixtures', 'instance.mjs')
  */
 export class Instance {
   private child: ChildProcess | null = null
+  // Once the process is gone and all it printed has been read.
+  private closed: Promise<unknown> = Promise.resolve()
   /** What the process printed on stdout, in its latest run. */
   output = ''
 
@@ -23,12 +24,14 @@ export class Instance {
     return instance
   }
 
-  async restart (): Promise<void> {
+  /** Starts the process again, with `env` over the instance's own for this run. */
+  async restart (env: Record<string, string> = {}): Promise<void> {
     const child = spawn(process.execPath, [FIXTURE], {
-      env: { ...process.env, ...this.env, PORT: String(this.port) },
+      env: { ...process.env, ...this.env, ...env, PORT: String(this.port) },
       stdio: ['ignore', 'pipe', 'inherit']
     })
     this.child = child
+    this.closed = new Promise((resolve) => child.once('close', resolve))
     this.output = ''
     await new Promise<void>((resolve, reject) => {
       child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
@@ -39,17 +42,20 @@ export class Instance {
     })
   }
 
+  /** Whether the process of its latest run is still there (it may kill itself: CRASH_AT). */
+  get alive (): boolean {
+    return this.child !== null && this.child.exitCode === null && this.child.signalCode === null
+  }
+
   /**
    * SIGTERM: the application closes (a rolling deploy); SIGKILL: a crash. Resolves once the process is gone and all
    * it printed has been read.
    */
   async stop (signal: 'SIGTERM' | 'SIGKILL'): Promise<void> {
-    const child = this.child
-    if (child === null || child.exitCode !== null || child.signalCode !== null) return
-    const exited = once(child, 'close')
-    child.kill(signal)
+    if (this.child === null) return
     // Kept until it is gone: an instance stuck in close() is still there for the teardown's SIGKILL.
-    await exited
+    if (this.alive) this.child.kill(signal)
+    await this.closed
     this.child = null
   }
 }

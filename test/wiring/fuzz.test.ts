@@ -3,7 +3,7 @@ import net from 'node:net'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import t from 'tap'
-import { OPCODE, RawPeer, buildFrame, collect, connect, sleep, start, upgradeRequest, waitFor } from '../helpers/helpers'
+import { OPCODE, RawPeer, buildFrame, collect, connect, generator, sleep, start, upgradeRequest, waitFor } from '../helpers/helpers'
 
 // Replay a failing run with FUZZ_SEED=<seed> npx tap test/wiring/fuzz.test.ts
 const seed = process.env.FUZZ_SEED === undefined ? Math.floor(Math.random() * 2 ** 32) : Number(process.env.FUZZ_SEED)
@@ -13,16 +13,6 @@ const CONCURRENCY = 25
 // A GC handle without starting tap's processes with --expose-gc.
 setFlagsFromString('--expose-gc')
 const gc = runInNewContext('gc') as () => void
-
-/** mulberry32: a small seeded generator, so a run can be replayed exactly. */
-function generator (state: number): () => number {
-  return () => {
-    state = (state + 0x6d2b79f5) | 0
-    let x = Math.imul(state ^ (state >>> 15), 1 | state)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32
-  }
-}
 
 type Random = () => number
 const int = (random: Random, max: number): number => Math.floor(random() * max)
