@@ -603,9 +603,13 @@ declare namespace fastifyReliableWs {
      * Optional; `resume.durable` needs it: the holder's copy of what a next holder needs should this one die, kept
      * beside the record and replacing the last (a claim from an instance that does not hold the session takes it only
      * once its holder is dead: `ClaimRequest.durable`); what `take` takes joins its messages. Refused (`'fenced'`) once
-     * another claim took the session, or it was released; otherwise as `write` with no changes.
+     * another claim took the session, or it was released; otherwise as `write` with no changes. `since`: the copy this
+     * holder's last keep that answered `'ok'` or `'posted'` wrote (or the copy its claim took) had its messages up to
+     * that number, the same as `kept`'s; a store may write only the rest (`RedisSessionStore` does), as long as the copy
+     * it then keeps is exactly `kept`. Its copy may hold more than that by now (a keep that failed may have landed
+     * after all; `take` joins posts), so a store that adds to it drops what follows `since` first.
      */
-    keep? (id: string, fence: number, ttlMs: number, kept: SessionHandover): Awaitable<WriteResult>
+    keep? (id: string, fence: number, ttlMs: number, kept: SessionHandover, since?: number): Awaitable<WriteResult>
   }
 
   /** What `RedisSessionStore` needs of its client: an ioredis client or Cluster client (`app.redis` of @fastify/redis). */
@@ -642,7 +646,7 @@ declare namespace fastifyReliableWs {
     ask (instance: string, id: string, fence: number): Promise<boolean>
     post (id: string, message: SessionMessage, maxMessages: number, maxBytes: number): Promise<PostResult>
     take (id: string, fence: number): Promise<SessionMessage[] | 'fenced' | 'lost'>
-    keep (id: string, fence: number, ttlMs: number, kept: SessionHandover): Promise<WriteResult>
+    keep (id: string, fence: number, ttlMs: number, kept: SessionHandover, since?: number): Promise<WriteResult>
   }
 
   export interface DisconnectInfo {

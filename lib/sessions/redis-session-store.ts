@@ -148,11 +148,12 @@ if take then
   if ARGV[12] == '1' then
     pushAll(KEYS[2], posts, 1)
     reply[6] = redis.call('lrange', KEYS[2], 0, -1)
+    redis.call('hset', KEYS[1], 'hn', tonumber(handover[2]) + #reply[6])
   else
     local messages = redis.call('lrange', KEYS[2], 0, -1)
     for _, posted in ipairs(posts) do messages[#messages + 1] = posted end
     reply[6] = messages
-    redis.call('hdel', KEYS[1], 'hr', 'ha', 'ht', 'hm')
+    redis.call('hdel', KEYS[1], 'hr', 'ha', 'ht', 'hm', 'hn')
     redis.call('del', KEYS[2])
   end
   reply[7] = handover[3]
@@ -187,14 +188,16 @@ return 'ok'
 `
 
 /**
- * Writes the handover given from ARGV[3] on: its received, its acknowledged, its topics (JSON), its reserved, and its
- * messages, each a byte (0 text, 1 binary) and the message's bytes.
+ * Writes the handover given from ARGV[first] on: its received, its acknowledged, its topics (JSON), its reserved, and
+ * its messages, each a byte (0 text, 1 binary) and the message's bytes. `hn`: the number of its last message, what
+ * a keep with `since` checks the copy by (the list may hold more: posts taken after it).
  */
 const HAND_OVER = `
-local function handOver ()
-  redis.call('hset', KEYS[1], 'hr', ARGV[3], 'ha', ARGV[4], 'ht', ARGV[5], 'hm', ARGV[6])
+local function handOver (first)
+  redis.call('hset', KEYS[1], 'hr', ARGV[first], 'ha', ARGV[first + 1], 'ht', ARGV[first + 2], 'hm', ARGV[first + 3],
+    'hn', tonumber(ARGV[first + 1]) + #ARGV - first - 3)
   redis.call('del', KEYS[2])
-  pushAll(KEYS[2], ARGV, 7)
+  pushAll(KEYS[2], ARGV, first + 4)
 end
 `
 
@@ -207,23 +210,37 @@ local refused = fenced()
 if refused then return refused end
 local expiresAt = now + tonumber(ARGV[2])
 redis.call('hset', KEYS[1], 'a', '', 'st', 'away', 'ea', expiresAt)
-redis.call('hdel', KEYS[1], 'hr', 'ha', 'ht', 'hm')
+redis.call('hdel', KEYS[1], 'hr', 'ha', 'ht', 'hm', 'hn')
 redis.call('del', KEYS[2])
-if #ARGV > 2 then handOver() end
+if #ARGV > 2 then handOver(3) end
 keep(expiresAt)
 return 'ok'
 `
 
 /**
- * KEYS: the record, its messages handed over (here: kept), its messages posted. ARGV: fence, ttlMs, the copy kept
- * (HAND_OVER). Refused once released. Returns as WRITE.
+ * KEYS: the record, its messages handed over (here: kept), its messages posted. ARGV: fence, ttlMs, `since`, the copy
+ * kept (HAND_OVER). With `since` '', its messages are all of them. Else they are those after number `since`, and the
+ * list holds those up to it: it keeps its messages after the copy's acknowledged up to `since` (what `take` joined to
+ * it after them the holder sends again in their place), then gets the rest. A copy that does not reach `since` (an
+ * older keep landed after the one the holder heard of) is not added to: `whole` asks for all the messages. Refused
+ * once released. Returns as WRITE.
  */
 const KEEP = `${PRELUDE}${HAND_OVER}
 local refused = fenced()
 if refused then return refused end
-local r = redis.call('hmget', KEYS[1], 'a', 'st', 'ea')
+local r = redis.call('hmget', KEYS[1], 'a', 'st', 'ea', 'ha', 'hn')
 if r[1] == '' then return 'fenced' end
-handOver()
+if ARGV[3] == '' then
+  handOver(4)
+else
+  local since, acknowledged = tonumber(ARGV[3]), tonumber(ARGV[5])
+  local was, length = tonumber(r[4] or '0'), redis.call('llen', KEYS[2])
+  local last = tonumber(r[5] or (was + length))
+  if was > acknowledged or last < since or was + length < since then return 'whole' end
+  if since > acknowledged then redis.call('ltrim', KEYS[2], acknowledged - was, since - was - 1) else redis.call('del', KEYS[2]) end
+  redis.call('hset', KEYS[1], 'hr', ARGV[4], 'ha', ARGV[5], 'ht', ARGV[6], 'hm', ARGV[7], 'hn', since + #ARGV - 7)
+  pushAll(KEYS[2], ARGV, 8)
+end
 local expiresAt = r[3]
 if r[2] ~= 'away' then
   expiresAt = now + tonumber(ARGV[2])
@@ -272,7 +289,11 @@ if redis.call('hget', KEYS[1], 'a') == '' then return 'fenced' end
 local posted = redis.call('lrange', KEYS[3], 0, -1)
 redis.call('del', KEYS[3])
 redis.call('hdel', KEYS[1], 'pb')
-if redis.call('hexists', KEYS[1], 'ha') == 1 then pushAll(KEYS[2], posted, 1) end
+if redis.call('hexists', KEYS[1], 'ha') == 1 then
+  pushAll(KEYS[2], posted, 1)
+  -- The list may be new (a copy without messages): it goes with the record.
+  keep(redis.call('hget', KEYS[1], 'ea'))
+end
 return posted
 `
 
@@ -301,7 +322,7 @@ interface ScriptedClient {
   reliableWsSessionRead (key: string): Promise<Fields | null>
   reliableWsSessionPost (key: string, postsKey: string, maxMessages: string, maxBytes: string, message: Buffer): Promise<[string, string?]>
   reliableWsSessionTakeBuffer (key: string, messagesKey: string, postsKey: string, fence: string): Promise<Buffer | Buffer[]>
-  reliableWsSessionKeep (key: string, messagesKey: string, postsKey: string, fence: string, ttlMs: string, kept: Array<string | Buffer>): Promise<WriteResult>
+  reliableWsSessionKeep (key: string, messagesKey: string, postsKey: string, fence: string, ttlMs: string, since: string, kept: Array<string | Buffer>): Promise<WriteResult | 'whole'>
 }
 
 /** Each script and how many keys it names: the record, then its lists of messages handed over and posted where it touches them. */
@@ -395,8 +416,17 @@ export class RedisSessionStore implements SessionStore {
       handover === undefined ? [] : handoverArgs(handover))
   }
 
-  async keep (id: string, fence: number, ttlMs: number, kept: SessionHandover): Promise<WriteResult> {
-    return await this.client.reliableWsSessionKeep(this.key(id), this.messagesKey(id), this.postsKey(id), String(fence), wholeMs(ttlMs), handoverArgs(kept))
+  /**
+   * With `since`, only the messages after it go to Redis: a client that acknowledges nothing does not make each keep
+   * write its whole outbox again. The whole copy goes when the list in Redis is not the one `since` speaks of.
+   */
+  async keep (id: string, fence: number, ttlMs: number, kept: SessionHandover, since?: number): Promise<WriteResult> {
+    const keys = [this.key(id), this.messagesKey(id), this.postsKey(id)] as const
+    if (since !== undefined && since >= kept.acknowledged) {
+      const result = await this.client.reliableWsSessionKeep(...keys, String(fence), wholeMs(ttlMs), String(since), handoverArgs(kept, since - kept.acknowledged))
+      if (result !== 'whole') return result
+    }
+    return await this.client.reliableWsSessionKeep(...keys, String(fence), wholeMs(ttlMs), '', handoverArgs(kept)) as WriteResult
   }
 
   async end (id: string, fence: number): Promise<WriteResult> {
@@ -487,10 +517,12 @@ function fromMessage ({ data, binary }: SessionMessage): Buffer {
   return Buffer.concat([binary ? BINARY : TEXT, typeof data === 'string' ? Buffer.from(data) : data])
 }
 
-/** A handover as HAND_OVER reads it. */
-function handoverArgs (handover: SessionHandover): Array<string | Buffer> {
-  return [String(handover.received), String(handover.acknowledged), JSON.stringify(handover.topics), String(handover.reserved ?? handover.received),
-    ...handover.messages.map(fromMessage)]
+/** A handover as HAND_OVER reads it; its messages from index `skip` on. */
+function handoverArgs (handover: SessionHandover, skip = 0): Array<string | Buffer> {
+  const args: Array<string | Buffer> = [String(handover.received), String(handover.acknowledged), JSON.stringify(handover.topics),
+    String(handover.reserved ?? handover.received)]
+  for (let i = skip; i < handover.messages.length; i++) args.push(fromMessage(handover.messages[i]!))
+  return args
 }
 
 function toMessage (element: Buffer): SessionMessage {

@@ -644,7 +644,7 @@ export class SessionRegistry implements Sessions {
       this.stall(session)
     }
     try {
-      const result = this.store.keep!(session.id, fence, holdMs(session.route), kept)
+      const result = this.store.keep!(session.id, fence, holdMs(session.route), kept, session.sentKept)
       if (isThenable(result)) Promise.resolve(result).then(landed, failed)
       else landed(result)
     } catch (err) {

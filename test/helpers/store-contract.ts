@@ -8,6 +8,7 @@ type SessionStore = fastifyReliableWs.SessionStore
 type SessionRecord = fastifyReliableWs.SessionRecord
 type ClaimRequest = fastifyReliableWs.ClaimRequest
 type SessionHandover = fastifyReliableWs.SessionHandover
+type SessionMessage = fastifyReliableWs.SessionMessage
 type Awaitable<T> = fastifyReliableWs.Awaitable<T>
 
 // Windows long enough that a loaded machine stays inside them, and waits twice as long as the ones they outlast.
@@ -518,6 +519,64 @@ export function runStoreContract (t: Test, makeStore: () => SessionStore, clock:
     t.same(await store.post!(plain.id, posts[0], 10, 100), { holder: 'B' })
     t.strictSame(await store.take!(plain.id, 2), posts.slice(0, 1))
     t.match(await store.claim(request(plain, { ...durable, received: 0 })), { ok: false, refusal: 'held' }, 'no copy kept: a take keeps nothing')
+  })
+
+  t.test('keep with since: the copy is exactly what was kept, whether the store writes only what follows since or all of it', async (t) => {
+    const store = makeStore()
+    const first = await claimed(store)
+    const text = (...data: string[]): SessionMessage[] => data.map((data) => ({ data, binary: false }))
+    const copy = (acknowledged: number, messages: SessionMessage[]): SessionHandover => ({ received: 4, acknowledged, messages, topics: [], reserved: 8 })
+    let holder = 'B'
+    let fence = 2
+    let secret = 's1'
+    /** The copy as the next durable claim (of a client that has `received` messages) takes it; the claimer holds it then. */
+    const taken = async (received: number): Promise<SessionHandover | null> => {
+      const next = `C${fence}`
+      const result = await store.claim(request(first, { instance: next, secret, newSecret: `${secret}+`, received, sent: null, durable: true, dead: holder }))
+      if (!result.ok) return null
+      holder = next
+      fence++
+      secret = `${secret}+`
+      return result.handover
+    }
+    t.equal(await store.keep!(first.id, fence, TTL_MS, copy(0, text('a', 'b', 'c')), 0), 'ok', 'the first keep: nothing kept before')
+    t.equal(await store.keep!(first.id, fence, TTL_MS, copy(1, text('b', 'c', 'd', 'e')), 3), 'ok', 'one acknowledged, two more')
+    t.same(await store.post!(first.id, text('p')[0]!, 10, 100), { holder: 'B' })
+    t.strictSame(await store.take!(first.id, fence), text('p'))
+    // A message sent here went out before the one taken: the holder's order is the copy's.
+    t.equal(await store.keep!(first.id, fence, TTL_MS, copy(2, text('c', 'd', 'e', 'x', 'p')), 5), 'ok')
+    t.strictSame(await taken(2), copy(2, text('c', 'd', 'e', 'x', 'p')), 'the copy: none acknowledged, none twice, the holder\'s order')
+    t.equal(await store.keep!(first.id, fence, TTL_MS, copy(7, []), 7), 'ok', 'all acknowledged')
+    t.strictSame(await taken(7), copy(7, []))
+    t.same(await store.post!(first.id, text('q')[0]!, 10, 100), { holder })
+    t.strictSame(await store.take!(first.id, fence), text('q'))
+    t.equal(await store.keep!(first.id, fence, TTL_MS, copy(7, text('q')), 7), 'ok', 'nothing kept after the acknowledged but what was taken')
+    t.strictSame(await taken(7), copy(7, text('q')), 'the message taken, once')
+    t.equal(await store.keep!(first.id, fence, TTL_MS, copy(8, []), 8), 'ok')
+    t.equal(await store.keep!(first.id, fence, TTL_MS, copy(8, text('y', 'z')), 8), 'ok')
+    // A since the copy does not reach (a holder's count the store never had): written whole all the same.
+    t.equal(await store.keep!(first.id, fence, TTL_MS, copy(8, text('y', 'z', 'w', 'v')), 12), 'ok')
+    t.strictSame(await taken(8), copy(8, text('y', 'z', 'w', 'v')), 'the copy given, whole')
+    t.equal(await store.keep!(first.id, fence, TTL_MS, copy(10, text('w', 'v', 'u')), 9), 'ok', 'a since below the acknowledged')
+    t.strictSame(await taken(10), copy(10, text('w', 'v', 'u')))
+    // A keep the holder took for failed had landed: the copy holds more than since.
+    const binary = { data: Buffer.from([0, 255, 1]), binary: true }
+    t.equal(await store.keep!(first.id, fence, TTL_MS, copy(10, [...text('w', 'v', 'u', 't'), binary]), 13), 'ok')
+    t.equal(await store.keep!(first.id, fence, TTL_MS, copy(11, [...text('v', 'u', 't'), binary, ...text('s')]), 13), 'ok', 'kept again from the since it knows')
+    t.strictSame(await taken(11), copy(11, [...text('v', 'u', 't'), binary, ...text('s')]), 'nothing twice, the binary message byte for byte')
+    // A keep older than the one the holder heard of landed after it, then posts were taken: since is past the copy.
+    t.equal(await store.keep!(first.id, fence, TTL_MS, copy(11, [...text('v', 'u', 't'), binary, ...text('s', 'r')]), 16), 'ok')
+    t.equal(await store.keep!(first.id, fence, TTL_MS, copy(11, text('v', 'u', 't'))), 'ok')
+    for (const post of text('o', 'n', 'm')) t.same(await store.post!(first.id, post, 10, 100), { holder })
+    // As many taken as the stale copy lacks: the list is as long as since asks, but not the holder's messages.
+    t.strictSame(await store.take!(first.id, fence), text('o', 'n', 'm'))
+    const after = copy(11, [...text('v', 'u', 't'), binary, ...text('s', 'r', 'o', 'n', 'm')])
+    t.equal(await store.keep!(first.id, fence, TTL_MS, after, 17), 'ok')
+    t.strictSame(await taken(11), after, 'written whole: the copy did not reach since')
+    // An acknowledged count below the copy's (a holder's count the store never had): written whole too.
+    t.equal(await store.keep!(first.id, fence, TTL_MS, copy(14, text('s', 'r', 'o', 'n', 'm')), 19), 'ok')
+    t.equal(await store.keep!(first.id, fence, TTL_MS, copy(12, [...text('t'), binary, ...text('s', 'r', 'o', 'n', 'm')]), 19), 'ok')
+    t.strictSame(await taken(12), copy(12, [...text('t'), binary, ...text('s', 'r', 'o', 'n', 'm')]))
   })
 
   t.test('a durable claim naming a count from an instance the record names no more is judged as one from elsewhere', async (t) => {

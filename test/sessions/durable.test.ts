@@ -585,6 +585,32 @@ t.test('a subscription made after the session began is kept at once: a crash bef
   elsewhere.ws.close()
 })
 
+t.test('a client that acknowledges nothing: each keep writes to Redis only what it adds, not the whole outbox again', needs(REDIS), async (t) => {
+  const MESSAGES = 200
+  const SIZE = 1024
+  const redis = await RedisServer.start(t)
+  const a = await durable(t, new RedisSessionStore(redis.client()))
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  await waitFor(() => a.latest !== null, 2000, 'the session')
+  const admin = redis.client()
+  const written = async (): Promise<number> => Number(/total_net_input_bytes:(\d+)/.exec(await admin.info('stats'))![1])
+  const before = await written()
+  const messages = Array.from({ length: MESSAGES }, (_, i) => `${i + 1}:`.padEnd(SIZE, 'm'))
+  // One at a time, each kept before the next is sent: a keep for each, the outbox one message longer each time.
+  for (let i = 1; i <= MESSAGES; i++) {
+    a.latest!.send(messages[i - 1])
+    await waitFor(() => peer.data().length === i, 2000, `message ${i}`)
+  }
+  const bytes = await written() - before
+  const whole = MESSAGES * (MESSAGES + 1) / 2 * SIZE
+  t.ok(bytes < 3 * MESSAGES * SIZE, `Redis took ${bytes} bytes for ${MESSAGES * SIZE} sent (written whole each time: ${whole})`)
+  // As the list keeps them: a byte (0, text), then the message.
+  const kept = (await admin.lrangeBuffer(`reliable-ws:{s:${welcome.session}}:m`, 0, -1)).map((element) => element.subarray(1).toString())
+  t.ok(kept.length === MESSAGES && kept.every((message, i) => message === messages[i]), 'the copy holds every message the client has not acknowledged, once, in order')
+  peer.ws.close()
+})
+
 for (const kind of KINDS) {
   t.test(kind.name, kind.needs, async (t) => {
     const shared = await kind.shared(t)
