@@ -18,7 +18,7 @@ import { createShutdown } from './lib/wiring/shutdown'
 import { Session } from './lib/sessions/session'
 import { SessionRegistry } from './lib/sessions/session-registry'
 import { MemorySessionStore } from './lib/sessions/session-store'
-import { RedisSessionStore } from './lib/sessions/redis-session-store'
+import { openRedisSessionStore, RedisSessionStore } from './lib/sessions/redis-session-store'
 import { StatsCollector } from './lib/observability/stats'
 import { MemoryBroker } from './lib/topics/memory-broker'
 import { createRedisBroker } from './lib/topics/redis-broker'
@@ -62,8 +62,11 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
 
   // Before anything registers itself anywhere: a missing ioredis refuses the registration. Nothing connects until ready.
   let broker: Broker
+  // Sessions go where topics go: to Redis with the `redis` option, unless the application says where (`sessionStore`).
+  let redisSessions: ReturnType<typeof openRedisSessionStore> | null = null
   try {
     broker = settings.redis === null ? new MemoryBroker() : createRedisBroker(settings.redis as RedisOption, settings.topics, fastify.log)
+    if (settings.sessionsInRedis) redisSessions = openRedisSessionStore(settings.redis as RedisOption, settings.topics.keyPrefix)
   } catch (err) {
     return done(err as Error)
   }
@@ -82,9 +85,11 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     else if (entry instanceof Session) sessions.due(entry, now)
     else onSocketDue(entry, now)
   })
-  // A store of the application's outlives the instance (the default, in its memory, does not): sessions are handed over.
-  const sessions: SessionRegistry = new SessionRegistry(stats, scheduler, settings.sessionStore ?? new MemorySessionStore(), settings.sessionLimits, fastify.log,
-    settings.sessionStore !== null, {
+  // A store of the application's, or Redis, outlives the instance (the default, in its memory, does not): sessions are
+  // handed over.
+  const store = settings.sessionStore ?? redisSessions?.store ?? null
+  const sessions: SessionRegistry = new SessionRegistry(stats, scheduler, store ?? new MemorySessionStore(), settings.sessionLimits, fastify.log,
+    store !== null, {
       sessionEnded: (session) => topics.sessionEnded(session),
       positions: (session) => topics.positions(session),
       rejoin: (session, positions) => topics.rejoin(session, positions)
@@ -120,7 +125,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     handshakes.watch(this.websocketServer)
     negotiateDeflatePerRequest(this.websocketServer, deflateFor)
     this.websocketServer.on('connection', noteErrorListeners)
-    Promise.all([topics.start(), sessions.start()]).then(() => done(), done)
+    Promise.all([topics.start(), redisSessions?.start(), sessions.start()]).then(() => done(), done)
   })
 
   fastify.decorate('wsStats', {
@@ -159,7 +164,7 @@ function fastifyReliableWs (fastify: FastifyInstance, options: fastifyReliableWs
     ctx.scheduler.stop()
     sessions.endAll()
     metrics?.unregister()
-    Promise.all([topics.close(), sessions.stop()]).then(() => next(), next)
+    Promise.all([topics.close(), sessions.stop().then(() => redisSessions?.close())]).then(() => next(), next)
   })
   done()
 }

@@ -713,8 +713,11 @@ declare namespace fastifyReliableWs {
     logging?: LoggingOptions
     /** Sessions for every reliable route (`true`: the defaults); routes may override. Default `false`. */
     resume?: ResumeOptions | boolean
-    /** Where sessions' records are kept. Default: in this process's memory. */
-    sessionStore?: SessionStore
+    /**
+     * Where sessions' records are kept. Default: in Redis with the `redis` option (on a connection of the plugin's
+     * own, keys named by `topics.keyPrefix`), else in this process's memory; `null`: in this process's memory.
+     */
+    sessionStore?: SessionStore | null
     /**
      * permessage-deflate on reliable routes: `true` for the preset (no zlib memory per socket), an object to tune it,
      * `false` for none. Routes may override. Default `false`.
@@ -724,7 +727,8 @@ declare namespace fastifyReliableWs {
     topics?: TopicOptions
     /**
      * Carries topics between the instances of an application through Redis (ioredis, an optional peer dependency,
-     * unless a client is given). Default: the in-process broker.
+     * unless a client is given), and keeps sessions there unless `sessionStore` says otherwise. Default: the in-process
+     * broker.
      */
     redis?: RedisOption
   }

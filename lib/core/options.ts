@@ -92,7 +92,10 @@ export interface PluginSettings {
   logging: LoggingSettings
   resume: ResumeSettings | false
   // Its records are the sessions layer's business (sessions/session-store.ts).
+  /** The application's store; null: the plugin's (in Redis with `sessionsInRedis`, else in this process's memory). */
   sessionStore: SessionStore | null
+  /** No `sessionStore`, and the `redis` option: sessions are kept in Redis, on a connection of the plugin's own. */
+  sessionsInRedis: boolean
   compression: CompressionSettings | false
   topics: TopicSettings
   // The Redis broker's connection as the application gives it (redis/redis-connection.ts); null: the in-process broker.
@@ -458,7 +461,8 @@ function resolveRedis (value: unknown): fastifyReliableWs.RedisOption | null {
 }
 
 function resolveSessionStore (value: unknown): SessionStore | null {
-  if (value === undefined) return null
+  // null: in this process's memory, whatever the `redis` option.
+  if (value === undefined || value === null) return null
   for (const method of SESSION_STORE_METHODS) {
     if (typeof (value as Record<string, unknown> | null)?.[method] !== 'function') {
       throw invalid('sessionStore', `must be an object with ${SESSION_STORE_METHODS.join(', ')} methods (${method} is missing)`)
@@ -475,10 +479,11 @@ function resolveSessionStore (value: unknown): SessionStore | null {
   return store
 }
 
-// A durable session is kept where another instance finds it once its own died: in a store shared by instances, that keeps.
-function checkDurable (name: string, resume: ResumeSettings | false, store: SessionStore | null): ResumeSettings | false {
-  if (resume !== false && resume.durable && typeof store?.keep !== 'function') {
-    throw invalid(`${name}.durable`, 'needs a sessionStore shared by the instances, with a keep method (RedisSessionStore has one)')
+// A durable session is kept where another instance finds it once its own died: in a store shared by instances, that
+// keeps (Redis, when the `redis` option keeps sessions there).
+function checkDurable (name: string, resume: ResumeSettings | false, store: SessionStore | null, inRedis: boolean): ResumeSettings | false {
+  if (resume !== false && resume.durable && !inRedis && typeof store?.keep !== 'function') {
+    throw invalid(`${name}.durable`, 'needs a sessionStore shared by the instances, with a keep method (RedisSessionStore has one), or the redis option')
   }
   return resume
 }
@@ -592,6 +597,8 @@ export function resolvePluginSettings (options: Options): PluginSettings {
   const shutdown = resolveShutdown(o.shutdown)
   const { limits, handshakeTimeoutMs, sessionLimits } = resolvePluginLimits(o.limits, o.websocket)
   const sessionStore = resolveSessionStore(o.sessionStore)
+  const redis = resolveRedis(o.redis)
+  const sessionsInRedis = o.sessionStore === undefined && redis !== null
   return {
     heartbeat: resolveHeartbeat('heartbeat', DEFAULTS.heartbeat, o.heartbeat === undefined ? {} : o.heartbeat),
     backpressure: mergeBackpressure('backpressure', DEFAULTS.backpressure, o.backpressure),
@@ -606,11 +613,12 @@ export function resolvePluginSettings (options: Options): PluginSettings {
     sessionLimits,
     metrics: resolveMetrics(o.metrics),
     logging: resolveLogging(o.logging),
-    resume: checkDurable('resume', resolveResume('resume', false, o.resume), sessionStore),
+    resume: checkDurable('resume', resolveResume('resume', false, o.resume), sessionStore, sessionsInRedis),
     sessionStore,
+    sessionsInRedis,
     compression: resolveCompression('compression', false, o.compression, false),
     topics: resolveTopics(o.topics, isPlainObject(o.limits) ? o.limits.maxSubscriptions : undefined),
-    redis: resolveRedis(o.redis)
+    redis
   }
 }
 
@@ -638,7 +646,7 @@ export function resolveRouteSettings (plugin: PluginSettings, value: RouteOption
     messageSchema: (o.messageSchema as object | undefined) ?? null,
     allowedOrigins: resolveOrigins(`${name}.allowedOrigins`, plugin.allowedOrigins, o.allowedOrigins),
     limits: resolveRouteLimits(`${name}.limits`, plugin.limits, o.limits),
-    resume: checkDurable(`${name}.resume`, resolveResume(`${name}.resume`, plugin.resume, o.resume), plugin.sessionStore),
+    resume: checkDurable(`${name}.resume`, resolveResume(`${name}.resume`, plugin.resume, o.resume), plugin.sessionStore, plugin.sessionsInRedis),
     compression: resolveCompression(`${name}.compression`, plugin.compression, o.compression, true)
   }
 }

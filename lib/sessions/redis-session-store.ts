@@ -29,6 +29,10 @@ export const GRACE_MS = 5000
 // not hold the instance's close.
 const QUIT_MS = 1000
 
+// How long a command on the `redis` option's own connection may wait for Redis: the bound docs/sessions.md advises for
+// a client given.
+const COMMAND_TIMEOUT_MS = 2000
+
 // Messages RPUSHed per call: Lua's unpack takes at most a few thousand values at once.
 const PUSH_CHUNK = 1000
 
@@ -496,7 +500,34 @@ export class RedisSessionStore implements SessionStore {
   }
 }
 
-// For the errors of the listening connection (it reconnects by itself), and of a post's notice (it may be lost).
+/**
+ * The sessions' store of the `redis` option, when the application gives no store of its own: a `RedisSessionStore` on
+ * a connection of the plugin's own, keys named by `topics.keyPrefix` alone (as the topics' are), whatever key prefix
+ * a client given has. As the broker's: no offline queue and a command timeout, so that while Redis is away a session
+ * that begins or resumes is told to retry now, not held; and nothing resent on reconnection (a script whose answer was
+ * lost may have run: run again, a post would be kept twice). `start` connects, `close` ends the connection.
+ */
+export function openRedisSessionStore (option: RedisOption, prefix: string): { store: RedisSessionStore, start: () => Promise<void>, close: () => Promise<void> } {
+  const own = { keyPrefix: '', enableOfflineQueue: false, commandTimeout: COMMAND_TIMEOUT_MS, autoResendUnfulfilledCommands: false }
+  const connection = openConnection(option, own, false)
+  // Every command's failure is its caller's, and logged there; the connection reconnects by itself.
+  connection.on('error', ignore)
+  return {
+    store: new RedisSessionStore(connection, { prefix }),
+    // A first connection that fails fails the instance's start, and is dropped: nothing reconnects behind it.
+    start: async () => {
+      try {
+        await ready(connection)
+      } catch (err) {
+        connection.disconnect()
+        throw err
+      }
+    },
+    close: async () => { await closeConnection(connection, QUIT_MS) }
+  }
+}
+
+// For the errors of the plugin's own connections (they reconnect by itself), and of a post's notice (it may be lost).
 function ignore (): void {}
 
 // A bound for a script: -1 for none (Lua's tonumber reads no Infinity).

@@ -79,12 +79,13 @@ const badPluginOptions: Array<[string, unknown, RegExp]> = [
   ['a session store with post and no take', { sessionStore: { create () {}, claim () {}, write () {}, release () {}, end () {}, read () {}, post () {} } }, /"sessionStore": must have both post and take methods, or neither/],
   ['a session store with take and no post', { sessionStore: { create () {}, claim () {}, write () {}, release () {}, end () {}, read () {}, listen () {}, ask () {}, take () {} } }, /"sessionStore": must have both post and take methods, or neither/],
   ['durable sessions in this process\'s memory only', { resume: { durable: true } }, /"resume\.durable": needs a sessionStore shared by the instances, with a keep method/],
+  ['durable sessions kept in memory beside the redis option', { resume: { durable: true }, redis: 'redis://127.0.0.1:1', sessionStore: null }, /"resume\.durable": needs a sessionStore shared by the instances/],
   ['durable sessions on a store without keep', { resume: { durable: true }, sessionStore: { create () {}, claim () {}, write () {}, release () {}, end () {}, read () {} } }, /"resume\.durable": needs a sessionStore/],
   ['durable not a boolean', { resume: { durable: 1 } }, /"resume\.durable": must be a boolean/],
   ['a fractional receiveWindow', { resume: { receiveWindow: 1.5 } }, /"resume\.receiveWindow": must be an integer from 1 to 65536/],
   ['a zero receiveWindow', { resume: { receiveWindow: 0 } }, /"resume\.receiveWindow"/],
   ['a session store of the former kind', { sessionStore: new Map() }, /"sessionStore".*create is missing/],
-  ['a session store that is not an object', { sessionStore: null }, /"sessionStore".*create is missing/]
+  ['a session store that is not an object', { sessionStore: 'redis' }, /"sessionStore".*create is missing/]
 ]
 
 for (const [name, options, message] of badPluginOptions) {

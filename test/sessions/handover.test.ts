@@ -5,6 +5,8 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { once } from 'node:events'
 import WebSocket from 'ws'
+import type { FastifyInstance } from 'fastify'
+import { Redis as RedisClient } from 'ioredis'
 import type fastifyReliableWs = require('../../types/index')
 import { ReliableWebSocket, SessionLostEvent } from '../../lib/client'
 import { RedisSessionStore } from '../../lib/sessions/redis-session-store'
@@ -829,6 +831,47 @@ t.test('with the default store in memory, nothing is handed over: sessions end w
   await server.app.close()
   t.match(server.app.wsStats.sessions, { handedOver: 0, handoverFailed: 0, active: 0 })
   t.match(await peer.closed, { code: 1001 })
+})
+
+t.test('the redis option alone keeps sessions in Redis, named by topics.keyPrefix: handed over at close and resumed on another instance, durable; sessionStore null keeps them in memory', needs(REDIS), async (t) => {
+  const redis = await RedisServer.start(t)
+  const admin = redis.client()
+  const connections = async (): Promise<number> => (await admin.client('LIST') as string).trim().split('\n').length
+  const before = await connections()
+  // The application's client, with a key prefix of its own: the plugin names its keys by topics.keyPrefix alone.
+  const given = new RedisClient(redis.url, { keyPrefix: 'app:' })
+  t.teardown(() => given.disconnect())
+  const options = { heartbeat: false as const, shutdown: QUICK_CLOSE, topics: { keyPrefix: 'chat' } }
+  const route = (app: FastifyInstance): void => {
+    app.get('/s', { websocket: true, config: { reliable: { resume: { durable: true, ttlMs: 60_000 } } } }, () => {})
+  }
+  const a = await start({ ...options, redis: given }, route)
+  const b = await start({ ...options, redis: redis.url }, route)
+  t.teardown(() => b.app.close())
+  const peer = new Peer(a.url('/s'))
+  const welcome = await peer.welcome()
+  await waitFor(() => a.app.wsStats.sessions.active === 1, 2000, 'the session')
+  t.equal(await admin.exists(`chat:{s:${welcome.session}}`), 1, 'its record, in Redis')
+  await a.app.close()
+  t.match(await closed(peer), { code: 1001 })
+  t.equal(a.app.wsStats.sessions.handedOver, 1, 'handed over: the store outlives the instance')
+  const elsewhere = new Peer(b.url('/s'), resumeToken(welcome.session, welcome.token, 0))
+  t.match(await elsewhere.welcome(), { session: welcome.session, resumed: true }, 'resumed on the other instance')
+  elsewhere.ws.close()
+  await b.app.close()
+  // sessionStore null: in the process's memory, the redis option or not.
+  const c = await start({ ...options, redis: redis.url, sessionStore: null }, (app) => {
+    app.get('/s', { websocket: true, config: { reliable: { resume: true } } }, () => {})
+  })
+  const local = new Peer(c.url('/s'))
+  const session = (await local.welcome()).session
+  await waitFor(() => c.app.wsStats.sessions.active === 1, 2000, 'the session in memory')
+  t.equal(await admin.exists(`chat:{s:${session}}`), 0, 'with sessionStore null, nothing of it in Redis')
+  local.ws.close()
+  await c.app.close()
+  // The admin's connection and the application's own stay: every connection of the plugins went with them.
+  for (let tries = 0; await connections() !== before + 1 && tries < 100; tries++) await sleep(20)
+  t.equal(await connections(), before + 1, 'the plugins\' connections closed with their instances')
 })
 
 t.test('Redis flushed: a session whose record or handover is gone ends at its client\'s next resume, on its own instance or another: sessionlost, never a silent gap', needs(REDIS), async (t) => {

@@ -312,6 +312,22 @@ t.test('Redis down: a client beginning a session is told to retry and closed wit
   t.match(app.wsStats.sessions, { storeUnavailable: 1, active: 0 })
 })
 
+t.test('Redis down, sessions kept there by the redis option: a client beginning a session is told to retry at once, not held in a queue', needs(REDIS), async (t) => {
+  const server = await RedisServer.start(t)
+  const { app, url } = await start({ heartbeat: false, logging: { connections: false }, redis: server.url }, (app) => {
+    app.get('/s', { websocket: true, config: { reliable: { resume: { ttlMs: 60_000 } } } }, () => {})
+  })
+  t.teardown(() => app.close())
+  await server.stop()
+  const began = Date.now()
+  const peer = new Peer(url('/s'))
+  t.match(await peer.closed, { code: 1013, reason: 'Session store unavailable' })
+  // Its command timeout (2 s) never comes into it: without an offline queue, a command Redis cannot take fails now.
+  t.ok(Date.now() - began < 1000, `closed after ${Date.now() - began} ms`)
+  t.match(peer.frames, [{ t: 'retry' }])
+  t.match(app.wsStats.sessions, { storeUnavailable: 1, active: 0 })
+})
+
 t.test("an instance whose clock is behind Redis's, or a fractional ttlMs, changes no moment: they are Redis's, in whole ms", needs(REDIS), async (t) => {
   const server = await RedisServer.start(t)
   const client = server.client()

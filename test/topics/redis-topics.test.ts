@@ -93,8 +93,10 @@ t.test('the redis option, 3 instances: a publish on one instance reaches the sub
   t.match(b.app.wsStats.topics, { topics: 2, subscriptions: 2, published: 500, delivered: 500 })
   t.match(a.app.wsStats.broker, { state: 'up' })
   const channels = (await redis.client().pubsub('CHANNELS', '*')) as string[]
-  t.same(channels.filter((channel) => !channel.includes(':probe:')).sort(), ['chat-app:{news}:channel', 'chat-app:{sport}:channel'],
+  // Beside the probes, each instance listens on a channel of its own for its sessions (the redis option keeps them).
+  t.same(channels.filter((channel) => !channel.includes(':probe:') && !channel.startsWith('chat-app:i:')).sort(), ['chat-app:{news}:channel', 'chat-app:{sport}:channel'],
     'Redis carries only the topics instances have subscribers of, under topics.keyPrefix')
+  t.equal(channels.filter((channel) => channel.startsWith('chat-app:i:')).length, 3, 'and a channel per instance for its sessions, under it too')
 })
 
 t.test('Redis flushed: a session subscribed to the topic ends with 4801 and its client reports sessionlost', needs(REDIS), async (t) => {
