@@ -166,8 +166,14 @@ t.test('the messages handed over: a list beside the hash, kept as long, gone wit
   await bothKept('away')
   t.match(await store.claim(claimOf(kept, { secret: 's1', newSecret: 's2', instance: 'C', received: 3, sent: null })), { ok: true, handover })
   t.equal(await client.exists(list), 0, 'claimed: the list taken out')
-  t.equal(await client.hexists(key, 'ha') + await client.hexists(key, 'hr') + await client.hexists(key, 'ht'), 0, 'and its counts and topics')
+  t.equal(await client.hexists(key, 'ha') + await client.hexists(key, 'hr') + await client.hexists(key, 'ht') + await client.hexists(key, 'hn'), 0, 'and its counts and topics')
   t.ok(await client.pttl(key) > 0, 'the record kept')
+  // A holder's copy without messages: the take that joins posts to it makes the list, which goes with the record too.
+  t.equal(await store.keep(kept.id, 3, 30_000, { ...handover, messages: [] }), 'ok')
+  t.equal(await client.exists(list), 0, 'no messages kept, no list')
+  t.same(await store.post(kept.id, { data: 'p', binary: false }, 10, 100), { holder: 'C' })
+  t.strictSame(await store.take(kept.id, 3), [{ data: 'p', binary: false }])
+  await bothKept('a take made the list')
 
   t.equal(await store.release(kept.id, 3, 30_000, handover), 'ok')
   t.equal(await store.release(kept.id, 3, 30_000), 'ok')
