@@ -2,7 +2,8 @@
 // redis-server)
 // What `resume.durable` costs: one instance (its own process) with sessions on a redis-server, N reliable clients
 // (ReliableWebSocket, in this process), each sending M messages of 64 B to the server, then the server sending M to
-// each. Per mode: the messages per second each way, the instance's CPU per message, Redis's CPU per message. Modes:
+// each, then publishing M topic messages to all N, one a turn (each a keep per session when durable: nothing to batch
+// it with). Per mode: the messages per second each way, the instance's CPU per message, Redis's CPU per message. Modes:
 // the default store in memory (no Redis), RedisSessionStore without durable, durable with the default receiveWindow
 // (64), and durable with receiveWindow 1 (durable-window-1). Figures in bench/notes.md ("Durable sessions").
 import { fork } from 'node:child_process'
@@ -38,6 +39,7 @@ async function server (redisUrl, mode) {
   let target = Infinity
   app.get('/s', { websocket: true, config: { reliable: { resume: { maxBufferedMessages: 100_000, maxBufferedBytes: 1 << 26, ...mode.resume } } } }, (socket) => {
     sessions.add(socket.session)
+    socket.subscribe('all')
     socket.on('message', () => {
       if (++received === target) process.send({ in: true })
     })
@@ -66,6 +68,14 @@ async function server (redisUrl, mode) {
         if (left) setTimeout(pump, 1)
       }
       pump()
+    } else if (message.cmd === 'publish') {
+      // One topic message a turn: every session has one message to keep each time, none to batch with.
+      let left = message.count
+      const publish = () => {
+        app.wsPublish('all', PAYLOAD)
+        if (--left > 0) setImmediate(publish)
+      }
+      publish()
     } else if (message.cmd === 'sample') {
       const used = process.cpuUsage(cpu)
       process.send({ cpuMs: (used.user + used.system) / 1000 })
@@ -123,6 +133,18 @@ async function orchestrate () {
       child.send({ cmd: 'sample' })
       const outCpu = (await next()).cpuMs
       const outRedis = redis.cpuMs() - redisMiddle
+
+      // A topic to every session, one message a turn.
+      child.send({ cmd: 'mark' })
+      const redisLast = redis.cpuMs()
+      got = 0
+      began = process.hrtime.bigint()
+      child.send({ cmd: 'publish', count: messages })
+      while (got < total) await new Promise((resolve) => setTimeout(resolve, 2))
+      const topicSeconds = Number(process.hrtime.bigint() - began) / 1e9
+      child.send({ cmd: 'sample' })
+      const topicCpu = (await next()).cpuMs
+      const topicRedis = redis.cpuMs() - redisLast
       for (const ws of open) ws.close()
       child.send({ cmd: 'close' })
       await new Promise((resolve) => child.once('exit', resolve))
@@ -133,12 +155,15 @@ async function orchestrate () {
         'Redis µs CPU/msg in': Number((inRedis * 1000 / total).toFixed(1)),
         'server→client msg/s': Math.round(total / outSeconds),
         'server µs CPU/msg out': Number((outCpu * 1000 / total).toFixed(1)),
-        'Redis µs CPU/msg out': Number((outRedis * 1000 / total).toFixed(1))
+        'Redis µs CPU/msg out': Number((outRedis * 1000 / total).toFixed(1)),
+        'topic msg/s delivered': Math.round(total / topicSeconds),
+        'server µs CPU/topic msg': Number((topicCpu * 1000 / total).toFixed(1)),
+        'Redis µs CPU/topic msg': Number((topicRedis * 1000 / total).toFixed(1))
       })
     }
   } finally {
     await redis.stop()
   }
-  console.log(`${sessions} sessions × ${messages} messages of 64 B each way`)
+  console.log(`${sessions} sessions × ${messages} messages of 64 B each way, then ${messages} topic messages to all ${sessions}, one a turn`)
   console.table(rows)
 }
