@@ -305,7 +305,7 @@ declare namespace fastifyReliableWs {
     owner?: (request: FastifyRequest) => string | Promise<string>
     /**
      * Sessions that survive a crash of their instance, with a session store that has `keep` (`RedisSessionStore`
-     * has): each message to the client is kept in the store before it is sent, and the count of the client's messages
+     * has, as does the `redis` option's): each message to the client is kept in the store before it is sent, and the count of the client's messages
      * reserved ahead, so that another instance goes on with the session. Default `false`.
      */
     durable?: boolean

@@ -47,7 +47,10 @@ export function openConnection (option: RedisOption, overrides: RedisOptions, sh
  * its 'ready' says when it is up.
  */
 export async function connected (connection: Connection): Promise<unknown> {
-  return await Promise.race([connection.connect(), once(connection, 'ready')])
+  // A command sent before (wsSessions.send while the application starts) may have begun connecting already.
+  if (connection.status === 'ready') return
+  const up = once(connection, 'ready')
+  return await Promise.race([connection.status === 'wait' ? connection.connect() : up, up])
 }
 
 /** Connects; resolves once the connection is ready, or rejects with its first error. */

@@ -6,9 +6,15 @@ const FIXTURE = join(__dirname, '..', 'fixtures', 'instance.mjs')
 
 // A test process that killed many of these sometimes never ends once its tests are done: Node 20 spins at a full core
 // in its cleanup at exit (Environment::CleanupHandles, every libuv handle and request already gone: seen under gdb),
-// until tap's timeout fails the file. Once every other 'exit' listener has run (tap's own were added first), this one
-// ends the process there, as process.exit() in an 'exit' listener does, without that cleanup; the exit code is kept.
-process.once('exit', (code) => process.exit(code))
+// until tap's timeout fails the file. Added at the first start, once tap has added its own (it does at its first
+// output), this 'exit' listener runs last and ends the process there, as process.exit() in an 'exit' listener does,
+// without that cleanup; the exit code is kept.
+let exitHooked = false
+function endAtExit (): void {
+  if (exitHooked) return
+  exitHooked = true
+  process.once('exit', (code) => process.exit(code))
+}
 
 /**
  * test/fixtures/instance.mjs in a process of its own (on the build: `npm test` makes it), on a fixed loopback port so
@@ -24,6 +30,7 @@ export class Instance {
   private constructor (readonly port: number, private readonly env: Record<string, string>) {}
 
   static async start (t: { teardown: (fn: () => unknown) => void }, port: number, env: Record<string, string>): Promise<Instance> {
+    endAtExit()
     const instance = new Instance(port, env)
     t.teardown(() => instance.stop('SIGKILL'))
     await instance.restart()

@@ -5,9 +5,11 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { once } from 'node:events'
 import WebSocket from 'ws'
+import Fastify from 'fastify'
 import type { FastifyInstance } from 'fastify'
 import { Redis as RedisClient } from 'ioredis'
 import type fastifyReliableWs = require('../../types/index')
+import reliableWs = require('../../index')
 import { ReliableWebSocket, SessionLostEvent } from '../../lib/client'
 import { RedisSessionStore } from '../../lib/sessions/redis-session-store'
 import { PROTOCOL, resumeToken } from '../../lib/protocol/protocol'
@@ -845,6 +847,13 @@ t.test('the redis option alone keeps sessions in Redis, named by topics.keyPrefi
   const route = (app: FastifyInstance): void => {
     app.get('/s', { websocket: true, config: { reliable: { resume: { durable: true, ttlMs: 60_000 } } } }, () => {})
   }
+  // A call to the store before the instance is ready (a queue consumer starting early) leaves it able to start.
+  const early = Fastify()
+  await early.register(reliableWs, { ...options, redis: redis.url })
+  await early.wsSessions.send('e'.repeat(32), 'early').catch(() => 'refused: not connected yet')
+  await early.ready()
+  t.equal(await early.wsSessions.send('e'.repeat(32), 'ready'), 'unknown', 'started all the same: its store answers')
+  await early.close()
   const a = await start({ ...options, redis: given }, route)
   const b = await start({ ...options, redis: redis.url }, route)
   t.teardown(() => b.app.close())
