@@ -464,9 +464,9 @@ export class RedisSessionStore implements SessionStore {
     const channel = this.channel(instance)
     // It reconnects and subscribes again by itself, whatever the client's settings; until then, asks are lost as
     // documented.
-    // No command timeout: ioredis subscribes again after a reconnection without catching a failure, and a SUBSCRIBE
-    // that timed out there would be an unhandled rejection.
-    const connection = openConnection(this.client as unknown as RedisOption, { autoResubscribe: true, commandTimeout: undefined }, false)
+    // An offline queue and no command timeout, whatever the client's: ioredis subscribes again after a reconnection
+    // without catching a failure, and a SUBSCRIBE refused or timed out there would be an unhandled rejection.
+    const connection = openConnection(this.client as unknown as RedisOption, { autoResubscribe: true, enableOfflineQueue: true, commandTimeout: undefined }, false)
     connection.on('error', ignore)
     // `<fence> <id>`: asked for; `+ <id>`: posted to.
     connection.on('message', (from: string, message: string) => {
