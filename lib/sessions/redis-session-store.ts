@@ -529,7 +529,7 @@ export function openRedisSessionStore (option: RedisOption, prefix: string): { s
   }
 }
 
-// For the errors of the plugin's own connections (they reconnect by itself), and of a post's notice (it may be lost).
+// For the errors of the plugin's own connections (each reconnects by itself), and of a post's notice (it may be lost).
 function ignore (): void {}
 
 // A bound for a script: -1 for none (Lua's tonumber reads no Infinity).

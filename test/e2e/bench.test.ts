@@ -143,8 +143,8 @@ t.test('smoke test of bench/durable.mjs: 3 sessions × 20 messages, every mode; 
       else resolve(stdout)
     })
   })
-  t.match(stdout, /^3 sessions × 20 messages of 64 B each way$/m)
+  t.match(stdout, /^3 sessions × 20 messages of 64 B each way, then 20 topic messages to all 3, one a turn$/m)
   for (const mode of ['memory', 'redis', 'durable', 'durable-window-1']) {
-    t.match(stdout, new RegExp(`│ '${mode}' +│ \\d+ +│ [\\d.]+ +│ [\\d.]+ +│ \\d+ +│ [\\d.]+ +│ [\\d.]+ +│`), `${mode}: a row of figures`)
+    t.match(stdout, new RegExp(`│ '${mode}' +│ \\d+ +│ [\\d.]+ +│ [\\d.]+ +│ \\d+ +│ [\\d.]+ +│ [\\d.]+ +│ \\d+ +│ [\\d.]+ +│ [\\d.]+ +│`), `${mode}: a row of figures`)
   }
 })
