@@ -847,13 +847,17 @@ t.test('the redis option alone keeps sessions in Redis, named by topics.keyPrefi
   const route = (app: FastifyInstance): void => {
     app.get('/s', { websocket: true, config: { reliable: { resume: { durable: true, ttlMs: 60_000 } } } }, () => {})
   }
-  // A call to the store before the instance is ready (a queue consumer starting early) leaves it able to start.
-  const early = Fastify()
-  await early.register(reliableWs, { ...options, redis: redis.url })
-  await early.wsSessions.send('e'.repeat(32), 'early').catch(() => 'refused: not connected yet')
-  await early.ready()
-  t.equal(await early.wsSessions.send('e'.repeat(32), 'ready'), 'unknown', 'started all the same: its store answers')
-  await early.close()
+  // A call to the store before the instance is ready (a queue consumer starting early) leaves it able to start,
+  // whether its connection is still on its way or up already.
+  for (const wait of [0, 300]) {
+    const early = Fastify()
+    await early.register(reliableWs, { ...options, redis: redis.url })
+    await early.wsSessions.send('e'.repeat(32), 'early').catch(() => 'refused: not connected yet')
+    await sleep(wait)
+    await early.ready()
+    t.equal(await early.wsSessions.send('e'.repeat(32), 'ready'), 'unknown', `started all the same, ${wait} ms later: its store answers`)
+    await early.close()
+  }
   const a = await start({ ...options, redis: given }, route)
   const b = await start({ ...options, redis: redis.url }, route)
   t.teardown(() => b.app.close())
