@@ -1,6 +1,7 @@
 // The session store in Redis: the one store contract on a redis-server and on a 3-master Cluster, claims racing,
 // the records' time to live, and an application resuming a session whose record is in Redis.
 import t from 'tap'
+import type { Test } from 'tap'
 import net from 'node:net'
 import { Cluster, Redis as RedisClient } from 'ioredis'
 import type { Redis } from 'ioredis'
@@ -299,39 +300,37 @@ t.test('an application with sessionStore: new RedisSessionStore(client): a clien
   t.match(app.wsStats.sessions, { handedOver: 1, active: 0 })
 })
 
+/**
+ * An instance with `options` whose Redis then stops: a client beginning a session is told to retry and closed with
+ * 1013 within `withinMs`, counted.
+ */
+async function refusedWhileDown (t: Test, server: RedisServer, options: fastifyReliableWs.FastifyReliableWsOptions, withinMs: number): Promise<void> {
+  const { app, url } = await start({ heartbeat: false, logging: { connections: false }, ...options }, (app) => {
+    app.get('/s', { websocket: true, config: { reliable: { resume: { ttlMs: 60_000 } } } }, () => {})
+  })
+  t.teardown(() => app.close())
+  await server.stop()
+  const began = Date.now()
+  const peer = new Peer(url('/s'))
+  t.match(await peer.closed, { code: 1013, reason: 'Session store unavailable' })
+  t.ok(Date.now() - began < withinMs, `closed after ${Date.now() - began} ms`)
+  t.match(peer.frames, [{ t: 'retry' }])
+  t.match(app.wsStats.sessions, { storeUnavailable: 1, active: 0 })
+}
+
 t.test('Redis down: a client beginning a session is told to retry and closed with 1013 within the client\'s commandTimeout', needs(REDIS), async (t) => {
   const server = await RedisServer.start(t)
   const client = new RedisClient(server.port, '127.0.0.1', { commandTimeout: 300 })
   client.on('error', () => {})
   t.teardown(() => client.disconnect())
   await client.ping()
-  const { app, url } = await start({ heartbeat: false, logging: { connections: false }, sessionStore: new RedisSessionStore(client) }, (app) => {
-    app.get('/s', { websocket: true, config: { reliable: { resume: { ttlMs: 60_000 } } } }, () => {})
-  })
-  t.teardown(() => app.close())
-  await server.stop()
-  const began = Date.now()
-  const peer = new Peer(url('/s'))
-  t.match(await peer.closed, { code: 1013, reason: 'Session store unavailable' })
-  t.ok(Date.now() - began < 3000, `closed after ${Date.now() - began} ms`)
-  t.match(peer.frames, [{ t: 'retry' }])
-  t.match(app.wsStats.sessions, { storeUnavailable: 1, active: 0 })
+  await refusedWhileDown(t, server, { sessionStore: new RedisSessionStore(client) }, 3000)
 })
 
 t.test('Redis down, sessions kept there by the redis option: a client beginning a session is told to retry at once, not held in a queue', needs(REDIS), async (t) => {
   const server = await RedisServer.start(t)
-  const { app, url } = await start({ heartbeat: false, logging: { connections: false }, redis: server.url }, (app) => {
-    app.get('/s', { websocket: true, config: { reliable: { resume: { ttlMs: 60_000 } } } }, () => {})
-  })
-  t.teardown(() => app.close())
-  await server.stop()
-  const began = Date.now()
-  const peer = new Peer(url('/s'))
-  t.match(await peer.closed, { code: 1013, reason: 'Session store unavailable' })
   // Its command timeout (2 s) never comes into it: without an offline queue, a command Redis cannot take fails now.
-  t.ok(Date.now() - began < 1000, `closed after ${Date.now() - began} ms`)
-  t.match(peer.frames, [{ t: 'retry' }])
-  t.match(app.wsStats.sessions, { storeUnavailable: 1, active: 0 })
+  await refusedWhileDown(t, server, { redis: server.url }, 1000)
 })
 
 t.test("an instance whose clock is behind Redis's, or a fractional ttlMs, changes no moment: they are Redis's, in whole ms", needs(REDIS), async (t) => {
