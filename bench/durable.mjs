@@ -115,7 +115,7 @@ async function orchestrate () {
 
       child.send({ cmd: 'mark', expect: total })
       const redisBefore = redis.cpuMs()
-      let began = process.hrtime.bigint()
+      const began = process.hrtime.bigint()
       const arrived = next()
       for (let k = 0; k < messages; k++) for (const ws of open) ws.send(PAYLOAD)
       await arrived
@@ -124,27 +124,21 @@ async function orchestrate () {
       const inCpu = (await next()).cpuMs
       const inRedis = redis.cpuMs() - redisBefore
 
-      child.send({ cmd: 'mark' })
-      const redisMiddle = redis.cpuMs()
-      began = process.hrtime.bigint()
-      child.send({ cmd: 'send', count: messages })
-      while (got < total) await new Promise((resolve) => setTimeout(resolve, 2))
-      const outSeconds = Number(process.hrtime.bigint() - began) / 1e9
-      child.send({ cmd: 'sample' })
-      const outCpu = (await next()).cpuMs
-      const outRedis = redis.cpuMs() - redisMiddle
-
+      // The instance sends as `command` says until the clients have had `total`: how long, its CPU and Redis's.
+      const toClients = async (command) => {
+        child.send({ cmd: 'mark' })
+        const redisBefore = redis.cpuMs()
+        got = 0
+        const began = process.hrtime.bigint()
+        child.send(command)
+        while (got < total) await new Promise((resolve) => setTimeout(resolve, 2))
+        const seconds = Number(process.hrtime.bigint() - began) / 1e9
+        child.send({ cmd: 'sample' })
+        return { seconds, cpuMs: (await next()).cpuMs, redisMs: redis.cpuMs() - redisBefore }
+      }
+      const out = await toClients({ cmd: 'send', count: messages })
       // A topic to every session, one message a turn.
-      child.send({ cmd: 'mark' })
-      const redisLast = redis.cpuMs()
-      got = 0
-      began = process.hrtime.bigint()
-      child.send({ cmd: 'publish', count: messages })
-      while (got < total) await new Promise((resolve) => setTimeout(resolve, 2))
-      const topicSeconds = Number(process.hrtime.bigint() - began) / 1e9
-      child.send({ cmd: 'sample' })
-      const topicCpu = (await next()).cpuMs
-      const topicRedis = redis.cpuMs() - redisLast
+      const topic = await toClients({ cmd: 'publish', count: messages })
       for (const ws of open) ws.close()
       child.send({ cmd: 'close' })
       await new Promise((resolve) => child.once('exit', resolve))
@@ -153,12 +147,12 @@ async function orchestrate () {
         'client→server msg/s': Math.round(total / inSeconds),
         'server µs CPU/msg in': Number((inCpu * 1000 / total).toFixed(1)),
         'Redis µs CPU/msg in': Number((inRedis * 1000 / total).toFixed(1)),
-        'server→client msg/s': Math.round(total / outSeconds),
-        'server µs CPU/msg out': Number((outCpu * 1000 / total).toFixed(1)),
-        'Redis µs CPU/msg out': Number((outRedis * 1000 / total).toFixed(1)),
-        'topic msg/s delivered': Math.round(total / topicSeconds),
-        'server µs CPU/topic msg': Number((topicCpu * 1000 / total).toFixed(1)),
-        'Redis µs CPU/topic msg': Number((topicRedis * 1000 / total).toFixed(1))
+        'server→client msg/s': Math.round(total / out.seconds),
+        'server µs CPU/msg out': Number((out.cpuMs * 1000 / total).toFixed(1)),
+        'Redis µs CPU/msg out': Number((out.redisMs * 1000 / total).toFixed(1)),
+        'topic msg/s delivered': Math.round(total / topic.seconds),
+        'server µs CPU/topic msg': Number((topic.cpuMs * 1000 / total).toFixed(1)),
+        'Redis µs CPU/topic msg': Number((topic.redisMs * 1000 / total).toFixed(1))
       })
     }
   } finally {
